@@ -1,0 +1,12 @@
+// Command nodemesh is the nodemesh CLI; see internal/cli.
+package main
+
+import (
+	"os"
+
+	"github.com/nodemesh/nodemesh/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Execute(os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}))
+}

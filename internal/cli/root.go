@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitFindings = 1
+	ExitUsage    = 2
+)
+
+// IO are a command's streams.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+
+func usageError(format string, args ...any) error {
+	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "dev"
+
+// NewRootCommand builds the command tree.
+func NewRootCommand(streams IO) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nodemesh",
+		Short: "Move Istio workloads off sidecars, one namespace at a time",
+		Long: `nodemesh runs Istio's traffic management (VirtualService, DestinationRule, …) on one
+Envoy per node instead of a sidecar per pod, with eBPF for networking and policy.
+
+It keeps your Istio configuration: 'nodemesh translate' shows what a node Envoy would
+be given for a set of manifests, with Istio's names and defaults, and tells you what
+it cannot honour.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: ExitUsage, err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+	})
+	root.AddCommand(newTranslateCommand(streams), newVersionCommand(streams))
+	return root
+}
+
+// Execute runs the command line and returns the process exit code.
+func Execute(args []string, streams IO) int {
+	root := NewRootCommand(streams)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(streams.ErrOut, "Error:", ee.err)
+		}
+		return ee.code
+	}
+	// Cobra's own errors (unknown command, bad arguments) are usage errors.
+	fmt.Fprintln(streams.ErrOut, "Error:", err)
+	return ExitUsage
+}
+
+func newVersionCommand(streams IO) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the nodemesh version",
+		Args:  cobra.NoArgs,
+		Run: func(*cobra.Command, []string) {
+			fmt.Fprintln(streams.Out, "nodemesh", Version)
+		},
+	}
+}

@@ -1,0 +1,139 @@
+package envoy
+
+import (
+	"fmt"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// maxRepairRounds bounds the validate → withhold loop; each round can only
+// remove units, and a removal can orphan at most one further level (a
+// cluster's routes, a route configuration's chains).
+const maxRepairRounds = 8
+
+// Build converts the IR into validated xDS resources. Whatever fails
+// validation is withheld at the smallest unit that can be (a route, a virtual
+// host, a filter chain, a cluster) and reported as an InvalidXDS error; the
+// rest is returned.
+func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
+	var diags ir.Diagnostics
+	r := &Resources{}
+	for _, l := range m.Listeners {
+		x, err := buildListener(l)
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeListener, Name: l.Name}, "", "withheld: %v", err)
+			continue
+		}
+		r.Listeners = append(r.Listeners, x)
+	}
+	for _, rc := range m.RouteConfigs {
+		x, err := buildRouteConfig(rc)
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeRoute, Name: rc.Name}, "", "withheld: %v", err)
+			continue
+		}
+		r.Routes = append(r.Routes, x)
+	}
+	for i := range m.Clusters {
+		x, err := buildCluster(&m.Clusters[i])
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeCluster, Name: m.Clusters[i].Name}, "", "withheld: %v", err)
+			continue
+		}
+		r.Clusters = append(r.Clusters, x)
+	}
+	for i := range m.Endpoints {
+		r.Endpoints = append(r.Endpoints, buildEndpoints(&m.Endpoints[i]))
+	}
+	diags = append(diags, Repair(r)...)
+	return r, diags
+}
+
+// Repair validates resources and withholds every invalid unit until what is
+// left is valid. It returns one diagnostic per problem found.
+func Repair(r *Resources) ir.Diagnostics {
+	var diags ir.Diagnostics
+	for round := 0; round < maxRepairRounds; round++ {
+		problems := Validate(r)
+		if len(problems) == 0 {
+			return diags
+		}
+		for _, p := range problems {
+			diags = append(diags, problemDiagnostic(p))
+		}
+		withhold(r, problems)
+	}
+	if problems := Validate(r); len(problems) > 0 {
+		// Cannot happen with removal-only repairs; fail closed.
+		for _, p := range problems {
+			diags = append(diags, problemDiagnostic(p))
+		}
+		*r = Resources{}
+	}
+	return diags
+}
+
+func problemDiagnostic(p Problem) ir.Diagnostic {
+	res := ir.ResourceRef{Kind: p.Type, Name: p.Name}
+	if p.Origin != nil {
+		res = *p.Origin
+	}
+	return ir.Diagnostic{
+		Severity: ir.SeverityError, Code: ir.CodeInvalidXDS, Resource: res,
+		Message: fmt.Sprintf("invalid xDS withheld: %s", p),
+	}
+}
+
+// withhold removes the units problems point at.
+func withhold(r *Resources, problems []Problem) {
+	type unit struct{ index, a, b int }
+	dropL, dropR, dropC, dropE := map[int]bool{}, map[int]bool{}, map[int]bool{}, map[int]bool{}
+	chains := map[unit]bool{} // {listener, chain, 0}
+	vhosts := map[unit]bool{} // {route config, vhost, 0}
+	routes := map[unit]bool{} // {route config, vhost, route}
+	for _, p := range problems {
+		switch {
+		case p.Type == TypeListener && p.Chain == -1:
+			dropL[p.Index] = true
+		case p.Type == TypeListener:
+			chains[unit{p.Index, p.Chain, 0}] = true
+		case p.Type == TypeRoute && p.VHost < 0:
+			dropR[p.Index] = true
+		case p.Type == TypeRoute && p.Route < 0:
+			vhosts[unit{p.Index, p.VHost, 0}] = true
+		case p.Type == TypeRoute:
+			routes[unit{p.Index, p.VHost, p.Route}] = true
+		case p.Type == TypeCluster:
+			dropC[p.Index] = true
+		case p.Type == TypeEndpoint:
+			dropE[p.Index] = true
+		}
+	}
+	for i, l := range r.Listeners {
+		if chains[unit{i, DefaultChain, 0}] {
+			l.DefaultFilterChain = nil
+		}
+		l.FilterChains = keep(l.FilterChains, func(j int) bool { return !chains[unit{i, j, 0}] })
+	}
+	for i, rc := range r.Routes {
+		for j, vh := range rc.VirtualHosts {
+			vh.Routes = keep(vh.Routes, func(k int) bool { return !routes[unit{i, j, k}] })
+		}
+		rc.VirtualHosts = keep(rc.VirtualHosts, func(j int) bool { return !vhosts[unit{i, j, 0}] })
+	}
+	r.Listeners = keep(r.Listeners, func(i int) bool { return !dropL[i] })
+	r.Routes = keep(r.Routes, func(i int) bool { return !dropR[i] })
+	r.Clusters = keep(r.Clusters, func(i int) bool { return !dropC[i] })
+	r.Endpoints = keep(r.Endpoints, func(i int) bool { return !dropE[i] })
+}
+
+// keep returns the elements whose index ok accepts, in order.
+func keep[T any](s []T, ok func(int) bool) []T {
+	out := s[:0:0]
+	for i, x := range s {
+		if ok(i) {
+			out = append(out, x)
+		}
+	}
+	return out
+}

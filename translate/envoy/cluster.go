@@ -1,0 +1,277 @@
+package envoy
+
+import (
+	"cmp"
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+var lbPolicies = map[ir.LBPolicy]clusterv3.Cluster_LbPolicy{
+	ir.LBLeastRequest:    clusterv3.Cluster_LEAST_REQUEST,
+	ir.LBRoundRobin:      clusterv3.Cluster_ROUND_ROBIN,
+	ir.LBRandom:          clusterv3.Cluster_RANDOM,
+	ir.LBRingHash:        clusterv3.Cluster_RING_HASH,
+	ir.LBMaglev:          clusterv3.Cluster_MAGLEV,
+	ir.LBClusterProvided: clusterv3.Cluster_CLUSTER_PROVIDED,
+}
+
+var discoveryTypes = map[ir.Discovery]clusterv3.Cluster_DiscoveryType{
+	ir.DiscoveryEDS:         clusterv3.Cluster_EDS,
+	ir.DiscoveryOriginalDst: clusterv3.Cluster_ORIGINAL_DST,
+	ir.DiscoveryStatic:      clusterv3.Cluster_STATIC,
+}
+
+func buildCluster(c *ir.Cluster) (*clusterv3.Cluster, error) {
+	out := &clusterv3.Cluster{
+		Name:                 c.Name,
+		AltStatName:          c.Name + ";",
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: discoveryTypes[c.Discovery]},
+		ConnectTimeout:       dur(c.ConnectTimeout),
+		LbPolicy:             lbPolicies[c.LoadBalancer.Policy],
+		CircuitBreakers:      circuitBreakers(c.CircuitBreaker),
+	}
+	if c.Discovery == ir.DiscoveryEDS {
+		out.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource(), ServiceName: c.Name}
+	}
+	if c.HealthyPanicThreshold != nil {
+		out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: *c.HealthyPanicThreshold}}
+	}
+	switch lb := c.LoadBalancer; lb.Policy {
+	case ir.LBRingHash:
+		rh := &clusterv3.Cluster_RingHashLbConfig{}
+		if lb.RingHashMinSize > 0 {
+			rh.MinimumRingSize = wrapperspb.UInt64(lb.RingHashMinSize)
+		}
+		out.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: rh}
+	case ir.LBMaglev:
+		if lb.MaglevTableSize > 0 {
+			out.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(lb.MaglevTableSize)}}
+		}
+	case ir.LBRoundRobin:
+		if ss := slowStart(lb.SlowStart); ss != nil {
+			out.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{SlowStartConfig: ss}}
+		}
+	case ir.LBLeastRequest:
+		if ss := slowStart(lb.SlowStart); ss != nil {
+			out.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{SlowStartConfig: ss}}
+		}
+	}
+	if od := c.Outlier; od != nil {
+		out.OutlierDetection = &clusterv3.OutlierDetection{
+			Consecutive_5Xx:                        u32(od.Consecutive5xx),
+			EnforcingConsecutive_5Xx:               u32(od.EnforcingConsecutive5xx),
+			ConsecutiveGatewayFailure:              u32(od.ConsecutiveGatewayFailure),
+			EnforcingConsecutiveGatewayFailure:     u32(od.EnforcingConsecutiveGateway),
+			ConsecutiveLocalOriginFailure:          u32(od.ConsecutiveLocalOriginFailure),
+			EnforcingConsecutiveLocalOriginFailure: u32(od.EnforcingLocalOriginFailure),
+			SplitExternalLocalOriginErrors:         od.SplitExternalLocalOriginErrors,
+			Interval:                               durp(od.Interval),
+			BaseEjectionTime:                       durp(od.BaseEjectionTime),
+			MaxEjectionPercent:                     u32(od.MaxEjectionPercent),
+			// Istio turns success-rate ejection off.
+			EnforcingSuccessRate: wrapperspb.UInt32(0),
+		}
+		if od.SplitExternalLocalOriginErrors {
+			out.OutlierDetection.EnforcingLocalOriginSuccessRate = wrapperspb.UInt32(0)
+		}
+	}
+	if k := c.TCPKeepalive; k != nil {
+		ka := &corev3.TcpKeepalive{}
+		if k.Probes > 0 {
+			ka.KeepaliveProbes = wrapperspb.UInt32(k.Probes)
+		}
+		if k.Time != nil {
+			ka.KeepaliveTime = wrapperspb.UInt32(uint32(k.Time.Std().Seconds()))
+		}
+		if k.Interval != nil {
+			ka.KeepaliveInterval = wrapperspb.UInt32(uint32(k.Interval.Std().Seconds()))
+		}
+		out.UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{TcpKeepalive: ka}
+	}
+	if c.HTTP != nil {
+		a, err := toAny(httpOptions(c.HTTP, c.Protocol))
+		if err != nil {
+			return nil, err
+		}
+		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: a}
+	}
+	if c.TLS != nil {
+		a, err := toAny(upstreamTLS(c.TLS))
+		if err != nil {
+			return nil, err
+		}
+		out.TransportSocket = &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
+	}
+	if c.Service != nil {
+		md := map[string]any{
+			"services": []any{map[string]any{"host": c.Service.Host, "name": c.Service.Name, "namespace": c.Service.Namespace}},
+		}
+		if c.Origin != nil {
+			md["config"] = ir.ConfigPath(c.Origin.Kind, c.Origin.Namespace, c.Origin.Name)
+		}
+		if c.Subset != "" {
+			md["subset"] = c.Subset
+		}
+		var err error
+		if out.Metadata, err = istioMetadata(md); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func u32(v *uint32) *wrapperspb.UInt32Value {
+	if v == nil {
+		return nil
+	}
+	return wrapperspb.UInt32(*v)
+}
+
+func circuitBreakers(cb ir.CircuitBreaker) *clusterv3.CircuitBreakers {
+	t := &clusterv3.CircuitBreakers_Thresholds{
+		MaxConnections:     wrapperspb.UInt32(cb.MaxConnections),
+		MaxPendingRequests: wrapperspb.UInt32(cb.MaxPendingRequests),
+		MaxRequests:        wrapperspb.UInt32(cb.MaxRequests),
+		MaxRetries:         wrapperspb.UInt32(cb.MaxRetries),
+	}
+	if rb := cb.RetryBudget; rb != nil {
+		t.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: rb.Percent},
+			MinRetryConcurrency: wrapperspb.UInt32(rb.MinRetryConcurrency),
+		}
+	}
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+}
+
+func slowStart(s *ir.SlowStart) *clusterv3.Cluster_SlowStartConfig {
+	if s == nil {
+		return nil
+	}
+	return &clusterv3.Cluster_SlowStartConfig{
+		SlowStartWindow:  dur(s.Window),
+		Aggression:       &corev3.RuntimeDouble{DefaultValue: s.Aggression, RuntimeKey: "upstream.slow_start.aggression"},
+		MinWeightPercent: &typev3.Percent{Value: s.MinWeightPercent},
+	}
+}
+
+// httpOptions are the upstream HTTP protocol options. Envoy requires a
+// protocol choice: HTTP/2 for h2 ports, the client's protocol for sniffed
+// ports or useClientProtocol, HTTP/1.1 otherwise.
+func httpOptions(h *ir.HTTPOptions, proto ir.Protocol) *httpv3.HttpProtocolOptions {
+	out := &httpv3.HttpProtocolOptions{}
+	if h.IdleTimeout != nil || h.MaxRequestsPerConnection > 0 || h.MaxConnectionDuration != nil {
+		common := &corev3.HttpProtocolOptions{IdleTimeout: durp(h.IdleTimeout), MaxConnectionDuration: durp(h.MaxConnectionDuration)}
+		if h.MaxRequestsPerConnection > 0 {
+			common.MaxRequestsPerConnection = wrapperspb.UInt32(h.MaxRequestsPerConnection)
+		}
+		out.CommonHttpProtocolOptions = common
+	}
+	if h.AutoSNI {
+		out.UpstreamHttpProtocolOptions = &corev3.UpstreamHttpProtocolOptions{AutoSni: true, AutoSanValidation: h.AutoSANValidation}
+	}
+	h2 := &corev3.Http2ProtocolOptions{}
+	if h.MaxConcurrentStreams > 0 {
+		h2.MaxConcurrentStreams = wrapperspb.UInt32(h.MaxConcurrentStreams)
+	}
+	if h.HTTP2KeepaliveInterval != nil || h.HTTP2KeepaliveTimeout != nil {
+		h2.ConnectionKeepalive = &corev3.KeepaliveSettings{Interval: durp(h.HTTP2KeepaliveInterval), Timeout: durp(h.HTTP2KeepaliveTimeout)}
+	}
+	switch {
+	case h.UseClientProtocol || proto == ir.ProtocolUnknown:
+		out.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+			UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: h2,
+			}}
+	case h.HTTP2:
+		out.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: h2},
+		}}
+	default:
+		out.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+		}}
+	}
+	return out
+}
+
+// upstreamTLS originates TLS with certificates read from files on the node,
+// since the node proxy has no Istio agent serving SDS.
+func upstreamTLS(t *ir.UpstreamTLS) *tlsv3.UpstreamTlsContext {
+	common := &tlsv3.CommonTlsContext{
+		TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
+		AlpnProtocols: t.ALPN,
+	}
+	if t.Mode == ir.TLSMutual && t.ClientCertificate != "" {
+		common.TlsCertificates = []*tlsv3.TlsCertificate{{
+			CertificateChain: fileSource(t.ClientCertificate),
+			PrivateKey:       fileSource(t.PrivateKey),
+		}}
+	}
+	if !t.InsecureSkipVerify && (t.CACertificates != "" || len(t.SubjectAltNames) > 0) {
+		vc := &tlsv3.CertificateValidationContext{}
+		if t.CACertificates != "" {
+			vc.TrustedCa = fileSource(t.CACertificates)
+		}
+		if t.CACRL != "" {
+			vc.Crl = fileSource(t.CACRL)
+		}
+		for _, san := range t.SubjectAltNames {
+			typ := tlsv3.SubjectAltNameMatcher_DNS
+			if len(san) > 9 && san[:9] == "spiffe://" {
+				typ = tlsv3.SubjectAltNameMatcher_URI
+			}
+			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+				SanType: typ, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}},
+			})
+		}
+		common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	}
+	return &tlsv3.UpstreamTlsContext{CommonTlsContext: common, Sni: t.SNI}
+}
+
+func fileSource(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
+}
+
+// buildEndpoints groups endpoints by zone into one locality each. Locality
+// weights are set because gRPC ignores localities without one.
+func buildEndpoints(ce *ir.ClusterEndpoints) *endpointv3.ClusterLoadAssignment {
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: ce.Cluster}
+	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
+	for _, e := range ce.Endpoints {
+		loc := byZone[e.Zone]
+		if loc == nil {
+			loc = &endpointv3.LocalityLbEndpoints{}
+			if e.Zone != "" {
+				loc.Locality = &corev3.Locality{Zone: e.Zone}
+			}
+			byZone[e.Zone] = loc
+			out.Endpoints = append(out.Endpoints, loc)
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: e.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: e.Port},
+				}}},
+			}},
+		})
+	}
+	for _, loc := range out.Endpoints {
+		loc.LoadBalancingWeight = wrapperspb.UInt32(uint32(len(loc.LbEndpoints)))
+	}
+	slices.SortFunc(out.Endpoints, func(a, b *endpointv3.LocalityLbEndpoints) int {
+		return cmp.Compare(a.GetLocality().GetZone(), b.GetLocality().GetZone())
+	})
+	return out
+}

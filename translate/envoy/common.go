@@ -1,0 +1,98 @@
+package envoy
+
+import (
+	"fmt"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Extension names (Envoy's well-known filter names).
+const (
+	filterHCM           = "envoy.filters.network.http_connection_manager"
+	filterTCPProxy      = "envoy.filters.network.tcp_proxy"
+	filterOriginalDst   = "envoy.filters.listener.original_dst"
+	filterHTTPInspector = "envoy.filters.listener.http_inspector"
+	filterFault         = "envoy.filters.http.fault"
+	filterCORS          = "envoy.filters.http.cors"
+	filterRouter        = "envoy.filters.http.router"
+	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	transportSocketTLS  = "envoy.transport_sockets.tls"
+	previousHosts       = "envoy.retry_host_predicates.previous_hosts"
+	previousPriorities  = "envoy.retry_priorities.previous_priorities"
+)
+
+// maxDirectResponseBody matches Istio's 1 MiB limit.
+const maxDirectResponseBody = 1 << 20
+
+// toAny packs a message. Marshalling only fails on invalid UTF-8 in a string
+// field, which the caller reports as an invalid resource.
+func toAny(m proto.Message) (*anypb.Any, error) {
+	a, err := anypb.New(m)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	return a, nil
+}
+
+// adsConfigSource fetches a resource over the same ADS stream, without an
+// initial-fetch timeout (Istio's settings).
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		InitialFetchTimeout:   durationpb.New(0),
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func dur(d ir.Duration) *durationpb.Duration { return durationpb.New(time.Duration(d)) }
+
+func durp(d *ir.Duration) *durationpb.Duration {
+	if d == nil {
+		return nil
+	}
+	return dur(*d)
+}
+
+// percentMillion converts a percentage (0–100) to Envoy's per-million form,
+// as Istio does (value × 10⁴ over MILLION).
+func percentMillion(p float64) *typev3.FractionalPercent {
+	return &typev3.FractionalPercent{Numerator: uint32(p * 10000), Denominator: typev3.FractionalPercent_MILLION}
+}
+
+func stringMatcher(m ir.StringMatch) *matcherv3.StringMatcher {
+	switch {
+	case m.Exact != nil:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: *m.Exact}}
+	case m.Prefix != nil:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: *m.Prefix}}
+	case m.Regex != nil:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: *m.Regex}}}
+	}
+	return nil
+}
+
+// istioMetadata is filter_metadata.istio, which istioctl and nodemesh use to
+// trace a route or cluster back to its Istio resource.
+func istioMetadata(fields map[string]any) (*corev3.Metadata, error) {
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}}, nil
+}
+
+func configMetadata(ref *ir.ResourceRef) (*corev3.Metadata, error) {
+	if ref == nil {
+		return nil, nil
+	}
+	return istioMetadata(map[string]any{"config": ir.ConfigPath(ref.Kind, ref.Namespace, ref.Name)})
+}

@@ -1,0 +1,463 @@
+package envoy
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Problem is an invalid part of an xDS resource. It names the smallest unit
+// that can be withheld on its own.
+type Problem struct {
+	Type string // TypeListener, TypeRoute, TypeCluster or TypeEndpoint
+	Name string
+	// Index is the resource's position in its Resources list.
+	Index int
+	// Chain is the index of the listener's filter chain at fault, DefaultChain
+	// for the default chain, or -1 when the listener itself is at fault;
+	// FilterChain is its name.
+	Chain       int
+	FilterChain string
+	// VHost is the index of the virtual host at fault (-1: none) and
+	// VirtualHost its name; Route is the index of the route inside it (-1:
+	// the virtual host itself).
+	VHost       int
+	VirtualHost string
+	Route       int
+	// Origin is the Istio resource the faulty part came from, when known.
+	Origin  *ir.ResourceRef
+	Message string
+}
+
+// DefaultChain stands for a listener's default filter chain in problems.
+const DefaultChain = -2
+
+func (p Problem) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %q", p.Type, p.Name)
+	if p.Chain != -1 {
+		fmt.Fprintf(&b, " filter chain %q", p.FilterChain)
+	}
+	if p.VHost >= 0 {
+		fmt.Fprintf(&b, " virtual host %q", p.VirtualHost)
+		if p.Route >= 0 {
+			fmt.Fprintf(&b, " route %d", p.Route)
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(p.Message)
+	return b.String()
+}
+
+type validatable interface{ ValidateAll() error }
+
+// Validate checks resources the way Envoy would before accepting them, and
+// more: see the package documentation. It never modifies the resources
+// (beyond restoring what it temporarily detaches).
+func Validate(r *Resources) []Problem {
+	v := &validator{
+		clusters:  map[string]*clusterv3.Cluster{},
+		endpoints: map[string]bool{},
+		routes:    map[string]bool{},
+	}
+	for _, c := range r.Clusters {
+		v.clusters[c.GetName()] = c
+	}
+	for _, e := range r.Endpoints {
+		v.endpoints[e.GetClusterName()] = true
+	}
+	for _, rc := range r.Routes {
+		v.routes[rc.GetName()] = true
+	}
+	seen := map[string]bool{}
+	for i, l := range r.Listeners {
+		v.listener(i, l, seen)
+	}
+	clear(seen)
+	for i, rc := range r.Routes {
+		v.routeConfig(i, rc, seen)
+	}
+	clear(seen)
+	for i, c := range r.Clusters {
+		v.cluster(i, c, seen)
+	}
+	clear(seen)
+	for i, e := range r.Endpoints {
+		v.endpoint(i, e, seen)
+	}
+	return v.problems
+}
+
+type validator struct {
+	problems  []Problem
+	clusters  map[string]*clusterv3.Cluster
+	endpoints map[string]bool
+	routes    map[string]bool
+}
+
+func (v *validator) add(p Problem, format string, args ...any) {
+	p.Message = fmt.Sprintf(format, args...)
+	v.problems = append(v.problems, p)
+}
+
+// deep runs protoc-gen-validate on m and on every message packed in an Any
+// inside it, plus the checks PGV cannot express, and reports each failure.
+func (v *validator) deep(p Problem, m proto.Message) {
+	if vm, ok := m.(validatable); ok {
+		if err := vm.ValidateAll(); err != nil {
+			v.add(p, "%s", err)
+		}
+	}
+	v.walk(p, m.ProtoReflect(), 0)
+}
+
+func (v *validator) walk(p Problem, m protoreflect.Message, depth int) {
+	if depth > 64 {
+		v.add(p, "message nests too deeply")
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := val.List()
+			for i := 0; i < l.Len(); i++ {
+				v.message(p, l.Get(i).Message(), depth+1)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				v.message(p, mv.Message(), depth+1)
+				return true
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			v.message(p, val.Message(), depth+1)
+		}
+		return true
+	})
+}
+
+// message checks one embedded message by type, then walks into it.
+func (v *validator) message(p Problem, m protoreflect.Message, depth int) {
+	switch x := m.Interface().(type) {
+	case *anypb.Any:
+		inner, err := x.UnmarshalNew()
+		if err != nil {
+			v.add(p, "cannot unpack %s: %v", x.GetTypeUrl(), err)
+			return
+		}
+		v.deep(p, inner)
+		return
+	case *durationpb.Duration:
+		if err := x.CheckValid(); err != nil {
+			v.add(p, "invalid duration: %v", err)
+		} else if x.AsDuration() < 0 {
+			v.add(p, "duration %s is negative", x.AsDuration())
+		}
+		return
+	case *typev3.FractionalPercent:
+		if x.GetNumerator() > denominator(x.GetDenominator()) {
+			v.add(p, "percentage %d/%d is above 100%%", x.GetNumerator(), denominator(x.GetDenominator()))
+		}
+		return
+	case *matcherv3.RegexMatcher:
+		if _, err := regexp.Compile(x.GetRegex()); err != nil {
+			v.add(p, "regular expression %q does not compile: %v", x.GetRegex(), err)
+		}
+		return
+	}
+	v.walk(p, m, depth)
+}
+
+func denominator(d typev3.FractionalPercent_DenominatorType) uint32 {
+	switch d {
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		return 10000
+	case typev3.FractionalPercent_MILLION:
+		return 1000000
+	default:
+		return 100
+	}
+}
+
+func (v *validator) listener(i int, l *listenerv3.Listener, seen map[string]bool) {
+	p := Problem{Type: TypeListener, Name: l.GetName(), Index: i, Chain: -1, VHost: -1, Route: -1}
+	if seen[l.GetName()] {
+		v.add(p, "duplicate listener name")
+		return
+	}
+	seen[l.GetName()] = true
+	// Validate the listener without its chains so that a chain's fault is
+	// reported against the chain alone.
+	chains, def := l.FilterChains, l.DefaultFilterChain
+	l.FilterChains, l.DefaultFilterChain = nil, nil
+	v.deep(p, l)
+	l.FilterChains, l.DefaultFilterChain = chains, def
+
+	matches := map[string]string{}
+	names := map[string]bool{}
+	for j, fc := range chains {
+		cp := p
+		cp.Chain, cp.FilterChain = j, fc.GetName()
+		if fc.GetName() != "" && names[fc.GetName()] {
+			v.add(cp, "duplicate filter chain name")
+			continue
+		}
+		names[fc.GetName()] = true
+		key, _ := proto.MarshalOptions{Deterministic: true}.Marshal(fc.GetFilterChainMatch())
+		if prev, dup := matches[string(key)]; dup {
+			v.add(cp, "filter chain match is the same as chain %q's (Envoy rejects the listener)", prev)
+			continue
+		}
+		matches[string(key)] = fc.GetName()
+		v.filterChain(cp, fc)
+	}
+	if def != nil {
+		cp := p
+		cp.Chain, cp.FilterChain = DefaultChain, def.GetName()
+		v.filterChain(cp, def)
+	}
+}
+
+func (v *validator) filterChain(p Problem, fc *listenerv3.FilterChain) {
+	v.deep(p, fc)
+	if len(fc.GetFilters()) == 0 {
+		v.add(p, "filter chain has no network filter")
+	}
+	for _, f := range fc.GetFilters() {
+		a := f.GetTypedConfig()
+		switch {
+		case a.MessageIs(&hcmv3.HttpConnectionManager{}):
+			h := &hcmv3.HttpConnectionManager{}
+			if err := a.UnmarshalTo(h); err != nil {
+				continue // reported by deep
+			}
+			v.hcm(p, h)
+		case a.MessageIs(&tcpproxyv3.TcpProxy{}):
+			t := &tcpproxyv3.TcpProxy{}
+			if err := a.UnmarshalTo(t); err != nil {
+				continue
+			}
+			v.tcpProxy(p, t)
+		}
+	}
+}
+
+func (v *validator) hcm(p Problem, h *hcmv3.HttpConnectionManager) {
+	if rds := h.GetRds(); rds != nil && !v.routes[rds.GetRouteConfigName()] {
+		v.add(p, "route configuration %q does not exist", rds.GetRouteConfigName())
+	}
+	filters := h.GetHttpFilters()
+	for i, f := range filters {
+		last := i == len(filters)-1
+		if f.GetName() == filterRouter && !last {
+			v.add(p, "the router filter must be the last HTTP filter")
+		}
+		if last && f.GetName() != filterRouter {
+			v.add(p, "the last HTTP filter must be the router, not %q", f.GetName())
+		}
+	}
+	if len(filters) == 0 {
+		v.add(p, "HTTP connection manager has no router filter")
+	}
+}
+
+func (v *validator) tcpProxy(p Problem, t *tcpproxyv3.TcpProxy) {
+	if c := t.GetCluster(); c != "" {
+		v.clusterRef(p, c)
+	}
+	if wc := t.GetWeightedClusters(); wc != nil {
+		total := uint64(0)
+		for _, c := range wc.GetClusters() {
+			v.clusterRef(p, c.GetName())
+			total += uint64(c.GetWeight())
+		}
+		if total == 0 {
+			v.add(p, "weighted clusters have a total weight of 0")
+		}
+	}
+}
+
+func (v *validator) clusterRef(p Problem, name string) {
+	if _, ok := v.clusters[name]; !ok {
+		v.add(p, "cluster %q does not exist", name)
+	}
+}
+
+func (v *validator) routeConfig(i int, rc *routev3.RouteConfiguration, seen map[string]bool) {
+	p := Problem{Type: TypeRoute, Name: rc.GetName(), Index: i, Chain: -1, VHost: -1, Route: -1}
+	if seen[rc.GetName()] {
+		v.add(p, "duplicate route configuration name")
+		return
+	}
+	seen[rc.GetName()] = true
+	vhosts := rc.VirtualHosts
+	rc.VirtualHosts = nil
+	v.deep(p, rc)
+	rc.VirtualHosts = vhosts
+
+	domains := map[string]string{}
+	names := map[string]bool{}
+	for j, vh := range vhosts {
+		vp := p
+		vp.VHost, vp.VirtualHost = j, vh.GetName()
+		if names[vh.GetName()] {
+			v.add(vp, "duplicate virtual host name")
+			continue
+		}
+		names[vh.GetName()] = true
+		routes := vh.Routes
+		vh.Routes = nil
+		v.deep(vp, vh)
+		vh.Routes = routes
+		for _, d := range vh.GetDomains() {
+			if prev, dup := domains[strings.ToLower(d)]; dup {
+				v.add(vp, "domain %q is also a domain of virtual host %q (Envoy rejects duplicates)", d, prev)
+			}
+			domains[strings.ToLower(d)] = vh.GetName()
+		}
+		for k, r := range routes {
+			rp := vp
+			rp.Route = k
+			rp.Origin = origin(r.GetMetadata())
+			v.route(rp, r)
+		}
+	}
+}
+
+func (v *validator) route(p Problem, r *routev3.Route) {
+	v.deep(p, r)
+	a := r.GetRoute()
+	if a == nil {
+		if r.GetRedirect() == nil && r.GetDirectResponse() == nil {
+			v.add(p, "route has no action")
+		}
+		return
+	}
+	switch {
+	case a.GetCluster() != "":
+		v.clusterRef(p, a.GetCluster())
+	case a.GetWeightedClusters() != nil:
+		total := uint64(0)
+		for _, c := range a.GetWeightedClusters().GetClusters() {
+			v.clusterRef(p, c.GetName())
+			total += uint64(c.GetWeight().GetValue())
+		}
+		if total == 0 {
+			v.add(p, "weighted clusters have a total weight of 0")
+		}
+	default:
+		v.add(p, "route action names no cluster")
+	}
+	for _, m := range a.GetRequestMirrorPolicies() {
+		v.clusterRef(p, m.GetCluster())
+	}
+	if rp := a.GetRetryPolicy(); rp != nil && rp.GetNumRetries() != nil && rp.GetNumRetries().GetValue() == 0 {
+		v.add(p, "retry policy with 0 retries (omit the policy instead; gRPC clients reject it)")
+	}
+}
+
+func (v *validator) cluster(i int, c *clusterv3.Cluster, seen map[string]bool) {
+	p := Problem{Type: TypeCluster, Name: c.GetName(), Index: i, Chain: -1, VHost: -1, Route: -1, Origin: origin(c.GetMetadata())}
+	if seen[c.GetName()] {
+		v.add(p, "duplicate cluster name")
+		return
+	}
+	seen[c.GetName()] = true
+	v.deep(p, c)
+	switch c.GetType() {
+	case clusterv3.Cluster_EDS:
+		if c.GetEdsClusterConfig() == nil {
+			v.add(p, "EDS cluster without eds_cluster_config")
+			break
+		}
+		name := c.GetEdsClusterConfig().GetServiceName()
+		if name == "" {
+			name = c.GetName()
+		}
+		if !v.endpoints[name] {
+			v.add(p, "EDS cluster has no ClusterLoadAssignment %q (Envoy would wait for it forever)", name)
+		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		if c.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED {
+			v.add(p, "ORIGINAL_DST cluster needs lb_policy CLUSTER_PROVIDED")
+		}
+	}
+	switch c.GetLbPolicy() {
+	case clusterv3.Cluster_MAGLEV:
+		if ts := c.GetMaglevLbConfig().GetTableSize(); ts != nil && !prime(ts.GetValue()) {
+			v.add(p, "maglev table size %d is not a prime number", ts.GetValue())
+		}
+	case clusterv3.Cluster_RING_HASH:
+		rh := c.GetRingHashLbConfig()
+		if lo, hi := rh.GetMinimumRingSize().GetValue(), rh.GetMaximumRingSize().GetValue(); hi != 0 && lo > hi {
+			v.add(p, "ring hash minimum size %d exceeds the maximum %d", lo, hi)
+		}
+	}
+}
+
+func prime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for i := uint64(2); i*i <= n; i++ {
+		if n%i == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *validator) endpoint(i int, e *endpointv3.ClusterLoadAssignment, seen map[string]bool) {
+	p := Problem{Type: TypeEndpoint, Name: e.GetClusterName(), Index: i, Chain: -1, VHost: -1, Route: -1}
+	if seen[e.GetClusterName()] {
+		v.add(p, "duplicate ClusterLoadAssignment")
+		return
+	}
+	seen[e.GetClusterName()] = true
+	if c, ok := v.clusters[e.GetClusterName()]; !ok || c.GetType() != clusterv3.Cluster_EDS {
+		v.add(p, "no EDS cluster %q uses this assignment", e.GetClusterName())
+	}
+	v.deep(p, e)
+	for _, loc := range e.GetEndpoints() {
+		for _, lb := range loc.GetLbEndpoints() {
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			if _, err := netip.ParseAddr(sa.GetAddress()); err != nil {
+				v.add(p, "endpoint address %q is not an IP address", sa.GetAddress())
+			}
+		}
+	}
+}
+
+// origin reads filter_metadata.istio.config back into a resource reference.
+func origin(md *corev3.Metadata) *ir.ResourceRef {
+	s := md.GetFilterMetadata()["istio"]
+	if s == nil {
+		return nil
+	}
+	if cfg := s.GetFields()["config"].GetStringValue(); cfg != "" {
+		if ref, ok := ir.ParseConfigPath(cfg); ok {
+			return &ref
+		}
+	}
+	if svcs := s.GetFields()["services"].GetListValue().GetValues(); len(svcs) > 0 {
+		f := svcs[0].GetStructValue().GetFields()
+		return &ir.ResourceRef{Kind: "Service", Namespace: f["namespace"].GetStringValue(), Name: f["name"].GetStringValue()}
+	}
+	return nil
+}

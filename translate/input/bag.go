@@ -1,0 +1,101 @@
+package input
+
+import (
+	"cmp"
+	"slices"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Bag holds the objects the translator reads. Istio resources are normalised
+// to networking.istio.io/v1 whatever version they were written in (the specs
+// are identical). Slices are sorted by namespace and name after Sort.
+type Bag struct {
+	VirtualServices  []*networkingv1.VirtualService
+	DestinationRules []*networkingv1.DestinationRule
+	// ServiceEntries and Gateways are not translated yet; they are kept so that
+	// references to them are reported as unsupported rather than missing.
+	ServiceEntries []*networkingv1.ServiceEntry
+	Gateways       []*networkingv1.Gateway
+	Services       []*corev1.Service
+	Pods           []*corev1.Pod
+	Namespaces     []*corev1.Namespace
+	EndpointSlices []*discoveryv1.EndpointSlice
+	// Ignored lists objects of kinds nodemesh does not translate.
+	Ignored []ir.ResourceRef
+
+	// Sources maps an object to where it was read from (files only).
+	Sources map[ir.ResourceRef]*Source
+}
+
+// Ref builds the ResourceRef of an object of a kind.
+func Ref(kind string, m metav1.Object) ir.ResourceRef {
+	return ir.ResourceRef{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()}
+}
+
+// Locate fills File and Line of diagnostics about objects read from files.
+func (b *Bag) Locate(ds ir.Diagnostics) {
+	if b == nil || len(b.Sources) == 0 {
+		return
+	}
+	for i := range ds {
+		d := &ds[i]
+		if d.File != "" {
+			continue
+		}
+		if src := b.Sources[d.Resource]; src != nil {
+			d.File = src.File
+			d.Line = src.LineOf(d.Field)
+		}
+	}
+}
+
+// Sort orders every slice by namespace and name.
+func (b *Bag) Sort() {
+	sortObjs(b.VirtualServices)
+	sortObjs(b.DestinationRules)
+	sortObjs(b.ServiceEntries)
+	sortObjs(b.Gateways)
+	sortObjs(b.Services)
+	sortObjs(b.Pods)
+	sortObjs(b.Namespaces)
+	sortObjs(b.EndpointSlices)
+	slices.SortFunc(b.Ignored, ir.ResourceRef.Compare)
+}
+
+func sortObjs[T metav1.Object](s []T) {
+	slices.SortFunc(s, func(a, b T) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+}
+
+// Add puts a typed object in the bag. Unknown types are ignored and reported
+// by the false result.
+func (b *Bag) Add(obj any) bool {
+	switch o := obj.(type) {
+	case *networkingv1.VirtualService:
+		b.VirtualServices = append(b.VirtualServices, o)
+	case *networkingv1.DestinationRule:
+		b.DestinationRules = append(b.DestinationRules, o)
+	case *networkingv1.ServiceEntry:
+		b.ServiceEntries = append(b.ServiceEntries, o)
+	case *networkingv1.Gateway:
+		b.Gateways = append(b.Gateways, o)
+	case *corev1.Service:
+		b.Services = append(b.Services, o)
+	case *corev1.Pod:
+		b.Pods = append(b.Pods, o)
+	case *corev1.Namespace:
+		b.Namespaces = append(b.Namespaces, o)
+	case *discoveryv1.EndpointSlice:
+		b.EndpointSlices = append(b.EndpointSlices, o)
+	default:
+		return false
+	}
+	return true
+}

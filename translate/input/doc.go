@@ -1,0 +1,14 @@
+// Package input reads Kubernetes manifests (files, directories, stdin) into a
+// Bag of typed objects for the translator.
+//
+// Decoding is strict, as `kubectl apply --validate=strict` is: an unknown or
+// mistyped field is an error diagnostic that names the resource, the field
+// path and the file:line, and the document is left out. One bad document never
+// stops the others. Istio specs are checked against their protobuf schemas
+// (istio.io/api), Kubernetes objects against their Go types.
+//
+// The same Bag is filled by the controller's informers, without source
+// positions, so that files and a live cluster go through one code path.
+//
+// This package must not import Envoy or any translator back end.
+package input

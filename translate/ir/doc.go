@@ -1,0 +1,17 @@
+// Package ir is nodemesh's intermediate representation: plain data that sits
+// between Istio semantics (package translate/istio) and Envoy xDS (package
+// translate/envoy).
+//
+// The IR says *what* a node Envoy must do — which listeners and filter chains
+// exist, which virtual hosts and routes, which clusters with which policies,
+// which endpoints — in terms a person can read in a golden file. It carries no
+// Envoy or Istio types so that both back ends (Envoy xDS for L7 and, later,
+// eBPF maps for L3/L4) can be fed from it, and so that tests can assert on it
+// without protobuf noise.
+//
+// names.go holds every naming rule (cluster, route configuration, virtual host,
+// metadata paths); nothing else in nodemesh formats those names.
+//
+// This package must not import Istio, Envoy, client-go or any other nodemesh
+// package.
+package ir

@@ -1,0 +1,344 @@
+package istio
+
+import (
+	"math"
+	"time"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Istio's cluster defaults (pilot/pkg/networking/core/cluster_builder.go).
+const (
+	defaultConnectTimeout = 10 * time.Second
+	defaultRingSize       = 1024
+)
+
+// buildClusters emits, for every Service port, outbound|<port>||<fqdn> and one
+// outbound|<port>|<subset>|<fqdn> per DestinationRule subset, with their EDS
+// assignments, plus PassthroughCluster and BlackHoleCluster.
+func (t *translator) buildClusters(m *ir.Model) {
+	for _, s := range t.serviceList {
+		dr := t.destinationRule(s, "")
+		if len(s.endpoints) == 0 && !s.headless {
+			if len(s.selector) > 0 {
+				t.diags.Infof(ir.CodeNoEndpoints, s.ref, "", "no ready endpoint for %s in the input (no EndpointSlice and no running Pod with an IP matches the selector); its clusters are empty", s.name)
+			} else {
+				t.diags.Infof(ir.CodeNoEndpoints, s.ref, "", "Service has no selector and the input has no EndpointSlice for it; its clusters are empty")
+			}
+		}
+		for _, p := range s.ports {
+			t.addCluster(m, s, p, nil, dr)
+			if dr == nil {
+				continue
+			}
+			for _, ss := range dr.subsets {
+				t.addCluster(m, s, p, ss, dr)
+			}
+		}
+	}
+	m.Clusters = append(m.Clusters,
+		ir.Cluster{
+			Name: ir.PassthroughCluster, Discovery: ir.DiscoveryOriginalDst,
+			ConnectTimeout: ir.Duration(defaultConnectTimeout),
+			LoadBalancer:   ir.LoadBalancer{Policy: ir.LBClusterProvided},
+			CircuitBreaker: defaultCircuitBreaker(),
+		},
+		ir.Cluster{
+			Name: ir.BlackHoleCluster, Discovery: ir.DiscoveryStatic,
+			ConnectTimeout: ir.Duration(defaultConnectTimeout),
+			LoadBalancer:   ir.LoadBalancer{Policy: ir.LBRoundRobin},
+			CircuitBreaker: defaultCircuitBreaker(),
+		},
+	)
+}
+
+func defaultCircuitBreaker() ir.CircuitBreaker {
+	return ir.CircuitBreaker{MaxConnections: math.MaxUint32, MaxPendingRequests: math.MaxUint32, MaxRequests: math.MaxUint32, MaxRetries: math.MaxUint32}
+}
+
+func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subsetInfo, dr *mergedDR) {
+	subset := ""
+	var subsetLabels map[string]string
+	if ss != nil {
+		subset, subsetLabels = ss.name, ss.labels
+	}
+	zero := 0.0
+	c := ir.Cluster{
+		Name:                  ir.OutboundClusterName(p.port, subset, s.fqdn),
+		Service:               s.serviceRef(),
+		Port:                  p.port,
+		Subset:                subset,
+		Protocol:              p.protocol,
+		Discovery:             ir.DiscoveryEDS,
+		ConnectTimeout:        ir.Duration(defaultConnectTimeout),
+		LoadBalancer:          ir.LoadBalancer{Policy: ir.LBLeastRequest},
+		CircuitBreaker:        defaultCircuitBreaker(),
+		HealthyPanicThreshold: &zero,
+	}
+	if p.protocol.IsHTTP2() {
+		c.HTTP = &ir.HTTPOptions{HTTP2: true}
+	}
+	if s.headless {
+		// Clients of a headless Service pick the pod themselves; keep their choice.
+		c.Discovery = ir.DiscoveryOriginalDst
+		c.LoadBalancer.Policy = ir.LBClusterProvided
+	}
+	if dr != nil {
+		// Istio points every cluster of a host at the merged rule's first
+		// DestinationRule.
+		c.Origin = &dr.owner.ref
+		applyTrafficPolicy(&c, dr.trafficPolicy(p.port, ss), p.protocol)
+		if s.headless && c.LoadBalancer.Policy != ir.LBClusterProvided {
+			c.LoadBalancer = ir.LoadBalancer{Policy: ir.LBClusterProvided}
+		}
+	}
+	m.Clusters = append(m.Clusters, c)
+	if c.Discovery != ir.DiscoveryEDS {
+		return
+	}
+	eps := subsetEndpoints(s, p.port, subsetLabels)
+	if ss != nil && len(eps) == 0 && len(s.endpoints) > 0 {
+		t.diags.Warnf(ir.CodeNoEndpoints, ss.dr.ref, string(ss.field.Field("labels")),
+			"subset %q selects none of the %d endpoints of %s; requests routed to it fail with 503 (no healthy upstream)", ss.name, len(s.endpoints), s.name)
+	}
+	m.Endpoints = append(m.Endpoints, ir.ClusterEndpoints{Cluster: c.Name, Endpoints: eps})
+}
+
+// applyTrafficPolicy maps a DestinationRule traffic policy onto a cluster
+// (Istio's applyTrafficPolicy: load balancer, connection pool, outlier
+// detection, TLS).
+func applyTrafficPolicy(c *ir.Cluster, tp *networking.TrafficPolicy, proto ir.Protocol) {
+	if tp == nil {
+		return
+	}
+	applyLoadBalancer(c, tp.LoadBalancer)
+	applyConnectionPool(c, tp.ConnectionPool, proto)
+	applyOutlierDetection(c, tp.OutlierDetection)
+	applyTLS(c, tp.Tls, proto)
+	if rb := tp.RetryBudget; rb != nil {
+		b := &ir.RetryBudget{Percent: 20, MinRetryConcurrency: 3}
+		if rb.Percent != nil {
+			b.Percent = rb.Percent.Value
+		}
+		if rb.MinRetryConcurrency > 0 {
+			b.MinRetryConcurrency = rb.MinRetryConcurrency
+		}
+		c.CircuitBreaker.RetryBudget = b
+	}
+}
+
+func applyLoadBalancer(c *ir.Cluster, lb *networking.LoadBalancerSettings) {
+	if lb == nil {
+		return
+	}
+	switch lb.GetSimple() {
+	case networking.LoadBalancerSettings_ROUND_ROBIN:
+		c.LoadBalancer.Policy = ir.LBRoundRobin
+	case networking.LoadBalancerSettings_RANDOM:
+		c.LoadBalancer.Policy = ir.LBRandom
+	case networking.LoadBalancerSettings_LEAST_CONN, networking.LoadBalancerSettings_LEAST_REQUEST:
+		c.LoadBalancer.Policy = ir.LBLeastRequest
+	case networking.LoadBalancerSettings_PASSTHROUGH:
+		c.Discovery = ir.DiscoveryOriginalDst
+		c.LoadBalancer.Policy = ir.LBClusterProvided
+	}
+	if ch := lb.GetConsistentHash(); ch != nil {
+		switch {
+		case ch.GetMaglev() != nil:
+			c.LoadBalancer.Policy = ir.LBMaglev
+			c.LoadBalancer.MaglevTableSize = ch.GetMaglev().TableSize
+		case ch.GetRingHash() != nil:
+			c.LoadBalancer.Policy = ir.LBRingHash
+			c.LoadBalancer.RingHashMinSize = ch.GetRingHash().MinimumRingSize
+		default:
+			c.LoadBalancer.Policy = ir.LBRingHash
+			c.LoadBalancer.RingHashMinSize = defaultRingSize
+			if ch.MinimumRingSize != 0 { //nolint:staticcheck // deprecated field, still honoured by Istio
+				c.LoadBalancer.RingHashMinSize = ch.MinimumRingSize //nolint:staticcheck
+			}
+		}
+	}
+	// Slow start applies to round robin and least request only.
+	if c.LoadBalancer.Policy != ir.LBRoundRobin && c.LoadBalancer.Policy != ir.LBLeastRequest {
+		return
+	}
+	switch {
+	case lb.Warmup != nil:
+		ss := &ir.SlowStart{Window: ir.Duration(lb.Warmup.Duration.AsDuration()), Aggression: 1, MinWeightPercent: 10}
+		if lb.Warmup.Aggression != nil {
+			ss.Aggression = lb.Warmup.Aggression.Value
+		}
+		if lb.Warmup.MinimumPercent != nil {
+			ss.MinWeightPercent = lb.Warmup.MinimumPercent.Value
+		}
+		c.LoadBalancer.SlowStart = ss
+	case lb.WarmupDurationSecs != nil: //nolint:staticcheck
+		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration()), Aggression: 1, MinWeightPercent: 10} //nolint:staticcheck
+	}
+}
+
+func applyConnectionPool(c *ir.Cluster, cp *networking.ConnectionPoolSettings, proto ir.Protocol) {
+	if cp == nil {
+		return
+	}
+	httpOpts := func() *ir.HTTPOptions {
+		if c.HTTP == nil {
+			c.HTTP = &ir.HTTPOptions{}
+		}
+		return c.HTTP
+	}
+	var idle *ir.Duration
+	if h := cp.Http; h != nil {
+		if h.Http2MaxRequests > 0 {
+			c.CircuitBreaker.MaxRequests = uint32(h.Http2MaxRequests)
+		}
+		if h.Http1MaxPendingRequests > 0 {
+			c.CircuitBreaker.MaxPendingRequests = uint32(h.Http1MaxPendingRequests)
+		}
+		if h.MaxRetries > 0 {
+			c.CircuitBreaker.MaxRetries = uint32(h.MaxRetries)
+		}
+		if h.IdleTimeout != nil {
+			idle = ir.D(h.IdleTimeout.AsDuration())
+		}
+		if h.MaxRequestsPerConnection > 0 {
+			httpOpts().MaxRequestsPerConnection = uint32(h.MaxRequestsPerConnection)
+		}
+		if h.MaxConcurrentStreams > 0 {
+			httpOpts().MaxConcurrentStreams = uint32(h.MaxConcurrentStreams)
+		}
+		if h.H2UpgradePolicy == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE && proto == ir.ProtocolHTTP {
+			httpOpts().HTTP2 = true
+		}
+		if h.UseClientProtocol {
+			o := httpOpts()
+			o.UseClientProtocol, o.HTTP2 = true, false
+		}
+		if ka := h.Http2KeepAlive; ka != nil {
+			o := httpOpts()
+			if ka.Interval != nil {
+				o.HTTP2KeepaliveInterval = ir.D(ka.Interval.AsDuration())
+			}
+			if ka.Timeout != nil {
+				o.HTTP2KeepaliveTimeout = ir.D(ka.Timeout.AsDuration())
+			}
+		}
+	}
+	if tcp := cp.Tcp; tcp != nil {
+		if tcp.ConnectTimeout != nil {
+			c.ConnectTimeout = ir.Duration(tcp.ConnectTimeout.AsDuration())
+		}
+		if tcp.MaxConnections > 0 {
+			c.CircuitBreaker.MaxConnections = uint32(tcp.MaxConnections)
+		}
+		if tcp.MaxConnectionDuration != nil {
+			httpOpts().MaxConnectionDuration = ir.D(tcp.MaxConnectionDuration.AsDuration())
+		}
+		if idle == nil && tcp.IdleTimeout != nil {
+			idle = ir.D(tcp.IdleTimeout.AsDuration())
+		}
+		if ka := tcp.TcpKeepalive; ka != nil {
+			k := &ir.TCPKeepalive{Probes: ka.Probes}
+			if ka.Time != nil {
+				k.Time = ir.D(ka.Time.AsDuration())
+			}
+			if ka.Interval != nil {
+				k.Interval = ir.D(ka.Interval.AsDuration())
+			}
+			c.TCPKeepalive = k
+		}
+	}
+	if idle != nil {
+		httpOpts().IdleTimeout = idle
+	}
+}
+
+func u32(v uint32) *uint32 { return &v }
+
+func applyOutlierDetection(c *ir.Cluster, od *networking.OutlierDetection) {
+	if od == nil {
+		return
+	}
+	out := &ir.OutlierDetection{}
+	if od.ConsecutiveErrors > 0 { //nolint:staticcheck // deprecated, mapped to gateway errors as Istio does
+		out.ConsecutiveGatewayFailure = u32(uint32(od.ConsecutiveErrors)) //nolint:staticcheck
+		out.EnforcingConsecutiveGateway = u32(100)
+		out.EnforcingConsecutive5xx = u32(0)
+	}
+	if e := od.Consecutive_5XxErrors; e != nil {
+		out.Consecutive5xx = u32(e.Value)
+		out.EnforcingConsecutive5xx = u32(enforcing(e.Value))
+	}
+	if e := od.ConsecutiveGatewayErrors; e != nil {
+		out.ConsecutiveGatewayFailure = u32(e.Value)
+		out.EnforcingConsecutiveGateway = u32(enforcing(e.Value))
+	}
+	if od.Interval != nil {
+		out.Interval = ir.D(od.Interval.AsDuration())
+	}
+	if od.BaseEjectionTime != nil {
+		out.BaseEjectionTime = ir.D(od.BaseEjectionTime.AsDuration())
+	}
+	if od.MaxEjectionPercent > 0 {
+		out.MaxEjectionPercent = u32(uint32(od.MaxEjectionPercent))
+	}
+	if od.SplitExternalLocalOriginErrors {
+		out.SplitExternalLocalOriginErrors = true
+		if v := od.ConsecutiveLocalOriginFailures.GetValue(); v > 0 {
+			out.ConsecutiveLocalOriginFailure = u32(v)
+			out.EnforcingLocalOriginFailure = u32(100)
+		}
+	}
+	c.Outlier = out
+	mh := float64(od.MinHealthPercent)
+	c.HealthyPanicThreshold = &mh
+}
+
+func enforcing(v uint32) uint32 {
+	if v > 0 {
+		return 100
+	}
+	return 0
+}
+
+func applyTLS(c *ir.Cluster, tls *networking.ClientTLSSettings, proto ir.Protocol) {
+	if tls == nil {
+		return
+	}
+	var mode ir.TLSMode
+	switch tls.Mode {
+	case networking.ClientTLSSettings_SIMPLE:
+		mode = ir.TLSSimple
+	case networking.ClientTLSSettings_MUTUAL:
+		mode = ir.TLSMutual
+	default: // DISABLE; ISTIO_MUTUAL is reported and stays plaintext for now
+		c.TLS = nil
+		return
+	}
+	u := &ir.UpstreamTLS{
+		Mode:               mode,
+		SNI:                tls.Sni,
+		SubjectAltNames:    tls.SubjectAltNames,
+		CACertificates:     tls.CaCertificates,
+		CACRL:              tls.CaCrl,
+		InsecureSkipVerify: tls.InsecureSkipVerify.GetValue(),
+	}
+	if mode == ir.TLSMutual {
+		u.ClientCertificate, u.PrivateKey = tls.ClientCertificate, tls.PrivateKey
+	}
+	if proto.IsHTTP2() || (c.HTTP != nil && c.HTTP.HTTP2) {
+		u.ALPN = []string{"h2"}
+	}
+	c.TLS = u
+	// With no SNI configured, HTTP clusters take SNI (and SAN validation) from
+	// the request's host, as Istio's auto-SNI does.
+	if u.SNI == "" && (proto.IsHTTP() || proto == ir.ProtocolUnknown) {
+		if c.HTTP == nil {
+			c.HTTP = &ir.HTTPOptions{}
+		}
+		c.HTTP.AutoSNI = true
+		c.HTTP.AutoSANValidation = len(u.SubjectAltNames) == 0 && !u.InsecureSkipVerify
+	}
+}

@@ -1,0 +1,221 @@
+package istio
+
+import (
+	"cmp"
+	"slices"
+
+	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// drInfo is one valid DestinationRule after validation.
+type drInfo struct {
+	obj  *networkingv1.DestinationRule
+	ref  ir.ResourceRef
+	host string // resolved
+	// policy is the top-level traffic policy, nil when unset or invalid.
+	policy *networking.TrafficPolicy
+	// portPolicies are the valid portLevelSettings, by port.
+	portPolicies map[uint32]portPolicy
+	subsets      []*subsetInfo
+}
+
+type portPolicy struct {
+	policy *networking.TrafficPolicy
+	field  ir.Path
+}
+
+// subsetInfo is one valid subset.
+type subsetInfo struct {
+	name   string
+	labels map[string]string
+	// policy is the subset's own traffic policy (nil when unset or invalid).
+	policy       *networking.TrafficPolicy
+	portPolicies map[uint32]portPolicy
+	dr           *drInfo
+	field        ir.Path
+}
+
+// mergedDR is what applies to one host for one client namespace: Istio merges
+// the DestinationRules of a namespace that name the same host — subsets are
+// concatenated and the first top-level policy wins.
+type mergedDR struct {
+	// owner is the DestinationRule whose top-level policy applies.
+	owner   *drInfo
+	subsets []*subsetInfo
+}
+
+func (m *mergedDR) subset(name string) *subsetInfo {
+	if m == nil {
+		return nil
+	}
+	for _, s := range m.subsets {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+type drKey struct {
+	clientNamespace string
+	host            string
+}
+
+// indexDestinationRules validates every DestinationRule and keeps the valid
+// parts, ordered by Istio precedence (creation time, then name, namespace).
+func (t *translator) indexDestinationRules() {
+	objs := slices.Clone(t.bag.DestinationRules)
+	slices.SortStableFunc(objs, func(a, b *networkingv1.DestinationRule) int {
+		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Namespace, b.Namespace))
+	})
+	for _, obj := range objs {
+		if dr := t.validateDestinationRule(obj); dr != nil {
+			t.drs = append(t.drs, dr)
+		}
+	}
+}
+
+// destinationRule returns the DestinationRule that applies to a Service for
+// a client namespace. Istio looks in the client's namespace first, then in
+// the Service's namespace, then in the config root namespace; within one
+// namespace the most specific host wins and rules for that same host merge.
+func (t *translator) destinationRule(s *service, clientNamespace string) *mergedDR {
+	key := drKey{clientNamespace, s.fqdn}
+	if m, ok := t.drMemo[key]; ok {
+		return m
+	}
+	var m *mergedDR
+	for _, ns := range []string{clientNamespace, s.namespace, t.opts.RootNamespace} {
+		if ns == "" {
+			continue
+		}
+		if m = t.drInNamespace(s.fqdn, ns); m != nil {
+			break
+		}
+	}
+	t.drMemo[key] = m
+	return m
+}
+
+func (t *translator) drInNamespace(fqdn, ns string) *mergedDR {
+	best := -1
+	var matched []*drInfo
+	for _, dr := range t.drs {
+		if dr.ref.Namespace != ns || !hostMatches(fqdn, dr.host) {
+			continue
+		}
+		switch sp := hostSpecificity(dr.host); {
+		case sp > best:
+			best, matched = sp, []*drInfo{dr}
+		case sp == best && dr.host == matched[0].host:
+			matched = append(matched, dr)
+		}
+	}
+	if len(matched) == 0 {
+		return nil
+	}
+	m := &mergedDR{}
+	seen := map[string]bool{}
+	for _, dr := range matched {
+		if m.owner == nil && dr.policy != nil {
+			m.owner = dr
+		}
+		for _, s := range dr.subsets {
+			if seen[s.name] {
+				t.diags.Warnf(ir.CodeConflict, dr.ref, string(s.field),
+					"subset %q is already defined by an older DestinationRule for %s; this one is ignored (Istio keeps the first)", s.name, dr.host)
+				continue
+			}
+			seen[s.name] = true
+			m.subsets = append(m.subsets, s)
+		}
+	}
+	if m.owner == nil {
+		m.owner = matched[0]
+	}
+	return m
+}
+
+// trafficPolicy is Istio's MergeSubsetTrafficPolicy for one port: a
+// port-level policy replaces (does not merge with) the level it is in, then
+// the subset's policy overrides the DestinationRule's field by field.
+func (m *mergedDR) trafficPolicy(port uint32, subset *subsetInfo) *networking.TrafficPolicy {
+	if m == nil {
+		return nil
+	}
+	var base *networking.TrafficPolicy
+	if m.owner != nil {
+		base = m.owner.policy
+		if pp, ok := m.owner.portPolicies[port]; ok {
+			base = pp.policy
+		}
+	}
+	if subset == nil {
+		return base
+	}
+	sp := subset.policy
+	if pp, ok := subset.portPolicies[port]; ok {
+		sp = pp.policy
+	}
+	switch {
+	case sp == nil:
+		return base
+	case base == nil:
+		return sp
+	}
+	merged := &networking.TrafficPolicy{
+		LoadBalancer:     base.LoadBalancer,
+		ConnectionPool:   base.ConnectionPool,
+		OutlierDetection: base.OutlierDetection,
+		Tls:              base.Tls,
+		RetryBudget:      base.RetryBudget,
+	}
+	if sp.LoadBalancer != nil {
+		merged.LoadBalancer = sp.LoadBalancer
+	}
+	if sp.ConnectionPool != nil {
+		merged.ConnectionPool = sp.ConnectionPool
+	}
+	if sp.OutlierDetection != nil {
+		merged.OutlierDetection = sp.OutlierDetection
+	}
+	if sp.Tls != nil {
+		merged.Tls = sp.Tls
+	}
+	if sp.RetryBudget != nil {
+		merged.RetryBudget = sp.RetryBudget
+	}
+	return merged
+}
+
+// consistentHash is Istio's HashForHTTPDestination: subset port-level beats
+// subset, which beats port-level, which beats top-level.
+func (m *mergedDR) consistentHash(port uint32, subsetName string) *networking.LoadBalancerSettings_ConsistentHashLB {
+	if m == nil || m.owner == nil {
+		return nil
+	}
+	hash := m.owner.policy.GetLoadBalancer().GetConsistentHash()
+	var plsHash *networking.LoadBalancerSettings_ConsistentHashLB
+	if pp, ok := m.owner.portPolicies[port]; ok {
+		plsHash = pp.policy.GetLoadBalancer().GetConsistentHash()
+	}
+	var subsetHash, subsetPLSHash *networking.LoadBalancerSettings_ConsistentHashLB
+	if s := m.subset(subsetName); s != nil && subsetName != "" {
+		subsetHash = s.policy.GetLoadBalancer().GetConsistentHash()
+		if pp, ok := s.portPolicies[port]; ok {
+			subsetPLSHash = pp.policy.GetLoadBalancer().GetConsistentHash()
+		}
+	}
+	switch {
+	case subsetPLSHash != nil:
+		return subsetPLSHash
+	case subsetHash != nil:
+		return subsetHash
+	case plsHash != nil:
+		return plsHash
+	}
+	return hash
+}

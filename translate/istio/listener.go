@@ -1,0 +1,190 @@
+package istio
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// httpALPN are the application protocols Envoy's HTTP inspector reports.
+var httpALPN = []string{"http/1.1", "h2c"}
+
+// buildListener emits the node's outbound capture listener. The node agent
+// redirects opted-in connections to it and the original destination is
+// restored, so filter chains select on the address the client dialled:
+//
+//   - 0.0.0.0_<port>: HTTP to a port some Service serves as HTTP goes to the
+//     route configuration "<port>" (the Host header picks the Service);
+//   - <ClusterIP>_<port>: TCP Services (and the TCP half of protocol-sniffed
+//     ports) are told apart by address and proxied to their cluster;
+//   - anything else passes through to its original destination, except
+//     connections to the capture port itself, which are dropped (no loops).
+func (t *translator) buildListener(m *ir.Model, cl *Class) {
+	l := ir.Listener{
+		Name:                ir.OutboundListenerName,
+		Address:             "0.0.0.0",
+		Port:                ir.OutboundCapturePort,
+		OriginalDestination: true,
+		FilterChains: []ir.FilterChain{{
+			Name:  ir.BlackHoleFilterChain,
+			Match: ir.FilterChainMatch{DestinationPort: ir.OutboundCapturePort},
+			TCP:   &ir.TCPProxy{StatPrefix: ir.BlackHoleCluster, Destinations: []ir.WeightedDestination{{Cluster: ir.BlackHoleCluster}}},
+		}},
+		DefaultChain: &ir.FilterChain{
+			Name: ir.PassthroughFilterChain,
+			TCP:  &ir.TCPProxy{StatPrefix: ir.PassthroughCluster, Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}},
+		},
+	}
+	httpPorts := t.httpPorts()
+	for _, port := range slices.Sorted(maps.Keys(httpPorts)) {
+		if port == ir.OutboundCapturePort {
+			continue
+		}
+		l.FilterChains = append(l.FilterChains, ir.FilterChain{
+			Name:  ir.HTTPFilterChainName(port),
+			Match: ir.FilterChainMatch{DestinationPort: port, ApplicationProtocols: httpALPN},
+			HTTP:  &ir.HTTPConnectionManager{StatPrefix: ir.HTTPStatPrefix(port), RouteConfigName: ir.RouteConfigName(port)},
+		})
+		l.SniffHTTP = true
+	}
+	used := map[string]*service{} // <prefix>_<port> → the Service that has it
+	for _, s := range t.serviceList {
+		for _, p := range s.ports {
+			if p.protocol.IsHTTP() || p.port == ir.OutboundCapturePort {
+				continue
+			}
+			prefixes := t.destinationPrefixes(s)
+			if len(prefixes) == 0 {
+				if !s.headless {
+					t.diags.Infof(ir.CodeChangedBehavior, s.ref, string(p.field),
+						"the input gives no clusterIP, so TCP traffic to port %d cannot be told apart by address; it passes through unrouted (translate from a cluster, or set spec.clusterIP)", p.port)
+				}
+				continue
+			}
+			name := ir.TCPFilterChainName(s.vip, p.port)
+			if s.headless {
+				name = ir.TCPFilterChainName(s.fqdn, p.port)
+			}
+			conflict := false
+			for _, pr := range prefixes {
+				if owner, dup := used[ir.TCPFilterChainName(pr, p.port)]; dup {
+					t.diags.Errorf(ir.CodeConflict, s.ref, string(p.field),
+						"address %s port %d is also used by %s; this port is not routed", pr, p.port, owner.ref)
+					conflict = true
+					break
+				}
+			}
+			if conflict {
+				continue
+			}
+			for _, pr := range prefixes {
+				used[ir.TCPFilterChainName(pr, p.port)] = s
+			}
+			tcp := t.tcpProxy(s, p, cl)
+			tcp.StatPrefix = tcp.Destinations[0].Cluster
+			if p.protocol == ir.ProtocolUnknown {
+				l.FilterChains = append(l.FilterChains, ir.FilterChain{
+					Name:  name + "-http",
+					Match: ir.FilterChainMatch{DestinationPort: p.port, DestinationPrefixes: prefixes, ApplicationProtocols: httpALPN},
+					HTTP:  &ir.HTTPConnectionManager{StatPrefix: ir.HTTPStatPrefix(p.port), RouteConfigName: ir.RouteConfigName(p.port)},
+				})
+			}
+			l.FilterChains = append(l.FilterChains, ir.FilterChain{
+				Name:  name,
+				Match: ir.FilterChainMatch{DestinationPort: p.port, DestinationPrefixes: prefixes},
+				TCP:   tcp,
+			})
+		}
+	}
+	m.Listeners = append(m.Listeners, l)
+}
+
+// destinationPrefixes are the addresses clients dial for a Service: its
+// ClusterIP, or for a headless Service the addresses of its endpoints.
+func (t *translator) destinationPrefixes(s *service) []string {
+	var addrs []string
+	if s.vip != "" {
+		addrs = []string{s.vip}
+	} else if s.headless {
+		for _, e := range s.endpoints {
+			addrs = append(addrs, e.address)
+		}
+	}
+	var out []string
+	for _, a := range addrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			t.diags.Errorf(ir.CodeInvalidValue, s.ref, "spec.clusterIP", "%q is not an IP address", a)
+			continue
+		}
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()).String())
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// tcpProxy routes a TCP port: the first tcp rule of the Service's
+// VirtualService that matches the port and the class, or the Service itself.
+func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy {
+	out := &ir.TCPProxy{}
+	if dr := t.destinationRule(s, cl.Namespace); dr != nil {
+		if tp := dr.trafficPolicy(p.port, nil); tp.GetConnectionPool().GetTcp().GetIdleTimeout() != nil {
+			out.IdleTimeout = ir.D(tp.ConnectionPool.Tcp.IdleTimeout.AsDuration())
+		}
+	}
+	if vs := t.vsByService[s]; vs != nil {
+		if dests, ok := t.tcpRoute(vs, p.port, cl); ok {
+			out.Destinations, out.Origin = dests, &vs.ref
+			return out
+		}
+	}
+	out.Destinations = []ir.WeightedDestination{{Cluster: ir.OutboundClusterName(p.port, "", s.fqdn)}}
+	return out
+}
+
+func (t *translator) tcpRoute(vs *vsInfo, port uint32, cl *Class) ([]ir.WeightedDestination, bool) {
+	for i, r := range vs.obj.Spec.Tcp {
+		path := ir.Path("spec.tcp").Index(i)
+		if vs.badTCP[i] {
+			continue
+		}
+		applies := len(r.Match) == 0
+		for j, m := range r.Match {
+			if m.Port != 0 && m.Port != port {
+				continue
+			}
+			if !cl.l4Match(m) {
+				t.sourceSelectorNote(vs, path.Field("match").Index(j), m.Gateways, m.SourceLabels, m.SourceNamespace)
+				continue
+			}
+			applies = true
+			break
+		}
+		if !applies {
+			continue
+		}
+		var out []ir.WeightedDestination
+		ok := true
+		for j, d := range r.Route {
+			if d.Weight == 0 && len(r.Route) > 1 {
+				continue
+			}
+			cluster, _, resolved := t.resolveDestination(vs, path.Field("route").Index(j).Field("destination"), d.Destination, port, cl)
+			if !resolved {
+				ok = false
+				break
+			}
+			w := uint32(d.Weight)
+			if len(r.Route) == 1 {
+				w = 0
+			}
+			out = append(out, ir.WeightedDestination{Cluster: cluster, Weight: w})
+		}
+		if ok {
+			return out, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,114 @@
+package istio
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Options tune the translation.
+type Options struct {
+	// ClusterDomain is the Kubernetes DNS domain (default cluster.local).
+	ClusterDomain string
+	// RootNamespace is Istio's config root namespace (default istio-system):
+	// DestinationRules there apply to every namespace.
+	RootNamespace string
+}
+
+func (o Options) withDefaults() Options {
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = ir.DefaultClusterDomain
+	}
+	if o.RootNamespace == "" {
+		o.RootNamespace = "istio-system"
+	}
+	return o
+}
+
+// translator holds the indexes of one translation run.
+type translator struct {
+	opts  Options
+	bag   *input.Bag
+	diags ir.Diagnostics
+
+	services    map[string]*service // by FQDN
+	serviceList []*service          // sorted by FQDN
+	// externalHosts are hosts declared by ServiceEntries, which are not
+	// translated yet; references to them are warnings, not errors.
+	externalHosts map[string]ir.ResourceRef
+
+	drs    []*drInfo
+	drMemo map[drKey]*mergedDR
+	vss    []*vsInfo // sorted by Istio precedence (oldest first)
+	// vsByService is the VirtualService that routes each Service, after
+	// conflicts between VirtualServices are resolved.
+	vsByService map[*service]*vsInfo
+}
+
+// Translate computes the IR for the default source class: a client that
+// carries no labels and no namespace, which is what offline translation
+// without pods describes.
+func Translate(bag *input.Bag, opts Options) (*ir.Model, ir.Diagnostics) {
+	return TranslateClasses(bag, opts, []*Class{DefaultClass()})
+}
+
+// TranslateClasses computes the IR for a node whose local clients fall into
+// the given source classes. The first class must be the default class.
+func TranslateClasses(bag *input.Bag, opts Options, classes []*Class) (*ir.Model, ir.Diagnostics) {
+	if bag == nil {
+		bag = &input.Bag{}
+	}
+	t := &translator{opts: opts.withDefaults(), bag: bag, drMemo: map[drKey]*mergedDR{}}
+	t.indexServices()
+	t.indexExternalHosts()
+	t.indexEndpoints()
+	t.indexDestinationRules()
+	t.indexVirtualServices()
+
+	m := &ir.Model{}
+	t.buildClusters(m)
+	for _, c := range classes {
+		m.SourceClasses = append(m.SourceClasses, c.ir())
+	}
+	t.buildRouteConfigs(m, classes[0])
+	t.buildListener(m, classes[0])
+	sortModel(m)
+	return m, t.diags.Sort()
+}
+
+func sortModel(m *ir.Model) {
+	slices.SortFunc(m.Listeners, func(a, b ir.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(m.RouteConfigs, func(a, b ir.RouteConfig) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(m.Clusters, func(a, b ir.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(m.Endpoints, func(a, b ir.ClusterEndpoints) int { return cmp.Compare(a.Cluster, b.Cluster) })
+}
+
+func (t *translator) indexExternalHosts() {
+	t.externalHosts = map[string]ir.ResourceRef{}
+	for _, se := range t.bag.ServiceEntries {
+		ref := ir.ResourceRef{Kind: "ServiceEntry", Namespace: se.Namespace, Name: se.Name}
+		t.diags.Infof(ir.CodeIgnoredKind, ref, "", "ServiceEntry is not translated yet; its hosts are not routed by nodemesh")
+		for _, h := range se.Spec.Hosts {
+			t.externalHosts[resolveHost(h, se.Namespace, t.opts.ClusterDomain)] = ref
+		}
+	}
+	for _, gw := range t.bag.Gateways {
+		t.diags.Infof(ir.CodeIgnoredKind, ir.ResourceRef{Kind: "Gateway", Namespace: gw.Namespace, Name: gw.Name}, "",
+			"Gateway is not translated: nodemesh configures the mesh data plane, not ingress or egress gateways")
+	}
+}
+
+// externalHost finds the ServiceEntry that declares a host, if any.
+func (t *translator) externalHost(host string) (ir.ResourceRef, bool) {
+	if ref, ok := t.externalHosts[host]; ok {
+		return ref, true
+	}
+	for h, ref := range t.externalHosts {
+		if hostMatches(host, h) {
+			return ref, true
+		}
+	}
+	return ir.ResourceRef{}, false
+}
