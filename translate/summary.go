@@ -413,4 +413,3 @@ func writeDiagnostics(w io.Writer, ds ir.Diagnostics) error {
 	}
 	return nil
 }
-

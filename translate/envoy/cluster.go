@@ -138,7 +138,10 @@ func u32(v *uint32) *wrapperspb.UInt32Value {
 	return wrapperspb.UInt32(*v)
 }
 
-func circuitBreakers(cb ir.CircuitBreaker) *clusterv3.CircuitBreakers {
+func circuitBreakers(cb *ir.CircuitBreaker) *clusterv3.CircuitBreakers {
+	if cb == nil {
+		return nil
+	}
 	t := &clusterv3.CircuitBreakers_Thresholds{
 		MaxConnections:     wrapperspb.UInt32(cb.MaxConnections),
 		MaxPendingRequests: wrapperspb.UInt32(cb.MaxPendingRequests),

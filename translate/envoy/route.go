@@ -279,6 +279,9 @@ func httpFault(f *ir.Fault) *faultv3.HTTPFault {
 			FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: dur(d.Fixed)},
 			Percentage:         percentMillion(d.Percent),
 		}
+		if d.IntegerPercent {
+			out.Delay.Percentage = &typev3.FractionalPercent{Numerator: uint32(d.Percent), Denominator: typev3.FractionalPercent_HUNDRED}
+		}
 	}
 	if a := f.Abort; a != nil {
 		fa := &faultv3.FaultAbort{Percentage: percentMillion(a.Percent)}

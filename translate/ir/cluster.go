@@ -77,9 +77,10 @@ type Cluster struct {
 	// Origin is the DestinationRule whose policy applies, if any.
 	Origin *ResourceRef `json:"origin,omitempty"`
 
-	ConnectTimeout Duration       `json:"connectTimeout"`
-	LoadBalancer   LoadBalancer   `json:"loadBalancer"`
-	CircuitBreaker CircuitBreaker `json:"circuitBreaker"`
+	ConnectTimeout Duration     `json:"connectTimeout"`
+	LoadBalancer   LoadBalancer `json:"loadBalancer"`
+	// CircuitBreaker is nil only for BlackHoleCluster, as in Istio.
+	CircuitBreaker *CircuitBreaker `json:"circuitBreaker,omitempty"`
 	// HealthyPanicThreshold in percent; Istio sets 0 (panic mode off).
 	HealthyPanicThreshold *float64          `json:"healthyPanicThreshold,omitempty"`
 	HTTP                  *HTTPOptions      `json:"http,omitempty"`

@@ -43,7 +43,7 @@ type Listener struct {
 // FilterChain handles the connections its Match selects.
 type FilterChain struct {
 	Name  string           `json:"name"`
-	Match FilterChainMatch `json:"match"`
+	Match FilterChainMatch `json:"match,omitzero"`
 	// Exactly one of HTTP or TCP is set.
 	HTTP *HTTPConnectionManager `json:"http,omitempty"`
 	TCP  *TCPProxy              `json:"tcp,omitempty"`
@@ -239,6 +239,9 @@ type Fault struct {
 type FaultDelay struct {
 	Fixed   Duration `json:"fixed"`
 	Percent float64  `json:"percent"`
+	// IntegerPercent is set when the deprecated integer percent was used;
+	// Istio then emits the fraction over 100 instead of over a million.
+	IntegerPercent bool `json:"integerPercent,omitempty"`
 }
 
 // FaultAbort aborts with an HTTP status or a gRPC status code.

@@ -11,8 +11,9 @@ import (
 
 // Istio's cluster defaults (pilot/pkg/networking/core/cluster_builder.go).
 const (
-	defaultConnectTimeout = 10 * time.Second
-	defaultRingSize       = 1024
+	defaultConnectTimeout  = 10 * time.Second
+	defaultRingSize        = 1024
+	passthroughIdleTimeout = 5 * time.Minute
 )
 
 // buildClusters emits, for every Service port, outbound|<port>||<fqdn> and one
@@ -39,23 +40,25 @@ func (t *translator) buildClusters(m *ir.Model) {
 		}
 	}
 	m.Clusters = append(m.Clusters,
+		// Unknown destinations pass through (ALLOW_ANY), speaking the client's
+		// protocol, with Istio's 5-minute idle timeout.
 		ir.Cluster{
 			Name: ir.PassthroughCluster, Discovery: ir.DiscoveryOriginalDst,
 			ConnectTimeout: ir.Duration(defaultConnectTimeout),
 			LoadBalancer:   ir.LoadBalancer{Policy: ir.LBClusterProvided},
 			CircuitBreaker: defaultCircuitBreaker(),
+			HTTP:           &ir.HTTPOptions{UseClientProtocol: true, IdleTimeout: ir.D(passthroughIdleTimeout)},
 		},
 		ir.Cluster{
 			Name: ir.BlackHoleCluster, Discovery: ir.DiscoveryStatic,
 			ConnectTimeout: ir.Duration(defaultConnectTimeout),
 			LoadBalancer:   ir.LoadBalancer{Policy: ir.LBRoundRobin},
-			CircuitBreaker: defaultCircuitBreaker(),
 		},
 	)
 }
 
-func defaultCircuitBreaker() ir.CircuitBreaker {
-	return ir.CircuitBreaker{MaxConnections: math.MaxUint32, MaxPendingRequests: math.MaxUint32, MaxRequests: math.MaxUint32, MaxRetries: math.MaxUint32}
+func defaultCircuitBreaker() *ir.CircuitBreaker {
+	return &ir.CircuitBreaker{MaxConnections: math.MaxUint32, MaxPendingRequests: math.MaxUint32, MaxRequests: math.MaxUint32, MaxRetries: math.MaxUint32}
 }
 
 func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subsetInfo, dr *mergedDR) {

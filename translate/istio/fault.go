@@ -16,11 +16,13 @@ func translateFault(in *networking.HTTPFaultInjection) *ir.Fault {
 	out := &ir.Fault{}
 	if d := in.Delay; d != nil {
 		if fd := d.GetFixedDelay(); fd != nil {
-			pct := float64(d.Percent) //nolint:staticcheck // deprecated integer percent, still honoured
+			out.Delay = &ir.FaultDelay{Fixed: ir.Duration(fd.AsDuration())}
 			if d.Percentage != nil {
-				pct = d.Percentage.Value
+				out.Delay.Percent = d.Percentage.Value
+			} else {
+				out.Delay.Percent = float64(d.Percent) //nolint:staticcheck // deprecated, still honoured
+				out.Delay.IntegerPercent = true
 			}
-			out.Delay = &ir.FaultDelay{Fixed: ir.Duration(fd.AsDuration()), Percent: pct}
 		}
 	}
 	if a := in.Abort; a != nil {

@@ -81,8 +81,25 @@ func TranslateClasses(bag *input.Bag, opts Options, classes []*Class) (*ir.Model
 func sortModel(m *ir.Model) {
 	slices.SortFunc(m.Listeners, func(a, b ir.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(m.RouteConfigs, func(a, b ir.RouteConfig) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(m.Clusters, func(a, b ir.Cluster) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(m.Endpoints, func(a, b ir.ClusterEndpoints) int { return cmp.Compare(a.Cluster, b.Cluster) })
+	slices.SortFunc(m.Clusters, func(a, b ir.Cluster) int { return compareClusterNames(a.Name, b.Name) })
+	slices.SortFunc(m.Endpoints, func(a, b ir.ClusterEndpoints) int { return compareClusterNames(a.Cluster, b.Cluster) })
+}
+
+// compareClusterNames groups outbound clusters by host, then port, with the
+// subset-less cluster first; other clusters sort before them by name.
+func compareClusterNames(a, b string) int {
+	pa, sa, ha, oka := ir.ParseOutboundClusterName(a)
+	pb, sb, hb, okb := ir.ParseOutboundClusterName(b)
+	switch {
+	case oka && okb:
+		return cmp.Or(cmp.Compare(ha, hb), cmp.Compare(pa, pb), cmp.Compare(sa, sb))
+	case oka != okb:
+		if oka {
+			return 1
+		}
+		return -1
+	}
+	return cmp.Compare(a, b)
 }
 
 func (t *translator) indexExternalHosts() {

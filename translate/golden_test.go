@@ -1,0 +1,118 @@
+package translate
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nodemesh/nodemesh/internal/golden"
+	"github.com/nodemesh/nodemesh/translate/envoy"
+)
+
+// goldenCase is testdata/<area>/<case>: its input is <case>.in.yaml, or the
+// paths (relative to the repository root) listed in <case>.inputs, so that
+// the project's samples are golden cases without being copied.
+type goldenCase struct {
+	area, name string
+	inputs     []string
+}
+
+func goldenCases(t *testing.T) []goldenCase {
+	t.Helper()
+	var cases []goldenCase
+	for _, pattern := range []string{"testdata/*/*.in.yaml", "testdata/*/*.inputs"} {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			area := filepath.Base(filepath.Dir(f))
+			base := filepath.Base(f)
+			c := goldenCase{area: area}
+			if name, ok := strings.CutSuffix(base, ".in.yaml"); ok {
+				c.name, c.inputs = name, []string{f}
+			} else {
+				c.name = strings.TrimSuffix(base, ".inputs")
+				c.inputs = readInputs(t, f)
+			}
+			cases = append(cases, c)
+		}
+	}
+	if len(cases) == 0 {
+		t.Fatal("no golden cases found")
+	}
+	return cases
+}
+
+func readInputs(t *testing.T, f string) []string {
+	t.Helper()
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		out = append(out, filepath.Join("..", line))
+	}
+	return out
+}
+
+// translateFiles runs the same code path as `nodemesh translate`.
+func translateFiles(t testing.TB, inputs []string) *Result {
+	t.Helper()
+	bag, diags, err := Load(inputs, nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Translate(bag, diags, Options{})
+}
+
+func render(t testing.TB, r *Result, irOnly bool) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := WriteYAML(&b, r, irOnly); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestGolden translates every case and compares the IR and the xDS with the
+// committed files. Cases in the "invalid" area must produce an error
+// diagnostic; all others must not.
+func TestGolden(t *testing.T) {
+	for _, c := range goldenCases(t) {
+		t.Run(c.area+"/"+c.name, func(t *testing.T) {
+			res := translateFiles(t, c.inputs)
+			irOut, xdsOut := render(t, res, true), render(t, res, false)
+			dir := filepath.Join("testdata", c.area)
+			golden.Check(t, filepath.Join(dir, c.name+".ir.yaml"), irOut)
+			golden.Check(t, filepath.Join(dir, c.name+".xds.yaml"), xdsOut)
+
+			if c.area == "invalid" && !res.HasErrors() {
+				t.Errorf("an invalid case must produce an error diagnostic")
+			}
+			if c.area != "invalid" && res.HasErrors() {
+				for _, d := range res.Diagnostics {
+					t.Log(d)
+				}
+				t.Errorf("unexpected error diagnostics")
+			}
+			if problems := envoy.Validate(res.XDS); len(problems) > 0 {
+				t.Errorf("emitted xDS does not validate: %v", problems)
+			}
+			// Identical runs give identical bytes.
+			again := translateFiles(t, c.inputs)
+			if !bytes.Equal(render(t, again, false), xdsOut) || !bytes.Equal(render(t, again, true), irOut) {
+				t.Errorf("translation is not deterministic")
+			}
+		})
+	}
+}
