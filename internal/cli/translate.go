@@ -104,7 +104,7 @@ func (o *translateOptions) run(streams IO) error {
 		}
 	}
 	if res.HasErrors() {
-		return &exitError{code: ExitFindings, err: fmt.Errorf("%d error diagnostics", res.Diagnostics.Count(ir.SeverityError))}
+		return &exitError{code: ExitFindings, err: fmt.Errorf("%d error diagnostics; everything valid was still translated", res.Diagnostics.Count(ir.SeverityError))}
 	}
 	return nil
 }

@@ -45,7 +45,7 @@ func (r ResourceRef) String() string {
 	case r.Namespace != "":
 		return r.Kind + " " + r.Namespace + "/" + r.Name
 	case r.Name != "":
-		return r.Kind + " " + r.Name
+		return strings.TrimSpace(r.Kind + " " + r.Name)
 	default:
 		return r.Kind
 	}
@@ -117,7 +117,7 @@ func (d Diagnostic) String() string {
 	}
 	b.WriteString(string(d.Severity))
 	b.WriteString(": ")
-	if d.Resource.Kind != "" {
+	if d.Resource.Kind != "" || d.Resource.Name != "" {
 		b.WriteString(d.Resource.String())
 		b.WriteString(": ")
 	}

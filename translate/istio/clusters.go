@@ -80,8 +80,12 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 		CircuitBreaker:        defaultCircuitBreaker(),
 		HealthyPanicThreshold: &zero,
 	}
-	if p.protocol.IsHTTP2() {
+	switch {
+	case p.protocol.IsHTTP2():
 		c.HTTP = &ir.HTTPOptions{HTTP2: true}
+	case p.protocol == ir.ProtocolUnknown:
+		// Sniffed ports forward whatever protocol the client spoke.
+		c.HTTP = &ir.HTTPOptions{UseClientProtocol: true}
 	}
 	if s.headless {
 		// Clients of a headless Service pick the pod themselves; keep their choice.

@@ -1,6 +1,7 @@
 package istio
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -98,6 +99,15 @@ func (t *translator) buildListener(m *ir.Model, cl *Class) {
 			})
 		}
 	}
+	// Blackhole first, then by port; within a port the address-specific chains
+	// before the catch-all HTTP chain (the order is for people: Envoy picks
+	// chains by specificity, not by position).
+	rest := l.FilterChains[1:]
+	slices.SortStableFunc(rest, func(a, b ir.FilterChain) int {
+		return cmp.Or(cmp.Compare(a.Match.DestinationPort, b.Match.DestinationPort),
+			-cmp.Compare(len(a.Match.DestinationPrefixes), len(b.Match.DestinationPrefixes)),
+			cmp.Compare(a.Name, b.Name))
+	})
 	m.Listeners = append(m.Listeners, l)
 }
 

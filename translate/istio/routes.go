@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -180,17 +181,26 @@ func (t *translator) sourceSelectorNote(vs *vsInfo, field ir.Path, gateways []st
 	case len(gateways) > 0:
 		t.diags.Infof(ir.CodeGatewayOnly, vs.ref, string(field), "this match applies to gateways %v only, not to the mesh", gateways)
 	default:
+		var who []string
+		if len(labels) > 0 {
+			who = append(who, "with labels "+formatLabels(labels))
+		}
+		if ns != "" {
+			who = append(who, "in namespace "+ns)
+		}
 		t.diags.Infof(ir.CodeSourceSelector, vs.ref, string(field),
-			"this match applies only to clients with labels %v%s; nodemesh evaluates it per source class, and the default class (no labels, no namespace) does not match",
-			labels, inNamespace(ns))
+			"this match applies only to clients %s; nodemesh evaluates it per source class, and the default class (no labels, no namespace) does not match",
+			strings.Join(who, " and "))
 	}
 }
 
-func inNamespace(ns string) string {
-	if ns == "" {
-		return ""
+// formatLabels renders labels as a selector: app=web,version=v2.
+func formatLabels(labels map[string]string) string {
+	var parts []string
+	for _, k := range sortedKeys(labels) {
+		parts = append(parts, k+"="+labels[k])
 	}
-	return " in namespace " + ns
+	return strings.Join(parts, ",")
 }
 
 // httpRoute is Istio's translateRoute for one match of one rule.
