@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -314,7 +313,13 @@ func (r *kjsonRaw) UnmarshalJSON(b []byte) error {
 
 // decodeIstio decodes an Istio object: metadata with Kubernetes strictness,
 // the spec against its protobuf schema.
-func (d *docCtx) decodeIstio(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, spec proto.Message) bool {
+// istioSpec is an istio.io/api message with its generated JSON decoder.
+type istioSpec interface {
+	proto.Message
+	UnmarshalJSON([]byte) error
+}
+
+func (d *docCtx) decodeIstio(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, spec istioSpec) bool {
 	var env istioEnvelope
 	strictErrs, err := kjson.UnmarshalStrict(d.json, &env, kjson.DisallowUnknownFields, kjson.DisallowDuplicateFields)
 	if err != nil {
@@ -342,8 +347,11 @@ func (d *docCtx) decodeIstio(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, spec 
 	if !ok {
 		return false
 	}
-	if err := (protojson.UnmarshalOptions{}).Unmarshal(env.Spec, spec); err != nil {
-		d.report(ir.SeverityError, ir.CodeInvalidValue, "spec", 0, "%s", strings.TrimPrefix(err.Error(), "proto: "))
+	// The schema check above is stricter than Istio; the value decoding is
+	// Istio's own (istio.io/api's UnmarshalJSON, golang/protobuf jsonpb), so
+	// that durations, enums and wrappers read exactly as istiod reads them.
+	if err := spec.UnmarshalJSON(env.Spec); err != nil {
+		d.report(ir.SeverityError, ir.CodeInvalidValue, "spec", 0, "%s", err)
 		return false
 	}
 	*tm = env.TypeMeta

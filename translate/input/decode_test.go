@@ -51,7 +51,19 @@ spec:
 `,
 			want: []string{`7 UnknownField spec.http[0].retries.per_try_timeout unknown field "per_try_timeout" (did you mean "perTryTimeout"?)`},
 		},
-		"Go-style duration is rejected with the protobuf form": {
+		"a duration Go cannot parse": {
+			in: `apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - timeout: 1d
+    route: [{destination: {host: r}}]
+`,
+			want: []string{`7 InvalidValue spec.http[0].timeout invalid duration "1d": use a number with a unit (ms, s, m, h), e.g. 1.5s, 250ms or 2m`},
+		},
+		"Go-style durations are read as istiod reads them": {
 			in: `apiVersion: networking.istio.io/v1alpha3
 kind: VirtualService
 metadata: {name: r}
@@ -59,9 +71,10 @@ spec:
   hosts: [r]
   http:
   - timeout: 1m30s
+    retries: {attempts: 2, perTryTimeout: 250ms}
     route: [{destination: {host: r}}]
 `,
-			want: []string{`7 InvalidValue spec.http[0].timeout invalid duration the string "1m30s": write seconds with an s suffix, e.g. 1.5s or 300s (did you mean "90s"?)`},
+			objects: 1,
 		},
 		"two members of a oneof": {
 			in: `apiVersion: networking.istio.io/v1

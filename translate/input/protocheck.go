@@ -3,7 +3,6 @@ package input
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -268,15 +267,15 @@ func (c *protoChecker) unsigned64(n *yaml.Node, path ir.Path) {
 	}
 }
 
-// protoDuration is protobuf's JSON form of google.protobuf.Duration.
-var protoDuration = regexp.MustCompile(`^-?[0-9]+(\.[0-9]{1,9})?s$`)
-
 func (c *protoChecker) wellKnown(md protoreflect.MessageDescriptor, n *yaml.Node, path ir.Path) {
 	switch md.FullName() {
 	case "google.protobuf.Duration":
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" || !protoDuration.MatchString(n.Value) {
-			c.add(path, n, ir.CodeInvalidValue, "invalid duration %s: write seconds with an s suffix, e.g. 1.5s or 300s%s",
-				kindName(n), durationHint(n))
+		// Istio decodes durations with Go's syntax (golang/protobuf jsonpb),
+		// so "1m30s" and "250ms" are as valid as protobuf's "90s".
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+			c.add(path, n, ir.CodeInvalidValue, "expected a duration such as 1.5s, 250ms or 2m, got %s", kindName(n))
+		} else if _, err := time.ParseDuration(n.Value); err != nil {
+			c.add(path, n, ir.CodeInvalidValue, "invalid duration %q: use a number with a unit (ms, s, m, h), e.g. 1.5s, 250ms or 2m", n.Value)
 		}
 	case "google.protobuf.Timestamp", "google.protobuf.FieldMask":
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
@@ -305,18 +304,6 @@ func (c *protoChecker) wellKnown(md protoreflect.MessageDescriptor, n *yaml.Node
 	default:
 		// Struct, Value, ListValue and Any accept any JSON.
 	}
-}
-
-// durationHint turns a Go-style duration ("1m30s") into the protobuf form.
-func durationHint(n *yaml.Node) string {
-	if n.Kind != yaml.ScalarNode {
-		return ""
-	}
-	d, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", strconv.FormatFloat(d.Seconds(), 'f', -1, 64)+"s")
 }
 
 // suggest proposes the field the user probably meant.
