@@ -2,6 +2,13 @@ package envoy
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -34,16 +41,32 @@ func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
 		}
 		r.Routes = append(r.Routes, x)
 	}
+	// Clusters and assignments are most of the work and independent: build
+	// them on every core.
+	clusters := make([]*clusterv3.Cluster, len(m.Clusters))
+	errs := make([]error, len(m.Clusters))
+	// A Service's clusters share one (immutable) metadata entry for it.
+	services := map[*ir.ServiceRef]*structpb.Value{}
 	for i := range m.Clusters {
-		x, err := buildCluster(&m.Clusters[i])
-		if err != nil {
-			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeCluster, Name: m.Clusters[i].Name}, "", "withheld: %v", err)
+		if s := m.Clusters[i].Service; s != nil && services[s] == nil {
+			services[s] = serviceValue(s)
+		}
+	}
+	r.Endpoints = make([]*endpointv3.ClusterLoadAssignment, len(m.Endpoints))
+	parallel(len(m.Clusters)+len(m.Endpoints), func(i int) {
+		if i < len(m.Clusters) {
+			clusters[i], errs[i] = buildCluster(&m.Clusters[i], services)
+			return
+		}
+		i -= len(m.Clusters)
+		r.Endpoints[i] = buildEndpoints(&m.Endpoints[i])
+	})
+	for i, c := range clusters {
+		if errs[i] != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeCluster, Name: m.Clusters[i].Name}, "", "withheld: %v", errs[i])
 			continue
 		}
-		r.Clusters = append(r.Clusters, x)
-	}
-	for i := range m.Endpoints {
-		r.Endpoints = append(r.Endpoints, buildEndpoints(&m.Endpoints[i]))
+		r.Clusters = append(r.Clusters, c)
 	}
 	diags = append(diags, Repair(r)...)
 	return r, diags
@@ -136,4 +159,31 @@ func keep[T any](s []T, ok func(int) bool) []T {
 		}
 	}
 	return out
+}
+
+// parallel calls f(0..n-1) on GOMAXPROCS goroutines.
+func parallel(n int, f func(i int)) {
+	parallelWith(n, func() struct{} { return struct{}{} }, func(_ struct{}, i int) { f(i) })
+}
+
+// parallelWith is parallel with per-goroutine state made by newState.
+func parallelWith[S any](n int, newState func() S, f func(s S, i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := newState()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(s, i)
+			}
+		}()
+	}
+	wg.Wait()
 }

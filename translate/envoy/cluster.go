@@ -12,6 +12,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
@@ -32,7 +33,9 @@ var discoveryTypes = map[ir.Discovery]clusterv3.Cluster_DiscoveryType{
 	ir.DiscoveryStatic:      clusterv3.Cluster_STATIC,
 }
 
-func buildCluster(c *ir.Cluster) (*clusterv3.Cluster, error) {
+// buildCluster converts an IR cluster; services holds the shared metadata
+// values of the Services (see clusterMetadata).
+func buildCluster(c *ir.Cluster, services map[*ir.ServiceRef]*structpb.Value) (*clusterv3.Cluster, error) {
 	out := &clusterv3.Cluster{
 		Name:                 c.Name,
 		AltStatName:          c.Name + ";",
@@ -114,19 +117,7 @@ func buildCluster(c *ir.Cluster) (*clusterv3.Cluster, error) {
 		out.TransportSocket = &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
 	}
 	if c.Service != nil {
-		md := map[string]any{
-			"services": []any{map[string]any{"host": c.Service.Host, "name": c.Service.Name, "namespace": c.Service.Namespace}},
-		}
-		if c.Origin != nil {
-			md["config"] = ir.ConfigPath(c.Origin.Kind, c.Origin.Namespace, c.Origin.Name)
-		}
-		if c.Subset != "" {
-			md["subset"] = c.Subset
-		}
-		var err error
-		if out.Metadata, err = istioMetadata(md); err != nil {
-			return nil, err
-		}
+		out.Metadata = clusterMetadata(c, services[c.Service])
 	}
 	return out, nil
 }
@@ -248,27 +239,45 @@ func fileSource(path string) *corev3.DataSource {
 }
 
 // buildEndpoints groups endpoints by zone into one locality each. Locality
-// weights are set because gRPC ignores localities without one.
+// weights are set because gRPC ignores localities without one. The messages
+// are allocated in blocks: this is the largest part of a node's config.
 func buildEndpoints(ce *ir.ClusterEndpoints) *endpointv3.ClusterLoadAssignment {
 	out := &endpointv3.ClusterLoadAssignment{ClusterName: ce.Cluster}
-	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
-	for _, e := range ce.Endpoints {
-		loc := byZone[e.Zone]
+	n := len(ce.Endpoints)
+	if n == 0 {
+		return out
+	}
+	lbs := make([]endpointv3.LbEndpoint, n)
+	hosts := make([]endpointv3.LbEndpoint_Endpoint, n)
+	eps := make([]endpointv3.Endpoint, n)
+	addrs := make([]corev3.Address, n)
+	sockAddrs := make([]corev3.Address_SocketAddress, n)
+	socks := make([]corev3.SocketAddress, n)
+	ports := make([]corev3.SocketAddress_PortValue, n)
+	for i := range ce.Endpoints {
+		e := &ce.Endpoints[i]
+		var loc *endpointv3.LocalityLbEndpoints
+		for _, l := range out.Endpoints { // few zones: a scan beats a map
+			if l.GetLocality().GetZone() == e.Zone {
+				loc = l
+				break
+			}
+		}
 		if loc == nil {
-			loc = &endpointv3.LocalityLbEndpoints{}
+			loc = &endpointv3.LocalityLbEndpoints{LbEndpoints: make([]*endpointv3.LbEndpoint, 0, n)}
 			if e.Zone != "" {
 				loc.Locality = &corev3.Locality{Zone: e.Zone}
 			}
-			byZone[e.Zone] = loc
 			out.Endpoints = append(out.Endpoints, loc)
 		}
-		loc.LbEndpoints = append(loc.LbEndpoints, &endpointv3.LbEndpoint{
-			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: e.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: e.Port},
-				}}},
-			}},
-		})
+		ports[i].PortValue = e.Port
+		socks[i].Address, socks[i].PortSpecifier = e.Address, &ports[i]
+		sockAddrs[i].SocketAddress = &socks[i]
+		addrs[i].Address = &sockAddrs[i]
+		eps[i].Address = &addrs[i]
+		hosts[i].Endpoint = &eps[i]
+		lbs[i].HostIdentifier = &hosts[i]
+		loc.LbEndpoints = append(loc.LbEndpoints, &lbs[i])
 	}
 	for _, loc := range out.Endpoints {
 		loc.LoadBalancingWeight = wrapperspb.UInt32(uint32(len(loc.LbEndpoints)))
@@ -277,4 +286,31 @@ func buildEndpoints(ce *ir.ClusterEndpoints) *endpointv3.ClusterLoadAssignment {
 		return cmp.Compare(a.GetLocality().GetZone(), b.GetLocality().GetZone())
 	})
 	return out
+}
+
+// serviceValue is Istio's metadata entry for a Service: [{host, name, namespace}].
+func serviceValue(s *ir.ServiceRef) *structpb.Value {
+	svc := &structpb.Struct{Fields: map[string]*structpb.Value{
+		"host":      structpb.NewStringValue(s.Host),
+		"name":      structpb.NewStringValue(s.Name),
+		"namespace": structpb.NewStringValue(s.Namespace),
+	}}
+	return structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStructValue(svc)}})
+}
+
+// clusterMetadata is Istio's filter_metadata.istio of an outbound cluster:
+// the DestinationRule (config), the Service and the subset. The Service
+// value is shared between clusters and must not be modified.
+func clusterMetadata(c *ir.Cluster, service *structpb.Value) *corev3.Metadata {
+	if service == nil {
+		service = serviceValue(c.Service)
+	}
+	fields := map[string]*structpb.Value{"services": service}
+	if c.Origin != nil {
+		fields["config"] = structpb.NewStringValue(ir.ConfigPath(c.Origin.Kind, c.Origin.Namespace, c.Origin.Name))
+	}
+	if c.Subset != "" {
+		fields["subset"] = structpb.NewStringValue(c.Subset)
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": {Fields: fields}}}
 }

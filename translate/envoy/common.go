@@ -80,19 +80,13 @@ func stringMatcher(m ir.StringMatch) *matcherv3.StringMatcher {
 	return nil
 }
 
-// istioMetadata is filter_metadata.istio, which istioctl and nodemesh use to
-// trace a route or cluster back to its Istio resource.
-func istioMetadata(fields map[string]any) (*corev3.Metadata, error) {
-	s, err := structpb.NewStruct(fields)
-	if err != nil {
-		return nil, fmt.Errorf("metadata: %w", err)
-	}
-	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}}, nil
-}
-
+// configMetadata is filter_metadata.istio.config, which istioctl and
+// nodemesh use to trace a route back to its Istio resource.
 func configMetadata(ref *ir.ResourceRef) (*corev3.Metadata, error) {
 	if ref == nil {
 		return nil, nil
 	}
-	return istioMetadata(map[string]any{"config": ir.ConfigPath(ref.Kind, ref.Namespace, ref.Name)})
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": {Fields: map[string]*structpb.Value{
+		"config": structpb.NewStringValue(ir.ConfigPath(ref.Kind, ref.Namespace, ref.Name)),
+	}}}}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -69,13 +70,14 @@ func (p Problem) String() string {
 type validatable interface{ ValidateAll() error }
 
 // Validate checks resources the way Envoy would before accepting them, and
-// more: see the package documentation. It never modifies the resources
+// more: see the package documentation. Resources are checked in parallel;
+// problems come back in a stable order. It never modifies the resources
 // (beyond restoring what it temporarily detaches).
 func Validate(r *Resources) []Problem {
 	v := &validator{
-		clusters:  map[string]*clusterv3.Cluster{},
-		endpoints: map[string]bool{},
-		routes:    map[string]bool{},
+		clusters:  make(map[string]*clusterv3.Cluster, len(r.Clusters)),
+		endpoints: make(map[string]bool, len(r.Endpoints)),
+		routes:    make(map[string]bool, len(r.Routes)),
 	}
 	for _, c := range r.Clusters {
 		v.clusters[c.GetName()] = c
@@ -86,40 +88,87 @@ func Validate(r *Resources) []Problem {
 	for _, rc := range r.Routes {
 		v.routes[rc.GetName()] = true
 	}
-	seen := map[string]bool{}
-	for i, l := range r.Listeners {
-		v.listener(i, l, seen)
+	var tasks []func(c *checker)
+	add := func(n int, name func(int) string, check func(c *checker, i int, dup bool)) {
+		seen := make(map[string]bool, n)
+		for i := 0; i < n; i++ {
+			dup := seen[name(i)]
+			seen[name(i)] = true
+			tasks = append(tasks, func(c *checker) { check(c, i, dup) })
+		}
 	}
-	clear(seen)
+	add(len(r.Listeners), func(i int) string { return r.Listeners[i].GetName() },
+		func(c *checker, i int, dup bool) { c.listener(i, r.Listeners[i], dup) })
+	// A route configuration holds every virtual host of its port; check its
+	// virtual hosts as separate tasks so that one big configuration does not
+	// serialise the work.
+	seenRC := map[string]bool{}
 	for i, rc := range r.Routes {
-		v.routeConfig(i, rc, seen)
+		dup := seenRC[rc.GetName()]
+		seenRC[rc.GetName()] = true
+		tasks = append(tasks, func(c *checker) { c.routeConfig(i, rc, dup) })
+		if dup {
+			continue
+		}
+		names := map[string]bool{}
+		for j, vh := range rc.VirtualHosts {
+			dupVH := names[vh.GetName()]
+			names[vh.GetName()] = true
+			tasks = append(tasks, func(c *checker) { c.virtualHost(i, rc.GetName(), j, vh, dupVH) })
+		}
 	}
-	clear(seen)
-	for i, c := range r.Clusters {
-		v.cluster(i, c, seen)
+	add(len(r.Clusters), func(i int) string { return r.Clusters[i].GetName() },
+		func(c *checker, i int, dup bool) { c.cluster(i, r.Clusters[i], dup) })
+	add(len(r.Endpoints), func(i int) string { return r.Endpoints[i].GetClusterName() },
+		func(c *checker, i int, dup bool) { c.endpoint(i, r.Endpoints[i], dup) })
+
+	results := make([][]Problem, len(tasks))
+	parallelWith(len(tasks),
+		func() *checker { return &checker{validator: v, reach: map[protoreflect.MessageDescriptor]bool{}} },
+		func(c *checker, i int) {
+			c.problems = nil
+			tasks[i](c)
+			results[i] = c.problems
+		})
+	var out []Problem
+	for _, p := range results {
+		out = append(out, p...)
 	}
-	clear(seen)
-	for i, e := range r.Endpoints {
-		v.endpoint(i, e, seen)
-	}
-	return v.problems
+	return out
 }
 
+// validator holds what every check reads: the resources by name.
 type validator struct {
-	problems  []Problem
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]bool
 	routes    map[string]bool
 }
 
-func (v *validator) add(p Problem, format string, args ...any) {
+// checker checks one resource at a time; each worker has its own.
+type checker struct {
+	*validator
+	problems []Problem
+	// reach caches checked() without the shared map's synchronisation.
+	reach map[protoreflect.MessageDescriptor]bool
+}
+
+func (v *checker) checked(md protoreflect.MessageDescriptor) bool {
+	r, ok := v.reach[md]
+	if !ok {
+		r = checked(md)
+		v.reach[md] = r
+	}
+	return r
+}
+
+func (v *checker) add(p Problem, format string, args ...any) {
 	p.Message = fmt.Sprintf(format, args...)
 	v.problems = append(v.problems, p)
 }
 
 // deep runs protoc-gen-validate on m and on every message packed in an Any
 // inside it, plus the checks PGV cannot express, and reports each failure.
-func (v *validator) deep(p Problem, m proto.Message) {
+func (v *checker) deep(p Problem, m proto.Message) {
 	if vm, ok := m.(validatable); ok {
 		if err := vm.ValidateAll(); err != nil {
 			v.add(p, "%s", err)
@@ -128,12 +177,15 @@ func (v *validator) deep(p Problem, m proto.Message) {
 	v.walk(p, m.ProtoReflect(), 0)
 }
 
-func (v *validator) walk(p Problem, m protoreflect.Message, depth int) {
+func (v *checker) walk(p Problem, m protoreflect.Message, depth int) {
 	if depth > 64 {
 		v.add(p, "message nests too deeply")
 		return
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if md := fd.Message(); md == nil || (fd.IsMap() && fd.MapValue().Message() == nil) || !v.checked(md) {
+			return true
+		}
 		switch {
 		case fd.IsList() && fd.Message() != nil:
 			l := val.List()
@@ -153,7 +205,7 @@ func (v *validator) walk(p Problem, m protoreflect.Message, depth int) {
 }
 
 // message checks one embedded message by type, then walks into it.
-func (v *validator) message(p Problem, m protoreflect.Message, depth int) {
+func (v *checker) message(p Problem, m protoreflect.Message, depth int) {
 	switch x := m.Interface().(type) {
 	case *anypb.Any:
 		inner, err := x.UnmarshalNew()
@@ -180,6 +232,11 @@ func (v *validator) message(p Problem, m protoreflect.Message, depth int) {
 			v.add(p, "regular expression %q does not compile: %v", x.GetRegex(), err)
 		}
 		return
+	case *endpointv3.LbEndpoint:
+		// The bulk of a node's config; only its metadata can hold a checked type.
+		if x.GetMetadata() == nil {
+			return
+		}
 	}
 	v.walk(p, m, depth)
 }
@@ -195,13 +252,12 @@ func denominator(d typev3.FractionalPercent_DenominatorType) uint32 {
 	}
 }
 
-func (v *validator) listener(i int, l *listenerv3.Listener, seen map[string]bool) {
+func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 	p := Problem{Type: TypeListener, Name: l.GetName(), Index: i, Chain: -1, VHost: -1, Route: -1}
-	if seen[l.GetName()] {
+	if dup {
 		v.add(p, "duplicate listener name")
 		return
 	}
-	seen[l.GetName()] = true
 	// Validate the listener without its chains so that a chain's fault is
 	// reported against the chain alone.
 	chains, def := l.FilterChains, l.DefaultFilterChain
@@ -234,7 +290,7 @@ func (v *validator) listener(i int, l *listenerv3.Listener, seen map[string]bool
 	}
 }
 
-func (v *validator) filterChain(p Problem, fc *listenerv3.FilterChain) {
+func (v *checker) filterChain(p Problem, fc *listenerv3.FilterChain) {
 	v.deep(p, fc)
 	if len(fc.GetFilters()) == 0 {
 		v.add(p, "filter chain has no network filter")
@@ -258,7 +314,7 @@ func (v *validator) filterChain(p Problem, fc *listenerv3.FilterChain) {
 	}
 }
 
-func (v *validator) hcm(p Problem, h *hcmv3.HttpConnectionManager) {
+func (v *checker) hcm(p Problem, h *hcmv3.HttpConnectionManager) {
 	if rds := h.GetRds(); rds != nil && !v.routes[rds.GetRouteConfigName()] {
 		v.add(p, "route configuration %q does not exist", rds.GetRouteConfigName())
 	}
@@ -277,7 +333,7 @@ func (v *validator) hcm(p Problem, h *hcmv3.HttpConnectionManager) {
 	}
 }
 
-func (v *validator) tcpProxy(p Problem, t *tcpproxyv3.TcpProxy) {
+func (v *checker) tcpProxy(p Problem, t *tcpproxyv3.TcpProxy) {
 	if c := t.GetCluster(); c != "" {
 		v.clusterRef(p, c)
 	}
@@ -293,54 +349,58 @@ func (v *validator) tcpProxy(p Problem, t *tcpproxyv3.TcpProxy) {
 	}
 }
 
-func (v *validator) clusterRef(p Problem, name string) {
+func (v *checker) clusterRef(p Problem, name string) {
 	if _, ok := v.clusters[name]; !ok {
 		v.add(p, "cluster %q does not exist", name)
 	}
 }
 
-func (v *validator) routeConfig(i int, rc *routev3.RouteConfiguration, seen map[string]bool) {
+func (v *checker) routeConfig(i int, rc *routev3.RouteConfiguration, dup bool) {
 	p := Problem{Type: TypeRoute, Name: rc.GetName(), Index: i, Chain: -1, VHost: -1, Route: -1}
-	if seen[rc.GetName()] {
+	if dup {
 		v.add(p, "duplicate route configuration name")
 		return
 	}
-	seen[rc.GetName()] = true
 	vhosts := rc.VirtualHosts
 	rc.VirtualHosts = nil
 	v.deep(p, rc)
 	rc.VirtualHosts = vhosts
 
+	// Envoy rejects a route configuration in which two virtual hosts share a
+	// domain. (Only names and domains are read here; virtualHost tasks may be
+	// checking the routes of the same virtual hosts concurrently.)
 	domains := map[string]string{}
-	names := map[string]bool{}
 	for j, vh := range vhosts {
 		vp := p
 		vp.VHost, vp.VirtualHost = j, vh.GetName()
-		if names[vh.GetName()] {
-			v.add(vp, "duplicate virtual host name")
-			continue
-		}
-		names[vh.GetName()] = true
-		routes := vh.Routes
-		vh.Routes = nil
-		v.deep(vp, vh)
-		vh.Routes = routes
 		for _, d := range vh.GetDomains() {
-			if prev, dup := domains[strings.ToLower(d)]; dup {
+			if prev, dup := domains[strings.ToLower(d)]; dup && prev != vh.GetName() {
 				v.add(vp, "domain %q is also a domain of virtual host %q (Envoy rejects duplicates)", d, prev)
 			}
 			domains[strings.ToLower(d)] = vh.GetName()
 		}
-		for k, r := range routes {
-			rp := vp
-			rp.Route = k
-			rp.Origin = origin(r.GetMetadata())
-			v.route(rp, r)
-		}
 	}
 }
 
-func (v *validator) route(p Problem, r *routev3.Route) {
+func (v *checker) virtualHost(i int, rcName string, j int, vh *routev3.VirtualHost, dup bool) {
+	p := Problem{Type: TypeRoute, Name: rcName, Index: i, Chain: -1, VHost: j, VirtualHost: vh.GetName(), Route: -1}
+	if dup {
+		v.add(p, "duplicate virtual host name")
+		return
+	}
+	routes := vh.Routes
+	vh.Routes = nil
+	v.deep(p, vh)
+	vh.Routes = routes
+	for k, r := range routes {
+		rp := p
+		rp.Route = k
+		rp.Origin = origin(r.GetMetadata())
+		v.route(rp, r)
+	}
+}
+
+func (v *checker) route(p Problem, r *routev3.Route) {
 	v.deep(p, r)
 	a := r.GetRoute()
 	if a == nil {
@@ -372,13 +432,12 @@ func (v *validator) route(p Problem, r *routev3.Route) {
 	}
 }
 
-func (v *validator) cluster(i int, c *clusterv3.Cluster, seen map[string]bool) {
+func (v *checker) cluster(i int, c *clusterv3.Cluster, dup bool) {
 	p := Problem{Type: TypeCluster, Name: c.GetName(), Index: i, Chain: -1, VHost: -1, Route: -1, Origin: origin(c.GetMetadata())}
-	if seen[c.GetName()] {
+	if dup {
 		v.add(p, "duplicate cluster name")
 		return
 	}
-	seen[c.GetName()] = true
 	v.deep(p, c)
 	switch c.GetType() {
 	case clusterv3.Cluster_EDS:
@@ -423,13 +482,12 @@ func prime(n uint64) bool {
 	return true
 }
 
-func (v *validator) endpoint(i int, e *endpointv3.ClusterLoadAssignment, seen map[string]bool) {
+func (v *checker) endpoint(i int, e *endpointv3.ClusterLoadAssignment, dup bool) {
 	p := Problem{Type: TypeEndpoint, Name: e.GetClusterName(), Index: i, Chain: -1, VHost: -1, Route: -1}
-	if seen[e.GetClusterName()] {
+	if dup {
 		v.add(p, "duplicate ClusterLoadAssignment")
 		return
 	}
-	seen[e.GetClusterName()] = true
 	if c, ok := v.clusters[e.GetClusterName()]; !ok || c.GetType() != clusterv3.Cluster_EDS {
 		v.add(p, "no EDS cluster %q uses this assignment", e.GetClusterName())
 	}
@@ -460,4 +518,46 @@ func origin(md *corev3.Metadata) *ir.ResourceRef {
 		return &ir.ResourceRef{Kind: "Service", Namespace: f["namespace"].GetStringValue(), Name: f["name"].GetStringValue()}
 	}
 	return nil
+}
+
+// checkedTypes are the messages the walk looks at itself.
+var checkedTypes = map[protoreflect.FullName]bool{
+	"google.protobuf.Any":                true,
+	"google.protobuf.Duration":           true,
+	"envoy.type.v3.FractionalPercent":    true,
+	"envoy.type.matcher.v3.RegexMatcher": true,
+}
+
+// reach caches, per message type, whether a checked type can occur inside it;
+// the walk skips the subtrees where none can (most of an endpoint list).
+var reach sync.Map // protoreflect.FullName → bool
+
+func checked(md protoreflect.MessageDescriptor) bool {
+	if v, ok := reach.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	r := reaches(md, map[protoreflect.FullName]bool{})
+	reach.Store(md.FullName(), r)
+	return r
+}
+
+func reaches(md protoreflect.MessageDescriptor, visiting map[protoreflect.FullName]bool) bool {
+	if checkedTypes[md.FullName()] {
+		return true
+	}
+	if visiting[md.FullName()] {
+		return false
+	}
+	visiting[md.FullName()] = true
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.IsMap() {
+			fd = fd.MapValue()
+		}
+		if sub := fd.Message(); sub != nil && reaches(sub, visiting) {
+			return true
+		}
+	}
+	return false
 }

@@ -117,7 +117,8 @@ func (l *Loader) decodeDocument(file string, doc rawDoc) {
 		return // empty document or comments only
 	}
 	shiftLines(&root, doc.line-1)
-	l.decodeObject(file, root.Content[0], 0)
+	budget := maxNodes
+	l.decodeObject(file, root.Content[0], 0, &budget)
 }
 
 func scalarAt(m *yaml.Node, key string) (string, *yaml.Node) {
@@ -137,7 +138,7 @@ func scalarAt(m *yaml.Node, key string) (string, *yaml.Node) {
 	return "", nil
 }
 
-func (l *Loader) decodeObject(file string, n *yaml.Node, depth int) {
+func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *int) {
 	n = deref(n)
 	src := &Source{File: file, Line: n.Line, root: n}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
@@ -163,7 +164,7 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int) {
 	if strings.HasSuffix(kind, "List") && depth < 3 {
 		if _, items := scalarAt(n, "items"); items != nil && items.Kind == yaml.SequenceNode {
 			for _, item := range items.Content {
-				l.decodeObject(file, item, depth+1)
+				l.decodeObject(file, item, depth+1, budget)
 			}
 			return
 		}
@@ -199,7 +200,7 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int) {
 		d.report(ir.SeverityError, ir.CodeInvalidValue, "metadata.name", 0, "metadata.name is required")
 		return
 	}
-	js, err := toJSON(n)
+	js, err := toJSON(n, budget)
 	if err != nil {
 		var ne *nodeError
 		line := n.Line

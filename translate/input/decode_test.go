@@ -204,3 +204,24 @@ spec:
 		})
 	}
 }
+
+func TestAliasBomb(t *testing.T) {
+	doc := `apiVersion: v1
+kind: Service
+metadata:
+  name: bomb
+  annotations:
+    a: &a ["x","x","x","x","x","x","x","x","x","x"]
+    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]
+    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]
+    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
+    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
+    f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]
+    g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
+    h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]
+`
+	_, diags := load(t, doc)
+	if len(diags) != 1 || !strings.Contains(diags[0].Message, "excessive aliasing") {
+		t.Fatalf("diagnostics = %v", diags)
+	}
+}

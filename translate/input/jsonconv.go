@@ -21,10 +21,12 @@ func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.node.Li
 
 // toJSON converts a YAML node tree to JSON text, resolving aliases. Mapping
 // keys are always strings. Duplicate keys are an error, as in strict
-// Kubernetes decoding.
-func toJSON(n *yaml.Node) ([]byte, error) {
+// Kubernetes decoding. budget bounds the number of nodes written, so that an
+// alias bomb (aliases of aliases expanding exponentially) fails fast.
+func toJSON(n *yaml.Node, budget *int) ([]byte, error) {
 	var b bytes.Buffer
-	if err := writeJSON(&b, n, 0); err != nil {
+	w := &jsonWriter{b: &b, budget: budget}
+	if err := w.write(n, 0); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
@@ -32,7 +34,20 @@ func toJSON(n *yaml.Node) ([]byte, error) {
 
 const maxDepth = 200
 
-func writeJSON(b *bytes.Buffer, n *yaml.Node, depth int) error {
+// maxNodes is the most YAML nodes a document may expand to through aliases.
+const maxNodes = 1 << 20
+
+type jsonWriter struct {
+	b      *bytes.Buffer
+	budget *int
+}
+
+func (w *jsonWriter) write(n *yaml.Node, depth int) error {
+	*w.budget--
+	if *w.budget < 0 {
+		return &nodeError{n, "document expands to too many nodes (excessive aliasing)"}
+	}
+	b := w.b
 	if depth > maxDepth {
 		return &nodeError{n, "document nests too deeply"}
 	}
@@ -42,12 +57,12 @@ func writeJSON(b *bytes.Buffer, n *yaml.Node, depth int) error {
 			b.WriteString("null")
 			return nil
 		}
-		return writeJSON(b, n.Content[0], depth+1)
+		return w.write(n.Content[0], depth+1)
 	case yaml.AliasNode:
 		if n.Alias == nil {
 			return &nodeError{n, "unresolved alias"}
 		}
-		return writeJSON(b, n.Alias, depth+1)
+		return w.write(n.Alias, depth+1)
 	case yaml.MappingNode:
 		pairs, err := mappingPairs(n, depth)
 		if err != nil {
@@ -67,7 +82,7 @@ func writeJSON(b *bytes.Buffer, n *yaml.Node, depth int) error {
 			first = false
 			writeString(b, p.key)
 			b.WriteByte(':')
-			if err := writeJSON(b, p.value, depth+1); err != nil {
+			if err := w.write(p.value, depth+1); err != nil {
 				return err
 			}
 		}
@@ -79,7 +94,7 @@ func writeJSON(b *bytes.Buffer, n *yaml.Node, depth int) error {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			if err := writeJSON(b, c, depth+1); err != nil {
+			if err := w.write(c, depth+1); err != nil {
 				return err
 			}
 		}

@@ -54,16 +54,25 @@ func OutboundClusterName(port uint32, subset, fqdn string) string {
 }
 
 // ParseOutboundClusterName splits a name built by OutboundClusterName.
+// It does not allocate: it runs inside sort comparisons.
 func ParseOutboundClusterName(name string) (port uint32, subset, fqdn string, ok bool) {
-	parts := strings.SplitN(name, "|", 4)
-	if len(parts) != 4 || parts[0] != "outbound" {
+	rest, found := strings.CutPrefix(name, "outbound|")
+	if !found {
 		return 0, "", "", false
 	}
-	p, err := strconv.ParseUint(parts[1], 10, 32)
+	portStr, rest, found := strings.Cut(rest, "|")
+	if !found {
+		return 0, "", "", false
+	}
+	subset, fqdn, found = strings.Cut(rest, "|")
+	if !found {
+		return 0, "", "", false
+	}
+	p, err := strconv.ParseUint(portStr, 10, 32)
 	if err != nil {
 		return 0, "", "", false
 	}
-	return uint32(p), parts[2], parts[3], true
+	return uint32(p), subset, fqdn, true
 }
 
 // RouteConfigName is the RDS name for HTTP traffic to a destination port:

@@ -71,11 +71,30 @@ func (t *translator) indexDestinationRules() {
 	slices.SortStableFunc(objs, func(a, b *networkingv1.DestinationRule) int {
 		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Namespace, b.Namespace))
 	})
+	t.drsByNS = map[string]*namespaceDRs{}
 	for _, obj := range objs {
-		if dr := t.validateDestinationRule(obj); dr != nil {
-			t.drs = append(t.drs, dr)
+		dr := t.validateDestinationRule(obj)
+		if dr == nil {
+			continue
+		}
+		nd := t.drsByNS[dr.ref.Namespace]
+		if nd == nil {
+			nd = &namespaceDRs{exact: map[string][]*drInfo{}}
+			t.drsByNS[dr.ref.Namespace] = nd
+		}
+		if isWildcard(dr.host) {
+			nd.wildcard = append(nd.wildcard, dr)
+		} else {
+			nd.exact[dr.host] = append(nd.exact[dr.host], dr)
 		}
 	}
+}
+
+// namespaceDRs are the valid DestinationRules of one namespace, in
+// precedence order, by host.
+type namespaceDRs struct {
+	exact    map[string][]*drInfo
+	wildcard []*drInfo
 }
 
 // destinationRule returns the DestinationRule that applies to a Service for
@@ -101,17 +120,23 @@ func (t *translator) destinationRule(s *service, clientNamespace string) *merged
 }
 
 func (t *translator) drInNamespace(fqdn, ns string) *mergedDR {
-	best := -1
-	var matched []*drInfo
-	for _, dr := range t.drs {
-		if dr.ref.Namespace != ns || !hostMatches(fqdn, dr.host) {
-			continue
-		}
-		switch sp := hostSpecificity(dr.host); {
-		case sp > best:
-			best, matched = sp, []*drInfo{dr}
-		case sp == best && dr.host == matched[0].host:
-			matched = append(matched, dr)
+	nd := t.drsByNS[ns]
+	if nd == nil {
+		return nil
+	}
+	matched := nd.exact[fqdn]
+	if len(matched) == 0 {
+		best := -1
+		for _, dr := range nd.wildcard {
+			if !hostMatches(fqdn, dr.host) {
+				continue
+			}
+			switch sp := hostSpecificity(dr.host); {
+			case sp > best:
+				best, matched = sp, []*drInfo{dr}
+			case sp == best && dr.host == matched[0].host:
+				matched = append(matched, dr)
+			}
 		}
 	}
 	if len(matched) == 0 {

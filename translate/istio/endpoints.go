@@ -2,6 +2,7 @@ package istio
 
 import (
 	"cmp"
+	"iter"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,19 +18,49 @@ type endpoint struct {
 	node    string
 	zone    string
 	pod     string // namespace/name
-	// ports maps a Service port number to the backend's port.
-	ports map[uint32]uint32
+	// ports maps Service port numbers to the backend's ports.
+	ports portMap
+}
+
+// portMap maps Service ports to backend ports; Services have few ports, so a
+// slice beats a map.
+type portMap []portPair
+
+type portPair struct{ service, backend uint32 }
+
+func (m portMap) get(service uint32) (uint32, bool) {
+	for _, p := range m {
+		if p.service == service {
+			return p.backend, true
+		}
+	}
+	return 0, false
+}
+
+func (m *portMap) set(service, backend uint32) {
+	for i := range *m {
+		if (*m)[i].service == service {
+			(*m)[i].backend = backend
+			return
+		}
+	}
+	*m = append(*m, portPair{service, backend})
 }
 
 // indexEndpoints fills every Service's endpoints: from its EndpointSlices when
 // the input has any, otherwise from the Pods its selector picks (so plain
 // manifests translate). Only ready endpoints are kept, as Istio does by default.
 func (t *translator) indexEndpoints() {
-	pods := map[string]*corev1.Pod{} // namespace/name
-	podsByNS := map[string][]*corev1.Pod{}
+	index := podIndex{}
 	for _, p := range t.bag.Pods {
-		pods[p.Namespace+"/"+p.Name] = p
-		podsByNS[p.Namespace] = append(podsByNS[p.Namespace], p)
+		index.add(p)
+	}
+	var pods map[string]*corev1.Pod // namespace/name, for EndpointSlice targetRefs
+	if len(t.bag.EndpointSlices) > 0 {
+		pods = make(map[string]*corev1.Pod, len(t.bag.Pods))
+		for _, p := range t.bag.Pods {
+			pods[p.Namespace+"/"+p.Name] = p
+		}
 	}
 	slicesBySvc := map[string][]*discoveryv1.EndpointSlice{} // namespace/service
 	for _, es := range t.bag.EndpointSlices {
@@ -45,7 +76,7 @@ func (t *translator) indexEndpoints() {
 		if ess := slicesBySvc[s.namespace+"/"+s.name]; len(ess) > 0 {
 			s.endpoints = t.endpointsFromSlices(s, ess, pods)
 		} else if len(s.selector) > 0 {
-			s.endpoints = t.endpointsFromPods(s, podsByNS[s.namespace])
+			s.endpoints = t.endpointsFromPods(s, index.candidates(s.namespace, s.selector))
 		}
 		slices.SortFunc(s.endpoints, func(a, b *endpoint) int { return cmp.Compare(a.address, b.address) })
 	}
@@ -61,7 +92,7 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 			continue
 		}
 		// Map the slice's ports to the Service's by name.
-		portMap := map[uint32]uint32{}
+		var slicePorts portMap
 		for _, sp := range s.ports {
 			for _, ep := range es.Ports {
 				name := ""
@@ -69,7 +100,7 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 					name = *ep.Name
 				}
 				if name == sp.name && ep.Port != nil {
-					portMap[sp.port] = uint32(*ep.Port)
+					slicePorts.set(sp.port, uint32(*ep.Port))
 				}
 			}
 		}
@@ -99,16 +130,12 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 			}
 			for _, addr := range e.Addresses {
 				if prev := seen[addr]; prev != nil {
-					for k, v := range portMap {
-						prev.ports[k] = v
+					for _, p := range slicePorts {
+						prev.ports.set(p.service, p.backend)
 					}
 					continue
 				}
-				ports := make(map[uint32]uint32, len(portMap))
-				for k, v := range portMap {
-					ports[k] = v
-				}
-				ep := &endpoint{address: addr, labels: lbls, node: node, zone: zone, pod: pod, ports: ports}
+				ep := &endpoint{address: addr, labels: lbls, node: node, zone: zone, pod: pod, ports: slices.Clone(slicePorts)}
 				seen[addr] = ep
 				out = append(out, ep)
 			}
@@ -117,47 +144,89 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 	return out
 }
 
-func (t *translator) endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
-	var out []*endpoint
-	for _, p := range pods {
-		if !labelsMatch(s.selector, p.Labels) || !podReady(p) {
-			continue
+// podIndex finds the Pods a selector may pick without scanning a whole
+// namespace: Pods are indexed by namespace and by each label.
+type podIndex map[podLabel][]*corev1.Pod
+
+type podLabel struct{ namespace, key, value string }
+
+func (x podIndex) add(p *corev1.Pod) {
+	for k, v := range p.Labels {
+		l := podLabel{p.Namespace, k, v}
+		x[l] = append(x[l], p)
+	}
+}
+
+// candidates returns the Pods carrying the selector's rarest label; the
+// caller still checks the whole selector.
+func (x podIndex) candidates(ns string, selector map[string]string) []*corev1.Pod {
+	var best []*corev1.Pod
+	first := true
+	for k, v := range selector {
+		c := x[podLabel{ns, k, v}]
+		if first || len(c) < len(best) {
+			best, first = c, false
 		}
-		ports := map[uint32]uint32{}
+	}
+	return best
+}
+
+func (t *translator) endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
+	var selected []*corev1.Pod
+	n := 0
+	for _, p := range pods {
+		if labelsMatch(s.selector, p.Labels) && podReady(p) {
+			selected = append(selected, p)
+			n += max(1, len(p.Status.PodIPs))
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	// One block for the endpoints and one for their ports: a Service's
+	// endpoints are created and dropped together.
+	block := make([]endpoint, 0, n)
+	portBlock := make(portMap, 0, len(selected)*len(s.ports))
+	out := make([]*endpoint, 0, n)
+	for _, p := range selected {
+		start := len(portBlock)
 		for _, sp := range s.ports {
 			if tp, ok := resolveTargetPort(sp, p); ok {
-				ports[sp.port] = tp
+				portBlock = append(portBlock, portPair{sp.port, tp})
 			}
 		}
-		ep := &endpoint{labels: p.Labels, node: p.Spec.NodeName, pod: p.Namespace + "/" + p.Name, ports: ports}
-		for _, ip := range podIPs(p) {
-			e := *ep
-			e.address = ip
-			out = append(out, &e)
+		ep := endpoint{labels: p.Labels, node: p.Spec.NodeName, pod: p.Namespace + "/" + p.Name, ports: portBlock[start:len(portBlock):len(portBlock)]}
+		for ip := range podIPs(p) {
+			ep.address = ip
+			block = append(block, ep)
+			out = append(out, &block[len(block)-1])
 		}
 	}
 	return out
 }
 
-func podIPs(p *corev1.Pod) []string {
-	if len(p.Status.PodIPs) > 0 {
-		out := make([]string, 0, len(p.Status.PodIPs))
-		for _, ip := range p.Status.PodIPs {
-			out = append(out, ip.IP)
+// podIPs yields a Pod's addresses: status.podIPs, or status.podIP alone.
+func podIPs(p *corev1.Pod) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if len(p.Status.PodIPs) == 0 {
+			if p.Status.PodIP != "" {
+				yield(p.Status.PodIP)
+			}
+			return
 		}
-		return out
+		for _, ip := range p.Status.PodIPs {
+			if !yield(ip.IP) {
+				return
+			}
+		}
 	}
-	if p.Status.PodIP != "" {
-		return []string{p.Status.PodIP}
-	}
-	return nil
 }
 
 // podReady: the Pod has an address, is not finished or terminating, and is not
 // known to be unready. A Pod written in a manifest without conditions counts as
 // ready.
 func podReady(p *corev1.Pod) bool {
-	if len(podIPs(p)) == 0 || p.DeletionTimestamp != nil {
+	if (p.Status.PodIP == "" && len(p.Status.PodIPs) == 0) || p.DeletionTimestamp != nil {
 		return false
 	}
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
@@ -192,9 +261,18 @@ func resolveTargetPort(sp servicePort, p *corev1.Pod) (uint32, bool) {
 
 // subsetEndpoints filters a Service's endpoints by subset labels for a port.
 func subsetEndpoints(s *service, port uint32, subsetLabels map[string]string) []ir.Endpoint {
-	var out []ir.Endpoint
+	n := 0
 	for _, e := range s.endpoints {
-		tp, ok := e.ports[port]
+		if _, ok := e.ports.get(port); ok && labelsMatch(subsetLabels, e.labels) {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]ir.Endpoint, 0, n)
+	for _, e := range s.endpoints {
+		tp, ok := e.ports.get(port)
 		if !ok {
 			continue
 		}

@@ -24,6 +24,7 @@ type service struct {
 	obj      *corev1.Service
 	// endpoints are the Service's ready backends, for every port.
 	endpoints []*endpoint
+	ref_      *ir.ServiceRef
 }
 
 type servicePort struct {
@@ -45,8 +46,12 @@ func (s *service) portByNumber(n uint32) *servicePort {
 	return nil
 }
 
+// serviceRef is shared by all the Service's clusters.
 func (s *service) serviceRef() *ir.ServiceRef {
-	return &ir.ServiceRef{Host: s.fqdn, Name: s.name, Namespace: s.namespace}
+	if s.ref_ == nil {
+		s.ref_ = &ir.ServiceRef{Host: s.fqdn, Name: s.name, Namespace: s.namespace}
+	}
+	return s.ref_
 }
 
 // indexServices builds the service registry, keyed by FQDN.

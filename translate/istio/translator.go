@@ -39,9 +39,9 @@ type translator struct {
 	// translated yet; references to them are warnings, not errors.
 	externalHosts map[string]ir.ResourceRef
 
-	drs    []*drInfo
-	drMemo map[drKey]*mergedDR
-	vss    []*vsInfo // sorted by Istio precedence (oldest first)
+	drsByNS map[string]*namespaceDRs
+	drMemo  map[drKey]*mergedDR
+	vss     []*vsInfo // sorted by Istio precedence (oldest first)
 	// vsByService is the VirtualService that routes each Service, after
 	// conflicts between VirtualServices are resolved.
 	vsByService map[*service]*vsInfo
