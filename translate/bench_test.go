@@ -13,7 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 // syntheticMesh is the benchmark mesh of the translator issue: n Services
@@ -110,5 +112,36 @@ func BenchmarkTranslate(b *testing.B) {
 			b.ReportMetric(float64(xdsBytes(res)), "xds-bytes")
 			b.ReportMetric(float64(len(res.XDS.Clusters)), "clusters")
 		})
+	}
+}
+
+// BenchmarkTranslatePhases splits BenchmarkTranslate: Istio semantics (IR),
+// then building and validating xDS from the IR.
+func BenchmarkTranslatePhases(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		bag := syntheticMesh(n)
+		b.Run("istio/services="+strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				istio.Translate(bag, istio.Options{})
+			}
+		})
+		b.Run("envoy/services="+strconv.Itoa(n), func(b *testing.B) {
+			m, _ := istio.Translate(bag, istio.Options{})
+			b.ReportAllocs()
+			for b.Loop() {
+				envoy.Build(m)
+			}
+		})
+	}
+}
+
+// BenchmarkDecode measures reading manifests: the bookinfo sample.
+func BenchmarkDecode(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Load([]string{"../samples/bookinfo"}, nil, "default"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -45,6 +45,7 @@ func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
 	// them on every core.
 	clusters := make([]*clusterv3.Cluster, len(m.Clusters))
 	errs := make([]error, len(m.Clusters))
+	endpoints := sharedEndpoints(m)
 	// A Service's clusters share one (immutable) metadata entry for it.
 	services := map[*ir.ServiceRef]*structpb.Value{}
 	for i := range m.Clusters {
@@ -59,7 +60,7 @@ func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
 			return
 		}
 		i -= len(m.Clusters)
-		r.Endpoints[i] = buildEndpoints(&m.Endpoints[i])
+		r.Endpoints[i] = buildEndpoints(&m.Endpoints[i], endpoints)
 	})
 	for i, c := range clusters {
 		if errs[i] != nil {

@@ -238,15 +238,30 @@ func fileSource(path string) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
 }
 
-// buildEndpoints groups endpoints by zone into one locality each. Locality
-// weights are set because gRPC ignores localities without one. The messages
-// are allocated in blocks: this is the largest part of a node's config.
-func buildEndpoints(ce *ir.ClusterEndpoints) *endpointv3.ClusterLoadAssignment {
-	out := &endpointv3.ClusterLoadAssignment{ClusterName: ce.Cluster}
-	n := len(ce.Endpoints)
-	if n == 0 {
-		return out
+// endpointKey identifies an upstream address.
+type endpointKey struct {
+	address string
+	port    uint32
+}
+
+// sharedEndpoints builds one LbEndpoint per distinct address: the clusters
+// of a Service and its subsets list the same pods, and the messages are
+// immutable once built, so the assignments share them. Endpoints are the
+// largest part of a node's configuration.
+func sharedEndpoints(m *ir.Model) map[endpointKey]*endpointv3.LbEndpoint {
+	out := map[endpointKey]*endpointv3.LbEndpoint{}
+	var todo []*ir.Endpoint
+	for i := range m.Endpoints {
+		for j := range m.Endpoints[i].Endpoints {
+			e := &m.Endpoints[i].Endpoints[j]
+			k := endpointKey{e.Address, e.Port}
+			if _, ok := out[k]; !ok {
+				out[k] = nil
+				todo = append(todo, e)
+			}
+		}
 	}
+	n := len(todo)
 	lbs := make([]endpointv3.LbEndpoint, n)
 	hosts := make([]endpointv3.LbEndpoint_Endpoint, n)
 	eps := make([]endpointv3.Endpoint, n)
@@ -254,6 +269,23 @@ func buildEndpoints(ce *ir.ClusterEndpoints) *endpointv3.ClusterLoadAssignment {
 	sockAddrs := make([]corev3.Address_SocketAddress, n)
 	socks := make([]corev3.SocketAddress, n)
 	ports := make([]corev3.SocketAddress_PortValue, n)
+	for i, e := range todo {
+		ports[i].PortValue = e.Port
+		socks[i].Address, socks[i].PortSpecifier = e.Address, &ports[i]
+		sockAddrs[i].SocketAddress = &socks[i]
+		addrs[i].Address = &sockAddrs[i]
+		eps[i].Address = &addrs[i]
+		hosts[i].Endpoint = &eps[i]
+		lbs[i].HostIdentifier = &hosts[i]
+		out[endpointKey{e.Address, e.Port}] = &lbs[i]
+	}
+	return out
+}
+
+// buildEndpoints groups endpoints by zone into one locality each. Locality
+// weights are set because gRPC ignores localities without one.
+func buildEndpoints(ce *ir.ClusterEndpoints, shared map[endpointKey]*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: ce.Cluster}
 	for i := range ce.Endpoints {
 		e := &ce.Endpoints[i]
 		var loc *endpointv3.LocalityLbEndpoints
@@ -264,20 +296,13 @@ func buildEndpoints(ce *ir.ClusterEndpoints) *endpointv3.ClusterLoadAssignment {
 			}
 		}
 		if loc == nil {
-			loc = &endpointv3.LocalityLbEndpoints{LbEndpoints: make([]*endpointv3.LbEndpoint, 0, n)}
+			loc = &endpointv3.LocalityLbEndpoints{LbEndpoints: make([]*endpointv3.LbEndpoint, 0, len(ce.Endpoints))}
 			if e.Zone != "" {
 				loc.Locality = &corev3.Locality{Zone: e.Zone}
 			}
 			out.Endpoints = append(out.Endpoints, loc)
 		}
-		ports[i].PortValue = e.Port
-		socks[i].Address, socks[i].PortSpecifier = e.Address, &ports[i]
-		sockAddrs[i].SocketAddress = &socks[i]
-		addrs[i].Address = &sockAddrs[i]
-		eps[i].Address = &addrs[i]
-		hosts[i].Endpoint = &eps[i]
-		lbs[i].HostIdentifier = &hosts[i]
-		loc.LbEndpoints = append(loc.LbEndpoints, &lbs[i])
+		loc.LbEndpoints = append(loc.LbEndpoints, shared[endpointKey{e.Address, e.Port}])
 	}
 	for _, loc := range out.Endpoints {
 		loc.LoadBalancingWeight = wrapperspb.UInt32(uint32(len(loc.LbEndpoints)))

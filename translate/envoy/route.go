@@ -137,7 +137,7 @@ func routeAction(f *ir.ForwardAction) (*routev3.RouteAction, error) {
 		Timeout: timeout,
 		// Istio sets the deprecated max_grpc_timeout to the route timeout so
 		// that gRPC requests honour it too (0 = disabled).
-		MaxGrpcTimeout: timeout, //nolint:staticcheck
+		MaxGrpcTimeout: timeout,
 		PrefixRewrite:  f.PrefixRewrite,
 	}
 	if !f.Weighted {

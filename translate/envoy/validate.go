@@ -124,7 +124,9 @@ func Validate(r *Resources) []Problem {
 
 	results := make([][]Problem, len(tasks))
 	parallelWith(len(tasks),
-		func() *checker { return &checker{validator: v, reach: map[protoreflect.MessageDescriptor]bool{}} },
+		func() *checker {
+			return &checker{validator: v, plans: map[protoreflect.MessageDescriptor][]protoreflect.FieldDescriptor{}}
+		},
 		func(c *checker, i int) {
 			c.problems = nil
 			tasks[i](c)
@@ -148,17 +150,35 @@ type validator struct {
 type checker struct {
 	*validator
 	problems []Problem
-	// reach caches checked() without the shared map's synchronisation.
-	reach map[protoreflect.MessageDescriptor]bool
+	// plans caches walkPlan without the shared map's synchronisation.
+	plans map[protoreflect.MessageDescriptor][]protoreflect.FieldDescriptor
 }
 
-func (v *checker) checked(md protoreflect.MessageDescriptor) bool {
-	r, ok := v.reach[md]
+func (v *checker) plan(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	pl, ok := v.plans[md]
 	if !ok {
-		r = checked(md)
-		v.reach[md] = r
+		pl = walkPlan(md)
+		v.plans[md] = pl
 	}
-	return r
+	return pl
+}
+
+// walkPlan lists the message-valued fields of a type (singular, list or
+// map) inside which a checked type can occur; the walk visits only those.
+func walkPlan(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	var out []protoreflect.FieldDescriptor
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		sub := fd.Message()
+		if fd.IsMap() {
+			sub = fd.MapValue().Message()
+		}
+		if sub != nil && checked(sub) {
+			out = append(out, fd)
+		}
+	}
+	return out
 }
 
 func (v *checker) add(p Problem, format string, args ...any) {
@@ -182,26 +202,26 @@ func (v *checker) walk(p Problem, m protoreflect.Message, depth int) {
 		v.add(p, "message nests too deeply")
 		return
 	}
-	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		if md := fd.Message(); md == nil || (fd.IsMap() && fd.MapValue().Message() == nil) || !v.checked(md) {
-			return true
+	for _, fd := range v.plan(m.Descriptor()) {
+		if !m.Has(fd) {
+			continue
 		}
+		val := m.Get(fd)
 		switch {
-		case fd.IsList() && fd.Message() != nil:
+		case fd.IsList():
 			l := val.List()
 			for i := 0; i < l.Len(); i++ {
 				v.message(p, l.Get(i).Message(), depth+1)
 			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
+		case fd.IsMap():
 			val.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
 				v.message(p, mv.Message(), depth+1)
 				return true
 			})
-		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+		default:
 			v.message(p, val.Message(), depth+1)
 		}
-		return true
-	})
+	}
 }
 
 // message checks one embedded message by type, then walks into it.

@@ -66,7 +66,7 @@ func kindName(n *yaml.Node) string {
 		case "!!null":
 			return "null"
 		default:
-			return fmt.Sprintf("%s", n.Value)
+			return n.Value
 		}
 	}
 	return "something else"

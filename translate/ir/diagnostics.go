@@ -144,15 +144,17 @@ func (ds *Diagnostics) Add(sev Severity, code Code, res ResourceRef, field, form
 	*ds = append(*ds, Diagnostic{Severity: sev, Code: code, Resource: res, Field: field, Message: msg})
 }
 
-// Errorf, Warnf and Infof are shorthands for Add.
+// Errorf adds an error.
 func (ds *Diagnostics) Errorf(code Code, res ResourceRef, field, format string, args ...any) {
 	ds.Add(SeverityError, code, res, field, format, args...)
 }
 
+// Warnf adds a warning.
 func (ds *Diagnostics) Warnf(code Code, res ResourceRef, field, format string, args ...any) {
 	ds.Add(SeverityWarning, code, res, field, format, args...)
 }
 
+// Infof adds an info.
 func (ds *Diagnostics) Infof(code Code, res ResourceRef, field, format string, args ...any) {
 	ds.Add(SeverityInfo, code, res, field, format, args...)
 }

@@ -63,9 +63,9 @@ func defaultCircuitBreaker() *ir.CircuitBreaker {
 
 func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subsetInfo, dr *mergedDR) {
 	subset := ""
-	var subsetLabels map[string]string
+	var subsetLabels selector
 	if ss != nil {
-		subset, subsetLabels = ss.name, ss.labels
+		subset, subsetLabels = ss.name, ss.selector
 	}
 	zero := 0.0
 	c := ir.Cluster{
@@ -162,8 +162,8 @@ func applyLoadBalancer(c *ir.Cluster, lb *networking.LoadBalancerSettings) {
 		default:
 			c.LoadBalancer.Policy = ir.LBRingHash
 			c.LoadBalancer.RingHashMinSize = defaultRingSize
-			if ch.MinimumRingSize != 0 { //nolint:staticcheck // deprecated field, still honoured by Istio
-				c.LoadBalancer.RingHashMinSize = ch.MinimumRingSize //nolint:staticcheck
+			if ch.MinimumRingSize != 0 { // deprecated, still honoured by Istio
+				c.LoadBalancer.RingHashMinSize = ch.MinimumRingSize
 			}
 		}
 	}
@@ -181,8 +181,8 @@ func applyLoadBalancer(c *ir.Cluster, lb *networking.LoadBalancerSettings) {
 			ss.MinWeightPercent = lb.Warmup.MinimumPercent.Value
 		}
 		c.LoadBalancer.SlowStart = ss
-	case lb.WarmupDurationSecs != nil: //nolint:staticcheck
-		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration()), Aggression: 1, MinWeightPercent: 10} //nolint:staticcheck
+	case lb.WarmupDurationSecs != nil:
+		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration()), Aggression: 1, MinWeightPercent: 10}
 	}
 }
 
@@ -269,8 +269,8 @@ func applyOutlierDetection(c *ir.Cluster, od *networking.OutlierDetection) {
 		return
 	}
 	out := &ir.OutlierDetection{}
-	if od.ConsecutiveErrors > 0 { //nolint:staticcheck // deprecated, mapped to gateway errors as Istio does
-		out.ConsecutiveGatewayFailure = u32(uint32(od.ConsecutiveErrors)) //nolint:staticcheck
+	if od.ConsecutiveErrors > 0 { // deprecated; Istio counts it as gateway errors
+		out.ConsecutiveGatewayFailure = u32(uint32(od.ConsecutiveErrors))
 		out.EnforcingConsecutiveGateway = u32(100)
 		out.EnforcingConsecutive5xx = u32(0)
 	}

@@ -24,7 +24,7 @@ func translateCORS(in *networking.CorsPolicy) *ir.CORS {
 			out.AllowOrigins = append(out.AllowOrigins, stringMatch(o))
 		}
 	} else {
-		for _, o := range in.AllowOrigin { //nolint:staticcheck // deprecated, still honoured
+		for _, o := range in.AllowOrigin { // deprecated, still honoured
 			out.AllowOrigins = append(out.AllowOrigins, ir.StringMatch{Exact: &o})
 		}
 	}

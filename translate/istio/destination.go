@@ -170,8 +170,8 @@ func (t *translator) mirrors(vs *vsInfo, path ir.Path, h *networking.HTTPRoute, 
 		switch {
 		case h.MirrorPercentage != nil:
 			pct = h.MirrorPercentage.Value
-		case h.MirrorPercent != nil: //nolint:staticcheck // deprecated, still honoured
-			pct = float64(h.MirrorPercent.Value) //nolint:staticcheck
+		case h.MirrorPercent != nil: // deprecated, still honoured
+			pct = float64(h.MirrorPercent.Value)
 		}
 		if !add(path.Field("mirror"), h.Mirror, pct) {
 			return false

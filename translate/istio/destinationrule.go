@@ -29,8 +29,8 @@ type portPolicy struct {
 
 // subsetInfo is one valid subset.
 type subsetInfo struct {
-	name   string
-	labels map[string]string
+	name     string
+	selector selector
 	// policy is the subset's own traffic policy (nil when unset or invalid).
 	policy       *networking.TrafficPolicy
 	portPolicies map[uint32]portPolicy

@@ -51,7 +51,13 @@ func (m *portMap) set(service, backend uint32) {
 // the input has any, otherwise from the Pods its selector picks (so plain
 // manifests translate). Only ready endpoints are kept, as Istio does by default.
 func (t *translator) indexEndpoints() {
-	index := podIndex{}
+	// Index Pods only by the label keys some selector uses.
+	index := podIndex{keys: map[string]bool{}, pods: map[podLabel][]*corev1.Pod{}}
+	for _, s := range t.serviceList {
+		for k := range s.selector {
+			index.keys[k] = true
+		}
+	}
 	for _, p := range t.bag.Pods {
 		index.add(p)
 	}
@@ -145,15 +151,21 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 }
 
 // podIndex finds the Pods a selector may pick without scanning a whole
-// namespace: Pods are indexed by namespace and by each label.
-type podIndex map[podLabel][]*corev1.Pod
+// namespace: Pods are indexed by namespace and by each label whose key some
+// selector uses.
+type podIndex struct {
+	keys map[string]bool
+	pods map[podLabel][]*corev1.Pod
+}
 
 type podLabel struct{ namespace, key, value string }
 
 func (x podIndex) add(p *corev1.Pod) {
 	for k, v := range p.Labels {
-		l := podLabel{p.Namespace, k, v}
-		x[l] = append(x[l], p)
+		if x.keys[k] {
+			l := podLabel{p.Namespace, k, v}
+			x.pods[l] = append(x.pods[l], p)
+		}
 	}
 }
 
@@ -163,7 +175,7 @@ func (x podIndex) candidates(ns string, selector map[string]string) []*corev1.Po
 	var best []*corev1.Pod
 	first := true
 	for k, v := range selector {
-		c := x[podLabel{ns, k, v}]
+		c := x.pods[podLabel{ns, k, v}]
 		if first || len(c) < len(best) {
 			best, first = c, false
 		}
@@ -174,8 +186,9 @@ func (x podIndex) candidates(ns string, selector map[string]string) []*corev1.Po
 func (t *translator) endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
 	var selected []*corev1.Pod
 	n := 0
+	sel := newSelector(s.selector)
 	for _, p := range pods {
-		if labelsMatch(s.selector, p.Labels) && podReady(p) {
+		if sel.matches(p.Labels) && podReady(p) {
 			selected = append(selected, p)
 			n += max(1, len(p.Status.PodIPs))
 		}
@@ -260,10 +273,10 @@ func resolveTargetPort(sp servicePort, p *corev1.Pod) (uint32, bool) {
 }
 
 // subsetEndpoints filters a Service's endpoints by subset labels for a port.
-func subsetEndpoints(s *service, port uint32, subsetLabels map[string]string) []ir.Endpoint {
+func subsetEndpoints(s *service, port uint32, subsetLabels selector) []ir.Endpoint {
 	n := 0
 	for _, e := range s.endpoints {
-		if _, ok := e.ports.get(port); ok && labelsMatch(subsetLabels, e.labels) {
+		if _, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
 			n++
 		}
 	}
@@ -272,23 +285,41 @@ func subsetEndpoints(s *service, port uint32, subsetLabels map[string]string) []
 	}
 	out := make([]ir.Endpoint, 0, n)
 	for _, e := range s.endpoints {
-		tp, ok := e.ports.get(port)
-		if !ok {
-			continue
+		if tp, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
+			out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod})
 		}
-		if !labelsMatch(subsetLabels, e.labels) {
-			continue
-		}
-		out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod})
 	}
 	return out
 }
 
 // labelsMatch reports whether every selector label is present with its value
 // (an equality-based selector; an empty selector matches everything).
-func labelsMatch(selector, lbls map[string]string) bool {
-	for k, v := range selector {
+func labelsMatch(sel, lbls map[string]string) bool {
+	for k, v := range sel {
 		if got, ok := lbls[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// selector is an equality-based label selector as a slice: matching it
+// against many label sets avoids iterating a map each time.
+type selector []labelPair
+
+type labelPair struct{ key, value string }
+
+func newSelector(m map[string]string) selector {
+	out := make(selector, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, labelPair{k, m[k]})
+	}
+	return out
+}
+
+func (s selector) matches(lbls map[string]string) bool {
+	for _, p := range s {
+		if got, ok := lbls[p.key]; !ok || got != p.value {
 			return false
 		}
 	}

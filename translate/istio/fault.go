@@ -20,7 +20,7 @@ func translateFault(in *networking.HTTPFaultInjection) *ir.Fault {
 			if d.Percentage != nil {
 				out.Delay.Percent = d.Percentage.Value
 			} else {
-				out.Delay.Percent = float64(d.Percent) //nolint:staticcheck // deprecated, still honoured
+				out.Delay.Percent = float64(d.Percent)
 				out.Delay.IntegerPercent = true
 			}
 		}

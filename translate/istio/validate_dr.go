@@ -52,7 +52,7 @@ func (t *translator) validateDestinationRule(obj *networkingv1.DestinationRule) 
 			continue
 		}
 		names[s.Name] = true
-		si := &subsetInfo{name: s.Name, labels: s.Labels, dr: dr, field: field}
+		si := &subsetInfo{name: s.Name, selector: newSelector(s.Labels), dr: dr, field: field}
 		if tp := s.TrafficPolicy; tp != nil {
 			pf := field.Field("trafficPolicy")
 			if t.validTrafficPolicy(ref, pf, tp, true) {

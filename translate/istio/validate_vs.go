@@ -211,7 +211,7 @@ func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 	if p := h.MirrorPercentage; p != nil && (p.Value < 0 || p.Value > 100) {
 		fail(path.Field("mirrorPercentage"), "must be 0–100")
 	}
-	if p := h.MirrorPercent; p != nil && p.Value > 100 { //nolint:staticcheck
+	if p := h.MirrorPercent; p != nil && p.Value > 100 {
 		fail(path.Field("mirrorPercent"), "must be 0–100")
 	}
 	for j, m := range h.Mirrors {
@@ -368,10 +368,10 @@ func (v vsValidator) fault(path ir.Path, f *networking.HTTPFaultInjection, fail 
 		if p := d.Percentage; p != nil && (p.Value < 0 || p.Value > 100) {
 			fail(df.Field("percentage"), "percentage must be 0–100")
 		}
-		if d.Percent < 0 || d.Percent > 100 { //nolint:staticcheck
+		if d.Percent < 0 || d.Percent > 100 {
 			fail(df.Field("percent"), "percent must be 0–100")
 		}
-		if d.Percentage == nil && d.Percent == 0 { //nolint:staticcheck
+		if d.Percentage == nil && d.Percent == 0 {
 			v.t.diags.Warnf(ir.CodeChangedBehavior, v.ref, string(df),
 				"no percentage is set, so no request is delayed (Istio semantics); set percentage.value: 100 to delay every request")
 		}
