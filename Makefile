@@ -39,7 +39,7 @@ lint:
 
 ## fuzz: fuzz decoding and translation for $(FUZZTIME)
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzTranslate -fuzztime $(FUZZTIME) ./translate/
+	$(GO) test -run '^$$' -fuzz FuzzTranslate -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./translate/
 
 ## ci: what .ci/run runs
 ci: lint test fuzz
