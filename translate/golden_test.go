@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,11 +69,33 @@ func readInputs(t *testing.T, f string) []string {
 // translateFiles runs the same code path as `nodemesh translate`.
 func translateFiles(t testing.TB, inputs []string) *Result {
 	t.Helper()
+	return translateNode(t, inputs, "")
+}
+
+// translateNode is `nodemesh translate --node`.
+func translateNode(t testing.TB, inputs []string, node string) *Result {
+	t.Helper()
 	bag, diags, err := Load(inputs, nil, "default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Translate(bag, diags, Options{})
+	return Translate(bag, diags, Options{Node: node})
+}
+
+// nodesOf lists the nodes the inputs' Pods run on.
+func nodesOf(t testing.TB, inputs []string) []string {
+	bag, _, err := Load(inputs, nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range bag.Pods {
+		if p.Spec.NodeName != "" && !slices.Contains(out, p.Spec.NodeName) {
+			out = append(out, p.Spec.NodeName)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func render(t testing.TB, r *Result, irOnly bool) []byte {
@@ -86,33 +109,47 @@ func render(t testing.TB, r *Result, irOnly bool) []byte {
 
 // TestGolden translates every case and compares the IR and the xDS with the
 // committed files. Cases in the "invalid" area must produce an error
-// diagnostic; all others must not.
+// diagnostic; all others must not. Cases in the "nodes" area are translated
+// for each node their Pods run on (translate --node), into
+// <case>.<node>.{ir,xds}.yaml.
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
-		t.Run(c.area+"/"+c.name, func(t *testing.T) {
-			res := translateFiles(t, c.inputs)
-			irOut, xdsOut := render(t, res, true), render(t, res, false)
-			dir := filepath.Join("testdata", c.area)
-			golden.Check(t, filepath.Join(dir, c.name+".ir.yaml"), irOut)
-			golden.Check(t, filepath.Join(dir, c.name+".xds.yaml"), xdsOut)
+		nodes := []string{""}
+		if c.area == "nodes" {
+			nodes = nodesOf(t, c.inputs)
+		}
+		for _, node := range nodes {
+			name := c.name
+			if node != "" {
+				name += "." + node
+			}
+			t.Run(c.area+"/"+name, func(t *testing.T) { checkGolden(t, c, node, name) })
+		}
+	}
+}
 
-			if c.area == "invalid" && !res.HasErrors() {
-				t.Errorf("an invalid case must produce an error diagnostic")
-			}
-			if c.area != "invalid" && res.HasErrors() {
-				for _, d := range res.Diagnostics {
-					t.Log(d)
-				}
-				t.Errorf("unexpected error diagnostics")
-			}
-			if problems := envoy.Validate(res.XDS); len(problems) > 0 {
-				t.Errorf("emitted xDS does not validate: %v", problems)
-			}
-			// Identical runs give identical bytes.
-			again := translateFiles(t, c.inputs)
-			if !bytes.Equal(render(t, again, false), xdsOut) || !bytes.Equal(render(t, again, true), irOut) {
-				t.Errorf("translation is not deterministic")
-			}
-		})
+func checkGolden(t *testing.T, c goldenCase, node, name string) {
+	res := translateNode(t, c.inputs, node)
+	irOut, xdsOut := render(t, res, true), render(t, res, false)
+	dir := filepath.Join("testdata", c.area)
+	golden.Check(t, filepath.Join(dir, name+".ir.yaml"), irOut)
+	golden.Check(t, filepath.Join(dir, name+".xds.yaml"), xdsOut)
+
+	if c.area == "invalid" && !res.HasErrors() {
+		t.Errorf("an invalid case must produce an error diagnostic")
+	}
+	if c.area != "invalid" && res.HasErrors() {
+		for _, d := range res.Diagnostics {
+			t.Log(d)
+		}
+		t.Errorf("unexpected error diagnostics")
+	}
+	if problems := envoy.Validate(res.XDS); len(problems) > 0 {
+		t.Errorf("emitted xDS does not validate: %v", problems)
+	}
+	// Identical runs give identical bytes.
+	again := translateNode(t, c.inputs, node)
+	if !bytes.Equal(render(t, again, false), xdsOut) || !bytes.Equal(render(t, again, true), irOut) {
+		t.Errorf("translation is not deterministic")
 	}
 }

@@ -12,6 +12,10 @@ import (
 // Options tune a translation.
 type Options struct {
 	Istio istio.Options
+	// Node, when set, translates for that node: the default class plus a
+	// source class per group of the node's client pods (Pods with
+	// spec.nodeName in opted-in namespaces).
+	Node string
 }
 
 // Result is what a translation produced. XDS holds only valid resources;
@@ -28,7 +32,18 @@ func (r *Result) HasErrors() bool { return r.Diagnostics.HasErrors() }
 // Translate runs Istio semantics and the Envoy back end over a bag of objects.
 // decodeDiags are diagnostics from reading the bag (they are merged in).
 func Translate(bag *input.Bag, decodeDiags ir.Diagnostics, opts Options) *Result {
-	m, diags := istio.Translate(bag, opts.Istio)
+	p := istio.Prepare(bag, opts.Istio)
+	m := p.Base
+	if opts.Node != "" {
+		classes := p.NodeClasses(opts.Node)
+		m = p.Node(classes)
+	}
+	diags := p.Diagnostics()
+	if opts.Node != "" && len(m.SourceClasses) == 1 {
+		diags.Infof(ir.CodeSourceSelector, ir.ResourceRef{Kind: "Node", Name: opts.Node}, "",
+			"no client pod on this node: no Pod with spec.nodeName %q and an address, in a namespace labelled %s=%s, without an Istio sidecar; the node gets the default class only",
+			opts.Node, istio.DataplaneModeLabel, istio.DataplaneModeValue)
+	}
 	xds, xdiags := envoy.Build(m)
 	diags = append(diags, xdiags...)
 	if bag != nil {

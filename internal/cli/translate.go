@@ -17,6 +17,7 @@ type translateOptions struct {
 	namespace     string
 	clusterDomain string
 	rootNamespace string
+	node          string
 }
 
 func newTranslateCommand(streams IO) *cobra.Command {
@@ -42,6 +43,15 @@ Output formats:
   json     the same document as JSON
 With --ir, yaml and json print nodemesh's intermediate representation instead.
 
+With --node NAME, the output is what that node is served. Istio decides
+sourceLabels, sourceNamespace and short host names per client; a node Envoy
+serves many clients, so the node's client pods (spec.nodeName NAME, in a
+namespace labelled istio.io/dataplane-mode=nodemesh, without an Istio sidecar)
+are grouped into source classes, and where a class sees different routing it
+gets its own route configuration ("9080~<class>") and filter chains matched on
+its pods' addresses. Without --node, the default class is translated: a client
+with no labels and no namespace.
+
 Exit status: 0 without error diagnostics, 1 with at least one (the valid part is
 still printed), 2 for wrong flags or unreadable paths.`,
 		Example: `  # The project's bookinfo sample
@@ -61,6 +71,7 @@ still printed), 2 for wrong flags or unreadable paths.`,
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for resources that do not set one")
 	f.StringVar(&o.clusterDomain, "cluster-domain", ir.DefaultClusterDomain, "Kubernetes cluster domain used in service FQDNs")
 	f.StringVar(&o.rootNamespace, "istio-root-namespace", "istio-system", "Istio's config root namespace (its DestinationRules apply mesh-wide)")
+	f.StringVar(&o.node, "node", "", "translate for this node: add a source class per group of its client pods (Pods with spec.nodeName in opted-in namespaces)")
 	return cmd
 }
 
@@ -80,7 +91,7 @@ func (o *translateOptions) run(streams IO) error {
 	if err != nil {
 		return &exitError{code: ExitUsage, err: err}
 	}
-	res := translate.Translate(bag, decodeDiags, translate.Options{Istio: istio.Options{
+	res := translate.Translate(bag, decodeDiags, translate.Options{Node: o.node, Istio: istio.Options{
 		ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace,
 	}})
 	switch o.output {

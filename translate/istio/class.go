@@ -23,7 +23,11 @@ type Class struct {
 // DefaultClass stands for any client no other class describes: no namespace,
 // no labels. Routes restricted by sourceLabels or sourceNamespace do not apply
 // to it, exactly as they would not apply to such a sidecar.
-func DefaultClass() *Class { return &Class{Name: "default"} }
+func DefaultClass() *Class { return &Class{Name: DefaultClassName} }
+
+// DefaultClassName cannot be a namespace (namespaces are DNS labels), so it
+// never collides with a class named after one.
+const DefaultClassName = "_default"
 
 func (c *Class) ir() ir.SourceClass {
 	return ir.SourceClass{Name: c.Name, Namespace: c.Namespace, Labels: maps.Clone(c.Labels),

@@ -12,7 +12,7 @@ import (
 // httpALPN are the application protocols Envoy's HTTP inspector reports.
 var httpALPN = []string{"http/1.1", "h2c"}
 
-// buildListener emits the node's outbound capture listener. The node agent
+// listener builds the node's outbound capture listener for a class. The node agent
 // redirects opted-in connections to it and the original destination is
 // restored, so filter chains select on the address the client dialled:
 //
@@ -22,7 +22,7 @@ var httpALPN = []string{"http/1.1", "h2c"}
 //     ports) are told apart by address and proxied to their cluster;
 //   - anything else passes through to its original destination, except
 //     connections to the capture port itself, which are dropped (no loops).
-func (t *translator) buildListener(m *ir.Model, cl *Class) {
+func (t *translator) listener(cl *Class) ir.Listener {
 	l := ir.Listener{
 		Name:                ir.OutboundListenerName,
 		Address:             "0.0.0.0",
@@ -99,16 +99,36 @@ func (t *translator) buildListener(m *ir.Model, cl *Class) {
 			})
 		}
 	}
-	// Blackhole first, then by port; within a port the address-specific chains
-	// before the catch-all HTTP chain (the order is for people: Envoy picks
-	// chains by specificity, not by position).
-	rest := l.FilterChains[1:]
-	slices.SortStableFunc(rest, func(a, b ir.FilterChain) int {
+	sortChains(l.FilterChains)
+	return l
+}
+
+// sortChains orders filter chains for people (Envoy picks chains by
+// specificity, not position): by port, address-specific chains before the
+// catch-all ones, then by name, so a class's chain follows the one it
+// refines. The blackhole chain (port 15001) stays first.
+func sortChains(chains []ir.FilterChain) {
+	slices.SortStableFunc(chains, func(a, b ir.FilterChain) int {
+		ab, bb := a.Name == ir.BlackHoleFilterChain, b.Name == ir.BlackHoleFilterChain
+		if ab != bb {
+			if ab {
+				return -1
+			}
+			return 1
+		}
 		return cmp.Or(cmp.Compare(a.Match.DestinationPort, b.Match.DestinationPort),
 			-cmp.Compare(len(a.Match.DestinationPrefixes), len(b.Match.DestinationPrefixes)),
 			cmp.Compare(a.Name, b.Name))
 	})
-	m.Listeners = append(m.Listeners, l)
+}
+
+// hostPrefix is an address as a single-host CIDR ("" when it does not parse).
+func hostPrefix(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return ""
+	}
+	return netip.PrefixFrom(ip, ip.BitLen()).String()
 }
 
 // destinationPrefixes are the addresses clients dial for a Service: its
@@ -124,12 +144,12 @@ func (t *translator) destinationPrefixes(s *service) []string {
 	}
 	var out []string
 	for _, a := range addrs {
-		ip, err := netip.ParseAddr(a)
-		if err != nil {
+		p := hostPrefix(a)
+		if p == "" {
 			t.diags.Errorf(ir.CodeInvalidValue, s.ref, "spec.clusterIP", "%q is not an IP address", a)
 			continue
 		}
-		out = append(out, netip.PrefixFrom(ip, ip.BitLen()).String())
+		out = append(out, p)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

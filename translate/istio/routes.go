@@ -26,12 +26,13 @@ func (t *translator) httpPorts() map[uint32][]*service {
 	return out
 }
 
-// buildRouteConfigs emits one route configuration per HTTP destination port,
+// routeConfigs builds one route configuration per HTTP destination port,
 // named after the port as Istio names a sidecar's outbound routes. Each Service
 // with that port gets a virtual host; its routes come from the VirtualService
 // that claims it, or a default route when there is none; a final allow_any
 // virtual host passes unknown hosts through (outboundTrafficPolicy ALLOW_ANY).
-func (t *translator) buildRouteConfigs(m *ir.Model, cl *Class) {
+func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
+	var out []ir.RouteConfig
 	byPort := t.httpPorts()
 	type vsPort struct {
 		vs   *vsInfo
@@ -86,8 +87,9 @@ func (t *translator) buildRouteConfigs(m *ir.Model, cl *Class) {
 				Forward: &ir.ForwardAction{Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}},
 			}},
 		})
-		m.RouteConfigs = append(m.RouteConfigs, rc)
+		out = append(out, rc)
 	}
+	return out
 }
 
 // domains lists the Host values a Service answers to on a port: the FQDN
@@ -137,15 +139,19 @@ func (t *translator) defaultRoute(s *service, port uint32, cl *Class) ir.Route {
 // the Service keeps its default route, as in Istio.
 func (t *translator) vsRoutes(vs *vsInfo, port uint32, cl *Class) (routes []ir.Route, applies bool) {
 	spec := &vs.obj.Spec
-	catchAll := false
+	// catchAll stops emission for this class; universal says the catch-all
+	// holds for every client, which makes later rules truly unreachable.
+	catchAll, universal := false, false
 	for i, h := range spec.Http {
 		path := ir.Path("spec.http").Index(i)
 		if catchAll {
-			t.diags.Warnf(ir.CodeUnreachable, vs.ref, string(path), "this rule can never match: an earlier rule matches every request")
+			if universal {
+				t.diags.Warnf(ir.CodeUnreachable, vs.ref, string(path), "this rule can never match: an earlier rule matches every request")
+			}
 			continue
 		}
 		if len(h.Match) == 0 {
-			applies, catchAll = true, true
+			applies, catchAll, universal = true, true, true
 			if !vs.badHTTP[i] {
 				if r, ok := t.httpRoute(vs, path, h, nil, port, cl); ok {
 					routes = append(routes, r)
@@ -162,13 +168,15 @@ func (t *translator) vsRoutes(vs *vsInfo, port uint32, cl *Class) (routes []ir.R
 				continue
 			}
 			applies = true
-			if vs.badHTTP[i] {
-				catchAll = catchAll || isCatchAll(translateMatch(mt))
-			} else if r, ok := t.httpRoute(vs, path, h, mt, port, cl); ok {
-				routes = append(routes, r)
-				catchAll = catchAll || isCatchAll(r.Match)
+			m := translateMatch(mt)
+			if !vs.badHTTP[i] {
+				if r, ok := t.httpRoute(vs, path, h, mt, port, cl); ok {
+					routes = append(routes, r)
+				}
 			}
-			if catchAll {
+			if isCatchAll(m) {
+				catchAll = true
+				universal = len(mt.SourceLabels) == 0 && mt.SourceNamespace == "" && len(mt.Gateways) == 0
 				break
 			}
 		}

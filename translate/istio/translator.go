@@ -51,31 +51,8 @@ type translator struct {
 // carries no labels and no namespace, which is what offline translation
 // without pods describes.
 func Translate(bag *input.Bag, opts Options) (*ir.Model, ir.Diagnostics) {
-	return TranslateClasses(bag, opts, []*Class{DefaultClass()})
-}
-
-// TranslateClasses computes the IR for a node whose local clients fall into
-// the given source classes. The first class must be the default class.
-func TranslateClasses(bag *input.Bag, opts Options, classes []*Class) (*ir.Model, ir.Diagnostics) {
-	if bag == nil {
-		bag = &input.Bag{}
-	}
-	t := &translator{opts: opts.withDefaults(), bag: bag, drMemo: map[drKey]*mergedDR{}}
-	t.indexServices()
-	t.indexExternalHosts()
-	t.indexEndpoints()
-	t.indexDestinationRules()
-	t.indexVirtualServices()
-
-	m := &ir.Model{}
-	t.buildClusters(m)
-	for _, c := range classes {
-		m.SourceClasses = append(m.SourceClasses, c.ir())
-	}
-	t.buildRouteConfigs(m, classes[0])
-	t.buildListener(m, classes[0])
-	sortModel(m)
-	return m, t.diags.Sort()
+	p := Prepare(bag, opts)
+	return p.Base, p.Diagnostics()
 }
 
 func sortModel(m *ir.Model) {

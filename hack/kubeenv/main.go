@@ -1,0 +1,62 @@
+// Command kubeenv starts and stops the local Kubernetes API used by tests and
+// local runs (make kube-up / make kube-down). State lives in _output/kube; the
+// admin kubeconfig is _output/kube/kubeconfig.
+//
+//	go run ./hack/kubeenv up [--kcm]
+//	go run ./hack/kubeenv down
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nodemesh/nodemesh/internal/kubetest"
+)
+
+func main() {
+	dir := flag.String("dir", "_output/kube", "state directory")
+	kcm := flag.Bool("kcm", os.Getenv("WITH_KCM") == "1", "also run kube-controller-manager")
+	flag.Parse()
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		fail(err)
+	}
+	switch flag.Arg(0) {
+	case "up":
+		if env, err := kubetest.Connect(context.Background(), filepath.Join(abs, "kubeconfig")); err == nil {
+			fmt.Println("already running; kubeconfig:", env.Kubeconfig)
+			return
+		}
+		kubetest.StopDir(abs) // a stale environment from a crashed run
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		start := time.Now()
+		env, err := kubetest.Start(ctx, kubetest.Options{Dir: abs, WithKCM: *kcm, Detach: true})
+		if err != nil {
+			fail(err)
+		}
+		v, err := env.Client.Discovery().ServerVersion()
+		if err != nil {
+			fail(err)
+		}
+		fmt.Printf("kube-apiserver %s ready in %s (kube-controller-manager: %v)\n", v.GitVersion, time.Since(start).Round(100*time.Millisecond), *kcm)
+		fmt.Printf("export KUBECONFIG=%s\n", env.Kubeconfig)
+	case "down":
+		if err := kubetest.StopDir(abs); err != nil {
+			fail(err)
+		}
+		fmt.Println("stopped")
+	default:
+		fmt.Fprintln(os.Stderr, "usage: kubeenv [--dir DIR] [--kcm] up|down")
+		os.Exit(2)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "kubeenv:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,119 @@
+package kubetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+)
+
+var (
+	shared     *Env
+	sharedErr  error
+	sharedOnce sync.Once
+	// private is the environment this test binary started, if any.
+	private *Env
+)
+
+// Main runs the tests of a package that uses Get and stops the environment
+// the package started, if it started one. Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if private != nil {
+		if err := private.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
+		}
+		os.RemoveAll(private.dir)
+	}
+	os.Exit(code)
+}
+
+// required reports whether tests must fail rather than skip without an API.
+func required() bool { return os.Getenv("NODEMESH_KUBE") == "required" }
+
+// Get returns the shared environment of this test binary with Istio's CRDs
+// installed, starting one if needed (see the package documentation). It
+// skips the test when there is no API server and no binaries to start one.
+func Get(t testing.TB) *Env {
+	t.Helper()
+	sharedOnce.Do(func() { shared, sharedErr = acquire() })
+	if sharedErr != nil {
+		if errors.Is(sharedErr, ErrNoBinaries) && !required() {
+			t.Skipf("skipping: no Kubernetes API server: %v", sharedErr)
+		}
+		t.Fatalf("Kubernetes API server: %v", sharedErr)
+	}
+	return shared
+}
+
+func acquire() (*Env, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var e *Env
+	var err error
+	switch kc := os.Getenv("NODEMESH_KUBECONFIG"); {
+	case kc != "":
+		e, err = Connect(ctx, kc)
+	default:
+		if root, rerr := repoRoot(); rerr == nil {
+			if kc := filepath.Join(root, "_output/kube/kubeconfig"); fileExists(kc) {
+				if e, err = Connect(ctx, kc); err != nil {
+					e, err = nil, nil // stale: start our own
+				}
+			}
+		}
+		if e == nil {
+			dir, derr := os.MkdirTemp("", "nodemesh-kube-")
+			if derr != nil {
+				return nil, derr
+			}
+			e, err = Start(ctx, Options{Dir: dir, WithKCM: os.Getenv("NODEMESH_KUBE_KCM") == "1"})
+			if err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
+			private = e
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := e.InstallIstioCRDs(ctx); err != nil {
+		return nil, fmt.Errorf("install Istio CRDs: %w", err)
+	}
+	return e, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Namespace creates a namespace with a unique name starting with prefix and
+// deletes it when the test ends.
+func (e *Env) Namespace(t testing.TB, prefix string, labels map[string]string) string {
+	t.Helper()
+	name := strings.ToLower(prefix) + "-" + rand.String(5)
+	ctx := context.Background()
+	_, err := e.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		// Without kube-controller-manager the namespace stays Terminating; its
+		// name is unique, so that does not disturb other tests.
+		e.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name
+}

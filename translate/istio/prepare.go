@@ -1,0 +1,288 @@
+package istio
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Labels and names of the opt-in contract (ARCHITECTURE.md).
+const (
+	DataplaneModeLabel = "istio.io/dataplane-mode"
+	DataplaneModeValue = "nodemesh"
+	DataplaneModeNone  = "none"
+	SidecarContainer   = "istio-proxy"
+)
+
+// Prepared is a translation of one Bag: the default class's model (shared by
+// every node) plus what is needed to compute any other source class's
+// routing. It is not safe for concurrent use.
+type Prepared struct {
+	t *translator
+	// Base is the model of the default class: every cluster and endpoint, the
+	// route configurations and the listener a node gets before its own
+	// classes are added.
+	Base *ir.Model
+	// sourceLabelKeys are the label keys some sourceLabels match uses: the
+	// only pod labels that can make two clients see different routing.
+	sourceLabelKeys []string
+	classes         map[string]*ClassRouting
+}
+
+// Prepare indexes a Bag and translates the default class.
+func Prepare(bag *input.Bag, opts Options) *Prepared {
+	if bag == nil {
+		bag = &input.Bag{}
+	}
+	t := &translator{opts: opts.withDefaults(), bag: bag, drMemo: map[drKey]*mergedDR{}}
+	t.indexServices()
+	t.indexExternalHosts()
+	t.indexEndpoints()
+	t.indexDestinationRules()
+	t.indexVirtualServices()
+
+	def := DefaultClass()
+	m := &ir.Model{SourceClasses: []ir.SourceClass{def.ir()}}
+	t.buildClusters(m)
+	m.RouteConfigs = t.routeConfigs(def)
+	m.Listeners = []ir.Listener{t.listener(def)}
+	sortModel(m)
+	return &Prepared{t: t, Base: m, sourceLabelKeys: t.sourceLabelKeys(), classes: map[string]*ClassRouting{}}
+}
+
+// Diagnostics are the findings so far: of the default class, and of every
+// class computed since.
+func (p *Prepared) Diagnostics() ir.Diagnostics {
+	return slices.Clone(p.t.diags).Sort()
+}
+
+// sourceLabelKeys collects the keys of every sourceLabels match.
+func (t *translator) sourceLabelKeys() []string {
+	keys := map[string]bool{}
+	for _, vs := range t.vss {
+		for _, h := range vs.obj.Spec.Http {
+			for _, m := range h.Match {
+				for k := range m.SourceLabels {
+					keys[k] = true
+				}
+			}
+		}
+		for _, r := range vs.obj.Spec.Tcp {
+			for _, m := range r.Match {
+				for k := range m.SourceLabels {
+					keys[k] = true
+				}
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(keys))
+}
+
+// ClassRouting is what a source class sees differently from the default
+// class: the route configurations and listener filter chains that differ,
+// renamed after the class. Chains carry no source prefixes yet; a node fills
+// in the addresses of its own pods of the class.
+type ClassRouting struct {
+	Class        ir.SourceClass
+	RouteConfigs []ir.RouteConfig
+	FilterChains []ir.FilterChain
+}
+
+// ClassFor returns the class of a client pod: its namespace and the values of
+// the labels some sourceLabels match uses.
+func (p *Prepared) ClassFor(pod *corev1.Pod) *Class {
+	c := &Class{Namespace: pod.Namespace}
+	for _, k := range p.sourceLabelKeys {
+		if v, ok := pod.Labels[k]; ok {
+			if c.Labels == nil {
+				c.Labels = map[string]string{}
+			}
+			c.Labels[k] = v
+		}
+	}
+	c.Name = classID(c.Namespace, c.Labels)
+	return c
+}
+
+// contentID is a short, stable digest of a value's JSON form.
+func contentID(v any) string {
+	data, err := json.Marshal(v)
+	if err != nil { // IR values always marshal; stay total anyway
+		data = fmt.Appendf(nil, "%#v", v)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])[:8]
+}
+
+// classID names a class stably: the namespace, plus a short hash of the
+// relevant labels when there are any.
+func classID(ns string, labels map[string]string) string {
+	if len(labels) == 0 {
+		return ns
+	}
+	h := sha256.New()
+	for _, k := range sortedKeys(labels) {
+		h.Write([]byte(k + "=" + labels[k] + "\n"))
+	}
+	return ns + "-" + hex.EncodeToString(h.Sum(nil))[:8]
+}
+
+// Routing computes (once per class) how a class's routing differs from the
+// default class.
+func (p *Prepared) Routing(cl *Class) *ClassRouting {
+	if r, ok := p.classes[cl.Name]; ok {
+		return r
+	}
+	r := &ClassRouting{Class: cl.ir()}
+	r.Class.SourcePrefixes = nil
+	rename := map[string]string{}
+	base := map[string]*ir.RouteConfig{}
+	for i := range p.Base.RouteConfigs {
+		base[p.Base.RouteConfigs[i].Name] = &p.Base.RouteConfigs[i]
+	}
+	for _, rc := range p.t.routeConfigs(cl) {
+		if b := base[rc.Name]; b != nil && reflect.DeepEqual(*b, rc) {
+			continue
+		}
+		// Named after the content, so that classes that see the same routing
+		// share one route configuration and one filter chain.
+		name := rc.Name + "~" + contentID(rc.VirtualHosts)
+		rename[rc.Name] = name
+		rc.Name = name
+		r.RouteConfigs = append(r.RouteConfigs, rc)
+	}
+	baseChains := map[string]*ir.FilterChain{}
+	for i := range p.Base.Listeners[0].FilterChains {
+		fc := &p.Base.Listeners[0].FilterChains[i]
+		baseChains[fc.Name] = fc
+	}
+	for _, fc := range p.t.listener(cl).FilterChains {
+		if fc.HTTP != nil {
+			if n, ok := rename[fc.HTTP.RouteConfigName]; ok {
+				h := *fc.HTTP
+				h.RouteConfigName = n
+				fc.HTTP = &h
+			}
+		}
+		if b := baseChains[fc.Name]; b != nil && reflect.DeepEqual(*b, fc) {
+			continue
+		}
+		fc.Name += "~" + contentID(fc)
+		r.FilterChains = append(r.FilterChains, fc)
+	}
+	p.classes[cl.Name] = r
+	return r
+}
+
+// NodeClasses groups a node's client pods into source classes. A pod is a
+// client of the node Envoy when it runs on the node, in a namespace labelled
+// istio.io/dataplane-mode=nodemesh, is not opted out (the same label set to
+// none), has no Istio sidecar and has an address on the pod network.
+func (p *Prepared) NodeClasses(node string) []*Class {
+	optedIn := map[string]bool{}
+	for _, ns := range p.t.bag.Namespaces {
+		optedIn[ns.Name] = ns.Labels[DataplaneModeLabel] == DataplaneModeValue
+	}
+	byName := map[string]*Class{}
+	for _, pod := range p.t.bag.Pods {
+		if pod.Spec.NodeName != node || !optedIn[pod.Namespace] || !IsNodeClient(pod) {
+			continue
+		}
+		cl := p.ClassFor(pod)
+		if have := byName[cl.Name]; have != nil {
+			cl = have
+		} else {
+			byName[cl.Name] = cl
+		}
+		for ip := range podIPs(pod) {
+			if pfx := hostPrefix(ip); pfx != "" {
+				cl.SourcePrefixes = append(cl.SourcePrefixes, pfx)
+			}
+		}
+	}
+	out := slices.Collect(maps.Values(byName))
+	for _, cl := range out {
+		slices.Sort(cl.SourcePrefixes)
+		cl.SourcePrefixes = slices.Compact(cl.SourcePrefixes)
+	}
+	slices.SortFunc(out, func(a, b *Class) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// IsNodeClient reports whether a pod's traffic goes through the node Envoy
+// (namespace opt-in aside): it is not opted out, has no Istio sidecar, is not
+// on the host network, is running and has an address.
+func IsNodeClient(pod *corev1.Pod) bool {
+	if pod.Labels[DataplaneModeLabel] == DataplaneModeNone || pod.Spec.HostNetwork || pod.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == SidecarContainer {
+			return false
+		}
+	}
+	for _, c := range pod.Spec.InitContainers { // native sidecars
+		if c.Name == SidecarContainer {
+			return false
+		}
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	return pod.Status.PodIP != "" || len(pod.Status.PodIPs) > 0
+}
+
+// Node assembles the model a node is served: the default class's, plus the
+// route configurations and filter chains of its classes. Classes that see the
+// same routing share them; each such chain matches the addresses of all the
+// node's pods in those classes.
+func (p *Prepared) Node(classes []*Class) *ir.Model {
+	m := *p.Base
+	m.RouteConfigs = slices.Clone(p.Base.RouteConfigs)
+	l := p.Base.Listeners[0]
+	l.FilterChains = slices.Clone(l.FilterChains)
+	m.SourceClasses = slices.Clone(p.Base.SourceClasses)
+	haveRC := map[string]bool{}
+	chains := map[string]*ir.FilterChain{}
+	for _, cl := range classes {
+		if len(cl.SourcePrefixes) == 0 {
+			continue
+		}
+		r := p.Routing(cl)
+		sc := r.Class
+		sc.SourcePrefixes = cl.SourcePrefixes
+		m.SourceClasses = append(m.SourceClasses, sc)
+		for _, rc := range r.RouteConfigs {
+			if !haveRC[rc.Name] {
+				haveRC[rc.Name] = true
+				m.RouteConfigs = append(m.RouteConfigs, rc)
+			}
+		}
+		for _, fc := range r.FilterChains {
+			if have := chains[fc.Name]; have != nil {
+				have.Match.SourcePrefixes = append(have.Match.SourcePrefixes, cl.SourcePrefixes...)
+				continue
+			}
+			fc.Match.SourcePrefixes = slices.Clone(cl.SourcePrefixes)
+			chains[fc.Name] = &fc
+		}
+	}
+	for _, fc := range chains {
+		slices.Sort(fc.Match.SourcePrefixes)
+		l.FilterChains = append(l.FilterChains, *fc)
+	}
+	sortChains(l.FilterChains)
+	m.Listeners = []ir.Listener{l}
+	sortModel(&m)
+	return &m
+}
