@@ -73,12 +73,45 @@ func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
 	return r, diags
 }
 
+// BuildPart converts part of a node's model — route configurations and
+// listeners — whose references resolve to already validated resources in
+// refs, and validates it. It is how per-node and per-class pieces are added
+// to a shared base without validating the base again.
+func BuildPart(m *ir.Model, refs *Refs) (*Resources, ir.Diagnostics) {
+	var diags ir.Diagnostics
+	r := &Resources{}
+	for _, rc := range m.RouteConfigs {
+		x, err := buildRouteConfig(rc)
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeRoute, Name: rc.Name}, "", "withheld: %v", err)
+			continue
+		}
+		r.Routes = append(r.Routes, x)
+	}
+	for _, l := range m.Listeners {
+		x, err := buildListener(l)
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeListener, Name: l.Name}, "", "withheld: %v", err)
+			continue
+		}
+		r.Listeners = append(r.Listeners, x)
+	}
+	diags = append(diags, RepairWith(r, refs)...)
+	return r, diags
+}
+
 // Repair validates resources and withholds every invalid unit until what is
 // left is valid. It returns one diagnostic per problem found.
 func Repair(r *Resources) ir.Diagnostics {
+	return RepairWith(r, nil)
+}
+
+// RepairWith is Repair for resources whose references may also resolve to
+// extra (see ValidateWith).
+func RepairWith(r *Resources, extra *Refs) ir.Diagnostics {
 	var diags ir.Diagnostics
 	for round := 0; round < maxRepairRounds; round++ {
-		problems := Validate(r)
+		problems := ValidateWith(r, extra)
 		if len(problems) == 0 {
 			return diags
 		}
@@ -87,7 +120,7 @@ func Repair(r *Resources) ir.Diagnostics {
 		}
 		withhold(r, problems)
 	}
-	if problems := Validate(r); len(problems) > 0 {
+	if problems := ValidateWith(r, extra); len(problems) > 0 {
 		// Cannot happen with removal-only repairs; fail closed.
 		for _, p := range problems {
 			diags = append(diags, problemDiagnostic(p))

@@ -74,19 +74,41 @@ type validatable interface{ ValidateAll() error }
 // problems come back in a stable order. It never modifies the resources
 // (beyond restoring what it temporarily detaches).
 func Validate(r *Resources) []Problem {
-	v := &validator{
-		clusters:  make(map[string]*clusterv3.Cluster, len(r.Clusters)),
-		endpoints: make(map[string]bool, len(r.Endpoints)),
-		routes:    make(map[string]bool, len(r.Routes)),
+	return ValidateWith(r, nil)
+}
+
+// Refs are resources that the resources being validated may refer to
+// without being validated again (a node's shared clusters, say).
+type Refs struct {
+	Clusters  map[string]*clusterv3.Cluster
+	Endpoints map[string]bool
+	Routes    map[string]bool
+}
+
+// RefsOf indexes resources for ValidateWith.
+func RefsOf(r *Resources) *Refs {
+	refs := &Refs{
+		Clusters:  make(map[string]*clusterv3.Cluster, len(r.Clusters)),
+		Endpoints: make(map[string]bool, len(r.Endpoints)),
+		Routes:    make(map[string]bool, len(r.Routes)),
 	}
 	for _, c := range r.Clusters {
-		v.clusters[c.GetName()] = c
+		refs.Clusters[c.GetName()] = c
 	}
 	for _, e := range r.Endpoints {
-		v.endpoints[e.GetClusterName()] = true
+		refs.Endpoints[e.GetClusterName()] = true
 	}
 	for _, rc := range r.Routes {
-		v.routes[rc.GetName()] = true
+		refs.Routes[rc.GetName()] = true
+	}
+	return refs
+}
+
+// ValidateWith validates r; references may also resolve to extra.
+func ValidateWith(r *Resources, extra *Refs) []Problem {
+	v := &validator{own: RefsOf(r), extra: extra}
+	if v.extra == nil {
+		v.extra = &Refs{}
 	}
 	var tasks []func(c *checker)
 	add := func(n int, name func(int) string, check func(c *checker, i int, dup bool)) {
@@ -141,10 +163,22 @@ func Validate(r *Resources) []Problem {
 
 // validator holds what every check reads: the resources by name.
 type validator struct {
-	clusters  map[string]*clusterv3.Cluster
-	endpoints map[string]bool
-	routes    map[string]bool
+	own, extra *Refs
 }
+
+func (v *validator) lookupCluster(name string) (*clusterv3.Cluster, bool) {
+	if c, ok := v.own.Clusters[name]; ok {
+		return c, true
+	}
+	c, ok := v.extra.Clusters[name]
+	return c, ok
+}
+
+func (v *validator) hasEndpoints(name string) bool {
+	return v.own.Endpoints[name] || v.extra.Endpoints[name]
+}
+
+func (v *validator) hasRoute(name string) bool { return v.own.Routes[name] || v.extra.Routes[name] }
 
 // checker checks one resource at a time; each worker has its own.
 type checker struct {
@@ -284,6 +318,12 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 	l.FilterChains, l.DefaultFilterChain = nil, nil
 	v.deep(p, l)
 	l.FilterChains, l.DefaultFilterChain = chains, def
+	if api := l.GetApiListener().GetApiListener(); api != nil {
+		h := &hcmv3.HttpConnectionManager{}
+		if api.MessageIs(h) && api.UnmarshalTo(h) == nil {
+			v.hcm(p, h)
+		}
+	}
 
 	matches := map[string]string{}
 	names := map[string]bool{}
@@ -335,7 +375,7 @@ func (v *checker) filterChain(p Problem, fc *listenerv3.FilterChain) {
 }
 
 func (v *checker) hcm(p Problem, h *hcmv3.HttpConnectionManager) {
-	if rds := h.GetRds(); rds != nil && !v.routes[rds.GetRouteConfigName()] {
+	if rds := h.GetRds(); rds != nil && !v.hasRoute(rds.GetRouteConfigName()) {
 		v.add(p, "route configuration %q does not exist", rds.GetRouteConfigName())
 	}
 	filters := h.GetHttpFilters()
@@ -370,7 +410,7 @@ func (v *checker) tcpProxy(p Problem, t *tcpproxyv3.TcpProxy) {
 }
 
 func (v *checker) clusterRef(p Problem, name string) {
-	if _, ok := v.clusters[name]; !ok {
+	if _, ok := v.lookupCluster(name); !ok {
 		v.add(p, "cluster %q does not exist", name)
 	}
 }
@@ -469,7 +509,7 @@ func (v *checker) cluster(i int, c *clusterv3.Cluster, dup bool) {
 		if name == "" {
 			name = c.GetName()
 		}
-		if !v.endpoints[name] {
+		if !v.hasEndpoints(name) {
 			v.add(p, "EDS cluster has no ClusterLoadAssignment %q (Envoy would wait for it forever)", name)
 		}
 	case clusterv3.Cluster_ORIGINAL_DST:
@@ -508,7 +548,7 @@ func (v *checker) endpoint(i int, e *endpointv3.ClusterLoadAssignment, dup bool)
 		v.add(p, "duplicate ClusterLoadAssignment")
 		return
 	}
-	if c, ok := v.clusters[e.GetClusterName()]; !ok || c.GetType() != clusterv3.Cluster_EDS {
+	if c, ok := v.lookupCluster(e.GetClusterName()); !ok || c.GetType() != clusterv3.Cluster_EDS {
 		v.add(p, "no EDS cluster %q uses this assignment", e.GetClusterName())
 	}
 	v.deep(p, e)

@@ -1,0 +1,16 @@
+// Package xds serves translated configuration to node Envoys and proxyless
+// gRPC clients over ADS (state of the world and delta).
+//
+// A Generation is the configuration of every node computed from one state of
+// the cluster: the default class's resources are built and validated once and
+// shared; each node adds its own listener and the route configurations of its
+// source classes. Cache wraps go-control-plane's snapshot cache with what the
+// snapshot cache lacks: content-hash versions (an unchanged resource keeps its
+// version across generations and controller restarts), per-resource versions
+// for delta xDS, and NACK safety — a node that rejects a configuration is put
+// back on the last one it accepted and is not sent the rejected content again.
+//
+// The watch → translate → push loop that feeds it from a live cluster is in
+// xds/watch. This package imports translate and go-control-plane, never
+// client-go.
+package xds
