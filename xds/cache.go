@@ -41,7 +41,12 @@ type NACK struct {
 // rejected content: later generations that produce the same content for that
 // node keep the accepted version instead of sending it again.
 type Cache struct {
-	cachev3.SnapshotCache
+	// Node Envoys and gRPC clients are served from separate snapshot caches:
+	// the Envoy one runs in ADS mode (responses ordered for make-before-break
+	// and only to requests naming every resource of a type, as Envoy's do);
+	// gRPC clients subscribe only to the targets they dial, which ADS mode
+	// would never answer.
+	envoy, grpc cachev3.SnapshotCache
 	log     *slog.Logger
 	metrics *Metrics
 	// Provider computes the configuration of a node that connects before any
@@ -50,6 +55,10 @@ type Cache struct {
 	// OnNACK is called for every rejection (outside the cache's lock).
 	OnNACK func(NACK)
 
+	// setMu orders the computation of a node's served snapshot with setting
+	// it, so that a push and a NACK restore cannot set them out of order.
+	// It is taken before mu, and never inside a stream callback's use of mu.
+	setMu   sync.Mutex
 	mu      sync.Mutex
 	nodes   map[string]*nodeState
 	streams map[int64]string // stream ID → node ID
@@ -90,7 +99,8 @@ func NewCache(logger *slog.Logger, m *Metrics) *Cache {
 		m = NewMetrics(nil)
 	}
 	return &Cache{
-		SnapshotCache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache")}),
+		envoy:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "envoy")}),
+		grpc:    cachev3.NewSnapshotCache(false, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "grpc")}),
 		log:           logger,
 		metrics:       m,
 		nodes:         map[string]*nodeState{},
@@ -125,8 +135,20 @@ var typeURLs = func() map[types.ResponseType]string {
 // node has already rejected: that type stays on what the node accepted.
 // changed is when the change behind cfg happened.
 func (c *Cache) Push(cfg *Config, changed time.Time) error {
+	return c.push(cfg, changed, false)
+}
+
+// push is Push; initial only sets a node that has no configuration yet (a
+// Provider's answer must not replace a newer push).
+func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
 	c.mu.Lock()
 	st := c.state(cfg.Node)
+	if initial && st.current != nil {
+		c.mu.Unlock()
+		return nil
+	}
 	st.kind, st.config = cfg.Kind, cfg
 	snap := &cachev3.Snapshot{Resources: cfg.Snapshot.Resources, VersionMap: maps.Clone(cfg.Snapshot.VersionMap)}
 	for i, typeURL := range typeURLs {
@@ -149,7 +171,7 @@ func (c *Cache) Push(cfg *Config, changed time.Time) error {
 	}
 	st.current = snap
 	c.mu.Unlock()
-	return c.SetSnapshot(context.Background(), cfg.Node, snap)
+	return c.snapshots(cfg.Kind).SetSnapshot(context.Background(), cfg.Node, snap)
 }
 
 // restore puts type i of snap back on version (what the node accepted), or
@@ -258,7 +280,33 @@ func KindOf(node *corev3.Node) NodeKind {
 	return EnvoyNode
 }
 
-var _ serverv3.Callbacks = (*Cache)(nil)
+var (
+	_ serverv3.Callbacks = (*Cache)(nil)
+	_ cachev3.Cache      = (*Cache)(nil)
+)
+
+func (c *Cache) snapshots(k NodeKind) cachev3.SnapshotCache {
+	if k == GRPCNode {
+		return c.grpc
+	}
+	return c.envoy
+}
+
+// CreateWatch serves a state-of-the-world request from the cache of the
+// node's kind.
+func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	return c.snapshots(KindOf(req.GetNode())).CreateWatch(req, sub, out)
+}
+
+// CreateDeltaWatch serves a delta request from the cache of the node's kind.
+func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
+	return c.snapshots(KindOf(req.GetNode())).CreateDeltaWatch(req, sub, out)
+}
+
+// Fetch serves REST xDS (unused by nodes, but part of the cache interface).
+func (c *Cache) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
+	return c.snapshots(KindOf(req.GetNode())).Fetch(ctx, req)
+}
 
 // OnStreamOpen counts streams.
 func (c *Cache) OnStreamOpen(context.Context, int64, string) error {
@@ -304,7 +352,7 @@ func (c *Cache) closeStream(id int64) {
 
 // OnStreamRequest tracks ACKs and NACKs of state-of-the-world streams.
 func (c *Cache) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, false)
 	return nil
 }
 
@@ -317,7 +365,7 @@ func (c *Cache) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.Dis
 func (c *Cache) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Delta requests carry no version: the response nonce says what is
 	// acknowledged or rejected.
-	c.onRequest(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	c.onRequest(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, true)
 	return nil
 }
 
@@ -341,7 +389,7 @@ func (c *Cache) onResponse(stream int64, typeURL, nonce, version string) {
 	}
 }
 
-func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, nonce, detail string, nack bool) {
+func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, nonce, detail string, nack, delta bool) {
 	c.mu.Lock()
 	id, known := c.streams[stream]
 	if !known {
@@ -359,7 +407,7 @@ func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, non
 	c.mu.Unlock()
 	if needsConfig {
 		if cfg := c.Provider(node); cfg != nil {
-			if err := c.Push(cfg, time.Now()); err != nil {
+			if err := c.push(cfg, time.Now(), true); err != nil {
 				c.log.Error("set snapshot", "node", node.GetId(), "error", err)
 			}
 		}
@@ -367,24 +415,38 @@ func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, non
 	if nonce == "" {
 		return // a first request (or a new subscription): nothing to acknowledge
 	}
+	if !nack {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		sentVersion, ok := st.sent[sentKey{stream, typeURL, nonce}]
+		delete(st.sent, sentKey{stream, typeURL, nonce})
+		if !ok || (version != "" && version != sentVersion) {
+			return // stale nonce: the server ignores the request too
+		}
+		if st.acked[typeURL] != sentVersion {
+			if ts, ok := st.history[typeURL][sentVersion]; ok && !ts.changed.IsZero() {
+				c.metrics.Convergence.Observe(time.Since(ts.changed).Seconds())
+			}
+		}
+		st.acked[typeURL] = sentVersion
+		return
+	}
+	if n := c.rejected(stream, id, st, typeURL, version, nonce, detail, delta); n != nil && c.OnNACK != nil {
+		c.OnNACK(*n)
+	}
+}
+
+// rejected handles a NACK: the node's served snapshot goes back to what the
+// node accepted for that type, and the rejected version is remembered.
+func (c *Cache) rejected(stream int64, id string, st *nodeState, typeURL, version, nonce, detail string, delta bool) *NACK {
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
 	c.mu.Lock()
 	sentVersion, ok := st.sent[sentKey{stream, typeURL, nonce}]
 	delete(st.sent, sentKey{stream, typeURL, nonce})
 	if !ok {
 		c.mu.Unlock()
-		return // stale nonce: the server ignores the request too
-	}
-	if !nack {
-		if version == "" || version == sentVersion {
-			if st.acked[typeURL] != sentVersion {
-				if ts, ok := st.history[typeURL][sentVersion]; ok && !ts.changed.IsZero() {
-					c.metrics.Convergence.Observe(time.Since(ts.changed).Seconds())
-				}
-			}
-			st.acked[typeURL] = sentVersion
-		}
-		c.mu.Unlock()
-		return
+		return nil // stale nonce: the server ignores the request too
 	}
 	c.metrics.NACKs.WithLabelValues(shortType(typeURL)).Inc()
 	st.rejected[typeURL] = sentVersion
@@ -394,14 +456,17 @@ func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, non
 			rejected = append(rejected, r.Resource)
 		}
 	}
-	accepted := st.acked[typeURL]
-	if accepted == "" {
-		// Not seen accepting anything since this controller started: trust
-		// the version the node says it runs.
-		accepted = version
+	accepted, known := st.acked[typeURL], true
+	if _, ok := st.acked[typeURL]; !ok {
+		// Not seen accepting anything since this controller started. State
+		// of the world: the NACK carries the version the node runs. Delta:
+		// the node keeps what it has and the server, which tracks what it
+		// sent, does not resend; leave the snapshot alone.
+		accepted, known = version, !delta
 	}
 	var restored *cachev3.Snapshot
-	if st.current != nil {
+	kind := st.kind
+	if st.current != nil && known {
 		restored = &cachev3.Snapshot{Resources: st.current.Resources, VersionMap: maps.Clone(st.current.VersionMap)}
 		for i, u := range typeURLs {
 			if u == typeURL {
@@ -416,13 +481,11 @@ func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, non
 	if restored != nil {
 		// Set before the server creates the next watch: the NACK's version
 		// then matches and nothing is resent.
-		if err := c.SetSnapshot(context.Background(), id, restored); err != nil {
+		if err := c.snapshots(kind).SetSnapshot(context.Background(), id, restored); err != nil {
 			c.log.Error("restore snapshot", "node", id, "error", err)
 		}
 	}
-	if c.OnNACK != nil {
-		c.OnNACK(NACK{Node: id, TypeURL: typeURL, Version: sentVersion, Detail: detail, Resources: rejected})
-	}
+	return &NACK{Node: id, TypeURL: typeURL, Version: sentVersion, Detail: detail, Resources: rejected}
 }
 
 // slogAdapter gives go-control-plane's logger interface to slog.

@@ -153,12 +153,27 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	cfg := &Config{Node: node, Kind: EnvoyNode, Generation: g.ID, Classes: m.SourceClasses}
 	cfg.Resources = envoy.Resources{
 		Listeners: part.Listeners,
-		Routes:    append(slices.Clone(g.base.Routes), routes...),
+		Routes:    g.base.Routes,
 		Clusters:  g.base.Clusters,
 		Endpoints: g.base.Endpoints,
 	}
 	routeSet := g.routes
-	if len(routes) > 0 {
+	// Serve exactly the route configurations the listener uses: Envoy asks
+	// for those, and in ADS mode a type is only answered when the request
+	// names all of its resources.
+	used := map[string]bool{}
+	for _, l := range part.Listeners {
+		for _, n := range envoy.RouteConfigNames(l) {
+			used[n] = true
+		}
+	}
+	if len(routes) > 0 || len(used) != len(g.base.Routes) || !allUsed(g.base.Routes, used) {
+		cfg.Resources.Routes = nil
+		for _, r := range append(slices.Clone(g.base.Routes), routes...) {
+			if used[r.GetName()] {
+				cfg.Resources.Routes = append(cfg.Resources.Routes, r)
+			}
+		}
 		routeSet = g.hash.set(toResources(cfg.Resources.Routes))
 	}
 	cfg.Snapshot = snapshot(map[string]*resourceSet{
@@ -168,6 +183,27 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 		resourcev3.EndpointType: g.endpoints,
 	})
 	return cfg
+}
+
+func allUsed(routes []*routev3.RouteConfiguration, used map[string]bool) bool {
+	for _, r := range routes {
+		if !used[r.GetName()] {
+			return false
+		}
+	}
+	return true
+}
+
+// NewConfig makes a node's configuration from resources directly (tests,
+// tools); versions are content hashes as for generations.
+func NewConfig(node string, kind NodeKind, r envoy.Resources) *Config {
+	h := newHasher()
+	return &Config{Node: node, Kind: kind, Resources: r, Snapshot: snapshot(map[string]*resourceSet{
+		resourcev3.ListenerType: h.set(toResources(r.Listeners)),
+		resourcev3.RouteType:    h.set(toResources(r.Routes)),
+		resourcev3.ClusterType:  h.set(toResources(r.Clusters)),
+		resourcev3.EndpointType: h.set(toResources(r.Endpoints)),
+	})}
 }
 
 func (g *Generation) isBaseRoute(name string) bool {

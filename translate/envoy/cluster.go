@@ -282,8 +282,10 @@ func sharedEndpoints(m *ir.Model) map[endpointKey]*endpointv3.LbEndpoint {
 	return out
 }
 
-// buildEndpoints groups endpoints by zone into one locality each. Locality
-// weights are set because gRPC ignores localities without one.
+// buildEndpoints groups endpoints by zone into one locality each. Every
+// locality has a Locality (empty when the zone is unknown, as Istio emits)
+// and a weight: gRPC rejects a locality without the one and ignores a
+// locality without the other.
 func buildEndpoints(ce *ir.ClusterEndpoints, shared map[endpointKey]*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
 	out := &endpointv3.ClusterLoadAssignment{ClusterName: ce.Cluster}
 	for i := range ce.Endpoints {
@@ -296,9 +298,9 @@ func buildEndpoints(ce *ir.ClusterEndpoints, shared map[endpointKey]*endpointv3.
 			}
 		}
 		if loc == nil {
-			loc = &endpointv3.LocalityLbEndpoints{LbEndpoints: make([]*endpointv3.LbEndpoint, 0, len(ce.Endpoints))}
-			if e.Zone != "" {
-				loc.Locality = &corev3.Locality{Zone: e.Zone}
+			loc = &endpointv3.LocalityLbEndpoints{
+				Locality:    &corev3.Locality{Zone: e.Zone},
+				LbEndpoints: make([]*endpointv3.LbEndpoint, 0, len(ce.Endpoints)),
 			}
 			out.Endpoints = append(out.Endpoints, loc)
 		}

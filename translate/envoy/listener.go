@@ -15,6 +15,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -204,4 +205,32 @@ func tcpProxyFilter(t *ir.TCPProxy) (*listenerv3.Filter, error) {
 		return nil, err
 	}
 	return &listenerv3.Filter{Name: filterTCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// RouteConfigNames lists the route configurations a listener's HTTP
+// connection managers (filter chains and api_listener) fetch over RDS, in
+// order of appearance, each once.
+func RouteConfigNames(l *listenerv3.Listener) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(tc *anypb.Any) {
+		h := &hcmv3.HttpConnectionManager{}
+		if tc == nil || !tc.MessageIs(h) || tc.UnmarshalTo(h) != nil {
+			return
+		}
+		if n := h.GetRds().GetRouteConfigName(); n != "" && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			add(f.GetTypedConfig())
+		}
+	}
+	for _, f := range l.GetDefaultFilterChain().GetFilters() {
+		add(f.GetTypedConfig())
+	}
+	add(l.GetApiListener().GetApiListener())
+	return out
 }
