@@ -61,7 +61,7 @@ type Cache struct {
 	setMu   sync.Mutex
 	mu      sync.Mutex
 	nodes   map[string]*nodeState
-	streams map[int64]string // stream ID → node ID
+	streams map[streamID]string // → node ID
 }
 
 type typeState struct {
@@ -84,8 +84,15 @@ type nodeState struct {
 	lastSeen time.Time
 }
 
+// streamID identifies a stream: the state-of-the-world and delta servers
+// number their streams independently.
+type streamID struct {
+	delta bool
+	id    int64
+}
+
 type sentKey struct {
-	stream  int64
+	stream  streamID
 	typeURL string
 	nonce   string
 }
@@ -104,7 +111,7 @@ func NewCache(logger *slog.Logger, m *Metrics) *Cache {
 		log:           logger,
 		metrics:       m,
 		nodes:         map[string]*nodeState{},
-		streams:       map[int64]string{},
+		streams:       map[streamID]string{},
 	}
 }
 
@@ -317,7 +324,7 @@ func (c *Cache) OnStreamOpen(context.Context, int64, string) error {
 // OnStreamClosed forgets a stream.
 func (c *Cache) OnStreamClosed(id int64, _ *corev3.Node) {
 	c.metrics.ConnectedNodes.Dec()
-	c.closeStream(id)
+	c.closeStream(streamID{false, id})
 }
 
 // OnDeltaStreamOpen counts streams.
@@ -329,10 +336,10 @@ func (c *Cache) OnDeltaStreamOpen(context.Context, int64, string) error {
 // OnDeltaStreamClosed forgets a stream.
 func (c *Cache) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 	c.metrics.ConnectedNodes.Dec()
-	c.closeStream(id)
+	c.closeStream(streamID{true, id})
 }
 
-func (c *Cache) closeStream(id int64) {
+func (c *Cache) closeStream(id streamID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	node, ok := c.streams[id]
@@ -352,26 +359,26 @@ func (c *Cache) closeStream(id int64) {
 
 // OnStreamRequest tracks ACKs and NACKs of state-of-the-world streams.
 func (c *Cache) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, false)
+	c.onRequest(streamID{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 
 // OnStreamResponse records what was sent.
 func (c *Cache) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	c.onResponse(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+	c.onResponse(streamID{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
 // OnStreamDeltaRequest tracks ACKs and NACKs of delta streams.
 func (c *Cache) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	// Delta requests carry no version: the response nonce says what is
 	// acknowledged or rejected.
-	c.onRequest(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, true)
+	c.onRequest(streamID{true, id}, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 
 // OnStreamDeltaResponse records what was sent.
 func (c *Cache) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	c.onResponse(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+	c.onResponse(streamID{true, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 }
 
 // OnFetchRequest is unused (REST xDS).
@@ -380,7 +387,7 @@ func (c *Cache) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) e
 // OnFetchResponse is unused (REST xDS).
 func (c *Cache) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
 
-func (c *Cache) onResponse(stream int64, typeURL, nonce, version string) {
+func (c *Cache) onResponse(stream streamID, typeURL, nonce, version string) {
 	c.metrics.Pushes.WithLabelValues(shortType(typeURL)).Inc()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -389,7 +396,7 @@ func (c *Cache) onResponse(stream int64, typeURL, nonce, version string) {
 	}
 }
 
-func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, nonce, detail string, nack, delta bool) {
+func (c *Cache) onRequest(stream streamID, node *corev3.Node, typeURL, version, nonce, detail string, nack bool) {
 	c.mu.Lock()
 	id, known := c.streams[stream]
 	if !known {
@@ -431,14 +438,14 @@ func (c *Cache) onRequest(stream int64, node *corev3.Node, typeURL, version, non
 		st.acked[typeURL] = sentVersion
 		return
 	}
-	if n := c.rejected(stream, id, st, typeURL, version, nonce, detail, delta); n != nil && c.OnNACK != nil {
+	if n := c.rejected(stream, id, st, typeURL, version, nonce, detail); n != nil && c.OnNACK != nil {
 		c.OnNACK(*n)
 	}
 }
 
 // rejected handles a NACK: the node's served snapshot goes back to what the
 // node accepted for that type, and the rejected version is remembered.
-func (c *Cache) rejected(stream int64, id string, st *nodeState, typeURL, version, nonce, detail string, delta bool) *NACK {
+func (c *Cache) rejected(stream streamID, id string, st *nodeState, typeURL, version, nonce, detail string) *NACK {
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
 	c.mu.Lock()
@@ -462,7 +469,7 @@ func (c *Cache) rejected(stream int64, id string, st *nodeState, typeURL, versio
 		// of the world: the NACK carries the version the node runs. Delta:
 		// the node keeps what it has and the server, which tracks what it
 		// sent, does not resend; leave the snapshot alone.
-		accepted, known = version, !delta
+		accepted, known = version, !stream.delta
 	}
 	var restored *cachev3.Snapshot
 	kind := st.kind

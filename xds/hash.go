@@ -8,35 +8,37 @@ import (
 	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"google.golang.org/protobuf/proto"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 )
 
 // hasher computes content versions of resources once each: resources shared
 // by many nodes are hashed once per generation.
 type hasher struct {
 	mu   sync.Mutex
-	memo map[proto.Message]string
+	memo map[types.Resource]string
 }
 
-func newHasher() *hasher { return &hasher{memo: map[proto.Message]string{}} }
+func newHasher() *hasher { return &hasher{memo: map[types.Resource]string{}} }
 
-// resource is the version of one resource: a digest of its deterministic
-// wire form.
-func (h *hasher) resource(m proto.Message) string {
+// resource is the version of one resource: go-control-plane's digest of its
+// deterministic wire form. It must be exactly go-control-plane's: the delta
+// server sends that digest as the resource's version, and a node that
+// reconnects presents it back (initial_resource_versions) to be compared
+// with this one.
+func (h *hasher) resource(m types.Resource) string {
 	h.mu.Lock()
 	v, ok := h.memo[m]
 	h.mu.Unlock()
 	if ok {
 		return v
 	}
-	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	data, err := cachev3.MarshalResource(m)
 	if err != nil {
 		// Validated resources always marshal; should one not, give it a
 		// version of its own rather than one that could hide a change.
 		data = fmt.Appendf(nil, "%p", m)
 	}
-	sum := sha256.Sum256(data)
-	v = hex.EncodeToString(sum[:8])
+	v = cachev3.HashResource(data)
 	h.mu.Lock()
 	h.memo[m] = v
 	h.mu.Unlock()

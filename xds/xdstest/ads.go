@@ -52,8 +52,12 @@ type TypeState struct {
 	Versions  map[string]string
 	// Version is the accepted version of the type.
 	Version string
-	// Responses, ACKs and NACKs count what went over the streams.
-	Responses, ACKs, NACKs int
+	// Responses, ACKs and NACKs count what went over the streams; Changes
+	// counts accepted responses that changed a version (configuration churn
+	// for Envoy; a resent unchanged version is not one).
+	Responses, ACKs, NACKs, Changes int
+	// Received counts resources received (added or updated, in delta).
+	Received int
 	// LastResources names the resources of the last response (delta: the
 	// added or updated ones) and LastRemoved the ones it removed.
 	LastResources, LastRemoved []string
@@ -184,6 +188,7 @@ func (c *ADSClient) stream(ctx context.Context, ads discoveryv3.AggregatedDiscov
 	c.mu.Lock()
 	if resumed {
 		c.reconnects++
+		c.notify()
 	}
 	var err error
 	first := true
@@ -272,6 +277,7 @@ func (c *ADSClient) onSotW(resp *discoveryv3.DiscoveryResponse) {
 		next[n] = r
 		s.LastResources = append(s.LastResources, n)
 	}
+	s.Received += len(s.LastResources)
 	slices.Sort(s.LastResources)
 	c.apply(t, next, nil, resp.GetVersionInfo())
 }
@@ -293,6 +299,7 @@ func (c *ADSClient) onDelta(resp *discoveryv3.DeltaDiscoveryResponse) {
 		versions[r.GetName()] = r.GetVersion()
 		s.LastResources = append(s.LastResources, r.GetName())
 	}
+	s.Received += len(s.LastResources)
 	slices.Sort(s.LastResources)
 	for _, n := range resp.GetRemovedResources() {
 		delete(next, n)
@@ -317,6 +324,9 @@ func (c *ADSClient) apply(t string, next map[string]*anypb.Any, versions map[str
 		for n := range next {
 			versions[n] = version
 		}
+	}
+	if version != s.Version || !maps.Equal(versions, s.Versions) {
+		s.Changes++
 	}
 	s.Resources, s.Versions, s.Version = next, versions, version
 	s.ACKs++

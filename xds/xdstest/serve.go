@@ -3,6 +3,7 @@ package xdstest
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,7 +14,24 @@ import (
 // returns the address.
 func Serve(t testing.TB, c *xds.Cache) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop := ServeAt(t, c, "127.0.0.1:0")
+	t.Cleanup(stop)
+	return addr
+}
+
+// ServeAt serves a cache over ADS at addr; stop (idempotent) stops the
+// server, closing open streams after a short grace period.
+func ServeAt(t testing.TB, c *xds.Cache, addr string) (string, func()) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	// A just-closed port of a stopped server can take a moment to free.
+	for range 50 {
+		if l, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,14 +39,16 @@ func Serve(t testing.TB, c *xds.Cache) string {
 	srv := xds.NewServer(ctx, c)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		cancel()
-		stop, cancelStop := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancelStop()
-		srv.Stop(stop)
-		if err := <-done; err != nil {
-			t.Errorf("xDS server: %v", err)
-		}
-	})
-	return l.Addr().String()
+	var once sync.Once
+	return l.Addr().String(), func() {
+		once.Do(func() {
+			cancel()
+			stop, cancelStop := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancelStop()
+			srv.Stop(stop)
+			if err := <-done; err != nil {
+				t.Errorf("xDS server: %v", err)
+			}
+		})
+	}
 }
