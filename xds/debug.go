@@ -1,0 +1,155 @@
+package xds
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// DefaultMonitoringPort serves health, readiness, metrics and debug
+// endpoints, as istiod's monitoring port.
+const DefaultMonitoringPort = 15014
+
+// ConfigDump is what /debug/config_dump serves for a node: the
+// configuration it is being served (after any NACK restore), with versions.
+type ConfigDump struct {
+	Node       string `json:"node"`
+	Kind       string `json:"kind"`
+	Generation int64  `json:"generation"`
+	// Versions, Acked and Rejected are by short type name (Cluster, …).
+	Versions map[string]string `json:"versions"`
+	Acked    map[string]string `json:"acked,omitempty"`
+	Rejected map[string]string `json:"rejected,omitempty"`
+	// Resources are in protobuf JSON, sorted by name.
+	Listeners []json.RawMessage `json:"listeners"`
+	Routes    []json.RawMessage `json:"routes"`
+	Clusters  []json.RawMessage `json:"clusters"`
+	Endpoints []json.RawMessage `json:"endpoints"`
+}
+
+// Debug serves the monitoring port: /healthz, /readyz, /metrics and
+// /debug/{nodes,config_dump,diagnostics}.
+type Debug struct {
+	Cache    *Cache
+	Gatherer prometheus.Gatherer
+	// Ready reports why the controller is not ready (nil: ready).
+	Ready func() error
+	// Diagnostics returns the current translation diagnostics as JSON-able
+	// values (nil: not served).
+	Diagnostics func() any
+}
+
+// Handler returns the HTTP handler.
+func (d *Debug) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if d.Ready != nil {
+			if err := d.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = fmt.Fprintln(w, "ok")
+	})
+	if d.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /debug/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, d.Cache.Status())
+	})
+	mux.HandleFunc("GET /debug/config_dump", d.configDump)
+	if d.Diagnostics != nil {
+		mux.HandleFunc("GET /debug/diagnostics", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, d.Diagnostics())
+		})
+	}
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (d *Debug) configDump(w http.ResponseWriter, r *http.Request) {
+	node := r.URL.Query().Get("node")
+	if node == "" {
+		http.Error(w, "the node query parameter is required (/debug/config_dump?node=NAME)", http.StatusBadRequest)
+		return
+	}
+	dump, err := d.Cache.Dump(node)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	writeJSON(w, dump)
+}
+
+// ErrUnknownNode is returned for a node the controller has no configuration for.
+type ErrUnknownNode string
+
+func (e ErrUnknownNode) Error() string {
+	return fmt.Sprintf("no configuration for node %q: it has not connected and is not a node of the cluster", string(e))
+}
+
+// Dump returns what a node is being served.
+func (c *Cache) Dump(node string) (*ConfigDump, error) {
+	c.mu.Lock()
+	st := c.nodes[node]
+	if st == nil || st.current == nil {
+		c.mu.Unlock()
+		return nil, ErrUnknownNode(node)
+	}
+	snap := st.current
+	dump := &ConfigDump{Node: node, Kind: st.kind.String(), Versions: map[string]string{}, Acked: map[string]string{}, Rejected: map[string]string{}}
+	if st.config != nil {
+		dump.Generation = st.config.Generation
+	}
+	for t, v := range st.acked {
+		dump.Acked[shortType(t)] = v
+	}
+	for t, v := range st.rejected {
+		dump.Rejected[shortType(t)] = v
+	}
+	c.mu.Unlock()
+	out := map[string]*[]json.RawMessage{
+		resourcev3.ListenerType: &dump.Listeners, resourcev3.RouteType: &dump.Routes,
+		resourcev3.ClusterType: &dump.Clusters, resourcev3.EndpointType: &dump.Endpoints,
+	}
+	for typeURL, dst := range out {
+		dump.Versions[shortType(typeURL)] = snap.GetVersion(typeURL)
+		items := snap.GetResourcesAndTTL(typeURL)
+		names := make([]string, 0, len(items))
+		for n := range items {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		*dst = make([]json.RawMessage, 0, len(names))
+		for _, n := range names {
+			data, err := marshalJSON(items[n].Resource)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", shortType(typeURL), n, err)
+			}
+			*dst = append(*dst, data)
+		}
+	}
+	return dump, nil
+}
+
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
+
+func marshalJSON(r types.Resource) (json.RawMessage, error) {
+	return jsonOpts.Marshal(r)
+}
