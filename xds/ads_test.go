@@ -124,7 +124,7 @@ func TestEnvoyNodeADS(t *testing.T) {
 		t.Run(map[bool]string{false: "state of the world", true: "delta"}[delta], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			b := xdstest.NewBookinfo(t, "bookinfo", 40+map[bool]int{false: 0, true: 10}[delta])
+			b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(40+map[bool]int{false: 0, true: 10}[delta]))
 			gen1 := generation(t, 1, b.Bag())
 			s := serveGenerations(t, gen1)
 			// While rejecting, the node refuses route configurations other

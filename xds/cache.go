@@ -156,6 +156,12 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 		c.mu.Unlock()
 		return nil
 	}
+	if st.config != nil && st.kind == cfg.Kind && sameVersions(st.config.Snapshot, cfg.Snapshot) {
+		// Nothing changed for this node: keep what it is served.
+		st.config = cfg
+		c.mu.Unlock()
+		return nil
+	}
 	st.kind, st.config = cfg.Kind, cfg
 	snap := &cachev3.Snapshot{Resources: cfg.Snapshot.Resources, VersionMap: maps.Clone(cfg.Snapshot.VersionMap)}
 	for i, typeURL := range typeURLs {
@@ -181,6 +187,15 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 	return c.snapshots(cfg.Kind).SetSnapshot(context.Background(), cfg.Node, snap)
 }
 
+func sameVersions(a, b *cachev3.Snapshot) bool {
+	for i := range a.Resources {
+		if a.Resources[i].Version != b.Resources[i].Version {
+			return false
+		}
+	}
+	return true
+}
+
 // restore puts type i of snap back on version (what the node accepted), or
 // on an empty set when the node never accepted any.
 func (c *Cache) restore(snap *cachev3.Snapshot, st *nodeState, i types.ResponseType, typeURL, version string) {
@@ -201,6 +216,48 @@ func (c *Cache) prune(st *nodeState, typeURL, current string) {
 			delete(st.history[typeURL], v)
 		}
 	}
+}
+
+// Connected lists the nodes with an open stream and their kinds.
+func (c *Cache) Connected() map[string]NodeKind {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]NodeKind{}
+	for id, st := range c.nodes {
+		if st.streams > 0 {
+			out[id] = st.kind
+		}
+	}
+	return out
+}
+
+// Forget drops a node that has no open stream (a Node deleted from the
+// cluster, a gRPC client gone): its snapshot and bookkeeping.
+func (c *Cache) Forget(node string) {
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
+	c.mu.Lock()
+	st := c.nodes[node]
+	if st == nil || st.streams > 0 {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.nodes, node)
+	c.mu.Unlock()
+	c.envoy.ClearSnapshot(node)
+	c.grpc.ClearSnapshot(node)
+}
+
+// Known lists every node the cache holds state for.
+func (c *Cache) Known() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.nodes))
+	for id := range c.nodes {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Nodes lists the IDs of nodes with an open stream.

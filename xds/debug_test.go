@@ -31,7 +31,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestDebugEndpoints(t *testing.T) {
-	b := xdstest.NewBookinfo(t, "bookinfo", 80)
+	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(80))
 	gen := generation(t, 7, b.Bag())
 	reg := prometheus.NewRegistry()
 	metrics := xds.NewMetrics(reg)

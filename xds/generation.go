@@ -10,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/translate/input"
@@ -248,5 +249,26 @@ func edsOnly(cs []*clusterv3.Cluster) []*clusterv3.Cluster {
 			out = append(out, c)
 		}
 	}
+	return out
+}
+
+// Size is the wire size and count of a type's resources.
+type Size struct{ Bytes, Items int }
+
+// Sizes are the sizes of the shared (default class) configuration by short
+// type name, for metrics.
+func (g *Generation) Sizes() map[string]Size {
+	out := map[string]Size{}
+	add := func(typ string, rs []types.Resource) {
+		s := Size{Items: len(rs)}
+		for _, r := range rs {
+			s.Bytes += proto.Size(r)
+		}
+		out[typ] = s
+	}
+	add("Listener", toResources(g.base.Listeners))
+	add("RouteConfiguration", toResources(g.base.Routes))
+	add("Cluster", toResources(g.base.Clusters))
+	add("ClusterLoadAssignment", toResources(g.base.Endpoints))
 	return out
 }

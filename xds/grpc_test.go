@@ -54,7 +54,7 @@ func withVS(objs []any, name string, vs *networkingv1.VirtualService) *input.Bag
 func TestGRPCClientFollowsRouting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b := xdstest.NewBookinfo(t, "bookinfo", 20)
+	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(20))
 	var gen atomic.Pointer[xds.Generation]
 	gen.Store(generation(t, 1, b.Bag()))
 	cache := xds.NewCache(nil, nil)
@@ -93,7 +93,7 @@ func TestGRPCClientFollowsRouting(t *testing.T) {
 func TestGRPCClientNACK(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b := xdstest.NewBookinfo(t, "bookinfo", 60)
+	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(60))
 	gen := generation(t, 1, b.Bag())
 	metrics := xds.NewMetrics(nil)
 	cache := xds.NewCache(nil, metrics)

@@ -19,7 +19,7 @@ import (
 func TestRestartKeepsVersions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b := xdstest.NewBookinfo(t, "bookinfo", 70)
+	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(70))
 	start := func(addr string) (*xds.Cache, string, func()) {
 		gen := generation(t, 1, b.Bag())
 		c := xds.NewCache(nil, nil)

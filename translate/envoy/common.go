@@ -8,6 +8,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -89,4 +90,48 @@ func configMetadata(ref *ir.ResourceRef) (*corev3.Metadata, error) {
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": {Fields: map[string]*structpb.Value{
 		"config": structpb.NewStringValue(ir.ConfigPath(ref.Kind, ref.Namespace, ref.Name)),
 	}}}}, nil
+}
+
+// Origins lists the Kubernetes resources a built resource came from, read
+// back from its filter_metadata.istio.config (and istio.services) entries
+// anywhere inside it, each once, in order of appearance. It is how a
+// rejection by a node is traced back to the VirtualServices and
+// DestinationRules behind the rejected configuration.
+func Origins(m proto.Message) []ir.ResourceRef {
+	var out []ir.ResourceRef
+	seen := map[ir.ResourceRef]bool{}
+	var walk func(protoreflect.Message)
+	walk = func(msg protoreflect.Message) {
+		if md, ok := msg.Interface().(*corev3.Metadata); ok {
+			if ref := origin(md); ref != nil && !seen[*ref] {
+				seen[*ref] = true
+				out = append(out, *ref)
+			}
+			return
+		}
+		msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+				return true
+			}
+			switch {
+			case fd.IsList():
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					walk(l.Get(i).Message())
+				}
+			case fd.IsMap():
+				if fd.MapValue().Kind() == protoreflect.MessageKind {
+					v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+						walk(mv.Message())
+						return true
+					})
+				}
+			default:
+				walk(v.Message())
+			}
+			return true
+		})
+	}
+	walk(m.ProtoReflect())
+	return out
 }

@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,4 +291,15 @@ func TestRepairWithholdsOnlyTheBrokenUnit(t *testing.T) {
 			t.Errorf("want the TCP chain kept and the HTTP chain withheld")
 		}
 	})
+}
+
+func TestOrigins(t *testing.T) {
+	r := baseline(t)
+	want := []ir.ResourceRef{{Kind: "VirtualService", Namespace: "default", Name: "api"}}
+	if got := Origins(r.Routes[0]); !slices.Equal(got, want) {
+		t.Errorf("origins of the route configuration: %v, want %v (once, though two routes carry it)", got, want)
+	}
+	if got := Origins(r.Clusters[0]); len(got) != 0 {
+		t.Errorf("origins of a cluster without metadata: %v", got)
+	}
 }

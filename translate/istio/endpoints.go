@@ -84,13 +84,16 @@ func (t *translator) indexEndpoints() {
 		} else if len(s.selector) > 0 {
 			s.endpoints = t.endpointsFromPods(s, index.candidates(s.namespace, s.selector))
 		}
-		slices.SortFunc(s.endpoints, func(a, b *endpoint) int { return cmp.Compare(a.address, b.address) })
+		slices.SortFunc(s.endpoints, func(a, b *endpoint) int { return cmp.Or(cmp.Compare(a.address, b.address), cmp.Compare(a.pod, b.pod)) })
 	}
 }
 
 func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod) []*endpoint {
 	var out []*endpoint
-	seen := map[string]*endpoint{}
+	// A Pod appears in one slice per port set; merge its ports. Distinct
+	// Pods sharing an address (host-network Pods) stay distinct.
+	type key struct{ pod, addr string }
+	seen := map[key]*endpoint{}
 	for _, es := range ess {
 		if es.AddressType == discoveryv1.AddressTypeFQDN {
 			t.diags.Warnf(ir.CodeUnsupportedField, ir.ResourceRef{Kind: "EndpointSlice", Namespace: es.Namespace, Name: es.Name},
@@ -135,14 +138,14 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 				zone = *e.Zone
 			}
 			for _, addr := range e.Addresses {
-				if prev := seen[addr]; prev != nil {
+				if prev := seen[key{pod, addr}]; prev != nil {
 					for _, p := range slicePorts {
 						prev.ports.set(p.service, p.backend)
 					}
 					continue
 				}
 				ep := &endpoint{address: addr, labels: lbls, node: node, zone: zone, pod: pod, ports: slices.Clone(slicePorts)}
-				seen[addr] = ep
+				seen[key{pod, addr}] = ep
 				out = append(out, ep)
 			}
 		}

@@ -5,13 +5,11 @@ package xdstest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,47 +71,57 @@ func (b *Backend) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, 
 	return &testgrpc.Empty{}, nil
 }
 
-// Backends is a set of backends listening on one port of several loopback
-// addresses (127.0.0.0/8 is all local on Linux), so that pods with distinct
-// IPs and one container port can be described to the translator.
+// Backends is a set of backends, each on its own address and port.
 type Backends struct {
-	Port    int
 	ByName  map[string]*Backend
 	servers []*Backend
 }
 
-// StartBackends starts one backend per name on 127.0.0.<first+i>:port with a
-// port free on all of them; they stop when the test ends.
-func StartBackends(t testing.TB, first int, names ...string) *Backends {
+// Addresses says where the i-th backend listens (the port is picked free).
+type Addresses func(i int) string
+
+// Loopback puts backends on 127.0.0.<first+i> (127.0.0.0/8 is all local on
+// Linux), so that pods have distinct IPs.
+func Loopback(first int) Addresses {
+	return func(i int) string { return fmt.Sprintf("127.0.0.%d", first+i) }
+}
+
+// HostAddress puts every backend on this host's first non-loopback IPv4
+// address (traffic to it never leaves the host). The Kubernetes API refuses
+// loopback addresses in EndpointSlices, so tests that create them in an API
+// server use this; they skip when the host has no such address.
+func HostAddress(t testing.TB) Addresses {
 	t.Helper()
-	for attempt := 0; attempt < 20; attempt++ {
-		bs, err := startBackends(first, names)
-		if err == nil {
-			t.Cleanup(bs.Stop)
-			return bs
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
 		}
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			t.Fatalf("start backends: %v", err)
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+				ip := ipn.IP.String()
+				return func(int) string { return ip }
+			}
 		}
 	}
-	t.Fatal("start backends: no port free on every address after 20 attempts")
+	t.Skip("skipping: this host has no non-loopback IPv4 address, and the Kubernetes API refuses loopback endpoints")
 	return nil
 }
 
-func startBackends(first int, names []string) (*Backends, error) {
-	probe, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", first))
-	if err != nil {
-		return nil, err
-	}
-	port := probe.Addr().(*net.TCPAddr).Port
-	bs := &Backends{Port: port, ByName: map[string]*Backend{}}
+// StartBackends starts one backend per name, the i-th on addrs(i) and a
+// free port; they stop when the test ends.
+func StartBackends(t testing.TB, addrs Addresses, names ...string) *Backends {
+	t.Helper()
+	bs := &Backends{ByName: map[string]*Backend{}}
+	t.Cleanup(bs.Stop)
 	for i, name := range names {
-		var l net.Listener
-		if i == 0 {
-			l = probe
-		} else if l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", first+i, port)); err != nil {
-			bs.Stop()
-			return nil, err
+		l, err := net.Listen("tcp", net.JoinHostPort(addrs(i), "0"))
+		if err != nil {
+			t.Fatalf("start backend %s: %v", name, err)
 		}
 		b := &Backend{Name: name, Addr: l.Addr().String(), srv: grpc.NewServer()}
 		testgrpc.RegisterTestServiceServer(b.srv, b)
@@ -121,13 +129,20 @@ func startBackends(first int, names []string) (*Backends, error) {
 		bs.ByName[name] = b
 		bs.servers = append(bs.servers, b)
 	}
-	return bs, nil
+	return bs
 }
 
-// IP is the address of the i-th backend started.
+// IP and Port are where a backend listens.
 func (bs *Backends) IP(name string) string {
 	host, _, _ := net.SplitHostPort(bs.ByName[name].Addr)
 	return host
+}
+
+// Port is the port a backend listens on.
+func (bs *Backends) Port(name string) int {
+	_, port, _ := net.SplitHostPort(bs.ByName[name].Addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // ResetCalls zeroes every backend's call counter.

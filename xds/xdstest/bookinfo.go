@@ -27,10 +27,10 @@ type Bookinfo struct {
 // Backend names, which are also the pods' names.
 var bookinfoPods = []string{"reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"}
 
-// NewBookinfo starts the backends on 127.0.0.<first>… and describes them.
-func NewBookinfo(t testing.TB, ns string, first int) *Bookinfo {
+// NewBookinfo starts the backends (pods) on addrs and describes them.
+func NewBookinfo(t testing.TB, ns string, addrs Addresses) *Bookinfo {
 	t.Helper()
-	bs := StartBackends(t, first, bookinfoPods...)
+	bs := StartBackends(t, addrs, bookinfoPods...)
 	bs.ByName["ratings-v1"].FailEvery = 3
 	b := &Bookinfo{Namespace: ns, Backends: bs}
 	b.Objects = b.decode(t, bookinfoPlatform+bookinfoRouting+ReviewsRouting)
@@ -69,17 +69,17 @@ func (b *Bookinfo) VirtualService(t testing.TB, manifest string) *networkingv1.V
 
 func (b *Bookinfo) decode(t testing.TB, manifest string) []any {
 	t.Helper()
-	type pod struct{ Name, App, Version, IP string }
-	data := map[string]any{"Namespace": b.Namespace, "Port": b.Backends.Port}
-	apps := map[string][]pod{}
+	type pod struct {
+		Name, App, Version, IP string
+		Port                   int
+	}
+	data := map[string]any{"Namespace": b.Namespace}
 	var pods []pod
 	for _, name := range bookinfoPods {
 		app, version, _ := strings.Cut(name, "-")
-		p := pod{Name: name, App: app, Version: version, IP: b.Backends.IP(name)}
-		pods = append(pods, p)
-		apps[app] = append(apps[app], p)
+		pods = append(pods, pod{Name: name, App: app, Version: version, IP: b.Backends.IP(name), Port: b.Backends.Port(name)})
 	}
-	data["Pods"], data["Apps"] = pods, apps
+	data["Pods"] = pods
 	var buf bytes.Buffer
 	if err := template.Must(template.New("bookinfo").Parse(manifest)).Execute(&buf, data); err != nil {
 		t.Fatalf("bookinfo template: %v", err)
@@ -119,7 +119,7 @@ metadata: {name: reviews, namespace: {{.Namespace}}, labels: {app: reviews}}
 spec:
   selector: {app: reviews}
   ports:
-  - {name: grpc, port: 9080, targetPort: {{.Port}}}
+  - {name: grpc, port: 9080, targetPort: grpc}
 ---
 apiVersion: v1
 kind: Service
@@ -127,7 +127,7 @@ metadata: {name: ratings, namespace: {{.Namespace}}, labels: {app: ratings}}
 spec:
   selector: {app: ratings}
   ports:
-  - {name: grpc, port: 9080, targetPort: {{.Port}}}
+  - {name: grpc, port: 9080, targetPort: grpc}
 {{- range .Pods}}
 ---
 apiVersion: v1
@@ -142,32 +142,30 @@ spec:
   - name: {{.App}}
     image: docker.io/istio/examples-bookinfo-{{.App}}-{{.Version}}:1.20.3
     ports:
-    - {name: grpc, containerPort: {{$.Port}}}
+    - {name: grpc, containerPort: {{.Port}}}
 status:
   phase: Running
-  podIP: {{.IP}}
-  podIPs: [{ip: {{.IP}}}]
+  podIP: "{{.IP}}"
+  podIPs: [{ip: "{{.IP}}"}]
   conditions:
   - {type: Ready, status: "True"}
 {{- end}}
-{{- range $app, $pods := .Apps}}
+{{- range .Pods}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: {{$app}}-grpc
+  name: {{.Name}}
   namespace: {{$.Namespace}}
-  labels: {kubernetes.io/service-name: {{$app}}}
+  labels: {kubernetes.io/service-name: {{.App}}}
 addressType: IPv4
 ports:
-- {name: grpc, port: {{$.Port}}, protocol: TCP}
+- {name: grpc, port: {{.Port}}, protocol: TCP}
 endpoints:
-{{- range $pods}}
-- addresses: [{{.IP}}]
+- addresses: ["{{.IP}}"]
   conditions: {ready: true}
   nodeName: node-1
   targetRef: {kind: Pod, namespace: {{$.Namespace}}, name: {{.Name}}}
-{{- end}}
 {{- end}}
 `
 

@@ -1,0 +1,272 @@
+package watch
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	istioinformers "istio.io/client-go/pkg/informers/externalversions"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodemesh/nodemesh/translate/input"
+)
+
+// sources are the informers the controller reads the cluster through.
+type sources struct {
+	kube  informers.SharedInformerFactory
+	istio istioinformers.SharedInformerFactory
+
+	services, slices, pods, namespaces, nodes cache.SharedIndexInformer
+	virtualServices, destinationRules         cache.SharedIndexInformer
+	serviceEntries                            cache.SharedIndexInformer
+}
+
+func newSources(kube kubernetes.Interface, ic istioclient.Interface) *sources {
+	kf := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTransform(transform))
+	isf := istioinformers.NewSharedInformerFactoryWithOptions(ic, 0, istioinformers.WithTransform(transform))
+	return &sources{
+		kube: kf, istio: isf,
+		services:         kf.Core().V1().Services().Informer(),
+		slices:           kf.Discovery().V1().EndpointSlices().Informer(),
+		pods:             kf.Core().V1().Pods().Informer(),
+		namespaces:       kf.Core().V1().Namespaces().Informer(),
+		nodes:            kf.Core().V1().Nodes().Informer(),
+		virtualServices:  isf.Networking().V1().VirtualServices().Informer(),
+		destinationRules: isf.Networking().V1().DestinationRules().Informer(),
+		serviceEntries:   isf.Networking().V1().ServiceEntries().Informer(),
+	}
+}
+
+func (s *sources) all() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{s.services, s.slices, s.pods, s.namespaces, s.nodes, s.virtualServices, s.destinationRules, s.serviceEntries}
+}
+
+// bag lists every object into a translator input.
+func (s *sources) bag() *input.Bag {
+	b := &input.Bag{}
+	for _, inf := range []cache.SharedIndexInformer{s.services, s.slices, s.pods, s.namespaces, s.virtualServices, s.destinationRules, s.serviceEntries} {
+		for _, o := range inf.GetStore().List() {
+			b.Add(o)
+		}
+	}
+	b.Sort()
+	return b
+}
+
+// nodeNames lists the cluster's Nodes.
+func (s *sources) nodeNames() []string {
+	var out []string
+	for _, o := range s.nodes.GetStore().List() {
+		out = append(out, o.(*corev1.Node).Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// object finds an object by kind, namespace and name (for events).
+func (s *sources) object(kind, namespace, name string) (any, bool) {
+	var inf cache.SharedIndexInformer
+	switch kind {
+	case "VirtualService":
+		inf = s.virtualServices
+	case "DestinationRule":
+		inf = s.destinationRules
+	case "ServiceEntry":
+		inf = s.serviceEntries
+	case "Service":
+		inf = s.services
+	case "EndpointSlice":
+		inf = s.slices
+	case "Pod":
+		inf = s.pods
+	case "Namespace":
+		inf = s.namespaces
+	default:
+		return nil, false
+	}
+	key := name
+	if namespace != "" {
+		key = namespace + "/" + name
+	}
+	o, ok, err := inf.GetStore().GetByKey(key)
+	return o, ok && err == nil
+}
+
+// transform strips what the translator never reads before objects enter the
+// informer caches: managed fields and the last-applied annotation on every
+// object, and most of a Pod. Pods are the bulk of a cluster; this is most of
+// the controller's memory.
+func transform(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			delete(a, corev1.LastAppliedConfigAnnotation)
+			if len(a) == 0 {
+				m.SetAnnotations(nil)
+			}
+		}
+	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		return slimPod(p), nil
+	}
+	return obj, nil
+}
+
+// slimPod keeps what the translator reads of a Pod: identity and labels, the
+// node, host networking, container names and ports, phase, addresses and
+// the Ready condition.
+func slimPod(p *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{
+		TypeMeta: p.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{
+			Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs,
+		},
+	}
+	slim := func(cs []corev1.Container) []corev1.Container {
+		if len(cs) == 0 {
+			return nil
+		}
+		out := make([]corev1.Container, len(cs))
+		for i, c := range cs {
+			out[i] = corev1.Container{Name: c.Name, Ports: c.Ports, RestartPolicy: c.RestartPolicy}
+		}
+		return out
+	}
+	out.Spec.Containers, out.Spec.InitContainers = slim(p.Spec.Containers), slim(p.Spec.InitContainers)
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+		}
+	}
+	return out
+}
+
+// A change is what a batch of events affects. Endpoint-only changes — an
+// EndpointSlice, or a Pod's readiness — leave listeners, routes and clusters
+// alone; everything else may change anything.
+type change struct {
+	full bool
+	// nodes is set when Nodes came or went: pushes, no translation.
+	nodes bool
+	// services are the Services ("namespace/name") whose endpoints changed.
+	services map[string]bool
+	// first is when the first event of the batch arrived.
+	first time.Time
+	// events counts the events folded into the batch.
+	events int
+}
+
+func (c *change) merge(o change) {
+	if c.first.IsZero() || (!o.first.IsZero() && o.first.Before(c.first)) {
+		c.first = o.first
+	}
+	c.full = c.full || o.full
+	c.nodes = c.nodes || o.nodes
+	c.events += o.events
+	if len(o.services) > 0 && c.services == nil {
+		c.services = map[string]bool{}
+	}
+	maps.Copy(c.services, o.services)
+}
+
+// classify says what an update of an object changes; ok is false when the
+// update changes nothing the translator reads.
+func (s *sources) classify(oldObj, newObj any) (change, bool) {
+	now := time.Now()
+	full := change{full: true, first: now, events: 1}
+	switch n := newObj.(type) {
+	case *corev1.Node:
+		return change{}, false // only the set of Nodes matters
+	case *corev1.Namespace:
+		o, _ := oldObj.(*corev1.Namespace)
+		if o != nil && maps.Equal(o.Labels, n.Labels) {
+			return change{}, false
+		}
+		return full, true
+	case *discoveryv1.EndpointSlice:
+		o, _ := oldObj.(*discoveryv1.EndpointSlice)
+		if o != nil && o.ResourceVersion == n.ResourceVersion {
+			return change{}, false
+		}
+		svcs := map[string]bool{n.Namespace + "/" + n.Labels[discoveryv1.LabelServiceName]: true}
+		if o != nil {
+			svcs[o.Namespace+"/"+o.Labels[discoveryv1.LabelServiceName]] = true
+		}
+		return change{services: svcs, first: now, events: 1}, true
+	case *corev1.Pod:
+		o, _ := oldObj.(*corev1.Pod)
+		if o == nil {
+			return full, true
+		}
+		if o.ResourceVersion == n.ResourceVersion {
+			return change{}, false
+		}
+		oc, nc := *o, *n
+		oc.ResourceVersion, nc.ResourceVersion = "", ""
+		oc.Status.Conditions, nc.Status.Conditions = nil, nil
+		if !podEqual(&oc, &nc) {
+			return full, true
+		}
+		if podReady(o) == podReady(n) {
+			return change{}, false
+		}
+		// Only readiness changed: the endpoints of the Services selecting
+		// the Pod.
+		svcs := map[string]bool{}
+		for _, so := range s.services.GetStore().List() {
+			svc := so.(*corev1.Service)
+			if svc.Namespace == n.Namespace && len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(n.Labels)) {
+				svcs[svc.Namespace+"/"+svc.Name] = true
+			}
+		}
+		return change{services: svcs, first: now, events: 1}, true
+	case metav1.Object:
+		if o, ok := oldObj.(metav1.Object); ok && o.GetResourceVersion() == n.GetResourceVersion() {
+			return change{}, false
+		}
+	}
+	return full, true
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podEqual compares slimmed Pods.
+func podEqual(a, b *corev1.Pod) bool {
+	return a.Name == b.Name && a.Namespace == b.Namespace && a.UID == b.UID &&
+		maps.Equal(a.Labels, b.Labels) && a.DeletionTimestamp.Equal(b.DeletionTimestamp) &&
+		a.Spec.NodeName == b.Spec.NodeName && a.Spec.HostNetwork == b.Spec.HostNetwork &&
+		containersEqual(a.Spec.Containers, b.Spec.Containers) && containersEqual(a.Spec.InitContainers, b.Spec.InitContainers) &&
+		a.Status.Phase == b.Status.Phase && a.Status.PodIP == b.Status.PodIP && slices.Equal(a.Status.PodIPs, b.Status.PodIPs)
+}
+
+func containersEqual(a, b []corev1.Container) bool {
+	return slices.EqualFunc(a, b, func(x, y corev1.Container) bool {
+		return x.Name == y.Name && slices.Equal(x.Ports, y.Ports) && ptrEqual(x.RestartPolicy, y.RestartPolicy)
+	})
+}
+
+func ptrEqual[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
