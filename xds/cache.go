@@ -47,8 +47,8 @@ type Cache struct {
 	// gRPC clients subscribe only to the targets they dial, which ADS mode
 	// would never answer.
 	envoy, grpc cachev3.SnapshotCache
-	log     *slog.Logger
-	metrics *Metrics
+	log         *slog.Logger
+	metrics     *Metrics
 	// Provider computes the configuration of a node that connects before any
 	// snapshot was set for it; nil leaves such nodes waiting.
 	Provider func(node *corev3.Node) *Config
@@ -108,10 +108,10 @@ func NewCache(logger *slog.Logger, m *Metrics) *Cache {
 	return &Cache{
 		envoy:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "envoy")}),
 		grpc:    cachev3.NewSnapshotCache(false, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "grpc")}),
-		log:           logger,
-		metrics:       m,
-		nodes:         map[string]*nodeState{},
-		streams:       map[streamID]string{},
+		log:     logger,
+		metrics: m,
+		nodes:   map[string]*nodeState{},
+		streams: map[streamID]string{},
 	}
 }
 

@@ -203,7 +203,9 @@ func TestControllerNodesAndNACKEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ads.Close()
-	if err := ads.Wait(ctx, func(s xdstest.States) bool { return s[resourcev3.RouteType].ACKs > 0 && s[resourcev3.EndpointType].ACKs > 0 }); err != nil {
+	if err := ads.Wait(ctx, func(s xdstest.States) bool {
+		return s[resourcev3.RouteType].ACKs > 0 && s[resourcev3.EndpointType].ACKs > 0
+	}); err != nil {
 		t.Fatal(err)
 	}
 	chains := func() int {

@@ -175,14 +175,22 @@ func (c *ADSClient) stream(ctx context.Context, ads discoveryv3.AggregatedDiscov
 		if err != nil {
 			return err
 		}
-		c.send = func(m any) error { sendMu.Lock(); defer sendMu.Unlock(); return s.Send(m.(*discoveryv3.DeltaDiscoveryRequest)) }
+		c.send = func(m any) error {
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			return s.Send(m.(*discoveryv3.DeltaDiscoveryRequest))
+		}
 		recv = func() (any, error) { return s.Recv() }
 	} else {
 		s, err := ads.StreamAggregatedResources(sctx, grpc.WaitForReady(true))
 		if err != nil {
 			return err
 		}
-		c.send = func(m any) error { sendMu.Lock(); defer sendMu.Unlock(); return s.Send(m.(*discoveryv3.DiscoveryRequest)) }
+		c.send = func(m any) error {
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			return s.Send(m.(*discoveryv3.DiscoveryRequest))
+		}
 		recv = func() (any, error) { return s.Recv() }
 	}
 	c.mu.Lock()

@@ -256,4 +256,3 @@ spec:
   - route:
     - destination: {host: reviews, subset: v3}
 `
-
