@@ -102,7 +102,7 @@ func WriteYAML(w io.Writer, r *Result, irOnly bool) error {
 	if err != nil {
 		return err
 	}
-	return jsonToYAML(w, raw)
+	return JSONToYAML(w, raw)
 }
 
 func document(r *Result, irOnly bool) ([]byte, error) {
@@ -112,8 +112,9 @@ func document(r *Result, irOnly bool) ([]byte, error) {
 	return xdsDocument(r)
 }
 
-// jsonToYAML re-encodes JSON as YAML without reordering keys.
-func jsonToYAML(w io.Writer, raw []byte) error {
+// JSONToYAML re-encodes JSON as YAML without reordering keys (strings YAML
+// 1.1 would read as something else are quoted).
+func JSONToYAML(w io.Writer, raw []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	n, err := jsonNode(dec)

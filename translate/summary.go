@@ -46,6 +46,63 @@ func WriteSummary(w io.Writer, r *Result) error {
 	return writeDiagnostics(w, r.Diagnostics)
 }
 
+// Sections of WriteResources.
+const (
+	SectionListeners = "listeners"
+	SectionRoutes    = "routes"
+	SectionClusters  = "clusters"
+	SectionEndpoints = "endpoints"
+)
+
+// WriteResources prints the summary tables of some resources (what
+// `nodemesh proxy-config` shows of a node), in the order of sections.
+func WriteResources(w io.Writer, x *envoy.Resources, sections ...string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, s := range sections {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		switch s {
+		case SectionListeners:
+			writeListeners(tw, x)
+		case SectionRoutes:
+			writeRoutes(tw, x)
+		case SectionClusters:
+			writeClusters(tw, x)
+		case SectionEndpoints:
+			writeEndpoints(tw, x)
+		default:
+			return fmt.Errorf("unknown section %q", s)
+		}
+	}
+	return tw.Flush()
+}
+
+func writeEndpoints(w io.Writer, x *envoy.Resources) {
+	fmt.Fprintln(w, "ENDPOINT\tLOCALITY\tWEIGHT\tCLUSTER")
+	for _, cla := range x.Endpoints {
+		n := 0
+		for _, loc := range cla.GetEndpoints() {
+			zone := loc.GetLocality().GetZone()
+			if zone == "" {
+				zone = "-"
+			}
+			for _, e := range loc.GetLbEndpoints() {
+				n++
+				a := e.GetEndpoint().GetAddress().GetSocketAddress()
+				weight := "1"
+				if lw := e.GetLoadBalancingWeight(); lw != nil {
+					weight = strconv.Itoa(int(lw.GetValue()))
+				}
+				fmt.Fprintf(w, "%s:%d\t%s\t%s\t%s\n", a.GetAddress(), a.GetPortValue(), zone, weight, cla.GetClusterName())
+			}
+		}
+		if n == 0 {
+			fmt.Fprintf(w, "(none)\t-\t-\t%s\n", cla.GetClusterName())
+		}
+	}
+}
+
 func writeRoutes(w io.Writer, x *envoy.Resources) {
 	fmt.Fprintln(w, "ROUTE CONFIG\tVIRTUAL HOST\tMATCH\tDESTINATIONS\tPOLICIES")
 	for _, rc := range x.Routes {
@@ -358,6 +415,16 @@ func writeListeners(w io.Writer, x *envoy.Resources) {
 		}
 		for _, fc := range chains {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", name, fc.GetName(), chainMatchString(fc.GetFilterChainMatch()), chainTarget(fc))
+		}
+		if api := l.GetApiListener().GetApiListener(); api != nil {
+			// A proxyless gRPC client's listener: its target and route
+			// configuration.
+			h := &hcmv3.HttpConnectionManager{}
+			to := "-"
+			if api.UnmarshalTo(h) == nil && h.GetRds() != nil {
+				to = "Route: " + h.GetRds().GetRouteConfigName()
+			}
+			fmt.Fprintf(w, "%s\t(api_listener)\t-\t%s\n", l.GetName(), to)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +41,16 @@ func usageError(format string, args ...any) error {
 	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
 }
 
+// jsonIndent re-indents JSON (protojson varies its whitespace on purpose;
+// this makes output stable).
+func jsonIndent(w *bytes.Buffer, raw []byte) error {
+	if err := json.Indent(w, raw, "", "  "); err != nil {
+		return err
+	}
+	w.WriteByte('\n')
+	return nil
+}
+
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
 var Version = "dev"
 
@@ -62,13 +74,17 @@ it cannot honour.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newTranslateCommand(streams), newVersionCommand(streams))
+	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newVersionCommand(streams))
 	return root
 }
 
 // Execute runs the command line and returns the process exit code.
 func Execute(args []string, streams IO) int {
-	root := NewRootCommand(streams)
+	return execute(NewRootCommand(streams), args, streams)
+}
+
+// execute runs a command tree and maps its error to an exit code.
+func execute(root *cobra.Command, args []string, streams IO) int {
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

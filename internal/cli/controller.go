@@ -1,0 +1,287 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodemesh/nodemesh/translate"
+	"github.com/nodemesh/nodemesh/translate/istio"
+	"github.com/nodemesh/nodemesh/xds"
+	"github.com/nodemesh/nodemesh/xds/watch"
+)
+
+// NewControllerCommand builds the nodemesh-controller command tree.
+func NewControllerCommand(streams IO) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nodemesh-controller",
+		Short: "Serve every node Envoy its xDS configuration from the cluster's Istio resources",
+		Long: `nodemesh-controller watches VirtualServices, DestinationRules and ServiceEntries
+(networking.istio.io/v1), Services, EndpointSlices, Pods, Namespaces and Nodes,
+translates them with the same code as 'nodemesh translate', and serves each node
+Envoy (and proxyless gRPC client) its own snapshot over ADS.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(*cobra.Command, []string) { fmt.Fprintln(streams.Out, "nodemesh-controller", Version) },
+	})
+	return root
+}
+
+// ExecuteController runs the nodemesh-controller command line and returns
+// the exit code.
+func ExecuteController(args []string, streams IO) int {
+	return execute(NewControllerCommand(streams), args, streams)
+}
+
+type controllerOptions struct {
+	kube              kubeFlags
+	xdsAddress        string
+	monitoringAddress string
+	debounce          time.Duration
+	maxDebounce       time.Duration
+	clusterDomain     string
+	rootNamespace     string
+	logLevel          string
+	logFormat         string
+	shutdownGrace     time.Duration
+}
+
+func newControllerRunCommand(streams IO) *cobra.Command {
+	o := &controllerOptions{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the controller (ADS on :15010, health, metrics and debug on :15014)",
+		Long: `Run watches the cluster and serves xDS until SIGINT or SIGTERM.
+
+Nodes are identified by their Envoy node ID, which is the Kubernetes node name
+('nodemesh-controller bootstrap' writes it). A client whose node metadata has
+GENERATOR=grpc is a proxyless gRPC client and gets api_listeners named after the
+targets it dials (xds:///reviews.default.svc.cluster.local:9080).
+
+Changes are debounced: configuration is recomputed once the cluster has been quiet
+for --debounce, and at the latest --max-debounce after the first change. A node that
+rejects a configuration stays on the last one it accepted; the rejection is logged,
+counted (nodemesh_xds_nacks_total) and reported as an Event on the VirtualServices or
+DestinationRules behind it. Translation errors and warnings become Events on the
+resources they are about.
+
+Monitoring port:
+  /healthz                 the process is up
+  /readyz                  caches synced and the API server reachable (while it is
+                           not, the last snapshots keep being served)
+  /metrics                 Prometheus metrics
+  /debug/nodes             every node's versions: sent, acknowledged, rejected
+  /debug/config_dump?node= what a node is served ('nodemesh proxy-config' reads it)
+  /debug/diagnostics       the current translation diagnostics`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runController(ctx, o, streams)
+		},
+	}
+	o.kube.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.xdsAddress, "xds-address", fmt.Sprintf(":%d", xds.DefaultPort), "address of the ADS gRPC server")
+	f.StringVar(&o.monitoringAddress, "monitoring-address", fmt.Sprintf(":%d", xds.DefaultMonitoringPort), "address of the health, metrics and debug HTTP server")
+	f.DurationVar(&o.debounce, "debounce", watch.DefaultDebounce, "quiet time after a change before recomputing")
+	f.DurationVar(&o.maxDebounce, "max-debounce", watch.DefaultMaxDebounce, "longest wait for quiet after the first change")
+	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its DestinationRules apply to every namespace")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
+	return cmd
+}
+
+func newLogger(w *os.File, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, usageError("--log-format %q: want json or text", format)
+}
+
+func runController(ctx context.Context, o *controllerOptions, streams IO) error {
+	errOut, ok := streams.ErrOut.(*os.File)
+	if !ok {
+		errOut = os.Stderr
+	}
+	log, err := newLogger(errOut, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ic, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := xds.NewMetrics(reg)
+	cache := xds.NewCache(log, metrics)
+	ctl := watch.New(kube, ic, cache, watch.Options{
+		Debounce: o.debounce, MaxDebounce: o.maxDebounce, Logger: log, Metrics: metrics,
+		Istio: istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace},
+	})
+
+	xdsListener, err := net.Listen("tcp", o.xdsAddress)
+	if err != nil {
+		return fmt.Errorf("xDS server: %w", err)
+	}
+	monListener, err := net.Listen("tcp", o.monitoringAddress)
+	if err != nil {
+		xdsListener.Close()
+		return fmt.Errorf("monitoring server: %w", err)
+	}
+	srv := xds.NewServer(ctx, cache)
+	debug := &xds.Debug{Cache: cache, Gatherer: reg, Ready: ctl.Ready, Diagnostics: func() any {
+		if g := ctl.Generation(); g != nil {
+			return g.Diagnostics()
+		}
+		return []any{}
+	}}
+	mon := &http.Server{Handler: debug.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(xdsListener) }()
+	go func() {
+		if err := mon.Serve(monListener); !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	}()
+	log.Info("nodemesh-controller starting", "version", Version, "xds", xdsListener.Addr().String(), "monitoring", monListener.Addr().String())
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- ctl.Run(ctx) }()
+	select {
+	case err = <-runErr:
+	case err = <-errs:
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
+	defer cancel()
+	srv.Stop(sctx)
+	_ = mon.Shutdown(sctx)
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+type bootstrapOptions struct {
+	node       string
+	controller string
+	adminPort  uint32
+	statsPort  uint32
+	delta      bool
+	output     string
+	file       string
+}
+
+func newBootstrapCommand(streams IO) *cobra.Command {
+	o := &bootstrapOptions{}
+	cmd := &cobra.Command{
+		Use:   "bootstrap --node NAME [--controller HOST:PORT] [-o yaml|json] [--output-file PATH]",
+		Short: "Write a node Envoy's bootstrap configuration",
+		Long: `Bootstrap prints the configuration a node Envoy starts with: ADS to the controller
+(node ID = the node name, incremental xDS unless --delta=false), the admin interface
+on 127.0.0.1:15000 only, and Prometheus stats (/stats/prometheus) on port 15090, as
+Istio's proxies have them. The result is validated before it is written.
+
+The node DaemonSet runs it in an init container with the node name from the
+downward API:
+  nodemesh-controller bootstrap --node "$NODE_NAME" --output-file /etc/envoy/bootstrap.yaml`,
+		Example: `  nodemesh-controller bootstrap --node node-1
+  nodemesh-controller bootstrap --node node-1 --controller 10.96.0.15:15010 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if o.node == "" {
+				return usageError("--node is required (or set NODE_NAME)")
+			}
+			if o.output != "yaml" && o.output != "json" {
+				return usageError("-o %q: want yaml or json", o.output)
+			}
+			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: o.node, Controller: o.controller, AdminPort: o.adminPort, StatsPort: o.statsPort, Delta: o.delta})
+			if err != nil {
+				return usageError("%v", err)
+			}
+			raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(b)
+			if err != nil {
+				return err
+			}
+			var out bytes.Buffer
+			if err := writeJSONOrYAML(&out, raw, o.output); err != nil {
+				return err
+			}
+			if o.file == "" {
+				_, err = streams.Out.Write(out.Bytes())
+				return err
+			}
+			return os.WriteFile(o.file, out.Bytes(), 0o644)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.node, "node", os.Getenv("NODE_NAME"), "the node name, the Envoy node ID (default $NODE_NAME)")
+	f.StringVar(&o.controller, "controller", "nodemesh-controller.nodemesh-system.svc:15010", "the controller's xDS address")
+	f.Uint32Var(&o.adminPort, "admin-port", xds.DefaultAdminPort, "Envoy admin port, bound on 127.0.0.1")
+	f.Uint32Var(&o.statsPort, "stats-port", xds.DefaultStatsPort, "Prometheus stats port")
+	f.BoolVar(&o.delta, "delta", true, "use incremental (delta) xDS")
+	f.StringVarP(&o.output, "output", "o", "yaml", "yaml or json")
+	f.StringVar(&o.file, "output-file", "", "write to this file instead of stdout")
+	return cmd
+}
+
+// writeJSONOrYAML prints a JSON document indented, or as YAML.
+func writeJSONOrYAML(w *bytes.Buffer, raw []byte, format string) error {
+	if strings.EqualFold(format, "yaml") {
+		return translate.JSONToYAML(w, raw)
+	}
+	var b bytes.Buffer
+	if err := jsonIndent(&b, raw); err != nil {
+		return err
+	}
+	w.Write(b.Bytes())
+	return nil
+}

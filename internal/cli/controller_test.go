@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/nodemesh/nodemesh/internal/golden"
+	"github.com/nodemesh/nodemesh/translate"
+	"github.com/nodemesh/nodemesh/translate/istio"
+	"github.com/nodemesh/nodemesh/xds"
+)
+
+func execController(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = ExecuteController(args, IO{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	return code, out.String(), errOut.String()
+}
+
+func TestBootstrapGolden(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	code, out, errOut := execController(t, "bootstrap", "--node", "node-1")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden.Check(t, "testdata/bootstrap.node-1.yaml", []byte(out))
+
+	code, out, errOut = execController(t, "bootstrap", "--node", "node-1", "--controller", "10.96.0.15:15010", "--delta=false", "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden.Check(t, "testdata/bootstrap.node-1.json", []byte(out))
+	// The JSON reads back as an Envoy bootstrap that validates.
+	b := &bootstrapv3.Bootstrap{}
+	if err := protojson.Unmarshal([]byte(out), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := xds.ValidateBootstrap(b); err != nil {
+		t.Fatal(err)
+	}
+	if b.GetNode().GetId() != "node-1" || b.GetAdmin().GetAddress().GetSocketAddress().GetAddress() != "127.0.0.1" ||
+		b.GetDynamicResources().GetAdsConfig().GetApiType().String() != "GRPC" {
+		t.Errorf("bootstrap: node %q, admin on %q, ADS %v", b.GetNode().GetId(), b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(), b.GetDynamicResources().GetAdsConfig().GetApiType())
+	}
+	// A static controller address is a STATIC cluster.
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == xds.XDSClusterName && c.GetType().String() != "STATIC" {
+			t.Errorf("xds-grpc to an IP address: type %v, want STATIC", c.GetType())
+		}
+	}
+}
+
+func TestBootstrapErrors(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	for name, tc := range map[string]struct {
+		args []string
+		err  string
+	}{
+		"no node":         {[]string{"bootstrap"}, "--node is required"},
+		"bad address":     {[]string{"bootstrap", "--node", "n", "--controller", "nowhere"}, "controller address"},
+		"bad port":        {[]string{"bootstrap", "--node", "n", "--controller", "host:99999"}, "invalid port"},
+		"bad output":      {[]string{"bootstrap", "--node", "n", "-o", "toml"}, "want yaml or json"},
+		"unknown command": {[]string{"frobnicate"}, "unknown command"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := execController(t, tc.args...)
+			if code != ExitUsage || !strings.Contains(errOut, tc.err) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, ExitUsage, tc.err)
+			}
+		})
+	}
+	t.Setenv("NODE_NAME", "from-env")
+	if code, out, _ := execController(t, "bootstrap"); code != ExitOK || !strings.Contains(out, "id: from-env") {
+		t.Errorf("NODE_NAME: exit %d:\n%s", code, out)
+	}
+}
+
+// TestProxyConfig reads a node's configuration from a controller's debug
+// endpoint (here, a cache with the bookinfo sample pushed).
+func TestProxyConfig(t *testing.T) {
+	bag, diags, err := translate.Load([]string{sample}, nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := xds.NewGeneration(3, time.Now(), bag, diags, istio.Options{})
+	cache := xds.NewCache(nil, nil)
+	if err := cache.Push(gen.ForNode("node-1", xds.EnvoyNode), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer((&xds.Debug{Cache: cache}).Handler())
+	defer srv.Close()
+
+	for name, tc := range map[string]struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		"routes":        {[]string{"proxy-config", "routes", "--node", "node-1"}, ExitOK, "reviews.bookinfo.svc.cluster.local:9080", ""},
+		"clusters":      {[]string{"proxy-config", "clusters", "--node", "node-1"}, ExitOK, "outbound|9080|v2|reviews.bookinfo.svc.cluster.local", ""},
+		"endpoints":     {[]string{"proxy-config", "endpoints", "--node", "node-1"}, ExitOK, "ENDPOINT", ""},
+		"listeners":     {[]string{"proxy-config", "listeners", "--node", "node-1"}, ExitOK, "virtualOutbound", ""},
+		"all":           {[]string{"proxy-config", "--node", "node-1"}, ExitOK, "generation 3", ""},
+		"json":          {[]string{"proxy-config", "clusters", "--node", "node-1", "-o", "json"}, ExitOK, `"clusters": [`, ""},
+		"yaml":          {[]string{"proxy-config", "routes", "--node", "node-1", "-o", "yaml"}, ExitOK, "virtual_hosts:", ""},
+		"unknown node":  {[]string{"proxy-config", "--node", "nope"}, ExitFindings, "", `no configuration for node "nope"`},
+		"no node":       {[]string{"proxy-config", "routes"}, ExitUsage, "", "--node is required"},
+		"bad kind":      {[]string{"proxy-config", "secrets", "--node", "node-1"}, ExitUsage, "", `unknown kind "secrets"`},
+		"bad output":    {[]string{"proxy-config", "--node", "node-1", "-o", "xml"}, ExitUsage, "", "want summary, json or yaml"},
+		"no controller": {[]string{"proxy-config", "--node", "node-1", "--controller", "http://127.0.0.1:1"}, ExitFindings, "", "controller:"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := tc.args
+			if !strings.Contains(strings.Join(args, " "), "--controller") {
+				args = append(args, "--controller", srv.URL)
+			}
+			code, out, errOut := run(t, "", args...)
+			if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errOut, tc.err) {
+				t.Errorf("exit %d (want %d)\nstdout (want %q):\n%s\nstderr (want %q): %s", code, tc.code, tc.out, out, tc.err, errOut)
+			}
+		})
+	}
+	// json limited to one kind carries only that kind.
+	_, out, _ := run(t, "", "proxy-config", "clusters", "--node", "node-1", "-o", "json", "--controller", srv.URL)
+	if !strings.Contains(out, `"listeners": null`) {
+		t.Errorf("clusters-only JSON still has listeners:\n%.400s", out)
+	}
+}

@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodemesh/nodemesh/translate"
+	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/xds"
+)
+
+type proxyConfigOptions struct {
+	kube       kubeFlags
+	node       string
+	output     string
+	controller string
+	namespace  string
+	service    string
+	timeout    time.Duration
+}
+
+// proxyConfigKinds are the arguments of proxy-config and the sections they show.
+var proxyConfigKinds = map[string][]string{
+	"listeners": {translate.SectionListeners},
+	"routes":    {translate.SectionRoutes},
+	"clusters":  {translate.SectionClusters},
+	"endpoints": {translate.SectionEndpoints},
+	"all":       {translate.SectionListeners, translate.SectionRoutes, translate.SectionClusters, translate.SectionEndpoints},
+}
+
+func newProxyConfigCommand(streams IO) *cobra.Command {
+	o := &proxyConfigOptions{}
+	cmd := &cobra.Command{
+		Use:   "proxy-config [listeners|routes|clusters|endpoints|all] --node NAME [-o summary|json|yaml]",
+		Short: "Show the xDS configuration the controller serves a node",
+		Long: `proxy-config asks the controller what it is serving a node — after any rejection
+by the node, so exactly what the node runs — and prints one kind of resource or all
+of them, like 'istioctl proxy-config'.
+
+The controller is reached through the Kubernetes API server's service proxy
+(Service --controller-service in --controller-namespace, port 15014), with the
+usual --kubeconfig and --context, or directly with --controller URL (for
+example after 'kubectl port-forward').
+
+Output formats:
+  summary  tables (default)
+  json     the controller's config dump: versions (sent, acknowledged, rejected) and
+           the resources as Envoy v3 JSON
+  yaml     the same as YAML
+
+Exit status: 0 on success, 1 when the controller cannot be reached or does not
+know the node, 2 for wrong arguments.`,
+		Example: `  nodemesh proxy-config routes --node worker-1
+  nodemesh proxy-config all --node worker-1 -o yaml
+  kubectl -n nodemesh-system port-forward deploy/nodemesh-controller 15014 &
+  nodemesh proxy-config clusters --node worker-1 --controller http://localhost:15014`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"listeners", "routes", "clusters", "endpoints", "all"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind := "all"
+			if len(args) == 1 {
+				kind = args[0]
+			}
+			sections, ok := proxyConfigKinds[kind]
+			if !ok {
+				return usageError("unknown kind %q: want listeners, routes, clusters, endpoints or all", kind)
+			}
+			if o.node == "" {
+				return usageError("--node is required")
+			}
+			switch o.output {
+			case "summary", "json", "yaml":
+			default:
+				return usageError("-o %q: want summary, json or yaml", o.output)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+			defer cancel()
+			raw, err := o.fetch(ctx)
+			if err != nil {
+				return &exitError{code: ExitFindings, err: err}
+			}
+			return printProxyConfig(streams.Out, raw, kind, sections, o.output)
+		},
+	}
+	o.kube.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.node, "node", "", "the node (Envoy node ID) whose configuration to show")
+	f.StringVarP(&o.output, "output", "o", "summary", "summary, json or yaml")
+	f.StringVar(&o.controller, "controller", "", "the controller's monitoring URL (default: through the API server's service proxy)")
+	f.StringVar(&o.namespace, "controller-namespace", "nodemesh-system", "the controller's namespace")
+	f.StringVar(&o.service, "controller-service", "nodemesh-controller", "the controller's Service")
+	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the controller")
+	return cmd
+}
+
+// fetch gets the node's config dump, directly or through the API server.
+func (o *proxyConfigOptions) fetch(ctx context.Context) ([]byte, error) {
+	if o.controller != "" {
+		u := strings.TrimRight(o.controller, "/") + "/debug/config_dump?node=" + url.QueryEscape(o.node)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("controller: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		}
+		return body, nil
+	}
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	res := kube.CoreV1().Services(o.namespace).ProxyGet("http", o.service, fmt.Sprint(xds.DefaultMonitoringPort), "debug/config_dump", map[string]string{"node": o.node})
+	body, err := res.DoRaw(ctx)
+	if err != nil {
+		msg := strings.TrimSpace(string(body))
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, fmt.Errorf("controller (service %s/%s through the API server): %s", o.namespace, o.service, msg)
+	}
+	return body, nil
+}
+
+func printProxyConfig(w io.Writer, raw []byte, kind string, sections []string, format string) error {
+	var dump xds.ConfigDump
+	if err := json.Unmarshal(raw, &dump); err != nil {
+		return &exitError{code: ExitFindings, err: fmt.Errorf("controller answered something that is not a config dump: %w", err)}
+	}
+	if format != "summary" {
+		// The dump, limited to the kind asked for.
+		if kind != "all" {
+			keep := map[string]bool{}
+			for _, s := range sections {
+				keep[s] = true
+			}
+			if !keep[translate.SectionListeners] {
+				dump.Listeners = nil
+			}
+			if !keep[translate.SectionRoutes] {
+				dump.Routes = nil
+			}
+			if !keep[translate.SectionClusters] {
+				dump.Clusters = nil
+			}
+			if !keep[translate.SectionEndpoints] {
+				dump.Endpoints = nil
+			}
+		}
+		data, err := json.Marshal(dump)
+		if err != nil {
+			return err
+		}
+		var out bytes.Buffer
+		if err := writeJSONOrYAML(&out, data, format); err != nil {
+			return err
+		}
+		_, err = w.Write(out.Bytes())
+		return err
+	}
+	r, err := decodeDump(&dump)
+	if err != nil {
+		return &exitError{code: ExitFindings, err: err}
+	}
+	fmt.Fprintf(w, "node %s (%s), generation %d\n\n", dump.Node, dump.Kind, dump.Generation)
+	if len(dump.Rejected) > 0 {
+		fmt.Fprintf(w, "REJECTED by the node (it runs the acknowledged versions): %v\n\n", dump.Rejected)
+	}
+	return translate.WriteResources(w, r, sections...)
+}
+
+// decodeDump reads the resources of a dump back into Envoy messages.
+func decodeDump(d *xds.ConfigDump) (*envoy.Resources, error) {
+	r := &envoy.Resources{}
+	var errs []error
+	decode := func(raws []json.RawMessage, newMsg func() proto.Message, add func(proto.Message)) {
+		for _, raw := range raws {
+			m := newMsg()
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, m); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			add(m)
+		}
+	}
+	decode(d.Listeners, func() proto.Message { return &listenerv3.Listener{} }, func(m proto.Message) { r.Listeners = append(r.Listeners, m.(*listenerv3.Listener)) })
+	decode(d.Routes, func() proto.Message { return &routev3.RouteConfiguration{} }, func(m proto.Message) { r.Routes = append(r.Routes, m.(*routev3.RouteConfiguration)) })
+	decode(d.Clusters, func() proto.Message { return &clusterv3.Cluster{} }, func(m proto.Message) { r.Clusters = append(r.Clusters, m.(*clusterv3.Cluster)) })
+	decode(d.Endpoints, func() proto.Message { return &endpointv3.ClusterLoadAssignment{} }, func(m proto.Message) {
+		r.Endpoints = append(r.Endpoints, m.(*endpointv3.ClusterLoadAssignment))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("decode the config dump: %w", err)
+	}
+	return r, nil
+}
