@@ -8,7 +8,10 @@ LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/cli.Version=$(VERSION)
 FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
-.PHONY: all build test testdata bench lint fuzz ci clean
+# The suites that need a Kubernetes API server (see internal/kubetest).
+KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/...
+
+.PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench lint fuzz ci clean
 
 all: build
 
@@ -19,6 +22,22 @@ build:
 ## test: every test, with a summary (root-only and cluster suites skip with a reason when their prerequisites are missing)
 test:
 	$(GOTOOL) gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- -count=1 ./...
+
+## kube-binaries: build kube-apiserver and etcd (WITH_KCM=1: kube-controller-manager too) from the Go module proxy, cached in ~/.cache/nodemesh
+kube-binaries:
+	hack/kube-build.sh >/dev/null
+
+## kube-up: start kube-apiserver + etcd (WITH_KCM=1: + kube-controller-manager) on 127.0.0.1; admin kubeconfig in _output/kube/kubeconfig
+kube-up: kube-binaries
+	$(GO) run ./hack/kubeenv up
+
+## kube-down: stop what kube-up started
+kube-down:
+	$(GO) run ./hack/kubeenv down
+
+## test-kube: the suites that need the API server; they fail instead of skipping when it cannot be started
+test-kube: kube-binaries
+	NODEMESH_KUBE=required $(GOTOOL) gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- -count=1 $(KUBE_PKGS)
 
 ## testdata: rewrite the golden files from the current code (review the diff!)
 testdata:
