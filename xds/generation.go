@@ -1,11 +1,14 @@
 package xds
 
 import (
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -47,16 +50,31 @@ type Generation struct {
 	Changed time.Time
 
 	mu       sync.Mutex
+	bag      *input.Bag
 	prepared *istio.Prepared
 	base     *envoy.Resources
 	refs     *envoy.Refs
-	diags    ir.Diagnostics
 	hash     *hasher
+	// decodeDiags and buildDiags are the input's and the shared
+	// configuration's; partDiags those of parts built since (class route
+	// configurations, node listeners, the gRPC view).
+	decodeDiags, buildDiags, partDiags ir.Diagnostics
 	// shared resource sets of the default class
 	clusters, endpoints, routes *resourceSet
 	// class route configurations built so far, by name
 	classRoutes map[string]*routev3.RouteConfiguration
-	grpc        *Config
+	// nodeParts are the listener and route configurations of nodes, by the
+	// source classes they serve (nodes with the same classes share them).
+	nodeParts map[string]*nodePart
+	grpc      *Config
+}
+
+// nodePart is what depends on a node's source classes.
+type nodePart struct {
+	classes   []ir.SourceClass
+	listeners []*listenerv3.Listener
+	routes    []*routev3.RouteConfiguration
+	listenerSet, routeSet *resourceSet
 }
 
 // NewGeneration translates a Bag for every node.
@@ -64,24 +82,69 @@ func NewGeneration(id int64, changed time.Time, bag *input.Bag, decodeDiags ir.D
 	p := istio.Prepare(bag, opts)
 	base, xdiags := envoy.Build(p.Base)
 	g := &Generation{
-		ID: id, Changed: changed, prepared: p, base: base, refs: envoy.RefsOf(base),
-		hash: newHasher(), classRoutes: map[string]*routev3.RouteConfiguration{},
+		ID: id, Changed: changed, bag: bag, prepared: p, base: base, refs: envoy.RefsOf(base),
+		hash: newHasher(), classRoutes: map[string]*routev3.RouteConfiguration{}, nodeParts: map[string]*nodePart{},
+		decodeDiags: decodeDiags, buildDiags: xdiags,
 	}
-	g.diags = append(append(slices.Clone(decodeDiags), p.Diagnostics()...), xdiags...)
-	bag.Locate(g.diags)
-	g.diags = g.diags.Sort()
 	g.clusters = g.hash.set(toResources(base.Clusters))
 	g.endpoints = g.hash.set(toResources(base.Endpoints))
 	g.routes = g.hash.set(toResources(base.Routes))
 	return g
 }
 
-// Diagnostics are the findings of the translation (of the default class and
-// of every class computed since).
+// WithEndpoints is the generation after g when only the endpoints of some
+// Services changed (their EndpointSlices, or their Pods' readiness; keys
+// are "namespace/name"): only those Services' assignments are recomputed,
+// built, validated and hashed; clusters, route configurations, node
+// listeners and class routing are g's. It returns nil when the shortcut does
+// not apply (see istio.Prepared.WithEndpoints): use NewGeneration.
+func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, services []string) *Generation {
+	g.mu.Lock()
+	p, names, ok := g.prepared.WithEndpoints(bag, services)
+	g.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	at := make(map[string]int, len(g.base.Endpoints))
+	for i, e := range g.base.Endpoints {
+		at[e.GetClusterName()] = i
+	}
+	var ces []ir.ClusterEndpoints
+	for _, ce := range p.Base.Endpoints {
+		if slices.Contains(names, ce.Cluster) {
+			ces = append(ces, ce)
+		}
+	}
+	part, diags := envoy.BuildPart(&ir.Model{Endpoints: ces}, g.refs)
+	base := *g.base
+	base.Endpoints = slices.Clone(g.base.Endpoints)
+	for _, cla := range part.Endpoints {
+		if i, ok := at[cla.GetClusterName()]; ok {
+			base.Endpoints[i] = cla
+		}
+	}
+	n := &Generation{
+		ID: id, Changed: changed, bag: bag, prepared: p, base: &base, refs: g.refs, hash: newHasher(),
+		decodeDiags: g.decodeDiags, clusters: g.clusters, routes: g.routes,
+	}
+	g.mu.Lock()
+	n.buildDiags = append(slices.Clone(g.buildDiags), diags...)
+	n.partDiags = slices.Clone(g.partDiags)
+	n.classRoutes = maps.Clone(g.classRoutes)
+	n.nodeParts = maps.Clone(g.nodeParts)
+	g.mu.Unlock()
+	n.endpoints = g.endpoints.with(n.hash, toResources(part.Endpoints))
+	return n
+}
+
+// Diagnostics are the findings of the translation: of the input, the
+// default class and every class and node part computed since.
 func (g *Generation) Diagnostics() ir.Diagnostics {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Clone(g.diags)
+	out := slices.Concat(g.decodeDiags, g.prepared.Diagnostics(), g.buildDiags, g.partDiags)
+	g.bag.Locate(out)
+	return out.Sort()
 }
 
 // Base is the shared configuration (the default class).
@@ -115,8 +178,46 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	if kind == GRPCNode {
 		return g.forGRPC(node)
 	}
+	np := g.nodePart(node)
+	cfg := &Config{Node: node, Kind: EnvoyNode, Generation: g.ID, Classes: np.classes}
+	cfg.Resources = envoy.Resources{
+		Listeners: np.listeners,
+		Routes:    np.routes,
+		Clusters:  g.base.Clusters,
+		Endpoints: g.base.Endpoints,
+	}
+	cfg.Snapshot = snapshot(map[string]*resourceSet{
+		resourcev3.ListenerType: np.listenerSet,
+		resourcev3.RouteType:    np.routeSet,
+		resourcev3.ClusterType:  g.clusters,
+		resourcev3.EndpointType: g.endpoints,
+	})
+	return cfg
+}
+
+// classesKey identifies what a node's listener and routes depend on: its
+// classes and their pods' addresses.
+func classesKey(classes []*istio.Class) string {
+	var b strings.Builder
+	for _, c := range classes {
+		b.WriteString(c.Name)
+		b.WriteByte('=')
+		b.WriteString(strings.Join(c.SourcePrefixes, ","))
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// nodePart computes (or finds) the listener and route configurations of a
+// node.
+func (g *Generation) nodePart(node string) *nodePart {
 	g.mu.Lock()
 	classes := g.prepared.NodeClasses(node)
+	key := classesKey(classes)
+	if np, ok := g.nodeParts[key]; ok {
+		g.mu.Unlock()
+		return np
+	}
 	m := g.prepared.Node(classes)
 	var fresh []ir.RouteConfig
 	var routes []*routev3.RouteConfiguration
@@ -132,7 +233,7 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	}
 	if len(fresh) > 0 {
 		built, diags := envoy.BuildPart(&ir.Model{RouteConfigs: fresh}, g.refs)
-		g.diags = append(g.diags, diags...)
+		g.partDiags = append(g.partDiags, diags...)
 		for _, r := range built.Routes {
 			g.classRoutes[r.GetName()] = r
 			routes = append(routes, r)
@@ -149,16 +250,9 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	for _, r := range routes {
 		refs.Routes[r.GetName()] = true
 	}
-	part, _ := envoy.BuildPart(&ir.Model{Listeners: m.Listeners}, &refs)
+	part, diags := envoy.BuildPart(&ir.Model{Listeners: m.Listeners}, &refs)
 
-	cfg := &Config{Node: node, Kind: EnvoyNode, Generation: g.ID, Classes: m.SourceClasses}
-	cfg.Resources = envoy.Resources{
-		Listeners: part.Listeners,
-		Routes:    g.base.Routes,
-		Clusters:  g.base.Clusters,
-		Endpoints: g.base.Endpoints,
-	}
-	routeSet := g.routes
+	np := &nodePart{classes: m.SourceClasses, listeners: part.Listeners, routes: g.base.Routes, routeSet: g.routes}
 	// Serve exactly the route configurations the listener uses: Envoy asks
 	// for those, and in ADS mode a type is only answered when the request
 	// names all of its resources.
@@ -169,21 +263,23 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 		}
 	}
 	if len(routes) > 0 || len(used) != len(g.base.Routes) || !allUsed(g.base.Routes, used) {
-		cfg.Resources.Routes = nil
+		np.routes = nil
 		for _, r := range append(slices.Clone(g.base.Routes), routes...) {
 			if used[r.GetName()] {
-				cfg.Resources.Routes = append(cfg.Resources.Routes, r)
+				np.routes = append(np.routes, r)
 			}
 		}
-		routeSet = g.hash.set(toResources(cfg.Resources.Routes))
+		np.routeSet = g.hash.set(toResources(np.routes))
 	}
-	cfg.Snapshot = snapshot(map[string]*resourceSet{
-		resourcev3.ListenerType: g.hash.set(toResources(part.Listeners)),
-		resourcev3.RouteType:    routeSet,
-		resourcev3.ClusterType:  g.clusters,
-		resourcev3.EndpointType: g.endpoints,
-	})
-	return cfg
+	np.listenerSet = g.hash.set(toResources(part.Listeners))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.partDiags = append(g.partDiags, diags...)
+	if have, ok := g.nodeParts[key]; ok {
+		return have // computed meanwhile by another node with the same classes
+	}
+	g.nodeParts[key] = np
+	return np
 }
 
 func allUsed(routes []*routev3.RouteConfiguration, used map[string]bool) bool {

@@ -49,13 +49,13 @@ func (g *Generation) buildGRPC() *Config {
 		for _, vh := range grc.GetVirtualHosts() {
 			l, err := apiListener(vh.GetName(), grc.GetName())
 			if err != nil {
-				g.diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: envoy.TypeListener, Name: vh.GetName()}, "", "gRPC listener withheld: %v", err)
+				g.partDiags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: envoy.TypeListener, Name: vh.GetName()}, "", "gRPC listener withheld: %v", err)
 				continue
 			}
 			r.Listeners = append(r.Listeners, l)
 		}
 	}
-	g.diags = append(g.diags, envoy.Repair(r)...)
+	g.partDiags = append(g.partDiags, envoy.Repair(r)...)
 	cfg := &Config{Kind: GRPCNode, Generation: g.ID, Resources: *r}
 	cfg.Snapshot = snapshot(map[string]*resourceSet{
 		resourcev3.ListenerType: g.hash.set(toResources(r.Listeners)),

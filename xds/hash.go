@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -85,3 +86,16 @@ func (h *hasher) set(resources []types.Resource) *resourceSet {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// with is the set with some resources replaced (by name); only those are
+// hashed.
+func (s *resourceSet) with(h *hasher, replaced []types.Resource) *resourceSet {
+	out := &resourceSet{items: maps.Clone(s.items), versions: maps.Clone(s.versions)}
+	for _, r := range replaced {
+		name := resourceName(r)
+		out.items[name] = types.ResourceWithTTL{Resource: r}
+		out.versions[name] = h.resource(r)
+	}
+	out.version = typeVersion(out.versions)
+	return out
+}

@@ -11,8 +11,8 @@ type Metrics struct {
 	Convergence     prometheus.Histogram
 	ConnectedNodes  prometheus.Gauge
 	NACKs           *prometheus.CounterVec
-	Translations    prometheus.Counter
-	TranslationTime prometheus.Histogram
+	Translations    *prometheus.CounterVec
+	TranslationTime *prometheus.HistogramVec
 	Diagnostics     *prometheus.GaugeVec
 	SnapshotBytes   *prometheus.GaugeVec
 	SnapshotItems   *prometheus.GaugeVec
@@ -42,12 +42,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		NACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodemesh_xds_nacks_total", Help: "Configurations rejected by a node, by type.",
 		}, []string{"type"}),
-		Translations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodemesh_translations_total", Help: "Generations computed.",
-		}),
-		TranslationTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "nodemesh_translation_seconds", Help: "Time to translate and validate a generation.", Buckets: buckets,
-		}),
+		Translations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodemesh_translations_total", Help: "Generations computed, by kind: full, or endpoints (only changed endpoints recomputed).",
+		}, []string{"kind"}),
+		TranslationTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nodemesh_translation_seconds", Help: "Time to translate and validate a generation, by kind.", Buckets: buckets,
+		}, []string{"kind"}),
 		Diagnostics: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "nodemesh_translation_diagnostics", Help: "Diagnostics of the current generation, by severity.",
 		}, []string{"severity"}),

@@ -73,9 +73,9 @@ func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
 	return r, diags
 }
 
-// BuildPart converts part of a node's model — route configurations and
-// listeners — whose references resolve to already validated resources in
-// refs, and validates it. It is how per-node and per-class pieces are added
+// BuildPart converts part of a node's model — route configurations,
+// listeners, endpoint assignments — whose references resolve to already
+// validated resources in refs, and validates it. It is how per-node and per-class pieces are added
 // to a shared base without validating the base again.
 func BuildPart(m *ir.Model, refs *Refs) (*Resources, ir.Diagnostics) {
 	var diags ir.Diagnostics
@@ -95,6 +95,13 @@ func BuildPart(m *ir.Model, refs *Refs) (*Resources, ir.Diagnostics) {
 			continue
 		}
 		r.Listeners = append(r.Listeners, x)
+	}
+	if len(m.Endpoints) > 0 {
+		shared := sharedEndpoints(m)
+		r.Endpoints = make([]*endpointv3.ClusterLoadAssignment, len(m.Endpoints))
+		for i := range m.Endpoints {
+			r.Endpoints[i] = buildEndpoints(&m.Endpoints[i], shared)
+		}
 	}
 	diags = append(diags, RepairWith(r, refs)...)
 	return r, diags

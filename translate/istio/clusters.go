@@ -22,13 +22,7 @@ const (
 func (t *translator) buildClusters(m *ir.Model) {
 	for _, s := range t.serviceList {
 		dr := t.destinationRule(s, "")
-		if len(s.endpoints) == 0 && !s.headless {
-			if len(s.selector) > 0 {
-				t.diags.Infof(ir.CodeNoEndpoints, s.ref, "", "no ready endpoint for %s in the input (no EndpointSlice and no running Pod with an IP matches the selector); its clusters are empty", s.name)
-			} else {
-				t.diags.Infof(ir.CodeNoEndpoints, s.ref, "", "Service has no selector and the input has no EndpointSlice for it; its clusters are empty")
-			}
-		}
+		t.noEndpoints(s)
 		for _, p := range s.ports {
 			t.addCluster(m, s, p, nil, dr)
 			if dr == nil {
@@ -57,15 +51,47 @@ func (t *translator) buildClusters(m *ir.Model) {
 	)
 }
 
+// noEndpoints explains a Service without endpoints (an endpoint diagnostic).
+func (t *translator) noEndpoints(s *service) {
+	if len(t.endpoints[s]) > 0 || s.headless {
+		return
+	}
+	d := t.epDiags[s]
+	if len(s.selector) > 0 {
+		d.Infof(ir.CodeNoEndpoints, s.ref, "", "no ready endpoint for %s in the input (no EndpointSlice and no running Pod with an IP matches the selector); its clusters are empty", s.name)
+	} else {
+		d.Infof(ir.CodeNoEndpoints, s.ref, "", "Service has no selector and the input has no EndpointSlice for it; its clusters are empty")
+	}
+	t.epDiags[s] = d
+}
+
+// clusterEndpoints is the assignment of a Service's cluster for a port and
+// subset; a subset that selects none of the Service's endpoints is an
+// endpoint diagnostic.
+func (t *translator) clusterEndpoints(s *service, name string, port uint32, ss *subsetInfo) ir.ClusterEndpoints {
+	var subsetLabels selector
+	if ss != nil {
+		subsetLabels = ss.selector
+	}
+	all := t.endpoints[s]
+	eps := subsetEndpoints(all, port, subsetLabels)
+	if ss != nil && len(eps) == 0 && len(all) > 0 {
+		d := t.epDiags[s]
+		d.Warnf(ir.CodeNoEndpoints, ss.dr.ref, string(ss.field.Field("labels")),
+			"subset %q selects none of the %d endpoints of %s; requests routed to it fail with 503 (no healthy upstream)", ss.name, len(all), s.name)
+		t.epDiags[s] = d
+	}
+	return ir.ClusterEndpoints{Cluster: name, Endpoints: eps}
+}
+
 func defaultCircuitBreaker() *ir.CircuitBreaker {
 	return &ir.CircuitBreaker{MaxConnections: math.MaxUint32, MaxPendingRequests: math.MaxUint32, MaxRequests: math.MaxUint32, MaxRetries: math.MaxUint32}
 }
 
 func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subsetInfo, dr *mergedDR) {
 	subset := ""
-	var subsetLabels selector
 	if ss != nil {
-		subset, subsetLabels = ss.name, ss.selector
+		subset = ss.name
 	}
 	zero := 0.0
 	c := ir.Cluster{
@@ -105,12 +131,7 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 	if c.Discovery != ir.DiscoveryEDS {
 		return
 	}
-	eps := subsetEndpoints(s, p.port, subsetLabels)
-	if ss != nil && len(eps) == 0 && len(s.endpoints) > 0 {
-		t.diags.Warnf(ir.CodeNoEndpoints, ss.dr.ref, string(ss.field.Field("labels")),
-			"subset %q selects none of the %d endpoints of %s; requests routed to it fail with 503 (no healthy upstream)", ss.name, len(s.endpoints), s.name)
-	}
-	m.Endpoints = append(m.Endpoints, ir.ClusterEndpoints{Cluster: c.Name, Endpoints: eps})
+	m.Endpoints = append(m.Endpoints, t.clusterEndpoints(s, c.Name, p.port, ss))
 }
 
 // applyTrafficPolicy maps a DestinationRule traffic policy onto a cluster

@@ -78,17 +78,32 @@ func (t *translator) indexEndpoints() {
 		}
 		slicesBySvc[es.Namespace+"/"+svc] = append(slicesBySvc[es.Namespace+"/"+svc], es)
 	}
+	t.endpoints = make(map[*service][]*endpoint, len(t.serviceList))
+	t.epDiags = map[*service]ir.Diagnostics{}
 	for _, s := range t.serviceList {
-		if ess := slicesBySvc[s.namespace+"/"+s.name]; len(ess) > 0 {
-			s.endpoints = t.endpointsFromSlices(s, ess, pods)
-		} else if len(s.selector) > 0 {
-			s.endpoints = t.endpointsFromPods(s, index.candidates(s.namespace, s.selector))
+		eps, diags := t.serviceEndpoints(s, slicesBySvc[s.namespace+"/"+s.name], pods, index)
+		t.endpoints[s] = eps
+		if len(diags) > 0 {
+			t.epDiags[s] = diags
 		}
-		slices.SortFunc(s.endpoints, func(a, b *endpoint) int { return cmp.Or(cmp.Compare(a.address, b.address), cmp.Compare(a.pod, b.pod)) })
 	}
 }
 
-func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod) []*endpoint {
+// serviceEndpoints computes a Service's endpoints: from its EndpointSlices
+// when it has any, otherwise from the Pods its selector picks.
+func (t *translator) serviceEndpoints(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, index podIndex) ([]*endpoint, ir.Diagnostics) {
+	var eps []*endpoint
+	var diags ir.Diagnostics
+	if len(ess) > 0 {
+		eps = endpointsFromSlices(s, ess, pods, &diags)
+	} else if len(s.selector) > 0 {
+		eps = endpointsFromPods(s, index.candidates(s.namespace, s.selector))
+	}
+	slices.SortFunc(eps, func(a, b *endpoint) int { return cmp.Or(cmp.Compare(a.address, b.address), cmp.Compare(a.pod, b.pod)) })
+	return eps, diags
+}
+
+func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, diags *ir.Diagnostics) []*endpoint {
 	var out []*endpoint
 	// A Pod appears in one slice per port set; merge its ports. Distinct
 	// Pods sharing an address (host-network Pods) stay distinct.
@@ -96,7 +111,7 @@ func (t *translator) endpointsFromSlices(s *service, ess []*discoveryv1.Endpoint
 	seen := map[key]*endpoint{}
 	for _, es := range ess {
 		if es.AddressType == discoveryv1.AddressTypeFQDN {
-			t.diags.Warnf(ir.CodeUnsupportedField, ir.ResourceRef{Kind: "EndpointSlice", Namespace: es.Namespace, Name: es.Name},
+			diags.Warnf(ir.CodeUnsupportedField, ir.ResourceRef{Kind: "EndpointSlice", Namespace: es.Namespace, Name: es.Name},
 				"addressType", "FQDN EndpointSlices are not supported; ignored")
 			continue
 		}
@@ -186,7 +201,7 @@ func (x podIndex) candidates(ns string, selector map[string]string) []*corev1.Po
 	return best
 }
 
-func (t *translator) endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
+func endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
 	var selected []*corev1.Pod
 	n := 0
 	sel := newSelector(s.selector)
@@ -276,9 +291,9 @@ func resolveTargetPort(sp servicePort, p *corev1.Pod) (uint32, bool) {
 }
 
 // subsetEndpoints filters a Service's endpoints by subset labels for a port.
-func subsetEndpoints(s *service, port uint32, subsetLabels selector) []ir.Endpoint {
+func subsetEndpoints(endpoints []*endpoint, port uint32, subsetLabels selector) []ir.Endpoint {
 	n := 0
-	for _, e := range s.endpoints {
+	for _, e := range endpoints {
 		if _, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
 			n++
 		}
@@ -287,7 +302,7 @@ func subsetEndpoints(s *service, port uint32, subsetLabels selector) []ir.Endpoi
 		return nil
 	}
 	out := make([]ir.Endpoint, 0, n)
-	for _, e := range s.endpoints {
+	for _, e := range endpoints {
 		if tp, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
 			out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod})
 		}

@@ -138,7 +138,7 @@ func (t *translator) destinationPrefixes(s *service) []string {
 	if s.vip != "" {
 		addrs = []string{s.vip}
 	} else if s.headless {
-		for _, e := range s.endpoints {
+		for _, e := range t.endpoints[s] {
 			addrs = append(addrs, e.address)
 		}
 	}

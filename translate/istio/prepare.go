@@ -37,6 +37,8 @@ type Prepared struct {
 	// only pod labels that can make two clients see different routing.
 	sourceLabelKeys []string
 	classes         map[string]*ClassRouting
+	// endpointAt indexes Base.Endpoints by cluster name (WithEndpoints).
+	endpointAt map[string]int
 }
 
 // Prepare indexes a Bag and translates the default class.
@@ -63,7 +65,11 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 // Diagnostics are the findings so far: of the default class, and of every
 // class computed since.
 func (p *Prepared) Diagnostics() ir.Diagnostics {
-	return slices.Clone(p.t.diags).Sort()
+	out := slices.Clone(p.t.diags)
+	for _, d := range p.t.epDiags {
+		out = append(out, d...)
+	}
+	return out.Sort()
 }
 
 // sourceLabelKeys collects the keys of every sourceLabels match.

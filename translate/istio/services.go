@@ -22,8 +22,6 @@ type service struct {
 	selector map[string]string
 	ports    []servicePort
 	obj      *corev1.Service
-	// endpoints are the Service's ready backends, for every port.
-	endpoints []*endpoint
 	ref_      *ir.ServiceRef
 }
 

@@ -45,6 +45,13 @@ type translator struct {
 	// vsByService is the VirtualService that routes each Service, after
 	// conflicts between VirtualServices are resolved.
 	vsByService map[*service]*vsInfo
+
+	// endpoints are each Service's ready backends, and epDiags the
+	// diagnostics about them. They are kept apart from the rest so that an
+	// endpoint-only change recomputes just them (Prepared.WithEndpoints);
+	// both maps are copied on write.
+	endpoints map[*service][]*endpoint
+	epDiags   map[*service]ir.Diagnostics
 }
 
 // Translate computes the IR for the default source class: a client that

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -248,23 +250,48 @@ func (c *Controller) loop(ctx context.Context) error {
 	}
 }
 
-// process recomputes what a batch of changes affects and pushes it.
+// process recomputes what a batch of changes affects and pushes it: a full
+// translation, only the endpoints that changed, or (Nodes came or went) no
+// translation at all.
 func (c *Controller) process(ch change) {
 	g := c.gen.Load()
-	if g == nil || ch.full || len(ch.services) > 0 {
+	switch {
+	case g == nil || ch.full:
 		g = c.translate(ch)
+	case len(ch.services) > 0:
+		if next := c.updateEndpoints(g, ch); next != nil {
+			g = next
+		} else {
+			g = c.translate(ch)
+		}
 	}
 	c.push(g, ch.first)
 	// Classes computed for nodes may have added diagnostics.
 	c.rep.diagnostics(g.Diagnostics())
 }
 
+// updateEndpoints recomputes only the endpoints of the Services in ch (nil
+// when that cannot be done).
+func (c *Controller) updateEndpoints(g *xds.Generation, ch change) *xds.Generation {
+	start := time.Now()
+	keys := slices.Sorted(maps.Keys(ch.services))
+	next := g.WithEndpoints(c.ids.Add(1), ch.first, c.src.bag(), keys)
+	if next == nil {
+		return nil
+	}
+	c.opts.Metrics.Translations.WithLabelValues("endpoints").Inc()
+	c.opts.Metrics.TranslationTime.WithLabelValues("endpoints").Observe(time.Since(start).Seconds())
+	c.gen.Store(next)
+	c.log.Info("endpoints updated", "generation", next.ID, "events", ch.events, "services", keys, "took", time.Since(start).Round(time.Millisecond))
+	return next
+}
+
 func (c *Controller) translate(ch change) *xds.Generation {
 	start := time.Now()
 	bag := c.src.bag()
 	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, c.opts.Istio)
-	c.opts.Metrics.Translations.Inc()
-	c.opts.Metrics.TranslationTime.Observe(time.Since(start).Seconds())
+	c.opts.Metrics.Translations.WithLabelValues("full").Inc()
+	c.opts.Metrics.TranslationTime.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	sev := map[ir.Severity]float64{ir.SeverityError: 0, ir.SeverityWarning: 0, ir.SeverityInfo: 0}
 	diags := g.Diagnostics()
 	for _, d := range diags {

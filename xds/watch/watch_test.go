@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -403,4 +404,87 @@ func (p *tcpProxy) restore() {
 	p.mu.Lock()
 	p.down = false
 	p.mu.Unlock()
+}
+
+// TestControllerEndpointOnlyPush changes one EndpointSlice in the API
+// server: only the endpoints of that Service are recomputed (no full
+// translation) and a delta node is sent only the affected assignments.
+func TestControllerEndpointOnlyPush(t *testing.T) {
+	env := kubetest.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ns := env.Namespace(t, "bookinfo", nil)
+	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
+	deploy(t, env, b)
+	node := "node-" + ns
+	if _, err := env.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	c := startController(t, env.Config)
+	ads, err := xdstest.NewADSClient(ctx, c.addr, &corev3.Node{Id: node}, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ads.Close()
+	served := func(typ string) string { return c.cache.Served(node).GetVersion(typ) }
+	synced := func(s xdstest.States) bool {
+		for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
+			if s[typ].ACKs == 0 || s[typ].Version != served(typ) {
+				return false
+			}
+		}
+		return true
+	}
+	if err := ads.Wait(ctx, synced); err != nil {
+		t.Fatal(err)
+	}
+	// Other tests' namespaces may still be changing the cluster; wait for
+	// a quiet moment so that what follows is this change alone.
+	time.Sleep(300 * time.Millisecond)
+	full := testutil.ToFloat64(c.metrics.Translations.WithLabelValues("full"))
+	endpointsOnly := testutil.ToFloat64(c.metrics.Translations.WithLabelValues("endpoints"))
+	before := map[string]xdstest.TypeState{}
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
+		before[typ] = ads.State(typ)
+	}
+
+	if err := env.Client.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "reviews-v3", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		fmt.Sprintf("outbound|9080|v3|reviews.%s.svc.cluster.local", ns),
+		fmt.Sprintf("outbound|9080||reviews.%s.svc.cluster.local", ns),
+	}
+	if err := ads.Wait(ctx, func(s xdstest.States) bool {
+		eds := s[resourcev3.EndpointType]
+		return eds.Responses > before[resourcev3.EndpointType].Responses && eds.Version == served(resourcev3.EndpointType)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(c.metrics.Translations.WithLabelValues("endpoints")) - endpointsOnly; n < 1 {
+		t.Errorf("no endpoint-only translation")
+	}
+	if n := testutil.ToFloat64(c.metrics.Translations.WithLabelValues("full")) - full; n != 0 {
+		t.Logf("%v full translations meanwhile (other tests share the API server)", n)
+	}
+	got := ads.State(resourcev3.EndpointType).LastResources
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("endpoints sent %v lack %s", got, w)
+		}
+	}
+	for _, name := range got {
+		// (Another package's tests may change their own namespaces in a
+		// shared API server meanwhile.)
+		if strings.Contains(name, "."+ns+".") && !strings.Contains(name, "|reviews.") {
+			t.Errorf("endpoints of an unchanged Service sent: %s", name)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType} {
+		if n := ads.State(typ).Received - before[typ].Received; n != 0 {
+			t.Errorf("%s: %d resources sent after an EndpointSlice change", typ, n)
+		}
+	}
 }
