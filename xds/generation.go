@@ -71,9 +71,9 @@ type Generation struct {
 
 // nodePart is what depends on a node's source classes.
 type nodePart struct {
-	classes   []ir.SourceClass
-	listeners []*listenerv3.Listener
-	routes    []*routev3.RouteConfiguration
+	classes               []ir.SourceClass
+	listeners             []*listenerv3.Listener
+	routes                []*routev3.RouteConfiguration
 	listenerSet, routeSet *resourceSet
 }
 

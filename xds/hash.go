@@ -1,10 +1,10 @@
 package xds
 
 import (
-	"maps"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 

@@ -103,7 +103,7 @@ func TestControllerCommand(t *testing.T) {
 	}
 	if _, err := env.Client.CoreV1().Endpoints(ns).Create(ctx, &corev1.Endpoints{ //nolint:staticcheck // the API server's service proxy resolves Endpoints
 		ObjectMeta: metav1.ObjectMeta{Name: "nodemesh-controller", Namespace: ns},
-		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: host, TargetRef: podRef}}, Ports: []corev1.EndpointPort{{Name: "http-monitoring", Port: port}}}},
+		Subsets:    []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: host, TargetRef: podRef}}, Ports: []corev1.EndpointPort{{Name: "http-monitoring", Port: port}}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ type service struct {
 	selector map[string]string
 	ports    []servicePort
 	obj      *corev1.Service
-	ref_      *ir.ServiceRef
+	ref_     *ir.ServiceRef
 }
 
 type servicePort struct {
