@@ -517,7 +517,7 @@ func (c *Cache) rejected(stream streamID, id string, st *nodeState, typeURL, ver
 	var rejected []types.Resource
 	if ts, ok := st.history[typeURL][sentVersion]; ok {
 		for _, r := range ts.res.Items {
-			rejected = append(rejected, r.Resource)
+			rejected = append(rejected, unwrap(r.Resource))
 		}
 	}
 	accepted, known := st.acked[typeURL], true

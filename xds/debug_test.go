@@ -40,7 +40,7 @@ func TestDebugEndpoints(t *testing.T) {
 	if err := cache.Push(cfg, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	var notReady error = errors.New("API server unreachable")
+	notReady := errors.New("API server unreachable")
 	srv := httptest.NewServer((&xds.Debug{Cache: cache, Gatherer: reg, Ready: func() error { return notReady }}).Handler())
 	defer srv.Close()
 

@@ -335,7 +335,7 @@ func snapshot(sets map[string]*resourceSet) *cachev3.Snapshot {
 	return s
 }
 
-func resourceName(r types.Resource) string { return cachev3.GetResourceName(r) }
+func resourceName(r types.Resource) string { return cachev3.GetResourceName(unwrap(r)) }
 
 // edsOnly keeps the clusters a gRPC client can use: EDS clusters.
 func edsOnly(cs []*clusterv3.Cluster) []*clusterv3.Cluster {

@@ -12,38 +12,54 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 )
 
-// hasher computes content versions of resources once each: resources shared
-// by many nodes are hashed once per generation.
+// hasher encodes and versions resources once each: resources shared by
+// many nodes are encoded and hashed once per generation.
 type hasher struct {
 	mu   sync.Mutex
-	memo map[types.Resource]string
+	memo map[types.Resource]*encoded
 }
 
-func newHasher() *hasher { return &hasher{memo: map[types.Resource]string{}} }
+type encoded struct {
+	wire    *wire
+	version string
+}
 
-// resource is the version of one resource: go-control-plane's digest of its
-// deterministic wire form. It must be exactly go-control-plane's: the delta
-// server sends that digest as the resource's version, and a node that
-// reconnects presents it back (initial_resource_versions) to be compared
-// with this one.
-func (h *hasher) resource(m types.Resource) string {
+func newHasher() *hasher { return &hasher{memo: map[types.Resource]*encoded{}} }
+
+// encode returns a resource's wire value and version: go-control-plane's
+// digest of its deterministic encoding. It must be exactly go-control-plane's:
+// the delta server sends that digest as the resource's version, and a node
+// that reconnects presents it back (initial_resource_versions) to be
+// compared with this one.
+func (h *hasher) encode(m types.Resource) *encoded {
+	m = unwrap(m)
 	h.mu.Lock()
-	v, ok := h.memo[m]
+	e, ok := h.memo[m]
 	h.mu.Unlock()
 	if ok {
-		return v
+		return e
 	}
 	data, err := cachev3.MarshalResource(m)
 	if err != nil {
 		// Validated resources always marshal; should one not, give it a
-		// version of its own rather than one that could hide a change.
-		data = fmt.Appendf(nil, "%p", m)
+		// version of its own rather than one that could hide a change, and
+		// leave its encoding to go-control-plane.
+		e = &encoded{version: fmt.Sprintf("unencodable-%p", m)}
+	} else {
+		e = &encoded{wire: &wire{msg: m, bytes: data}, version: cachev3.HashResource(data)}
 	}
-	v = cachev3.HashResource(data)
 	h.mu.Lock()
-	h.memo[m] = v
+	h.memo[m] = e
 	h.mu.Unlock()
-	return v
+	return e
+}
+
+// item is what a snapshot holds for a resource.
+func (e *encoded) item(m types.Resource) types.ResourceWithTTL {
+	if e.wire == nil {
+		return types.ResourceWithTTL{Resource: m}
+	}
+	return types.ResourceWithTTL{Resource: e.wire}
 }
 
 // typeVersion is the version of a set of resources of one type: a digest of
@@ -78,8 +94,9 @@ func (h *hasher) set(resources []types.Resource) *resourceSet {
 	}
 	for _, r := range resources {
 		name := resourceName(r)
-		s.items[name] = types.ResourceWithTTL{Resource: r}
-		s.versions[name] = h.resource(r)
+		e := h.encode(r)
+		s.items[name] = e.item(r)
+		s.versions[name] = e.version
 	}
 	s.version = typeVersion(s.versions)
 	return s
@@ -93,8 +110,9 @@ func (s *resourceSet) with(h *hasher, replaced []types.Resource) *resourceSet {
 	out := &resourceSet{items: maps.Clone(s.items), versions: maps.Clone(s.versions)}
 	for _, r := range replaced {
 		name := resourceName(r)
-		out.items[name] = types.ResourceWithTTL{Resource: r}
-		out.versions[name] = h.resource(r)
+		e := h.encode(r)
+		out.items[name] = e.item(r)
+		out.versions[name] = e.version
 	}
 	out.version = typeVersion(out.versions)
 	return out

@@ -160,8 +160,12 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		cmd.Stdout, cmd.Stderr = logf, logf
 		// Own process group: Stop signals exactly what was started here. A
 		// detached environment also gets its own session so that it outlives
-		// the terminal.
+		// the terminal; one that is not dies with this process, even when it
+		// is killed (a test binary hitting its timeout).
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !o.Detach, Setsid: o.Detach}
+		if !o.Detach {
+			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		}
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}

@@ -72,6 +72,7 @@ func acquire() (*Env, error) {
 			}
 		}
 		if e == nil {
+			removeStale()
 			dir, derr := os.MkdirTemp("", "nodemesh-kube-")
 			if derr != nil {
 				return nil, derr
@@ -116,4 +117,29 @@ func (e *Env) Namespace(t testing.TB, prefix string, labels map[string]string) s
 		e.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
 	return name
+}
+
+// removeStale deletes the directories of private environments whose test
+// binary was killed (its processes died with it; see Start).
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "nodemesh-kube-*"))
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, "pids"))
+		if err != nil {
+			continue // starting right now, or not ours
+		}
+		alive := false
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var name string
+			var pid int
+			if _, err := fmt.Sscanf(line, "%s %d", &name, &pid); err == nil {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+					alive = true
+				}
+			}
+		}
+		if !alive {
+			os.RemoveAll(d)
+		}
+	}
 }

@@ -31,8 +31,8 @@ import (
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
-// controller runs a controller (debounce 20 ms) against the cluster behind
-// cfg until the test ends; it returns the cache's ADS address.
+// controller runs a controller against the cluster behind cfg until the
+// test ends.
 type controller struct {
 	*watch.Controller
 	cache   *xds.Cache
@@ -40,7 +40,8 @@ type controller struct {
 	addr    string
 }
 
-func startController(t *testing.T, cfg *rest.Config) *controller {
+// startController starts one (debounce 0: the default).
+func startController(t testing.TB, cfg *rest.Config, debounce time.Duration) *controller {
 	t.Helper()
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -51,13 +52,13 @@ func startController(t *testing.T, cfg *rest.Config) *controller {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
+	if testing.Verbose() && os.Getenv("NODEMESH_TEST_LOGS") == "1" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	c := &controller{metrics: xds.NewMetrics(nil)}
 	c.cache = xds.NewCache(logger, c.metrics)
 	c.Controller = watch.New(kube, ic, c.cache, watch.Options{
-		Debounce: 20 * time.Millisecond, ProbeInterval: 200 * time.Millisecond, Logger: logger, Metrics: c.metrics,
+		Debounce: debounce, ProbeInterval: 200 * time.Millisecond, Logger: logger, Metrics: c.metrics,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -101,7 +102,7 @@ func TestControllerServesCluster(t *testing.T) {
 	ns := env.Namespace(t, "bookinfo", nil)
 	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
 	deploy(t, env, b)
-	c := startController(t, env.Config)
+	c := startController(t, env.Config, 20*time.Millisecond)
 
 	client := xdstest.NewGRPCClient(t, c.addr, "grpc-"+ns)
 	xdstest.CheckBookinfo(t, ctx, b, client)
@@ -188,7 +189,7 @@ func TestControllerNodesAndNACKEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
-	c := startController(t, env.Config)
+	c := startController(t, env.Config, 20*time.Millisecond)
 
 	// The controller pushes to Nodes before they connect.
 	waitFor(t, 10*time.Second, "a snapshot for the Node", func() bool { return c.cache.Served(node) != nil })
@@ -321,7 +322,7 @@ func TestControllerWithoutAPIServer(t *testing.T) {
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Host = "https://" + proxy.addr
 	cfg.Timeout = 2 * time.Second
-	c := startController(t, cfg)
+	c := startController(t, cfg, 20*time.Millisecond)
 	client := xdstest.NewGRPCClient(t, c.addr, "grpc-"+ns)
 	reviews := client.Dial(b.Target("reviews"))
 	xdstest.WaitRouting(t, ctx, reviews, 20*time.Second, "jason routed to reviews-v2", xdstest.Only("reviews-v2"), "end-user", "jason")
@@ -421,7 +422,7 @@ func TestControllerEndpointOnlyPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
-	c := startController(t, env.Config)
+	c := startController(t, env.Config, 20*time.Millisecond)
 	ads, err := xdstest.NewADSClient(ctx, c.addr, &corev3.Node{Id: node}, true, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -487,4 +488,14 @@ func TestControllerEndpointOnlyPush(t *testing.T) {
 			t.Errorf("%s: %d resources sent after an EndpointSlice change", typ, n)
 		}
 	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

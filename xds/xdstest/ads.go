@@ -58,6 +58,8 @@ type TypeState struct {
 	Responses, ACKs, NACKs, Changes int
 	// Received counts resources received (added or updated, in delta).
 	Received int
+	// ChangedAt is when the last change was accepted (and ACKed).
+	ChangedAt time.Time
 	// LastResources names the resources of the last response (delta: the
 	// added or updated ones) and LastRemoved the ones it removed.
 	LastResources, LastRemoved []string
@@ -335,6 +337,7 @@ func (c *ADSClient) apply(t string, next map[string]*anypb.Any, versions map[str
 	}
 	if version != s.Version || !maps.Equal(versions, s.Versions) {
 		s.Changes++
+		s.ChangedAt = time.Now()
 	}
 	s.Resources, s.Versions, s.Version = next, versions, version
 	s.ACKs++

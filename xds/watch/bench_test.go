@@ -1,0 +1,337 @@
+package watch_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemesh/nodemesh/internal/kubetest"
+	"github.com/nodemesh/nodemesh/internal/meshgen"
+	"github.com/nodemesh/nodemesh/xds/xdstest"
+)
+
+// benchNodes is how many node Envoys the benchmarks simulate.
+const benchNodes = 100
+
+// benchMesh is the controller benchmarks' cluster: n Services in 20 opted-in
+// namespaces, each with a VirtualService and a DestinationRule (3 subsets)
+// and 3 Pods (one per subset) spread over 100 nodes, with an EndpointSlice.
+func benchMesh(n int) *meshgen.Mesh {
+	return meshgen.New(meshgen.Options{
+		Services: n, PodsPerService: 3, Nodes: benchNodes, Namespaces: 20, OptIn: true, EndpointSlices: true,
+		Prefix: "mesh" + strconv.Itoa(n),
+	})
+}
+
+// populate creates a mesh in the API server, unless an earlier run left it
+// there (a persistent API server from make kube-up).
+func populate(b *testing.B, env *kubetest.Env, mesh *meshgen.Mesh) {
+	b.Helper()
+	ctx := context.Background()
+	last := mesh.VirtualServices[len(mesh.VirtualServices)-1]
+	if _, err := env.Istio.NetworkingV1().VirtualServices(last.Namespace).Get(ctx, last.Name, metav1.GetOptions{}); err == nil {
+		b.Logf("mesh of %d Services already in the API server", len(mesh.Services))
+		return
+	}
+	start := time.Now()
+	objs := []any{}
+	for i := range benchNodes {
+		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-" + strconv.Itoa(i)}})
+	}
+	for _, ns := range mesh.Namespaces {
+		objs = append(objs, ns)
+	}
+	create := func(objs []any) {
+		work := make(chan any)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		for range 16 {
+			wg.Go(func() {
+				for o := range work {
+					if _, err := env.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = fmt.Errorf("create %T: %w", o, err)
+						}
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		for _, o := range objs {
+			work <- o
+		}
+		close(work)
+		wg.Wait()
+		if firstErr != nil {
+			b.Fatal(firstErr)
+		}
+	}
+	create(objs)
+	objs = nil
+	for _, o := range mesh.Objects() {
+		switch v := o.(type) {
+		case *corev1.Namespace:
+			continue
+		case *corev1.Service:
+			v = v.DeepCopy()
+			v.Spec.ClusterIP = "" // allocated by the API server
+			o = v
+		}
+		objs = append(objs, o)
+	}
+	create(objs)
+	b.Logf("created %d objects in %v", len(objs)+benchNodes+len(mesh.Namespaces), time.Since(start).Round(time.Second))
+}
+
+// connectNodes connects the simulated node Envoys (delta xDS, as the
+// bootstrap configures them) and waits until each has every type.
+func connectNodes(b *testing.B, ctx context.Context, addr string) []*xdstest.ADSClient {
+	b.Helper()
+	clients := make([]*xdstest.ADSClient, benchNodes)
+	for i := range clients {
+		c, err := xdstest.NewADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		clients[i] = c
+	}
+	for _, c := range clients {
+		if err := c.Wait(ctx, func(s xdstest.States) bool {
+			for _, t := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
+				if s[t].ACKs == 0 {
+					return false
+				}
+			}
+			return true
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return clients
+}
+
+// converge waits until every client has accepted a change of typ made at
+// start and returns each client's delay.
+func converge(b *testing.B, ctx context.Context, clients []*xdstest.ADSClient, typ string, before []int, start time.Time) []time.Duration {
+	b.Helper()
+	out := make([]time.Duration, len(clients))
+	for i, c := range clients {
+		if err := c.Wait(ctx, func(s xdstest.States) bool { return s[typ].Changes > before[i] }); err != nil {
+			b.Fatalf("node %d did not converge: %v", i, err)
+		}
+		out[i] = c.State(typ).ChangedAt.Sub(start)
+	}
+	return out
+}
+
+func changes(clients []*xdstest.ADSClient, typ string) []int {
+	out := make([]int, len(clients))
+	for i, c := range clients {
+		out[i] = c.State(typ).Changes
+	}
+	return out
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+func reportLatency(b *testing.B, samples []time.Duration) {
+	b.ReportMetric(float64(percentile(samples, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(percentile(samples, 0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(slices.Max(samples).Microseconds())/1000, "max-ms")
+}
+
+// BenchmarkConvergence: 1,000 Services with VirtualServices and
+// DestinationRules, 100 node Envoys connected over ADS; each iteration
+// updates one VirtualService in the API server and waits until all 100
+// nodes have accepted the new route configuration. p50/p99 are over every
+// node of every iteration, from the update call to the node's ACK (with the
+// controller's default 100 ms debounce).
+func BenchmarkConvergence(b *testing.B) {
+	env := kubetest.Get(b)
+	mesh := benchMesh(1000)
+	populate(b, env, mesh)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	c := startController(b, env.Config, 0)
+	clients := connectNodes(b, ctx, c.addr)
+	time.Sleep(time.Second) // let the initial pushes settle
+
+	var samples []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		vs := mesh.VirtualServices[i%len(mesh.VirtualServices)]
+		weight := int32(70 + 10*(i/len(mesh.VirtualServices)%2)) // alternate 70/80 on reuse
+		if i%2 == 0 {
+			weight = 60
+		}
+		cur, err := env.Istio.NetworkingV1().VirtualServices(vs.Namespace).Get(ctx, vs.Name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if cur.Spec.Http[1].Route[0].Weight == weight {
+			weight++
+		}
+		cur.Spec.Http[1].Route[0].Weight, cur.Spec.Http[1].Route[1].Weight = weight, 100-weight
+		before := changes(clients, resourcev3.RouteType)
+		start := time.Now()
+		if _, err := env.Istio.NetworkingV1().VirtualServices(vs.Namespace).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, converge(b, ctx, clients, resourcev3.RouteType, before, start)...)
+	}
+	b.StopTimer()
+	reportLatency(b, samples)
+}
+
+// BenchmarkEndpointPush: one EndpointSlice changes (an endpoint becomes
+// unready, then ready) with 1,000 Services and 100 delta-xDS nodes: only the
+// changed Service's assignments are recomputed and sent. Reports the
+// resources each node receives per change and the time until all 100 have
+// accepted it.
+func BenchmarkEndpointPush(b *testing.B) {
+	env := kubetest.Get(b)
+	mesh := benchMesh(1000)
+	populate(b, env, mesh)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	c := startController(b, env.Config, 0)
+	clients := connectNodes(b, ctx, c.addr)
+	time.Sleep(time.Second)
+
+	var samples []time.Duration
+	received, other := 0, 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		es := mesh.EndpointSlices[i%len(mesh.EndpointSlices)]
+		cur, err := env.Client.DiscoveryV1().EndpointSlices(es.Namespace).Get(ctx, es.Name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ready := cur.Endpoints[0].Conditions.Ready == nil || *cur.Endpoints[0].Conditions.Ready
+		flipped := !ready
+		cur.Endpoints[0].Conditions = discoveryv1.EndpointConditions{Ready: &flipped}
+		before := changes(clients, resourcev3.EndpointType)
+		recvBefore := make([][4]int, len(clients))
+		types := []string{resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType}
+		for j, cl := range clients {
+			for k, t := range types {
+				recvBefore[j][k] = cl.State(t).Received
+			}
+		}
+		start := time.Now()
+		if _, err := env.Client.DiscoveryV1().EndpointSlices(es.Namespace).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, converge(b, ctx, clients, resourcev3.EndpointType, before, start)...)
+		for j, cl := range clients {
+			received += cl.State(resourcev3.EndpointType).Received - recvBefore[j][0]
+			for k, t := range types[1:] {
+				other += cl.State(t).Received - recvBefore[j][k+1]
+			}
+		}
+	}
+	b.StopTimer()
+	reportLatency(b, samples)
+	b.ReportMetric(float64(received)/float64(b.N*len(clients)), "eds-resources/node")
+	b.ReportMetric(float64(other)/float64(b.N*len(clients)), "other-resources/node")
+}
+
+// BenchmarkControllerMemory runs the nodemesh-controller binary against a
+// mesh of 1,000 or 10,000 Services with 100 nodes connected and reports its
+// resident memory once every node has its configuration (rss-MB) and its
+// peak (peak-MB, VmHWM: the initial translation included).
+func BenchmarkControllerMemory(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run("services="+strconv.Itoa(n), func(b *testing.B) {
+			env := kubetest.Get(b)
+			populate(b, env, benchMesh(n))
+			bin := filepath.Join(b.TempDir(), "nodemesh-controller")
+			build := exec.Command("go", "build", "-o", bin, "../../cmd/nodemesh-controller")
+			build.Stderr = os.Stderr
+			if err := build.Run(); err != nil {
+				b.Fatal(err)
+			}
+			for i := 0; i < b.N; i++ {
+				rss, peak := runControllerProcess(b, env, bin)
+				b.ReportMetric(rss, "rss-MB")
+				b.ReportMetric(peak, "peak-MB")
+			}
+		})
+	}
+}
+
+func runControllerProcess(b *testing.B, env *kubetest.Env, bin string) (rss, peak float64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	xdsPort, monPort := freePort(b), freePort(b)
+	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", env.Kubeconfig, "--log-level", "warn",
+		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--monitoring-address", fmt.Sprintf("127.0.0.1:%d", monPort))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", monPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			b.Fatal("controller never ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	connectNodes(b, ctx, fmt.Sprintf("127.0.0.1:%d", xdsPort))
+	time.Sleep(2 * time.Second)
+	return procStatusMB(b, cmd.Process.Pid, "VmRSS"), procStatusMB(b, cmd.Process.Pid, "VmHWM")
+}
+
+func procStatusMB(b *testing.B, pid int, field string) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), field+":"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("%s not in /proc/%d/status", field, pid)
+	return 0
+}
