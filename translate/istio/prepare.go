@@ -37,6 +37,13 @@ type Prepared struct {
 	// only pod labels that can make two clients see different routing.
 	sourceLabelKeys []string
 	classes         map[string]*ClassRouting
+	// routingNamespaces are the namespaces whose clients can see routing
+	// of their own (see routingNamespaces); clients of any other namespace
+	// see what a client without a namespace sees.
+	routingNamespaces map[string]bool
+	// exactClasses turns the routingNamespaces shortcut off (tests prove
+	// the shortcut changes nothing).
+	exactClasses bool
 	// endpointAt indexes Base.Endpoints by cluster name (WithEndpoints).
 	endpointAt map[string]int
 }
@@ -59,7 +66,78 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	m.RouteConfigs = t.routeConfigs(def)
 	m.Listeners = []ir.Listener{t.listener(def)}
 	sortModel(m)
-	return &Prepared{t: t, Base: m, sourceLabelKeys: t.sourceLabelKeys(), classes: map[string]*ClassRouting{}}
+	return &Prepared{t: t, Base: m, sourceLabelKeys: t.sourceLabelKeys(), classes: map[string]*ClassRouting{},
+		routingNamespaces: t.routingNamespaces()}
+}
+
+// routingNamespaces lists the namespaces whose clients can be routed
+// differently from a client without a namespace. A class's namespace enters
+// translation in exactly three places, and each is checked here:
+//   - short host names: a client's own namespace's Service wins a name
+//     several namespaces use (routeConfigs);
+//   - sourceNamespace matches of VirtualService rules (Class.sourceMatch);
+//   - DestinationRule precedence: a rule in the client's namespace comes
+//     before the Service's (destinationRule), which changes something only
+//     when it applies to a host of another namespace.
+//
+// Any other namespace's class gets the default class's routing (plus what
+// its labels select) without computing it again: on a node with pods of
+// many namespaces that is most of the work of a push.
+func (t *translator) routingNamespaces() map[string]bool {
+	out := map[string]bool{}
+	byName := map[string]string{} // short name → first namespace seen
+	for _, s := range t.serviceList {
+		if first, ok := byName[s.name]; !ok {
+			byName[s.name] = s.namespace
+		} else if first != s.namespace {
+			out[first], out[s.namespace] = true, true
+		}
+	}
+	for _, vs := range t.vss {
+		for _, h := range vs.obj.Spec.Http {
+			for _, m := range h.Match {
+				if m.GetSourceNamespace() != "" {
+					out[m.GetSourceNamespace()] = true
+				}
+			}
+		}
+		for _, r := range vs.obj.Spec.Tcp {
+			for _, m := range r.Match {
+				if m.GetSourceNamespace() != "" {
+					out[m.GetSourceNamespace()] = true
+				}
+			}
+		}
+	}
+	for ns, nd := range t.drsByNS {
+		for host := range nd.exact {
+			if s := t.services[host]; s != nil && s.namespace != ns {
+				out[ns] = true
+			}
+		}
+		for _, dr := range nd.wildcard {
+			for _, s := range t.serviceList {
+				if s.namespace != ns && hostMatches(s.fqdn, dr.host) {
+					out[ns] = true
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// routingClass is the class whose routing cl sees: cl itself, or, when its
+// namespace cannot change anything (routingNamespaces), the class of its
+// labels alone — the default class when it has none.
+func (p *Prepared) routingClass(cl *Class) *Class {
+	if p.exactClasses || cl.Namespace == "" || p.routingNamespaces[cl.Namespace] {
+		return cl
+	}
+	if len(cl.Labels) == 0 {
+		return DefaultClass()
+	}
+	return &Class{Name: classID("", cl.Labels), Labels: cl.Labels}
 }
 
 // Diagnostics are the findings so far: of the default class, and of every
@@ -151,6 +229,14 @@ func (p *Prepared) Routing(cl *Class) *ClassRouting {
 	}
 	r := &ClassRouting{Class: cl.ir()}
 	r.Class.SourcePrefixes = nil
+	if rc := p.routingClass(cl); rc != cl {
+		if rc.Name != DefaultClassName {
+			shared := p.Routing(rc)
+			r.RouteConfigs, r.FilterChains = shared.RouteConfigs, shared.FilterChains
+		}
+		p.classes[cl.Name] = r
+		return r
+	}
 	rename := map[string]string{}
 	base := map[string]*ir.RouteConfig{}
 	for i := range p.Base.RouteConfigs {

@@ -52,7 +52,11 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 		seen := map[string]string{} // domain → virtual host
 		for _, s := range svcs {
 			vh := ir.VirtualHost{Name: ir.VirtualHostName(s.fqdn, port)}
-			shortOK := cl.Namespace == s.namespace || (cl.Namespace == "" && shortNames[s.name] == 1)
+			// A short name means the client's own namespace's Service; one no
+			// other Service on the port shares is unambiguous for every
+			// class, so classes only differ from the default class where
+			// names collide.
+			shortOK := cl.Namespace == s.namespace || shortNames[s.name] == 1
 			for _, d := range t.domains(s, port, shortOK) {
 				if prev, dup := seen[d]; dup {
 					t.diags.Warnf(ir.CodeConflict, s.ref, "", "domain %q of virtual host %s is already used by %s; it is left out", d, vh.Name, prev)

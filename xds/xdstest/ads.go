@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ type ADSClient struct {
 	changed    chan struct{}
 	types      map[string]*TypeState
 	err        error
+	streamErr  error // why the last stream broke
 	reconnects int
 	// send sends a request on the current stream (mu held).
 	send func(any) error
@@ -79,7 +81,11 @@ func wildcard(typeURL string) bool {
 // the world (delta false) or delta xDS. reject may be nil (ACK everything).
 // It runs until ctx ends.
 func NewADSClient(ctx context.Context, addr string, node *corev3.Node, delta bool, reject func(typeURL string, resources map[string]*anypb.Any) string) (*ADSClient, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Envoy's gRPC client (envoy_grpc) has no message size limit by
+	// default; grpc-go's is 4 MiB, which one response of a large mesh
+	// exceeds.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +143,12 @@ func (c *ADSClient) Wait(ctx context.Context, cond func(States) bool) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			c.mu.Lock()
+			serr := c.streamErr
+			c.mu.Unlock()
+			if serr != nil {
+				return fmt.Errorf("%s: %w (last stream error: %v)", c.node.GetId(), ctx.Err(), serr)
+			}
 			return fmt.Errorf("%s: %w", c.node.GetId(), ctx.Err())
 		}
 	}
@@ -158,7 +170,10 @@ func (c *ADSClient) run(ctx context.Context) {
 			c.mu.Unlock()
 			return
 		}
-		_ = err // the stream broke (controller restarted, say): reconnect
+		// The stream broke (controller restarted, say): reconnect.
+		c.mu.Lock()
+		c.streamErr = err
+		c.mu.Unlock()
 		select {
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
