@@ -30,7 +30,9 @@ type NACK struct {
 
 // Cache is go-control-plane's snapshot cache plus NACK safety and the
 // bookkeeping behind metrics and the debug endpoint. It implements the ADS
-// server's callbacks.
+// server's callbacks. State-of-the-world watches are the snapshot cache's;
+// delta watches are answered from the same served snapshots by Cache itself
+// (delta.go explains why).
 //
 // NACK safety: go-control-plane compares a request's version with the
 // snapshot's and answers any difference at once, so a node that rejects a
@@ -82,6 +84,8 @@ type nodeState struct {
 	sent     map[sentKey]string // response nonce → version
 	streams  int
 	lastSeen time.Time
+	// deltaWatches are the node's open delta requests (delta.go).
+	deltaWatches map[*deltaWatch]bool
 }
 
 // streamID identifies a stream: the state-of-the-world and delta servers
@@ -183,7 +187,9 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 		c.prune(st, typeURL, v)
 	}
 	st.current = snap
+	c.respondDelta(cfg.Node, st)
 	c.mu.Unlock()
+	// State-of-the-world watches are go-control-plane's.
 	return c.snapshots(cfg.Kind).SetSnapshot(context.Background(), cfg.Node, snap)
 }
 
@@ -362,11 +368,6 @@ func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out 
 	return c.snapshots(KindOf(req.GetNode())).CreateWatch(req, sub, out)
 }
 
-// CreateDeltaWatch serves a delta request from the cache of the node's kind.
-func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
-	return c.snapshots(KindOf(req.GetNode())).CreateDeltaWatch(req, sub, out)
-}
-
 // Fetch serves REST xDS (unused by nodes, but part of the cache interface).
 func (c *Cache) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
 	return c.snapshots(KindOf(req.GetNode())).Fetch(ctx, req)
@@ -538,6 +539,7 @@ func (c *Cache) rejected(stream streamID, id string, st *nodeState, typeURL, ver
 			}
 		}
 		st.current = restored
+		c.respondDelta(id, st)
 	}
 	c.mu.Unlock()
 	c.log.Warn("node rejected configuration; it stays on the last version it accepted",

@@ -230,3 +230,47 @@ func TestRoutingNamespaces(t *testing.T) {
 		t.Errorf("routing namespaces %v, want %v", got, want)
 	}
 }
+
+// A sourceLabels match on one app splits only that app's pods off: pods
+// whose labels take no part in any match stay in their namespace's class
+// (and so share the default class's routing), however many distinct label
+// values the cluster has.
+func TestSourceLabelsClasses(t *testing.T) {
+	mesh := meshgen.New(meshgen.Options{Services: 40, PodsPerService: 3, Nodes: 1, Namespaces: 2, OptIn: true})
+	l := input.NewLoader("default")
+	l.LoadBytes("vs.yaml", []byte(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: svc-0, namespace: ns-0}
+spec:
+  hosts: [svc-0]
+  http:
+  - match: [{sourceLabels: {app: svc-2, version: v1}}]
+    route: [{destination: {host: svc-0, subset: v2}}]
+  - route: [{destination: {host: svc-0, subset: v1}}]
+`))
+	bag := &input.Bag{}
+	for _, o := range mesh.Objects() {
+		bag.Add(o)
+	}
+	for _, vs := range l.Bag().VirtualServices {
+		bag.Add(vs) // replaces the mesh's own svc-0 VirtualService
+	}
+	bag.Sort()
+	p := Prepare(bag, Options{})
+	var got []string
+	routed := 0
+	for _, cl := range p.NodeClasses("node-0") {
+		got = append(got, cl.Name)
+		if r := p.Routing(cl); len(r.RouteConfigs) > 0 {
+			routed++
+			if cl.Namespace != "ns-0" || cl.Labels["app"] != "svc-2" || cl.Labels["version"] != "v1" {
+				t.Errorf("class %s (%v) has routing of its own", cl.Name, cl.Labels)
+			}
+		}
+	}
+	// ns-0, ns-1, and svc-2's v1 pods (svc-2 lives in ns-0).
+	if len(got) != 3 || routed != 1 {
+		t.Errorf("classes %v (%d with routing of their own), want 3 (1)", got, routed)
+	}
+}

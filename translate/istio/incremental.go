@@ -110,7 +110,7 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 			delete(t2.epDiags, s)
 		}
 	}
-	next = &Prepared{t: &t2, Base: &m, sourceLabelKeys: p.sourceLabelKeys, classes: maps.Clone(p.classes), endpointAt: at,
+	next = &Prepared{t: &t2, Base: &m, sourceLabels: p.sourceLabels, classes: maps.Clone(p.classes), endpointAt: at,
 		routingNamespaces: p.routingNamespaces, exactClasses: p.exactClasses}
 	return next, changed, true
 }

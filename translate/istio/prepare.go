@@ -33,10 +33,10 @@ type Prepared struct {
 	// route configurations and the listener a node gets before its own
 	// classes are added.
 	Base *ir.Model
-	// sourceLabelKeys are the label keys some sourceLabels match uses: the
+	// sourceLabels are the distinct selectors of sourceLabels matches: the
 	// only pod labels that can make two clients see different routing.
-	sourceLabelKeys []string
-	classes         map[string]*ClassRouting
+	sourceLabels []map[string]string
+	classes      map[string]*ClassRouting
 	// routingNamespaces are the namespaces whose clients can see routing
 	// of their own (see routingNamespaces); clients of any other namespace
 	// see what a client without a namespace sees.
@@ -66,7 +66,7 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	m.RouteConfigs = t.routeConfigs(def)
 	m.Listeners = []ir.Listener{t.listener(def)}
 	sortModel(m)
-	return &Prepared{t: t, Base: m, sourceLabelKeys: t.sourceLabelKeys(), classes: map[string]*ClassRouting{},
+	return &Prepared{t: t, Base: m, sourceLabels: t.sourceLabels(), classes: map[string]*ClassRouting{},
 		routingNamespaces: t.routingNamespaces()}
 }
 
@@ -150,26 +150,27 @@ func (p *Prepared) Diagnostics() ir.Diagnostics {
 	return out.Sort()
 }
 
-// sourceLabelKeys collects the keys of every sourceLabels match.
-func (t *translator) sourceLabelKeys() []string {
-	keys := map[string]bool{}
+// sourceLabels collects the distinct selectors of sourceLabels matches.
+func (t *translator) sourceLabels() []map[string]string {
+	var out []map[string]string
+	add := func(sel map[string]string) {
+		if len(sel) > 0 && !slices.ContainsFunc(out, func(have map[string]string) bool { return maps.Equal(have, sel) }) {
+			out = append(out, sel)
+		}
+	}
 	for _, vs := range t.vss {
 		for _, h := range vs.obj.Spec.Http {
 			for _, m := range h.Match {
-				for k := range m.SourceLabels {
-					keys[k] = true
-				}
+				add(m.SourceLabels)
 			}
 		}
 		for _, r := range vs.obj.Spec.Tcp {
 			for _, m := range r.Match {
-				for k := range m.SourceLabels {
-					keys[k] = true
-				}
+				add(m.SourceLabels)
 			}
 		}
 	}
-	return slices.Sorted(maps.Keys(keys))
+	return out
 }
 
 // ClassRouting is what a source class sees differently from the default
@@ -182,17 +183,21 @@ type ClassRouting struct {
 	FilterChains []ir.FilterChain
 }
 
-// ClassFor returns the class of a client pod: its namespace and the values of
-// the labels some sourceLabels match uses.
+// ClassFor returns the class of a client pod: its namespace and the labels
+// of the sourceLabels selectors it matches. That is all routing can tell
+// apart — a selector matches those labels exactly when it matches all of the
+// pod's — so pods whose labels no selector matches share their namespace's
+// class whatever their labels are.
 func (p *Prepared) ClassFor(pod *corev1.Pod) *Class {
 	c := &Class{Namespace: pod.Namespace}
-	for _, k := range p.sourceLabelKeys {
-		if v, ok := pod.Labels[k]; ok {
-			if c.Labels == nil {
-				c.Labels = map[string]string{}
-			}
-			c.Labels[k] = v
+	for _, sel := range p.sourceLabels {
+		if !labelsMatch(sel, pod.Labels) {
+			continue
 		}
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		maps.Copy(c.Labels, sel)
 	}
 	c.Name = classID(c.Namespace, c.Labels)
 	return c

@@ -1,0 +1,111 @@
+package xds
+
+import (
+	"slices"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+func names(r *deltaResponse) []string {
+	var out []string
+	for _, res := range r.resp.GetResources() {
+		out = append(out, res.GetName())
+	}
+	return out
+}
+
+// deltaFor follows go-control-plane's delta protocol logic: wildcard
+// subscriptions get every resource they lack or hold in another version and
+// lose the ones gone; named subscriptions only what they name; nothing is
+// sent when nothing changed, except the first answer to a wildcard request.
+func TestDeltaFor(t *testing.T) {
+	h := newHasher()
+	cluster := func(name string, lb uint32) *clusterv3.Cluster {
+		return &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			LbPolicy: clusterv3.Cluster_LbPolicy(lb)}
+	}
+	cla := func(name string) *endpointv3.ClusterLoadAssignment {
+		return &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	}
+	snap := func(clusters ...*clusterv3.Cluster) *cachev3.Snapshot {
+		cs := clusters
+		var es []*endpointv3.ClusterLoadAssignment
+		for _, c := range cs {
+			es = append(es, cla(c.GetName()))
+		}
+		return snapshot(map[string]*resourceSet{
+			resourcev3.ClusterType:  h.set(toResources(cs)),
+			resourcev3.EndpointType: h.set(toResources(es)),
+		})
+	}
+	node := &corev3.Node{Id: "node-1"}
+	wildcard := func(nonce string) *discoveryv3.DeltaDiscoveryRequest {
+		return &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType, ResponseNonce: nonce}
+	}
+
+	s1 := snap(cluster("a", 0), cluster("b", 0))
+	sub := stream.NewDeltaSubscription(nil, nil, nil, true)
+	r := deltaFor(wildcard(""), &sub, s1)
+	if r == nil || !slices.Equal(names(r), []string{"a", "b"}) {
+		t.Fatalf("first wildcard response: %v", r)
+	}
+	if r.resp.GetSystemVersionInfo() != s1.GetVersion(resourcev3.ClusterType) {
+		t.Errorf("system version %q, want the type's %q", r.resp.GetSystemVersionInfo(), s1.GetVersion(resourcev3.ClusterType))
+	}
+	for _, res := range r.resp.GetResources() {
+		got := &clusterv3.Cluster{}
+		if err := res.GetResource().UnmarshalTo(got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, unwrap(s1.Resources[cachev3.GetResponseType(resourcev3.ClusterType)].Items[res.GetName()].Resource)) {
+			t.Errorf("%s: sent %v", res.GetName(), got)
+		}
+		if res.GetVersion() != s1.VersionMap[resourcev3.ClusterType][res.GetName()] {
+			t.Errorf("%s: version %q, want the generation's", res.GetName(), res.GetVersion())
+		}
+	}
+	sub.SetReturnedResources(r.GetReturnedResources())
+	if r := deltaFor(wildcard("1"), &sub, s1); r != nil {
+		t.Errorf("nothing changed, yet sent %v", names(r))
+	}
+
+	// b changes, a goes, c arrives.
+	s2 := snap(cluster("b", 1), cluster("c", 0))
+	r = deltaFor(wildcard("1"), &sub, s2)
+	if r == nil || !slices.Equal(names(r), []string{"b", "c"}) || !slices.Equal(r.resp.GetRemovedResources(), []string{"a"}) {
+		t.Fatalf("after a change: sent %v, removed %v", names(r), r.resp.GetRemovedResources())
+	}
+	sub.SetReturnedResources(r.GetReturnedResources())
+
+	// An empty first answer still goes to a new wildcard subscription that
+	// already holds everything (a reconnect with initial versions).
+	resumed := stream.NewDeltaSubscription(nil, nil, r.GetReturnedResources(), true)
+	if r := deltaFor(wildcard(""), &resumed, s2); r == nil || len(names(r)) != 0 {
+		t.Errorf("resumed wildcard: want an empty response, got %v", r)
+	}
+
+	// A named subscription gets only what it names, and learns of removals.
+	eds := stream.NewDeltaSubscription([]string{"b", "x"}, nil, nil, false)
+	req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{"b", "x"}}
+	r = deltaFor(req, &eds, s2)
+	if r == nil || !slices.Equal(names(r), []string{"b"}) {
+		t.Fatalf("named subscription: %v", r)
+	}
+	eds.SetReturnedResources(r.GetReturnedResources())
+	req.ResponseNonce = "2"
+	if r := deltaFor(req, &eds, s2); r != nil {
+		t.Errorf("named subscription, nothing changed: sent %v", names(r))
+	}
+	s3 := snap(cluster("c", 0))
+	if r := deltaFor(req, &eds, s3); r == nil || len(names(r)) != 0 || !slices.Equal(r.resp.GetRemovedResources(), []string{"b"}) {
+		t.Errorf("named subscription, resource gone: %+v", r)
+	}
+}
