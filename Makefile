@@ -11,7 +11,7 @@ BENCHCOUNT ?= 6
 # The suites that need a Kubernetes API server (see internal/kubetest).
 KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/...
 
-.PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench lint fuzz ci clean
+.PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench bench-controller lint fuzz ci clean
 
 all: build
 
@@ -31,7 +31,7 @@ kube-binaries:
 kube-up: kube-binaries
 	$(GO) run ./hack/kubeenv up
 
-## kube-down: stop what kube-up started
+## kube-down: stop what kube-up started and delete its state (the next kube-up starts empty)
 kube-down:
 	$(GO) run ./hack/kubeenv down
 
@@ -49,6 +49,13 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkTranslate|BenchmarkDecode' -benchtime 10x -count $(BENCHCOUNT) ./translate/ | tee _output/bench.txt
 	@echo
 	$(GOTOOL) benchstat _output/bench.txt
+
+## bench-controller: the controller benchmarks (xds; xds/watch against the API server, which they start or reuse): generation, initial sync, convergence, endpoint push, memory
+bench-controller: kube-binaries
+	@mkdir -p _output
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./xds/ | tee _output/bench-controller.txt
+	NODEMESH_KUBE=required $(GO) test -run '^$$' -bench 'Convergence|EndpointPush' -benchtime 20x -count 3 -timeout 60m ./xds/watch/ | tee -a _output/bench-controller.txt
+	NODEMESH_KUBE=required $(GO) test -run '^$$' -bench 'ControllerMemory' -benchtime 1x -timeout 80m ./xds/watch/ | tee -a _output/bench-controller.txt
 
 ## lint: gofmt, go vet, staticcheck
 lint:

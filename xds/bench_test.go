@@ -47,7 +47,7 @@ func BenchmarkInitialSync(b *testing.B) {
 		b.StartTimer()
 		var clients []*xdstest.ADSClient
 		for i := range 100 {
-			c, err := xdstest.NewADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true, nil)
+			c, err := xdstest.NewLightADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true)
 			if err != nil {
 				b.Fatal(err)
 			}

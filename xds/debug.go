@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -34,8 +35,8 @@ type ConfigDump struct {
 	Endpoints []json.RawMessage `json:"endpoints"`
 }
 
-// Debug serves the monitoring port: /healthz, /readyz, /metrics and
-// /debug/{nodes,config_dump,diagnostics}.
+// Debug serves the monitoring port: /healthz, /readyz, /metrics,
+// /debug/{nodes,config_dump,diagnostics} and, when enabled, /debug/pprof/.
 type Debug struct {
 	Cache    *Cache
 	Gatherer prometheus.Gatherer
@@ -44,6 +45,8 @@ type Debug struct {
 	// Diagnostics returns the current translation diagnostics as JSON-able
 	// values (nil: not served).
 	Diagnostics func() any
+	// Profiling serves Go's profiles on /debug/pprof/.
+	Profiling bool
 }
 
 // Handler returns the HTTP handler.
@@ -72,6 +75,13 @@ func (d *Debug) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/diagnostics", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, d.Diagnostics())
 		})
+	}
+	if d.Profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }

@@ -39,17 +39,24 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
+		if err := env.InstallIstioCRDs(ctx); err != nil {
+			fail(fmt.Errorf("install Istio CRDs: %w", err))
+		}
 		v, err := env.Client.Discovery().ServerVersion()
 		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("kube-apiserver %s ready in %s (kube-controller-manager: %v)\n", v.GitVersion, time.Since(start).Round(100*time.Millisecond), *kcm)
+		fmt.Printf("kube-apiserver %s ready in %s with Istio's CRDs (kube-controller-manager: %v)\n", v.GitVersion, time.Since(start).Round(100*time.Millisecond), *kcm)
 		fmt.Printf("export KUBECONFIG=%s\n", env.Kubeconfig)
 	case "down":
 		if err := kubetest.StopDir(abs); err != nil {
 			fail(err)
 		}
-		fmt.Println("stopped")
+		// The next up starts from an empty cluster, as after kind delete.
+		if err := os.RemoveAll(abs); err != nil {
+			fail(err)
+		}
+		fmt.Println("stopped; state removed")
 	default:
 		fmt.Fprintln(os.Stderr, "usage: kubeenv [--dir DIR] [--kcm] up|down")
 		os.Exit(2)

@@ -70,6 +70,7 @@ type controllerOptions struct {
 	rootNamespace     string
 	logLevel          string
 	logFormat         string
+	profiling         bool
 	shutdownGrace     time.Duration
 }
 
@@ -118,6 +119,7 @@ Monitoring port:
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
+	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/)")
 	return cmd
 }
 
@@ -182,7 +184,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 			return g.Diagnostics()
 		}
 		return []any{}
-	}}
+	}, Profiling: o.profiling}
 	mon := &http.Server{Handler: debug.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Serve(xdsListener) }()

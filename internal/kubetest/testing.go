@@ -22,19 +22,62 @@ var (
 	sharedOnce sync.Once
 	// private is the environment this test binary started, if any.
 	private *Env
+	// dedicated are the environments Dedicated started, by key.
+	dedicatedMu sync.Mutex
+	dedicated   = map[string]*Env{}
 )
 
 // Main runs the tests of a package that uses Get and stops the environment
 // the package started, if it started one. Call it from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
-	if private != nil {
-		if err := private.Stop(); err != nil {
+	envs := []*Env{private}
+	for _, e := range dedicated {
+		envs = append(envs, e)
+	}
+	for _, e := range envs {
+		if e == nil {
+			continue
+		}
+		if err := e.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "kubetest: stop:", err)
 		}
-		os.RemoveAll(private.dir)
+		os.RemoveAll(e.dir)
 	}
 	os.Exit(code)
+}
+
+// Dedicated returns an API server of this test binary's own for key (with
+// Istio's CRDs), started on first use and stopped by Main: for benchmarks,
+// whose figures must not depend on what other tests left in a shared one.
+// It skips like Get when the binaries are missing.
+func Dedicated(t testing.TB, key string) *Env {
+	t.Helper()
+	dedicatedMu.Lock()
+	defer dedicatedMu.Unlock()
+	if e := dedicated[key]; e != nil {
+		return e
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	removeStale()
+	dir, err := os.MkdirTemp("", "nodemesh-kube-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Start(ctx, Options{Dir: dir})
+	if err == nil {
+		err = e.InstallIstioCRDs(ctx)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		if errors.Is(err, ErrNoBinaries) && !required() {
+			t.Skipf("skipping: no Kubernetes API server: %v", err)
+		}
+		t.Fatalf("Kubernetes API server: %v", err)
+	}
+	dedicated[key] = e
+	return e
 }
 
 // required reports whether tests must fail rather than skip without an API.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,8 +41,8 @@ func benchMesh(n int) *meshgen.Mesh {
 	})
 }
 
-// populate creates a mesh in the API server, unless an earlier run left it
-// there (a persistent API server from make kube-up).
+// populate creates a mesh in the benchmark's own API server, unless an
+// earlier benchmark of this run did.
 func populate(b *testing.B, env *kubetest.Env, mesh *meshgen.Mesh) {
 	b.Helper()
 	ctx := context.Background()
@@ -108,7 +109,7 @@ func connectNodes(b *testing.B, ctx context.Context, addr string) []*xdstest.ADS
 	b.Helper()
 	clients := make([]*xdstest.ADSClient, benchNodes)
 	for i := range clients {
-		c, err := xdstest.NewADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true, nil)
+		c, err := xdstest.NewLightADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -171,7 +172,7 @@ func reportLatency(b *testing.B, samples []time.Duration) {
 // node of every iteration, from the update call to the node's ACK (with the
 // controller's default 100 ms debounce).
 func BenchmarkConvergence(b *testing.B) {
-	env := kubetest.Get(b)
+	env := kubetest.Dedicated(b, "mesh1000")
 	mesh := benchMesh(1000)
 	populate(b, env, mesh)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -213,7 +214,7 @@ func BenchmarkConvergence(b *testing.B) {
 // resources each node receives per change and the time until all 100 have
 // accepted it.
 func BenchmarkEndpointPush(b *testing.B) {
-	env := kubetest.Get(b)
+	env := kubetest.Dedicated(b, "mesh1000")
 	mesh := benchMesh(1000)
 	populate(b, env, mesh)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -267,7 +268,7 @@ func BenchmarkEndpointPush(b *testing.B) {
 func BenchmarkControllerMemory(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run("services="+strconv.Itoa(n), func(b *testing.B) {
-			env := kubetest.Get(b)
+			env := kubetest.Dedicated(b, "mesh"+strconv.Itoa(n))
 			populate(b, env, benchMesh(n))
 			bin := filepath.Join(b.TempDir(), "nodemesh-controller")
 			build := exec.Command("go", "build", "-o", bin, "../../cmd/nodemesh-controller")
@@ -276,19 +277,27 @@ func BenchmarkControllerMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i := 0; i < b.N; i++ {
-				rss, peak := runControllerProcess(b, env, bin)
-				b.ReportMetric(rss, "rss-MB")
-				b.ReportMetric(peak, "peak-MB")
+				m := runControllerProcess(b, env, bin, n)
+				b.ReportMetric(m.rss, "rss-MB")
+				b.ReportMetric(m.peak, "peak-MB")
+				b.ReportMetric(m.heap, "heap-inuse-MB")
 			}
 		})
 	}
 }
 
-func runControllerProcess(b *testing.B, env *kubetest.Env, bin string) (rss, peak float64) {
+type memFigures struct{ rss, peak, heap float64 }
+
+// runControllerProcess runs the controller, connects the nodes and measures
+// the process once they are served: resident memory now and at its peak,
+// and the Go heap in use (go_memstats_heap_inuse_bytes). A heap profile is
+// left in _output/controller-heap-<services>.pprof for go tool pprof.
+func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services int) memFigures {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	xdsPort, monPort := freePort(b), freePort(b)
-	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", env.Kubeconfig, "--log-level", "warn",
+	mon := fmt.Sprintf("http://127.0.0.1:%d", monPort)
+	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", env.Kubeconfig, "--log-level", "warn", "--profiling",
 		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--monitoring-address", fmt.Sprintf("127.0.0.1:%d", monPort))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -299,7 +308,7 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string) (rss, pea
 		_ = cmd.Wait()
 	}()
 	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", monPort))
+		resp, err := http.Get(mon + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -313,7 +322,33 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string) (rss, pea
 	}
 	connectNodes(b, ctx, fmt.Sprintf("127.0.0.1:%d", xdsPort))
 	time.Sleep(2 * time.Second)
-	return procStatusMB(b, cmd.Process.Pid, "VmRSS"), procStatusMB(b, cmd.Process.Pid, "VmHWM")
+	m := memFigures{rss: procStatusMB(b, cmd.Process.Pid, "VmRSS"), peak: procStatusMB(b, cmd.Process.Pid, "VmHWM")}
+	resp, err := http.Get(mon + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.heap = f / (1 << 20)
+		}
+	}
+	if prof, err := http.Get(mon + "/debug/pprof/heap"); err == nil {
+		defer prof.Body.Close()
+		out := filepath.Join("..", "..", "_output")
+		_ = os.MkdirAll(out, 0o755)
+		if f, err := os.Create(filepath.Join(out, fmt.Sprintf("controller-heap-%d.pprof", services))); err == nil {
+			_, _ = io.Copy(f, prof.Body)
+			f.Close()
+		}
+	}
+	return m
 }
 
 func procStatusMB(b *testing.B, pid int, field string) float64 {

@@ -35,6 +35,8 @@ type ADSClient struct {
 	// reject decides whether to NACK a response: a non-empty message NACKs
 	// it. It sees the whole state of the type the response would produce.
 	reject func(typeURL string, resources map[string]*anypb.Any) string
+	// light keeps names and versions only, not resource bodies.
+	light bool
 
 	mu         sync.Mutex
 	changed    chan struct{}
@@ -68,6 +70,9 @@ type TypeState struct {
 
 	nonce string
 	names []string // subscribed names (endpoints, route configurations)
+	// deps are what each accepted cluster or listener names (EDS service
+	// names, route configurations).
+	deps map[string][]string
 }
 
 // Envoy's subscription order; clusters and listeners are wildcard.
@@ -89,12 +94,29 @@ func NewADSClient(ctx context.Context, addr string, node *corev3.Node, delta boo
 	if err != nil {
 		return nil, err
 	}
-	c := &ADSClient{node: node, delta: delta, conn: conn, reject: reject, changed: make(chan struct{}), types: map[string]*TypeState{}}
+	return newADSClient(ctx, conn, node, delta, reject, false), nil
+}
+
+// NewLightADSClient is a delta or state-of-the-world ADS client like
+// NewADSClient that keeps only the names and versions of what it accepts
+// (TypeState.Resources hold empty Anys): a hundred simulated nodes of a
+// large mesh in one benchmark process.
+func NewLightADSClient(ctx context.Context, addr string, node *corev3.Node, delta bool) (*ADSClient, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	if err != nil {
+		return nil, err
+	}
+	return newADSClient(ctx, conn, node, delta, nil, true), nil
+}
+
+func newADSClient(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, delta bool, reject func(string, map[string]*anypb.Any) string, light bool) *ADSClient {
+	c := &ADSClient{node: node, delta: delta, conn: conn, reject: reject, light: light, changed: make(chan struct{}), types: map[string]*TypeState{}}
 	for _, t := range envoyTypes {
 		c.types[t] = &TypeState{Resources: map[string]*anypb.Any{}, Versions: map[string]string{}}
 	}
 	go c.run(ctx)
-	return c, nil
+	return c
 }
 
 // Close ends the client.
@@ -304,7 +326,7 @@ func (c *ADSClient) onSotW(resp *discoveryv3.DiscoveryResponse) {
 	}
 	s.Received += len(s.LastResources)
 	slices.Sort(s.LastResources)
-	c.apply(t, next, nil, resp.GetVersionInfo())
+	c.apply(t, next, nil, resp.GetVersionInfo(), s.LastResources)
 }
 
 func (c *ADSClient) onDelta(resp *discoveryv3.DeltaDiscoveryResponse) {
@@ -330,11 +352,12 @@ func (c *ADSClient) onDelta(resp *discoveryv3.DeltaDiscoveryResponse) {
 		delete(next, n)
 		delete(versions, n)
 	}
-	c.apply(t, next, versions, resp.GetSystemVersionInfo())
+	c.apply(t, next, versions, resp.GetSystemVersionInfo(), s.LastResources)
 }
 
-// apply accepts or rejects the state a response produces (mu held).
-func (c *ADSClient) apply(t string, next map[string]*anypb.Any, versions map[string]string, version string) {
+// apply accepts or rejects the state a response produces; updated names the
+// resources the response carried (mu held).
+func (c *ADSClient) apply(t string, next map[string]*anypb.Any, versions map[string]string, version string, updated []string) {
 	s := c.types[t]
 	defer c.notify()
 	if c.reject != nil {
@@ -357,44 +380,82 @@ func (c *ADSClient) apply(t string, next map[string]*anypb.Any, versions map[str
 	s.Resources, s.Versions, s.Version = next, versions, version
 	s.ACKs++
 	c.ackOrNack(t, "")
+	c.noteDeps(t, updated)
+	if c.light {
+		for _, n := range updated {
+			if a := s.Resources[n]; a != nil {
+				s.Resources[n] = &anypb.Any{TypeUrl: a.GetTypeUrl()}
+			}
+		}
+	}
 	c.follow(t)
+}
+
+// noteDeps records what the updated clusters and listeners name (their
+// EDS service names and route configurations), decoding only those, and
+// forgets what removed ones named (mu held).
+func (c *ADSClient) noteDeps(typeURL string, updated []string) {
+	s := c.types[typeURL]
+	if typeURL != resourcev3.ClusterType && typeURL != resourcev3.ListenerType {
+		return
+	}
+	if s.deps == nil {
+		s.deps = map[string][]string{}
+	}
+	for n := range s.deps {
+		if _, ok := s.Resources[n]; !ok {
+			delete(s.deps, n)
+		}
+	}
+	for _, n := range updated {
+		a := s.Resources[n]
+		if a == nil {
+			continue
+		}
+		switch typeURL {
+		case resourcev3.ClusterType:
+			cl := &clusterv3.Cluster{}
+			if a.UnmarshalTo(cl) == nil && cl.GetType() == clusterv3.Cluster_EDS {
+				name := cl.GetEdsClusterConfig().GetServiceName()
+				if name == "" {
+					name = cl.GetName()
+				}
+				s.deps[n] = []string{name}
+			} else {
+				delete(s.deps, n)
+			}
+		case resourcev3.ListenerType:
+			l := &listenerv3.Listener{}
+			if a.UnmarshalTo(l) == nil {
+				s.deps[n] = envoy.RouteConfigNames(l)
+			} else {
+				delete(s.deps, n)
+			}
+		}
+	}
 }
 
 // follow subscribes to the endpoints and route configurations named by the
 // accepted clusters and listeners (mu held).
 func (c *ADSClient) follow(typeURL string) {
 	var dep string
-	var names []string
 	switch typeURL {
 	case resourcev3.ClusterType:
 		dep = resourcev3.EndpointType
-		for _, a := range c.types[typeURL].Resources {
-			cl := &clusterv3.Cluster{}
-			if a.UnmarshalTo(cl) == nil && cl.GetType() == clusterv3.Cluster_EDS {
-				n := cl.GetEdsClusterConfig().GetServiceName()
-				if n == "" {
-					n = cl.GetName()
-				}
+	case resourcev3.ListenerType:
+		dep = resourcev3.RouteType
+	default:
+		return
+	}
+	seen := map[string]bool{}
+	var names []string
+	for _, ds := range c.types[typeURL].deps {
+		for _, n := range ds {
+			if !seen[n] {
+				seen[n] = true
 				names = append(names, n)
 			}
 		}
-	case resourcev3.ListenerType:
-		dep = resourcev3.RouteType
-		seen := map[string]bool{}
-		for _, a := range c.types[typeURL].Resources {
-			l := &listenerv3.Listener{}
-			if a.UnmarshalTo(l) != nil {
-				continue
-			}
-			for _, n := range envoy.RouteConfigNames(l) {
-				if !seen[n] {
-					seen[n] = true
-					names = append(names, n)
-				}
-			}
-		}
-	default:
-		return
 	}
 	slices.Sort(names)
 	s := c.types[dep]
