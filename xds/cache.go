@@ -64,6 +64,9 @@ type Cache struct {
 	mu      sync.Mutex
 	nodes   map[string]*nodeState
 	streams map[streamID]string // → node ID
+	// budget bounds the bytes of delta responses in flight (set by
+	// NewServer; nil: unbounded).
+	budget *sendBudget
 }
 
 type typeState struct {

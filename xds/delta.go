@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"slices"
+	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -39,23 +40,71 @@ type deltaWatch struct {
 	checked string
 }
 
-// deltaResponse is a delta response with everything computed up front.
+// deltaResponse is a delta response: what to send is decided when it is
+// created, the message is built when the stream is about to send it (under
+// the send budget, which the stream's interceptor gives back once sent).
 type deltaResponse struct {
 	req      *cachev3.DeltaRequest
-	resp     *discoveryv3.DeltaDiscoveryResponse
 	returned map[string]string
+	typeURL  string
+	version  string
+	send     []string
+	removed  []string
+	items    map[string]types.ResourceWithTTL
+	versions map[string]string
+	budget   *sendBudget
+
+	once sync.Once
+	resp *discoveryv3.DeltaDiscoveryResponse
 }
 
 var _ cachev3.DeltaResponse = (*deltaResponse)(nil)
 
 func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discoveryv3.DeltaDiscoveryResponse, error) {
+	r.once.Do(r.build)
 	return r.resp, nil
 }
-func (r *deltaResponse) GetDeltaRequest() *cachev3.DeltaRequest { return r.req }
-func (r *deltaResponse) GetSystemVersion() (string, error) {
-	return r.resp.GetSystemVersionInfo(), nil
+
+func (r *deltaResponse) build() {
+	var size int64
+	for _, name := range r.send {
+		if w, ok := r.items[name].Resource.(*wire); ok {
+			size += int64(len(w.bytes))
+		}
+	}
+	taken := r.budget.acquire(size)
+	resp := &discoveryv3.DeltaDiscoveryResponse{
+		TypeUrl:           r.typeURL,
+		SystemVersionInfo: r.version,
+		RemovedResources:  r.removed,
+		Resources:         make([]*discoveryv3.Resource, 0, len(r.send)),
+	}
+	for _, name := range r.send {
+		var data []byte
+		if w, ok := r.items[name].Resource.(*wire); ok {
+			data = w.bytes
+		} else {
+			var err error
+			if data, err = cachev3.MarshalResource(r.items[name].Resource); err != nil {
+				// Validated resources always marshal; leave this one out
+				// rather than fail the stream, and forget it was sent.
+				delete(r.returned, name)
+				continue
+			}
+		}
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{
+			Name:     name,
+			Version:  r.versions[name],
+			Resource: &anypb.Any{TypeUrl: r.typeURL, Value: data},
+		})
+	}
+	r.resp = resp
+	r.budget.hold(resp, taken)
 }
-func (r *deltaResponse) GetResponseVersion() string              { return r.resp.GetSystemVersionInfo() }
+
+func (r *deltaResponse) GetDeltaRequest() *cachev3.DeltaRequest  { return r.req }
+func (r *deltaResponse) GetSystemVersion() (string, error)       { return r.version, nil }
+func (r *deltaResponse) GetResponseVersion() string              { return r.version }
 func (r *deltaResponse) GetNextVersionMap() map[string]string    { return r.returned }
 func (r *deltaResponse) GetReturnedResources() map[string]string { return r.returned }
 func (r *deltaResponse) GetContext() context.Context             { return context.Background() }
@@ -110,32 +159,8 @@ func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3
 	}
 	slices.Sort(send)
 	slices.Sort(removed)
-	resp := &discoveryv3.DeltaDiscoveryResponse{
-		TypeUrl:           typeURL,
-		SystemVersionInfo: snap.Resources[i].Version,
-		RemovedResources:  removed,
-		Resources:         make([]*discoveryv3.Resource, 0, len(send)),
-	}
-	for _, name := range send {
-		var data []byte
-		if w, ok := items[name].Resource.(*wire); ok {
-			data = w.bytes
-		} else {
-			var err error
-			if data, err = cachev3.MarshalResource(items[name].Resource); err != nil {
-				// Validated resources always marshal; leave this one out
-				// rather than fail the stream, and forget it was sent.
-				delete(next, name)
-				continue
-			}
-		}
-		resp.Resources = append(resp.Resources, &discoveryv3.Resource{
-			Name:     name,
-			Version:  versions[name],
-			Resource: &anypb.Any{TypeUrl: typeURL, Value: data},
-		})
-	}
-	return &deltaResponse{req: req, resp: resp, returned: next}
+	return &deltaResponse{req: req, returned: next, typeURL: typeURL, version: snap.Resources[i].Version,
+		send: send, removed: removed, items: items, versions: versions}
 }
 
 // CreateDeltaWatch answers a delta request from the node's served snapshot
@@ -201,6 +226,7 @@ func (c *Cache) respondDelta(node string, st *nodeState) {
 // gives it room for two responses per type) never blocks; should it be
 // full, the response is dropped and logged rather than stall every node.
 func (c *Cache) sendDelta(node string, w *deltaWatch, resp *deltaResponse) {
+	resp.budget = c.budget
 	select {
 	case w.out <- resp:
 	default:

@@ -16,10 +16,16 @@ import (
 
 func names(r *deltaResponse) []string {
 	var out []string
-	for _, res := range r.resp.GetResources() {
+	resp, _ := r.GetDeltaDiscoveryResponse()
+	for _, res := range resp.GetResources() {
 		out = append(out, res.GetName())
 	}
 	return out
+}
+
+func (r *deltaResponse) mustResp() *discoveryv3.DeltaDiscoveryResponse {
+	resp, _ := r.GetDeltaDiscoveryResponse()
+	return resp
 }
 
 // deltaFor follows go-control-plane's delta protocol logic: wildcard
@@ -57,10 +63,10 @@ func TestDeltaFor(t *testing.T) {
 	if r == nil || !slices.Equal(names(r), []string{"a", "b"}) {
 		t.Fatalf("first wildcard response: %v", r)
 	}
-	if r.resp.GetSystemVersionInfo() != s1.GetVersion(resourcev3.ClusterType) {
-		t.Errorf("system version %q, want the type's %q", r.resp.GetSystemVersionInfo(), s1.GetVersion(resourcev3.ClusterType))
+	if r.mustResp().GetSystemVersionInfo() != s1.GetVersion(resourcev3.ClusterType) {
+		t.Errorf("system version %q, want the type's %q", r.mustResp().GetSystemVersionInfo(), s1.GetVersion(resourcev3.ClusterType))
 	}
-	for _, res := range r.resp.GetResources() {
+	for _, res := range r.mustResp().GetResources() {
 		got := &clusterv3.Cluster{}
 		if err := res.GetResource().UnmarshalTo(got); err != nil {
 			t.Fatal(err)
@@ -80,8 +86,8 @@ func TestDeltaFor(t *testing.T) {
 	// b changes, a goes, c arrives.
 	s2 := snap(cluster("b", 1), cluster("c", 0))
 	r = deltaFor(wildcard("1"), &sub, s2)
-	if r == nil || !slices.Equal(names(r), []string{"b", "c"}) || !slices.Equal(r.resp.GetRemovedResources(), []string{"a"}) {
-		t.Fatalf("after a change: sent %v, removed %v", names(r), r.resp.GetRemovedResources())
+	if r == nil || !slices.Equal(names(r), []string{"b", "c"}) || !slices.Equal(r.mustResp().GetRemovedResources(), []string{"a"}) {
+		t.Fatalf("after a change: sent %v, removed %v", names(r), r.mustResp().GetRemovedResources())
 	}
 	sub.SetReturnedResources(r.GetReturnedResources())
 
@@ -105,7 +111,7 @@ func TestDeltaFor(t *testing.T) {
 		t.Errorf("named subscription, nothing changed: sent %v", names(r))
 	}
 	s3 := snap(cluster("c", 0))
-	if r := deltaFor(req, &eds, s3); r == nil || len(names(r)) != 0 || !slices.Equal(r.resp.GetRemovedResources(), []string{"b"}) {
+	if r := deltaFor(req, &eds, s3); r == nil || len(names(r)) != 0 || !slices.Equal(r.mustResp().GetRemovedResources(), []string{"b"}) {
 		t.Errorf("named subscription, resource gone: %+v", r)
 	}
 }

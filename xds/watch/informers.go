@@ -101,8 +101,8 @@ func (s *sources) object(kind, namespace, name string) (any, bool) {
 
 // transform strips what the translator never reads before objects enter the
 // informer caches: managed fields and the last-applied annotation on every
-// object, and most of a Pod. Pods are the bulk of a cluster; this is most of
-// the controller's memory.
+// object, most of a Pod and all of a Node but its name and labels. Pods are the bulk of
+// a cluster; this is most of the controller's memory.
 func transform(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
@@ -113,8 +113,14 @@ func transform(obj any) (any, error) {
 			}
 		}
 	}
-	if p, ok := obj.(*corev1.Pod); ok {
-		return slimPod(p), nil
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return slimPod(o), nil
+	case *corev1.Node:
+		// Only the set of Nodes matters; a Node's status (images,
+		// conditions) is tens of kilobytes.
+		return &corev1.Node{TypeMeta: o.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+			Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels}}, nil
 	}
 	return obj, nil
 }
