@@ -38,9 +38,8 @@ func NewServer(ctx context.Context, c *Cache) *Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// Responses are few and large (a node's clusters in one message):
-		// pooling their encoding buffers kept one large buffer per stream
-		// alive between pushes — half the controller's heap with 100 nodes
-		// of a 1,000-Service mesh. Let the garbage collector have them.
+		// no pooled buffers for them (codec.go).
+		grpc.ForceServerCodecV2(plainCodec{}),
 		experimental.BufferPool(mem.NopBufferPool{}),
 		// Idle streams (most of them, most of the time) give their write
 		// buffer back.
