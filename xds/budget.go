@@ -77,17 +77,25 @@ func (b *sendBudget) take(msg any) (int64, bool) {
 }
 
 // interceptor makes every message sent on a stream wait for budget (or use
-// what was taken while building it) and gives the budget back once gRPC has
-// written it: SendMsg returns when the message is in the transport's flow
-// control, which is what bounds the bytes held.
+// what was taken while building it). gRPC's SendMsg returns once a message
+// is queued for the connection, not when the node has it, so the budget is
+// given back when the node answers the response — its ACK or NACK, the next
+// request of that type — or when the stream ends.
 func (b *sendBudget) interceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	return handler(srv, &budgetStream{ServerStream: ss, b: b})
+	s := &budgetStream{ServerStream: ss, b: b, pending: map[string]int64{}}
+	defer s.releaseAll()
+	return handler(srv, s)
 }
 
 type budgetStream struct {
 	grpc.ServerStream
 	b *sendBudget
+
+	mu      sync.Mutex
+	pending map[string]int64 // type URL → budget of responses not answered yet
 }
+
+type typed interface{ GetTypeUrl() string }
 
 func (s *budgetStream) SendMsg(m any) error {
 	n, ok := s.b.take(m)
@@ -97,6 +105,34 @@ func (s *budgetStream) SendMsg(m any) error {
 		}
 	}
 	err := s.ServerStream.SendMsg(m)
-	s.b.release(n)
+	t, isTyped := m.(typed)
+	if err != nil || !isTyped {
+		s.b.release(n)
+		return err
+	}
+	s.mu.Lock()
+	s.pending[t.GetTypeUrl()] += n
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *budgetStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if t, ok := m.(typed); ok && err == nil {
+		s.mu.Lock()
+		n := s.pending[t.GetTypeUrl()]
+		delete(s.pending, t.GetTypeUrl())
+		s.mu.Unlock()
+		s.b.release(n)
+	}
 	return err
+}
+
+func (s *budgetStream) releaseAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, n := range s.pending {
+		s.b.release(n)
+		delete(s.pending, t)
+	}
 }

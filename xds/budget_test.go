@@ -48,8 +48,8 @@ func TestSendBudget(t *testing.T) {
 
 	// Taken while building, returned after SendMsg.
 	fs := &fakeStream{b: b}
-	s := &budgetStream{ServerStream: fs, b: b}
-	msg := &discoveryv3.DeltaDiscoveryResponse{Resources: []*discoveryv3.Resource{{Name: "a", Resource: &anypb.Any{Value: make([]byte, 80)}}}}
+	s := &budgetStream{ServerStream: fs, b: b, pending: map[string]int64{}}
+	msg := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Resources: []*discoveryv3.Resource{{Name: "a", Resource: &anypb.Any{Value: make([]byte, 80)}}}}
 	b.hold(msg, b.acquire(80))
 	if err := s.SendMsg(msg); err != nil {
 		t.Fatal(err)
@@ -57,18 +57,29 @@ func TestSendBudget(t *testing.T) {
 	if fs.during[0] {
 		t.Error("the budget taken while building was free during the send")
 	}
+	if b.sem.TryAcquire(21) { // 80 of 100 are the response's
+		t.Fatal("budget given back before the node answered")
+	}
+	// The node's ACK (the next request of the type) gives it back.
+	if err := s.RecvMsg(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: msg.TypeUrl}); err != nil {
+		t.Fatal(err)
+	}
 	if !b.sem.TryAcquire(100) {
-		t.Fatal("budget not given back after the send")
+		t.Fatal("budget not given back after the node answered")
 	}
 	b.release(100)
-	// Not built by the cache (state of the world): the stream takes it.
-	if err := s.SendMsg(&discoveryv3.DiscoveryResponse{Resources: []*anypb.Any{{Value: make([]byte, 500)}}}); err != nil {
+	// Not built by the cache (state of the world): the stream takes it,
+	// and gives it back when the stream ends.
+	if err := s.SendMsg(&discoveryv3.DiscoveryResponse{TypeUrl: "t", Resources: []*anypb.Any{{Value: make([]byte, 500)}}}); err != nil {
 		t.Fatal(err)
 	}
 	if fs.during[1] {
 		t.Error("a state-of-the-world response was sent without budget")
 	}
+	s.releaseAll()
 	if !b.sem.TryAcquire(100) {
-		t.Fatal("budget not given back after a state-of-the-world send")
+		t.Fatal("budget not given back when the stream ended")
 	}
 }
+
+func (f *fakeStream) RecvMsg(any) error { return nil }
