@@ -306,6 +306,10 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", env.Kubeconfig, "--log-level", "warn", "--profiling",
 		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--monitoring-address", fmt.Sprintf("127.0.0.1:%d", monPort))
 	cmd.Stderr = os.Stderr
+	if l := os.Getenv("NODEMESH_BENCH_GOMEMLIMIT"); l != "" {
+		// The controller under a soft memory limit, as the chart runs it.
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+l)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
