@@ -107,7 +107,11 @@ func populate(b *testing.B, env *kubetest.Env, mesh *meshgen.Mesh) {
 // bootstrap configures them) and waits until each has every type.
 func connectNodes(b *testing.B, ctx context.Context, addr string) []*xdstest.ADSClient {
 	b.Helper()
-	clients := make([]*xdstest.ADSClient, benchNodes)
+	n := benchNodes
+	if v, err := strconv.Atoi(os.Getenv("NODEMESH_BENCH_CLIENTS")); err == nil && v > 0 && v < n {
+		n = v // fewer simulated nodes connect (the memory benchmark at 10,000 Services)
+	}
+	clients := make([]*xdstest.ADSClient, n)
 	for i := range clients {
 		c, err := xdstest.NewLightADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true)
 		if err != nil {
@@ -165,6 +169,22 @@ func reportLatency(b *testing.B, samples []time.Duration) {
 	b.ReportMetric(float64(slices.Max(samples).Microseconds())/1000, "max-ms")
 }
 
+// servedMesh is the 1,000-Service mesh in the benchmarks' API server, a
+// controller (default debounce) serving it and the simulated nodes
+// connected and synced.
+func servedMesh(b *testing.B) (context.Context, *kubetest.Env, *meshgen.Mesh, []*xdstest.ADSClient) {
+	b.Helper()
+	env := kubetest.Dedicated(b, "mesh1000")
+	mesh := benchMesh(1000)
+	populate(b, env, mesh)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	b.Cleanup(cancel)
+	c := startController(b, env.Config, 0)
+	clients := connectNodes(b, ctx, c.addr)
+	time.Sleep(time.Second) // let the initial pushes settle
+	return ctx, env, mesh, clients
+}
+
 // BenchmarkConvergence: 1,000 Services with VirtualServices and
 // DestinationRules, 100 node Envoys connected over ADS; each iteration
 // updates one VirtualService in the API server and waits until all 100
@@ -172,14 +192,7 @@ func reportLatency(b *testing.B, samples []time.Duration) {
 // node of every iteration, from the update call to the node's ACK (with the
 // controller's default 100 ms debounce).
 func BenchmarkConvergence(b *testing.B) {
-	env := kubetest.Dedicated(b, "mesh1000")
-	mesh := benchMesh(1000)
-	populate(b, env, mesh)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	c := startController(b, env.Config, 0)
-	clients := connectNodes(b, ctx, c.addr)
-	time.Sleep(time.Second) // let the initial pushes settle
+	ctx, env, mesh, clients := servedMesh(b)
 
 	var samples []time.Duration
 	b.ResetTimer()
@@ -214,14 +227,7 @@ func BenchmarkConvergence(b *testing.B) {
 // resources each node receives per change and the time until all 100 have
 // accepted it.
 func BenchmarkEndpointPush(b *testing.B) {
-	env := kubetest.Dedicated(b, "mesh1000")
-	mesh := benchMesh(1000)
-	populate(b, env, mesh)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	c := startController(b, env.Config, 0)
-	clients := connectNodes(b, ctx, c.addr)
-	time.Sleep(time.Second)
+	ctx, env, mesh, clients := servedMesh(b)
 
 	var samples []time.Duration
 	received, other := 0, 0
