@@ -42,7 +42,8 @@ type deltaWatch struct {
 
 // deltaResponse is a delta response: what to send is decided when it is
 // created, the message is built when the stream is about to send it (under
-// the send budget, which the stream's interceptor gives back once sent).
+// the send budget, which the stream's interceptor gives back when the node
+// answers it; budget.go).
 type deltaResponse struct {
 	req      *cachev3.DeltaRequest
 	returned map[string]string
