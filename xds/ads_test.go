@@ -254,7 +254,7 @@ func TestEnvoyNodeADS(t *testing.T) {
 			good := c.State(resourcev3.RouteType).Resources
 			rejecting.Store(&good)
 			before = responses(c)
-			gen4 := generation(t, 4, withVS(bag3Objects(bag3), "reviews", nil))
+			gen4 := generation(t, 4, withVS(bag3.Objects(), "reviews", nil))
 			s.push(t, gen4, "node-1")
 			rejected := gen4.ForNode("node-1", xds.EnvoyNode).Version(resourcev3.RouteType)
 			if err := c.Wait(ctx, func(st xdstest.States) bool { return st[resourcev3.RouteType].NACKs > 0 }); err != nil {
@@ -292,7 +292,7 @@ func TestEnvoyNodeADS(t *testing.T) {
 			// The same content again (a new generation from an unrelated
 			// change): not resent.
 			before = responses(c)
-			s.push(t, generation(t, 5, withVS(bag3Objects(bag3), "reviews", nil)), "node-1")
+			s.push(t, generation(t, 5, withVS(bag3.Objects(), "reviews", nil)), "node-1")
 			settle()
 			if n := responses(c)[resourcev3.RouteType] - before[resourcev3.RouteType]; n != 0 {
 				t.Errorf("rejected content resent %d times", n)
@@ -308,26 +308,6 @@ func TestEnvoyNodeADS(t *testing.T) {
 			})
 		})
 	}
-}
-
-func bag3Objects(bag *input.Bag) []any {
-	var out []any
-	for _, o := range bag.Services {
-		out = append(out, o)
-	}
-	for _, o := range bag.Pods {
-		out = append(out, o)
-	}
-	for _, o := range bag.EndpointSlices {
-		out = append(out, o)
-	}
-	for _, o := range bag.DestinationRules {
-		out = append(out, o)
-	}
-	for _, o := range bag.VirtualServices {
-		out = append(out, o)
-	}
-	return out
 }
 
 // moveRatings changes the ratings EndpointSlice's endpoint address.

@@ -88,26 +88,20 @@ type resourceSet struct {
 }
 
 func (h *hasher) set(resources []types.Resource) *resourceSet {
-	s := &resourceSet{
-		items:    make(map[string]types.ResourceWithTTL, len(resources)),
-		versions: make(map[string]string, len(resources)),
-	}
-	for _, r := range resources {
-		name := resourceName(r)
-		e := h.encode(r)
-		s.items[name] = e.item(r)
-		s.versions[name] = e.version
-	}
-	s.version = typeVersion(s.versions)
-	return s
+	return (&resourceSet{}).with(h, resources)
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
-// with is the set with some resources replaced (by name); only those are
-// hashed.
+// with is the set with some resources added or replaced (by name); only
+// those are hashed.
 func (s *resourceSet) with(h *hasher, replaced []types.Resource) *resourceSet {
-	out := &resourceSet{items: maps.Clone(s.items), versions: maps.Clone(s.versions)}
+	out := &resourceSet{
+		items:    make(map[string]types.ResourceWithTTL, len(s.items)+len(replaced)),
+		versions: make(map[string]string, len(s.versions)+len(replaced)),
+	}
+	maps.Copy(out.items, s.items)
+	maps.Copy(out.versions, s.versions)
 	for _, r := range replaced {
 		name := resourceName(r)
 		e := h.encode(r)

@@ -6,6 +6,7 @@ package meshgen
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -159,35 +160,20 @@ func VirtualService(ns, name string, weight int32) *networkingv1.VirtualService 
 }
 
 // Objects lists every object in creation order (namespaces first).
-func (m *Mesh) Objects() []any {
-	var out []any
-	for _, o := range m.Namespaces {
-		out = append(out, o)
-	}
-	for _, o := range m.Services {
-		out = append(out, o)
-	}
-	for _, o := range m.Pods {
-		out = append(out, o)
-	}
-	for _, o := range m.EndpointSlices {
-		out = append(out, o)
-	}
-	for _, o := range m.DestinationRules {
-		out = append(out, o)
-	}
-	for _, o := range m.VirtualServices {
-		out = append(out, o)
-	}
-	return out
-}
+func (m *Mesh) Objects() []any { return m.bag().Objects() }
 
 // Bag is the mesh as translator input.
 func (m *Mesh) Bag() *input.Bag {
-	bag := &input.Bag{}
-	for _, o := range m.Objects() {
-		bag.Add(o)
-	}
+	bag := m.bag()
 	bag.Sort()
 	return bag
+}
+
+// bag holds copies of the mesh's slices (sorting a Bag reorders them).
+func (m *Mesh) bag() *input.Bag {
+	return &input.Bag{
+		Namespaces: slices.Clone(m.Namespaces), Services: slices.Clone(m.Services), Pods: slices.Clone(m.Pods),
+		EndpointSlices: slices.Clone(m.EndpointSlices), DestinationRules: slices.Clone(m.DestinationRules),
+		VirtualServices: slices.Clone(m.VirtualServices),
+	}
 }

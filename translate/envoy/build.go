@@ -23,24 +23,8 @@ const maxRepairRounds = 8
 // host, a filter chain, a cluster) and reported as an InvalidXDS error; the
 // rest is returned.
 func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
-	var diags ir.Diagnostics
 	r := &Resources{}
-	for _, l := range m.Listeners {
-		x, err := buildListener(l)
-		if err != nil {
-			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeListener, Name: l.Name}, "", "withheld: %v", err)
-			continue
-		}
-		r.Listeners = append(r.Listeners, x)
-	}
-	for _, rc := range m.RouteConfigs {
-		x, err := buildRouteConfig(rc)
-		if err != nil {
-			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeRoute, Name: rc.Name}, "", "withheld: %v", err)
-			continue
-		}
-		r.Routes = append(r.Routes, x)
-	}
+	diags := buildListenersAndRoutes(m, r)
 	// Clusters and assignments are most of the work and independent: build
 	// them on every core.
 	clusters := make([]*clusterv3.Cluster, len(m.Clusters))
@@ -73,21 +57,10 @@ func Build(m *ir.Model) (*Resources, ir.Diagnostics) {
 	return r, diags
 }
 
-// BuildPart converts part of a node's model — route configurations,
-// listeners, endpoint assignments — whose references resolve to already
-// validated resources in refs, and validates it. It is how per-node and per-class pieces are added
-// to a shared base without validating the base again.
-func BuildPart(m *ir.Model, refs *Refs) (*Resources, ir.Diagnostics) {
+// buildListenersAndRoutes builds a model's listeners and route
+// configurations into r; one that cannot be built is withheld and reported.
+func buildListenersAndRoutes(m *ir.Model, r *Resources) ir.Diagnostics {
 	var diags ir.Diagnostics
-	r := &Resources{}
-	for _, rc := range m.RouteConfigs {
-		x, err := buildRouteConfig(rc)
-		if err != nil {
-			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeRoute, Name: rc.Name}, "", "withheld: %v", err)
-			continue
-		}
-		r.Routes = append(r.Routes, x)
-	}
 	for _, l := range m.Listeners {
 		x, err := buildListener(l)
 		if err != nil {
@@ -96,6 +69,24 @@ func BuildPart(m *ir.Model, refs *Refs) (*Resources, ir.Diagnostics) {
 		}
 		r.Listeners = append(r.Listeners, x)
 	}
+	for _, rc := range m.RouteConfigs {
+		x, err := buildRouteConfig(rc)
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: TypeRoute, Name: rc.Name}, "", "withheld: %v", err)
+			continue
+		}
+		r.Routes = append(r.Routes, x)
+	}
+	return diags
+}
+
+// BuildPart converts part of a node's model — route configurations,
+// listeners, endpoint assignments — whose references resolve to already
+// validated resources in refs, and validates it. It is how per-node and per-class pieces are added
+// to a shared base without validating the base again.
+func BuildPart(m *ir.Model, refs *Refs) (*Resources, ir.Diagnostics) {
+	r := &Resources{}
+	diags := buildListenersAndRoutes(m, r)
 	if len(m.Endpoints) > 0 {
 		shared := sharedEndpoints(m)
 		r.Endpoints = make([]*endpointv3.ClusterLoadAssignment, len(m.Endpoints))

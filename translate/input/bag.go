@@ -99,3 +99,25 @@ func (b *Bag) Add(obj any) bool {
 	}
 	return true
 }
+
+// Objects lists every object in the bag, the inverse of Add: namespaces
+// first (then Services, Pods, EndpointSlices and Istio resources), the order
+// in which an API server accepts them.
+func (b *Bag) Objects() []any {
+	var out []any
+	out = appendAll(out, b.Namespaces)
+	out = appendAll(out, b.Services)
+	out = appendAll(out, b.Pods)
+	out = appendAll(out, b.EndpointSlices)
+	out = appendAll(out, b.DestinationRules)
+	out = appendAll(out, b.VirtualServices)
+	out = appendAll(out, b.ServiceEntries)
+	return appendAll(out, b.Gateways)
+}
+
+func appendAll[T any](out []any, objs []T) []any {
+	for _, o := range objs {
+		out = append(out, o)
+	}
+	return out
+}

@@ -45,18 +45,23 @@ func TestWithEndpoints(t *testing.T) {
 			p.Node(p.NodeClasses("node-0"))
 			svc := mesh.Services[7]
 			key := svc.Namespace + "/" + svc.Name
+			// unready makes the Service's i-th endpoint unready, through its
+			// EndpointSlice or its Pod.
+			unready := func(i int) {
+				if slicesToo {
+					es := mesh.EndpointSlices[7].DeepCopy()
+					notReady := false
+					es.Endpoints[i].Conditions.Ready = &notReady
+					mesh.EndpointSlices[7] = es
+					return
+				}
+				pod := mesh.Pods[7*6+i].DeepCopy()
+				pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+				mesh.Pods[7*6+i] = pod
+			}
 
 			// One endpoint becomes unready.
-			if slicesToo {
-				es := mesh.EndpointSlices[7].DeepCopy()
-				notReady := false
-				es.Endpoints[1].Conditions.Ready = &notReady
-				mesh.EndpointSlices[7] = es
-			} else {
-				pod := mesh.Pods[7*6+1].DeepCopy()
-				pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
-				mesh.Pods[7*6+1] = pod
-			}
+			unready(1)
 			bag := mesh.Bag()
 			next, changed, ok := p.WithEndpoints(bag, []string{key})
 			if !ok {
@@ -73,16 +78,7 @@ func TestWithEndpoints(t *testing.T) {
 			// Every endpoint of subset v2 goes: a subset selecting nothing is
 			// a warning, as in a fresh translation.
 			for i := 1; i < 6; i += 3 {
-				if slicesToo {
-					es := mesh.EndpointSlices[7].DeepCopy()
-					notReady := false
-					es.Endpoints[i].Conditions.Ready = &notReady
-					mesh.EndpointSlices[7] = es
-				} else {
-					pod := mesh.Pods[7*6+i].DeepCopy()
-					pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
-					mesh.Pods[7*6+i] = pod
-				}
+				unready(i)
 			}
 			bag = mesh.Bag()
 			next2, _, ok := next.WithEndpoints(bag, []string{key})
@@ -94,16 +90,7 @@ func TestWithEndpoints(t *testing.T) {
 			// Then every endpoint: the Service has none (an informational
 			// diagnostic) and every subset is empty.
 			for i := range 6 {
-				if slicesToo {
-					es := mesh.EndpointSlices[7].DeepCopy()
-					notReady := false
-					es.Endpoints[i].Conditions.Ready = &notReady
-					mesh.EndpointSlices[7] = es
-				} else {
-					pod := mesh.Pods[7*6+i].DeepCopy()
-					pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
-					mesh.Pods[7*6+i] = pod
-				}
+				unready(i)
 			}
 			bag = mesh.Bag()
 			next3, _, ok := next2.WithEndpoints(bag, []string{key})

@@ -168,16 +168,7 @@ func (c *Controller) Run(ctx context.Context) error {
 
 func (c *Controller) handler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			switch o := obj.(type) {
-			case *corev1.Node:
-				c.enqueue(change{nodes: true, first: time.Now(), events: 1})
-			case *discoveryv1.EndpointSlice:
-				c.enqueue(change{services: map[string]bool{o.Namespace + "/" + o.Labels[discoveryv1.LabelServiceName]: true}, first: time.Now(), events: 1})
-			default:
-				c.enqueue(change{full: true, first: time.Now(), events: 1})
-			}
-		},
+		AddFunc: func(obj any) { c.enqueue(appeared(obj)) },
 		UpdateFunc: func(oldObj, newObj any) {
 			if ch, ok := c.src.classify(oldObj, newObj); ok {
 				c.enqueue(ch)
@@ -187,16 +178,23 @@ func (c *Controller) handler() cache.ResourceEventHandler {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
-			switch o := obj.(type) {
-			case *corev1.Node:
-				c.enqueue(change{nodes: true, first: time.Now(), events: 1})
-			case *discoveryv1.EndpointSlice:
-				c.enqueue(change{services: map[string]bool{o.Namespace + "/" + o.Labels[discoveryv1.LabelServiceName]: true}, first: time.Now(), events: 1})
-			default:
-				c.enqueue(change{full: true, first: time.Now(), events: 1})
-			}
+			c.enqueue(appeared(obj))
 		},
 	}
+}
+
+// appeared is the change an object's creation or deletion makes: to the set
+// of Nodes, to one Service's endpoints, or anything else (a full
+// translation).
+func appeared(obj any) change {
+	now := time.Now()
+	switch o := obj.(type) {
+	case *corev1.Node:
+		return change{nodes: true, first: now, events: 1}
+	case *discoveryv1.EndpointSlice:
+		return change{services: map[string]bool{o.Namespace + "/" + o.Labels[discoveryv1.LabelServiceName]: true}, first: now, events: 1}
+	}
+	return change{full: true, first: now, events: 1}
 }
 
 func (c *Controller) enqueue(ch change) {

@@ -96,12 +96,7 @@ func deploy(t *testing.T, env *kubetest.Env, b *xdstest.Bookinfo) {
 // deleted in the API server; a broken VirtualService gets an Event and
 // stops nothing else.
 func TestControllerServesCluster(t *testing.T) {
-	env := kubetest.Get(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ns := env.Namespace(t, "bookinfo", nil)
-	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
-	deploy(t, env, b)
+	env, ctx, ns, b := bookinfoIn(t, 3*time.Minute)
 	c := startController(t, env.Config, 20*time.Millisecond)
 
 	client := xdstest.NewGRPCClient(t, c.addr, "grpc-"+ns)
@@ -178,12 +173,7 @@ func waitEvent(t *testing.T, ctx context.Context, env *kubetest.Env, ns, kind, n
 // its pods, and a rejection of the route configuration becomes an Event on
 // the VirtualServices behind it.
 func TestControllerNodesAndNACKEvents(t *testing.T) {
-	env := kubetest.Get(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := env.Namespace(t, "bookinfo", nil)
-	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
-	deploy(t, env, b)
+	env, ctx, ns, b := bookinfoIn(t, 2*time.Minute)
 	node := "node-" + ns
 	if _, err := env.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
 		t.Fatal(err)
@@ -296,6 +286,19 @@ spec:
 	}
 }
 
+// bookinfoIn deploys the bookinfo fixture in a namespace of its own of the
+// shared API server, with a context for the test.
+func bookinfoIn(t *testing.T, timeout time.Duration) (*kubetest.Env, context.Context, string, *xdstest.Bookinfo) {
+	t.Helper()
+	env := kubetest.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	ns := env.Namespace(t, "bookinfo", nil)
+	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
+	deploy(t, env, b)
+	return env, ctx, ns, b
+}
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -311,12 +314,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // reports not ready and keeps serving what it has; when the API server is
 // back it is ready again and follows changes.
 func TestControllerWithoutAPIServer(t *testing.T) {
-	env := kubetest.Get(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := env.Namespace(t, "bookinfo", nil)
-	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
-	deploy(t, env, b)
+	env, ctx, ns, b := bookinfoIn(t, 2*time.Minute)
 
 	proxy := newTCPProxy(t, strings.TrimPrefix(env.Config.Host, "https://"))
 	cfg := rest.CopyConfig(env.Config)
@@ -411,12 +409,7 @@ func (p *tcpProxy) restore() {
 // server: only the endpoints of that Service are recomputed (no full
 // translation) and a delta node is sent only the affected assignments.
 func TestControllerEndpointOnlyPush(t *testing.T) {
-	env := kubetest.Get(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := env.Namespace(t, "bookinfo", nil)
-	b := xdstest.NewBookinfo(t, ns, xdstest.HostAddress(t))
-	deploy(t, env, b)
+	env, ctx, ns, _ := bookinfoIn(t, 2*time.Minute)
 	node := "node-" + ns
 	if _, err := env.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
 		t.Fatal(err)

@@ -203,6 +203,16 @@ func (c *ADSClient) run(ctx context.Context) {
 	}
 }
 
+// locked serialises a stream's Send (the receive loop and waiters both
+// send) and takes the request type the stream expects.
+func locked[T any](mu *sync.Mutex, send func(T) error) func(any) error {
+	return func(m any) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return send(m.(T))
+	}
+}
+
 // stream runs one ADS stream until it breaks.
 func (c *ADSClient) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, resumed bool) error {
 	sctx, cancel := context.WithCancel(ctx)
@@ -214,22 +224,14 @@ func (c *ADSClient) stream(ctx context.Context, ads discoveryv3.AggregatedDiscov
 		if err != nil {
 			return err
 		}
-		c.send = func(m any) error {
-			sendMu.Lock()
-			defer sendMu.Unlock()
-			return s.Send(m.(*discoveryv3.DeltaDiscoveryRequest))
-		}
+		c.send = locked(&sendMu, s.Send)
 		recv = func() (any, error) { return s.Recv() }
 	} else {
 		s, err := ads.StreamAggregatedResources(sctx, grpc.WaitForReady(true))
 		if err != nil {
 			return err
 		}
-		c.send = func(m any) error {
-			sendMu.Lock()
-			defer sendMu.Unlock()
-			return s.Send(m.(*discoveryv3.DiscoveryRequest))
-		}
+		c.send = locked(&sendMu, s.Send)
 		recv = func() (any, error) { return s.Recv() }
 	}
 	c.mu.Lock()

@@ -89,27 +89,7 @@ func (b *Bookinfo) decode(t testing.TB, manifest string) []any {
 	if d := l.Diagnostics(); len(d) > 0 {
 		t.Fatalf("bookinfo fixture: %v", d)
 	}
-	bag := l.Bag()
-	var out []any
-	for _, o := range bag.Namespaces {
-		out = append(out, o)
-	}
-	for _, o := range bag.Services {
-		out = append(out, o)
-	}
-	for _, o := range bag.Pods {
-		out = append(out, o)
-	}
-	for _, o := range bag.EndpointSlices {
-		out = append(out, o)
-	}
-	for _, o := range bag.DestinationRules {
-		out = append(out, o)
-	}
-	for _, o := range bag.VirtualServices {
-		out = append(out, o)
-	}
-	return out
+	return l.Bag().Objects()
 }
 
 const bookinfoPlatform = `
