@@ -177,10 +177,10 @@ func TestEnvoyNodeADS(t *testing.T) {
 			if wantRoutes := slices.Sorted(slices.Values(envoy.RouteConfigNames(l))); !slices.Equal(routes, wantRoutes) {
 				t.Errorf("route configurations: got %v, want those the listener names %v", routes, wantRoutes)
 			}
-			if n, want := len(c.State(resourcev3.ClusterType).Resources), len(want1.Resources.Clusters); n != want {
+			if n, want := len(c.State(resourcev3.ClusterType).Resources), len(resourcesOf(t, want1).Clusters); n != want {
 				t.Errorf("clusters: got %d, want %d", n, want)
 			}
-			if n, want := len(c.State(resourcev3.EndpointType).Resources), len(want1.Resources.Endpoints); n != want {
+			if n, want := len(c.State(resourcev3.EndpointType).Resources), len(resourcesOf(t, want1).Endpoints); n != want {
 				t.Errorf("endpoints: got %d, want %d", n, want)
 			}
 			// The controller sees the ACKs (they may still be in flight).
@@ -320,4 +320,14 @@ func moveRatings(bag *input.Bag) {
 		es.Endpoints[0].Addresses = []string{fmt.Sprintf("127.0.0.%d", 250)}
 		bag.EndpointSlices[i] = es
 	}
+}
+
+// resourcesOf decodes a configuration's resources.
+func resourcesOf(t testing.TB, cfg *xds.Config) *envoy.Resources {
+	t.Helper()
+	r, err := cfg.Resources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

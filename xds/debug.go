@@ -148,7 +148,11 @@ func (c *Cache) Dump(node string) (*ConfigDump, error) {
 		slices.Sort(names)
 		*dst = make([]json.RawMessage, 0, len(names))
 		for _, n := range names {
-			data, err := marshalJSON(unwrap(items[n].Resource))
+			m, err := decode(items[n].Resource)
+			if err != nil {
+				return nil, err
+			}
+			data, err := marshalJSON(m)
 			if err != nil {
 				return nil, fmt.Errorf("%s %s: %w", shortType(typeURL), n, err)
 			}

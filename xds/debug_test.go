@@ -37,6 +37,7 @@ func TestDebugEndpoints(t *testing.T) {
 	metrics := xds.NewMetrics(reg)
 	cache := xds.NewCache(nil, metrics)
 	cfg := gen.ForNode("node-1", xds.EnvoyNode)
+	res := resourcesOf(t, cfg)
 	if err := cache.Push(cfg, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +78,9 @@ func TestDebugEndpoints(t *testing.T) {
 	if dump.Versions["Listener"] != cfg.Version(resourcev3.ListenerType) {
 		t.Errorf("listener version %q, want %q", dump.Versions["Listener"], cfg.Version(resourcev3.ListenerType))
 	}
-	if len(dump.Listeners) != 1 || len(dump.Clusters) != len(cfg.Resources.Clusters) || len(dump.Endpoints) != len(cfg.Resources.Endpoints) || len(dump.Routes) != len(cfg.Resources.Routes) {
+	if len(dump.Listeners) != 1 || len(dump.Clusters) != len(res.Clusters) || len(dump.Endpoints) != len(res.Endpoints) || len(dump.Routes) != len(res.Routes) {
 		t.Errorf("dump has %d listeners, %d routes, %d clusters, %d endpoints; want 1, %d, %d, %d", len(dump.Listeners), len(dump.Routes), len(dump.Clusters), len(dump.Endpoints),
-			len(cfg.Resources.Routes), len(cfg.Resources.Clusters), len(cfg.Resources.Endpoints))
+			len(res.Routes), len(res.Clusters), len(res.Endpoints))
 	}
 	l := &listenerv3.Listener{}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(dump.Listeners[0], l); err != nil {

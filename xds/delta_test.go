@@ -3,6 +3,8 @@ package xds
 import (
 	"slices"
 	"testing"
+	"time"
+	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -33,7 +35,6 @@ func (r *deltaResponse) mustResp() *discoveryv3.DeltaDiscoveryResponse {
 // lose the ones gone; named subscriptions only what they name; nothing is
 // sent when nothing changed, except the first answer to a wildcard request.
 func TestDeltaFor(t *testing.T) {
-	h := newHasher()
 	cluster := func(name string, lb uint32) *clusterv3.Cluster {
 		return &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 			LbPolicy: clusterv3.Cluster_LbPolicy(lb)}
@@ -48,8 +49,8 @@ func TestDeltaFor(t *testing.T) {
 			es = append(es, cla(c.GetName()))
 		}
 		return snapshot(map[string]*resourceSet{
-			resourcev3.ClusterType:  h.set(toResources(cs)),
-			resourcev3.EndpointType: h.set(toResources(es)),
+			resourcev3.ClusterType:  encodeSet(cs),
+			resourcev3.EndpointType: encodeSet(es),
 		})
 	}
 	node := &corev3.Node{Id: "node-1"}
@@ -71,7 +72,7 @@ func TestDeltaFor(t *testing.T) {
 		if err := res.GetResource().UnmarshalTo(got); err != nil {
 			t.Fatal(err)
 		}
-		if !proto.Equal(got, unwrap(s1.Resources[cachev3.GetResponseType(resourcev3.ClusterType)].Items[res.GetName()].Resource)) {
+		if want, err := decode(s1.Resources[cachev3.GetResponseType(resourcev3.ClusterType)].Items[res.GetName()].Resource); err != nil || !proto.Equal(got, want) {
 			t.Errorf("%s: sent %v", res.GetName(), got)
 		}
 		if res.GetVersion() != s1.VersionMap[resourcev3.ClusterType][res.GetName()] {
@@ -113,5 +114,38 @@ func TestDeltaFor(t *testing.T) {
 	s3 := snap(cluster("c", 0))
 	if r := deltaFor(req, &eds, s3); r == nil || len(names(r)) != 0 || !slices.Equal(r.mustResp().GetRemovedResources(), []string{"b"}) {
 		t.Errorf("named subscription, resource gone: %+v", r)
+	}
+}
+
+// A delta request's subscribed names are replaced by the served snapshot's
+// own strings (the subscription keeps them for the stream's life); names
+// the snapshot does not have are left as they are.
+func TestDeltaRequestNamesInterned(t *testing.T) {
+	c := NewCache(nil, nil)
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: "outbound|9080||reviews.bookinfo.svc.cluster.local"}
+	cfg := &Config{Node: "node-1", Snapshot: snapshot(map[string]*resourceSet{resourcev3.EndpointType: encodeSet([]*endpointv3.ClusterLoadAssignment{cla})})}
+	if err := c.Push(cfg, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Decoded from the wire, as the server receives it: strings of its own.
+	data, err := proto.Marshal(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "node-1"}, TypeUrl: resourcev3.EndpointType,
+		ResourceNamesSubscribe: []string{cla.GetClusterName(), "outbound|9080||gone.bookinfo.svc.cluster.local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &discoveryv3.DeltaDiscoveryRequest{}
+	if err := proto.Unmarshal(data, req); err != nil {
+		t.Fatal(err)
+	}
+	before := unsafe.StringData(req.ResourceNamesSubscribe[1])
+	if err := c.OnStreamDeltaRequest(1, req); err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.Snapshot.GetResourcesAndTTL(resourcev3.EndpointType)[cla.GetClusterName()].Resource.(*wire)
+	if unsafe.StringData(req.ResourceNamesSubscribe[0]) != unsafe.StringData(w.name) {
+		t.Error("subscribed name not replaced by the snapshot's")
+	}
+	if req.ResourceNamesSubscribe[0] != cla.GetClusterName() || unsafe.StringData(req.ResourceNamesSubscribe[1]) != before {
+		t.Errorf("names changed: %q", req.ResourceNamesSubscribe)
 	}
 }

@@ -8,12 +8,12 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/translate/input"
@@ -52,17 +52,16 @@ type Generation struct {
 	mu       sync.Mutex
 	bag      *input.Bag
 	prepared *istio.Prepared
-	base     *envoy.Resources
 	refs     *envoy.Refs
-	hash     *hasher
 	// decodeDiags and buildDiags are the input's and the shared
 	// configuration's; partDiags those of parts built since (class route
 	// configurations, node listeners, the gRPC view).
 	decodeDiags, buildDiags, partDiags ir.Diagnostics
-	// shared resource sets of the default class
-	clusters, endpoints, routes *resourceSet
-	// class route configurations built so far, by name
-	classRoutes map[string]*routev3.RouteConfiguration
+	// The shared configuration (the default class), encoded: a generation
+	// keeps no messages (see wire).
+	listeners, clusters, endpoints, routes *resourceSet
+	// classRoutes are the class route configurations built so far.
+	classRoutes *resourceSet
 	// nodeParts are the listener and route configurations of nodes, by the
 	// source classes they serve (nodes with the same classes share them).
 	nodeParts map[string]*nodePart
@@ -72,8 +71,6 @@ type Generation struct {
 // nodePart is what depends on a node's source classes.
 type nodePart struct {
 	classes               []ir.SourceClass
-	listeners             []*listenerv3.Listener
-	routes                []*routev3.RouteConfiguration
 	listenerSet, routeSet *resourceSet
 }
 
@@ -82,20 +79,21 @@ func NewGeneration(id int64, changed time.Time, bag *input.Bag, decodeDiags ir.D
 	p := istio.Prepare(bag, opts)
 	base, xdiags := envoy.Build(p.Base)
 	g := &Generation{
-		ID: id, Changed: changed, bag: bag, prepared: p, base: base, refs: envoy.RefsOf(base),
-		hash: newHasher(), classRoutes: map[string]*routev3.RouteConfiguration{}, nodeParts: map[string]*nodePart{},
+		ID: id, Changed: changed, bag: bag, prepared: p, refs: envoy.RefsOf(base),
+		classRoutes: encodeSet[types.Resource](nil), nodeParts: map[string]*nodePart{},
 		decodeDiags: decodeDiags, buildDiags: xdiags,
 	}
-	g.clusters = g.hash.set(toResources(base.Clusters))
-	g.endpoints = g.hash.set(toResources(base.Endpoints))
-	g.routes = g.hash.set(toResources(base.Routes))
+	g.listeners = encodeSet(base.Listeners)
+	g.clusters = encodeSet(base.Clusters)
+	g.endpoints = encodeSet(base.Endpoints)
+	g.routes = encodeSet(base.Routes)
 	return g
 }
 
 // WithEndpoints is the generation after g when only the endpoints of some
 // Services changed (their EndpointSlices, or their Pods' readiness; keys
 // are "namespace/name"): only those Services' assignments are recomputed,
-// built, validated and hashed; clusters, route configurations, node
+// built, validated and encoded; clusters, route configurations, node
 // listeners and class routing are g's. It returns nil when the shortcut does
 // not apply (see istio.Prepared.WithEndpoints): use NewGeneration.
 func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, services []string) *Generation {
@@ -105,10 +103,6 @@ func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, 
 	if !ok {
 		return nil
 	}
-	at := make(map[string]int, len(g.base.Endpoints))
-	for i, e := range g.base.Endpoints {
-		at[e.GetClusterName()] = i
-	}
 	var ces []ir.ClusterEndpoints
 	for _, ce := range p.Base.Endpoints {
 		if slices.Contains(names, ce.Cluster) {
@@ -116,24 +110,23 @@ func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, 
 		}
 	}
 	part, diags := envoy.BuildPart(&ir.Model{Endpoints: ces}, g.refs)
-	base := *g.base
-	base.Endpoints = slices.Clone(g.base.Endpoints)
+	var replaced []*endpointv3.ClusterLoadAssignment
 	for _, cla := range part.Endpoints {
-		if i, ok := at[cla.GetClusterName()]; ok {
-			base.Endpoints[i] = cla
+		if _, ok := g.endpoints.items[cla.GetClusterName()]; ok {
+			replaced = append(replaced, cla)
 		}
 	}
 	n := &Generation{
-		ID: id, Changed: changed, bag: bag, prepared: p, base: &base, refs: g.refs, hash: newHasher(),
-		decodeDiags: g.decodeDiags, clusters: g.clusters, routes: g.routes,
+		ID: id, Changed: changed, bag: bag, prepared: p, refs: g.refs,
+		decodeDiags: g.decodeDiags, listeners: g.listeners, clusters: g.clusters, routes: g.routes,
 	}
 	g.mu.Lock()
 	n.buildDiags = append(slices.Clone(g.buildDiags), diags...)
 	n.partDiags = slices.Clone(g.partDiags)
-	n.classRoutes = maps.Clone(g.classRoutes)
+	n.classRoutes = g.classRoutes
 	n.nodeParts = maps.Clone(g.nodeParts)
 	g.mu.Unlock()
-	n.endpoints = g.endpoints.with(n.hash, toResources(part.Endpoints))
+	n.endpoints = with(g.endpoints, replaced)
 	return n
 }
 
@@ -147,17 +140,6 @@ func (g *Generation) Diagnostics() ir.Diagnostics {
 	return out.Sort()
 }
 
-// Base is the shared configuration (the default class).
-func (g *Generation) Base() *envoy.Resources { return g.base }
-
-func toResources[T types.Resource](s []T) []types.Resource {
-	out := make([]types.Resource, len(s))
-	for i, r := range s {
-		out[i] = r
-	}
-	return out
-}
-
 // Config is what one node is served.
 type Config struct {
 	Node       string
@@ -166,12 +148,35 @@ type Config struct {
 	// Classes are the node's source classes (Envoy nodes).
 	Classes  []ir.SourceClass
 	Snapshot *cachev3.Snapshot
-	// Resources are the snapshot's resources, for debugging and tests.
-	Resources envoy.Resources
 }
 
 // Version is the snapshot version of a type.
 func (c *Config) Version(typeURL string) string { return c.Snapshot.GetVersion(typeURL) }
+
+// Resources decodes the snapshot's resources (for debugging and tests),
+// each type sorted by name.
+func (c *Config) Resources() (*envoy.Resources, error) {
+	return snapshotResources(c.Snapshot)
+}
+
+func snapshotResources(s *cachev3.Snapshot) (*envoy.Resources, error) {
+	r := &envoy.Resources{}
+	for typeURL, add := range map[string]func(types.Resource){
+		resourcev3.ListenerType: func(m types.Resource) { r.Listeners = append(r.Listeners, m.(*listenerv3.Listener)) },
+		resourcev3.RouteType:    func(m types.Resource) { r.Routes = append(r.Routes, m.(*routev3.RouteConfiguration)) },
+		resourcev3.ClusterType:  func(m types.Resource) { r.Clusters = append(r.Clusters, m.(*clusterv3.Cluster)) },
+		resourcev3.EndpointType: func(m types.Resource) { r.Endpoints = append(r.Endpoints, m.(*endpointv3.ClusterLoadAssignment)) },
+	} {
+		ms, err := decodeItems(s.GetResourcesAndTTL(typeURL))
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			add(m)
+		}
+	}
+	return r, nil
+}
 
 // ForNode computes a node's configuration.
 func (g *Generation) ForNode(node string, kind NodeKind) *Config {
@@ -179,20 +184,13 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 		return g.forGRPC(node)
 	}
 	np := g.nodePart(node)
-	cfg := &Config{Node: node, Kind: EnvoyNode, Generation: g.ID, Classes: np.classes}
-	cfg.Resources = envoy.Resources{
-		Listeners: np.listeners,
-		Routes:    np.routes,
-		Clusters:  g.base.Clusters,
-		Endpoints: g.base.Endpoints,
-	}
-	cfg.Snapshot = snapshot(map[string]*resourceSet{
-		resourcev3.ListenerType: np.listenerSet,
-		resourcev3.RouteType:    np.routeSet,
-		resourcev3.ClusterType:  g.clusters,
-		resourcev3.EndpointType: g.endpoints,
-	})
-	return cfg
+	return &Config{Node: node, Kind: EnvoyNode, Generation: g.ID, Classes: np.classes,
+		Snapshot: snapshot(map[string]*resourceSet{
+			resourcev3.ListenerType: np.listenerSet,
+			resourcev3.RouteType:    np.routeSet,
+			resourcev3.ClusterType:  g.clusters,
+			resourcev3.EndpointType: g.endpoints,
+		})}
 }
 
 // classesKey identifies what a node's listener and routes depend on: its
@@ -220,39 +218,40 @@ func (g *Generation) nodePart(node string) *nodePart {
 	}
 	m := g.prepared.Node(classes)
 	var fresh []ir.RouteConfig
-	var routes []*routev3.RouteConfiguration
+	var own []string // the class route configurations of the node
 	for _, rc := range m.RouteConfigs {
 		if g.isBaseRoute(rc.Name) {
 			continue
 		}
-		if r, ok := g.classRoutes[rc.Name]; ok {
-			routes = append(routes, r)
-		} else {
+		own = append(own, rc.Name)
+		if _, ok := g.classRoutes.items[rc.Name]; !ok {
 			fresh = append(fresh, rc)
 		}
 	}
 	if len(fresh) > 0 {
 		built, diags := envoy.BuildPart(&ir.Model{RouteConfigs: fresh}, g.refs)
 		g.partDiags = append(g.partDiags, diags...)
-		for _, r := range built.Routes {
-			g.classRoutes[r.GetName()] = r
-			routes = append(routes, r)
-		}
+		// A new set: the previous one may be shared by a later generation
+		// (WithEndpoints).
+		g.classRoutes = with(g.classRoutes, built.Routes)
 	}
+	classRoutes := g.classRoutes
 	g.mu.Unlock()
 	// The node's listener refers to the shared route configurations and to
 	// those of its classes.
 	refs := *g.refs
-	refs.Routes = make(map[string]bool, len(g.refs.Routes)+len(routes))
+	refs.Routes = make(map[string]bool, len(g.refs.Routes)+len(own))
 	for k := range g.refs.Routes {
 		refs.Routes[k] = true
 	}
-	for _, r := range routes {
-		refs.Routes[r.GetName()] = true
+	for _, n := range own {
+		if _, ok := classRoutes.items[n]; ok {
+			refs.Routes[n] = true // (one that failed to build is not there)
+		}
 	}
 	part, diags := envoy.BuildPart(&ir.Model{Listeners: m.Listeners}, &refs)
 
-	np := &nodePart{classes: m.SourceClasses, listeners: part.Listeners, routes: g.base.Routes, routeSet: g.routes}
+	np := &nodePart{classes: m.SourceClasses, listenerSet: encodeSet(part.Listeners), routeSet: g.routes}
 	// Serve exactly the route configurations the listener uses: Envoy asks
 	// for those, and in ADS mode a type is only answered when the request
 	// names all of its resources.
@@ -262,16 +261,12 @@ func (g *Generation) nodePart(node string) *nodePart {
 			used[n] = true
 		}
 	}
-	if len(routes) > 0 || len(used) != len(g.base.Routes) || !allUsed(g.base.Routes, used) {
-		np.routes = nil
-		for _, r := range append(slices.Clone(g.base.Routes), routes...) {
-			if used[r.GetName()] {
-				np.routes = append(np.routes, r)
-			}
-		}
-		np.routeSet = g.hash.set(toResources(np.routes))
+	if len(own) > 0 || !sameNames(g.routes, used) {
+		np.routeSet = subset(func(name string) bool {
+			_, base := g.routes.items[name]
+			return used[name] && (base || slices.Contains(own, name))
+		}, g.routes, classRoutes)
 	}
-	np.listenerSet = g.hash.set(toResources(part.Listeners))
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.partDiags = append(g.partDiags, diags...)
@@ -282,9 +277,13 @@ func (g *Generation) nodePart(node string) *nodePart {
 	return np
 }
 
-func allUsed(routes []*routev3.RouteConfiguration, used map[string]bool) bool {
-	for _, r := range routes {
-		if !used[r.GetName()] {
+// sameNames says whether a set holds exactly the names given.
+func sameNames(s *resourceSet, names map[string]bool) bool {
+	if len(s.items) != len(names) {
+		return false
+	}
+	for n := range names {
+		if _, ok := s.items[n]; !ok {
 			return false
 		}
 	}
@@ -294,12 +293,11 @@ func allUsed(routes []*routev3.RouteConfiguration, used map[string]bool) bool {
 // NewConfig makes a node's configuration from resources directly (tests,
 // tools); versions are content hashes as for generations.
 func NewConfig(node string, kind NodeKind, r envoy.Resources) *Config {
-	h := newHasher()
-	return &Config{Node: node, Kind: kind, Resources: r, Snapshot: snapshot(map[string]*resourceSet{
-		resourcev3.ListenerType: h.set(toResources(r.Listeners)),
-		resourcev3.RouteType:    h.set(toResources(r.Routes)),
-		resourcev3.ClusterType:  h.set(toResources(r.Clusters)),
-		resourcev3.EndpointType: h.set(toResources(r.Endpoints)),
+	return &Config{Node: node, Kind: kind, Snapshot: snapshot(map[string]*resourceSet{
+		resourcev3.ListenerType: encodeSet(r.Listeners),
+		resourcev3.RouteType:    encodeSet(r.Routes),
+		resourcev3.ClusterType:  encodeSet(r.Clusters),
+		resourcev3.EndpointType: encodeSet(r.Endpoints),
 	})}
 }
 
@@ -335,8 +333,6 @@ func snapshot(sets map[string]*resourceSet) *cachev3.Snapshot {
 	return s
 }
 
-func resourceName(r types.Resource) string { return cachev3.GetResourceName(unwrap(r)) }
-
 // edsOnly keeps the clusters a gRPC client can use: EDS clusters.
 func edsOnly(cs []*clusterv3.Cluster) []*clusterv3.Cluster {
 	var out []*clusterv3.Cluster
@@ -354,17 +350,10 @@ type Size struct{ Bytes, Items int }
 // Sizes are the sizes of the shared (default class) configuration by short
 // type name, for metrics.
 func (g *Generation) Sizes() map[string]Size {
-	out := map[string]Size{}
-	add := func(typ string, rs []types.Resource) {
-		s := Size{Items: len(rs)}
-		for _, r := range rs {
-			s.Bytes += proto.Size(r)
-		}
-		out[typ] = s
+	return map[string]Size{
+		"Listener":              {Bytes: g.listeners.bytes(), Items: len(g.listeners.items)},
+		"RouteConfiguration":    {Bytes: g.routes.bytes(), Items: len(g.routes.items)},
+		"Cluster":               {Bytes: g.clusters.bytes(), Items: len(g.clusters.items)},
+		"ClusterLoadAssignment": {Bytes: g.endpoints.bytes(), Items: len(g.endpoints.items)},
 	}
-	add("Listener", toResources(g.base.Listeners))
-	add("RouteConfiguration", toResources(g.base.Routes))
-	add("Cluster", toResources(g.base.Clusters))
-	add("ClusterLoadAssignment", toResources(g.base.Endpoints))
-	return out
 }

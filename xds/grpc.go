@@ -5,6 +5,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
@@ -38,12 +39,27 @@ func (g *Generation) forGRPC(node string) *Config {
 	return &cfg
 }
 
+// buildGRPC builds the gRPC view from the shared configuration, decoded
+// (a generation keeps only encodings).
 func (g *Generation) buildGRPC() *Config {
-	r := &envoy.Resources{Endpoints: g.base.Endpoints}
-	for _, c := range edsOnly(g.base.Clusters) {
+	base, err := snapshotResources(snapshot(map[string]*resourceSet{
+		resourcev3.RouteType: g.routes, resourcev3.ClusterType: g.clusters,
+	}))
+	if err != nil {
+		// Encodings made by this process always decode.
+		g.partDiags.Errorf(ir.CodeInvalidXDS, ir.ResourceRef{Kind: "Generation"}, "", "gRPC configuration withheld: %v", err)
+		base = &envoy.Resources{}
+	}
+	// The assignments are served as they are (g.endpoints); the checks
+	// below only need to know which exist.
+	r := &envoy.Resources{}
+	for name := range g.endpoints.items {
+		r.Endpoints = append(r.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: name})
+	}
+	for _, c := range edsOnly(base.Clusters) {
 		r.Clusters = append(r.Clusters, g.grpcCluster(c))
 	}
-	for _, rc := range g.base.Routes {
+	for _, rc := range base.Routes {
 		grc := grpcRouteConfig(rc)
 		r.Routes = append(r.Routes, grc)
 		for _, vh := range grc.GetVirtualHosts() {
@@ -56,11 +72,11 @@ func (g *Generation) buildGRPC() *Config {
 		}
 	}
 	g.partDiags = append(g.partDiags, envoy.Repair(r)...)
-	cfg := &Config{Kind: GRPCNode, Generation: g.ID, Resources: *r}
+	cfg := &Config{Kind: GRPCNode, Generation: g.ID}
 	cfg.Snapshot = snapshot(map[string]*resourceSet{
-		resourcev3.ListenerType: g.hash.set(toResources(r.Listeners)),
-		resourcev3.RouteType:    g.hash.set(toResources(r.Routes)),
-		resourcev3.ClusterType:  g.hash.set(toResources(r.Clusters)),
+		resourcev3.ListenerType: encodeSet(r.Listeners),
+		resourcev3.RouteType:    encodeSet(r.Routes),
+		resourcev3.ClusterType:  encodeSet(r.Clusters),
 		resourcev3.EndpointType: g.endpoints,
 	})
 	return cfg

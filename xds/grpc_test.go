@@ -12,7 +12,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
@@ -115,10 +114,10 @@ func TestGRPCClientNACK(t *testing.T) {
 
 	// The same resources with every reviews route sent to v3 and a retry
 	// policy gRPC refuses.
-	bad := good.Resources
+	bad := resourcesOf(t, good)
+	routes := bad.Routes
 	bad.Routes = nil
-	for _, rc := range good.Resources.Routes {
-		rc = proto.Clone(rc).(*routev3.RouteConfiguration)
+	for _, rc := range routes {
 		for _, vh := range rc.GetVirtualHosts() {
 			for _, r := range vh.GetRoutes() {
 				if a := r.GetRoute(); a != nil {
@@ -131,7 +130,7 @@ func TestGRPCClientNACK(t *testing.T) {
 	}
 	pushes := func() float64 { return testutil.ToFloat64(metrics.Pushes.WithLabelValues("RouteConfiguration")) }
 	before := pushes()
-	if err := cache.Push(xds.NewConfig(node, xds.GRPCNode, bad), time.Now()); err != nil {
+	if err := cache.Push(xds.NewConfig(node, xds.GRPCNode, *bad), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -6,60 +6,26 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 )
 
-// hasher encodes and versions resources once each: resources shared by
-// many nodes are encoded and hashed once per generation.
-type hasher struct {
-	mu   sync.Mutex
-	memo map[types.Resource]*encoded
-}
-
-type encoded struct {
-	wire    *wire
-	version string
-}
-
-func newHasher() *hasher { return &hasher{memo: map[types.Resource]*encoded{}} }
-
-// encode returns a resource's wire value and version: go-control-plane's
-// digest of its deterministic encoding. It must be exactly go-control-plane's:
-// the delta server sends that digest as the resource's version, and a node
-// that reconnects presents it back (initial_resource_versions) to be
-// compared with this one.
-func (h *hasher) encode(m types.Resource) *encoded {
-	m = unwrap(m)
-	h.mu.Lock()
-	e, ok := h.memo[m]
-	h.mu.Unlock()
-	if ok {
-		return e
-	}
+// encode returns a resource as a snapshot holds it — its wire value — and
+// its version: go-control-plane's digest of its deterministic encoding. It
+// must be exactly go-control-plane's: the delta server sends that digest as
+// the resource's version, and a node that reconnects presents it back
+// (initial_resource_versions) to be compared with this one.
+func encode(m types.Resource) (types.ResourceWithTTL, string) {
 	data, err := cachev3.MarshalResource(m)
 	if err != nil {
 		// Validated resources always marshal; should one not, give it a
 		// version of its own rather than one that could hide a change, and
 		// leave its encoding to go-control-plane.
-		e = &encoded{version: fmt.Sprintf("unencodable-%p", m)}
-	} else {
-		e = &encoded{wire: &wire{msg: m, bytes: data}, version: cachev3.HashResource(data)}
+		return types.ResourceWithTTL{Resource: m}, fmt.Sprintf("unencodable-%p", m)
 	}
-	h.mu.Lock()
-	h.memo[m] = e
-	h.mu.Unlock()
-	return e
-}
-
-// item is what a snapshot holds for a resource.
-func (e *encoded) item(m types.Resource) types.ResourceWithTTL {
-	if e.wire == nil {
-		return types.ResourceWithTTL{Resource: m}
-	}
-	return types.ResourceWithTTL{Resource: e.wire}
+	w := &wire{name: cachev3.GetResourceName(m), typ: m.ProtoReflect().Type(), bytes: data}
+	return types.ResourceWithTTL{Resource: w}, cachev3.HashResource(data)
 }
 
 // typeVersion is the version of a set of resources of one type: a digest of
@@ -80,22 +46,24 @@ func typeVersion(versions map[string]string) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// resourceSet is the resources of one type with their versions.
+// resourceSet is the resources of one type, encoded, with their versions.
+// Sets are immutable once built: snapshots of many nodes share them.
 type resourceSet struct {
 	items    map[string]types.ResourceWithTTL
 	versions map[string]string
 	version  string
 }
 
-func (h *hasher) set(resources []types.Resource) *resourceSet {
-	return (&resourceSet{}).with(h, resources)
+// encodeSet encodes resources into a set.
+func encodeSet[T types.Resource](resources []T) *resourceSet {
+	return with(&resourceSet{}, resources)
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
 // with is the set with some resources added or replaced (by name); only
-// those are hashed.
-func (s *resourceSet) with(h *hasher, replaced []types.Resource) *resourceSet {
+// those are encoded.
+func with[T types.Resource](s *resourceSet, replaced []T) *resourceSet {
 	out := &resourceSet{
 		items:    make(map[string]types.ResourceWithTTL, len(s.items)+len(replaced)),
 		versions: make(map[string]string, len(s.versions)+len(replaced)),
@@ -103,11 +71,34 @@ func (s *resourceSet) with(h *hasher, replaced []types.Resource) *resourceSet {
 	maps.Copy(out.items, s.items)
 	maps.Copy(out.versions, s.versions)
 	for _, r := range replaced {
-		name := resourceName(r)
-		e := h.encode(r)
-		out.items[name] = e.item(r)
-		out.versions[name] = e.version
+		name := cachev3.GetResourceName(r)
+		out.items[name], out.versions[name] = encode(r)
 	}
 	out.version = typeVersion(out.versions)
 	return out
+}
+
+// subset is the resources of the sets whose names keep accepts.
+func subset(keep func(name string) bool, sets ...*resourceSet) *resourceSet {
+	out := &resourceSet{items: map[string]types.ResourceWithTTL{}, versions: map[string]string{}}
+	for _, s := range sets {
+		for name, it := range s.items {
+			if keep(name) {
+				out.items[name], out.versions[name] = it, s.versions[name]
+			}
+		}
+	}
+	out.version = typeVersion(out.versions)
+	return out
+}
+
+// bytes is the wire size of the set.
+func (s *resourceSet) bytes() int {
+	n := 0
+	for _, it := range s.items {
+		if w, ok := it.Resource.(*wire); ok {
+			n += len(w.bytes)
+		}
+	}
+	return n
 }

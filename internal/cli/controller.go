@@ -100,7 +100,10 @@ Monitoring port:
   /metrics                 Prometheus metrics
   /debug/nodes             every node's versions: sent, acknowledged, rejected
   /debug/config_dump?node= what a node is served ('nodemesh proxy-config' reads it)
-  /debug/diagnostics       the current translation diagnostics`,
+  /debug/diagnostics       the current translation diagnostics
+
+Memory: in a container with a memory limit (cgroup v2), the Go heap gets a soft
+limit of 90% of it, unless GOMEMLIMIT is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -146,6 +149,9 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	log, err := newLogger(errOut, o.logLevel, o.logFormat)
 	if err != nil {
 		return err
+	}
+	if limit := setMemoryLimit("/"); limit > 0 {
+		log.Info("Go soft memory limit set from the container's", "limit-bytes", limit)
 	}
 	cfg, err := o.kube.restConfig()
 	if err != nil {

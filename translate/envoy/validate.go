@@ -80,7 +80,10 @@ func Validate(r *Resources) []Problem {
 // Refs are resources that the resources being validated may refer to
 // without being validated again (a node's shared clusters, say).
 type Refs struct {
-	Clusters  map[string]*clusterv3.Cluster
+	// Clusters are the clusters' discovery types, by name (not the
+	// clusters: a controller keeps Refs of its configuration, which it
+	// otherwise keeps only encoded).
+	Clusters  map[string]clusterv3.Cluster_DiscoveryType
 	Endpoints map[string]bool
 	Routes    map[string]bool
 }
@@ -88,12 +91,12 @@ type Refs struct {
 // RefsOf indexes resources for ValidateWith.
 func RefsOf(r *Resources) *Refs {
 	refs := &Refs{
-		Clusters:  make(map[string]*clusterv3.Cluster, len(r.Clusters)),
+		Clusters:  make(map[string]clusterv3.Cluster_DiscoveryType, len(r.Clusters)),
 		Endpoints: make(map[string]bool, len(r.Endpoints)),
 		Routes:    make(map[string]bool, len(r.Routes)),
 	}
 	for _, c := range r.Clusters {
-		refs.Clusters[c.GetName()] = c
+		refs.Clusters[c.GetName()] = c.GetType()
 	}
 	for _, e := range r.Endpoints {
 		refs.Endpoints[e.GetClusterName()] = true
@@ -166,12 +169,13 @@ type validator struct {
 	own, extra *Refs
 }
 
-func (v *validator) lookupCluster(name string) (*clusterv3.Cluster, bool) {
-	if c, ok := v.own.Clusters[name]; ok {
-		return c, true
+// lookupCluster returns a cluster's discovery type.
+func (v *validator) lookupCluster(name string) (clusterv3.Cluster_DiscoveryType, bool) {
+	if t, ok := v.own.Clusters[name]; ok {
+		return t, true
 	}
-	c, ok := v.extra.Clusters[name]
-	return c, ok
+	t, ok := v.extra.Clusters[name]
+	return t, ok
 }
 
 func (v *validator) hasEndpoints(name string) bool {
@@ -548,7 +552,7 @@ func (v *checker) endpoint(i int, e *endpointv3.ClusterLoadAssignment, dup bool)
 		v.add(p, "duplicate ClusterLoadAssignment")
 		return
 	}
-	if c, ok := v.lookupCluster(e.GetClusterName()); !ok || c.GetType() != clusterv3.Cluster_EDS {
+	if t, ok := v.lookupCluster(e.GetClusterName()); !ok || t != clusterv3.Cluster_EDS {
 		v.add(p, "no EDS cluster %q uses this assignment", e.GetClusterName())
 	}
 	v.deep(p, e)

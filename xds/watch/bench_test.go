@@ -41,6 +41,17 @@ func benchMesh(n int) *meshgen.Mesh {
 	})
 }
 
+// benchEnv is the benchmarks' API server: one of their own, or with
+// NODEMESH_BENCH_SHARED=1 the shared one (make kube-up's), which keeps the
+// mesh between runs — creating the 10,000-Service mesh takes about ten
+// minutes.
+func benchEnv(b *testing.B, key string) *kubetest.Env {
+	if os.Getenv("NODEMESH_BENCH_SHARED") == "1" {
+		return kubetest.Get(b)
+	}
+	return kubetest.Dedicated(b, key)
+}
+
 // populate creates a mesh in the benchmark's own API server, unless an
 // earlier benchmark of this run did.
 func populate(b *testing.B, env *kubetest.Env, mesh *meshgen.Mesh) {
@@ -174,7 +185,7 @@ func reportLatency(b *testing.B, samples []time.Duration) {
 // connected and synced.
 func servedMesh(b *testing.B) (context.Context, *kubetest.Env, *meshgen.Mesh, []*xdstest.ADSClient) {
 	b.Helper()
-	env := kubetest.Dedicated(b, "mesh1000")
+	env := benchEnv(b, "mesh1000")
 	mesh := benchMesh(1000)
 	populate(b, env, mesh)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -280,7 +291,7 @@ func BenchmarkControllerMemory(b *testing.B) {
 				// 4 GB (docs/benchmarks.md): only on request.
 				b.Skip("set NODEMESH_BENCH_10K=1 (needs more than 16 GB of memory)")
 			}
-			env := kubetest.Dedicated(b, "mesh"+strconv.Itoa(n))
+			env := benchEnv(b, "mesh"+strconv.Itoa(n))
 			populate(b, env, benchMesh(n))
 			bin := filepath.Join(b.TempDir(), "nodemesh-controller")
 			build := exec.Command("go", "build", "-o", bin, "../../cmd/nodemesh-controller")

@@ -202,10 +202,14 @@ func TestControllerNodesAndNACKEvents(t *testing.T) {
 	}
 	chains := func() int {
 		cfg := c.cache.Config(node)
-		if cfg == nil || len(cfg.Resources.Listeners) == 0 {
+		if cfg == nil {
 			return 0
 		}
-		return len(cfg.Resources.Listeners[0].GetFilterChains())
+		r, err := cfg.Resources()
+		if err != nil || len(r.Listeners) == 0 {
+			return 0
+		}
+		return len(r.Listeners[0].GetFilterChains())
 	}
 	before := chains()
 
