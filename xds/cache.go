@@ -64,6 +64,11 @@ type Cache struct {
 	mu      sync.Mutex
 	nodes   map[string]*nodeState
 	streams map[streamID]string // → node ID
+	// overlays are the delta streams' subscription overlays (delta.go);
+	// pending, those of requests go-control-plane is about to create a
+	// watch for.
+	overlays map[overlayKey]*subscriptionOverlay
+	pending  map[*discoveryv3.DeltaDiscoveryRequest]*subscriptionOverlay
 	// budget bounds the bytes of delta responses in flight (set by
 	// NewServer; nil: unbounded).
 	budget *sendBudget
@@ -113,12 +118,14 @@ func NewCache(logger *slog.Logger, m *Metrics) *Cache {
 		m = NewMetrics(nil)
 	}
 	return &Cache{
-		envoy:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "envoy")}),
-		grpc:    cachev3.NewSnapshotCache(false, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "grpc")}),
-		log:     logger,
-		metrics: m,
-		nodes:   map[string]*nodeState{},
-		streams: map[streamID]string{},
+		envoy:    cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "envoy")}),
+		grpc:     cachev3.NewSnapshotCache(false, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "grpc")}),
+		log:      logger,
+		metrics:  m,
+		nodes:    map[string]*nodeState{},
+		streams:  map[streamID]string{},
+		overlays: map[overlayKey]*subscriptionOverlay{},
+		pending:  map[*discoveryv3.DeltaDiscoveryRequest]*subscriptionOverlay{},
 	}
 }
 
@@ -403,6 +410,16 @@ func (c *Cache) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 func (c *Cache) closeStream(id streamID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for k, ov := range c.overlays {
+		if k.stream == id {
+			delete(c.overlays, k)
+			for req, p := range c.pending {
+				if p == ov {
+					delete(c.pending, req)
+				}
+			}
+		}
+	}
 	node, ok := c.streams[id]
 	if !ok {
 		return
@@ -435,7 +452,44 @@ func (c *Cache) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRe
 	// acknowledged or rejected.
 	c.onRequest(streamID{true, id}, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	c.intern(streamID{true, id}, req)
+	c.takeUnsubscriptions(streamID{true, id}, req)
 	return nil
+}
+
+type overlayKey struct {
+	stream  streamID
+	typeURL string
+}
+
+// takeUnsubscriptions moves a request's unsubscriptions (but "*") into the
+// stream's overlay for the type (subscriptionOverlay says why), and notes
+// which stream the request is on for CreateDeltaWatch, which go-control-plane
+// calls next with the same request.
+func (c *Cache) takeUnsubscriptions(stream streamID, req *discoveryv3.DeltaDiscoveryRequest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := overlayKey{stream, req.GetTypeUrl()}
+	ov := c.overlays[key]
+	if ov == nil {
+		ov = newOverlay()
+		c.overlays[key] = ov
+	}
+	ov.apply(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
+	var keep []string
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == explicitWildcard {
+			keep = append(keep, n) // changes no map
+		}
+	}
+	req.ResourceNamesUnsubscribe = keep
+	c.pending[req] = ov
+}
+
+// overlayFor returns the overlay noted for a request (c.mu held).
+func (c *Cache) overlayFor(req *discoveryv3.DeltaDiscoveryRequest) *subscriptionOverlay {
+	ov := c.pending[req]
+	delete(c.pending, req)
+	return ov
 }
 
 // intern replaces the names a delta request subscribes to by the served

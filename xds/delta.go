@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 
@@ -38,6 +39,9 @@ type deltaWatch struct {
 	// checked is the type version the subscription was last found up to
 	// date with; "" before any comparison.
 	checked string
+	// ov is the stream's overlay for the type (nil when the request did
+	// not come through Cache.OnStreamDeltaRequest).
+	ov *subscriptionOverlay
 }
 
 // deltaResponse is a delta response: what to send is decided when it is
@@ -80,6 +84,7 @@ func (r *deltaResponse) build() {
 		RemovedResources:  r.removed,
 		Resources:         make([]*discoveryv3.Resource, 0, len(r.send)),
 	}
+	cloned := false
 	for _, name := range r.send {
 		var data []byte
 		if w, ok := r.items[name].Resource.(*wire); ok {
@@ -88,7 +93,11 @@ func (r *deltaResponse) build() {
 			var err error
 			if data, err = cachev3.MarshalResource(r.items[name].Resource); err != nil {
 				// Validated resources always marshal; leave this one out
-				// rather than fail the stream, and forget it was sent.
+				// rather than fail the stream, and forget it was sent (in
+				// a map of this response's own: it may be shared).
+				if !cloned {
+					r.returned, cloned = maps.Clone(r.returned), true
+				}
 				delete(r.returned, name)
 				continue
 			}
@@ -115,7 +124,16 @@ func (r *deltaResponse) GetContext() context.Context             { return contex
 // that are gone. It returns nil when there is nothing to send, except to the
 // first request of a wildcard subscription, which Envoy needs answered
 // (even empty) to finish initialising.
-func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3.Snapshot) *deltaResponse {
+//
+// The map of what the node holds after the response (go-control-plane keeps
+// it per stream and type) is the snapshot's own version map whenever the
+// node is to hold exactly the snapshot's resources — always for wildcard
+// subscriptions, and for a node Envoy's EDS, which names every cluster —
+// instead of a copy per node: at 10,000 Services those copies were about
+// 4 MB per node. Sharing is only safe because go-control-plane never writes
+// to the map: it would on unsubscriptions, which ov takes over (see
+// subscriptionOverlay); without an overlay every response gets its own map.
+func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3.Snapshot, ov *subscriptionOverlay) *deltaResponse {
 	typeURL := req.GetTypeUrl()
 	i := cachev3.GetResponseType(typeURL)
 	if i == types.UnknownType {
@@ -123,46 +141,172 @@ func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3
 	}
 	items, versions := snap.Resources[i].Items, snap.VersionMap[typeURL]
 	returned := sub.ReturnedResources()
+	changed := ov.holding()
+	held := func(name string) (string, bool) {
+		if again, ok := changed[name]; ok {
+			return "", again
+		}
+		v, ok := returned[name]
+		return v, ok
+	}
 	var send, removed []string
 	var next map[string]string
 	if sub.IsWildcard() {
-		next = make(map[string]string, len(items))
 		for name := range items {
-			v := versions[name]
-			next[name] = v
-			if prev, ok := returned[name]; !ok || prev != v {
+			if prev, ok := held(name); !ok || prev != versions[name] {
 				send = append(send, name)
 			}
 		}
 		for name := range returned {
 			if _, ok := items[name]; !ok {
-				removed = append(removed, name)
+				if again, ok := changed[name]; !ok || again {
+					removed = append(removed, name)
+				}
 			}
+		}
+		for name, again := range changed {
+			if _, ok := returned[name]; !ok && again {
+				if _, ok := items[name]; !ok {
+					removed = append(removed, name)
+				}
+			}
+		}
+		if ov != nil {
+			next = versions
+		} else {
+			next = maps.Clone(versions)
 		}
 	} else {
 		subscribed := sub.SubscribedResources()
-		next = make(map[string]string, len(subscribed))
+		covered := 0
 		for name := range subscribed {
-			prev, found := returned[name]
+			if ov.excludes(name) {
+				continue
+			}
+			prev, found := held(name)
 			if _, ok := items[name]; ok {
-				v := versions[name]
-				if !found || prev != v {
+				covered++
+				if !found || prev != versions[name] {
 					send = append(send, name)
 				}
-				next[name] = v
 			} else if found {
 				removed = append(removed, name)
+			}
+		}
+		if ov != nil && covered == len(items) {
+			next = versions
+		} else {
+			next = make(map[string]string, covered)
+			for name := range subscribed {
+				if v, ok := versions[name]; ok && !ov.excludes(name) {
+					next[name] = v
+				}
 			}
 		}
 	}
 	if len(send) == 0 && len(removed) == 0 && (!sub.IsWildcard() || req.GetResponseNonce() != "") {
 		return nil
 	}
+	ov.sent()
 	slices.Sort(send)
 	slices.Sort(removed)
 	return &deltaResponse{req: req, returned: next, typeURL: typeURL, version: snap.Resources[i].Version,
 		send: send, removed: removed, items: items, versions: versions}
 }
+
+// subscriptionOverlay is the part of a delta subscription nodemesh keeps
+// itself: unsubscriptions. go-control-plane applies an unsubscription by
+// writing to the map of what the node holds — which may be a snapshot's
+// version map shared by every node (deltaFor) — so the cache takes
+// unsubscriptions out of the request before go-control-plane sees it
+// (Cache.OnStreamDeltaRequest) and applies them here, mirroring
+// go-control-plane exactly (TestDeltaOverlayMatchesGoControlPlane holds the
+// two side by side): the name leaves the subscription, and what the node
+// is known to hold changes until the next response — an explicitly
+// subscribed name of a wildcard subscription is marked for sending again
+// (or reporting removed), any other is forgotten. Methods are nil-safe (no
+// overlay: nothing unsubscribed). c.mu guards it.
+type subscriptionOverlay struct {
+	// legacy and wildcard mirror go-control-plane's subscription state
+	// (legacy wildcard is its default for every type: until a request
+	// subscribes to something, requests that subscribe to nothing have
+	// their unsubscriptions ignored). CreateDeltaWatch refreshes wildcard
+	// and subscribed from the subscription itself.
+	legacy, wildcard bool
+	subscribed       map[string]struct{}
+	// unsubscribed are names taken out of the subscription: go-control-plane
+	// still has them in its set.
+	unsubscribed map[string]bool
+	// held are changes to what the node is known to hold since the last
+	// response: true = held in no version (send again), false = not held.
+	held map[string]bool
+}
+
+func newOverlay() *subscriptionOverlay {
+	return &subscriptionOverlay{legacy: true, unsubscribed: map[string]bool{}, held: map[string]bool{}}
+}
+
+func (o *subscriptionOverlay) excludes(name string) bool { return o != nil && o.unsubscribed[name] }
+
+// holding returns the changes to what the node holds (nil-safe).
+func (o *subscriptionOverlay) holding() map[string]bool {
+	if o == nil {
+		return nil
+	}
+	return o.held
+}
+
+// sent forgets the changes to what the node holds: a response is being
+// made, and what it says the node holds replaces them.
+func (o *subscriptionOverlay) sent() {
+	if o != nil {
+		clear(o.held)
+	}
+}
+
+// saw refreshes the mirror from the subscription go-control-plane updated.
+func (o *subscriptionOverlay) saw(sub cachev3.Subscription) {
+	if o != nil {
+		o.wildcard, o.subscribed = sub.IsWildcard(), sub.SubscribedResources()
+	}
+}
+
+// apply takes in a request's subscriptions and unsubscriptions (all of
+// them, "*" included: it keeps the wildcard mirror), in go-control-plane's
+// order.
+func (o *subscriptionOverlay) apply(subscribe, unsubscribe []string) {
+	if o.legacy {
+		if len(subscribe) == 0 {
+			return
+		}
+		o.legacy = false
+	}
+	requested := map[string]bool{}
+	for _, n := range subscribe {
+		if n == explicitWildcard {
+			o.wildcard = true
+			continue
+		}
+		delete(o.unsubscribed, n)
+		requested[n] = true
+	}
+	for _, n := range unsubscribe {
+		if n == explicitWildcard {
+			o.wildcard = false
+			continue
+		}
+		_, had := o.subscribed[n]
+		if (requested[n] || (had && !o.unsubscribed[n])) && o.wildcard {
+			o.held[n] = true
+		} else {
+			o.held[n] = false
+		}
+		o.unsubscribed[n] = true
+		delete(requested, n)
+	}
+}
+
+const explicitWildcard = "*"
 
 // CreateDeltaWatch answers a delta request from the node's served snapshot
 // at once when the subscription lacks something, or keeps the watch until a
@@ -172,9 +316,10 @@ func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.state(node)
-	w := &deltaWatch{req: req, sub: sub, out: out}
+	w := &deltaWatch{req: req, sub: sub, out: out, ov: c.overlayFor(req)}
+	w.ov.saw(sub)
 	if st.current != nil {
-		if resp := deltaFor(req, sub, st.current); resp != nil {
+		if resp := deltaFor(req, sub, st.current, w.ov); resp != nil {
 			c.sendDelta(node, w, resp)
 			return func() {}, nil
 		}
@@ -212,7 +357,7 @@ func (c *Cache) respondDelta(node string, st *nodeState) {
 		if w.checked != "" && w.checked == version {
 			continue // this type did not change
 		}
-		resp := deltaFor(w.req, w.sub, st.current)
+		resp := deltaFor(w.req, w.sub, st.current, w.ov)
 		if resp == nil {
 			w.checked = version
 			continue
