@@ -44,7 +44,8 @@ func benchMesh(n int) *meshgen.Mesh {
 // benchEnv is the benchmarks' API server: one of their own, or with
 // NODEMESH_BENCH_SHARED=1 the shared one (make kube-up's), which keeps the
 // mesh between runs — creating the 10,000-Service mesh takes about ten
-// minutes.
+// minutes. The controller watches every namespace: run one mesh size at a
+// time against a shared API server.
 func benchEnv(b *testing.B, key string) *kubetest.Env {
 	if os.Getenv("NODEMESH_BENCH_SHARED") == "1" {
 		return kubetest.Get(b)
