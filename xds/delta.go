@@ -234,8 +234,8 @@ type subscriptionOverlay struct {
 	// and subscribed from the subscription itself.
 	legacy, wildcard bool
 	subscribed       map[string]struct{}
-	// unsubscribed are names taken out of the subscription: go-control-plane
-	// still has them in its set.
+	// unsubscribed are names taken out of the subscription that
+	// go-control-plane still has in its set (until saw).
 	unsubscribed map[string]bool
 	// held are changes to what the node is known to hold since the last
 	// response: true = held in no version (send again), false = not held.
@@ -264,11 +264,21 @@ func (o *subscriptionOverlay) sent() {
 	}
 }
 
-// saw refreshes the mirror from the subscription go-control-plane updated.
+// saw refreshes the mirror from the subscription go-control-plane updated,
+// and takes the names unsubscribed from out of its set of subscribed names,
+// as go-control-plane would have (so that set does not grow with every name
+// ever unsubscribed). It runs in CreateDeltaWatch, on the stream's
+// goroutine, once the stream's previous watch is cancelled: nothing else
+// reads the set meanwhile.
 func (o *subscriptionOverlay) saw(sub cachev3.Subscription) {
-	if o != nil {
-		o.wildcard, o.subscribed = sub.IsWildcard(), sub.SubscribedResources()
+	if o == nil {
+		return
 	}
+	o.wildcard, o.subscribed = sub.IsWildcard(), sub.SubscribedResources()
+	for n := range o.unsubscribed {
+		delete(o.subscribed, n)
+	}
+	clear(o.unsubscribed)
 }
 
 // apply takes in a request's subscriptions and unsubscriptions (all of

@@ -196,6 +196,10 @@ func TestDeltaOverlayMatchesGoControlPlane(t *testing.T) {
 				ours.UpdateResourceSubscriptions(subscribe, kept)
 				ov.saw(&ours)
 				req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: nonce}
+				if !maps.Equal(ref.SubscribedResources(), ours.SubscribedResources()) || ref.IsWildcard() != ours.IsWildcard() {
+					t.Fatalf("%s: subscribed %v (wildcard %v), go-control-plane's %v (%v)", name,
+						ours.SubscribedResources(), ours.IsWildcard(), ref.SubscribedResources(), ref.IsWildcard())
+				}
 				want, got := deltaFor(req, &ref, snap, nil), deltaFor(req, &ours, snap, ov)
 				if w, g := outcomeOf(want), outcomeOf(got); !reflect.DeepEqual(w, g) {
 					t.Fatalf("%s: got %+v, go-control-plane's handling gives %+v", name, g, w)
