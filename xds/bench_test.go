@@ -84,14 +84,7 @@ func BenchmarkInitialSync(b *testing.B) {
 			clients = append(clients, c)
 		}
 		for _, c := range clients {
-			if err := c.Wait(ctx, func(s xdstest.States) bool {
-				for _, t := range allTypes {
-					if s[t].ACKs == 0 {
-						return false
-					}
-				}
-				return true
-			}); err != nil {
+			if err := c.Wait(ctx, xdstest.AllACKed); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -44,14 +44,7 @@ func TestRestartKeepsVersions(t *testing.T) {
 	reviews := grpcClient.Dial(b.Target("reviews"))
 	xdstest.WaitRouting(t, ctx, reviews, 20*time.Second, "jason routed to reviews-v2", xdstest.Only("reviews-v2"), "end-user", "jason")
 	for _, c := range []*xdstest.ADSClient{sotw, delta} {
-		if err := c.Wait(ctx, func(s xdstest.States) bool {
-			for _, typ := range allTypes {
-				if s[typ].ACKs == 0 {
-					return false
-				}
-			}
-			return true
-		}); err != nil {
+		if err := c.Wait(ctx, xdstest.AllACKed); err != nil {
 			t.Fatal(err)
 		}
 	}

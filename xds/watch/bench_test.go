@@ -133,14 +133,7 @@ func connectNodes(b *testing.B, ctx context.Context, addr string) []*xdstest.ADS
 		clients[i] = c
 	}
 	for _, c := range clients {
-		if err := c.Wait(ctx, func(s xdstest.States) bool {
-			for _, t := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
-				if s[t].ACKs == 0 {
-					return false
-				}
-			}
-			return true
-		}); err != nil {
+		if err := c.Wait(ctx, xdstest.AllACKed); err != nil {
 			b.Fatal(err)
 		}
 	}

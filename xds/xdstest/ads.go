@@ -146,6 +146,17 @@ func (s *TypeState) clone() TypeState {
 // States is every type's state, by type URL.
 type States map[string]TypeState
 
+// AllACKed says whether the client has accepted a response of each of the
+// four types a node Envoy uses (a condition for Wait).
+func AllACKed(s States) bool {
+	for _, t := range envoyTypes {
+		if s[t].ACKs == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Wait waits until cond holds for the client's states or ctx ends.
 func (c *ADSClient) Wait(ctx context.Context, cond func(States) bool) error {
 	for {
