@@ -83,6 +83,9 @@ func NewGeneration(id int64, changed time.Time, bag *input.Bag, decodeDiags ir.D
 		classRoutes: encodeSet[types.Resource](nil), nodeParts: map[string]*nodePart{},
 		decodeDiags: decodeDiags, buildDiags: xdiags,
 	}
+	// The model's clusters, endpoints and route configurations are kept
+	// only as encodings from here on.
+	p.Compact()
 	g.listeners = encodeSet(base.Listeners)
 	g.clusters = encodeSet(base.Clusters)
 	g.endpoints = encodeSet(base.Endpoints)
@@ -98,16 +101,10 @@ func NewGeneration(id int64, changed time.Time, bag *input.Bag, decodeDiags ir.D
 // not apply (see istio.Prepared.WithEndpoints): use NewGeneration.
 func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, services []string) *Generation {
 	g.mu.Lock()
-	p, names, ok := g.prepared.WithEndpoints(bag, services)
+	p, ces, ok := g.prepared.WithEndpoints(bag, services)
 	g.mu.Unlock()
 	if !ok {
 		return nil
-	}
-	var ces []ir.ClusterEndpoints
-	for _, ce := range p.Base.Endpoints {
-		if slices.Contains(names, ce.Cluster) {
-			ces = append(ces, ce)
-		}
 	}
 	part, diags := envoy.BuildPart(&ir.Model{Endpoints: ces}, g.refs)
 	var replaced []*endpointv3.ClusterLoadAssignment
@@ -301,14 +298,7 @@ func NewConfig(node string, kind NodeKind, r envoy.Resources) *Config {
 	})}
 }
 
-func (g *Generation) isBaseRoute(name string) bool {
-	for _, rc := range g.prepared.Base.RouteConfigs {
-		if rc.Name == name {
-			return true
-		}
-	}
-	return false
-}
+func (g *Generation) isBaseRoute(name string) bool { return g.prepared.IsBaseRoute(name) }
 
 // snapshot assembles a go-control-plane snapshot with per-type content
 // versions and a prebuilt per-resource version map (for delta xDS), so the

@@ -2,6 +2,8 @@ package xds
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -39,8 +41,13 @@ func TestWire(t *testing.T) {
 	if proto.Size(w) != len(want) {
 		t.Errorf("size %d, want %d", proto.Size(w), len(want))
 	}
-	if version != cachev3.HashResource(want) {
-		t.Errorf("version %s is not go-control-plane's digest", version)
+	if sum := sha256.Sum256(want); version != hex.EncodeToString(sum[:8]) {
+		t.Errorf("version %s is not the digest of the encoding", version)
+	}
+	changed := proto.Clone(c).(*clusterv3.Cluster)
+	changed.Name += "-2"
+	if _, v := encode(changed); v == version {
+		t.Error("a different resource has the same version")
 	}
 	if m, err := decode(w); cachev3.GetResourceName(w) != c.GetName() || err != nil || !proto.Equal(m, c) {
 		t.Error("the wire value does not read as its resource")

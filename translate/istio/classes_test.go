@@ -66,6 +66,7 @@ func TestClassShortNames(t *testing.T) {
 	bag.Sort()
 	// svc-0 lives in a-0 and b-0; svc-1 only in a-1.
 	p := Prepare(bag, Options{})
+	compactedNodesMatch(t, bag, "node-0")
 	vh0a, vh0b, vh1 := "svc-0.a-0.svc.cluster.local:8080", "svc-0.b-0.svc.cluster.local:8080", "svc-1.a-1.svc.cluster.local:8080"
 
 	if d := domainsOf(p.Base.RouteConfigs, "8080", vh0a); slices.Contains(d, "svc-0") {
@@ -258,6 +259,7 @@ spec:
 	}
 	bag.Sort()
 	p := Prepare(bag, Options{})
+	compactedNodesMatch(t, bag, "node-0")
 	var got []string
 	routed := 0
 	for _, cl := range p.NodeClasses("node-0") {
@@ -273,4 +275,43 @@ spec:
 	if len(got) != 3 || routed != 1 {
 		t.Errorf("classes %v (%d with routing of their own), want 3 (1)", got, routed)
 	}
+}
+
+// compactedNodesMatch checks that a compacted translation gives nodes what a
+// full one does, less the default class's clusters, endpoints and route
+// configurations (which the caller keeps built), and that the route
+// configurations it leaves out are exactly the default class's.
+func compactedNodesMatch(t *testing.T, bag *input.Bag, nodes ...string) {
+	t.Helper()
+	full, compact := Prepare(bag, Options{}), Prepare(bag, Options{})
+	compact.Compact()
+	if compact.Base.Clusters != nil || compact.Base.Endpoints != nil || compact.Base.RouteConfigs != nil {
+		t.Error("Compact kept the default class's clusters, endpoints or route configurations")
+	}
+	for _, node := range nodes {
+		want := full.Node(full.NodeClasses(node))
+		got := compact.Node(compact.NodeClasses(node))
+		var own []ir.RouteConfig
+		for _, rc := range want.RouteConfigs {
+			if !compact.IsBaseRoute(rc.Name) {
+				own = append(own, rc)
+			} else if !full.IsBaseRoute(rc.Name) {
+				t.Errorf("%s: %s is a class's route configuration, the compacted translation says it is the default class's", node, rc.Name)
+			}
+		}
+		if !reflect.DeepEqual(got.RouteConfigs, own) {
+			t.Errorf("%s: compacted class route configurations %v, want %v", node, names(got.RouteConfigs), names(own))
+		}
+		if !reflect.DeepEqual(got.Listeners, want.Listeners) || !reflect.DeepEqual(got.SourceClasses, want.SourceClasses) {
+			t.Errorf("%s: compacted listener or source classes differ", node)
+		}
+	}
+}
+
+func names(rcs []ir.RouteConfig) []string {
+	var out []string
+	for _, rc := range rcs {
+		out = append(out, rc.Name)
+	}
+	return out
 }

@@ -17,8 +17,9 @@ import (
 // EndpointSlices, or the readiness of their Pods): only those Services'
 // assignments are recomputed, and everything else — listener, route
 // configurations, clusters, source classes already computed — is shared
-// with p. services are "namespace/name" keys. changed lists the clusters
-// whose assignments were recomputed.
+// with p. services are "namespace/name" keys. changed are the recomputed
+// assignments (next.Base.Endpoints holds every assignment unless p was
+// compacted).
 //
 // Keys of Services that do not exist are skipped: their endpoints serve
 // nothing. ok is false when the shortcut does not apply and bag must be
@@ -27,7 +28,7 @@ import (
 // reports), or a headless Service (its endpoints are the addresses its
 // filter chains match). p is not modified; like p, the result is not safe
 // for concurrent use.
-func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepared, changed []string, ok bool) {
+func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepared, changed []ir.ClusterEndpoints, ok bool) {
 	t := p.t
 	affected := make([]*service, 0, len(services))
 	for _, key := range services {
@@ -79,7 +80,7 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 	}
 
 	m := *p.Base
-	m.Endpoints = slices.Clone(p.Base.Endpoints)
+	m.Endpoints = slices.Clone(p.Base.Endpoints) // nil when compacted
 	at := p.endpointIndex()
 	for _, s := range affected {
 		eps, diags := t2.serviceEndpoints(s, slicesBySvc[s.namespace+"/"+s.name], pods, index)
@@ -102,8 +103,11 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 				if !ok {
 					continue // not an EDS cluster
 				}
-				m.Endpoints[i] = t2.clusterEndpoints(s, name, port.port, ss)
-				changed = append(changed, name)
+				ce := t2.clusterEndpoints(s, name, port.port, ss)
+				if m.Endpoints != nil {
+					m.Endpoints[i] = ce
+				}
+				changed = append(changed, ce)
 			}
 		}
 		if len(t2.epDiags[s]) == 0 {
@@ -111,7 +115,7 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 		}
 	}
 	next = &Prepared{t: &t2, Base: &m, sourceLabels: p.sourceLabels, classes: maps.Clone(p.classes), endpointAt: at,
-		routingNamespaces: p.routingNamespaces, exactClasses: p.exactClasses}
+		routingNamespaces: p.routingNamespaces, exactClasses: p.exactClasses, baseRoutes: p.baseRoutes}
 	return next, changed, true
 }
 

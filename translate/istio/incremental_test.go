@@ -43,6 +43,9 @@ func TestWithEndpoints(t *testing.T) {
 			p := Prepare(mesh.Bag(), Options{})
 			// Routing of a class is computed before the change and shared after.
 			p.Node(p.NodeClasses("node-0"))
+			// A compacted translation recomputes the same assignments.
+			compact := Prepare(mesh.Bag(), Options{})
+			compact.Compact()
 			svc := mesh.Services[7]
 			key := svc.Namespace + "/" + svc.Name
 			// unready makes the Service's i-th endpoint unready, through its
@@ -69,6 +72,15 @@ func TestWithEndpoints(t *testing.T) {
 			}
 			if len(changed) != 4 { // the Service's cluster and its three subsets
 				t.Errorf("changed clusters %v, want 4", changed)
+			}
+			for _, ce := range changed {
+				if i := slices.IndexFunc(next.Base.Endpoints, func(have ir.ClusterEndpoints) bool { return have.Cluster == ce.Cluster }); i < 0 || !reflect.DeepEqual(next.Base.Endpoints[i], ce) {
+					t.Errorf("%s: the changed assignment is not the model's", ce.Cluster)
+				}
+			}
+			nextCompact, changedCompact, ok := compact.WithEndpoints(bag, []string{key})
+			if !ok || !reflect.DeepEqual(changedCompact, changed) || nextCompact.Base.Endpoints != nil {
+				t.Errorf("compacted: ok=%v, changed %d assignments (equal: %v), kept %d", ok, len(changedCompact), reflect.DeepEqual(changedCompact, changed), len(nextCompact.Base.Endpoints))
 			}
 			sameAsFresh(t, next, bag)
 			if reflect.DeepEqual(next.Base.Endpoints, p.Base.Endpoints) {

@@ -44,8 +44,54 @@ type Prepared struct {
 	// exactClasses turns the routingNamespaces shortcut off (tests prove
 	// the shortcut changes nothing).
 	exactClasses bool
-	// endpointAt indexes Base.Endpoints by cluster name (WithEndpoints).
+	// endpointAt indexes Base.Endpoints by cluster name (WithEndpoints);
+	// after Compact it only says which clusters have assignments.
 	endpointAt map[string]int
+	// baseRoutes are the digests of the default class's route
+	// configurations, by name, once Compact has dropped them.
+	baseRoutes map[string][sha256.Size]byte
+}
+
+// Compact drops what only the first build of the default class needs — its
+// clusters, endpoints and route configurations, the bulk of a large mesh's
+// model — once the caller has built them (the controller keeps their
+// encodings). What stays is what classes, nodes and endpoint updates need:
+// the translator's indexes, the listener, and the route configurations'
+// names and content digests. After Compact, Node leaves the default class's
+// route configurations out (IsBaseRoute tells them), and WithEndpoints
+// returns the recomputed assignments without a full list in Base.
+func (p *Prepared) Compact() {
+	if p.baseRoutes != nil {
+		return
+	}
+	p.endpointIndex()
+	p.baseRoutes = make(map[string][sha256.Size]byte, len(p.Base.RouteConfigs))
+	for _, rc := range p.Base.RouteConfigs {
+		p.baseRoutes[rc.Name] = digest(rc)
+	}
+	m := *p.Base
+	m.Clusters, m.Endpoints, m.RouteConfigs = nil, nil, nil
+	p.Base = &m
+}
+
+// IsBaseRoute says whether a route configuration is the default class's.
+func (p *Prepared) IsBaseRoute(name string) bool {
+	if p.baseRoutes != nil {
+		_, ok := p.baseRoutes[name]
+		return ok
+	}
+	return slices.ContainsFunc(p.Base.RouteConfigs, func(rc ir.RouteConfig) bool { return rc.Name == name })
+}
+
+// sameAsBase says whether a route configuration computed for a class is the
+// default class's.
+func (p *Prepared) sameAsBase(rc *ir.RouteConfig, base map[string]*ir.RouteConfig) bool {
+	if p.baseRoutes != nil {
+		d, ok := p.baseRoutes[rc.Name]
+		return ok && d == digest(*rc)
+	}
+	b := base[rc.Name]
+	return b != nil && reflect.DeepEqual(*b, *rc)
 }
 
 // Prepare indexes a Bag and translates the default class.
@@ -213,6 +259,16 @@ func contentID(v any) string {
 	return hex.EncodeToString(sum[:])[:8]
 }
 
+// digest is a value's content digest (its JSON form; IR values have no
+// unexported or skipped fields, so equal digests mean equal values).
+func digest(v any) [sha256.Size]byte {
+	data, err := json.Marshal(v)
+	if err != nil {
+		data = fmt.Appendf(nil, "%#v", v)
+	}
+	return sha256.Sum256(data)
+}
+
 // classID names a class stably: the namespace, plus a short hash of the
 // relevant labels when there are any.
 func classID(ns string, labels map[string]string) string {
@@ -248,7 +304,7 @@ func (p *Prepared) Routing(cl *Class) *ClassRouting {
 		base[p.Base.RouteConfigs[i].Name] = &p.Base.RouteConfigs[i]
 	}
 	for _, rc := range p.t.routeConfigs(cl) {
-		if b := base[rc.Name]; b != nil && reflect.DeepEqual(*b, rc) {
+		if p.sameAsBase(&rc, base) {
 			continue
 		}
 		// Named after the content, so that classes that see the same routing
@@ -340,7 +396,9 @@ func IsNodeClient(pod *corev1.Pod) bool {
 }
 
 // Node assembles the model a node is served: the default class's, plus the
-// route configurations and filter chains of its classes. Classes that see the
+// route configurations and filter chains of its classes (after Compact, the
+// default class's clusters, endpoints and route configurations are left
+// out). Classes that see the
 // same routing share them; each such chain matches the addresses of all the
 // node's pods in those classes.
 func (p *Prepared) Node(classes []*Class) *ir.Model {
