@@ -90,8 +90,8 @@ func nodesOf(t testing.TB, inputs []string) []string {
 	}
 	var out []string
 	for _, p := range bag.Pods {
-		if p.Spec.NodeName != "" && !slices.Contains(out, p.Spec.NodeName) {
-			out = append(out, p.Spec.NodeName)
+		if p.NodeName != "" && !slices.Contains(out, p.NodeName) {
+			out = append(out, p.NodeName)
 		}
 	}
 	slices.Sort(out)

@@ -171,9 +171,13 @@ func (m *Mesh) Bag() *input.Bag {
 
 // bag holds copies of the mesh's slices (sorting a Bag reorders them).
 func (m *Mesh) bag() *input.Bag {
-	return &input.Bag{
-		Namespaces: slices.Clone(m.Namespaces), Services: slices.Clone(m.Services), Pods: slices.Clone(m.Pods),
+	b := &input.Bag{
+		Namespaces: slices.Clone(m.Namespaces), Services: slices.Clone(m.Services),
 		EndpointSlices: slices.Clone(m.EndpointSlices), DestinationRules: slices.Clone(m.DestinationRules),
 		VirtualServices: slices.Clone(m.VirtualServices),
 	}
+	for _, p := range m.Pods {
+		b.Add(p)
+	}
+	return b
 }

@@ -23,7 +23,7 @@ type Bag struct {
 	ServiceEntries []*networkingv1.ServiceEntry
 	Gateways       []*networkingv1.Gateway
 	Services       []*corev1.Service
-	Pods           []*corev1.Pod
+	Pods           []*Pod
 	Namespaces     []*corev1.Namespace
 	EndpointSlices []*discoveryv1.EndpointSlice
 	// Ignored lists objects of kinds nodemesh does not translate.
@@ -31,6 +31,9 @@ type Bag struct {
 
 	// Sources maps an object to where it was read from (files only).
 	Sources map[ir.ResourceRef]*Source
+
+	// podObjects are the Pods added as corev1.Pods, for Objects.
+	podObjects []*corev1.Pod
 }
 
 // Ref builds the ResourceRef of an object of a kind.
@@ -89,6 +92,9 @@ func (b *Bag) Add(obj any) bool {
 	case *corev1.Service:
 		b.Services = append(b.Services, o)
 	case *corev1.Pod:
+		b.Pods = append(b.Pods, PodFrom(o))
+		b.podObjects = append(b.podObjects, o)
+	case *Pod:
 		b.Pods = append(b.Pods, o)
 	case *corev1.Namespace:
 		b.Namespaces = append(b.Namespaces, o)
@@ -102,12 +108,13 @@ func (b *Bag) Add(obj any) bool {
 
 // Objects lists every object in the bag, the inverse of Add: namespaces
 // first (then Services, Pods, EndpointSlices and Istio resources), the order
-// in which an API server accepts them.
+// in which an API server accepts them. Pods are the corev1.Pods that were
+// added (a Bag keeps only what translation reads of them in Pods).
 func (b *Bag) Objects() []any {
 	var out []any
 	out = appendAll(out, b.Namespaces)
 	out = appendAll(out, b.Services)
-	out = appendAll(out, b.Pods)
+	out = appendAll(out, b.podObjects)
 	out = appendAll(out, b.EndpointSlices)
 	out = appendAll(out, b.DestinationRules)
 	out = appendAll(out, b.VirtualServices)

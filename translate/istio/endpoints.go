@@ -2,12 +2,12 @@ package istio
 
 import (
 	"cmp"
-	"iter"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
@@ -52,7 +52,7 @@ func (m *portMap) set(service, backend uint32) {
 // manifests translate). Only ready endpoints are kept, as Istio does by default.
 func (t *translator) indexEndpoints() {
 	// Index Pods only by the label keys some selector uses.
-	index := podIndex{keys: map[string]bool{}, pods: map[podLabel][]*corev1.Pod{}}
+	index := podIndex{keys: map[string]bool{}, pods: map[podLabel][]*input.Pod{}}
 	for _, s := range t.serviceList {
 		for k := range s.selector {
 			index.keys[k] = true
@@ -61,9 +61,9 @@ func (t *translator) indexEndpoints() {
 	for _, p := range t.bag.Pods {
 		index.add(p)
 	}
-	var pods map[string]*corev1.Pod // namespace/name, for EndpointSlice targetRefs
+	var pods map[string]*input.Pod // namespace/name, for EndpointSlice targetRefs
 	if len(t.bag.EndpointSlices) > 0 {
-		pods = make(map[string]*corev1.Pod, len(t.bag.Pods))
+		pods = make(map[string]*input.Pod, len(t.bag.Pods))
 		for _, p := range t.bag.Pods {
 			pods[p.Namespace+"/"+p.Name] = p
 		}
@@ -91,7 +91,7 @@ func (t *translator) indexEndpoints() {
 
 // serviceEndpoints computes a Service's endpoints: from its EndpointSlices
 // when it has any, otherwise from the Pods its selector picks.
-func (t *translator) serviceEndpoints(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, index podIndex) ([]*endpoint, ir.Diagnostics) {
+func (t *translator) serviceEndpoints(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*input.Pod, index podIndex) ([]*endpoint, ir.Diagnostics) {
 	var eps []*endpoint
 	var diags ir.Diagnostics
 	if len(ess) > 0 {
@@ -103,7 +103,7 @@ func (t *translator) serviceEndpoints(s *service, ess []*discoveryv1.EndpointSli
 	return eps, diags
 }
 
-func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, diags *ir.Diagnostics) []*endpoint {
+func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*input.Pod, diags *ir.Diagnostics) []*endpoint {
 	var out []*endpoint
 	// A Pod appears in one slice per port set; merge its ports. Distinct
 	// Pods sharing an address (host-network Pods) stay distinct.
@@ -173,12 +173,12 @@ func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[
 // selector uses.
 type podIndex struct {
 	keys map[string]bool
-	pods map[podLabel][]*corev1.Pod
+	pods map[podLabel][]*input.Pod
 }
 
 type podLabel struct{ namespace, key, value string }
 
-func (x podIndex) add(p *corev1.Pod) {
+func (x podIndex) add(p *input.Pod) {
 	for k, v := range p.Labels {
 		if x.keys[k] {
 			l := podLabel{p.Namespace, k, v}
@@ -189,8 +189,8 @@ func (x podIndex) add(p *corev1.Pod) {
 
 // candidates returns the Pods carrying the selector's rarest label; the
 // caller still checks the whole selector.
-func (x podIndex) candidates(ns string, selector map[string]string) []*corev1.Pod {
-	var best []*corev1.Pod
+func (x podIndex) candidates(ns string, selector map[string]string) []*input.Pod {
+	var best []*input.Pod
 	first := true
 	for k, v := range selector {
 		c := x.pods[podLabel{ns, k, v}]
@@ -201,14 +201,14 @@ func (x podIndex) candidates(ns string, selector map[string]string) []*corev1.Po
 	return best
 }
 
-func endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
-	var selected []*corev1.Pod
+func endpointsFromPods(s *service, pods []*input.Pod) []*endpoint {
+	var selected []*input.Pod
 	n := 0
 	sel := newSelector(s.selector)
 	for _, p := range pods {
 		if sel.matches(p.Labels) && podReady(p) {
 			selected = append(selected, p)
-			n += max(1, len(p.Status.PodIPs))
+			n += len(p.IPs)
 		}
 	}
 	if n == 0 {
@@ -226,8 +226,8 @@ func endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
 				portBlock = append(portBlock, portPair{sp.port, tp})
 			}
 		}
-		ep := endpoint{labels: p.Labels, node: p.Spec.NodeName, pod: p.Namespace + "/" + p.Name, ports: portBlock[start:len(portBlock):len(portBlock)]}
-		for ip := range podIPs(p) {
+		ep := endpoint{labels: p.Labels, node: p.NodeName, pod: p.Namespace + "/" + p.Name, ports: portBlock[start:len(portBlock):len(portBlock)]}
+		for _, ip := range p.IPs {
 			ep.address = ip
 			block = append(block, ep)
 			out = append(out, &block[len(block)-1])
@@ -236,43 +236,21 @@ func endpointsFromPods(s *service, pods []*corev1.Pod) []*endpoint {
 	return out
 }
 
-// podIPs yields a Pod's addresses: status.podIPs, or status.podIP alone.
-func podIPs(p *corev1.Pod) iter.Seq[string] {
-	return func(yield func(string) bool) {
-		if len(p.Status.PodIPs) == 0 {
-			if p.Status.PodIP != "" {
-				yield(p.Status.PodIP)
-			}
-			return
-		}
-		for _, ip := range p.Status.PodIPs {
-			if !yield(ip.IP) {
-				return
-			}
-		}
-	}
-}
-
 // podReady: the Pod has an address, is not finished or terminating, and is not
 // known to be unready. A Pod written in a manifest without conditions counts as
 // ready.
-func podReady(p *corev1.Pod) bool {
-	if (p.Status.PodIP == "" && len(p.Status.PodIPs) == 0) || p.DeletionTimestamp != nil {
+func podReady(p *input.Pod) bool {
+	if len(p.IPs) == 0 || p.DeletionTimestamp != nil {
 		return false
 	}
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+	if p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed {
 		return false
 	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return true
+	return p.Ready == "" || p.Ready == corev1.ConditionTrue
 }
 
 // resolveTargetPort finds the backend port of a Service port on a Pod.
-func resolveTargetPort(sp servicePort, p *corev1.Pod) (uint32, bool) {
+func resolveTargetPort(sp servicePort, p *input.Pod) (uint32, bool) {
 	tp := sp.targetPort
 	switch {
 	case tp.Type == 0 && tp.IntVal == 0: // unset: same as port
@@ -280,14 +258,8 @@ func resolveTargetPort(sp servicePort, p *corev1.Pod) (uint32, bool) {
 	case tp.Type == 0:
 		return uint32(tp.IntVal), true
 	}
-	for _, c := range p.Spec.Containers {
-		for _, cp := range c.Ports {
-			if cp.Name == tp.StrVal {
-				return uint32(cp.ContainerPort), true
-			}
-		}
-	}
-	return 0, false
+	port, ok := p.NamedPort(tp.StrVal)
+	return uint32(port), ok
 }
 
 // subsetEndpoints filters a Service's endpoints by subset labels for a port.

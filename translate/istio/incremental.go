@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/nodemesh/nodemesh/translate/input"
@@ -63,8 +62,8 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 			slicesBySvc[key] = append(slicesBySvc[key], es)
 		}
 	}
-	pods := map[string]*corev1.Pod{}
-	index := podIndex{keys: map[string]bool{}, pods: map[podLabel][]*corev1.Pod{}}
+	pods := map[string]*input.Pod{}
+	index := podIndex{keys: map[string]bool{}, pods: map[podLabel][]*input.Pod{}}
 	namespaces := map[string]bool{}
 	for _, s := range affected {
 		namespaces[s.namespace] = true

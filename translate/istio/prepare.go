@@ -21,7 +21,7 @@ const (
 	DataplaneModeLabel = "istio.io/dataplane-mode"
 	DataplaneModeValue = "nodemesh"
 	DataplaneModeNone  = "none"
-	SidecarContainer   = "istio-proxy"
+	SidecarContainer   = input.SidecarContainer
 )
 
 // Prepared is a translation of one Bag: the default class's model (shared by
@@ -234,7 +234,7 @@ type ClassRouting struct {
 // apart — a selector matches those labels exactly when it matches all of the
 // pod's — so pods whose labels no selector matches share their namespace's
 // class whatever their labels are.
-func (p *Prepared) ClassFor(pod *corev1.Pod) *Class {
+func (p *Prepared) ClassFor(pod *input.Pod) *Class {
 	c := &Class{Namespace: pod.Namespace}
 	for _, sel := range p.sourceLabels {
 		if !labelsMatch(sel, pod.Labels) {
@@ -348,7 +348,7 @@ func (p *Prepared) NodeClasses(node string) []*Class {
 	}
 	byName := map[string]*Class{}
 	for _, pod := range p.t.bag.Pods {
-		if pod.Spec.NodeName != node || !optedIn[pod.Namespace] || !IsNodeClient(pod) {
+		if pod.NodeName != node || !optedIn[pod.Namespace] || !IsNodeClient(pod) {
 			continue
 		}
 		cl := p.ClassFor(pod)
@@ -357,7 +357,7 @@ func (p *Prepared) NodeClasses(node string) []*Class {
 		} else {
 			byName[cl.Name] = cl
 		}
-		for ip := range podIPs(pod) {
+		for _, ip := range pod.IPs {
 			if pfx := hostPrefix(ip); pfx != "" {
 				cl.SourcePrefixes = append(cl.SourcePrefixes, pfx)
 			}
@@ -375,24 +375,14 @@ func (p *Prepared) NodeClasses(node string) []*Class {
 // IsNodeClient reports whether a pod's traffic goes through the node Envoy
 // (namespace opt-in aside): it is not opted out, has no Istio sidecar, is not
 // on the host network, is running and has an address.
-func IsNodeClient(pod *corev1.Pod) bool {
-	if pod.Labels[DataplaneModeLabel] == DataplaneModeNone || pod.Spec.HostNetwork || pod.DeletionTimestamp != nil {
+func IsNodeClient(pod *input.Pod) bool {
+	if pod.Labels[DataplaneModeLabel] == DataplaneModeNone || pod.HostNetwork || pod.DeletionTimestamp != nil || pod.Sidecar {
 		return false
 	}
-	for _, c := range pod.Spec.Containers {
-		if c.Name == SidecarContainer {
-			return false
-		}
-	}
-	for _, c := range pod.Spec.InitContainers { // native sidecars
-		if c.Name == SidecarContainer {
-			return false
-		}
-	}
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+	if pod.Phase == corev1.PodSucceeded || pod.Phase == corev1.PodFailed {
 		return false
 	}
-	return pod.Status.PodIP != "" || len(pod.Status.PodIPs) > 0
+	return len(pod.IPs) > 0
 }
 
 // Node assembles the model a node is served: the default class's, plus the

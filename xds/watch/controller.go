@@ -167,8 +167,17 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) handler() cache.ResourceEventHandler {
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { c.enqueue(appeared(obj)) },
+	return cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, initial bool) {
+			// The initial lists are in the stores before the first
+			// translation reads them (Run waits for the caches); their
+			// notifications arrive later and would only repeat it — at
+			// 10,000 Services a second full generation while the first is
+			// still being pushed.
+			if !initial {
+				c.enqueue(appeared(obj))
+			}
+		},
 		UpdateFunc: func(oldObj, newObj any) {
 			if ch, ok := c.src.classify(oldObj, newObj); ok {
 				c.enqueue(ch)

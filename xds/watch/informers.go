@@ -101,8 +101,9 @@ func (s *sources) object(kind, namespace, name string) (any, bool) {
 
 // transform strips what the translator never reads before objects enter the
 // informer caches: managed fields and the last-applied annotation on every
-// object, most of a Pod and all of a Node but its name and labels. Pods are the bulk of
-// a cluster; this is most of the controller's memory.
+// object, all of a Node but its name and labels, and a Pod becomes an
+// input.Pod (what translation reads of it). Pods are the bulk of a cluster;
+// this is most of the controller's memory.
 func transform(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
@@ -115,7 +116,7 @@ func transform(obj any) (any, error) {
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return slimPod(o), nil
+		return input.PodFrom(o), nil
 	case *corev1.Node:
 		// Only the set of Nodes matters; a Node's status (images,
 		// conditions) is tens of kilobytes.
@@ -123,40 +124,6 @@ func transform(obj any) (any, error) {
 			Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels}}, nil
 	}
 	return obj, nil
-}
-
-// slimPod keeps what the translator reads of a Pod: identity and labels, the
-// node, host networking, container names and ports, phase, addresses and
-// the Ready condition.
-func slimPod(p *corev1.Pod) *corev1.Pod {
-	out := &corev1.Pod{
-		TypeMeta: p.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
-		},
-		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
-		Status: corev1.PodStatus{
-			Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs,
-		},
-	}
-	slim := func(cs []corev1.Container) []corev1.Container {
-		if len(cs) == 0 {
-			return nil
-		}
-		out := make([]corev1.Container, len(cs))
-		for i, c := range cs {
-			out[i] = corev1.Container{Name: c.Name, Ports: c.Ports, RestartPolicy: c.RestartPolicy}
-		}
-		return out
-	}
-	out.Spec.Containers, out.Spec.InitContainers = slim(p.Spec.Containers), slim(p.Spec.InitContainers)
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
-		}
-	}
-	return out
 }
 
 // A change is what a batch of events affects. Endpoint-only changes — an
@@ -211,8 +178,8 @@ func (s *sources) classify(oldObj, newObj any) (change, bool) {
 			svcs[o.Namespace+"/"+o.Labels[discoveryv1.LabelServiceName]] = true
 		}
 		return change{services: svcs, first: now, events: 1}, true
-	case *corev1.Pod:
-		o, _ := oldObj.(*corev1.Pod)
+	case *input.Pod:
+		o, _ := oldObj.(*input.Pod)
 		if o == nil {
 			return full, true
 		}
@@ -220,12 +187,11 @@ func (s *sources) classify(oldObj, newObj any) (change, bool) {
 			return change{}, false
 		}
 		oc, nc := *o, *n
-		oc.ResourceVersion, nc.ResourceVersion = "", ""
-		oc.Status.Conditions, nc.Status.Conditions = nil, nil
-		if !podEqual(&oc, &nc) {
+		oc.Ready, nc.Ready = "", ""
+		if !oc.Equal(&nc) {
 			return full, true
 		}
-		if podReady(o) == podReady(n) {
+		if o.Ready == n.Ready {
 			return change{}, false
 		}
 		// Only readiness changed: the endpoints of the Services selecting
@@ -244,35 +210,4 @@ func (s *sources) classify(oldObj, newObj any) (change, bool) {
 		}
 	}
 	return full, true
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// podEqual compares slimmed Pods.
-func podEqual(a, b *corev1.Pod) bool {
-	return a.Name == b.Name && a.Namespace == b.Namespace && a.UID == b.UID &&
-		maps.Equal(a.Labels, b.Labels) && a.DeletionTimestamp.Equal(b.DeletionTimestamp) &&
-		a.Spec.NodeName == b.Spec.NodeName && a.Spec.HostNetwork == b.Spec.HostNetwork &&
-		containersEqual(a.Spec.Containers, b.Spec.Containers) && containersEqual(a.Spec.InitContainers, b.Spec.InitContainers) &&
-		a.Status.Phase == b.Status.Phase && a.Status.PodIP == b.Status.PodIP && slices.Equal(a.Status.PodIPs, b.Status.PodIPs)
-}
-
-func containersEqual(a, b []corev1.Container) bool {
-	return slices.EqualFunc(a, b, func(x, y corev1.Container) bool {
-		return x.Name == y.Name && slices.Equal(x.Ports, y.Ports) && ptrEqual(x.RestartPolicy, y.RestartPolicy)
-	})
-}
-
-func ptrEqual[T comparable](a, b *T) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
 }
