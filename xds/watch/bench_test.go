@@ -297,6 +297,7 @@ func BenchmarkControllerMemory(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				m := runControllerProcess(b, env, bin, n)
 				b.ReportMetric(m.rss, "rss-MB")
+				b.ReportMetric(m.anon, "rss-anon-MB")
 				b.ReportMetric(m.peak, "peak-MB")
 				b.ReportMetric(m.live, "live-MB")
 			}
@@ -304,7 +305,9 @@ func BenchmarkControllerMemory(b *testing.B) {
 	}
 }
 
-type memFigures struct{ rss, peak, live float64 }
+// memFigures: anon is the part of rss that is not file pages (the
+// binary's text and data mapped from disk).
+type memFigures struct{ rss, anon, peak, live float64 }
 
 // runControllerProcess runs the controller, connects the nodes and measures
 // the process once they are served: resident memory now and at its peak,
@@ -345,7 +348,8 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 	}
 	connectNodes(b, ctx, fmt.Sprintf("127.0.0.1:%d", xdsPort))
 	time.Sleep(2 * time.Second)
-	m := memFigures{rss: procStatusMB(b, cmd.Process.Pid, "VmRSS"), peak: procStatusMB(b, cmd.Process.Pid, "VmHWM")}
+	m := memFigures{rss: procStatusMB(b, cmd.Process.Pid, "VmRSS"), anon: procStatusMB(b, cmd.Process.Pid, "RssAnon"),
+		peak: procStatusMB(b, cmd.Process.Pid, "VmHWM")}
 	// A heap profile taken after a collection (left for go tool pprof),
 	// then the heap that collection left: what is live.
 	if prof, err := http.Get(mon + "/debug/pprof/heap?gc=1"); err == nil {
