@@ -142,3 +142,7 @@ func ipv6Frame() []byte {
 	b[7] = 64
 	return append(ethHeader(0x86dd), b...)
 }
+
+func prefix32(ip string) netip.Prefix {
+	return netip.PrefixFrom(netip.MustParseAddr(ip), 32)
+}
