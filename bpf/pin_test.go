@@ -3,10 +3,13 @@
 package bpf
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,5 +92,66 @@ func TestLoadPinnedMapsSurviveReload(t *testing.T) {
 	var cfg netnsConfig
 	if err := r.objs.NmNetns.Lookup(uint64(42), &cfg); err != nil {
 		t.Errorf("opted-in netns after reload: %v", err)
+	}
+}
+
+// TestAttachCgroupPinned: pinned cgroup links outlive Close, a second attach
+// over the pins replaces the programs in place, and Detach removes them.
+func TestAttachCgroupPinned(t *testing.T) {
+	requireBPF(t)
+	dir := filepath.Join(cgroup2Root(t), fmt.Sprintf("nodemesh-bpf-pin-test-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("create test cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("remove test cgroup %s: %v", dir, err)
+		}
+	})
+	pins := filepath.Join(privateBPFFS(t), "cgroup")
+	r, err := LoadRedirect(LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	attached := func(when string, want int) {
+		t.Helper()
+		cg, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Close()
+		for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupSockOps,
+			ebpf.AttachCGroupGetsockopt, ebpf.AttachCgroupInet4GetPeername} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: int(cg.Fd()), Attach: at})
+			if err != nil {
+				t.Fatalf("%s: query %s: %v", when, at, err)
+			}
+			if len(res.Programs) != want {
+				t.Errorf("%s: %d programs at %s, want %d", when, len(res.Programs), at, want)
+			}
+		}
+	}
+
+	a, err := r.AttachCgroup(dir, pins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	attached("pinned and closed", 1)
+	a, err = r.AttachCgroup(dir, pins)
+	if err != nil {
+		t.Fatalf("attach over the pins: %v", err)
+	}
+	attached("attached over the pins", 1)
+	if err := a.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	attached("detached", 0)
+	if entries, _ := os.ReadDir(pins); len(entries) != 0 {
+		t.Errorf("pins left after Detach: %v", entries)
 	}
 }
