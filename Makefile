@@ -11,7 +11,7 @@ BENCHCOUNT ?= 6
 # The suites that need a Kubernetes API server (see internal/kubetest).
 KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/...
 
-.PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench bench-controller lint fuzz ci clean
+.PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bpf-generate bpf-check-generated lint fuzz ci clean
 
 all: build
 
@@ -56,6 +56,18 @@ bench-controller: kube-binaries
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./xds/ | tee _output/bench-controller.txt
 	NODEMESH_KUBE=required $(GO) test -run '^$$' -bench 'Convergence|EndpointPush' -benchtime 20x -count 3 -timeout 60m ./xds/watch/ | tee -a _output/bench-controller.txt
 	NODEMESH_KUBE=required $(GO) test -run '^$$' -bench 'ControllerMemory' -benchtime 1x -timeout 80m ./xds/watch/ | tee -a _output/bench-controller.txt
+
+## bpf-generate: rebuild the committed eBPF objects and Go bindings from bpf/c (needs clang, llvm, libbpf-dev)
+bpf-generate:
+	$(GO) generate ./bpf/
+
+## bpf-check-generated: regenerate the eBPF output into a scratch directory and fail if the committed files differ
+bpf-check-generated:
+	hack/check-bpf-generated.sh
+
+## bench-bpf: the eBPF policy benchmarks (root): per-packet cost with 10,000 entries, BatchUpdate of 10,000 entries
+bench-bpf:
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./bpf/
 
 ## lint: gofmt, go vet, staticcheck
 lint:

@@ -1,0 +1,182 @@
+//go:build linux
+
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// AttachMode is how a TC program is attached to an interface.
+type AttachMode int
+
+const (
+	// AttachAuto uses tcx, and netlink cls_bpf where the kernel has no tcx
+	// (before Linux 6.6).
+	AttachAuto AttachMode = iota
+	// AttachTCX uses a tcx bpf_link.
+	AttachTCX
+	// AttachClsBPF uses a direct-action cls_bpf filter on a clsact qdisc.
+	AttachClsBPF
+)
+
+func (m AttachMode) String() string {
+	switch m {
+	case AttachAuto:
+		return "auto"
+	case AttachTCX:
+		return "tcx"
+	case AttachClsBPF:
+		return "cls_bpf"
+	}
+	return fmt.Sprintf("attach-mode(%d)", int(m))
+}
+
+// AttachOptions configure AttachTC.
+type AttachOptions struct {
+	Mode AttachMode
+	// PinPath (tcx only) is a file on a bpffs for the link. If a link is
+	// pinned there already, its program is replaced in place (no moment
+	// without a program, which is what an agent restart needs); otherwise the
+	// new link is pinned there, so it outlives the process.
+	PinPath string
+}
+
+// clsBPFPriority and clsBPFHandle identify nodemesh's cls_bpf filters, so
+// attaching again replaces the filter instead of adding a second one.
+const (
+	clsBPFPriority = 0xc000 // leaves lower (earlier) priorities to others
+	clsBPFHandle   = 0x1
+)
+
+// TCAttachment is a program attached to one hook of an interface.
+type TCAttachment struct {
+	mode   AttachMode
+	link   link.Link
+	pin    string
+	filter *netlink.BpfFilter
+}
+
+// AttachTC attaches prog, the program enforcing dir, to interface ifindex:
+// Egress programs (traffic leaving the pod) at the interface's ingress hook,
+// Ingress programs at its egress hook. The ifindex is resolved in the calling
+// thread's network namespace.
+//
+// A tcx link lasts until it is closed (or, when pinned, unpinned); a cls_bpf
+// filter lasts until it is deleted, whatever happens to the process.
+func AttachTC(prog *ebpf.Program, ifindex int, dir Direction, opts AttachOptions) (*TCAttachment, error) {
+	if opts.Mode != AttachClsBPF {
+		a, err := attachTCX(prog, ifindex, dir, opts.PinPath)
+		if err == nil || opts.Mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+			return a, err
+		}
+	}
+	return attachClsBPF(prog, ifindex, dir)
+}
+
+func attachTCX(prog *ebpf.Program, ifindex int, dir Direction, pin string) (*TCAttachment, error) {
+	attach := ebpf.AttachTCXIngress
+	if dir == Ingress {
+		attach = ebpf.AttachTCXEgress
+	}
+	if pin != "" {
+		l, err := link.LoadPinnedLink(pin, nil)
+		switch {
+		case err == nil:
+			if err := l.Update(prog); err != nil {
+				_ = l.Close()
+				return nil, fmt.Errorf("replace program of tcx link %s: %w", pin, err)
+			}
+			return &TCAttachment{mode: AttachTCX, link: l, pin: pin}, nil
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("load pinned tcx link %s: %w", pin, err)
+		}
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach})
+	if err != nil {
+		return nil, fmt.Errorf("attach %s program to ifindex %d with tcx: %w", dir, ifindex, err)
+	}
+	if pin != "" {
+		if err := l.Pin(pin); err != nil {
+			_ = l.Close()
+			return nil, fmt.Errorf("pin tcx link of ifindex %d at %s: %w", ifindex, pin, err)
+		}
+	}
+	return &TCAttachment{mode: AttachTCX, link: l, pin: pin}, nil
+}
+
+func attachClsBPF(prog *ebpf.Program, ifindex int, dir Direction) (*TCAttachment, error) {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: ifindex,
+			Handle:    netlink.MakeHandle(0xffff, 0),
+			Parent:    netlink.HANDLE_CLSACT,
+		},
+		QdiscType: "clsact",
+	}
+	// Add, never replace: replacing clsact would drop other users' filters.
+	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("add clsact qdisc to ifindex %d: %w", ifindex, err)
+	}
+	parent := uint32(netlink.HANDLE_MIN_INGRESS)
+	if dir == Ingress {
+		parent = netlink.HANDLE_MIN_EGRESS
+	}
+	info, err := prog.Info()
+	if err != nil {
+		return nil, fmt.Errorf("program info: %w", err)
+	}
+	f := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    parent,
+			Handle:    clsBPFHandle,
+			Priority:  clsBPFPriority,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Fd:           prog.FD(),
+		Name:         "nodemesh-" + info.Name,
+		DirectAction: true,
+	}
+	if err := netlink.FilterReplace(f); err != nil {
+		return nil, fmt.Errorf("attach %s program to ifindex %d with cls_bpf: %w", dir, ifindex, err)
+	}
+	return &TCAttachment{mode: AttachClsBPF, filter: f}, nil
+}
+
+// Mode is AttachTCX or AttachClsBPF: how the program was attached.
+func (a *TCAttachment) Mode() AttachMode { return a.mode }
+
+// Close releases the process's handle. An unpinned tcx link is detached; a
+// pinned tcx link and a cls_bpf filter stay attached.
+func (a *TCAttachment) Close() error {
+	if a.link != nil {
+		return a.link.Close()
+	}
+	return nil
+}
+
+// Detach removes the program from the interface (and the tcx link's pin).
+func (a *TCAttachment) Detach() error {
+	if a.link != nil {
+		if a.pin != "" {
+			if err := a.link.Unpin(); err != nil {
+				return fmt.Errorf("unpin tcx link %s: %w", a.pin, err)
+			}
+		}
+		if err := a.link.Close(); err != nil {
+			return fmt.Errorf("close tcx link: %w", err)
+		}
+		return nil
+	}
+	if err := netlink.FilterDel(a.filter); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete cls_bpf filter of ifindex %d: %w", a.filter.LinkIndex, err)
+	}
+	return nil
+}

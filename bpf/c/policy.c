@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Identity-based L3/L4 policy for a pod's host-side veth.
+ *
+ * from_pod runs at the tcx ingress hook of the host-side veth (packets leaving
+ * the pod: the pod's egress direction); to_pod runs at the tcx egress hook
+ * (packets entering the pod: its ingress direction). Verdict order for an
+ * IPv4 packet, see docs/design/datapath.md:
+ *
+ *   malformed -> drop; no endpoint for the interface -> drop;
+ *   from the pod with a source that is not the pod's -> drop (spoofed);
+ *   non-first fragment -> pass; ICMP error -> pass;
+ *   conntrack hit at the endpoint's current policy revision -> pass;
+ *   otherwise a policy decision: any matching deny -> drop; any matching
+ *   allow -> pass and create a conntrack entry; endpoint isolated in this
+ *   direction -> drop; else pass and create a conntrack entry.
+ *
+ * Passing returns TC_ACT_UNSPEC (TCX_NEXT) so that later programs in the tcx
+ * chain or later cls_bpf filters still run; dropping returns TC_ACT_SHOT.
+ */
+#include "common.h"
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Reserved identities. 0 is the wildcard in policy keys and never assigned. */
+#define IDENTITY_ANY 0
+#define IDENTITY_HOST 1
+#define IDENTITY_WORLD 2
+
+/* Direction relative to the pod, as in NetworkPolicy. */
+#define DIR_INGRESS 0 /* into the pod: host veth egress hook */
+#define DIR_EGRESS 1  /* out of the pod: host veth ingress hook */
+
+/* endpoint.flags: the pod is selected by some policy in that direction, so
+ * whatever no allow entry matches is dropped. */
+#define EP_F_ENFORCE_INGRESS (1 << 0)
+#define EP_F_ENFORCE_EGRESS (1 << 1)
+
+#define VERDICT_ALLOW 1
+#define VERDICT_DENY 2
+
+enum reason {
+	REASON_ALLOWED_POLICY = 0,   /* new flow matched an allow entry */
+	REASON_ALLOWED_UNENFORCED,   /* new flow, endpoint not isolated in this direction */
+	REASON_CT_ESTABLISHED,       /* conntrack hit: later packet or reply of an allowed flow */
+	REASON_DENIED_POLICY,        /* a deny entry matched */
+	REASON_DENIED_DEFAULT,       /* endpoint isolated and no allow entry matched */
+	REASON_DROP_SPOOFED,         /* source IPv4 (or ARP sender) is not the pod's */
+	REASON_DROP_NO_ENDPOINT,     /* the interface has no endpoint entry */
+	REASON_DROP_MALFORMED,       /* truncated frame or bad IPv4/L4 header */
+	REASON_PASS_NOT_IPV4,        /* ARP, IPv6, anything that is not IPv4 */
+	REASON_PASS_FRAGMENT,        /* non-first IPv4 fragment (no ports to match) */
+	REASON_PASS_ICMP_ERROR,      /* ICMP unreachable / time exceeded / parameter problem */
+	REASON_MAX = 16,
+};
+
+/* Conntrack lifetimes, refreshed by traffic. Set before load to change them. */
+volatile const __u64 ct_lifetime_tcp_ns = 21600ULL * 1000000000ULL; /* 6 h, as Cilium */
+volatile const __u64 ct_lifetime_other_ns = 60ULL * 1000000000ULL;
+#define CT_REFRESH_NS 1000000000ULL /* write the expiry back at most once a second */
+
+struct endpoint {
+	__be32 ip;          /* the pod's IPv4 address */
+	__u32 identity;     /* the pod's identity: the local side of policy keys */
+	__u32 flags;        /* EP_F_* */
+	__u32 policy_rev;   /* bumped by the agent to re-check established flows */
+};
+
+struct ipcache_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct policy_key {
+	__u32 ep_identity;   /* the endpoint's identity */
+	__u32 peer_identity; /* remote identity, or IDENTITY_ANY */
+	__u16 port;          /* destination port of the flow, host order; 0 = any */
+	__u8 proto;          /* IP protocol; 0 = any */
+	__u8 dir;            /* DIR_* */
+};
+
+struct ct_key {
+	__u32 ifindex;   /* host-side veth of the endpoint */
+	__be32 local;    /* address on the pod side */
+	__be32 remote;   /* address of the peer */
+	__u16 lport;     /* host order; ICMP echo: the identifier */
+	__u16 rport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct_entry {
+	__u64 expires;     /* bpf_ktime_get_coarse_ns() deadline */
+	__u32 policy_rev;  /* endpoint revision the flow was last allowed at */
+	__u8 origin;       /* DIR_* of the packet that opened the flow */
+	__u8 pad[3];
+};
+
+/* linux/if_arp.h and linux/icmp.h drag in libc headers, so the few things
+ * needed from them are spelled out. */
+#define IP_OFFSET 0x1fff /* fragment offset bits of frag_off */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+struct icmp_echo {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;
+	__be16 sequence;
+};
+
+#define ARPHRD_ETHER 1
+struct arp_eth_ipv4 {
+	__be16 ar_hrd;
+	__be16 ar_pro;
+	__u8 ar_hln;
+	__u8 ar_pln;
+	__be16 ar_op;
+	__u8 ar_sha[ETH_ALEN];
+	__be32 ar_sip;
+	__u8 ar_tha[ETH_ALEN];
+	__be32 ar_tip;
+} __attribute__((packed));
+
+struct count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* ifindex of the host-side veth */
+	__type(value, struct endpoint);
+	__uint(max_entries, 1024);
+} nm_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nm_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct policy_key);
+	__type(value, __u32); /* VERDICT_* */
+	__uint(max_entries, 65536);
+} nm_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 131072);
+} nm_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32); /* dir * REASON_MAX + reason */
+	__type(value, struct count);
+	__uint(max_entries, 2 * REASON_MAX);
+} nm_pol_stats SEC(".maps");
+
+struct flow {
+	__be32 saddr, daddr;
+	__u16 sport, dport; /* host order */
+	__u8 proto;
+	__u8 syn_only;      /* TCP SYN without ACK: always a new flow */
+};
+
+static __always_inline int account(struct __sk_buff *skb, __u8 dir, __u32 reason)
+{
+	__u32 idx = (__u32)dir * REASON_MAX + reason;
+	struct count *c = bpf_map_lookup_elem(&nm_pol_stats, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+	switch (reason) {
+	case REASON_DENIED_POLICY:
+	case REASON_DENIED_DEFAULT:
+	case REASON_DROP_SPOOFED:
+	case REASON_DROP_NO_ENDPOINT:
+	case REASON_DROP_MALFORMED:
+		return TC_ACT_SHOT;
+	}
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline __u32 lookup_identity(__be32 addr)
+{
+	struct ipcache_key k = { .prefixlen = 32, .addr = addr };
+	__u32 *id = bpf_map_lookup_elem(&nm_ipcache, &k);
+
+	if (!id || *id == IDENTITY_ANY)
+		return IDENTITY_WORLD;
+	return *id;
+}
+
+/* One policy lookup; returns the verdict stored for the key, or 0. */
+static __always_inline __u32 policy_lookup(__u32 ep, __u32 peer, __u16 port, __u8 proto, __u8 dir)
+{
+	struct policy_key k = {
+		.ep_identity = ep,
+		.peer_identity = peer,
+		.port = port,
+		.proto = proto,
+		.dir = dir,
+	};
+	__u32 *v = bpf_map_lookup_elem(&nm_policy, &k);
+
+	return v ? *v : 0;
+}
+
+/*
+ * The policy decision for a new flow. Every key that could match is looked up
+ * (peer or any peer) x (port+proto, any port, any proto), because a deny in a
+ * wider entry must beat an allow in a narrower one.
+ */
+static __always_inline __u32 decide(const struct endpoint *ep, __u8 dir, __u32 peer, __u16 port, __u8 proto)
+{
+	__u32 peers[2] = { peer, IDENTITY_ANY };
+	int allowed = 0;
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		__u32 v;
+
+		if (port) {
+			v = policy_lookup(ep->identity, peers[i], port, proto, dir);
+			if (v == VERDICT_DENY)
+				return REASON_DENIED_POLICY;
+			allowed |= v == VERDICT_ALLOW;
+		}
+		v = policy_lookup(ep->identity, peers[i], 0, proto, dir);
+		if (v == VERDICT_DENY)
+			return REASON_DENIED_POLICY;
+		allowed |= v == VERDICT_ALLOW;
+		if (proto) {
+			v = policy_lookup(ep->identity, peers[i], 0, 0, dir);
+			if (v == VERDICT_DENY)
+				return REASON_DENIED_POLICY;
+			allowed |= v == VERDICT_ALLOW;
+		}
+	}
+	if (allowed)
+		return REASON_ALLOWED_POLICY;
+	if (ep->flags & (dir == DIR_INGRESS ? EP_F_ENFORCE_INGRESS : EP_F_ENFORCE_EGRESS))
+		return REASON_DENIED_DEFAULT;
+	return REASON_ALLOWED_UNENFORCED;
+}
+
+static __always_inline int is_allowed(__u32 reason)
+{
+	return reason == REASON_ALLOWED_POLICY || reason == REASON_ALLOWED_UNENFORCED;
+}
+
+/* Ports only count for protocols that have them; ICMP echo identifiers are
+ * used for conntrack but never matched against policy ports. */
+static __always_inline __u16 policy_port(__u8 proto, __u16 dport)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		return dport;
+	}
+	return 0;
+}
+
+static __always_inline __u64 ct_lifetime(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? ct_lifetime_tcp_ns : ct_lifetime_other_ns;
+}
+
+/* ARP from the pod must name the pod's address (or 0.0.0.0 for probes). */
+static __always_inline int check_arp(struct __sk_buff *skb, void *l3, void *data_end, __u8 dir)
+{
+	struct arp_eth_ipv4 *arp = l3;
+
+	if (dir != DIR_EGRESS)
+		return account(skb, dir, REASON_PASS_NOT_IPV4);
+	if ((void *)(arp + 1) > data_end)
+		return account(skb, dir, REASON_PASS_NOT_IPV4);
+	if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
+	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
+		return account(skb, dir, REASON_PASS_NOT_IPV4);
+
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&nm_endpoints, &ifindex);
+
+	if (!ep)
+		return account(skb, dir, REASON_PASS_NOT_IPV4);
+	if (arp->ar_sip != 0 && arp->ar_sip != ep->ip)
+		return account(skb, dir, REASON_DROP_SPOOFED);
+	return account(skb, dir, REASON_PASS_NOT_IPV4);
+}
+
+static __always_inline int parse_l4(struct flow *f, struct iphdr *ip, void *data_end)
+{
+	__u32 ihl = (ip->ihl & 0xf) * 4;
+	void *l4 = (void *)ip + ihl;
+
+	switch (f->proto) {
+	case IPPROTO_TCP: {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > data_end)
+			return -1;
+		f->sport = bpf_ntohs(th->source);
+		f->dport = bpf_ntohs(th->dest);
+		f->syn_only = th->syn && !th->ack;
+		return 0;
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		/* SCTP's common header starts with the two ports, as UDP's does. */
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > data_end)
+			return -1;
+		f->sport = bpf_ntohs(uh->source);
+		f->dport = bpf_ntohs(uh->dest);
+		return 0;
+	}
+	case IPPROTO_ICMP: {
+		struct icmp_echo *ih = l4;
+
+		if ((void *)(ih + 1) > data_end)
+			return -1;
+		switch (ih->type) {
+		case ICMP_DEST_UNREACH:
+		case ICMP_TIME_EXCEEDED:
+		case ICMP_PARAMETERPROB:
+			return 1;
+		case ICMP_ECHO:
+		case ICMP_ECHOREPLY:
+			/* request and reply share the identifier: both ports */
+			f->sport = f->dport = bpf_ntohs(ih->id);
+			return 0;
+		}
+		return 0;
+	}
+	}
+	return 0;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return account(skb, dir, REASON_DROP_MALFORMED);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return check_arp(skb, eth + 1, data_end, dir);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return account(skb, dir, REASON_PASS_NOT_IPV4);
+
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+		return account(skb, dir, REASON_DROP_MALFORMED);
+
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&nm_endpoints, &ifindex);
+
+	if (!ep)
+		return account(skb, dir, REASON_DROP_NO_ENDPOINT);
+	if (dir == DIR_EGRESS && ip->saddr != ep->ip)
+		return account(skb, dir, REASON_DROP_SPOOFED);
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return account(skb, dir, REASON_PASS_FRAGMENT);
+
+	struct flow f = {
+		.saddr = ip->saddr,
+		.daddr = ip->daddr,
+		.proto = ip->protocol,
+	};
+	int rc = parse_l4(&f, ip, data_end);
+
+	if (rc < 0)
+		return account(skb, dir, REASON_DROP_MALFORMED);
+	if (rc > 0)
+		return account(skb, dir, REASON_PASS_ICMP_ERROR);
+
+	/* Conntrack from the endpoint's point of view: one key serves both the
+	 * packets of a flow and its replies. */
+	struct ct_key ck = {
+		.ifindex = ifindex,
+		.proto = f.proto,
+	};
+	if (dir == DIR_EGRESS) {
+		ck.local = f.saddr;
+		ck.remote = f.daddr;
+		ck.lport = f.sport;
+		ck.rport = f.dport;
+	} else {
+		ck.local = f.daddr;
+		ck.remote = f.saddr;
+		ck.lport = f.dport;
+		ck.rport = f.sport;
+	}
+
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 lifetime = ct_lifetime(f.proto);
+	__u32 reason;
+
+	/* A SYN always opens a new flow, so a reused tuple is checked again. */
+	struct ct_entry *ce = f.syn_only ? NULL : bpf_map_lookup_elem(&nm_ct, &ck);
+
+	if (ce && ce->expires > now) {
+		if (ce->policy_rev == ep->policy_rev) {
+			if (ce->expires < now + lifetime - CT_REFRESH_NS)
+				ce->expires = now + lifetime;
+			return account(skb, dir, REASON_CT_ESTABLISHED);
+		}
+		/* Policy changed since the flow was allowed: decide again for the
+		 * flow as it was opened (its origin direction and its dport). */
+		__u8 origin = ce->origin == DIR_EGRESS ? DIR_EGRESS : DIR_INGRESS;
+		__u16 odport = origin == DIR_EGRESS ? ck.rport : ck.lport;
+
+		reason = decide(ep, origin, lookup_identity(ck.remote), policy_port(f.proto, odport), f.proto);
+		if (!is_allowed(reason)) {
+			bpf_map_delete_elem(&nm_ct, &ck);
+			return account(skb, dir, reason);
+		}
+		ce->policy_rev = ep->policy_rev;
+		ce->expires = now + lifetime;
+		return account(skb, dir, REASON_CT_ESTABLISHED);
+	}
+
+	reason = decide(ep, dir, lookup_identity(ck.remote), policy_port(f.proto, f.dport), f.proto);
+	if (is_allowed(reason)) {
+		struct ct_entry ne = {
+			.expires = now + lifetime,
+			.policy_rev = ep->policy_rev,
+			.origin = dir,
+		};
+		bpf_map_update_elem(&nm_ct, &ck, &ne, BPF_ANY);
+	}
+	return account(skb, dir, reason);
+}
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}

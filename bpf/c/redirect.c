@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket-level redirection of opted-in pods' TCP connections to the node proxy.
+ *
+ *   cgroup/connect4    an opted-in pod (its netns cookie is in nm_netns) connects
+ *                      to a Service address in nm_services: remember the
+ *                      destination in the socket's storage and connect to the
+ *                      proxy (nm_redir_cfg) instead.
+ *   sockops            the client socket is established: record
+ *                      {client ip:port, proxy ip:port} -> original destination;
+ *                      when the proxy's accepted socket is established, move the
+ *                      record into that socket's storage.
+ *   cgroup/getsockopt  getsockopt(SOL_IP, SO_ORIGINAL_DST) on the proxy's socket
+ *                      answers from that record, as netfilter would after a
+ *                      REDIRECT, so an unmodified proxy (Envoy original_dst) works.
+ *   cgroup/getpeername4 the app sees the Service address, not the proxy's.
+ *
+ * All four attach to a cgroup v2 directory (the root in production); they act
+ * only on sockets of opted-in network namespaces, and never on port 15008,
+ * UID/GID 1337, sockets marked 0x539 or anything but IPv4 TCP.
+ */
+#include "common.h"
+
+#include <linux/in.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef SOCK_STREAM
+#define SOCK_STREAM 1
+#endif
+#define SOL_IP 0
+#define SO_ORIGINAL_DST 80
+
+/* Istio's constants: HBONE port, proxy UID/GID and the "skip capture" mark. */
+#define HBONE_PORT 15008
+#define ISTIO_PROXY_UID 1337
+#define ISTIO_PROXY_GID 1337
+#define ISTIO_SKIP_MARK 0x539
+
+enum redir_reason {
+	RR_REDIRECTED = 0,      /* connect4 sent the connection to the proxy */
+	RR_SKIP_NOT_TCP,        /* opted-in pod, but not an IPv4 TCP socket */
+	RR_SKIP_UID,            /* UID or GID 1337 */
+	RR_SKIP_HBONE,          /* destination port 15008 */
+	RR_SKIP_MARK,           /* socket marked 0x539 */
+	RR_SKIP_NOT_SERVICE,    /* destination not in nm_services */
+	RR_SKIP_NO_CONFIG,      /* no proxy address configured */
+	RR_ESTABLISHED,         /* sockops recorded a redirected connection */
+	RR_ORIGDST_ANSWERED,    /* getsockopt(SO_ORIGINAL_DST) answered */
+	RR_ORIGDST_MISS,        /* SO_ORIGINAL_DST asked for an unknown connection */
+	RR_PEERNAME_REWRITTEN,  /* getpeername showed the Service address */
+	RR_MAX = 16,
+};
+
+#define ROLE_CLIENT 1 /* the app's socket: getpeername is rewritten */
+#define ROLE_PROXY 2  /* the proxy's accepted socket: SO_ORIGINAL_DST is answered */
+
+struct redirect_config {
+	__be32 proxy_ip;
+	__u16 proxy_port; /* host order */
+	__u16 pad;
+};
+
+struct netns_config {
+	__u32 flags; /* none defined yet */
+};
+
+struct service_key {
+	__be32 ip;
+	__u16 port; /* host order; 0 = every port of the address */
+	__u16 pad;
+};
+
+struct orig_dst {
+	__be32 ip;
+	__u16 port; /* host order */
+	__u16 role; /* ROLE_* */
+};
+
+struct tuple_key {
+	__be32 client_ip;
+	__be32 proxy_ip;
+	__u16 client_port; /* host order */
+	__u16 proxy_port;  /* host order */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct redirect_config);
+	__uint(max_entries, 1);
+} nm_redir_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64); /* netns cookie */
+	__type(value, struct netns_config);
+	__uint(max_entries, 4096);
+} nm_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct service_key);
+	__type(value, __u32); /* flags, none defined yet */
+	__uint(max_entries, 65536);
+} nm_services SEC(".maps");
+
+/* Per-socket original destination; freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct orig_dst);
+} nm_sk_dst SEC(".maps");
+
+/* Hand-over from the client's socket to the proxy's accepted socket. An entry
+ * lives from the client's ESTABLISHED to the proxy side's ESTABLISHED. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct tuple_key);
+	__type(value, struct orig_dst);
+	__uint(max_entries, 65536);
+} nm_orig_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, RR_MAX);
+} nm_redir_stats SEC(".maps");
+
+static __always_inline void count(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&nm_redir_stats, &reason);
+
+	if (c)
+		(*c)++;
+}
+
+static __always_inline int is_service(__be32 ip, __u16 port)
+{
+	struct service_key k = { .ip = ip, .port = port };
+
+	if (bpf_map_lookup_elem(&nm_services, &k))
+		return 1;
+	k.port = 0;
+	return bpf_map_lookup_elem(&nm_services, &k) != NULL;
+}
+
+SEC("cgroup/connect4")
+int nm_connect4(struct bpf_sock_addr *ctx)
+{
+	__u64 netns = bpf_get_netns_cookie(ctx);
+
+	/* Not opted in: namespaces without the label, pods with a sidecar or
+	 * dataplane-mode=none, the host netns and so the node proxy itself. */
+	if (!bpf_map_lookup_elem(&nm_netns, &netns))
+		return 1;
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP) {
+		count(RR_SKIP_NOT_TCP);
+		return 1;
+	}
+
+	__u64 uidgid = bpf_get_current_uid_gid();
+
+	if ((__u32)uidgid == ISTIO_PROXY_UID || (__u32)(uidgid >> 32) == ISTIO_PROXY_GID) {
+		count(RR_SKIP_UID);
+		return 1;
+	}
+
+	__u16 dport = bpf_ntohs(ctx->user_port);
+
+	if (dport == HBONE_PORT) {
+		count(RR_SKIP_HBONE);
+		return 1;
+	}
+
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	if (sk->mark == ISTIO_SKIP_MARK) {
+		count(RR_SKIP_MARK);
+		return 1;
+	}
+
+	__u32 zero = 0;
+	struct redirect_config *cfg = bpf_map_lookup_elem(&nm_redir_cfg, &zero);
+
+	if (!cfg || !cfg->proxy_ip || !cfg->proxy_port) {
+		count(RR_SKIP_NO_CONFIG);
+		return 1;
+	}
+
+	__be32 dip = ctx->user_ip4;
+
+	if (dip == cfg->proxy_ip && dport == cfg->proxy_port)
+		return 1;
+	if (!is_service(dip, dport)) {
+		count(RR_SKIP_NOT_SERVICE);
+		return 1;
+	}
+
+	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!od)
+		return 1; /* cannot remember the destination: do not redirect */
+	od->ip = dip;
+	od->port = dport;
+	od->role = ROLE_CLIENT;
+
+	ctx->user_ip4 = cfg->proxy_ip;
+	ctx->user_port = bpf_htons(cfg->proxy_port);
+	count(RR_REDIRECTED);
+	return 1;
+}
+
+SEC("sockops")
+int nm_sockops(struct bpf_sock_ops *skops)
+{
+	struct tuple_key k = {};
+	struct orig_dst *od;
+	struct bpf_sock *sk;
+
+	if (skops->family != AF_INET)
+		return 1;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		/* Runs before the client's final ACK is sent, so before the
+		 * proxy can accept: the record is always there in time. */
+		sk = skops->sk;
+		if (!sk)
+			return 1;
+		od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
+		if (!od || od->role != ROLE_CLIENT)
+			return 1;
+		k.client_ip = skops->local_ip4;
+		k.client_port = (__u16)skops->local_port;
+		k.proxy_ip = skops->remote_ip4;
+		k.proxy_port = (__u16)bpf_ntohl(skops->remote_port);
+		bpf_map_update_elem(&nm_orig_dst, &k, od, BPF_ANY);
+		count(RR_ESTABLISHED);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		k.client_ip = skops->remote_ip4;
+		k.client_port = (__u16)bpf_ntohl(skops->remote_port);
+		k.proxy_ip = skops->local_ip4;
+		k.proxy_port = (__u16)skops->local_port;
+		od = bpf_map_lookup_elem(&nm_orig_dst, &k);
+		if (!od)
+			return 1;
+		sk = skops->sk;
+		if (!sk)
+			return 1;
+
+		struct orig_dst *pd = bpf_sk_storage_get(&nm_sk_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+		if (!pd)
+			return 1; /* leave the record for getsockopt's fallback */
+		pd->ip = od->ip;
+		pd->port = od->port;
+		pd->role = ROLE_PROXY;
+		bpf_map_delete_elem(&nm_orig_dst, &k);
+		break;
+	}
+	return 1;
+}
+
+SEC("cgroup/getsockopt")
+int nm_getsockopt(struct bpf_sockopt *ctx)
+{
+	if (ctx->level != SOL_IP || ctx->optname != SO_ORIGINAL_DST)
+		return 1;
+
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk || sk->family != AF_INET)
+		return 1;
+
+	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
+
+	if (!od || od->role != ROLE_PROXY) {
+		/* The proxy's sockops did not run (it is in a cgroup without
+		 * our programs): fall back to the hand-over record. */
+		struct tuple_key k = {
+			.client_ip = sk->dst_ip4,
+			.client_port = bpf_ntohs(sk->dst_port),
+			.proxy_ip = sk->src_ip4,
+			.proxy_port = (__u16)sk->src_port,
+		};
+		od = bpf_map_lookup_elem(&nm_orig_dst, &k);
+		if (!od) {
+			count(RR_ORIGDST_MISS);
+			return 1;
+		}
+	}
+
+	struct sockaddr_in *sa = ctx->optval;
+
+	if ((void *)(sa + 1) > ctx->optval_end)
+		return 1; /* buffer too small: keep the kernel's error */
+	sa->sin_family = AF_INET;
+	sa->sin_port = bpf_htons(od->port);
+	sa->sin_addr.s_addr = od->ip;
+	__builtin_memset(sa->__pad, 0, sizeof(sa->__pad));
+
+	ctx->optlen = sizeof(*sa);
+	barrier();
+	ctx->retval = 0;
+	count(RR_ORIGDST_ANSWERED);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int nm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+
+	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
+
+	if (!od || od->role != ROLE_CLIENT)
+		return 1;
+	ctx->user_ip4 = od->ip;
+	ctx->user_port = bpf_htons(od->port);
+	count(RR_PEERNAME_REWRITTEN);
+	return 1;
+}

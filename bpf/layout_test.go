@@ -1,0 +1,90 @@
+//go:build linux
+
+package bpf
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+)
+
+// TestMapLayouts checks the hand-written Go key and value types against the
+// BTF of the compiled objects: same size, same field offsets. It needs no
+// privileges.
+func TestMapLayouts(t *testing.T) {
+	policy, err := loadPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirect, err := loadRedirect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type kv struct{ key, value any }
+	tests := map[string]struct {
+		spec *ebpf.CollectionSpec
+		want kv
+	}{
+		policyMapNmEndpoints:    {policy, kv{uint32(0), Endpoint{}}},
+		policyMapNmIpcache:      {policy, kv{ipcacheKey{}, Identity(0)}},
+		policyMapNmPolicy:       {policy, kv{PolicyKey{}, Verdict(0)}},
+		policyMapNmCt:           {policy, kv{ctKey{}, ctEntry{}}},
+		policyMapNmPolStats:     {policy, kv{uint32(0), Count{}}},
+		redirectMapNmRedirCfg:   {redirect, kv{uint32(0), redirectConfig{}}},
+		redirectMapNmNetns:      {redirect, kv{uint64(0), netnsConfig{}}},
+		redirectMapNmServices:   {redirect, kv{serviceKey{}, uint32(0)}},
+		redirectMapNmRedirStats: {redirect, kv{uint32(0), uint64(0)}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			m := tc.spec.Maps[name]
+			if m == nil {
+				t.Fatalf("no map %s in the object", name)
+			}
+			sameLayout(t, "key", m.Key, reflect.TypeOf(tc.want.key))
+			sameLayout(t, "value", m.Value, reflect.TypeOf(tc.want.value))
+		})
+	}
+	if got, want := policy.Maps[policyMapNmPolStats].MaxEntries, uint32(2*reasonSlots); got != want {
+		t.Errorf("%s has %d entries, want 2*%d (REASON_MAX)", policyMapNmPolStats, got, reasonSlots)
+	}
+	if got, want := redirect.Maps[redirectMapNmRedirStats].MaxEntries, uint32(NumRedirectReasons); got < want {
+		t.Errorf("%s has %d entries, fewer than the %d reasons", redirectMapNmRedirStats, got, want)
+	}
+}
+
+func sameLayout(t *testing.T, what string, bt btf.Type, gt reflect.Type) {
+	t.Helper()
+	size, err := btf.Sizeof(bt)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if uintptr(size) != gt.Size() {
+		t.Errorf("%s: C size %d, Go %s size %d", what, size, gt, gt.Size())
+	}
+	st, ok := btf.UnderlyingType(bt).(*btf.Struct)
+	if !ok {
+		if gt.Kind() == reflect.Struct {
+			t.Errorf("%s: C type %s is not a struct, Go type %s is", what, bt, gt)
+		}
+		return
+	}
+	if gt.Kind() != reflect.Struct || gt.NumField() != len(st.Members) {
+		t.Fatalf("%s: C struct %s has %d members, Go type %s does not match", what, st.Name, len(st.Members), gt)
+	}
+	for i, m := range st.Members {
+		f := gt.Field(i)
+		if uintptr(m.Offset.Bytes()) != f.Offset {
+			t.Errorf("%s: %s.%s at offset %d, Go %s.%s at %d", what, st.Name, m.Name, m.Offset.Bytes(), gt, f.Name, f.Offset)
+		}
+		msize, err := btf.Sizeof(m.Type)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uintptr(msize) != f.Type.Size() {
+			t.Errorf("%s: %s.%s is %d bytes, Go %s.%s is %d", what, st.Name, m.Name, msize, gt, f.Name, f.Type.Size())
+		}
+	}
+}
