@@ -197,6 +197,13 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 		c.prune(st, typeURL, v)
 	}
 	st.current = snap
+	// Subscriptions kept as differences from what the node was served move
+	// to what it is served now when the names are the same.
+	for k, ov := range c.overlays {
+		if c.streams[k.stream] == cfg.Node {
+			ov.names.repoint(served(st, k.typeURL))
+		}
+	}
 	c.respondDelta(cfg.Node, st)
 	c.mu.Unlock()
 	// State-of-the-world watches are go-control-plane's.
@@ -451,8 +458,7 @@ func (c *Cache) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRe
 	// Delta requests carry no version: the response nonce says what is
 	// acknowledged or rejected.
 	c.onRequest(streamID{true, id}, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	c.intern(streamID{true, id}, req)
-	c.takeUnsubscriptions(streamID{true, id}, req)
+	c.takeSubscriptions(streamID{true, id}, req)
 	return nil
 }
 
@@ -461,11 +467,11 @@ type overlayKey struct {
 	typeURL string
 }
 
-// takeUnsubscriptions moves a request's unsubscriptions (but "*") into the
-// stream's overlay for the type (subscriptionOverlay says why), and notes
-// which stream the request is on for CreateDeltaWatch, which go-control-plane
-// calls next with the same request.
-func (c *Cache) takeUnsubscriptions(stream streamID, req *discoveryv3.DeltaDiscoveryRequest) {
+// takeSubscriptions moves a request's subscriptions and unsubscriptions
+// (but "*") into the stream's overlay for the type (subscriptionOverlay says
+// why), and notes which stream the request is on for CreateDeltaWatch, which
+// go-control-plane calls next with the same request.
+func (c *Cache) takeSubscriptions(stream streamID, req *discoveryv3.DeltaDiscoveryRequest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := overlayKey{stream, req.GetTypeUrl()}
@@ -474,15 +480,34 @@ func (c *Cache) takeUnsubscriptions(stream streamID, req *discoveryv3.DeltaDisco
 		ov = newOverlay()
 		c.overlays[key] = ov
 	}
-	ov.apply(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
-	var keep []string
-	for _, n := range req.GetResourceNamesUnsubscribe() {
-		if n == explicitWildcard {
-			keep = append(keep, n) // changes no map
+	current, keys := served(c.nodes[c.streams[stream]], req.GetTypeUrl())
+	ov.apply(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), current, keys)
+	req.ResourceNamesSubscribe = onlyWildcard(req.GetResourceNamesSubscribe())
+	req.ResourceNamesUnsubscribe = onlyWildcard(req.GetResourceNamesUnsubscribe())
+	c.pending[req] = ov
+}
+
+// served is the version map of a type in a node's served snapshot, and the
+// identity of its names when known (nameSet).
+func served(st *nodeState, typeURL string) (map[string]string, *keySet) {
+	if st == nil || st.current == nil {
+		return nil, nil
+	}
+	m := st.current.VersionMap[typeURL]
+	if st.config != nil {
+		if set := st.config.sets[typeURL]; set != nil && set.version == st.current.GetVersion(typeURL) {
+			return m, set.keys
 		}
 	}
-	req.ResourceNamesUnsubscribe = keep
-	c.pending[req] = ov
+	return m, nil
+}
+
+// onlyWildcard keeps the "*" of a list of names, if any.
+func onlyWildcard(names []string) []string {
+	if slices.Contains(names, explicitWildcard) {
+		return []string{explicitWildcard}
+	}
+	return nil
 }
 
 // overlayFor returns the overlay noted for a request (c.mu held).
@@ -490,33 +515,6 @@ func (c *Cache) overlayFor(req *discoveryv3.DeltaDiscoveryRequest) *subscription
 	ov := c.pending[req]
 	delete(c.pending, req)
 	return ov
-}
-
-// intern replaces the names a delta request subscribes to by the served
-// snapshot's own strings. The subscription keeps those names for as long as
-// the stream lives, and so do the maps of what the node holds: a node
-// Envoy subscribes to the assignment of every cluster, and without this
-// each node would keep its own copy of every name (at 10,000 Services,
-// 40,000 names, about 2 MB per node).
-func (c *Cache) intern(stream streamID, req *discoveryv3.DeltaDiscoveryRequest) {
-	if len(req.GetResourceNamesSubscribe()) == 0 {
-		return
-	}
-	c.mu.Lock()
-	var snap *cachev3.Snapshot
-	if st := c.nodes[c.streams[stream]]; st != nil {
-		snap = st.current
-	}
-	c.mu.Unlock()
-	if snap == nil {
-		return
-	}
-	items := snap.GetResourcesAndTTL(req.GetTypeUrl())
-	for i, n := range req.ResourceNamesSubscribe {
-		if w, ok := items[n].Resource.(*wire); ok {
-			req.ResourceNamesSubscribe[i] = w.name
-		}
-	}
 }
 
 // OnStreamDeltaResponse records what was sent.

@@ -151,7 +151,8 @@ func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3
 	}
 	var send, removed []string
 	var next map[string]string
-	if sub.IsWildcard() {
+	wildcard := ov.isWildcard(sub)
+	if wildcard {
 		for name := range items {
 			if prev, ok := held(name); !ok || prev != versions[name] {
 				send = append(send, name)
@@ -177,12 +178,8 @@ func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3
 			next = maps.Clone(versions)
 		}
 	} else {
-		subscribed := sub.SubscribedResources()
 		covered := 0
-		for name := range subscribed {
-			if ov.excludes(name) {
-				continue
-			}
+		for name := range ov.subscribed(sub) {
 			prev, found := held(name)
 			if _, ok := items[name]; ok {
 				covered++
@@ -197,14 +194,14 @@ func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3
 			next = versions
 		} else {
 			next = make(map[string]string, covered)
-			for name := range subscribed {
-				if v, ok := versions[name]; ok && !ov.excludes(name) {
+			for name := range ov.subscribed(sub) {
+				if v, ok := versions[name]; ok {
 					next[name] = v
 				}
 			}
 		}
 	}
-	if len(send) == 0 && len(removed) == 0 && (!sub.IsWildcard() || req.GetResponseNonce() != "") {
+	if len(send) == 0 && len(removed) == 0 && (!wildcard || req.GetResponseNonce() != "") {
 		return nil
 	}
 	ov.sent()
@@ -214,39 +211,64 @@ func deltaFor(req *cachev3.DeltaRequest, sub cachev3.Subscription, snap *cachev3
 		send: send, removed: removed, items: items, versions: versions}
 }
 
-// subscriptionOverlay is the part of a delta subscription nodemesh keeps
-// itself: unsubscriptions. go-control-plane applies an unsubscription by
-// writing to the map of what the node holds — which may be a snapshot's
-// version map shared by every node (deltaFor) — so the cache takes
-// unsubscriptions out of the request before go-control-plane sees it
+// subscriptionOverlay is the state of a delta subscription nodemesh keeps
+// itself rather than in go-control-plane's stream.Subscription, for memory
+// that grows with nodes × resources:
+//
+//   - what a node subscribes to: a node Envoy names the assignment of every
+//     cluster, and go-control-plane keeps those names in a map per stream
+//     (1.7 MB per node at 10,000 Services). Here the names are a set kept
+//     as a difference from a snapshot's version map (nameSet), which every
+//     node subscribed to the same names shares;
+//   - unsubscriptions: go-control-plane applies one by writing to the map of
+//     what the node holds, which may be a snapshot's version map shared by
+//     every node (deltaFor).
+//
+// So the cache takes every name out of a request's subscriptions and
+// unsubscriptions ("*" aside) before go-control-plane sees it
 // (Cache.OnStreamDeltaRequest) and applies them here, mirroring
-// go-control-plane exactly (TestDeltaOverlayMatchesGoControlPlane holds the
-// two side by side): the name leaves the subscription, and what the node
-// is known to hold changes until the next response — an explicitly
+// go-control-plane's UpdateResourceSubscriptions exactly
+// (TestDeltaOverlayMatchesGoControlPlane holds the two side by side):
+// legacy wildcard first, then subscriptions, then unsubscriptions; what the
+// node is known to hold changes until the next response — an explicitly
 // subscribed name of a wildcard subscription is marked for sending again
-// (or reporting removed), any other is forgotten. Methods are nil-safe (no
-// overlay: nothing unsubscribed). c.mu guards it.
+// (or reporting removed), any other is forgotten. go-control-plane's own
+// subscription then only keeps what the node holds (ReturnedResources).
+// Methods are nil-safe where deltaFor uses them (no overlay: the
+// subscription is go-control-plane's). c.mu guards it.
 type subscriptionOverlay struct {
-	// legacy and wildcard mirror go-control-plane's subscription state
-	// (legacy wildcard is its default for every type: until a request
-	// subscribes to something, requests that subscribe to nothing have
-	// their unsubscriptions ignored). CreateDeltaWatch refreshes wildcard
-	// and subscribed from the subscription itself.
+	// legacy is legacy wildcard (go-control-plane's default for every
+	// type): until a request subscribes to something, the subscription is
+	// wildcard and requests that subscribe to nothing change nothing.
 	legacy, wildcard bool
-	subscribed       map[string]struct{}
-	// unsubscribed are names taken out of the subscription that
-	// go-control-plane still has in its set (until saw).
-	unsubscribed map[string]bool
-	// held are changes to what the node is known to hold since the last
-	// response: true = held in no version (send again), false = not held.
+	// started is set by the first request.
+	started bool
+	names   nameSet
+	// held are changes to what the node holds since the last response:
+	// true = held in no version (send again), false = not held.
 	held map[string]bool
 }
 
 func newOverlay() *subscriptionOverlay {
-	return &subscriptionOverlay{legacy: true, unsubscribed: map[string]bool{}, held: map[string]bool{}}
+	return &subscriptionOverlay{legacy: true, held: map[string]bool{}}
 }
 
-func (o *subscriptionOverlay) excludes(name string) bool { return o != nil && o.unsubscribed[name] }
+// isWildcard says whether the subscription is wildcard: the overlay's, or
+// go-control-plane's without one.
+func (o *subscriptionOverlay) isWildcard(sub cachev3.Subscription) bool {
+	if o == nil {
+		return sub.IsWildcard()
+	}
+	return o.wildcard
+}
+
+// subscribed yields the names subscribed to explicitly.
+func (o *subscriptionOverlay) subscribed(sub cachev3.Subscription) func(yield func(string) bool) {
+	if o == nil {
+		return maps.Keys(sub.SubscribedResources())
+	}
+	return o.names.all
+}
 
 // holding returns the changes to what the node holds (nil-safe).
 func (o *subscriptionOverlay) holding() map[string]bool {
@@ -264,56 +286,145 @@ func (o *subscriptionOverlay) sent() {
 	}
 }
 
-// saw refreshes the mirror from the subscription go-control-plane updated,
-// and takes the names unsubscribed from out of its set of subscribed names,
-// as go-control-plane would have (so that set does not grow with every name
-// ever unsubscribed). It runs in CreateDeltaWatch, on the stream's
-// goroutine, once the stream's previous watch is cancelled: nothing else
-// reads the set meanwhile.
-func (o *subscriptionOverlay) saw(sub cachev3.Subscription) {
-	if o == nil {
-		return
+// apply takes in a request's subscriptions and unsubscriptions ("*"
+// included), as go-control-plane's UpdateResourceSubscriptions would.
+// current is the version map of the type in the node's served snapshot (nil
+// before it has one): the set of names is rebased on it when that makes it
+// smaller.
+func (o *subscriptionOverlay) apply(subscribe, unsubscribe []string, current map[string]string, keys *keySet) {
+	if !o.started {
+		// A stream's first request: wildcard when it names nothing.
+		o.started, o.wildcard = true, len(subscribe) == 0
 	}
-	o.wildcard, o.subscribed = sub.IsWildcard(), sub.SubscribedResources()
-	for n := range o.unsubscribed {
-		delete(o.subscribed, n)
-	}
-	clear(o.unsubscribed)
-}
-
-// apply takes in a request's subscriptions and unsubscriptions (all of
-// them, "*" included: it keeps the wildcard mirror), in go-control-plane's
-// order.
-func (o *subscriptionOverlay) apply(subscribe, unsubscribe []string) {
 	if o.legacy {
 		if len(subscribe) == 0 {
 			return
 		}
-		o.legacy = false
+		o.legacy = false // (wildcard stays what it was)
 	}
-	requested := map[string]bool{}
 	for _, n := range subscribe {
 		if n == explicitWildcard {
 			o.wildcard = true
 			continue
 		}
-		delete(o.unsubscribed, n)
-		requested[n] = true
+		o.names.add(n)
 	}
 	for _, n := range unsubscribe {
 		if n == explicitWildcard {
 			o.wildcard = false
 			continue
 		}
-		_, had := o.subscribed[n]
-		if (requested[n] || (had && !o.unsubscribed[n])) && o.wildcard {
-			o.held[n] = true
-		} else {
-			o.held[n] = false
-		}
-		o.unsubscribed[n] = true
-		delete(requested, n)
+		o.held[n] = o.names.has(n) && o.wildcard
+		o.names.remove(n)
 	}
+	o.names.maybeRebase(current, keys)
+}
+
+// nameSet is a set of names kept as the keys of a shared map (base, a
+// snapshot's version map, never written) plus and minus a few names of its
+// own. The zero value is empty.
+type nameSet struct {
+	base map[string]string
+	// keys identifies base's names (nil: unknown); see repoint.
+	keys        *keySet
+	plus, minus map[string]struct{}
+	// tried is the size of the difference when rebasing last did not
+	// make it smaller; rebasing is tried again once it has doubled.
+	tried int
+}
+
+func (s *nameSet) has(n string) bool {
+	if _, ok := s.plus[n]; ok {
+		return true
+	}
+	_, inBase := s.base[n]
+	_, out := s.minus[n]
+	return inBase && !out
+}
+
+func (s *nameSet) add(n string) {
+	if _, ok := s.base[n]; ok {
+		delete(s.minus, n)
+		return
+	}
+	if s.plus == nil {
+		s.plus = map[string]struct{}{}
+	}
+	s.plus[n] = struct{}{}
+}
+
+func (s *nameSet) remove(n string) {
+	delete(s.plus, n)
+	if _, ok := s.base[n]; ok {
+		if s.minus == nil {
+			s.minus = map[string]struct{}{}
+		}
+		s.minus[n] = struct{}{}
+	}
+}
+
+func (s *nameSet) len() int { return len(s.base) - len(s.minus) + len(s.plus) }
+
+// all yields every name of the set.
+func (s *nameSet) all(yield func(string) bool) {
+	for n := range s.base {
+		if _, out := s.minus[n]; out {
+			continue
+		}
+		if !yield(n) {
+			return
+		}
+	}
+	for n := range s.plus {
+		if !yield(n) {
+			return
+		}
+	}
+}
+
+// rebaseAt is the size of a set's difference from its base from which
+// rebasing it is tried: below it, the difference costs less than trying.
+const rebaseAt = 64
+
+// repoint moves the set's base to m when m has the same names (keys says
+// so), so that a base a node no longer serves is not kept alive by it.
+func (s *nameSet) repoint(m map[string]string, keys *keySet) {
+	if s.keys != nil && s.keys == keys {
+		s.base = m
+	}
+}
+
+// maybeRebase keeps the set as a difference from m (whose names keys
+// identifies, if known) when that difference is smaller than the current
+// one: a node subscribed to every assignment of its snapshot then holds no
+// name of its own.
+func (s *nameSet) maybeRebase(m map[string]string, keys *keySet) {
+	diff := len(s.plus) + len(s.minus)
+	if m == nil || diff < rebaseAt || diff < 2*s.tried {
+		return
+	}
+	var plus, minus map[string]struct{}
+	for n := range s.all {
+		if _, ok := m[n]; !ok {
+			if plus == nil {
+				plus = map[string]struct{}{}
+			}
+			plus[n] = struct{}{}
+		}
+	}
+	for n := range m {
+		if !s.has(n) {
+			if minus == nil {
+				minus = map[string]struct{}{}
+			}
+			minus[n] = struct{}{}
+		}
+	}
+	if len(plus)+len(minus) >= diff {
+		s.tried = diff
+		return
+	}
+	s.base, s.keys, s.plus, s.minus, s.tried = m, keys, plus, minus, 0
 }
 
 const explicitWildcard = "*"
@@ -327,7 +438,6 @@ func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscrip
 	defer c.mu.Unlock()
 	st := c.state(node)
 	w := &deltaWatch{req: req, sub: sub, out: out, ov: c.overlayFor(req)}
-	w.ov.saw(sub)
 	if st.current != nil {
 		if resp := deltaFor(req, sub, st.current, w.ov); resp != nil {
 			c.sendDelta(node, w, resp)

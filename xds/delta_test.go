@@ -1,12 +1,13 @@
 package xds
 
 import (
+	"fmt"
 	"maps"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
-	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -119,50 +120,120 @@ func TestDeltaFor(t *testing.T) {
 	}
 }
 
-// A delta request's subscribed names are replaced by the served snapshot's
-// own strings (the subscription keeps them for the stream's life); names
-// the snapshot does not have are left as they are.
-func TestDeltaRequestNamesInterned(t *testing.T) {
+// go-control-plane keeps none of the names a delta request subscribes to:
+// the overlay has them, as a difference from the served snapshot's names —
+// none of its own when the node subscribes to exactly those — and follows
+// the node to its next snapshot when the names stay the same.
+func TestDeltaSubscriptionSharesSnapshotNames(t *testing.T) {
 	c := NewCache(nil, nil)
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: "outbound|9080||reviews.bookinfo.svc.cluster.local"}
-	cfg := &Config{Node: "node-1", Snapshot: snapshot(map[string]*resourceSet{resourcev3.EndpointType: encodeSet([]*endpointv3.ClusterLoadAssignment{cla})})}
-	if err := c.Push(cfg, time.Now()); err != nil {
-		t.Fatal(err)
+	var clas []*endpointv3.ClusterLoadAssignment
+	var all []string
+	for i := range 100 {
+		n := fmt.Sprintf("outbound|9080||svc-%d.bookinfo.svc.cluster.local", i)
+		clas = append(clas, &endpointv3.ClusterLoadAssignment{ClusterName: n})
+		all = append(all, n)
 	}
-	// Decoded from the wire, as the server receives it: strings of its own.
-	data, err := proto.Marshal(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "node-1"}, TypeUrl: resourcev3.EndpointType,
-		ResourceNamesSubscribe: []string{cla.GetClusterName(), "outbound|9080||gone.bookinfo.svc.cluster.local"}})
-	if err != nil {
-		t.Fatal(err)
+	set := encodeSet(clas)
+	push := func(s *resourceSet) {
+		t.Helper()
+		if err := c.Push(newConfig("node-1", EnvoyNode, map[string]*resourceSet{resourcev3.EndpointType: s}), time.Now()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	req := &discoveryv3.DeltaDiscoveryRequest{}
-	if err := proto.Unmarshal(data, req); err != nil {
-		t.Fatal(err)
-	}
-	before := unsafe.StringData(req.ResourceNamesSubscribe[1])
+	push(set)
+	req := &discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "node-1"}, TypeUrl: resourcev3.EndpointType,
+		ResourceNamesSubscribe: append(slices.Clone(all), "outbound|9080||gone.bookinfo.svc.cluster.local")}
 	if err := c.OnStreamDeltaRequest(1, req); err != nil {
 		t.Fatal(err)
 	}
-	w := cfg.Snapshot.GetResourcesAndTTL(resourcev3.EndpointType)[cla.GetClusterName()].Resource.(*wire)
-	if unsafe.StringData(req.ResourceNamesSubscribe[0]) != unsafe.StringData(w.name) {
-		t.Error("subscribed name not replaced by the snapshot's")
+	if len(req.GetResourceNamesSubscribe()) != 0 {
+		t.Errorf("go-control-plane is left %d names to keep", len(req.GetResourceNamesSubscribe()))
 	}
-	if req.ResourceNamesSubscribe[0] != cla.GetClusterName() || unsafe.StringData(req.ResourceNamesSubscribe[1]) != before {
-		t.Errorf("names changed: %q", req.ResourceNamesSubscribe)
+	ov := c.overlays[overlayKey{streamID{true, 1}, resourcev3.EndpointType}]
+	same := func(m map[string]string) bool {
+		return reflect.ValueOf(ov.names.base).UnsafePointer() == reflect.ValueOf(m).UnsafePointer()
+	}
+	if !same(set.versions) || len(ov.names.minus) != 0 || len(ov.names.plus) != 1 || ov.names.len() != 101 {
+		t.Fatalf("names: shared base %v, %d removed, %d of its own, %d in all", same(set.versions), len(ov.names.minus), len(ov.names.plus), ov.names.len())
+	}
+	// An assignment changes: same names, the subscription follows.
+	changed := proto.Clone(clas[7]).(*endpointv3.ClusterLoadAssignment)
+	changed.Endpoints = []*endpointv3.LocalityLbEndpoints{{}}
+	next := with(set, []*endpointv3.ClusterLoadAssignment{changed})
+	push(next)
+	if !same(next.versions) {
+		t.Error("the subscription still refers to the names of the snapshot the node no longer has")
+	}
+	// A cluster comes: other names; the subscription stays where it was.
+	more := with(next, []*endpointv3.ClusterLoadAssignment{{ClusterName: "outbound|9080||new.bookinfo.svc.cluster.local"}})
+	push(more)
+	if !same(next.versions) || ov.names.len() != 101 {
+		t.Error("the subscription moved to a snapshot with other names")
 	}
 }
 
-// Sharing the snapshot's version map as what a node holds is invisible on
-// the wire: with unsubscriptions taken out of the requests and applied by
-// the overlay, every response is what go-control-plane's own subscription
-// handling gives, and the shared map is never written to.
+// nameSet is a set: whatever the base, adds and removes give what a plain
+// map gives, and rebasing never changes the members.
+func TestNameSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	universe := make([]string, 300)
+	for i := range universe {
+		universe[i] = fmt.Sprintf("n%d", i)
+	}
+	base := func() (map[string]string, *keySet) {
+		m := map[string]string{}
+		for _, n := range universe[:100+rng.IntN(200)] {
+			m[n] = "v"
+		}
+		return m, &keySet{}
+	}
+	var s nameSet
+	want := map[string]bool{}
+	for step := range 3000 {
+		n := universe[rng.IntN(len(universe))]
+		switch op := rng.IntN(10); {
+		case op < 5:
+			s.add(n)
+			want[n] = true
+		case op < 9:
+			s.remove(n)
+			delete(want, n)
+		default:
+			s.maybeRebase(base())
+		}
+		if s.len() != len(want) {
+			t.Fatalf("step %d: %d names, want %d", step, s.len(), len(want))
+		}
+		got := map[string]bool{}
+		for n := range s.all {
+			got[n] = true
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("step %d: names differ", step)
+		}
+		for _, n := range universe {
+			if s.has(n) != want[n] {
+				t.Fatalf("step %d: has(%s) = %v", step, n, s.has(n))
+			}
+		}
+	}
+}
+
+// The overlay's subscription state is go-control-plane's: it holds the
+// names and wildcard state, and every response is what go-control-plane's
+// own subscription handling gives; the snapshot version maps it shares
+// (as what the node holds, and as the base of its names) are never
+// written to.
 func TestDeltaOverlayMatchesGoControlPlane(t *testing.T) {
-	cla := func(names ...string) *cachev3.Snapshot {
+	cla := func(names ...string) *resourceSet {
 		var es []*endpointv3.ClusterLoadAssignment
 		for _, n := range names {
 			es = append(es, &endpointv3.ClusterLoadAssignment{ClusterName: n})
 		}
-		return snapshot(map[string]*resourceSet{resourcev3.EndpointType: encodeSet(es)})
+		return encodeSet(es)
+	}
+	snapOf := func(s *resourceSet) *cachev3.Snapshot {
+		return snapshot(map[string]*resourceSet{resourcev3.EndpointType: s})
 	}
 	type outcome struct{ send, removed []string }
 	outcomeOf := func(r *deltaResponse) *outcome {
@@ -171,64 +242,117 @@ func TestDeltaOverlayMatchesGoControlPlane(t *testing.T) {
 		}
 		return &outcome{names(r), r.mustResp().GetRemovedResources()}
 	}
+	// run follows a sequence of requests against snapshots with
+	// go-control-plane's subscription and with the overlay.
+	type request struct {
+		name                   string
+		set                    *resourceSet
+		subscribe, unsubscribe []string
+	}
+	run := func(t *testing.T, first []string, steps []request) (ours stream.Subscription) {
+		t.Helper()
+		var frozen []map[string]string
+		var sets []*resourceSet
+		for _, st := range steps {
+			if !slices.Contains(sets, st.set) {
+				sets = append(sets, st.set)
+				frozen = append(frozen, maps.Clone(st.set.versions))
+			}
+		}
+		ref := stream.NewDeltaSubscription(first, nil, nil, true)
+		ours = stream.NewDeltaSubscription(onlyWildcard(first), nil, nil, true)
+		ov := newOverlay()
+		ov.apply(first, nil, steps[0].set.versions, steps[0].set.keys)
+		nonce := ""
+		for i, st := range steps {
+			if i > 0 {
+				ref.UpdateResourceSubscriptions(st.subscribe, st.unsubscribe)
+				ours.UpdateResourceSubscriptions(onlyWildcard(st.subscribe), onlyWildcard(st.unsubscribe))
+				ov.apply(st.subscribe, st.unsubscribe, st.set.versions, st.set.keys)
+			}
+			got := map[string]struct{}{}
+			for n := range ov.names.all {
+				got[n] = struct{}{}
+			}
+			if !maps.Equal(ref.SubscribedResources(), got) || ref.IsWildcard() != ov.wildcard {
+				t.Fatalf("%s: subscribed %v (wildcard %v), go-control-plane's %v (%v)", st.name, got, ov.wildcard, ref.SubscribedResources(), ref.IsWildcard())
+			}
+			req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: nonce}
+			snap := snapOf(st.set)
+			want, have := deltaFor(req, &ref, snap, nil), deltaFor(req, &ours, snap, ov)
+			if w, g := outcomeOf(want), outcomeOf(have); !reflect.DeepEqual(w, g) {
+				t.Fatalf("%s: got %+v, go-control-plane's handling gives %+v", st.name, g, w)
+			}
+			if want != nil {
+				ref.SetReturnedResources(want.GetNextVersionMap())
+				ours.SetReturnedResources(have.GetNextVersionMap())
+				nonce += "1"
+			}
+		}
+		for i, s := range sets {
+			if !reflect.DeepEqual(frozen[i], s.versions) {
+				t.Error("a snapshot's version map was written to")
+			}
+		}
+		return ours
+	}
 	for _, wildcard := range []bool{false, true} {
 		t.Run(map[bool]string{false: "named", true: "wildcard"}[wildcard], func(t *testing.T) {
 			s1, s2 := cla("a", "b", "c"), cla("a", "b")
-			frozen := []map[string]string{maps.Clone(s1.VersionMap[resourcev3.EndpointType]), maps.Clone(s2.VersionMap[resourcev3.EndpointType])}
 			var first []string
 			if !wildcard {
 				first = []string{"a", "b", "c"}
 			}
-			ref := stream.NewDeltaSubscription(first, nil, nil, true)
-			ours := stream.NewDeltaSubscription(first, nil, nil, true)
-			ov := newOverlay()
-			ov.apply(first, nil)
-			ov.saw(&ours)
-			nonce := ""
-			step := func(name string, snap *cachev3.Snapshot, subscribe, unsubscribe []string) {
-				t.Helper()
-				ref.UpdateResourceSubscriptions(subscribe, unsubscribe)
-				ov.apply(subscribe, unsubscribe)
-				var kept []string // unsubscriptions taken out, but "*"
-				if slices.Contains(unsubscribe, "*") {
-					kept = []string{"*"}
-				}
-				ours.UpdateResourceSubscriptions(subscribe, kept)
-				ov.saw(&ours)
-				req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: nonce}
-				if !maps.Equal(ref.SubscribedResources(), ours.SubscribedResources()) || ref.IsWildcard() != ours.IsWildcard() {
-					t.Fatalf("%s: subscribed %v (wildcard %v), go-control-plane's %v (%v)", name,
-						ours.SubscribedResources(), ours.IsWildcard(), ref.SubscribedResources(), ref.IsWildcard())
-				}
-				want, got := deltaFor(req, &ref, snap, nil), deltaFor(req, &ours, snap, ov)
-				if w, g := outcomeOf(want), outcomeOf(got); !reflect.DeepEqual(w, g) {
-					t.Fatalf("%s: got %+v, go-control-plane's handling gives %+v", name, g, w)
-				}
-				if want != nil {
-					ref.SetReturnedResources(want.GetNextVersionMap())
-					ours.SetReturnedResources(got.GetNextVersionMap())
-					nonce += "1"
-				}
-			}
-			step("initial", s1, nil, nil)
-			shared := reflect.ValueOf(ours.ReturnedResources()).UnsafePointer() == reflect.ValueOf(s1.VersionMap[resourcev3.EndpointType]).UnsafePointer()
-			if !shared {
-				t.Error("the node's record is a copy, not the snapshot's version map")
-			}
-			step("unsubscribe b", s1, nil, []string{"b"})
-			step("nothing changed", s1, nil, nil)
-			step("subscribe b again", s1, []string{"b"}, nil)
-			step("unsubscribe c", s1, nil, []string{"c"})
-			step("c gone", s2, nil, nil)
-			step("subscribe c again, gone", s2, []string{"c"}, nil)
-			step("unsubscribe a and c", s2, nil, []string{"a", "c"})
-			step("subscribe a and d", s1, []string{"a", "d"}, nil)
-			step("subscribe and unsubscribe b at once", s1, []string{"b"}, []string{"b"})
-			step("unsubscribe d, then everything explicit", s2, nil, []string{"d", "*"})
-			step("wildcard again", s1, []string{"*"}, nil)
-			if !reflect.DeepEqual(frozen[0], s1.VersionMap[resourcev3.EndpointType]) || !reflect.DeepEqual(frozen[1], s2.VersionMap[resourcev3.EndpointType]) {
-				t.Error("a snapshot's version map was written to")
+			ours := run(t, first, []request{
+				{name: "initial", set: s1},
+				{"unsubscribe b", s1, nil, []string{"b"}},
+				{"nothing changed", s1, nil, nil},
+				{"subscribe b again", s1, []string{"b"}, nil},
+				{"unsubscribe c", s1, nil, []string{"c"}},
+				{"c gone", s2, nil, nil},
+				{"subscribe c again, gone", s2, []string{"c"}, nil},
+				{"unsubscribe a and c", s2, nil, []string{"a", "c"}},
+				{"subscribe a and d", s1, []string{"a", "d"}, nil},
+				{"subscribe and unsubscribe b at once", s1, []string{"b"}, []string{"b"}},
+				{"unsubscribe d, then everything explicit", s2, nil, []string{"d", "*"}},
+				{"wildcard again", s1, []string{"*"}, nil},
+			})
+			if len(ours.SubscribedResources()) != 0 {
+				t.Errorf("go-control-plane's subscription keeps names: %v", ours.SubscribedResources())
 			}
 		})
 	}
+	// Random requests over sets large enough to be rebased on.
+	t.Run("random", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(3, 4))
+		universe := make([]string, 200)
+		for i := range universe {
+			universe[i] = fmt.Sprintf("c%03d", i)
+		}
+		var sets []*resourceSet
+		for range 4 {
+			sets = append(sets, cla(universe[rng.IntN(50):100+rng.IntN(100)]...))
+		}
+		pick := func(max int) []string {
+			var out []string
+			for range rng.IntN(max) {
+				out = append(out, universe[rng.IntN(len(universe))])
+			}
+			if rng.IntN(20) == 0 {
+				out = append(out, "*")
+			}
+			return out
+		}
+		for r := range 20 {
+			var first []string
+			if r%4 != 0 {
+				first = universe[:rng.IntN(150)]
+			}
+			steps := []request{{name: "initial", set: sets[0]}}
+			for i := range 60 {
+				steps = append(steps, request{fmt.Sprintf("run %d step %d", r, i), sets[rng.IntN(len(sets))], pick(90), pick(30)})
+			}
+			run(t, first, steps)
+		}
+	})
 }

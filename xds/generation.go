@@ -145,6 +145,14 @@ type Config struct {
 	// Classes are the node's source classes (Envoy nodes).
 	Classes  []ir.SourceClass
 	Snapshot *cachev3.Snapshot
+	// sets are the resource sets the snapshot was made of, by type (nil
+	// for configurations made otherwise).
+	sets map[string]*resourceSet
+}
+
+// newConfig makes a node's configuration of resource sets.
+func newConfig(node string, kind NodeKind, sets map[string]*resourceSet) *Config {
+	return &Config{Node: node, Kind: kind, Snapshot: snapshot(sets), sets: sets}
 }
 
 // Version is the snapshot version of a type.
@@ -181,13 +189,14 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 		return g.forGRPC(node)
 	}
 	np := g.nodePart(node)
-	return &Config{Node: node, Kind: EnvoyNode, Generation: g.ID, Classes: np.classes,
-		Snapshot: snapshot(map[string]*resourceSet{
-			resourcev3.ListenerType: np.listenerSet,
-			resourcev3.RouteType:    np.routeSet,
-			resourcev3.ClusterType:  g.clusters,
-			resourcev3.EndpointType: g.endpoints,
-		})}
+	c := newConfig(node, EnvoyNode, map[string]*resourceSet{
+		resourcev3.ListenerType: np.listenerSet,
+		resourcev3.RouteType:    np.routeSet,
+		resourcev3.ClusterType:  g.clusters,
+		resourcev3.EndpointType: g.endpoints,
+	})
+	c.Generation, c.Classes = g.ID, np.classes
+	return c
 }
 
 // classesKey identifies what a node's listener and routes depend on: its
@@ -290,12 +299,12 @@ func sameNames(s *resourceSet, names map[string]bool) bool {
 // NewConfig makes a node's configuration from resources directly (tests,
 // tools); versions are content hashes as for generations.
 func NewConfig(node string, kind NodeKind, r envoy.Resources) *Config {
-	return &Config{Node: node, Kind: kind, Snapshot: snapshot(map[string]*resourceSet{
+	return newConfig(node, kind, map[string]*resourceSet{
 		resourcev3.ListenerType: encodeSet(r.Listeners),
 		resourcev3.RouteType:    encodeSet(r.Routes),
 		resourcev3.ClusterType:  encodeSet(r.Clusters),
 		resourcev3.EndpointType: encodeSet(r.Endpoints),
-	})}
+	})
 }
 
 func (g *Generation) isBaseRoute(name string) bool { return g.prepared.IsBaseRoute(name) }

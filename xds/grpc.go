@@ -72,13 +72,13 @@ func (g *Generation) buildGRPC() *Config {
 		}
 	}
 	g.partDiags = append(g.partDiags, envoy.Repair(r)...)
-	cfg := &Config{Kind: GRPCNode, Generation: g.ID}
-	cfg.Snapshot = snapshot(map[string]*resourceSet{
+	cfg := newConfig("", GRPCNode, map[string]*resourceSet{
 		resourcev3.ListenerType: encodeSet(r.Listeners),
 		resourcev3.RouteType:    encodeSet(r.Routes),
 		resourcev3.ClusterType:  encodeSet(r.Clusters),
 		resourcev3.EndpointType: g.endpoints,
 	})
+	cfg.Generation = g.ID
 	return cfg
 }
 

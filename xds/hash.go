@@ -56,7 +56,15 @@ type resourceSet struct {
 	items    map[string]types.ResourceWithTTL
 	versions map[string]string
 	version  string
+	// keys identifies the set's names: sets made from one another by
+	// replacing resources (with) share it while no name comes or goes, so
+	// a record kept as a difference from one set's names can move to the
+	// next (nameSet) without comparing them.
+	keys *keySet
 }
+
+// keySet is the identity of a set of names (see resourceSet.keys).
+type keySet struct{ _ int }
 
 // encodeSet encodes resources into a set.
 func encodeSet[T types.Resource](resources []T) *resourceSet {
@@ -74,9 +82,16 @@ func with[T types.Resource](s *resourceSet, replaced []T) *resourceSet {
 	}
 	maps.Copy(out.items, s.items)
 	maps.Copy(out.versions, s.versions)
+	out.keys = s.keys
 	for _, r := range replaced {
 		name := cachev3.GetResourceName(r)
+		if _, ok := out.items[name]; !ok {
+			out.keys = nil // a new name
+		}
 		out.items[name], out.versions[name] = encode(r)
+	}
+	if out.keys == nil {
+		out.keys = &keySet{}
 	}
 	out.version = typeVersion(out.versions)
 	return out
@@ -84,7 +99,7 @@ func with[T types.Resource](s *resourceSet, replaced []T) *resourceSet {
 
 // subset is the resources of the sets whose names keep accepts.
 func subset(keep func(name string) bool, sets ...*resourceSet) *resourceSet {
-	out := &resourceSet{items: map[string]types.ResourceWithTTL{}, versions: map[string]string{}}
+	out := &resourceSet{items: map[string]types.ResourceWithTTL{}, versions: map[string]string{}, keys: &keySet{}}
 	for _, s := range sets {
 		for name, it := range s.items {
 			if keep(name) {

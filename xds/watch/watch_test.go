@@ -323,7 +323,8 @@ func TestControllerWithoutAPIServer(t *testing.T) {
 	proxy := newTCPProxy(t, strings.TrimPrefix(env.Config.Host, "https://"))
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Host = "https://" + proxy.addr
-	cfg.Timeout = 2 * time.Second
+	// Bounded, but long enough to list a large shared API server under load.
+	cfg.Timeout = 15 * time.Second
 	c := startController(t, cfg, 20*time.Millisecond)
 	client := xdstest.NewGRPCClient(t, c.addr, "grpc-"+ns)
 	reviews := client.Dial(b.Target("reviews"))
