@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unique"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
@@ -102,8 +103,10 @@ func (s *sources) object(kind, namespace, name string) (any, bool) {
 // transform strips what the translator never reads before objects enter the
 // informer caches: managed fields and the last-applied annotation on every
 // object, all of a Node but its name and labels, and a Pod becomes an
-// input.Pod (what translation reads of it). Pods are the bulk of a cluster;
-// this is most of the controller's memory.
+// input.Pod (what translation reads of it), an EndpointSlice keeps only
+// what endpoints are made of. Strings many objects repeat — namespaces,
+// label keys and values, node names — are interned. Pods are the bulk of a
+// cluster; this is most of the controller's memory.
 func transform(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
@@ -113,10 +116,32 @@ func transform(obj any) (any, error) {
 				m.SetAnnotations(nil)
 			}
 		}
+		m.SetNamespace(intern(m.GetNamespace()))
+		if l := m.GetLabels(); len(l) > 0 {
+			m.SetLabels(internMap(l))
+		}
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return input.PodFrom(o), nil
+		p := input.PodFrom(o)
+		p.NodeName = intern(p.NodeName)
+		return p, nil
+	case *discoveryv1.EndpointSlice:
+		for i := range o.Endpoints {
+			e := &o.Endpoints[i]
+			e.Hostname, e.Hints, e.DeprecatedTopology = nil, nil, nil
+			e.Conditions.Serving, e.Conditions.Terminating = nil, nil
+			if e.NodeName != nil {
+				*e.NodeName = intern(*e.NodeName)
+			}
+			if e.Zone != nil {
+				*e.Zone = intern(*e.Zone)
+			}
+			if r := e.TargetRef; r != nil {
+				e.TargetRef = &corev1.ObjectReference{Kind: intern(r.Kind), Namespace: intern(r.Namespace), Name: r.Name}
+			}
+		}
+		return o, nil
 	case *corev1.Node:
 		// Only the set of Nodes matters; a Node's status (images,
 		// conditions) is tens of kilobytes.
@@ -124,6 +149,24 @@ func transform(obj any) (any, error) {
 			Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels}}, nil
 	}
 	return obj, nil
+}
+
+// intern returns the canonical copy of a string (package unique: copies
+// are dropped once no object uses them).
+func intern(s string) string {
+	if s == "" {
+		return s
+	}
+	return unique.Make(s).Value()
+}
+
+// internMap is a map with its keys and values interned.
+func internMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[intern(k)] = intern(v)
+	}
+	return out
 }
 
 // A change is what a batch of events affects. Endpoint-only changes — an
