@@ -3,7 +3,6 @@ package migration
 import (
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/input"
@@ -298,10 +297,4 @@ func hasLabels(selector, labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func joinSorted(s []string) string {
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return strings.Join(slices.Compact(s), ", ")
 }

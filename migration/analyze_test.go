@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,5 +61,56 @@ func TestAnalyzeGolden(t *testing.T) {
 				golden.Check(t, filepath.Join("testdata/analyze", c.name+"."+format), []byte(out))
 			}
 		})
+	}
+}
+
+// TestPlanGolden renders the bookinfo sample's plan, as `migrate plan -n
+// bookinfo -f samples/bookinfo` does.
+func TestPlanGolden(t *testing.T) {
+	inv, err := LoadFiles([]string{"../samples/bookinfo"}, nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := MakePlan(inv, Analyze(inv, Options{}), "bookinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"table", "json"} {
+		var b bytes.Buffer
+		if err := p.Write(&b, format); err != nil {
+			t.Fatal(err)
+		}
+		golden.Check(t, "testdata/plan/bookinfo."+format, b.Bytes())
+	}
+	if _, err := MakePlan(inv, Analyze(inv, Options{}), "nope"); err == nil {
+		t.Error("a plan for a namespace that is not in the input must fail")
+	}
+}
+
+// TestParityReportsDifferences is the case built to have differences: a
+// client scoped by a Sidecar resource, and a VirtualService exported to its
+// own namespace only.
+func TestParityReportsDifferences(t *testing.T) {
+	inv, err := LoadFiles([]string{"testdata/parity"}, nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffs := Parity(inv, Options{}, "web", map[string]string{"app": "frontend", "version": "v1"})
+	var got []string
+	for _, d := range diffs {
+		if !d.ShortName {
+			got = append(got, d.RouteConfig+" "+d.VirtualHost)
+		}
+	}
+	want := []string{"8080 cart.shop.svc.cluster.local:8080"}
+	if !slices.Equal(got, want) {
+		t.Errorf("differences = %v, want %v (all: %+v)", got, want, diffs)
+	}
+	// A client of shop itself sees the exported VirtualService on its
+	// sidecar too: no difference but short names.
+	for _, d := range Parity(inv, Options{}, "shop", map[string]string{"app": "cart", "version": "v1"}) {
+		if !d.ShortName {
+			t.Errorf("unexpected difference for a shop client: %+v", d)
+		}
 	}
 }

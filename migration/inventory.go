@@ -285,3 +285,12 @@ func (inv *Inventory) servicesOf(ns string) []*corev1.Service {
 	}
 	return out
 }
+
+// NamespaceMissing reports whether the input has neither a Namespace object
+// nor any object in the namespace.
+func (inv *Inventory) NamespaceMissing(ns string) bool {
+	if inv.namespace(ns) != nil || len(inv.podsOf(ns)) > 0 || len(inv.workloadsOf(ns)) > 0 || len(inv.servicesOf(ns)) > 0 {
+		return false
+	}
+	return countNS(inv.Bag.VirtualServices, ns)+countNS(inv.Bag.DestinationRules, ns) == 0
+}
