@@ -53,6 +53,20 @@ func Main(m *testing.M) {
 // It skips like Get when the binaries are missing.
 func Dedicated(t testing.TB, key string) *Env {
 	t.Helper()
+	return dedicatedEnv(t, key, false)
+}
+
+// DedicatedKCM is Dedicated with kube-controller-manager, for tests that
+// need Deployments to get ReplicaSets and Pods (no kubelet runs: the Pods
+// never start unless the test sets their status). It skips when the
+// kube-controller-manager binary is missing (WITH_KCM=1 make kube-binaries).
+func DedicatedKCM(t testing.TB, key string) *Env {
+	t.Helper()
+	return dedicatedEnv(t, key, true)
+}
+
+func dedicatedEnv(t testing.TB, key string, withKCM bool) *Env {
+	t.Helper()
 	dedicatedMu.Lock()
 	defer dedicatedMu.Unlock()
 	if e := dedicated[key]; e != nil {
@@ -65,7 +79,7 @@ func Dedicated(t testing.TB, key string) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Start(ctx, Options{Dir: dir})
+	e, err := Start(ctx, Options{Dir: dir, WithKCM: withKCM})
 	if err == nil {
 		err = e.InstallIstioCRDs(ctx)
 	}

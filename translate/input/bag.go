@@ -28,6 +28,9 @@ type Bag struct {
 	EndpointSlices []*discoveryv1.EndpointSlice
 	// Ignored lists objects of kinds nodemesh does not translate.
 	Ignored []ir.ResourceRef
+	// Other holds the ignored objects themselves when the Loader was asked
+	// to keep them (Loader.KeepIgnored); translation never reads them.
+	Other []*Object
 
 	// Sources maps an object to where it was read from (files only).
 	Sources map[ir.ResourceRef]*Source
@@ -69,6 +72,16 @@ func (b *Bag) Sort() {
 	sortObjs(b.Namespaces)
 	sortObjs(b.EndpointSlices)
 	slices.SortFunc(b.Ignored, ir.ResourceRef.Compare)
+	slices.SortStableFunc(b.Other, func(x, y *Object) int { return x.Ref.Compare(y.Ref) })
+}
+
+// Object is a manifest of a kind the translator does not read, kept as JSON.
+type Object struct {
+	Ref        ir.ResourceRef
+	APIVersion string
+	// JSON is the whole object.
+	JSON   []byte
+	Source *Source
 }
 
 func sortObjs[T metav1.Object](s []T) {

@@ -178,6 +178,11 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *int)
 		l.ignored = append(l.ignored, ref)
 		l.diags = append(l.diags, ir.Diagnostic{Severity: ir.SeverityInfo, Code: ir.CodeIgnoredKind, Resource: ref,
 			Message: fmt.Sprintf("%s is not translated by nodemesh; ignored", apiVersion+" "+kind), File: file, Line: n.Line})
+		if l.KeepIgnored {
+			if js, err := toJSON(n, budget); err == nil {
+				l.others = append(l.others, &Object{Ref: ref, APIVersion: apiVersion, JSON: js, Source: src})
+			}
+		}
 		return
 	}
 	if info.namespaced && ref.Namespace == "" {

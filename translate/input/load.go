@@ -19,10 +19,16 @@ type Loader struct {
 	// when empty), like kubectl's current namespace.
 	DefaultNamespace string
 
+	// KeepIgnored keeps the JSON of objects of kinds the translator does not
+	// read (Bag.Other), for tools that look at more than translation does
+	// (the migration analyzer reads AuthorizationPolicies, Deployments, …).
+	KeepIgnored bool
+
 	objects map[ir.ResourceRef]*loaded
 	order   []ir.ResourceRef
 	diags   ir.Diagnostics
 	ignored []ir.ResourceRef
+	others  []*Object
 }
 
 type loaded struct {
@@ -131,6 +137,19 @@ func (l *Loader) Bag() *Bag {
 		b.Sources[ref] = o.src
 	}
 	b.Ignored = append(b.Ignored, l.ignored...)
+	last := map[ir.ResourceRef]int{} // kubectl apply semantics: the last one wins
+	for i, o := range l.others {
+		last[o.Ref] = i
+	}
+	for i, o := range l.others {
+		if last[o.Ref] != i {
+			continue
+		}
+		if _, dup := b.Sources[o.Ref]; !dup {
+			b.Sources[o.Ref] = o.Source
+		}
+		b.Other = append(b.Other, o)
+	}
 	b.Sort()
 	return b
 }

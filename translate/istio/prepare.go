@@ -113,7 +113,7 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	m.Listeners = []ir.Listener{t.listener(def)}
 	sortModel(m)
 	return &Prepared{t: t, Base: m, sourceLabels: t.sourceLabels(), classes: map[string]*ClassRouting{},
-		routingNamespaces: t.routingNamespaces()}
+		routingNamespaces: t.routingNamespaces(), exactClasses: t.opts.PerProxy}
 }
 
 // routingNamespaces lists the namespaces whose clients can be routed

@@ -56,7 +56,7 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 			// other Service on the port shares is unambiguous for every
 			// class, so classes only differ from the default class where
 			// names collide.
-			shortOK := cl.Namespace == s.namespace || shortNames[s.name] == 1
+			shortOK := cl.Namespace == s.namespace || (shortNames[s.name] == 1 && !t.opts.PerProxy)
 			for _, d := range t.domains(s, port, shortOK) {
 				if prev, dup := seen[d]; dup {
 					t.diags.Warnf(ir.CodeConflict, s.ref, "", "domain %q of virtual host %s is already used by %s; it is left out", d, vh.Name, prev)

@@ -15,6 +15,12 @@ type Options struct {
 	// RootNamespace is Istio's config root namespace (default istio-system):
 	// DestinationRules there apply to every namespace.
 	RootNamespace string
+	// PerProxy translates as Istio does for one sidecar: a short host name
+	// resolves only to the client's own namespace's Service. Without it, a
+	// short name no other Service on the port shares resolves for every
+	// class, so that classes share the default class's routes (docs/parity.md).
+	// The migration toolkit uses it to show what a sidecar sees.
+	PerProxy bool
 }
 
 func (o Options) withDefaults() Options {

@@ -1,0 +1,352 @@
+package migration
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// The migration checks of the kinds the translator does not read. Each
+// finding is filed under every analysed namespace whose workloads the
+// resource applies to: its own namespace's (all of them without a
+// selector), or any namespace's when it sits in Istio's root namespace.
+
+// appliesTo lists the namespaces a workload-selected resource applies to.
+func (a *analysis) appliesTo(obj metav1.Object, sel *typeapi.WorkloadSelector) []string {
+	var labels map[string]string
+	if sel != nil {
+		labels = sel.MatchLabels
+	}
+	var out []string
+	for _, ns := range a.namespaces() {
+		if obj.GetNamespace() != ns && obj.GetNamespace() != a.opts.rootNamespace() {
+			continue
+		}
+		if len(labels) == 0 || a.selectsIn(ns, labels) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// selectsIn reports whether labels select a pod or a workload's pods in ns.
+func (a *analysis) selectsIn(ns string, labels map[string]string) bool {
+	for _, p := range a.inv.podsOf(ns) {
+		if hasLabels(labels, p.Labels) {
+			return true
+		}
+	}
+	for _, w := range a.inv.workloadsOf(ns) {
+		if hasLabels(labels, w.Template.Labels) {
+			return true
+		}
+	}
+	return false
+}
+
+func scope(obj metav1.Object, ns string) string {
+	if obj.GetNamespace() == ns {
+		return "this namespace's workloads"
+	}
+	return "every namespace's workloads (it is in Istio's root namespace " + obj.GetNamespace() + ")"
+}
+
+func (a *analysis) policyFindings() {
+	a.authorizationPolicies()
+	a.peerAuthentications()
+	for _, ra := range a.inv.RequestAuthentications {
+		ref := input.Ref("RequestAuthentication", ra)
+		if len(ra.Spec.TargetRefs) > 0 || ra.Spec.TargetRef != nil {
+			a.addAt(ra.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached",
+				"attached with targetRefs to a gateway or waypoint, which nodemesh does not change", "")
+			continue
+		}
+		for _, ns := range a.appliesTo(ra, ra.Spec.Selector) {
+			a.addAt(ns, ref, "spec.jwtRules", Unsupported, "RequestAuthentication",
+				"JWTs are not validated for "+scope(ra, ns)+" once their sidecars are gone: requests with invalid tokens are accepted and request.auth.* attributes are empty",
+				"keep the namespace on sidecars, or validate tokens in an ingress gateway (a RequestAuthentication bound to it with targetRefs)")
+		}
+	}
+	for _, ef := range a.inv.EnvoyFilters {
+		ref := input.Ref("EnvoyFilter", ef)
+		if gatewayOnlyEnvoyFilter(ef.Spec.ConfigPatches) {
+			a.addAt(ef.Namespace, ref, "spec.configPatches", Supported, "GatewayOnly", "patches gateways only, which nodemesh does not change", "")
+			continue
+		}
+		var sel *typeapi.WorkloadSelector
+		if ef.Spec.WorkloadSelector != nil {
+			sel = &typeapi.WorkloadSelector{MatchLabels: ef.Spec.WorkloadSelector.Labels}
+		}
+		for _, ns := range a.appliesTo(ef, sel) {
+			a.addAt(ns, ref, "spec.configPatches", Unsupported, "EnvoyFilter",
+				"EnvoyFilter patches are not applied to the node Envoy: whatever it adds to "+scope(ef, ns)+"' sidecars (filters, retries on reset, Lua, rate limits) silently stops",
+				"express the behaviour with VirtualService or DestinationRule fields, or keep the namespace on sidecars")
+		}
+	}
+	for _, wp := range a.inv.WasmPlugins {
+		ref := input.Ref("WasmPlugin", wp)
+		if len(wp.Spec.TargetRefs) > 0 || wp.Spec.TargetRef != nil {
+			a.addAt(wp.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached", "attached with targetRefs to a gateway or waypoint, which nodemesh does not change", "")
+			continue
+		}
+		for _, ns := range a.appliesTo(wp, wp.Spec.Selector) {
+			a.addAt(ns, ref, "spec.url", Unsupported, "WasmPlugin",
+				"Wasm plugins are not loaded into the node Envoy: the plugin stops running for "+scope(wp, ns),
+				"keep the namespace on sidecars, or move the plugin to an ingress gateway")
+		}
+	}
+	for _, tm := range a.inv.Telemetries {
+		ref := input.Ref("Telemetry", tm)
+		for _, ns := range a.appliesTo(tm, tm.Spec.Selector) {
+			a.addAt(ns, ref, "spec", Changed, "Telemetry",
+				"the node Envoy reports Envoy's own statistics and access logs per node: Istio's metrics (istio_requests_total), per-workload tracing tags and this resource's overrides do not apply to "+scope(tm, ns),
+				"switch dashboards and alerts to the node Envoy's cluster and route statistics before moving")
+		}
+	}
+	a.sidecars()
+}
+
+func gatewayOnlyEnvoyFilter(patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch) bool {
+	if len(patches) == 0 {
+		return false
+	}
+	for _, p := range patches {
+		if p.GetMatch().GetContext() != networkingapi.EnvoyFilter_GATEWAY {
+			return false
+		}
+	}
+	return true
+}
+
+// l7Fields lists the HTTP-only attributes an AuthorizationPolicy rule uses.
+func l7Fields(rules []*securityapi.Rule) []string {
+	var out []string
+	for i, r := range rules {
+		base := fmt.Sprintf("spec.rules[%d]", i)
+		for j, f := range r.From {
+			s := f.GetSource()
+			if s == nil {
+				continue
+			}
+			if len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0 {
+				out = append(out, fmt.Sprintf("%s.from[%d].source.requestPrincipals", base, j))
+			}
+		}
+		for j, t := range r.To {
+			op := t.GetOperation()
+			if op == nil {
+				continue
+			}
+			p := fmt.Sprintf("%s.to[%d].operation", base, j)
+			for name, set := range map[string]int{
+				"methods": len(op.Methods) + len(op.NotMethods),
+				"paths":   len(op.Paths) + len(op.NotPaths),
+				"hosts":   len(op.Hosts) + len(op.NotHosts),
+			} {
+				if set > 0 {
+					out = append(out, p+"."+name)
+				}
+			}
+		}
+		for j, c := range r.When {
+			if strings.HasPrefix(c.Key, "request.") {
+				out = append(out, fmt.Sprintf("%s.when[%d].key", base, j))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (a *analysis) authorizationPolicies() {
+	for _, ap := range a.inv.AuthorizationPolicies {
+		ref := input.Ref("AuthorizationPolicy", ap)
+		spec := &ap.Spec
+		if len(spec.TargetRefs) > 0 || spec.TargetRef != nil {
+			a.addAt(ap.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached", "attached with targetRefs to a gateway or waypoint, which nodemesh does not change", "")
+			continue
+		}
+		action := spec.Action.String()
+		l7 := l7Fields(spec.Rules)
+		for _, ns := range a.appliesTo(ap, spec.Selector) {
+			effect := "everything it does not allow becomes allowed"
+			switch spec.Action {
+			case securityapi.AuthorizationPolicy_DENY:
+				effect = "what it denies becomes allowed"
+			case securityapi.AuthorizationPolicy_CUSTOM:
+				effect = "the external authorizer is no longer called"
+			case securityapi.AuthorizationPolicy_AUDIT:
+				effect = "requests are no longer audited"
+			}
+			a.addAt(ns, ref, "spec", Unsupported, "AuthorizationPolicy",
+				fmt.Sprintf("%s policy for %s is not enforced once their sidecars are gone (nodemesh does not translate AuthorizationPolicy yet): %s", action, scope(ap, ns), effect),
+				"keep the namespace on sidecars until nodemesh enforces AuthorizationPolicy, or enforce it at an ingress gateway")
+			for _, f := range l7 {
+				a.addAt(ns, ref, f, Unsupported, "L7AuthorizationPolicy",
+					"HTTP attribute: needs an L7 proxy on the server side; Istio ambient fails such ALLOW rules closed (DENY) and silently never fires such DENY rules, nodemesh does not enforce it at all yet",
+					"keep the namespace on sidecars; do not replace it with an L4-only rule without reviewing what it protected")
+			}
+		}
+	}
+}
+
+// callerNamespaces lists the namespaces an AuthorizationPolicy names as
+// sources (source.namespaces, or the ns/<name> part of principals), with the
+// field that names each.
+func callerNamespaces(ap *securityv1.AuthorizationPolicy) map[string]string {
+	out := map[string]string{}
+	for i, r := range ap.Spec.Rules {
+		for j, f := range r.From {
+			s := f.GetSource()
+			if s == nil {
+				continue
+			}
+			field := fmt.Sprintf("spec.rules[%d].from[%d].source", i, j)
+			for _, n := range s.Namespaces {
+				if n != "*" && !strings.Contains(n, "*") {
+					out[n] = field + ".namespaces"
+				}
+			}
+			for _, p := range s.Principals {
+				if _, rest, ok := strings.Cut(p, "/ns/"); ok {
+					if n, _, _ := strings.Cut(rest, "/"); n != "" && !strings.Contains(n, "*") {
+						out[n] = field + ".principals"
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// identityCallers reports callers named by identity in an ALLOW policy of
+// a server still on sidecars: once they move, their requests carry no mTLS
+// identity, so the policy no longer allows them.
+func (a *analysis) identityCallers() {
+	for _, ap := range a.inv.AuthorizationPolicies {
+		if ap.Spec.Action != securityapi.AuthorizationPolicy_ALLOW || a.dataplaneOf(ap.Namespace) != "sidecar" {
+			continue
+		}
+		ref := input.Ref("AuthorizationPolicy", ap)
+		analysed := a.namespaces()
+		for caller, field := range callerNamespaces(ap) {
+			if caller == ap.Namespace || !slices.Contains(analysed, caller) {
+				continue
+			}
+			a.addAt(caller, ref, field, Unsupported, "IdentityAllowedCaller",
+				fmt.Sprintf("%s allows calls from %s by mTLS identity; once %s's clients move to nodemesh their calls carry no identity and are denied while %s stays on sidecars", ap.Namespace, caller, caller, ap.Namespace),
+				fmt.Sprintf("move %s first, or keep %s on sidecars until nodemesh carries identities over mTLS", ap.Namespace, caller))
+		}
+	}
+}
+
+func modeOf(m *securityapi.PeerAuthentication_MutualTLS) securityapi.PeerAuthentication_MutualTLS_Mode {
+	if m == nil {
+		return securityapi.PeerAuthentication_MutualTLS_UNSET
+	}
+	return m.Mode
+}
+
+// strictIn says whether a namespace's servers require mTLS: a namespace-wide
+// PeerAuthentication, or else the mesh-wide one in the root namespace.
+func (a *analysis) strictIn(ns string) (ir.ResourceRef, bool) {
+	var mesh, own *ir.ResourceRef
+	var meshMode, ownMode securityapi.PeerAuthentication_MutualTLS_Mode
+	for _, pa := range a.inv.PeerAuthentications {
+		if pa.Spec.Selector != nil && len(pa.Spec.Selector.MatchLabels) > 0 {
+			continue
+		}
+		ref := input.Ref("PeerAuthentication", pa)
+		switch pa.Namespace {
+		case ns:
+			own, ownMode = &ref, modeOf(pa.Spec.Mtls)
+		case a.opts.rootNamespace():
+			mesh, meshMode = &ref, modeOf(pa.Spec.Mtls)
+		}
+	}
+	switch {
+	case own != nil && ownMode != securityapi.PeerAuthentication_MutualTLS_UNSET:
+		return *own, ownMode == securityapi.PeerAuthentication_MutualTLS_STRICT
+	case mesh != nil:
+		return *mesh, meshMode == securityapi.PeerAuthentication_MutualTLS_STRICT
+	}
+	return ir.ResourceRef{}, false
+}
+
+func (a *analysis) peerAuthentications() {
+	for _, pa := range a.inv.PeerAuthentications {
+		ref := input.Ref("PeerAuthentication", pa)
+		strict := modeOf(pa.Spec.Mtls) == securityapi.PeerAuthentication_MutualTLS_STRICT
+		for _, m := range pa.Spec.PortLevelMtls {
+			strict = strict || modeOf(m) == securityapi.PeerAuthentication_MutualTLS_STRICT
+		}
+		for _, ns := range a.appliesTo(pa, pa.Spec.Selector) {
+			if !strict {
+				a.addAt(ns, ref, "spec.mtls", Supported, "PeerAuthentication",
+					"not STRICT: sidecar clients fall back to plaintext for pods without a sidecar (auto mTLS), so calls keep working", "")
+				continue
+			}
+			a.addAt(ns, ref, "spec.mtls.mode", Unsupported, "PeerAuthenticationStrict",
+				"STRICT mTLS is not enforced for "+scope(pa, ns)+" once their sidecars are gone: nodemesh does not terminate Istio mTLS yet, so they accept plaintext",
+				"accept the downgrade explicitly (set PERMISSIVE for the namespace before moving it), or keep it on sidecars until mTLS interop lands")
+		}
+	}
+}
+
+// strictCallees reports, for each analysed namespace, the namespaces it calls
+// whose servers require mTLS and are still on sidecars: after the move its
+// clients send plaintext, which those servers reject.
+func (a *analysis) strictCallees() {
+	for _, ns := range a.namespaces() {
+		for _, callee := range sortedSet(a.graph[ns], ns) {
+			if a.dataplaneOf(callee) != "sidecar" {
+				continue
+			}
+			ref, strict := a.strictIn(callee)
+			if !strict {
+				continue
+			}
+			a.addAt(ns, ref, "spec.mtls.mode", Unsupported, "StrictServerOnSidecars",
+				fmt.Sprintf("%s calls %s, whose servers still run sidecars and require mTLS (STRICT): once %s's clients move to nodemesh they send plaintext, which those servers reject", ns, callee, ns),
+				fmt.Sprintf("move %s first (see the order), or set its PeerAuthentication to PERMISSIVE for the duration of the move", callee))
+		}
+	}
+}
+
+func (a *analysis) dataplaneOf(ns string) string { return a.inventoryOf(ns).Dataplane }
+
+func (a *analysis) sidecars() {
+	for _, sc := range a.inv.Sidecars {
+		ref := input.Ref("Sidecar", sc)
+		var sel *typeapi.WorkloadSelector
+		if sc.Spec.WorkloadSelector != nil {
+			sel = &typeapi.WorkloadSelector{MatchLabels: sc.Spec.WorkloadSelector.Labels}
+		}
+		for _, ns := range a.appliesTo(sc, sel) {
+			if len(sc.Spec.Egress) > 0 {
+				a.addAt(ns, ref, "spec.egress", Changed, "SidecarScope",
+					"egress scoping is not applied by the node Envoy: "+scope(sc, ns)+" see every Service and route of the mesh, not only the hosts listed (the route-parity findings list what they gain)",
+					"nothing to do for routing; if the Sidecar was used to limit what clients may call, use a NetworkPolicy or an AuthorizationPolicy on the servers")
+			}
+			if p := sc.Spec.OutboundTrafficPolicy; p != nil && p.Mode == networkingapi.OutboundTrafficPolicy_REGISTRY_ONLY {
+				a.addAt(ns, ref, "spec.outboundTrafficPolicy.mode", Unsupported, "SidecarScope",
+					"REGISTRY_ONLY is not applied: the node Envoy passes traffic to unknown hosts through (ALLOW_ANY), so calls the sidecar blocked succeed",
+					"block egress with a NetworkPolicy before moving, or keep the namespace on sidecars")
+			}
+			if len(sc.Spec.Ingress) > 0 {
+				a.addAt(ns, ref, "spec.ingress", Unsupported, "SidecarScope",
+					"ingress listeners are not applied: nodemesh has no inbound proxy yet, so the ports and TLS settings they configure are gone",
+					"keep the namespace on sidecars")
+			}
+		}
+	}
+}
