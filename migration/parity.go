@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
@@ -102,7 +101,7 @@ func (p *parity) compare(ns, client string, labels map[string]string) []RouteDif
 		sp = istio.Prepare(visibleBag(p.a.inv.Bag, ns, sc), o)
 		p.sidecar[key] = sp
 	}
-	pod := &input.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Labels: labels}}
+	pod := &input.Pod{Namespace: ns, Labels: labels}
 	nodeClass := p.node.ClassFor(pod)
 	sideClass := &istio.Class{Name: "sidecar~" + ns + "~" + client, Namespace: ns, Labels: maps.Clone(labels)}
 	return diffViews(view(sp, sideClass), view(p.node, nodeClass))

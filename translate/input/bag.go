@@ -84,7 +84,13 @@ type Object struct {
 	Source *Source
 }
 
-func sortObjs[T metav1.Object](s []T) {
+// named is what sorting needs of an object.
+type named interface {
+	GetNamespace() string
+	GetName() string
+}
+
+func sortObjs[T named](s []T) {
 	slices.SortFunc(s, func(a, b T) int {
 		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
 	})

@@ -25,8 +25,8 @@ func TestPodFrom(t *testing.T) {
 	}
 	p := PodFrom(full)
 	if p.Name != "reviews-v1-0" || p.Namespace != "bookinfo" || p.UID != "u1" || p.ResourceVersion != "7" || p.Labels["app"] != "reviews" ||
-		p.Annotations != nil || p.DeletionTimestamp == nil {
-		t.Errorf("metadata: %+v", p.ObjectMeta)
+		p.DeletionTimestamp == nil {
+		t.Errorf("metadata: %+v", p)
 	}
 	if p.NodeName != "node-1" || !p.HostNetwork || p.Phase != corev1.PodRunning || p.Ready != corev1.ConditionFalse || !p.Sidecar {
 		t.Errorf("spec/status: %+v", p)
@@ -59,8 +59,11 @@ func TestPodIsAnInformerObject(t *testing.T) {
 	if key, err := cache.MetaNamespaceKeyFunc(p); err != nil || key != "ns/a" {
 		t.Errorf("key %q, %v", key, err)
 	}
-	if _, err := meta.Accessor(p); err != nil {
-		t.Error(err)
+	if m, err := meta.Accessor(p); err != nil || m.GetName() != "a" || m.GetNamespace() != "ns" || m.GetLabels()["k"] != "v" {
+		t.Errorf("metadata through meta.Accessor: %v, %v", m, err)
+	}
+	if ns, err := cache.MetaNamespaceIndexFunc(p); err != nil || len(ns) != 1 || ns[0] != "ns" {
+		t.Errorf("namespace index %v, %v", ns, err)
 	}
 	if gvk := p.GetObjectKind().GroupVersionKind(); gvk.Kind != "Pod" || gvk.Version != "v1" {
 		t.Errorf("kind %v", gvk)
