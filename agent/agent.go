@@ -330,10 +330,12 @@ func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
 		case <-time.After(time.Second):
 		}
 	}
-	close(a.ready)
+	// The configuration tells the runtime the node can run pods: write it
+	// once the agent can serve them, and before /readyz says so.
 	if err := a.installCNI(); err != nil {
 		return err
 	}
+	close(a.ready)
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
 	return a.loop(ctx, errs)
 }

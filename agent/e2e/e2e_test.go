@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -237,8 +239,24 @@ func TestDatapath(t *testing.T) {
 			t.Fatal(err)
 		}
 		reach("client→server echo allowed", client, "echo", echoAddr, allowed)
+		// Isolate the client for ingress: the stream's replies then pass
+		// only through conntrack, so losing conntrack state in the restart
+		// would stall the stream.
+		isolate := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "client-ingress"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			},
+		}
+		if _, err := policies.Create(ctx, isolate, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer policies.Delete(ctx, isolate.Name, metav1.DeleteOptions{})
+		reach("server→client denied", server, "echo", client.ip+":9000", denied)
 		stream, sc := n.daemon(client.netns, client.cgroup, "stream", echoAddr, "12s")
 		time.Sleep(time.Second)
+		before := n.snapshot(t)
 		n.stopAgent(syscall.SIGKILL)
 		// No agent: established flows go on, denied flows stay denied.
 		if out, err := n.exec(other, "get", httpURL, "700ms"); err == nil {
@@ -246,6 +264,13 @@ func TestDatapath(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		n.startAgent()
+		// The new agent took over instead of flushing: with no change in the
+		// cluster, every map it owns is as the crashed agent left it
+		// (including the endpoints' policy revisions, so no established flow
+		// is decided again).
+		if diff := cmp.Diff(before, n.snapshot(t)); diff != "" {
+			t.Errorf("maps changed across the restart (-before +after):\n%s", diff)
+		}
 		if out, err := n.exec(other, "get", httpURL, "700ms"); err == nil {
 			t.Errorf("other reached the server after the agent restarted: %s", out)
 		}
@@ -260,6 +285,53 @@ func TestDatapath(t *testing.T) {
 			t.Fatalf("stream across the agent restart: %v, last output %q", err, last)
 		}
 		t.Logf("stream across the agent crash and restart: %s round trips", strings.TrimPrefix(last, "ok "))
+	})
+
+	t.Run("changes made while the agent is down apply on start", func(t *testing.T) {
+		n.stopAgent(syscall.SIGTERM)
+		cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Ingress[0].From = append(cur.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": nsB}}})
+		if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := n.exec(other, "get", httpURL, "700ms"); err == nil {
+			t.Errorf("other allowed while no agent runs: %s", out)
+		}
+		n.startAgent()
+		reach("other→server allowed once the agent reconciled", other, "get", httpURL, allowed)
+		reach("client→server still allowed", client, "get", httpURL, allowed)
+	})
+
+	t.Run("a policy the agent cannot express is reported", func(t *testing.T) {
+		v6 := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "v6-peer"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+					IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/8"}}}}},
+			},
+		}
+		if _, err := policies.Create(ctx, v6, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, "Event on the policy", func() error {
+			evs, err := env.Client.CoreV1().Events(nsA).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=v6-peer"})
+			if err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Reason == agent.EventReasonNotEnforceable && strings.Contains(e.Message, "IPv6") {
+					return nil
+				}
+			}
+			return fmt.Errorf("%d events, none about IPv6", len(evs.Items))
+		})
+		// The rest of the policies still apply.
+		reach("client→server still allowed", client, "get", httpURL, allowed)
 	})
 
 	t.Run("metrics", func(t *testing.T) {
@@ -294,6 +366,63 @@ func TestDatapath(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// mapState is what the agent keeps in the pinned maps.
+type mapState struct {
+	Endpoints  map[int]bpf.Endpoint
+	Identities map[string]bpf.Identity
+	Policies   map[string]bpf.Verdict
+	OptedIn    []uint64
+	Services   []string
+}
+
+// snapshot reads the pinned maps.
+func (n *node) snapshot(t *testing.T) mapState {
+	t.Helper()
+	pins := filepath.Join(n.bpffs, "nodemesh", "maps")
+	pol, err := bpf.LoadPolicy(bpf.LoadOptions{PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pol.Close()
+	red, err := bpf.LoadRedirect(bpf.LoadOptions{PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer red.Close()
+	var s mapState
+	s.Identities, s.Policies = map[string]bpf.Identity{}, map[string]bpf.Verdict{}
+	if s.Endpoints, err = pol.Endpoints(); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pol.Identities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, id := range ids {
+		s.Identities[p.String()] = id
+	}
+	pols, err := pol.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range pols {
+		s.Policies[fmt.Sprintf("%+v", k)] = v
+	}
+	if s.OptedIn, err = red.OptedIn(); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := red.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range svcs {
+		s.Services = append(s.Services, a.String())
+	}
+	slices.Sort(s.OptedIn)
+	slices.Sort(s.Services)
+	return s
+}
 
 // checkEmpty asserts that no trace of the pods is left: links, addresses,
 // pins, map entries, leases, records.

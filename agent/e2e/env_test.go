@@ -32,16 +32,20 @@ import (
 // namespaces: root, BPF, iproute2, a cgroup v2 hierarchy.
 func requireDatapath(t *testing.T) string {
 	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("NODEMESH_DATAPATH") == "required" { // make test-datapath
+		skip = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: the datapath end-to-end test needs root (netns, veth, BPF, cgroups); run `sudo make test-datapath`")
+		skip("skipped: the datapath end-to-end test needs root (netns, veth, BPF, cgroups); run `sudo make test-datapath`")
 	}
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
-		t.Skipf("skipped: cannot create a BPF map as root (%v)", err)
+		skip("skipped: cannot create a BPF map as root (%v)", err)
 	}
 	m.Close()
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipped: needs the ip command (iproute2)")
+		skip("skipped: needs the ip command (iproute2)")
 	}
 	for _, dir := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
 		var st unix.Statfs_t
@@ -49,7 +53,7 @@ func requireDatapath(t *testing.T) string {
 			return dir
 		}
 	}
-	t.Skip("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup")
+	skip("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup")
 	return ""
 }
 
