@@ -104,7 +104,7 @@ func (c *Config) defaults() error {
 		return errors.New("an IPv4 pod CIDR is required")
 	}
 	if c.Kube == nil || c.Dynamic == nil {
-		return errors.New("Kubernetes clients are required")
+		return errors.New("the Kubernetes clients are required")
 	}
 	for name, v := range map[string]string{"bpffs": c.BPFFS, "cgroup root": c.CgroupRoot, "state dir": c.StateDir, "CNI socket": c.CNISocket} {
 		if v == "" {

@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/nodemesh/nodemesh/agent"
-	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
 // requireDatapath skips unless the test can build a node out of network
@@ -420,8 +419,4 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func kubeEnv(t *testing.T) *kubetest.Env {
-	return kubetest.Get(t)
 }
