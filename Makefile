@@ -83,9 +83,10 @@ lint:
 	$(GO) vet ./...
 	$(GOTOOL) staticcheck ./...
 
-## fuzz: fuzz decoding and translation for $(FUZZTIME)
+## fuzz: fuzz decoding and translation, and the CNI plugin's config/args handling, for $(FUZZTIME) each
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzTranslate -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./translate/
+	$(GO) test -run '^$$' -fuzz FuzzPlugin -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./agent/cni/
 
 ## ci: what .ci/run runs
 ci: lint test fuzz
