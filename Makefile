@@ -4,14 +4,17 @@
 GO        ?= go
 GOTOOL    := $(GO) tool -modfile=hack/tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/cli.Version=$(VERSION)
+LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/cli.Version=$(VERSION) -X github.com/nodemesh/nodemesh/internal/agentcli.Version=$(VERSION)
 FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
 # The suites that need a Kubernetes API server (see internal/kubetest).
-KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/... ./migration/...
+KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/... ./migration/... ./agent/identity/... ./agent/e2e/...
 
-.PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bpf-generate bpf-check-generated lint fuzz ci clean
+# The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
+DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
+
+.PHONY: all build test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bpf-generate bpf-check-generated lint fuzz ci clean
 
 all: build
 
@@ -22,6 +25,11 @@ build:
 ## test: every test, with a summary (root-only and cluster suites skip with a reason when their prerequisites are missing)
 test:
 	$(GOTOOL) gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- -count=1 ./...
+
+## test-datapath: the root-only suites (eBPF programs in the kernel, the agent end to end on netns pods); they fail instead of skipping when root, BPF or the API server is missing
+test-datapath: kube-binaries
+	@if [ "$$(id -u)" != 0 ]; then echo "test-datapath needs root (eBPF, network namespaces, cgroups): run 'sudo make test-datapath'"; exit 1; fi
+	NODEMESH_KUBE=required NODEMESH_DATAPATH=required $(GOTOOL) gotestsum --format testname --format-hide-empty-pkg -- -count=1 -timeout 20m $(DATAPATH_PKGS)
 
 ## kube-binaries: build kube-apiserver and etcd (WITH_KCM=1: kube-controller-manager too) from the Go module proxy, cached in ~/.cache/nodemesh
 kube-binaries:
@@ -75,9 +83,10 @@ lint:
 	$(GO) vet ./...
 	$(GOTOOL) staticcheck ./...
 
-## fuzz: fuzz decoding and translation for $(FUZZTIME)
+## fuzz: fuzz decoding and translation, and the CNI plugin's config/args handling, for $(FUZZTIME) each
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzTranslate -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./translate/
+	$(GO) test -run '^$$' -fuzz FuzzPlugin -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./agent/cni/
 
 ## ci: what .ci/run runs
 ci: lint test fuzz

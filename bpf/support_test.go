@@ -16,12 +16,16 @@ import (
 // requireBPF skips the test unless the process may load BPF programs.
 func requireBPF(tb testing.TB) {
 	tb.Helper()
+	skip := tb.Skipf
+	if os.Getenv("NODEMESH_DATAPATH") == "required" { // make test-datapath
+		skip = tb.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		tb.Skip("skipped: needs root (CAP_BPF and CAP_NET_ADMIN) to load BPF programs; run `sudo go test ./bpf/`")
+		skip("skipped: needs root (CAP_BPF and CAP_NET_ADMIN) to load BPF programs; run `sudo go test ./bpf/`")
 	}
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) {
-		tb.Skipf("skipped: cannot create a BPF map as root (%v): needs CAP_BPF and a kernel with BPF", err)
+		skip("skipped: cannot create a BPF map as root (%v): needs CAP_BPF and a kernel with BPF", err)
 	}
 	if err != nil {
 		tb.Fatalf("create probe map: %v", err)

@@ -1,0 +1,405 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/nodemesh/nodemesh/agent/cni"
+	"github.com/nodemesh/nodemesh/agent/identity"
+	"github.com/nodemesh/nodemesh/agent/ipam"
+	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/bpf"
+)
+
+// Config is the agent's configuration; cmd/nodemesh-agent fills it from
+// flags.
+type Config struct {
+	NodeName string
+	Kube     kubernetes.Interface
+	Dynamic  dynamic.Interface
+
+	// BPFFS is a mounted bpffs; the agent keeps its pins in BPFFS/nodemesh.
+	BPFFS string
+	// CgroupRoot is the cgroup v2 directory the redirection programs are
+	// attached to (the cgroup v2 root in production).
+	CgroupRoot string
+	// StateDir holds IPAM leases and endpoint records.
+	StateDir string
+	PodCIDR  netip.Prefix
+	// CNIConfDir gets the conflist; CNIBinDir gets a copy of CNIPlugin (when
+	// set). CNISocket is where the plugin reaches the agent.
+	CNIConfDir string
+	CNIBinDir  string
+	CNIPlugin  string
+	CNISocket  string
+	// ProxyAddress is where redirected connections go; default: the pod
+	// CIDR's gateway address, port 15001.
+	ProxyAddress netip.AddrPort
+	// NodeIPs are mapped to the HOST identity (the gateway always is).
+	NodeIPs []netip.Addr
+	// NodeNetns is the network namespace of the node ("" = the agent's
+	// own, as in a hostNetwork DaemonSet); tests run the node in a netns.
+	NodeNetns string
+	MTU       int
+	// AllowHostIngress lets the node reach pods isolated for ingress
+	// (kubelet probes).
+	AllowHostIngress bool
+	// ResyncPeriod is how often everything is reconciled without a change.
+	ResyncPeriod time.Duration
+	Logger       *slog.Logger
+}
+
+// Pin layout under BPFFS.
+const pinDirName = "nodemesh"
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	pol  *bpf.Policy
+	red  *bpf.Redirect
+	cg   *bpf.CgroupAttachment
+	ipam *ipam.Store
+	node *netlink.Handle
+
+	records   recordStore
+	pinLinks  string
+	allocator *identity.Allocator
+	recorder  record.EventRecorder
+	metrics   *metrics
+	informers *watchers
+
+	mu        sync.Mutex
+	endpoints map[string]*endpointRecord
+	cidrs     *policy.CIDRAllocator
+	lastDiags map[string]bool
+
+	ready   chan struct{}
+	trigger chan struct{}
+}
+
+func (c *Config) defaults() error {
+	if c.NodeName == "" {
+		return errors.New("node name is required")
+	}
+	if !c.PodCIDR.IsValid() || !c.PodCIDR.Addr().Is4() {
+		return errors.New("an IPv4 pod CIDR is required")
+	}
+	if c.Kube == nil || c.Dynamic == nil {
+		return errors.New("the Kubernetes clients are required")
+	}
+	for name, v := range map[string]string{"bpffs": c.BPFFS, "cgroup root": c.CgroupRoot, "state dir": c.StateDir, "CNI socket": c.CNISocket} {
+		if v == "" {
+			return fmt.Errorf("%s is required", name)
+		}
+	}
+	if !c.ProxyAddress.IsValid() {
+		c.ProxyAddress = netip.AddrPortFrom(c.PodCIDR.Masked().Addr().Next(), bpf.ProxyOutboundPort)
+	}
+	if c.MTU == 0 {
+		c.MTU = 1500
+	}
+	if c.ResyncPeriod == 0 {
+		c.ResyncPeriod = 5 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// New loads (or takes over) the datapath and the agent's state. It changes
+// nothing that established connections depend on: maps and links pinned by
+// an earlier agent are reused and their programs replaced in place.
+func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, endpoints: map[string]*endpointRecord{},
+		lastDiags: map[string]bool{}, ready: make(chan struct{}), trigger: make(chan struct{}, 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	if err := checkBPFFS(cfg.BPFFS); err != nil {
+		return nil, err
+	}
+	pinRoot := filepath.Join(cfg.BPFFS, pinDirName)
+	a.pinLinks = filepath.Join(pinRoot, "links")
+	for _, d := range []string{a.pinLinks, filepath.Join(cfg.StateDir, "endpoints")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	opts := bpf.LoadOptions{PinPath: filepath.Join(pinRoot, "maps")}
+	if a.pol, err = bpf.LoadPolicy(opts); err != nil {
+		return nil, err
+	}
+	if a.red, err = bpf.LoadRedirect(opts); err != nil {
+		return nil, err
+	}
+	if a.cg, err = a.red.AttachCgroup(cfg.CgroupRoot, filepath.Join(pinRoot, "cgroup")); err != nil {
+		return nil, err
+	}
+	if err := a.red.SetProxy(cfg.ProxyAddress); err != nil {
+		return nil, err
+	}
+	if a.ipam, err = ipam.Open(filepath.Join(cfg.StateDir, "ipam"), cfg.PodCIDR); err != nil {
+		return nil, err
+	}
+	if a.node, err = netlinkAt(cfg.NodeNetns); err != nil {
+		return nil, err
+	}
+	if err := inNetns(cfg.NodeNetns, func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
+		return nil, err
+	}
+	existing, err := a.pol.Identities()
+	if err != nil {
+		return nil, err
+	}
+	a.cidrs = policy.NewCIDRAllocator(existing)
+	a.records = recordStore{dir: filepath.Join(cfg.StateDir, "endpoints")}
+	if err := a.restoreEndpoints(); err != nil {
+		return nil, err
+	}
+	a.metrics = newMetrics(a, reg)
+	a.informers = newInformers(a)
+	a.allocator = &identity.Allocator{Client: cfg.Dynamic, Known: a.informers.identitiesByHash}
+	a.recorder = newRecorder(cfg.Kube, cfg.NodeName)
+	ok = true
+	return a, nil
+}
+
+func checkBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("bpffs %s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("%s is not a bpffs (mount one: mount -t bpf bpf %s)", dir, dir)
+	}
+	return nil
+}
+
+// restoreEndpoints reads the endpoint records and takes over their
+// interfaces: programs are replaced in place on live veths; records whose
+// veth vanished are marked gone and their map entries and pins removed.
+func (a *Agent) restoreEndpoints() error {
+	recs, err := a.records.load()
+	if err != nil {
+		return err
+	}
+	live := map[int]bool{}
+	for _, r := range recs {
+		a.endpoints[r.key()] = r
+		l, err := a.node.LinkByName(r.HostIfName)
+		if err != nil || l.Attrs().Index != r.HostIfindex {
+			r.gone = true
+			a.removePins(r.HostIfName)
+			a.log.Warn("endpoint's veth is gone; waiting for CNI DEL to release its address",
+				"pod", r.Namespace+"/"+r.Name, "veth", r.HostIfName)
+			continue
+		}
+		live[r.HostIfindex] = true
+		if err := a.attachTC(r); err != nil {
+			return fmt.Errorf("take over programs of %s: %w", r.HostIfName, err)
+		}
+	}
+	eps, err := a.pol.Endpoints()
+	if err != nil {
+		return err
+	}
+	for ifindex := range eps {
+		if !live[ifindex] {
+			if err := a.pol.DeleteEndpoint(ifindex); err != nil {
+				return err
+			}
+		}
+	}
+	a.log.Info("restored endpoints", "records", len(recs), "live", len(live))
+	return nil
+}
+
+func (a *Agent) pinPath(hostIfName string, dir bpf.Direction) string {
+	suffix := "to_pod"
+	if dir == bpf.Egress {
+		suffix = "from_pod"
+	}
+	return filepath.Join(a.pinLinks, hostIfName+"_"+suffix)
+}
+
+func (a *Agent) removePins(hostIfName string) {
+	for _, d := range []bpf.Direction{bpf.Ingress, bpf.Egress} {
+		if err := os.Remove(a.pinPath(hostIfName, d)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Warn("remove pin", "error", err)
+		}
+	}
+}
+
+// attachTC attaches both policy programs to the record's host veth, pinned,
+// replacing the programs of existing pins in place.
+func (a *Agent) attachTC(r *endpointRecord) error {
+	return inNetns(a.cfg.NodeNetns, func() error {
+		for _, d := range []bpf.Direction{bpf.Egress, bpf.Ingress} {
+			att, err := a.pol.Attach(r.HostIfindex, d, bpf.AttachOptions{PinPath: a.pinPath(r.HostIfName, d)})
+			if err != nil {
+				return err
+			}
+			att.Close() // the pin (or the cls_bpf filter) keeps it attached
+		}
+		return nil
+	})
+}
+
+// Run serves the CNI plugin, watches the cluster and keeps the maps in line
+// until ctx ends. metricsAddr may be empty.
+func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
+	sockDir := filepath.Dir(a.cfg.CNISocket)
+	if err := os.MkdirAll(sockDir, 0o700); err != nil {
+		return err
+	}
+	_ = os.Remove(a.cfg.CNISocket)
+	cniListener, err := net.Listen("unix", a.cfg.CNISocket)
+	if err != nil {
+		return fmt.Errorf("CNI socket: %w", err)
+	}
+	defer os.Remove(a.cfg.CNISocket)
+	var monListener net.Listener
+	if metricsAddr != "" {
+		if monListener, err = net.Listen("tcp", metricsAddr); err != nil {
+			cniListener.Close()
+			return fmt.Errorf("metrics server: %w", err)
+		}
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- cni.Serve(cniListener, a) }()
+	var mon *http.Server
+	if monListener != nil {
+		mon = &http.Server{Handler: a.metrics.handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := mon.Serve(monListener); !errors.Is(err, http.ErrServerClosed) {
+				errs <- err
+			}
+		}()
+	}
+	defer func() {
+		cniListener.Close()
+		if mon != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			mon.Shutdown(sctx)
+			cancel()
+		}
+	}()
+
+	a.informers.start(ctx)
+	if !a.informers.waitForSync(ctx) {
+		return ctx.Err()
+	}
+	// First reconcile with the whole picture; until then the pinned state
+	// keeps being enforced as the previous agent left it.
+	for {
+		err := a.Sync(ctx)
+		if err == nil {
+			break
+		}
+		a.log.Error("initial sync failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	// The configuration tells the runtime the node can run pods: write it
+	// once the agent can serve them, and before /readyz says so.
+	if err := a.installCNI(); err != nil {
+		return err
+	}
+	close(a.ready)
+	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
+	return a.loop(ctx, errs)
+}
+
+func (a *Agent) loop(ctx context.Context, errs chan error) error {
+	resync := time.NewTicker(a.cfg.ResyncPeriod)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			return err
+		case <-a.trigger:
+		case <-resync.C:
+		}
+		// Let a burst of changes settle.
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil
+		}
+		if err := a.Sync(ctx); err != nil {
+			a.log.Error("sync failed; retrying", "error", err)
+			time.AfterFunc(time.Second, a.Trigger)
+		}
+	}
+}
+
+// Trigger asks for a reconcile.
+func (a *Agent) Trigger() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed once the agent has synced with the API and reconciled.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+func (a *Agent) isReady() bool {
+	select {
+	case <-a.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close releases the agent's handles. Pinned maps and links stay: the
+// datapath keeps enforcing policy while no agent runs.
+func (a *Agent) Close() error {
+	var errs []error
+	if a.cg != nil {
+		errs = append(errs, a.cg.Close())
+	}
+	if a.red != nil {
+		errs = append(errs, a.red.Close())
+	}
+	if a.pol != nil {
+		errs = append(errs, a.pol.Close())
+	}
+	if a.node != nil {
+		a.node.Delete()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,19 @@
+// Package agent is the nodemesh node agent: it serves the CNI plugin (veth,
+// addresses and routes of each pod, with agent-owned IPAM), keeps the eBPF
+// maps in line with the cluster (identities, NetworkPolicies, Services and
+// namespace opt-in), and exports metrics and health.
+//
+// Subpackages: cni (the plugin and its wire protocol), ipam (pod address
+// leases), identity (cluster-wide identities through the API) and policy
+// (NetworkPolicy → map entries, plain data).
+//
+// Everything the datapath needs lives in pinned maps and links under
+// <bpffs>/nodemesh (see docs/design/datapath.md), and everything the agent
+// needs to find it again lives in its state directory, so a restart or a
+// crash of the agent loses no connection and leaves policy enforced; on
+// start the agent reconciles the pinned state with the API instead of
+// flushing it (docs/design/agent.md).
+//
+// The agent imports bpf and client-go; it must not import Helm,
+// go-control-plane or the translator.
+package agent

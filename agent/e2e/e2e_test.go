@@ -1,0 +1,566 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/bpf"
+	"github.com/nodemesh/nodemesh/install/crds"
+	"github.com/nodemesh/nodemesh/internal/kubetest"
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
+	kubetest.Main(m)
+}
+
+const (
+	allowed = true
+	denied  = false
+)
+
+// TestDatapath is the agent's end-to-end test: three pods through the CNI
+// binary, NetworkPolicies from the API server flipping real traffic,
+// redirection of an opted-in pod's Service connection to a listener on
+// 15001, an agent crash during a TCP stream, and DEL leaving nothing behind.
+func TestDatapath(t *testing.T) {
+	cgroupV2 := requireDatapath(t)
+	env := kubetest.Get(t)
+	ctx := context.Background()
+	if err := env.InstallCRDs(ctx, crds.All()); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, cgroupV2, env.Kubeconfig)
+	buildBinaries(t, n.bin)
+
+	nsA := env.Namespace(t, "e2e-mesh", map[string]string{agent.DataplaneModeLabel: agent.DataplaneModeOn})
+	nsB := env.Namespace(t, "e2e-plain", nil)
+	kpod := func(ns, name, app string, ports ...corev1.ContainerPort) {
+		t.Helper()
+		_, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": app}},
+			Spec:       corev1.PodSpec{NodeName: n.name, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app", Ports: ports}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kpod(nsA, "server", "server", corev1.ContainerPort{Name: "http", ContainerPort: 8080}, corev1.ContainerPort{Name: "echo", ContainerPort: 9000})
+	kpod(nsA, "client", "client")
+	kpod(nsB, "other", "other")
+	svc, err := env.Client.CoreV1().Services(nsA).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "server"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := svc.Spec.ClusterIP + ":80"
+
+	n.startAgent()
+	server := n.addPod(nsA, "server")
+	client := n.addPod(nsA, "client")
+	other := n.addPod(nsB, "other")
+	t.Logf("pods: server %s, client %s, other %s; service %s", server.ip, client.ip, other.ip, vip)
+	if server.ip == client.ip || client.ip == other.ip || server.ip == other.ip {
+		t.Fatalf("duplicate addresses: %s %s %s", server.ip, client.ip, other.ip)
+	}
+	n.daemon(server.netns, server.cgroup, "serve", "server")
+
+	httpURL := "http://" + server.ip + ":8080/"
+	echoAddr := server.ip + ":9000"
+	// reach checks a connection from p, retrying until it has the wanted
+	// outcome (policy changes reach the maps within a reconcile).
+	reach := func(what string, p *pod, mode, target string, want bool) {
+		t.Helper()
+		eventually(t, 15*time.Second, what, func() error {
+			out, err := n.exec(p, mode, target, "700ms")
+			switch {
+			case want && err != nil:
+				return fmt.Errorf("want allowed, got %v: %s", err, out)
+			case !want && err == nil:
+				return fmt.Errorf("want denied, got through: %s", out)
+			}
+			return nil
+		})
+	}
+
+	t.Run("no policy: everything reachable", func(t *testing.T) {
+		reach("client→server http", client, "get", httpURL, allowed)
+		reach("other→server http", other, "get", httpURL, allowed)
+		reach("other→client http port", other, "get", "http://"+client.ip+":8080/", denied) // nothing listens there
+	})
+
+	policies := env.Client.NetworkingV1().NetworkPolicies(nsA)
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "server-ingress"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromString("http"))}},
+			}},
+		},
+	}
+	t.Run("NetworkPolicy allows client on the named port only", func(t *testing.T) {
+		if _, err := policies.Create(ctx, np, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("other→server http denied", other, "get", httpURL, denied)
+		reach("client→server http allowed", client, "get", httpURL, allowed)
+		reach("client→server echo denied (port not named in the policy)", client, "echo", echoAddr, denied)
+	})
+	t.Run("namespaceSelector peer flips other to allowed", func(t *testing.T) {
+		cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Ingress[0].From = append(cur.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": nsB}}})
+		if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("other→server http allowed", other, "get", httpURL, allowed)
+		cur, _ = policies.Get(ctx, np.Name, metav1.GetOptions{})
+		cur.Spec.Ingress[0].From = cur.Spec.Ingress[0].From[:1]
+		if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("other→server http denied again", other, "get", httpURL, denied)
+	})
+	t.Run("egress default deny", func(t *testing.T) {
+		egress := env.Client.NetworkingV1().NetworkPolicies(nsA)
+		deny := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "client-egress"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			},
+		}
+		if _, err := egress.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("client→server denied by client's egress", client, "get", httpURL, denied)
+		if err := egress.Delete(ctx, deny.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("client→server allowed again", client, "get", httpURL, allowed)
+	})
+
+	t.Run("redirection of an opted-in pod to 15001", func(t *testing.T) {
+		n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "proxy")
+		var out string
+		eventually(t, 15*time.Second, "client→service redirected", func() error {
+			var err error
+			out, err = n.exec(client, "connect", vip, "2s")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		if want := "origdst=" + vip + " peer=" + client.ip + ":"; !strings.HasPrefix(out, want) {
+			t.Errorf("proxy saw %q, want prefix %q", out, want)
+		}
+		if want := "getpeername=" + vip; !strings.HasSuffix(out, want) {
+			t.Errorf("client saw %q, want suffix %q (getpeername4)", out, want)
+		}
+		// A pod of a namespace without the label is not redirected: the
+		// Service address is not routed on the node, so it fails.
+		if out, err := n.exec(other, "connect", vip, "2s"); err == nil || strings.Contains(out, "origdst") {
+			t.Errorf("pod of a namespace without the label reached the proxy: %s", out)
+		}
+		// Opt-in is live: label nsB, then remove the label again.
+		setLabel := func(v *string) {
+			t.Helper()
+			ns, err := env.Client.CoreV1().Namespaces().Get(ctx, nsB, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v == nil {
+				delete(ns.Labels, agent.DataplaneModeLabel)
+			} else {
+				ns.Labels[agent.DataplaneModeLabel] = *v
+			}
+			if _, err := env.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		on := agent.DataplaneModeOn
+		setLabel(&on)
+		eventually(t, 15*time.Second, "other redirected after its namespace opted in", func() error {
+			out, err := n.exec(other, "connect", vip, "1s")
+			if err != nil || !strings.Contains(out, "origdst="+vip) {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		setLabel(nil)
+		eventually(t, 15*time.Second, "other not redirected after opting out", func() error {
+			out, err := n.exec(other, "connect", vip, "1s")
+			if err == nil {
+				return fmt.Errorf("still reaches something: %s", out)
+			}
+			return nil
+		})
+	})
+
+	t.Run("agent crash during a TCP stream", func(t *testing.T) {
+		// The server-ingress policy allows client on http only: open the
+		// echo port to client for the stream; other stays denied.
+		cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Ingress[0].Ports = append(cur.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: ptr(intstr.FromInt32(9000))})
+		if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("client→server echo allowed", client, "echo", echoAddr, allowed)
+		// Isolate the client for ingress: the stream's replies then pass
+		// through conntrack (as replies of a flow the client opened), and
+		// server→client stays a denied flow across the crash.
+		isolate := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "client-ingress"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			},
+		}
+		if _, err := policies.Create(ctx, isolate, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer policies.Delete(ctx, isolate.Name, metav1.DeleteOptions{})
+		n.daemon(client.netns, client.cgroup, "serve", "client")
+		reach("server→client denied", server, "echo", client.ip+":9000", denied)
+		stream, sc := n.daemon(client.netns, client.cgroup, "stream", echoAddr, "12s")
+		time.Sleep(time.Second)
+		before := n.snapshot(t)
+		n.stopAgent(syscall.SIGKILL)
+		// No agent: established flows go on, denied flows stay denied.
+		if out, err := n.exec(other, "get", httpURL, "700ms"); err == nil {
+			t.Errorf("other reached the server while the agent was down: %s", out)
+		}
+		if out, err := n.exec(server, "echo", client.ip+":9000", "700ms"); err == nil {
+			t.Errorf("server reached the client while the agent was down: %s", out)
+		}
+		time.Sleep(time.Second)
+		n.startAgent()
+		// The new agent took over instead of flushing: with no change in the
+		// cluster, every map it owns is as the crashed agent left it
+		// (including the endpoints' policy revisions, so no established flow
+		// is decided again).
+		if diff := cmp.Diff(before, n.snapshot(t)); diff != "" {
+			t.Errorf("maps changed across the restart (-before +after):\n%s", diff)
+		}
+		if out, err := n.exec(other, "get", httpURL, "700ms"); err == nil {
+			t.Errorf("other reached the server after the agent restarted: %s", out)
+		}
+		if out, err := n.exec(server, "echo", client.ip+":9000", "700ms"); err == nil {
+			t.Errorf("server reached the client after the agent restarted: %s", out)
+		}
+		if out, err := n.exec(client, "get", httpURL, "2s"); err != nil {
+			t.Errorf("client lost access after the restart: %v %s", err, out)
+		}
+		var last string
+		for sc.Scan() {
+			last = sc.Text()
+		}
+		if err := stream.Wait(); err != nil || !strings.HasPrefix(last, "ok ") {
+			t.Fatalf("stream across the agent restart: %v, last output %q", err, last)
+		}
+		t.Logf("stream across the agent crash and restart: %s round trips", strings.TrimPrefix(last, "ok "))
+	})
+
+	t.Run("changes made while the agent is down apply on start", func(t *testing.T) {
+		n.stopAgent(syscall.SIGTERM)
+		cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Ingress[0].From = append(cur.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": nsB}}})
+		if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := n.exec(other, "get", httpURL, "700ms"); err == nil {
+			t.Errorf("other allowed while no agent runs: %s", out)
+		}
+		n.startAgent()
+		reach("other→server allowed once the agent reconciled", other, "get", httpURL, allowed)
+		reach("client→server still allowed", client, "get", httpURL, allowed)
+	})
+
+	t.Run("revoking an allow cuts established flows", func(t *testing.T) {
+		// other is allowed (namespaceSelector peer) on the echo port now.
+		//
+		// The server is isolated for egress as well. Without that, the flow
+		// survives the revocation: the first packet of other's after the
+		// revision bump is dropped and its conntrack entry deleted, but the
+		// server's next packet (an ACK or echo) has no entry, is decided as
+		// a new flow of the server's in the egress direction, is allowed
+		// (not isolated) and recreates the entry, after which other's packets
+		// pass as established. That is the bpf program's conntrack design
+		// (any non-SYN packet without an entry opens a flow); see the agent
+		// design notes, known gaps.
+		isolate := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "server-egress"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			},
+		}
+		if _, err := policies.Create(ctx, isolate, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer policies.Delete(ctx, isolate.Name, metav1.DeleteOptions{})
+		reach("server→client denied by the server's egress", server, "echo", client.ip+":9000", denied)
+		stream, sc := n.daemon(other.netns, other.cgroup, "stream", echoAddr, "30s")
+		time.Sleep(500 * time.Millisecond)
+		cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Ingress[0].From = cur.Spec.Ingress[0].From[:1]
+		if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan string, 1)
+		go func() {
+			var last string
+			for sc.Scan() {
+				last = sc.Text()
+			}
+			stream.Wait()
+			done <- last
+		}()
+		select {
+		case last := <-done:
+			if !strings.HasPrefix(last, "error:") {
+				t.Errorf("stream ended with %q, want an error (its flow revoked)", last)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the established stream still flows 10s after its allow was removed")
+		}
+		reach("client→server still allowed", client, "get", httpURL, allowed)
+	})
+
+	t.Run("a policy the agent cannot express is reported", func(t *testing.T) {
+		v6 := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "v6-peer"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+					IPBlock: &networkingv1.IPBlock{CIDR: "fd00::/8"}}}}},
+			},
+		}
+		if _, err := policies.Create(ctx, v6, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, "Event on the policy", func() error {
+			evs, err := env.Client.CoreV1().Events(nsA).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=v6-peer"})
+			if err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Reason == agent.EventReasonNotEnforceable && strings.Contains(e.Message, "IPv6") {
+					return nil
+				}
+			}
+			return fmt.Errorf("%d events, none about IPv6", len(evs.Items))
+		})
+		// The rest of the policies still apply.
+		reach("client→server still allowed", client, "get", httpURL, allowed)
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		body := httpGet(t, "http://"+n.metrics+"/metrics")
+		for _, want := range []string{
+			`nodemesh_datapath_packets_total{action="drop",direction="ingress",reason="denied-default"}`,
+			`nodemesh_datapath_redirect_events_total{reason="redirected"}`,
+			`nodemesh_datapath_map_entries{map="nm_endpoints"} 3`,
+			`nodemesh_agent_endpoints 3`,
+			`nodemesh_agent_policy_entries `,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+
+	t.Run("DEL leaves nothing behind", func(t *testing.T) {
+		for _, p := range []*pod{server, client, other} {
+			if _, err := n.cni("CHECK", p); err != nil {
+				t.Errorf("CHECK %s: %v", p.name, err)
+			}
+			if _, err := n.cni("DEL", p); err != nil {
+				t.Fatalf("DEL %s: %v", p.name, err)
+			}
+			if _, err := n.cni("DEL", p); err != nil {
+				t.Errorf("second DEL %s: %v", p.name, err)
+			}
+		}
+		n.checkEmpty(t, []*pod{server, client, other})
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// mapState is what the agent keeps in the pinned maps.
+type mapState struct {
+	Endpoints  map[int]bpf.Endpoint
+	Identities map[string]bpf.Identity
+	Policies   map[string]bpf.Verdict
+	OptedIn    []uint64
+	Services   []string
+}
+
+// snapshot reads the pinned maps.
+func (n *node) snapshot(t *testing.T) mapState {
+	t.Helper()
+	pins := filepath.Join(n.bpffs, "nodemesh", "maps")
+	pol, err := bpf.LoadPolicy(bpf.LoadOptions{PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pol.Close()
+	red, err := bpf.LoadRedirect(bpf.LoadOptions{PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer red.Close()
+	var s mapState
+	s.Identities, s.Policies = map[string]bpf.Identity{}, map[string]bpf.Verdict{}
+	if s.Endpoints, err = pol.Endpoints(); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pol.Identities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, id := range ids {
+		s.Identities[p.String()] = id
+	}
+	pols, err := pol.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range pols {
+		s.Policies[fmt.Sprintf("%+v", k)] = v
+	}
+	if s.OptedIn, err = red.OptedIn(); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := red.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range svcs {
+		s.Services = append(s.Services, a.String())
+	}
+	slices.Sort(s.OptedIn)
+	slices.Sort(s.Services)
+	return s
+}
+
+// checkEmpty asserts that no trace of the pods is left: links, addresses,
+// pins, map entries, leases, records.
+func (n *node) checkEmpty(t *testing.T, pods []*pod) {
+	t.Helper()
+	out, _ := execOut("ip", "-n", n.netnsName("node"), "-o", "link")
+	if strings.Contains(out, " nm") {
+		t.Errorf("host veths left:\n%s", out)
+	}
+	out, _ = execOut("ip", "-n", n.netnsName("node"), "-o", "-4", "addr")
+	if strings.Contains(out, "10.244.77.") {
+		t.Errorf("addresses left on the node:\n%s", out)
+	}
+	for _, p := range pods {
+		out, _ := execOut("ip", "-n", p.netns, "-o", "link")
+		if strings.Contains(out, "eth0") {
+			t.Errorf("pod %s still has eth0:\n%s", p.name, out)
+		}
+	}
+	pins, _ := filepath.Glob(filepath.Join(n.bpffs, "nodemesh", "links", "*"))
+	if len(pins) > 0 {
+		t.Errorf("link pins left: %v", pins)
+	}
+	leases, _ := filepath.Glob(filepath.Join(n.stateDir, "ipam", "leases", "*"))
+	if len(leases) > 0 {
+		t.Errorf("leases left: %v", leases)
+	}
+	records, _ := filepath.Glob(filepath.Join(n.stateDir, "endpoints", "*"))
+	if len(records) > 0 {
+		t.Errorf("endpoint records left: %v", records)
+	}
+	// The maps, read through their pins.
+	pol, err := bpf.LoadPolicy(bpf.LoadOptions{PinPath: filepath.Join(n.bpffs, "nodemesh", "maps")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pol.Close()
+	if eps, err := pol.Endpoints(); err != nil || len(eps) != 0 {
+		t.Errorf("endpoint entries left: %v %v", eps, err)
+	}
+	ids, err := pol.Identities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if id, ok := ids[netip.PrefixFrom(netip.MustParseAddr(p.ip), 32)]; ok {
+			t.Errorf("identity entry for %s (%s) left: %d", p.name, p.ip, id)
+		}
+	}
+	if pols, err := pol.Policies(); err != nil || len(pols) != 0 {
+		t.Errorf("policy entries left with no pods: %v %v", pols, err)
+	}
+	red, err := bpf.LoadRedirect(bpf.LoadOptions{PinPath: filepath.Join(n.bpffs, "nodemesh", "maps")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer red.Close()
+	if c, err := red.OptedIn(); err != nil || len(c) != 0 {
+		t.Errorf("opted-in namespaces left: %v %v", c, err)
+	}
+}
+
+func execOut(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(body)
+}

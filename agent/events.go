@@ -1,0 +1,56 @@
+//go:build linux
+
+package agent
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/nodemesh/nodemesh/agent/policy"
+)
+
+func newRecorder(kube kubernetes.Interface, node string) record.EventRecorder {
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodemesh-agent", Host: node})
+}
+
+// EventReasonNotEnforceable is the Event reason for policy the agent cannot
+// express (and enforces as deny).
+const EventReasonNotEnforceable = "PolicyNotFullyEnforced"
+
+// report logs new diagnostics and turns them into Events on their
+// NetworkPolicy; a diagnostic is reported once while it persists.
+func (a *Agent) report(diags []policy.Diagnostic) {
+	now := map[string]bool{}
+	for _, d := range diags {
+		s := d.String()
+		now[s] = true
+		if a.lastDiags[s] {
+			continue
+		}
+		a.log.Warn("policy not fully enforceable; enforced as deny", "namespace", d.Namespace, "policy", d.Name,
+			"field", d.Field, "message", d.Message)
+		if d.Name == "*" {
+			continue
+		}
+		ref := &networkingv1.NetworkPolicy{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name},
+		}
+		if np, err := a.informers.policies.NetworkPolicies(d.Namespace).Get(d.Name); err == nil {
+			ref.UID = np.UID
+		}
+		a.recorder.Event(ref, corev1.EventTypeWarning, EventReasonNotEnforceable,
+			fmt.Sprintf("node %s: %s: %s (enforced as deny)", a.cfg.NodeName, d.Field, d.Message))
+	}
+	a.lastDiags = now
+	a.metrics.diagnostics.Set(float64(len(now)))
+}

@@ -1,0 +1,115 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodemesh/nodemesh/agent/identity"
+)
+
+func everything() labels.Selector { return labels.Everything() }
+
+// informers are the agent's views of the cluster: pods of this node only,
+// and the cluster-wide namespaces, NetworkPolicies, Services and identities.
+type watchers struct {
+	podFactory informers.SharedInformerFactory
+	factory    informers.SharedInformerFactory
+	dynFactory dynamicinformer.DynamicSharedInformerFactory
+
+	pods       corelisters.PodLister
+	namespaces corelisters.NamespaceLister
+	policies   networkinglisters.NetworkPolicyLister
+	services   corelisters.ServiceLister
+	identities cache.SharedIndexInformer
+	synced     []cache.InformerSynced
+}
+
+const byHashIndex = "hash"
+
+func newInformers(a *Agent) *watchers {
+	i := &watchers{}
+	i.podFactory = informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
+		}))
+	i.factory = informers.NewSharedInformerFactory(a.cfg.Kube, 0)
+	i.dynFactory = dynamicinformer.NewDynamicSharedInformerFactory(a.cfg.Dynamic, 0)
+
+	trigger := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.Trigger() },
+		UpdateFunc: func(any, any) { a.Trigger() },
+		DeleteFunc: func(any) { a.Trigger() },
+	}
+	podInf := i.podFactory.Core().V1().Pods()
+	nsInf := i.factory.Core().V1().Namespaces()
+	npInf := i.factory.Networking().V1().NetworkPolicies()
+	svcInf := i.factory.Core().V1().Services()
+	idInf := i.dynFactory.ForResource(identity.GVR).Informer()
+	_ = idInf.AddIndexers(cache.Indexers{byHashIndex: func(obj any) ([]string, error) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			return []string{u.GetLabels()[identity.HashLabel]}, nil
+		}
+		return nil, nil
+	}})
+	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), idInf} {
+		_, _ = inf.AddEventHandler(trigger)
+		i.synced = append(i.synced, inf.HasSynced)
+	}
+	i.pods, i.namespaces, i.policies, i.services, i.identities = podInf.Lister(), nsInf.Lister(), npInf.Lister(), svcInf.Lister(), idInf
+	return i
+}
+
+func (i *watchers) start(ctx context.Context) {
+	i.podFactory.Start(ctx.Done())
+	i.factory.Start(ctx.Done())
+	i.dynFactory.Start(ctx.Done())
+}
+
+func (i *watchers) waitForSync(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), i.synced...)
+}
+
+func (i *watchers) hasSynced() bool {
+	for _, s := range i.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+func (i *watchers) identitiesByHash(hash string) []identity.Identity {
+	objs, _ := i.identities.GetIndexer().ByIndex(byHashIndex, hash)
+	return toIdentities(objs)
+}
+
+func (i *watchers) allIdentities() []identity.Identity {
+	return toIdentities(i.identities.GetStore().List())
+}
+
+func toIdentities(objs []any) []identity.Identity {
+	var out []identity.Identity
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			if id, ok := identity.FromObject(u); ok {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+// apiTimeout bounds the agent's direct API calls on the CNI path.
+const apiTimeout = 10 * time.Second

@@ -1,0 +1,30 @@
+// Package policy translates Kubernetes NetworkPolicies into the entries of
+// the eBPF policy maps (bpf.PolicyKey → bpf.Verdict, endpoint isolation
+// flags, CIDR identities).
+//
+// It is plain data in, plain data out: the caller passes the node's local
+// endpoints, the cluster's identities (agent/identity), the namespaces'
+// labels and the policies, and gets, per endpoint identity, the isolation
+// flags and the set of allow entries, plus diagnostics for everything it
+// could not express. What cannot be expressed is never allowed: the endpoint
+// stays isolated and the rule (or the part of it) contributes nothing.
+//
+// Semantics, as Kubernetes defines them:
+//   - a pod selected by any policy whose policyTypes include a direction is
+//     default-deny in that direction; rules of all selecting policies are
+//     unioned;
+//   - peers: podSelector (the policy's namespace), namespaceSelector,
+//     both (pods of the selected namespaces), ipBlock with except; no peers
+//     means every peer; no ports means every port;
+//   - ports: numbers, named ports (resolved on the destination pod: the
+//     endpoint for ingress, the peer for egress) and endPort ranges
+//     (expanded into single ports).
+//
+// Policy entries are keyed by identity, so pods of one identity share them.
+// When pods of one identity would get different entries (a named port that
+// resolves differently, a podSelector on a label the identity leaves out),
+// they get the intersection and the policy is reported.
+//
+// The package imports the bpf package for its key types and k8s.io/api; it
+// must not import client-go.
+package policy

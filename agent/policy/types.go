@@ -1,0 +1,94 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/nodemesh/nodemesh/bpf"
+)
+
+// NamedPort is a container port of a pod.
+type NamedPort struct {
+	Name  string
+	Port  uint16
+	Proto uint8
+}
+
+// Endpoint is a pod on this node.
+type Endpoint struct {
+	Namespace string
+	Name      string
+	Labels    map[string]string
+	Identity  bpf.Identity
+	Ports     []NamedPort
+	// Redirected pods connect to the node proxy: when isolated for egress
+	// they get an allow entry to it (Input.ProxyPort).
+	Redirected bool
+}
+
+// Identity is a security identity of the cluster: the namespace and the
+// (filtered) labels of the pods that have it.
+type Identity struct {
+	ID        bpf.Identity
+	Namespace string
+	Labels    map[string]string
+}
+
+// Input is everything a translation reads.
+type Input struct {
+	Endpoints  []Endpoint
+	Identities []Identity
+	// Namespaces are the labels of every namespace, by name.
+	Namespaces map[string]map[string]string
+	Policies   []*networkingv1.NetworkPolicy
+	// PeerPorts are the container ports of pods known to have an identity
+	// (for named ports in egress rules); local endpoints are added to it.
+	PeerPorts map[bpf.Identity][][]NamedPort
+	// CIDRs gives identities to ipBlock prefixes; nil allocates a fresh one.
+	CIDRs *CIDRAllocator
+	// AllowHostIngress lets the node (kubelet probes) reach pods isolated
+	// for ingress, as most Kubernetes network plugins do.
+	AllowHostIngress bool
+	// ProxyPort is the node proxy's port redirected pods connect to (0: none).
+	ProxyPort uint16
+}
+
+// IdentityPolicy is what the maps hold for one endpoint identity.
+type IdentityPolicy struct {
+	Flags   bpf.EndpointFlags
+	Entries map[bpf.PolicyKey]bpf.Verdict
+}
+
+// Result is a translation.
+type Result struct {
+	// Identities are the policies of the local endpoints' identities; an
+	// identity with no flags and no entries is present too.
+	Identities map[bpf.Identity]*IdentityPolicy
+	// CIDRs are the prefixes to write to the identity map.
+	CIDRs       map[netip.Prefix]bpf.Identity
+	Diagnostics []Diagnostic
+}
+
+// Severity of a diagnostic.
+type Severity string
+
+const (
+	// Warning: part of a policy could not be expressed; it is enforced as
+	// deny.
+	Warning Severity = "Warning"
+)
+
+// Diagnostic is a problem with one policy.
+type Diagnostic struct {
+	Severity  Severity
+	Namespace string
+	Name      string
+	Field     string
+	Message   string
+}
+
+func (d Diagnostic) String() string {
+	return fmt.Sprintf("%s: NetworkPolicy %s/%s %s: %s", d.Severity, d.Namespace, d.Name, d.Field, d.Message)
+}

@@ -1,0 +1,367 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/nodemesh/nodemesh/agent/identity"
+	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/bpf"
+)
+
+// Labels and names nodemesh honours (ARCHITECTURE.md, "Opt-in and
+// coexistence").
+const (
+	DataplaneModeLabel = "istio.io/dataplane-mode"
+	DataplaneModeOn    = "nodemesh"
+	DataplaneModeNone  = "none"
+	IstioSidecarName   = "istio-proxy"
+)
+
+// Sync reconciles every map with the cluster: identities of local pods,
+// NetworkPolicies, Services and opt-in. It is level-triggered and
+// idempotent; an unchanged cluster writes nothing.
+func (a *Agent) Sync(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.syncLocked(ctx)
+}
+
+func (a *Agent) syncLocked(ctx context.Context) error {
+	var errs []error
+	for _, r := range a.endpoints {
+		if r.gone {
+			continue
+		}
+		if err := a.refreshRecord(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := a.syncPolicy(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.syncRedirect(); err != nil {
+		errs = append(errs, err)
+	}
+	a.metrics.syncs.Inc()
+	if err := errors.Join(errs...); err != nil {
+		a.metrics.syncErrors.Inc()
+		return err
+	}
+	return nil
+}
+
+// podFacts copies what the agent uses of a pod into its record.
+func podFacts(r *endpointRecord, pod *corev1.Pod) {
+	r.ServiceAccount = pod.Spec.ServiceAccountName
+	r.Labels = maps.Clone(pod.Labels)
+	r.UID = string(pod.UID)
+	r.Ports = nil
+	r.Sidecar = false
+	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == IstioSidecarName {
+			r.Sidecar = true
+		}
+		for _, p := range c.Ports {
+			proto, ok := map[corev1.Protocol]uint8{"": bpf.ProtoTCP, corev1.ProtocolTCP: bpf.ProtoTCP,
+				corev1.ProtocolUDP: bpf.ProtoUDP, corev1.ProtocolSCTP: bpf.ProtoSCTP}[p.Protocol]
+			if ok && p.Name != "" && p.ContainerPort > 0 && p.ContainerPort < 65536 {
+				r.Ports = append(r.Ports, policy.NamedPort{Name: p.Name, Port: uint16(p.ContainerPort), Proto: proto})
+			}
+		}
+	}
+}
+
+// refreshRecord updates a record from its pod (labels may have changed) and
+// allocates a new identity when its key changed.
+func (a *Agent) refreshRecord(ctx context.Context, r *endpointRecord) error {
+	pod, err := a.informers.pods.Pods(r.Namespace).Get(r.Name)
+	if err == nil && (r.UID == "" || string(pod.UID) == r.UID) {
+		podFacts(r, pod)
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	// A pod gone from the API keeps its last identity until CNI DEL.
+	key := identity.KeyOf(r.Namespace, r.ServiceAccount, r.Labels)
+	if key.Hash() == r.IdentityHash && r.Identity != 0 {
+		return nil
+	}
+	id, err := a.allocator.Allocate(ctx, key)
+	if err != nil {
+		return fmt.Errorf("identity of pod %s/%s: %w", r.Namespace, r.Name, err)
+	}
+	if r.Identity != 0 && r.Identity != id {
+		a.log.Info("pod identity changed", "pod", r.Namespace+"/"+r.Name, "from", r.Identity, "to", id)
+	}
+	r.Identity, r.IdentityHash = id, key.Hash()
+	return a.records.save(r)
+}
+
+// redirected reports whether a pod's connections go to the node proxy.
+func (a *Agent) redirected(r *endpointRecord) bool {
+	if r.Sidecar || r.Labels[DataplaneModeLabel] == DataplaneModeNone {
+		return false
+	}
+	ns, err := a.informers.namespaces.Get(r.Namespace)
+	if err != nil {
+		return false
+	}
+	if ns.Labels[DataplaneModeLabel] != DataplaneModeOn {
+		return false
+	}
+	// A namespace still injected with sidecars is left to Istio.
+	if ns.Labels["istio-injection"] == "enabled" || ns.Labels["istio.io/rev"] != "" {
+		return false
+	}
+	return true
+}
+
+func (a *Agent) liveRecords() []*endpointRecord {
+	var out []*endpointRecord
+	for _, r := range a.endpoints {
+		if !r.gone && r.Identity != 0 {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key() < out[j].key() })
+	return out
+}
+
+func (a *Agent) policyInput() (policy.Input, error) {
+	in := policy.Input{
+		Namespaces:       map[string]map[string]string{},
+		CIDRs:            a.cidrs,
+		AllowHostIngress: a.cfg.AllowHostIngress,
+		ProxyPort:        a.cfg.ProxyAddress.Port(),
+	}
+	nss, err := a.informers.namespaces.List(everything())
+	if err != nil {
+		return in, err
+	}
+	for _, ns := range nss {
+		in.Namespaces[ns.Name] = ns.Labels
+	}
+	if in.Policies, err = a.informers.policies.List(everything()); err != nil {
+		return in, err
+	}
+	seen := map[bpf.Identity]bool{}
+	for _, id := range a.informers.allIdentities() {
+		seen[id.ID] = true
+		in.Identities = append(in.Identities, policy.Identity{ID: id.ID, Namespace: id.Key.Namespace, Labels: id.Key.Labels})
+	}
+	for _, r := range a.liveRecords() {
+		in.Endpoints = append(in.Endpoints, policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
+			Identity: r.Identity, Ports: r.Ports, Redirected: a.redirected(r)})
+		if !seen[r.Identity] {
+			// Just allocated; the informer has not seen it yet.
+			seen[r.Identity] = true
+			k := identity.KeyOf(r.Namespace, r.ServiceAccount, r.Labels)
+			in.Identities = append(in.Identities, policy.Identity{ID: r.Identity, Namespace: r.Namespace, Labels: k.Labels})
+		}
+	}
+	return in, nil
+}
+
+// syncPolicy writes the identity, policy and endpoint maps. New entries are
+// written before stale ones are removed, and endpoints whose allowed set
+// shrank get a new policy revision last, so that their established flows
+// are decided again against the final entries.
+func (a *Agent) syncPolicy() error {
+	in, err := a.policyInput()
+	if err != nil {
+		return err
+	}
+	res := policy.Translate(in)
+	a.report(res.Diagnostics)
+
+	// Identity map.
+	wantIDs := map[netip.Prefix]bpf.Identity{}
+	for p, id := range res.CIDRs {
+		wantIDs[p] = id
+	}
+	for _, ip := range append([]netip.Addr{a.ipam.Gateway()}, a.cfg.NodeIPs...) {
+		wantIDs[netip.PrefixFrom(ip, 32)] = bpf.IdentityHost
+	}
+	recs := a.liveRecords()
+	for _, r := range recs {
+		wantIDs[netip.PrefixFrom(r.IP, 32)] = r.Identity
+	}
+	haveIDs, err := a.pol.Identities()
+	if err != nil {
+		return err
+	}
+	revokeAll := false
+	for p, id := range wantIDs {
+		if have, ok := haveIDs[p]; !ok || have != id {
+			if ok {
+				revokeAll = true // an address changed identity
+			}
+			if err := a.pol.PutIdentity(p, id); err != nil {
+				return err
+			}
+		}
+	}
+
+	// Policy map.
+	want := map[bpf.PolicyKey]bpf.Verdict{}
+	for _, ip := range res.Identities {
+		maps.Copy(want, ip.Entries)
+	}
+	have, err := a.pol.Policies()
+	if err != nil {
+		return err
+	}
+	var putKeys []bpf.PolicyKey
+	var putVals []bpf.Verdict
+	revoked := map[bpf.Identity]bool{}
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			putKeys = append(putKeys, k)
+			putVals = append(putVals, v)
+			if ok {
+				revoked[k.Endpoint] = true
+			}
+		}
+	}
+	if err := a.pol.PutPolicies(putKeys, putVals); err != nil {
+		return err
+	}
+	var stale []bpf.PolicyKey
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+			revoked[k.Endpoint] = true
+		}
+	}
+	if err := a.pol.DeletePolicies(stale); err != nil {
+		return err
+	}
+
+	// Endpoints.
+	haveEps, err := a.pol.Endpoints()
+	if err != nil {
+		return err
+	}
+	live := map[int]bool{}
+	for _, r := range recs {
+		live[r.HostIfindex] = true
+		ep := bpf.Endpoint{IP: r.IP.As4(), Identity: r.Identity}
+		if ip := res.Identities[r.Identity]; ip != nil {
+			ep.Flags = ip.Flags
+		}
+		cur, exists := haveEps[r.HostIfindex]
+		ep.PolicyRevision = cur.PolicyRevision
+		if exists && (revokeAll || revoked[r.Identity] || cur.Identity != ep.Identity || ep.Flags&^cur.Flags != 0) {
+			ep.PolicyRevision++
+		}
+		if !exists || cur != ep {
+			if err := a.pol.PutEndpoint(r.HostIfindex, ep); err != nil {
+				return err
+			}
+		}
+	}
+	for ifindex := range haveEps {
+		if !live[ifindex] {
+			if err := a.pol.DeleteEndpoint(ifindex); err != nil {
+				return err
+			}
+		}
+	}
+	// Identity entries nobody wants any more go last: an address losing its
+	// identity falls back to WORLD.
+	for p := range haveIDs {
+		if _, ok := wantIDs[p]; !ok {
+			if err := a.pol.DeleteIdentity(p); err != nil {
+				return err
+			}
+		}
+	}
+	a.metrics.policyEntries.Set(float64(len(want)))
+	a.metrics.endpoints.Set(float64(len(recs)))
+	return nil
+}
+
+// syncRedirect writes the services and opted-in network namespaces.
+func (a *Agent) syncRedirect() error {
+	want := map[netip.AddrPort]bool{}
+	svcs, err := a.informers.services.List(everything())
+	if err != nil {
+		return err
+	}
+	for _, s := range svcs {
+		ips := s.Spec.ClusterIPs
+		if len(ips) == 0 && s.Spec.ClusterIP != "" {
+			ips = []string{s.Spec.ClusterIP}
+		}
+		for _, ipStr := range ips {
+			ip, err := netip.ParseAddr(ipStr)
+			if err != nil || !ip.Is4() {
+				continue // "None" (headless) or IPv6
+			}
+			for _, p := range s.Spec.Ports {
+				if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+					want[netip.AddrPortFrom(ip, uint16(p.Port))] = true
+				}
+			}
+		}
+	}
+	have, err := a.red.Services()
+	if err != nil {
+		return err
+	}
+	haveSet := map[netip.AddrPort]bool{}
+	for _, s := range have {
+		haveSet[s] = true
+		if !want[s] {
+			if err := a.red.DeleteService(s); err != nil {
+				return err
+			}
+		}
+	}
+	for s := range want {
+		if !haveSet[s] {
+			if err := a.red.PutService(s); err != nil {
+				return err
+			}
+		}
+	}
+
+	wantNS := map[uint64]bool{}
+	for _, r := range a.liveRecords() {
+		if r.NetnsCookie != 0 && a.redirected(r) {
+			wantNS[r.NetnsCookie] = true
+		}
+	}
+	haveNS, err := a.red.OptedIn()
+	if err != nil {
+		return err
+	}
+	haveNSSet := map[uint64]bool{}
+	for _, c := range haveNS {
+		haveNSSet[c] = true
+		if !wantNS[c] {
+			if err := a.red.OptOut(c); err != nil {
+				return err
+			}
+		}
+	}
+	for c := range wantNS {
+		if !haveNSSet[c] {
+			if err := a.red.OptIn(c); err != nil {
+				return err
+			}
+		}
+	}
+	a.metrics.services.Set(float64(len(want)))
+	a.metrics.optedIn.Set(float64(len(wantNS)))
+	return nil
+}

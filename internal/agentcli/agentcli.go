@@ -1,0 +1,311 @@
+//go:build linux
+
+// Package agentcli is the nodemesh-agent command line. It is separate from
+// internal/cli so that the agent binary does not link the translator, the
+// xDS server or go-control-plane.
+package agentcli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/agent/cni"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/agentcli.Version=...".
+var Version = "dev"
+
+// IO are the command's streams.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	ExitUsage = 2
+)
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func usageError(format string, args ...any) error {
+	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// kubeFlags are kubectl's connection flags.
+type kubeFlags struct {
+	kubeconfig string
+	context    string
+}
+
+func (k *kubeFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)")
+	cmd.Flags().StringVar(&k.context, "context", "", "the kubeconfig context to use (default: the current context)")
+}
+
+func (k *kubeFlags) restConfig() (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if k.kubeconfig != "" {
+		rules.ExplicitPath = k.kubeconfig
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context}).ClientConfig()
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, usageError("--log-format %q: want json or text", format)
+}
+
+// NewAgentCommand builds the nodemesh-agent command tree.
+func NewAgentCommand(streams IO) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nodemesh-agent",
+		Short: "Run nodemesh's per-node datapath: CNI, eBPF policy and redirection",
+		Long: `nodemesh-agent runs on every node (a privileged, host-network DaemonSet). It serves
+the nodemesh-cni plugin, gives pods their addresses and veths, and keeps the eBPF
+programs' maps in line with the cluster: identities, NetworkPolicies, Services, and
+namespaces opted in with istio.io/dataplane-mode=nodemesh.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(newAgentRunCommand(streams), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(*cobra.Command, []string) { fmt.Fprintln(streams.Out, "nodemesh-agent", Version) },
+	})
+	return root
+}
+
+// Execute runs the nodemesh-agent command line and returns the exit code.
+func Execute(args []string, streams IO) int {
+	root := NewAgentCommand(streams)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(streams.ErrOut, "Error:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if strings.HasPrefix(err.Error(), "unknown") {
+		return ExitUsage // cobra's unknown command or flag
+	}
+	return ExitError
+}
+
+type agentOptions struct {
+	kube             kubeFlags
+	nodeName         string
+	podCIDR          string
+	bpffs            string
+	cgroupRoot       string
+	stateDir         string
+	cniConfDir       string
+	cniBinDir        string
+	cniPlugin        string
+	cniSocket        string
+	proxyAddress     string
+	nodeIPs          []string
+	metricsAddress   string
+	allowHostIngress bool
+	mtu              int
+	nodeNetns        string
+	logLevel         string
+	logFormat        string
+}
+
+func newAgentRunCommand(streams IO) *cobra.Command {
+	o := &agentOptions{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent until SIGINT or SIGTERM",
+		Long: `Run loads the eBPF programs (or takes over the ones a previous agent pinned), serves
+the CNI plugin on --cni-socket, writes the CNI configuration once it is synced with
+the API server, and reconciles the maps on every change.
+
+Restarting the agent is safe: programs, maps and links are pinned under
+--bpffs/nodemesh and the agent's records are in --state-dir, so established
+connections and policy survive, and the new agent reconciles instead of flushing.
+
+Monitoring (--metrics-address):
+  /metrics   Prometheus metrics: verdicts and drops by reason, redirects, map fill
+             levels, CNI calls
+  /healthz   the process is up
+  /readyz    synced with the API server and reconciled
+
+Examples:
+  # In a DaemonSet (NODE_NAME from the downward API, pod CIDR from the Node):
+  nodemesh-agent run
+
+  # By hand, with an explicit kubeconfig and pod CIDR:
+  nodemesh-agent run --kubeconfig ~/.kube/config --node-name node-1 --pod-cidr 10.244.1.0/24`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runAgent(ctx, o, streams)
+		},
+	}
+	o.kube.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
+	f.StringVar(&o.podCIDR, "pod-cidr", "", "this node's IPv4 pod CIDR (default: the Node's spec.podCIDRs)")
+	f.StringVar(&o.bpffs, "bpffs", "/sys/fs/bpf", "a mounted bpffs; programs, maps and links are pinned under <bpffs>/nodemesh")
+	f.StringVar(&o.cgroupRoot, "cgroup-root", "", "the cgroup v2 directory the redirection programs attach to (default: the cgroup v2 root, /sys/fs/cgroup or /sys/fs/cgroup/unified)")
+	f.StringVar(&o.stateDir, "state-dir", "/var/lib/nodemesh", "where address leases and endpoint records are kept (must survive agent restarts)")
+	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the CNI configuration ("+agent.CNIConfFile+") is written; empty: do not write it")
+	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the "+cni.PluginType+" plugin is installed; empty: do not install it")
+	f.StringVar(&o.cniPlugin, "cni-plugin", "", "the plugin binary to install (default: "+cni.PluginType+" next to this executable)")
+	f.StringVar(&o.cniSocket, "cni-socket", "/var/run/nodemesh/cni.sock", "the unix socket the plugin talks to")
+	f.StringVar(&o.proxyAddress, "proxy-address", "", "where opted-in pods' connections to Services are redirected (default: the pod CIDR's gateway address, port 15001)")
+	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "addresses of this node that policy treats as the host (repeatable; the pod gateway always is)")
+	f.StringVar(&o.metricsAddress, "metrics-address", ":9967", "address of the metrics and health HTTP server; empty: none")
+	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
+	f.IntVar(&o.mtu, "mtu", 1500, "MTU of pod interfaces")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	f.StringVar(&o.nodeNetns, "node-netns", "", "network namespace of the node (tests; default: the agent's own)")
+	_ = f.MarkHidden("node-netns")
+	return cmd
+}
+
+func defaultCgroupRoot() (string, error) {
+	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return dir, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified (set --cgroup-root)")
+}
+
+func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
+	log, err := newLogger(streams.ErrOut, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	if o.nodeName == "" {
+		return usageError("--node-name is required (or set NODE_NAME)")
+	}
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "nodemesh-agent/" + Version
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ac := agent.Config{
+		NodeName: o.nodeName, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
+		StateDir: o.stateDir, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir, CNIPlugin: o.cniPlugin,
+		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
+	}
+	if ac.CgroupRoot == "" {
+		if ac.CgroupRoot, err = defaultCgroupRoot(); err != nil {
+			return err
+		}
+	}
+	if ac.CNIPlugin == "" && ac.CNIBinDir != "" {
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), cni.PluginType); fileExists(p) {
+				ac.CNIPlugin = p
+			}
+		}
+	}
+	if o.podCIDR == "" {
+		node, err := kube.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("read node %s for its pod CIDR (or set --pod-cidr): %w", o.nodeName, err)
+		}
+		for _, c := range append([]string{node.Spec.PodCIDR}, node.Spec.PodCIDRs...) {
+			if p, err := netip.ParsePrefix(c); err == nil && p.Addr().Is4() {
+				o.podCIDR = c
+				break
+			}
+		}
+		if o.podCIDR == "" {
+			return fmt.Errorf("node %s has no IPv4 pod CIDR; set --pod-cidr", o.nodeName)
+		}
+	}
+	if ac.PodCIDR, err = netip.ParsePrefix(o.podCIDR); err != nil || !ac.PodCIDR.Addr().Is4() {
+		return usageError("--pod-cidr %q: want an IPv4 prefix such as 10.244.1.0/24", o.podCIDR)
+	}
+	if o.proxyAddress != "" {
+		if ac.ProxyAddress, err = netip.ParseAddrPort(o.proxyAddress); err != nil {
+			return usageError("--proxy-address %q: want ip:port", o.proxyAddress)
+		}
+	}
+	for _, s := range o.nodeIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || !ip.Is4() {
+			return usageError("--node-ip %q: want an IPv4 address", s)
+		}
+		ac.NodeIPs = append(ac.NodeIPs, ip)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := agent.New(ac, reg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.Run(ctx, o.metricsAddress)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
