@@ -45,6 +45,8 @@ func Connect(ctx context.Context, getter genericclioptions.RESTClientGetter, nam
 	if err != nil {
 		return nil, fmt.Errorf("%w: kubeconfig: %w", ErrUnreachable, err)
 	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = 50, 100
 	c.Config = cfg
 	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err

@@ -82,13 +82,30 @@ func (c *Client) applyCRDs(ctx context.Context, crds []*apiextv1.CustomResourceD
 }
 
 // deleteCRDs deletes CRDs by name (and with them every object of their
-// kinds); missing ones are fine.
+// kinds) and waits until they are gone; missing ones are fine.
 func (c *Client) deleteCRDs(ctx context.Context, names []string) error {
+	api := c.CRDs.ApiextensionsV1().CustomResourceDefinitions()
 	var errs []error
 	for _, n := range names {
-		err := c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Delete(ctx, n, metav1.DeleteOptions{})
+		err := api.Delete(ctx, n, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete CRD %s: %w", n, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// The API server deletes the CRD's objects first (its finalizer).
+	for _, n := range names {
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := api.Get(ctx, n, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
+			return false, err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("CRD %s not deleted: %w", n, err))
 		}
 	}
 	return errors.Join(errs...)

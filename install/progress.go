@@ -249,11 +249,12 @@ func (c *Client) Wait(ctx context.Context, o WaitOptions) error {
 	last := map[string]string{}
 	for {
 		comps, err := c.Components(ctx)
-		if err != nil && ctx.Err() == nil {
-			return err
-		}
 		ready := err == nil
 		var notReady []string
+		if err != nil {
+			// The API server may be briefly unavailable: keep polling.
+			notReady = append(notReady, err.Error())
+		}
 		for _, comp := range comps {
 			line := comp.Line()
 			if !comp.IsReady() {
