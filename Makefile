@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
 # The suites that need a Kubernetes API server (see internal/kubetest).
-KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/...
+KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/... ./install/...
 
 .PHONY: all build test test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bpf-generate bpf-check-generated lint fuzz ci clean
 
