@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nodemesh/nodemesh/internal/golden"
@@ -72,5 +73,26 @@ func TestInstallErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr:\n%s\nwant exit %d, stderr:\n%s", code, errOut, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+func TestCheckFlags(t *testing.T) {
+	tol, err := parseTolerations([]string{"dedicated=mesh:NoSchedule", "gpu", "Exists"})
+	if err != nil || len(tol) != 3 || tol[0].Key != "dedicated" || tol[0].Value != "mesh" || tol[0].Effect != "NoSchedule" || tol[1].Operator != "Exists" || tol[2].Key != "" {
+		t.Errorf("tolerations: %+v %v", tol, err)
+	}
+	for _, bad := range [][]string{
+		{"check", "--toleration", "a:Sometimes"},
+		{"check", "--node-selector", "pool"},
+		{"check", "--test", "no-such-test"},
+	} {
+		noCluster(t)
+		if code, _, errOut := run(t, "", bad...); code != ExitUsage {
+			t.Errorf("%v: exit %d %s", bad, code, errOut)
+		}
+	}
+	noCluster(t)
+	if code, _, errOut := run(t, "", "check"); code != ExitFindings || !strings.Contains(errOut, "cannot reach the Kubernetes API server") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("check without a cluster: exit %d %q", code, errOut)
 	}
 }

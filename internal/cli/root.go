@@ -75,7 +75,7 @@ it cannot honour.`,
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newVersionCommand(streams),
-		newInstallCommand(streams), newUpgradeCommand(streams), newUninstallCommand(streams), newStatusCommand(streams), newPreflightCommand(streams))
+		newInstallCommand(streams), newUpgradeCommand(streams), newUninstallCommand(streams), newStatusCommand(streams), newPreflightCommand(streams), newCheckCommand(streams))
 	return root
 }
 
