@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// ErrNotReady: a wait ended before every component was ready.
+// ErrNotReady is returned when a wait ends before every component is ready.
 var ErrNotReady = errors.New("nodemesh is not ready")
 
 // Component is the readiness of the controller Deployment or one of the
