@@ -42,6 +42,7 @@ test-kube: kube-binaries
 ## testdata: rewrite the golden files from the current code (review the diff!)
 testdata:
 	UPDATE_GOLDEN=1 $(GO) test -count=1 ./translate/...
+	UPDATE_GOLDEN=1 $(GO) test -count=1 -run Golden ./install/
 
 ## bench: the translator benchmarks, $(BENCHCOUNT) runs each (benchstat needs 6 for a confidence interval), summarised by benchstat
 bench:

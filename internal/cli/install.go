@@ -221,10 +221,14 @@ func runInstall(ctx context.Context, o *installOptions, streams IO) error {
 	}
 	fmt.Fprintf(streams.Out, "Installing nodemesh %s into %s\n", ch.Metadata.AppVersion, o.rel.namespace)
 	rel, err := c.Install(ctx, ch, install.InstallOptions{Values: vals, Timeout: o.timeout, Wait: o.wait, Out: streams.Out})
-	if err != nil {
+	if rel == nil {
 		return err
 	}
 	fmt.Fprintf(streams.Out, "✅ installed: release %s, revision %d, chart %s-%s\n", rel.Name, rel.Version, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version)
+	if err != nil {
+		// Installed, not ready in time: the release stays; status tells more.
+		return fmt.Errorf("%w\n'nodemesh status' shows the current state", err)
+	}
 	fmt.Fprintln(streams.Out, "Next: 'nodemesh status --wait', then 'nodemesh check'; opt a namespace in with\n  kubectl label namespace NAME "+install.OptInLabel+"="+install.OptInValue)
 	return nil
 }
