@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
 # The suites that need a Kubernetes API server (see internal/kubetest).
-KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/... ./migration/... ./agent/identity/... ./agent/e2e/...
+KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/... ./migration/... ./install/... ./agent/identity/... ./agent/e2e/...
 
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
@@ -50,6 +50,7 @@ test-kube: kube-binaries
 ## testdata: rewrite the golden files from the current code (review the diff!)
 testdata:
 	UPDATE_GOLDEN=1 $(GO) test -count=1 ./translate/...
+	UPDATE_GOLDEN=1 $(GO) test -count=1 -run Golden ./install/
 
 ## bench: the translator benchmarks, $(BENCHCOUNT) runs each (benchstat needs 6 for a confidence interval), summarised by benchstat
 bench:

@@ -74,7 +74,8 @@ it cannot honour.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newMigrateCommand(streams), newVersionCommand(streams))
+	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newMigrateCommand(streams), newVersionCommand(streams),
+		newInstallCommand(streams), newUpgradeCommand(streams), newUninstallCommand(streams), newStatusCommand(streams), newPreflightCommand(streams), newCheckCommand(streams))
 	return root
 }
 

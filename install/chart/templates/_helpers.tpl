@@ -1,0 +1,41 @@
+{{/*
+Object names are fixed, not derived from the release name: the CLI, the
+agent and the node Envoy's bootstrap find the controller by them, and the
+chart is installed once per cluster.
+*/}}
+{{- define "nodemesh.controller" -}}nodemesh-controller{{- end -}}
+{{- define "nodemesh.agent" -}}nodemesh-agent{{- end -}}
+{{- define "nodemesh.envoy" -}}nodemesh-envoy{{- end -}}
+
+{{/* The ConfigMap whose presence asks every agent to clean its node (see docs/design/install.md). */}}
+{{- define "nodemesh.cleanup" -}}nodemesh-cleanup{{- end -}}
+
+{{/* Labels on every object; "component" is controller, agent or envoy. */}}
+{{- define "nodemesh.labels" -}}
+app.kubernetes.io/name: nodemesh-{{ .component }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: nodemesh
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels: stable across upgrades (selectors are immutable). */}}
+{{- define "nodemesh.selectorLabels" -}}
+app.kubernetes.io/name: nodemesh-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/* An image reference: global.imageRegistry overrides the image's registry; an empty tag is the appVersion. */}}
+{{- define "nodemesh.image" -}}
+{{- $registry := .image.registry -}}
+{{- if .root.Values.global.imageRegistry -}}{{- $registry = .root.Values.global.imageRegistry -}}{{- end -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion -}}
+{{- if $registry -}}{{ printf "%s/%s:%s" $registry .image.repository $tag }}{{- else -}}{{ printf "%s:%s" .image.repository $tag }}{{- end -}}
+{{- end -}}
+
+{{/* The controller's xDS address as node Envoys dial it. */}}
+{{- define "nodemesh.xdsAddress" -}}
+{{ include "nodemesh.controller" . }}.{{ .Release.Namespace }}.svc:15010
+{{- end -}}

@@ -1,0 +1,473 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/releaseutil"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodemesh/nodemesh/internal/kubetest"
+)
+
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
+// The chart's objects have fixed, cluster-wide names (one nodemesh per
+// cluster), so the tests of this package that install run one at a time
+// and each removes what it installed.
+
+// connectTest installs into a fresh namespace name of the test's own.
+func connectTest(t *testing.T) (*kubetest.Env, *Client) {
+	t.Helper()
+	env := kubetest.Get(t)
+	ns := fmt.Sprintf("nodemesh-%d", time.Now().UnixNano()%1_000_000)
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig = &env.Kubeconfig
+	flags.Namespace = &ns
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := Connect(ctx, flags, ns, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		ch, _ := Chart()
+		_, _ = c.Uninstall(ctx, ch, UninstallOptions{Purge: true, CleanupTimeout: time.Second})
+		// What a failed test may have left: the cluster-scoped objects.
+		for _, n := range []string{ControllerName, AgentName} {
+			_ = c.Kube.RbacV1().ClusterRoles().Delete(ctx, n, metav1.DeleteOptions{})
+			_ = c.Kube.RbacV1().ClusterRoleBindings().Delete(ctx, n, metav1.DeleteOptions{})
+		}
+	})
+	return env, c
+}
+
+type objRef struct{ Kind, Namespace, Name string }
+
+func (o objRef) String() string { return o.Kind + " " + o.Namespace + "/" + o.Name }
+
+// manifestObjects lists the objects of a rendered manifest (CRDs included).
+func manifestObjects(t *testing.T, manifest string) []objRef {
+	t.Helper()
+	var out []objRef
+	for _, doc := range releaseutil.SplitManifests(manifest) {
+		var head struct {
+			Kind     string
+			Metadata struct{ Name, Namespace string }
+		}
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatal(err)
+		}
+		if head.Kind != "" {
+			out = append(out, objRef{head.Kind, head.Metadata.Namespace, head.Metadata.Name})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// get returns an object's resourceVersion, or the API error.
+func get(ctx context.Context, c *Client, o objRef) (string, error) {
+	var m metav1.Object
+	var err error
+	opts := metav1.GetOptions{}
+	k := c.Kube
+	switch o.Kind {
+	case "ServiceAccount":
+		m, err = k.CoreV1().ServiceAccounts(o.Namespace).Get(ctx, o.Name, opts)
+	case "Service":
+		m, err = k.CoreV1().Services(o.Namespace).Get(ctx, o.Name, opts)
+	case "ConfigMap":
+		m, err = k.CoreV1().ConfigMaps(o.Namespace).Get(ctx, o.Name, opts)
+	case "ClusterRole":
+		m, err = k.RbacV1().ClusterRoles().Get(ctx, o.Name, opts)
+	case "ClusterRoleBinding":
+		m, err = k.RbacV1().ClusterRoleBindings().Get(ctx, o.Name, opts)
+	case "Role":
+		m, err = k.RbacV1().Roles(o.Namespace).Get(ctx, o.Name, opts)
+	case "RoleBinding":
+		m, err = k.RbacV1().RoleBindings(o.Namespace).Get(ctx, o.Name, opts)
+	case "Deployment":
+		m, err = k.AppsV1().Deployments(o.Namespace).Get(ctx, o.Name, opts)
+	case "DaemonSet":
+		m, err = k.AppsV1().DaemonSets(o.Namespace).Get(ctx, o.Name, opts)
+	case "PodDisruptionBudget":
+		m, err = k.PolicyV1().PodDisruptionBudgets(o.Namespace).Get(ctx, o.Name, opts)
+	case "CustomResourceDefinition":
+		m, err = c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, o.Name, opts)
+	default:
+		return "", fmt.Errorf("test cannot get %s", o.Kind)
+	}
+	if err != nil {
+		return "", err
+	}
+	return m.GetResourceVersion(), nil
+}
+
+func releaseSecrets(ctx context.Context, t *testing.T, c *Client) int {
+	t.Helper()
+	s, err := c.Kube.CoreV1().Secrets(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm,name=" + c.Release})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(s.Items)
+}
+
+// TestLifecycle installs, upgrades and uninstalls against the real API
+// server: every object is created and accepted, an upgrade changes only the
+// objects its value affects, and uninstall removes everything.
+func TestLifecycle(t *testing.T) {
+	_, c := connectTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ch, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := map[string]any{"controller": map[string]any{"replicas": 2}}
+
+	// Install: every object of the rendering exists.
+	rel, err := c.Install(ctx, ch, InstallOptions{Values: vals})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Info.Status != "deployed" {
+		t.Fatalf("release status %s", rel.Info.Status)
+	}
+	rendered, err := Render(ch, RenderOptions{Namespace: c.Namespace, Values: vals})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := manifestObjects(t, rendered)
+	versions := map[objRef]string{}
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" {
+			continue // the pre-delete hook: created only on uninstall
+		}
+		rv, err := get(ctx, c, o)
+		if err != nil {
+			t.Errorf("%s: %v", o, err)
+		}
+		versions[o] = rv
+	}
+	if len(versions) < 15 {
+		t.Errorf("only %d objects rendered: %v", len(versions), objs)
+	}
+	ns, err := c.Kube.CoreV1().Namespaces().Get(ctx, c.Namespace, metav1.GetOptions{})
+	if err != nil || ns.Labels[psaEnforce] != "privileged" || ns.Labels[CreatedByLabel] != CreatedByValue {
+		t.Errorf("namespace: %v %v", ns.Labels, err)
+	}
+	if n := releaseSecrets(ctx, t, c); n != 1 {
+		t.Errorf("%d release Secrets, want 1", n)
+	}
+
+	// A second install is refused and says to upgrade.
+	if _, err := c.Install(ctx, ch, InstallOptions{}); !errors.Is(err, ErrAlreadyInstalled) || !strings.Contains(err.Error(), "nodemesh upgrade") {
+		t.Errorf("second install: %v", err)
+	}
+
+	// Upgrade one value: only the Envoy DaemonSet changes, and the earlier
+	// value (2 controller replicas) is kept.
+	res, err := c.Upgrade(ctx, ch, UpgradeOptions{Values: map[string]any{"envoy": map[string]any{"image": map[string]any{"tag": "v1.36.9"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envoy := objRef{"DaemonSet", c.Namespace, EnvoyName}
+	if want := []string{"DaemonSet " + c.Namespace + "/" + EnvoyName}; fmt.Sprint(res.Changed) != fmt.Sprint(want) {
+		t.Errorf("changed %v, want %v", res.Changed, want)
+	}
+	for o, before := range versions {
+		after, err := get(ctx, c, o)
+		if err != nil {
+			t.Errorf("%s after upgrade: %v", o, err)
+			continue
+		}
+		if changed := after != before; changed != (o == envoy) {
+			t.Errorf("%s: resourceVersion %s → %s (changed=%v)", o, before, after, changed)
+		}
+	}
+	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, EnvoyName, metav1.GetOptions{})
+	if err != nil || ds.Spec.Template.Spec.Containers[0].Image != "docker.io/envoyproxy/envoy:v1.36.9" {
+		t.Errorf("envoy image after upgrade: %v", err)
+	}
+	if dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{}); err != nil || *dep.Spec.Replicas != 2 {
+		t.Errorf("controller replicas after upgrade: want the 2 given at install (%v)", err)
+	}
+	// --reset-values: back to the defaults, plus what is given now.
+	res, err = c.Upgrade(ctx, ch, UpgradeOptions{ResetValues: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{}); err != nil || *dep.Spec.Replicas != 1 {
+		t.Errorf("controller replicas after --reset-values: want the default 1 (%v)", err)
+	}
+	if len(res.Changed) != 2 {
+		t.Errorf("reset changed %v, want the controller Deployment and the Envoy DaemonSet", res.Changed)
+	}
+
+	// Uninstall: everything but the CRDs is gone, and the cleanup request too.
+	var out bytes.Buffer
+	ures, err := c.Uninstall(ctx, ch, UninstallOptions{Out: &out, CleanupTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ures.ReleaseRemoved || len(ures.CRDsDeleted) != 0 {
+		t.Errorf("uninstall result %+v", ures)
+	}
+	for o := range versions {
+		_, err := get(ctx, c, o)
+		if o.Kind == "CustomResourceDefinition" {
+			if err != nil {
+				t.Errorf("%s deleted without --purge: %v", o, err)
+			}
+			continue
+		}
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("%s after uninstall: %v", o, err)
+		}
+	}
+	if _, err := get(ctx, c, objRef{"ConfigMap", c.Namespace, CleanupName}); !apierrors.IsNotFound(err) {
+		t.Errorf("cleanup request left behind: %v", err)
+	}
+	if n := releaseSecrets(ctx, t, c); n != 0 {
+		t.Errorf("%d release Secrets left", n)
+	}
+	if _, err := c.Uninstall(ctx, ch, UninstallOptions{}); !errors.Is(err, ErrNotInstalled) {
+		t.Errorf("second uninstall: %v", err)
+	}
+	// --purge without a release still removes the CRDs and the namespace.
+	ures, err = c.Uninstall(ctx, ch, UninstallOptions{Purge: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ures.CRDsDeleted {
+		if _, err := get(ctx, c, objRef{"CustomResourceDefinition", "", n}); err != nil && !apierrors.IsNotFound(err) {
+			t.Error(err)
+		}
+	}
+	if len(ures.CRDsDeleted) != 2 || !ures.NamespaceDeleted {
+		t.Errorf("purge: %+v", ures)
+	}
+}
+
+func assertNothingInstalled(ctx context.Context, t *testing.T, c *Client) {
+	t.Helper()
+	for _, n := range []string{"identities.nodemesh.io", "trafficpolicies.nodemesh.io"} {
+		if _, err := get(ctx, c, objRef{"CustomResourceDefinition", "", n}); !apierrors.IsNotFound(err) {
+			t.Errorf("CRD %s left behind: %v", n, err)
+		}
+	}
+	for _, o := range []objRef{{"ClusterRole", "", AgentName}, {"ClusterRoleBinding", "", AgentName}, {"DaemonSet", c.Namespace, AgentName}, {"Deployment", c.Namespace, ControllerName}} {
+		if _, err := get(ctx, c, o); !apierrors.IsNotFound(err) {
+			t.Errorf("%s left behind: %v", o, err)
+		}
+	}
+	if n := releaseSecrets(ctx, t, c); n != 0 {
+		t.Errorf("%d release Secrets left", n)
+	}
+	ns, err := c.Kube.CoreV1().Namespaces().Get(ctx, c.Namespace, metav1.GetOptions{})
+	if err == nil && ns.DeletionTimestamp == nil {
+		t.Errorf("namespace %s left behind", c.Namespace)
+	}
+}
+
+// TestInstallInvalidValues: a value the schema rejects is named, and
+// nothing reaches the cluster — not even the CRDs Helm would install first.
+func TestInstallInvalidValues(t *testing.T) {
+	_, c := connectTest(t)
+	ctx := context.Background()
+	ch, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Install(ctx, ch, InstallOptions{Values: map[string]any{"controller": map[string]any{"replicas": "two"}}})
+	if !errors.Is(err, ErrInvalidValues) || !strings.Contains(err.Error(), "controller.replicas: got string, want integer") {
+		t.Fatalf("want the schema error naming controller.replicas, got %v", err)
+	}
+	assertNothingInstalled(ctx, t, c)
+}
+
+// TestInstallFailurePartWay: when the API server refuses the install after
+// Helm has created the CRDs (an object of the same name exists, not
+// Helm's), everything is removed again.
+func TestInstallFailurePartWay(t *testing.T) {
+	_, c := connectTest(t)
+	ctx := context.Background()
+	ch, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	squatter := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: AgentName}}
+	if _, err := c.Kube.RbacV1().ClusterRoles().Create(ctx, squatter, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Install(ctx, ch, InstallOptions{})
+	if err == nil || !strings.Contains(err.Error(), "everything it created was removed") || !strings.Contains(err.Error(), AgentName) {
+		t.Fatalf("want a failed install naming the conflicting ClusterRole, got %v", err)
+	}
+	if err := c.Kube.RbacV1().ClusterRoles().Delete(ctx, AgentName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingInstalled(ctx, t, c)
+}
+
+// TestWaitProgress: no kubelet runs here, so the test gives the workloads
+// the pods and statuses a cluster would, and checks what --wait reports.
+func TestWaitProgress(t *testing.T) {
+	env, c := connectTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ch, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Install(ctx, ch, InstallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Before any controller processed them.
+	var out bytes.Buffer
+	err = c.Wait(ctx, WaitOptions{Timeout: 300 * time.Millisecond, Interval: 100 * time.Millisecond, Out: &out})
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(out.String(), "not yet processed by the DaemonSet controller") {
+		t.Fatalf("wait before controllers: %v\n%s", err, out.String())
+	}
+
+	// The states a real cluster goes through.
+	dsStatus := func(name string, desired, ready int32) {
+		ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: ds.Generation, DesiredNumberScheduled: desired, CurrentNumberScheduled: desired, UpdatedNumberScheduled: desired, NumberReady: ready}
+		if _, err := c.Kube.AppsV1().DaemonSets(c.Namespace).UpdateStatus(ctx, ds, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	depStatus := func(ready int32) {
+		d, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: ready}
+		if _, err := c.Kube.AppsV1().Deployments(c.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := func(component, node string, st corev1.PodStatus) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: component + "-" + node, Namespace: c.Namespace, Labels: map[string]string{"app.kubernetes.io/name": component}},
+			Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "img"}}},
+			Status:     st,
+		}
+	}
+	waiting := func(reason, msg string) corev1.PodStatus {
+		return corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Image: "docker.io/envoyproxy/envoy:v9", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}}}
+	}
+	crash := corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "agent", RestartCount: 4,
+		State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "mount bpffs: permission denied"}}}}}
+	ready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	unschedulable := corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", Message: "0/2 nodes are available: 2 Insufficient memory."}}}
+	for _, p := range []*corev1.Pod{
+		pod(EnvoyName, "node-1", waiting("ImagePullBackOff", `Back-off pulling image "docker.io/envoyproxy/envoy:v9"`)),
+		pod(EnvoyName, "node-2", ready),
+		pod(AgentName, "node-1", crash),
+		pod(AgentName, "node-2", ready),
+	} {
+		if _, err := env.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctrl := pod(ControllerName, "", unschedulable)
+	ctrl.Name = ControllerName + "-5d8f9"
+	if _, err := env.Create(ctx, ctrl); err != nil {
+		t.Fatal(err)
+	}
+	dsStatus(EnvoyName, 2, 1)
+	dsStatus(AgentName, 2, 1)
+	depStatus(0)
+	out.Reset()
+	err = c.Wait(ctx, WaitOptions{Timeout: 300 * time.Millisecond, Interval: 100 * time.Millisecond, Out: &out})
+	if !errors.Is(err, ErrNotReady) {
+		t.Fatalf("want ErrNotReady, got %v", err)
+	}
+	for _, want := range []string{
+		"⏳ nodemesh-controller: 0/1 ready — nodemesh-controller-5d8f9: pending: cannot be scheduled: 0/2 nodes are available: 2 Insufficient memory.",
+		"⏳ nodemesh-agent: 1/2 ready — node-1: crash loop: container agent restarted 4 times, last exit code 1: mount bpffs: permission denied",
+		`⏳ nodemesh-envoy: 1/2 ready — node-1: image pull failed (docker.io/envoyproxy/envoy:v9): Back-off pulling image "docker.io/envoyproxy/envoy:v9"`,
+	} {
+		if strings.Count(out.String(), want+"\n") != 1 {
+			t.Errorf("want once: %s\ngot:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(err.Error(), "nodemesh-agent: 1/2 ready") {
+		t.Errorf("timeout error should name what is not ready: %v", err)
+	}
+
+	// Status says the same, per node, and is not healthy.
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Healthy || st.Release == nil || st.Release.Status != "deployed" || len(st.Nodes) != 2 || st.XDSError == "" {
+		t.Errorf("status: %+v", st)
+	}
+	if n := st.Nodes[0]; n.Node != "node-1" || !strings.HasPrefix(n.Agent, "crash loop") || !strings.HasPrefix(n.Envoy, "image pull failed") {
+		t.Errorf("node-1: %+v", n)
+	}
+
+	// Everything becomes ready: the wait ends with the summary.
+	for _, p := range []string{EnvoyName + "-node-1", AgentName + "-node-1", ctrl.Name} {
+		got, err := c.Kube.CoreV1().Pods(c.Namespace).Get(ctx, p, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Status = ready
+		if _, err := c.Kube.CoreV1().Pods(c.Namespace).UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsStatus(EnvoyName, 2, 2)
+	dsStatus(AgentName, 2, 2)
+	depStatus(1)
+	out.Reset()
+	if err := c.Wait(ctx, WaitOptions{Timeout: 5 * time.Second, Interval: 100 * time.Millisecond, Out: &out}); err != nil {
+		t.Fatalf("wait: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "✅ nodemesh is ready") {
+		t.Errorf("no summary:\n%s", out.String())
+	}
+
+	// Uninstall asks the agents on node-1 and node-2 to clean; node-2 answers.
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, CleanupName, metav1.GetOptions{}); err == nil {
+				ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "cleaned-", Namespace: c.Namespace},
+					InvolvedObject: corev1.ObjectReference{Kind: "ConfigMap", Namespace: c.Namespace, Name: CleanupName},
+					Reason:         NodeCleanedReason, Message: "removed programs, pins and CNI configuration", Source: corev1.EventSource{Component: AgentName, Host: "node-2"}}
+				_, _ = c.Kube.CoreV1().Events(c.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	ures, err := c.Uninstall(ctx, ch, UninstallOptions{CleanupTimeout: 3 * time.Second, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ures.Cleaned) != "[node-2]" || fmt.Sprint(ures.Unconfirmed) != "[node-1]" {
+		t.Errorf("cleanup: cleaned %v, unconfirmed %v", ures.Cleaned, ures.Unconfirmed)
+	}
+}

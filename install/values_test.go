@@ -1,0 +1,63 @@
+package install
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		set  []string
+		file string
+		want []string // problems, exactly
+	}{
+		"defaults":              {},
+		"a valid change":        {set: []string{"controller.replicas=3", "envoy.image.tag=v1.36.4"}},
+		"mistyped key":          {set: []string{"controller.replica=2"}, want: []string{"controller.replica: unknown key (did you mean controller.replicas?)"}},
+		"unknown top-level key": {set: []string{"agnet.logLevel=debug"}, want: []string{"agnet: unknown key (did you mean agent?)"}},
+		"wrong type":            {set: []string{"controller.replicas=three"}, want: []string{"controller.replicas: got string, want integer"}},
+		"not in the enum":       {set: []string{"envoy.image.pullPolicy=Sometimes"}, want: []string{"envoy.image.pullPolicy: value must be one of 'Always', 'IfNotPresent', 'Never'"}},
+		"port taken by envoy":   {set: []string{"agent.metricsPort=15001"}, want: []string{"agent.metricsPort: got 15001, want a port not used by Envoy or the controller on the host network (15000, 15001, 15006, 15008, 15010, 15014, 15090 are taken)"}},
+		"relative host path":    {set: []string{"agent.cni.binDir=opt/cni/bin"}, want: []string{"agent.cni.binDir: 'opt/cni/bin' does not match pattern '^/'"}},
+		"bad quantity":          {set: []string{"controller.resources.limits.memory=lots"}, want: []string{`controller.resources.limits.memory: got "lots", want a Kubernetes quantity such as 100m, 256Mi or 2`}},
+		"two problems at once":  {set: []string{"controller.replicas=-1", "envoy.concurency=4"}, want: []string{"controller.replicas: minimum: got -1, want 0", "envoy.concurency: unknown key (did you mean envoy.concurrency?)"}},
+		"from a file":           {file: "agent:\n  tolerations:\n    - operator: Sometimes\n", want: []string{"agent.tolerations.0.operator: value must be one of 'Exists', 'Equal'"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			o := ValueOptions{Values: tc.set}
+			if tc.file != "" {
+				p := filepath.Join(t.TempDir(), "values.yaml")
+				if err := os.WriteFile(p, []byte(tc.file), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				o.ValueFiles = []string{p}
+			}
+			vals, err := UserValues(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Validate(c, vals)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			var ve *ValuesError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalidValues) {
+				t.Fatalf("want a ValuesError, got %v", err)
+			}
+			if strings.Join(ve.Problems, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ve.Problems, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}

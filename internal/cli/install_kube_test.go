@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nodemesh/nodemesh/install"
+	"github.com/nodemesh/nodemesh/internal/kubetest"
+)
+
+// TestInstallCommands runs the commands as a user would against the API
+// server: install (preflight lines, then the install), a second install
+// (refused: upgrade), status -o json (not healthy: no kubelet runs pods
+// here; exit 1), upgrade (lists what changed), uninstall --purge.
+func TestInstallCommands(t *testing.T) {
+	env := kubetest.Get(t)
+	ns := fmt.Sprintf("nodemesh-cli-%d", time.Now().UnixNano()%1_000_000)
+	common := []string{"--kubeconfig", env.Kubeconfig, "-n", ns}
+	t.Cleanup(func() { run(t, "", append([]string{"uninstall", "--purge", "--cleanup-timeout", "1s"}, common...)...) })
+
+	code, out, errOut := run(t, "", append([]string{"install"}, common...)...)
+	// Preflight fails here: no nodes are registered is only a warning, but
+	// the API server has no istiod — also fine — so only a failing check
+	// would stop it. Istio's CRDs are installed by kubetest.
+	if code != ExitOK {
+		t.Fatalf("install: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"Preflight checks\n", "✅ kubernetes-version", "✅ istio ", "⚠️  nodes", "✅ installed: release nodemesh, revision 1, chart nodemesh-0.1.0\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("install output lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, _, errOut = run(t, "", append([]string{"install", "--skip-preflight"}, common...)...)
+	if code != ExitFindings || !strings.Contains(errOut, "nodemesh is already installed (release nodemesh in "+ns+", revision 1") || !strings.Contains(errOut, "use 'nodemesh upgrade'") {
+		t.Errorf("second install: exit %d: %s", code, errOut)
+	}
+
+	code, out, _ = run(t, "", append([]string{"status", "-o", "json"}, common...)...)
+	var st install.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	if code != ExitFindings || st.Healthy || st.Release == nil || st.Release.Revision != 1 || len(st.Components) != 3 || len(st.Problems) == 0 {
+		t.Errorf("status: exit %d, %+v", code, st)
+	}
+
+	code, out, errOut = run(t, "", append([]string{"upgrade", "--set", "agent.logLevel=debug"}, common...)...)
+	if code != ExitOK || !strings.Contains(out, "changed:\n  DaemonSet "+ns+"/nodemesh-agent\n✅ upgraded: release nodemesh, revision 2") {
+		t.Errorf("upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+
+	code, out, errOut = run(t, "", append([]string{"uninstall", "--purge"}, common...)...)
+	if code != ExitOK || !strings.Contains(out, "✅ release nodemesh removed from "+ns) || !strings.Contains(out, "✅ CRDs deleted") {
+		t.Errorf("uninstall: exit %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut = run(t, "", append([]string{"status"}, common...)...)
+	if code != ExitFindings {
+		t.Errorf("status after uninstall: exit %d %s", code, errOut)
+	}
+}
