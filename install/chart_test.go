@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,7 +32,8 @@ var lintValues = map[string]map[string]any{
 	"defaults": nil,
 	"private registry, no PDB": {
 		"global":     map[string]any{"imageRegistry": "registry.example.com", "imagePullSecrets": []any{"regcred"}},
-		"controller": map[string]any{"replicas": 2, "podDisruptionBudget": map[string]any{"enabled": false}, "podAnnotations": map[string]any{"a": "b"}},
+		"controller": map[string]any{"replicas": 2, "podDisruptionBudget": map[string]any{"enabled": false}, "podAnnotations": map[string]any{"a": "b"},
+			"goMemLimit": "250MiB"},
 	},
 }
 
@@ -118,7 +120,25 @@ func TestDryRunGolden(t *testing.T) {
 			if name == "defaults" {
 				golden.Check(t, filepath.Join("testdata", "dry-run.yaml"), []byte(got))
 			}
-			decodeAll(t, got)
+			objs := decodeAll(t, got)
+			// The controller's soft memory limit is set exactly when asked.
+			want := ""
+			if c, ok := vals["controller"].(map[string]any); ok {
+				want, _ = c["goMemLimit"].(string)
+			}
+			for _, o := range objs {
+				if d, ok := o.(*appsv1.Deployment); ok && d.Name == "nodemesh-controller" {
+					have := ""
+					for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+						if e.Name == "GOMEMLIMIT" {
+							have = e.Value
+						}
+					}
+					if have != want {
+						t.Errorf("controller GOMEMLIMIT %q, want %q", have, want)
+					}
+				}
+			}
 		})
 	}
 }

@@ -19,7 +19,8 @@ func TestValidate(t *testing.T) {
 		want []string // problems, exactly
 	}{
 		"defaults":              {},
-		"a valid change":        {set: []string{"controller.replicas=3", "envoy.image.tag=v1.36.4"}},
+		"a valid change":        {set: []string{"controller.replicas=3", "envoy.image.tag=v1.36.4", "controller.goMemLimit=250MiB"}},
+		"bad soft limit":        {set: []string{"controller.goMemLimit=250M"}, want: []string{"controller.goMemLimit: '250M' does not match pattern '^([0-9]+(B|KiB|MiB|GiB|TiB)?)?$'"}},
 		"mistyped key":          {set: []string{"controller.replica=2"}, want: []string{"controller.replica: unknown key (did you mean controller.replicas?)"}},
 		"unknown top-level key": {set: []string{"agnet.logLevel=debug"}, want: []string{"agnet: unknown key (did you mean agent?)"}},
 		"wrong type":            {set: []string{"controller.replicas=three"}, want: []string{"controller.replicas: got string, want integer"}},
