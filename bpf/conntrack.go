@@ -43,7 +43,9 @@ const (
 
 // FlushConntrack removes every conntrack entry of the endpoint on ifindex and
 // returns how many it removed. After a flush, the next packet of each of the
-// endpoint's flows is decided as a new flow (so a reply may then be dropped).
+// endpoint's flows is decided as a new flow (so a reply may then be dropped);
+// a TCP packet without SYN then opens a mid-stream entry that carries its own
+// direction only, so the replying side cannot re-open the other direction.
 func (p *Policy) FlushConntrack(ifindex int) (int, error) {
 	var (
 		k     ctKey
