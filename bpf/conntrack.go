@@ -26,12 +26,26 @@ type ctEntry struct {
 	Expires        uint64 // bpf_ktime_get_coarse_ns deadline
 	PolicyRevision uint32
 	Origin         Direction // direction of the packet that opened the flow
-	Pad            [3]uint8
+	Flags          ctFlags
+	Pad            [2]uint8
 }
+
+// ctFlags mirrors the CT_F_* flags of struct ct_entry. An entry without
+// flags carries its flow both ways (the origin's packets and the replies).
+type ctFlags uint8
+
+const (
+	ctRevoked   ctFlags = 1 << iota // origin re-decided as denied: a tombstone that carries nothing
+	ctMidstream                     // TCP flow picked up without its SYN: no known origin
+	ctOKIngress                     // mid-stream: packets into the pod allowed at the entry's revision
+	ctOKEgress                      // mid-stream: packets out of the pod allowed at the entry's revision
+)
 
 // FlushConntrack removes every conntrack entry of the endpoint on ifindex and
 // returns how many it removed. After a flush, the next packet of each of the
-// endpoint's flows is decided as a new flow (so a reply may then be dropped).
+// endpoint's flows is decided as a new flow (so a reply may then be dropped);
+// a TCP packet without SYN then opens a mid-stream entry that carries its own
+// direction only, so the replying side cannot re-open the other direction.
 func (p *Policy) FlushConntrack(ifindex int) (int, error) {
 	var (
 		k     ctKey

@@ -3,7 +3,9 @@
 package bpf
 
 import (
+	"errors"
 	"net/netip"
+	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -430,4 +432,248 @@ func TestFlushConntrack(t *testing.T) {
 	}
 	// The reply now comes without a flow and is decided as a new egress flow.
 	runStep(t, p, step{"reply after flush", Egress, tcp(podIP, 8080, pod2IP, 40000, tcpACK).bytes(), ReasonDeniedDefault})
+}
+
+// ctEntryOf returns the conntrack entry of the test endpoint for a flow, seen
+// from the pod (local) side.
+func ctEntryOf(t *testing.T, p *Policy, local string, lport uint16, remote string, rport uint16, proto uint8) (ctEntry, bool) {
+	t.Helper()
+	k := ctKey{Ifindex: testIfindex, Local: ip4(local), Remote: ip4(remote), LocalPort: lport, RemotePort: rport, Proto: proto}
+	var e ctEntry
+	if err := p.objs.NmCt.Lookup(&k, &e); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return ctEntry{}, false
+		}
+		t.Fatal(err)
+	}
+	return e, true
+}
+
+// The revocation cases: a flow whose allow is removed must not be carried on
+// by packets of the side that is not isolated (the server's ACKs and
+// replies), whichever side sends first after the change.
+func TestPolicyRevocation(t *testing.T) {
+	// The server is the endpoint under test (podIP:8080), isolated for
+	// ingress only; the client is pod2.
+	inKey := PolicyKey{Endpoint: podID, Peer: pod2ID, Port: 8080, Proto: ProtoTCP, Dir: Ingress}
+	udpKey := PolicyKey{Endpoint: podID, Peer: pod2ID, Port: 53, Proto: ProtoUDP, Dir: Ingress}
+	var (
+		clientData = tcp(pod2IP, 40000, podIP, 8080, tcpACK).bytes()
+		serverData = tcp(podIP, 8080, pod2IP, 40000, tcpACK).bytes()
+		query      = udp(pod2IP, 50000, podIP, 53).bytes()
+		answer     = udp(podIP, 53, pod2IP, 50000).bytes()
+	)
+	revoke := func(p *Policy, k PolicyKey, rev uint32) func(*testing.T) {
+		return func(t *testing.T) {
+			if err := p.DeletePolicy(k); err != nil {
+				t.Fatal(err)
+			}
+			mustPutEndpoint(t, p, EnforceIngress, rev)
+		}
+	}
+	open := func(p *Policy) []action {
+		return []action{
+			{step: step{"SYN in", Ingress, syn(pod2IP, 40000, podIP, 8080).bytes(), ReasonAllowedPolicy}},
+			{step: step{"SYN-ACK out", Egress, tcp(podIP, 8080, pod2IP, 40000, tcpSYN|tcpACK).bytes(), ReasonCTEstablished}},
+			{step: step{"client data in", Ingress, clientData, ReasonCTEstablished}},
+			{step: step{"server data out", Egress, serverData, ReasonCTEstablished}},
+		}
+	}
+	tests := map[string]struct {
+		setup func(t *testing.T, p *Policy)
+		steps func(p *Policy) []action
+	}{
+		"TCP, the client's packet first after the bump": {
+			steps: func(p *Policy) []action {
+				return append(open(p),
+					action{revoke(p, inKey, 1), step{"client data in: revoked", Ingress, clientData, ReasonDeniedDefault}},
+					action{step: step{"server ACK out: decided as a packet of the server's", Egress, serverData, ReasonAllowedUnenforced}},
+					action{step: step{"client data in: not re-admitted by the server's ACK", Ingress, clientData, ReasonDeniedDefault}},
+					action{step: step{"server data out again", Egress, serverData, ReasonAllowedUnenforced}},
+					action{step: step{"client data in: still revoked", Ingress, clientData, ReasonDeniedDefault}},
+					action{step: step{"a SYN on the same tuple is decided again", Ingress, syn(pod2IP, 40000, podIP, 8080).bytes(), ReasonDeniedDefault}},
+				)
+			},
+		},
+		"TCP, the server's packet first after the bump": {
+			steps: func(p *Policy) []action {
+				return append(open(p),
+					action{revoke(p, inKey, 1), step{"server ACK out: origin re-decided, revoked", Egress, serverData, ReasonAllowedUnenforced}},
+					action{step: step{"client data in: revoked", Ingress, clientData, ReasonDeniedDefault}},
+					action{step: step{"server data out", Egress, serverData, ReasonAllowedUnenforced}},
+					action{step: step{"client data in: still revoked", Ingress, clientData, ReasonDeniedDefault}},
+				)
+			},
+		},
+		"TCP, allowed again without a bump: the tombstone revives": {
+			steps: func(p *Policy) []action {
+				return append(open(p),
+					action{revoke(p, inKey, 1), step{"client data in: revoked", Ingress, clientData, ReasonDeniedDefault}},
+					action{step: step{"server ACK out", Egress, serverData, ReasonAllowedUnenforced}},
+					action{allow(p, inKey), step{"client data in: allowed again", Ingress, clientData, ReasonAllowedPolicy}},
+					action{step: step{"server data out: carried again", Egress, serverData, ReasonCTEstablished}},
+					action{step: step{"client data in: carried again", Ingress, clientData, ReasonCTEstablished}},
+				)
+			},
+		},
+		"TCP, revision bumped while still allowed: nothing changes": {
+			steps: func(p *Policy) []action {
+				return append(open(p),
+					action{func(t *testing.T) { mustPutEndpoint(t, p, EnforceIngress, 1) },
+						step{"server data out: origin re-decided, allowed", Egress, serverData, ReasonCTEstablished}},
+					action{step: step{"client data in", Ingress, clientData, ReasonCTEstablished}},
+				)
+			},
+		},
+		"TCP, entries flushed: the server's ACK does not re-open the client's flow": {
+			steps: func(p *Policy) []action {
+				flush := func(t *testing.T) {
+					if err := p.DeletePolicy(inKey); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := p.FlushConntrack(testIfindex); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return append(open(p),
+					action{flush, step{"server ACK out: mid-stream, its own direction only", Egress, serverData, ReasonAllowedUnenforced}},
+					action{step: step{"client data in: not a reply", Ingress, clientData, ReasonDeniedDefault}},
+					action{step: step{"server data out: carried one way", Egress, serverData, ReasonCTEstablished}},
+					action{step: step{"client data in: still denied", Ingress, clientData, ReasonDeniedDefault}},
+				)
+			},
+		},
+		"UDP, the server's answer first after the bump": {
+			setup: func(t *testing.T, p *Policy) { allow(p, udpKey)(t) },
+			steps: func(p *Policy) []action {
+				return []action{
+					{step: step{"query in", Ingress, query, ReasonAllowedPolicy}},
+					{step: step{"answer out", Egress, answer, ReasonCTEstablished}},
+					{revoke(p, udpKey, 1), step{"answer out: origin re-decided, revoked", Egress, answer, ReasonAllowedUnenforced}},
+					{step: step{"query in: not re-admitted by the answer", Ingress, query, ReasonDeniedDefault}},
+					{step: step{"answer out again", Egress, answer, ReasonAllowedUnenforced}},
+					{step: step{"query in: still revoked", Ingress, query, ReasonDeniedDefault}},
+				}
+			},
+		},
+		"UDP, the client's query first after the bump": {
+			setup: func(t *testing.T, p *Policy) { allow(p, udpKey)(t) },
+			steps: func(p *Policy) []action {
+				return []action{
+					{step: step{"query in", Ingress, query, ReasonAllowedPolicy}},
+					{revoke(p, udpKey, 1), step{"query in: revoked", Ingress, query, ReasonDeniedDefault}},
+					{step: step{"answer out", Egress, answer, ReasonAllowedUnenforced}},
+					{step: step{"query in: not re-admitted by the answer", Ingress, query, ReasonDeniedDefault}},
+				}
+			},
+		},
+		"UDP, the first packet opens the flow": {
+			steps: func(p *Policy) []action {
+				return []action{
+					{step: step{"server sends first (not isolated for egress)", Egress, answer, ReasonAllowedUnenforced}},
+					{step: step{"the peer's packets are its replies", Ingress, query, ReasonCTEstablished}},
+				}
+			},
+		},
+		"TCP picked up mid-stream (flow older than the entry)": {
+			setup: func(t *testing.T, p *Policy) {
+				allow(p, inKey)(t)
+				mustPutEndpoint(t, p, EnforceIngress|EnforceEgress, 0)
+			},
+			steps: func(p *Policy) []action {
+				return []action{
+					{step: step{"client data in: allowed, entry for ingress only", Ingress, clientData, ReasonAllowedPolicy}},
+					{step: step{"client data in: carried", Ingress, clientData, ReasonCTEstablished}},
+					{step: step{"server data out: origin unknown, egress isolated", Egress, serverData, ReasonDeniedDefault}},
+					{func(t *testing.T) { mustPutEndpoint(t, p, EnforceIngress, 1) },
+						step{"server data out: egress no longer isolated", Egress, serverData, ReasonAllowedUnenforced}},
+					{step: step{"server data out: carried", Egress, serverData, ReasonCTEstablished}},
+					{step: step{"client data in: decided again after the bump", Ingress, clientData, ReasonAllowedPolicy}},
+					{revoke(p, inKey, 2), step{"client data in: revoked", Ingress, clientData, ReasonDeniedDefault}},
+					{step: step{"server data out", Egress, serverData, ReasonAllowedUnenforced}},
+					{step: step{"client data in: still denied", Ingress, clientData, ReasonDeniedDefault}},
+				}
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := loadTestPolicy(t, EnforceIngress)
+			allow(p, inKey)(t)
+			if tc.setup != nil {
+				tc.setup(t, p)
+			}
+			for _, a := range tc.steps(p) {
+				if a.do != nil {
+					a.do(t)
+				}
+				runStep(t, p, a.step)
+			}
+		})
+	}
+
+	t.Run("entries", func(t *testing.T) {
+		p := loadTestPolicy(t, EnforceIngress)
+		allow(p, inKey)(t)
+		for _, a := range open(p) {
+			runStep(t, p, a.step)
+		}
+		if e, ok := ctEntryOf(t, p, podIP, 8080, pod2IP, 40000, ProtoTCP); !ok || e.Origin != Ingress || e.Flags != 0 {
+			t.Errorf("opened flow: entry %+v (found %v), want origin ingress, no flags", e, ok)
+		}
+		revoke(p, inKey, 1)(t)
+		runStep(t, p, step{"client data in", Ingress, clientData, ReasonDeniedDefault})
+		if e, ok := ctEntryOf(t, p, podIP, 8080, pod2IP, 40000, ProtoTCP); !ok || e.Origin != Ingress || e.Flags != ctRevoked || e.PolicyRevision != 1 {
+			t.Errorf("revoked flow: entry %+v (found %v), want a revoked tombstone of origin ingress at revision 1", e, ok)
+		}
+		runStep(t, p, step{"server data out, own port", Egress, tcp(podIP, 8081, pod2IP, 40001, tcpACK).bytes(), ReasonAllowedUnenforced})
+		if e, ok := ctEntryOf(t, p, podIP, 8081, pod2IP, 40001, ProtoTCP); !ok || e.Origin != Egress || e.Flags != ctMidstream|ctOKEgress {
+			t.Errorf("mid-stream flow: entry %+v (found %v), want origin egress, mid-stream, egress allowed", e, ok)
+		}
+		runStep(t, p, step{"client data in, other flow", Ingress, tcp(pod2IP, 40001, podIP, 8081, tcpACK).bytes(), ReasonDeniedDefault})
+		if e, _ := ctEntryOf(t, p, podIP, 8081, pod2IP, 40001, ProtoTCP); e.Flags&ctOKIngress != 0 {
+			t.Errorf("mid-stream flow: entry %+v carries a denied direction", e)
+		}
+	})
+}
+
+// An agent restart reloads the objects over the pinned maps: established
+// flows keep passing both ways, and a revoked flow stays revoked.
+func TestPolicyConntrackSurvivesReload(t *testing.T) {
+	requireBPF(t)
+	pins := filepath.Join(privateBPFFS(t), "maps")
+	inKey := PolicyKey{Endpoint: podID, Peer: pod2ID, Port: 8080, Proto: ProtoTCP, Dir: Ingress}
+	load := func() *Policy {
+		p, err := LoadPolicy(LoadOptions{PinPath: pins})
+		if err != nil {
+			t.Fatalf("LoadPolicy: %v", err)
+		}
+		return p
+	}
+	p := load()
+	mustPutEndpoint(t, p, EnforceIngress|EnforceEgress, 0)
+	if err := p.PutIdentity(netip.PrefixFrom(netip.MustParseAddr(pod2IP), 32), pod2ID); err != nil {
+		t.Fatal(err)
+	}
+	allow(p, inKey)(t)
+	allow(p, PolicyKey{Endpoint: podID, Peer: pod2ID, Port: 9090, Proto: ProtoTCP, Dir: Ingress})(t)
+	runStep(t, p, step{"SYN in", Ingress, syn(pod2IP, 40000, podIP, 8080).bytes(), ReasonAllowedPolicy})
+	runStep(t, p, step{"other SYN in", Ingress, syn(pod2IP, 40001, podIP, 9090).bytes(), ReasonAllowedPolicy})
+	// Revoked before the restart, the endpoint only isolated for ingress.
+	if err := p.DeletePolicy(PolicyKey{Endpoint: podID, Peer: pod2ID, Port: 9090, Proto: ProtoTCP, Dir: Ingress}); err != nil {
+		t.Fatal(err)
+	}
+	mustPutEndpoint(t, p, EnforceIngress, 1)
+	runStep(t, p, step{"other data in: revoked", Ingress, tcp(pod2IP, 40001, podIP, 9090, tcpACK).bytes(), ReasonDeniedDefault})
+	p.Close()
+
+	p = load()
+	defer p.Close()
+	runStep(t, p, step{"reply out after the reload", Egress, tcp(podIP, 8080, pod2IP, 40000, tcpSYN|tcpACK).bytes(), ReasonCTEstablished})
+	runStep(t, p, step{"data in after the reload", Ingress, tcp(pod2IP, 40000, podIP, 8080, tcpACK).bytes(), ReasonCTEstablished})
+	runStep(t, p, step{"revoked flow: server ACK out", Egress, tcp(podIP, 9090, pod2IP, 40001, tcpACK).bytes(), ReasonAllowedUnenforced})
+	runStep(t, p, step{"revoked flow: client data in, still revoked", Ingress, tcp(pod2IP, 40001, podIP, 9090, tcpACK).bytes(), ReasonDeniedDefault})
+	// The agent bumps the revision as it starts: the allowed flow stays.
+	mustPutEndpoint(t, p, EnforceIngress, 2)
+	runStep(t, p, step{"reply out after a bump", Egress, tcp(podIP, 8080, pod2IP, 40000, tcpACK).bytes(), ReasonCTEstablished})
 }

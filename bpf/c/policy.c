@@ -10,10 +10,15 @@
  *   malformed -> drop; no endpoint for the interface -> drop;
  *   from the pod with a source that is not the pod's -> drop (spoofed);
  *   non-first fragment -> pass; ICMP error -> pass;
- *   conntrack hit at the endpoint's current policy revision -> pass;
+ *   conntrack entry (not for a TCP SYN): revision changed -> the flow's
+ *   origin direction is decided again (denied: the entry becomes a revoked
+ *   tombstone); entry carries the packet's direction -> pass; else a policy
+ *   decision in the packet's own direction that never re-opens the flow;
  *   otherwise a policy decision: any matching deny -> drop; any matching
  *   allow -> pass and create a conntrack entry; endpoint isolated in this
- *   direction -> drop; else pass and create a conntrack entry.
+ *   direction -> drop; else pass and create a conntrack entry. A TCP packet
+ *   other than a SYN creates a mid-stream entry that carries its own
+ *   direction only.
  *
  * Passing returns TC_ACT_UNSPEC (TCX_NEXT) so that later programs in the tcx
  * chain or later cls_bpf filters still run; dropping returns TC_ACT_SHOT.
@@ -100,8 +105,16 @@ struct ct_entry {
 	__u64 expires;     /* bpf_ktime_get_coarse_ns() deadline */
 	__u32 policy_rev;  /* endpoint revision the flow was last allowed at */
 	__u8 origin;       /* DIR_* of the packet that opened the flow */
-	__u8 pad[3];
+	__u8 flags;        /* CT_F_*; 0: both directions pass (opened flow) */
+	__u8 pad[2];
 };
+
+/* ct_entry.flags. An entry without flags carries its flow both ways: the
+ * origin's packets and the replies. */
+#define CT_F_REVOKED (1 << 0)    /* origin's policy re-decided as denied: tombstone, carries nothing */
+#define CT_F_MIDSTREAM (1 << 1)  /* TCP flow picked up without its SYN: origin unknown */
+#define CT_F_OK_INGRESS (1 << 2) /* mid-stream: packets into the pod allowed at policy_rev */
+#define CT_F_OK_EGRESS (1 << 3)  /* mid-stream: packets out of the pod allowed at policy_rev */
 
 /* linux/if_arp.h and linux/icmp.h drag in libc headers, so the few things
  * needed from them are spelled out. */
@@ -281,6 +294,21 @@ static __always_inline __u16 policy_port(__u8 proto, __u16 dport)
 	return 0;
 }
 
+static __always_inline __u8 ct_dir_ok(__u8 dir)
+{
+	return dir == DIR_EGRESS ? CT_F_OK_EGRESS : CT_F_OK_INGRESS;
+}
+
+/* Whether the entry carries a packet in direction dir without a decision. */
+static __always_inline int ct_passes(const struct ct_entry *ce, __u8 dir)
+{
+	if (ce->flags & CT_F_REVOKED)
+		return 0;
+	if (ce->flags & CT_F_MIDSTREAM)
+		return (ce->flags & ct_dir_ok(dir)) != 0;
+	return 1;
+}
+
 static __always_inline __u64 ct_lifetime(__u8 proto)
 {
 	return proto == IPPROTO_TCP ? ct_lifetime_tcp_ns : ct_lifetime_other_ns;
@@ -418,39 +446,70 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u64 lifetime = ct_lifetime(f.proto);
-	__u32 reason;
+	__u32 peer = lookup_identity(ck.remote);
+	__u32 reason = REASON_MAX; /* not decided yet */
 
 	/* A SYN always opens a new flow, so a reused tuple is checked again. */
 	struct ct_entry *ce = f.syn_only ? NULL : bpf_map_lookup_elem(&nm_ct, &ck);
 
 	if (ce && ce->expires > now) {
-		if (ce->policy_rev == ep->policy_rev) {
-			if (ce->expires < now + lifetime - CT_REFRESH_NS)
-				ce->expires = now + lifetime;
-			return account(skb, dir, REASON_CT_ESTABLISHED);
-		}
-		/* Policy changed since the flow was allowed: decide again for the
-		 * flow as it was opened (its origin direction and its dport). */
 		__u8 origin = ce->origin == DIR_EGRESS ? DIR_EGRESS : DIR_INGRESS;
-		__u16 odport = origin == DIR_EGRESS ? ck.rport : ck.lport;
 
-		reason = decide(ep, origin, lookup_identity(ck.remote), policy_port(f.proto, odport), f.proto);
-		if (!is_allowed(reason)) {
-			bpf_map_delete_elem(&nm_ct, &ck);
-			return account(skb, dir, reason);
+		if (ce->policy_rev != ep->policy_rev) {
+			if (ce->flags & CT_F_MIDSTREAM) {
+				/* No origin to re-check: each direction is decided
+				 * again by its own policy. */
+				ce->flags = CT_F_MIDSTREAM;
+			} else {
+				/* Policy changed since the flow was allowed: decide
+				 * again for the flow as it was opened (its origin
+				 * direction and its dport), whichever direction this
+				 * packet goes. Denied: the entry becomes a tombstone
+				 * so that no packet of the flow re-opens it. */
+				__u16 odport = origin == DIR_EGRESS ? ck.rport : ck.lport;
+
+				reason = decide(ep, origin, peer, policy_port(f.proto, odport), f.proto);
+				ce->flags = is_allowed(reason) ? 0 : CT_F_REVOKED;
+				if (dir != origin)
+					reason = REASON_MAX;
+			}
+			ce->policy_rev = ep->policy_rev;
 		}
-		ce->policy_rev = ep->policy_rev;
-		ce->expires = now + lifetime;
-		return account(skb, dir, REASON_CT_ESTABLISHED);
+		if (ce->expires < now + lifetime - CT_REFRESH_NS)
+			ce->expires = now + lifetime;
+		if (ct_passes(ce, dir))
+			return account(skb, dir, REASON_CT_ESTABLISHED);
+
+		/* Not carried by the entry (revoked flow, or a mid-stream flow
+		 * in a direction not allowed yet): decided in the packet's own
+		 * direction, as a packet, never as the opening of a flow — so a
+		 * reply of a revoked flow cannot legitimise it again. */
+		if (reason == REASON_MAX)
+			reason = decide(ep, dir, peer, policy_port(f.proto, f.dport), f.proto);
+		if (is_allowed(reason)) {
+			if (ce->flags & CT_F_MIDSTREAM)
+				ce->flags |= ct_dir_ok(dir);
+			else if (dir == origin)
+				ce->flags = 0; /* the origin is allowed again */
+		}
+		return account(skb, dir, reason);
 	}
 
-	reason = decide(ep, dir, lookup_identity(ck.remote), policy_port(f.proto, f.dport), f.proto);
+	reason = decide(ep, dir, peer, policy_port(f.proto, f.dport), f.proto);
 	if (is_allowed(reason)) {
 		struct ct_entry ne = {
 			.expires = now + lifetime,
 			.policy_rev = ep->policy_rev,
 			.origin = dir,
 		};
+		/* TCP flows are opened by a SYN. A TCP packet without one and
+		 * without an entry belongs to a flow whose origin is unknown (it
+		 * predates the agent, or its entry was flushed, evicted or
+		 * expired): the entry carries this direction only, the other
+		 * one needs its own policy. Otherwise the reply of a revoked
+		 * flow would re-open it in the reply's direction. */
+		if (f.proto == IPPROTO_TCP && !f.syn_only)
+			ne.flags = CT_F_MIDSTREAM | ct_dir_ok(dir);
 		bpf_map_update_elem(&nm_ct, &ck, &ne, BPF_ANY);
 	}
 	return account(skb, dir, reason);
