@@ -115,6 +115,12 @@ func TestApplyVerifiesWithController(t *testing.T) {
 	}
 
 	ns := c.bookinfo(t)
+	// A TCP-only Service gets a filter chain, no route: apply must not
+	// expect one.
+	if _, err := c.env.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "mongodb", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "mongodb"}, Ports: []corev1.ServicePort{{Name: "tcp-mongo", Port: 27017}}}}); err != nil {
+		t.Fatal(err)
+	}
 	var progress bytes.Buffer
 	m := c.migrator(t)
 	m.Progress = io.MultiWriter(testWriter{t}, &progress)
@@ -144,6 +150,9 @@ func TestApplyVerifiesWithController(t *testing.T) {
 		t.Errorf("probe pod: %+v", probe.Spec)
 	}
 	probeGone(t, c, ns)
+	if missing, err := routes.Serves(ctx, []string{"mongodb." + ns + ".svc.cluster.local"}); err != nil || len(missing) != 1 {
+		t.Errorf("the TCP-only Service: missing %v, %v; want it without a route", missing, err)
+	}
 
 	// A controller that stops watching never translates the next namespace.
 	ctl.stopWatch()
