@@ -160,6 +160,9 @@ func (m *Migrator) checkPermissions(ctx context.Context, ns string) error {
 		{"patch", "apps", "deployments", ns}, {"patch", "apps", "statefulsets", ns}, {"patch", "apps", "daemonsets", ns},
 		{"list", "apps", "deployments", ns}, {"list", "policy", "poddisruptionbudgets", ns},
 	}
+	if _, ok := m.Probe.(*PodProbe); ok {
+		perms = append(perms, perm{"create", "", "pods", ns}, perm{"get", "", "pods", ns}, perm{"delete", "", "pods", ns}, perm{"list", "", "services", ns})
+	}
 	var missing []string
 	for _, p := range perms {
 		r, err := m.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
@@ -631,11 +634,12 @@ func (m *Migrator) verify(ctx context.Context, ns string, st *state, rolledBack 
 		if err != nil {
 			return fmt.Errorf("verify: list services: %w", err)
 		}
-		var hosts []string
-		for _, s := range svcs.Items {
-			hosts = append(hosts, s.Name+"."+ns+".svc."+ir.DefaultClusterDomain)
-		}
+		// Routes (virtual hosts) exist for HTTP ports only; a TCP-only
+		// Service has a filter chain and no route.
+		hosts := routeHosts(svcs.Items, ns, m.clusterDomain())
 		switch missing, err := m.Routes.Serves(ctx, hosts); {
+		case len(hosts) == 0:
+			m.progress("- skipped the route check: no Service of %s has an HTTP port", ns)
 		case errors.Is(err, ErrUnreachable):
 			m.progress("- skipped the route check: %v", err)
 		case err != nil:
@@ -647,12 +651,32 @@ func (m *Migrator) verify(ctx context.Context, ns string, st *state, rolledBack 
 		}
 	}
 	if m.Probe != nil {
-		if err := m.Probe.Probe(ctx, ns); err != nil {
+		summary, err := m.Probe.Probe(ctx, ns)
+		if err != nil {
 			return fmt.Errorf("verify connectivity: %w", err)
 		}
-		m.progress("✓ connectivity probe passed")
+		m.progress("✓ connectivity probe: %s", summary)
 	}
 	return nil
+}
+
+func (m *Migrator) clusterDomain() string {
+	if d := m.Analysis.Istio.ClusterDomain; d != "" {
+		return d
+	}
+	return ir.DefaultClusterDomain
+}
+
+// routeHosts are the names of the Services with an HTTP port, whose routes
+// the controller must serve.
+func routeHosts(svcs []corev1.Service, ns, domain string) []string {
+	var hosts []string
+	for _, s := range svcs {
+		if len(ProbeTargets([]corev1.Service{s})) > 0 {
+			hosts = append(hosts, s.Name+"."+ns+".svc."+domain)
+		}
+	}
+	return hosts
 }
 
 // Rollback restores a namespace from its migration record.

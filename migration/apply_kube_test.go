@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,13 +43,19 @@ func TestMain(m *testing.M) { kubetest.Main(m) }
 
 // cluster is a real API server with kube-controller-manager, Istio's
 // sidecar injector played by a mutating webhook of this test binary, and a
-// stand-in kubelet that marks Pods running and ready (none runs here).
+// stand-in kubelet that marks Pods running and ready (none runs here) and
+// "runs" probe Pods.
 type cluster struct {
 	env *kubetest.Env
 	dyn dynamic.Interface
 	// hold, when it returns true for a Pod, keeps it from becoming ready.
 	mu   sync.Mutex
 	hold func(*corev1.Pod) bool
+	// answers says whether a probe target (host:port) answers over HTTP
+	// (nil: all do).
+	answers func(addr string) bool
+	// probes are the probe Pods the stand-in kubelet ran.
+	probes []corev1.Pod
 }
 
 var (
@@ -89,7 +97,56 @@ func (c *cluster) setHold(f func(*corev1.Pod) bool) {
 	c.hold = f
 }
 
-// kubelet marks every Pod running and ready with an address, unless held.
+func (c *cluster) setAnswers(f func(addr string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answers = f
+}
+
+func (c *cluster) probed() []corev1.Pod {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.probes)
+}
+
+// runProbe ends a probe Pod as the kubelet would after its script ran:
+// the targets are the script's arguments; the termination message has the
+// script's format (probeScript, whose real run is TestProbeScript).
+func (c *cluster) runProbe(p *corev1.Pod) {
+	c.mu.Lock()
+	answers := c.answers
+	c.probes = append(c.probes, *p.DeepCopy())
+	c.mu.Unlock()
+	args := p.Spec.Containers[0].Args
+	targets := args[slices.Index(args, "nodemesh-probe")+1:]
+	var msg strings.Builder
+	n := 0
+	for _, t := range targets {
+		t = strings.TrimPrefix(t, "h2:")
+		if answers == nil || answers(t) {
+			n++
+		} else {
+			fmt.Fprintf(&msg, "%s 000 7\n", t)
+		}
+	}
+	fmt.Fprintf(&msg, "done %d %d\n", n, len(targets))
+	code, phase, reason := int32(0), corev1.PodSucceeded, "Completed"
+	if n < len(targets) {
+		code, phase, reason = 1, corev1.PodFailed, "Error"
+	}
+	now := metav1.Now()
+	p.Status.Phase = phase
+	p.Status.StartTime = &now
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{
+		Name: p.Spec.Containers[0].Name, Image: p.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: code, Reason: reason, Message: msg.String(), StartedAt: now, FinishedAt: now}},
+	}}
+	c.env.Client.CoreV1().Pods(p.Namespace).UpdateStatus(context.Background(), p, metav1.UpdateOptions{})
+}
+
+// kubelet marks every Pod running and ready with an address, unless held;
+// it ends probe Pods (runProbe).
 func (c *cluster) kubelet() {
 	ctx := context.Background()
 	n := 0
@@ -98,13 +155,17 @@ func (c *cluster) kubelet() {
 		if err == nil {
 			for i := range pods.Items {
 				p := &pods.Items[i]
-				if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodRunning {
+				if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 					continue
 				}
 				c.mu.Lock()
 				held := c.hold != nil && c.hold(p)
 				c.mu.Unlock()
 				if held {
+					continue
+				}
+				if p.Labels[ProbeLabel] == ProbeLabelValue {
+					c.runProbe(p)
 					continue
 				}
 				n++

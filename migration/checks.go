@@ -113,9 +113,11 @@ type RouteChecker interface {
 	Serves(ctx context.Context, hosts []string) (missing []string, err error)
 }
 
-// Prober runs a short connectivity check through the node Envoy.
+// Prober runs a short connectivity check through the node Envoy from the
+// migrated namespace. summary says what passed (for the progress line); an
+// error says what failed, and makes apply roll back.
 type Prober interface {
-	Probe(ctx context.Context, namespace string) error
+	Probe(ctx context.Context, namespace string) (summary string, err error)
 }
 
 // DebugRoutes reads the controller's /debug/config_dump (directly at URL, or

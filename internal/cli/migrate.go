@@ -195,6 +195,9 @@ type applyOptions struct {
 	timeout      time.Duration
 	controllerNS string
 	controller   string
+	probe        bool
+	probeImage   string
+	probeTimeout time.Duration
 }
 
 func newMigrateApplyCommand(streams IO, rollback bool) *cobra.Command {
@@ -206,7 +209,12 @@ namespace istio.io/dataplane-mode=nodemesh, removes istio-injection and istio.io
 restarts its Deployments, StatefulSets and DaemonSets one at a time (as 'kubectl rollout
 restart'), honouring PodDisruptionBudgets and waiting for each rollout. It then verifies:
 every workload ready, no istio-proxy container left, the controller serving routes for the
-namespace's Services (through its debug endpoint, when reachable).
+namespace's HTTP Services (through its debug endpoint, when reachable), and a connectivity
+probe: a short-lived Pod (` + migration.DefaultProbeImage + `, non-root) in the namespace, a client
+of the node Envoy like the namespace's own pods, requests every HTTP Service port (by Istio's
+port naming or appProtocol); any HTTP response counts, a failed connection or a timeout does
+not. The Pod is deleted afterwards; --probe=false skips the probe, --probe-image replaces its
+image (it needs curl and /bin/sh).
 
 When a step fails, apply rolls the namespace back by itself and says what failed. When it
 is interrupted, running it again resumes where it stopped.
@@ -252,6 +260,9 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 			} else {
 				m.Routes = &migration.DebugRoutes{Client: client, Namespace: o.controllerNS}
 			}
+			if !rollback && o.probe {
+				m.Probe = &migration.PodProbe{Client: client, Image: o.probeImage, Timeout: o.probeTimeout, ClusterDomain: ir.DefaultClusterDomain}
+			}
 			if !o.yes && !o.dryRun {
 				verb := "move namespace " + o.namespace + " to nodemesh"
 				if rollback {
@@ -284,6 +295,9 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 	if !rollback {
 		f.BoolVar(&o.dryRun, "dry-run", false, "print the plan and check the preconditions; change nothing")
 		f.BoolVar(&o.force, "force", false, "move even when analysis finds unsupported resources")
+		f.BoolVar(&o.probe, "probe", true, "verify connectivity with a short-lived probe Pod in the namespace")
+		f.StringVar(&o.probeImage, "probe-image", migration.DefaultProbeImage, "the probe Pod's image (needs curl and /bin/sh; runs as uid 100)")
+		f.DurationVar(&o.probeTimeout, "probe-timeout", 2*time.Minute, "how long the probe Pod may take, from its creation to its end")
 	}
 	return cmd
 }

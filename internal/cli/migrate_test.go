@@ -58,6 +58,7 @@ func TestMigrateCommands(t *testing.T) {
 		"plan missing":        {[]string{"migrate", "plan", "-n", "nope", "-f", "../../samples/bookinfo"}, ExitFindings, "namespace not found"},
 		"plan blocked":        {[]string{"migrate", "plan", "-n", "store", "-f", "../../migration/testdata/policies"}, ExitFindings, "BLOCKED"},
 		"apply no namespace":  {[]string{"migrate", "apply"}, ExitUsage, "-n NAMESPACE is required"},
+		"apply probe flags":   {[]string{"migrate", "apply", "--help"}, ExitOK, "--probe-image string"},
 		"rollback no cluster": {[]string{"migrate", "rollback", "-n", "x", "--kubeconfig", "/nonexistent"}, ExitFindings, "kubeconfig"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -58,3 +58,7 @@ func portProtocol(p corev1.ServicePort) ir.Protocol {
 	}
 	return ir.ProtocolUnknown
 }
+
+// PortProtocol is the protocol Istio selects for a Service port (appProtocol,
+// then the port name; Unknown when it would sniff).
+func PortProtocol(p corev1.ServicePort) ir.Protocol { return portProtocol(p) }
