@@ -31,7 +31,7 @@ import (
 var lintValues = map[string]map[string]any{
 	"defaults": nil,
 	"private registry, no PDB": {
-		"global":     map[string]any{"imageRegistry": "registry.example.com", "imagePullSecrets": []any{"regcred"}},
+		"global": map[string]any{"imageRegistry": "registry.example.com", "imagePullSecrets": []any{"regcred"}},
 		"controller": map[string]any{"replicas": 2, "podDisruptionBudget": map[string]any{"enabled": false}, "podAnnotations": map[string]any{"a": "b"},
 			"goMemLimit": "250MiB"},
 	},
