@@ -14,7 +14,7 @@ KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./internal/cli/... ./migrat
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bpf-generate bpf-check-generated lint fuzz ci clean
+.PHONY: all build test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated lint fuzz ci clean
 
 all: build
 
@@ -77,6 +77,15 @@ bpf-check-generated:
 ## bench-bpf: the eBPF policy benchmarks (root): per-packet cost with 10,000 entries, BatchUpdate of 10,000 entries
 bench-bpf:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./bpf/
+
+## bench-datapath: the datapath benchmarks (root; iptables-nft): pod-to-pod RR/CRR/throughput with no program, nodemesh policy and iptables at 10,000 entries, redirect set-up cost, policy apply and CNI ADD latency; $(DATAPATH_ROUNDS) interleaved rounds, then a summary (median, spread, ratio to the baseline)
+DATAPATH_ROUNDS ?= 3
+bench-datapath: kube-binaries
+	@if [ "$$(id -u)" != 0 ]; then echo "bench-datapath needs root (eBPF, network namespaces, cgroups, iptables): run 'sudo make bench-datapath'"; exit 1; fi
+	@mkdir -p _output
+	NODEMESH_KUBE=required NODEMESH_DATAPATH=required NODEMESH_BENCH_ROUNDS=$(DATAPATH_ROUNDS) $(GO) test -run '^$$' -bench 'PodToPod|Redirect|PolicyApply|CNIAdd' -benchtime 1x -count 1 -timeout 40m ./agent/e2e/ | tee _output/bench-datapath.txt
+	@echo
+	@hack/bench-datapath-summary.sh _output/bench-datapath.txt
 
 ## lint: gofmt, go vet, staticcheck
 lint:

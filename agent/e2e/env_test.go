@@ -29,14 +29,14 @@ import (
 
 // requireDatapath skips unless the test can build a node out of network
 // namespaces: root, BPF, iproute2, a cgroup v2 hierarchy.
-func requireDatapath(t *testing.T) string {
+func requireDatapath(t testing.TB) string {
 	t.Helper()
 	skip := t.Skipf
 	if os.Getenv("NODEMESH_DATAPATH") == "required" { // make test-datapath
 		skip = t.Fatalf
 	}
 	if os.Geteuid() != 0 {
-		skip("skipped: the datapath end-to-end test needs root (netns, veth, BPF, cgroups); run `sudo make test-datapath`")
+		skip("skipped: needs root (netns, veth, BPF, cgroups); run `sudo make test-datapath` (tests) or `sudo make bench-datapath` (benchmarks)")
 	}
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
@@ -56,7 +56,7 @@ func requireDatapath(t *testing.T) string {
 	return ""
 }
 
-func run(t *testing.T, name string, args ...string) {
+func run(t testing.TB, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
@@ -64,7 +64,7 @@ func run(t *testing.T, name string, args ...string) {
 }
 
 // repoRoot is the module root (the test runs in agent/e2e).
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -74,7 +74,7 @@ func repoRoot(t *testing.T) string {
 }
 
 // buildBinaries builds nodemesh-agent and nodemesh-cni into dir.
-func buildBinaries(t *testing.T, dir string) {
+func buildBinaries(t testing.TB, dir string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/nodemesh-agent", "./cmd/nodemesh-cni")
 	cmd.Dir = repoRoot(t)
@@ -85,7 +85,7 @@ func buildBinaries(t *testing.T, dir string) {
 
 // node is a node made of network namespaces, with the agent as a process.
 type node struct {
-	t          *testing.T
+	t          testing.TB
 	id         string // unique prefix of everything created
 	name       string // Kubernetes node name
 	scratch    string
@@ -116,7 +116,7 @@ func (n *node) netnsPath(suffix string) string { return "/run/netns/" + n.netnsN
 // newNode sets up the node netns, a private bpffs, a cgroup and the
 // directories, and registers the cleanup of all of it (and of every process
 // started) even when the test fails.
-func newNode(t *testing.T, cgroupV2, kubeconfig string) *node {
+func newNode(t testing.TB, cgroupV2, kubeconfig string) *node {
 	n := &node{t: t, id: "nme2e" + rand.String(5), scratch: t.TempDir(), kubeconfig: kubeconfig, podCIDR: "10.244.77.0/24"}
 	n.name = n.id + "-node"
 	n.bin = filepath.Join(n.scratch, "build")
@@ -406,7 +406,7 @@ func (n *node) exec(p *pod, mode string, args ...string) (string, error) {
 }
 
 // eventually retries check until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error

@@ -42,6 +42,16 @@ func runHelper(mode string) int {
 		err = echo(args)
 	case "stream":
 		err = stream(args)
+	case "perfserve":
+		err = perfServe()
+	case "rr":
+		err = perfRR(args)
+	case "crr":
+		err = perfCRR(args)
+	case "bulk":
+		err = perfBulk(args)
+	case "splice":
+		err = splice(args)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
