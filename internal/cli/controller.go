@@ -43,7 +43,7 @@ Envoy (and proxyless gRPC client) its own snapshot over ADS.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams), &cobra.Command{
 		Use:   "version",
@@ -61,7 +61,7 @@ func ExecuteController(args []string, streams IO) int {
 }
 
 type controllerOptions struct {
-	kube              kubeFlags
+	kube              KubeFlags
 	xdsAddress        string
 	monitoringAddress string
 	debounce          time.Duration
@@ -111,7 +111,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 			return runController(ctx, o, streams)
 		},
 	}
-	o.kube.add(cmd)
+	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.xdsAddress, "xds-address", fmt.Sprintf(":%d", xds.DefaultPort), "address of the ADS gRPC server")
 	f.StringVar(&o.monitoringAddress, "monitoring-address", fmt.Sprintf(":%d", xds.DefaultMonitoringPort), "address of the health, metrics and debug HTTP server")
@@ -129,7 +129,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 func newLogger(w *os.File, level, format string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+		return nil, UsageError("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch format {
@@ -138,7 +138,7 @@ func newLogger(w *os.File, level, format string) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
-	return nil, usageError("--log-format %q: want json or text", format)
+	return nil, UsageError("--log-format %q: want json or text", format)
 }
 
 func runController(ctx context.Context, o *controllerOptions, streams IO) error {
@@ -153,7 +153,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	if limit := setMemoryLimit("/"); limit > 0 {
 		log.Info("Go soft memory limit set from the container's", "limit-bytes", limit)
 	}
-	cfg, err := o.kube.restConfig()
+	cfg, err := o.kube.RestConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -246,14 +246,14 @@ downward API:
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if o.node == "" {
-				return usageError("--node is required (or set NODE_NAME)")
+				return UsageError("--node is required (or set NODE_NAME)")
 			}
 			if o.output != "yaml" && o.output != "json" {
-				return usageError("-o %q: want yaml or json", o.output)
+				return UsageError("-o %q: want yaml or json", o.output)
 			}
 			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: o.node, Controller: o.controller, AdminPort: o.adminPort, StatsPort: o.statsPort, Delta: o.delta})
 			if err != nil {
-				return usageError("%v", err)
+				return UsageError("%v", err)
 			}
 			raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(b)
 			if err != nil {

@@ -49,7 +49,7 @@ func TestControllerCommand(t *testing.T) {
 
 	monPort := freePort(t, host)
 	o := &controllerOptions{
-		kube: kubeFlags{kubeconfig: env.Kubeconfig}, xdsAddress: "127.0.0.1:0", monitoringAddress: net.JoinHostPort(host, strconv.Itoa(monPort)),
+		kube: KubeFlags{Kubeconfig: env.Kubeconfig}, xdsAddress: "127.0.0.1:0", monitoringAddress: net.JoinHostPort(host, strconv.Itoa(monPort)),
 		debounce: 20 * time.Millisecond, maxDebounce: time.Second, clusterDomain: "cluster.local", rootNamespace: "istio-system",
 		logLevel: "warn", logFormat: "text", shutdownGrace: 2 * time.Second,
 	}

@@ -6,29 +6,30 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// kubeFlags are kubectl's connection flags.
-type kubeFlags struct {
-	kubeconfig string
-	context    string
+// KubeFlags are kubectl's connection flags.
+type KubeFlags struct {
+	Kubeconfig string
+	Context    string
 }
 
-func (k *kubeFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)")
-	cmd.Flags().StringVar(&k.context, "context", "", "the kubeconfig context to use (default: the current context)")
+// Add registers --kubeconfig and --context.
+func (k *KubeFlags) Add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&k.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)")
+	cmd.Flags().StringVar(&k.Context, "context", "", "the kubeconfig context to use (default: the current context)")
 }
 
 // loader is kubectl's kubeconfig resolution with the flags applied.
-func (k *kubeFlags) loader() clientcmd.ClientConfig {
+func (k *KubeFlags) loader() clientcmd.ClientConfig {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if k.kubeconfig != "" {
-		rules.ExplicitPath = k.kubeconfig
+	if k.Kubeconfig != "" {
+		rules.ExplicitPath = k.Kubeconfig
 	}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context})
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.Context})
 }
 
-// restConfig resolves the API server connection; without a kubeconfig it
+// RestConfig resolves the API server connection; without a kubeconfig it
 // falls back to the in-cluster configuration.
-func (k *kubeFlags) restConfig() (*rest.Config, error) {
+func (k *KubeFlags) RestConfig() (*rest.Config, error) {
 	cfg, err := k.loader().ClientConfig()
 	if err != nil {
 		return nil, err

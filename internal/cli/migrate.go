@@ -18,7 +18,7 @@ import (
 )
 
 type migrateOptions struct {
-	kube          kubeFlags
+	kube          KubeFlags
 	files         []string
 	namespaces    []string
 	output        string
@@ -27,7 +27,7 @@ type migrateOptions struct {
 }
 
 func (o *migrateOptions) addInputFlags(cmd *cobra.Command) {
-	o.kube.add(cmd)
+	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.files, "filename", "f", nil, "read manifests from a file, directory or - instead of a cluster; repeatable")
 	f.StringVar(&o.clusterDomain, "cluster-domain", ir.DefaultClusterDomain, "Kubernetes cluster domain used in service FQDNs")
@@ -43,13 +43,13 @@ func (o *migrateOptions) inventory(ctx context.Context, streams IO) (*migration.
 	if len(o.files) > 0 {
 		inv, err := migration.LoadFiles(o.files, streams.In, "default")
 		if err != nil {
-			return nil, &exitError{code: ExitUsage, err: err}
+			return nil, &ExitError{Code: ExitUsage, Err: err}
 		}
 		return inv, nil
 	}
-	cfg, err := o.kube.restConfig()
+	cfg, err := o.kube.RestConfig()
 	if err != nil {
-		return nil, &exitError{code: ExitFindings, err: fmt.Errorf("kubeconfig: %w (or give manifests with -f)", err)}
+		return nil, &ExitError{Code: ExitFindings, Err: fmt.Errorf("kubeconfig: %w (or give manifests with -f)", err)}
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -57,7 +57,7 @@ func (o *migrateOptions) inventory(ctx context.Context, streams IO) (*migration.
 	}
 	inv, err := migration.LoadCluster(ctx, dyn)
 	if err != nil {
-		return nil, &exitError{code: ExitFindings, err: err}
+		return nil, &ExitError{Code: ExitFindings, Err: err}
 	}
 	return inv, nil
 }
@@ -67,7 +67,7 @@ func checkFormat(format string) error {
 	case "table", "json", "yaml":
 		return nil
 	}
-	return usageError("-o %q: want table, json or yaml", format)
+	return UsageError("-o %q: want table, json or yaml", format)
 }
 
 func newMigrateCommand(streams IO) *cobra.Command {
@@ -127,7 +127,7 @@ cannot be read), 2 for wrong flags or unreadable paths.`,
 				return err
 			}
 			if r.Blocked() {
-				return &exitError{code: ExitFindings}
+				return &ExitError{Code: ExitFindings}
 			}
 			return nil
 		},
@@ -154,7 +154,7 @@ wrong flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ns == "" {
-				return usageError("-n NAMESPACE is required")
+				return UsageError("-n NAMESPACE is required")
 			}
 			if err := checkFormat(o.output); err != nil {
 				return err
@@ -164,18 +164,18 @@ wrong flags.`,
 				return err
 			}
 			if inv.NamespaceMissing(ns) {
-				return &exitError{code: ExitFindings, err: fmt.Errorf("namespace %q: %w", ns, migration.ErrNamespaceNotFound)}
+				return &ExitError{Code: ExitFindings, Err: fmt.Errorf("namespace %q: %w", ns, migration.ErrNamespaceNotFound)}
 			}
 			o.namespaces = []string{ns}
 			p, err := migration.MakePlan(inv, migration.Analyze(inv, o.analysisOptions()), ns)
 			if err != nil {
-				return &exitError{code: ExitFindings, err: err}
+				return &ExitError{Code: ExitFindings, Err: err}
 			}
 			if err := p.Write(streams.Out, o.output); err != nil {
 				return err
 			}
 			if len(p.Blocking) > 0 {
-				return &exitError{code: ExitFindings}
+				return &ExitError{Code: ExitFindings}
 			}
 			return nil
 		},
@@ -187,7 +187,7 @@ wrong flags.`,
 }
 
 type applyOptions struct {
-	kube         kubeFlags
+	kube         KubeFlags
 	namespace    string
 	dryRun       bool
 	yes          bool
@@ -237,11 +237,11 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.namespace == "" {
-				return usageError("-n NAMESPACE is required")
+				return UsageError("-n NAMESPACE is required")
 			}
-			cfg, err := o.kube.restConfig()
+			cfg, err := o.kube.RestConfig()
 			if err != nil {
-				return &exitError{code: ExitFindings, err: fmt.Errorf("kubeconfig: %w", err)}
+				return &ExitError{Code: ExitFindings, Err: fmt.Errorf("kubeconfig: %w", err)}
 			}
 			client, err := kubernetes.NewForConfig(cfg)
 			if err != nil {
@@ -271,7 +271,7 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 				fmt.Fprintf(streams.Out, "This will %s, restarting its workloads. Continue? [y/N] ", verb)
 				line, _ := bufio.NewReader(streams.In).ReadString('\n')
 				if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-					return &exitError{code: ExitFindings, err: errors.New("aborted: nothing changed")}
+					return &ExitError{Code: ExitFindings, Err: errors.New("aborted: nothing changed")}
 				}
 			}
 			if rollback {
@@ -280,12 +280,12 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 				err = m.Apply(cmd.Context(), o.namespace)
 			}
 			if err != nil {
-				return &exitError{code: ExitFindings, err: err}
+				return &ExitError{Code: ExitFindings, Err: err}
 			}
 			return nil
 		},
 	}
-	o.kube.add(cmd)
+	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&o.namespace, "namespace", "n", "", "the namespace")
 	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")

@@ -27,7 +27,7 @@ import (
 )
 
 type proxyConfigOptions struct {
-	kube       kubeFlags
+	kube       KubeFlags
 	node       string
 	output     string
 	controller string
@@ -80,26 +80,26 @@ know the node, 2 for wrong arguments.`,
 			}
 			sections, ok := proxyConfigKinds[kind]
 			if !ok {
-				return usageError("unknown kind %q: want listeners, routes, clusters, endpoints or all", kind)
+				return UsageError("unknown kind %q: want listeners, routes, clusters, endpoints or all", kind)
 			}
 			if o.node == "" {
-				return usageError("--node is required")
+				return UsageError("--node is required")
 			}
 			switch o.output {
 			case "summary", "json", "yaml":
 			default:
-				return usageError("-o %q: want summary, json or yaml", o.output)
+				return UsageError("-o %q: want summary, json or yaml", o.output)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			raw, err := o.fetch(ctx)
 			if err != nil {
-				return &exitError{code: ExitFindings, err: err}
+				return &ExitError{Code: ExitFindings, Err: err}
 			}
 			return printProxyConfig(streams.Out, raw, kind, sections, o.output)
 		},
 	}
-	o.kube.add(cmd)
+	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.node, "node", "", "the node (Envoy node ID) whose configuration to show")
 	f.StringVarP(&o.output, "output", "o", "summary", "summary, json or yaml")
@@ -132,7 +132,7 @@ func (o *proxyConfigOptions) fetch(ctx context.Context) ([]byte, error) {
 		}
 		return body, nil
 	}
-	cfg, err := o.kube.restConfig()
+	cfg, err := o.kube.RestConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -155,7 +155,7 @@ func (o *proxyConfigOptions) fetch(ctx context.Context) ([]byte, error) {
 func printProxyConfig(w io.Writer, raw []byte, kind string, sections []string, format string) error {
 	var dump xds.ConfigDump
 	if err := json.Unmarshal(raw, &dump); err != nil {
-		return &exitError{code: ExitFindings, err: fmt.Errorf("controller answered something that is not a config dump: %w", err)}
+		return &ExitError{Code: ExitFindings, Err: fmt.Errorf("controller answered something that is not a config dump: %w", err)}
 	}
 	if format != "summary" {
 		// The dump, limited to the kind asked for.
@@ -190,7 +190,7 @@ func printProxyConfig(w io.Writer, raw []byte, kind string, sections []string, f
 	}
 	r, err := decodeDump(&dump)
 	if err != nil {
-		return &exitError{code: ExitFindings, err: err}
+		return &ExitError{Code: ExitFindings, Err: err}
 	}
 	fmt.Fprintf(w, "node %s (%s), generation %d\n\n", dump.Node, dump.Kind, dump.Generation)
 	if len(dump.Rejected) > 0 {

@@ -24,21 +24,22 @@ type IO struct {
 	ErrOut io.Writer
 }
 
-// exitError carries an exit code through cobra.
-type exitError struct {
-	code int
-	err  error
+// ExitError carries an exit code through cobra; Err (if any) is printed.
+type ExitError struct {
+	Code int
+	Err  error
 }
 
-func (e *exitError) Error() string {
-	if e.err == nil {
+func (e *ExitError) Error() string {
+	if e.Err == nil {
 		return ""
 	}
-	return e.err.Error()
+	return e.Err.Error()
 }
 
-func usageError(format string, args ...any) error {
-	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
+// UsageError is an error of the command line (exit status ExitUsage).
+func UsageError(format string, args ...any) error {
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, args...)}
 }
 
 // jsonIndent re-indents JSON (protojson varies its whitespace on purpose;
@@ -55,7 +56,7 @@ func jsonIndent(w *bytes.Buffer, raw []byte) error {
 var Version = "dev"
 
 // NewRootCommand builds the command tree.
-func NewRootCommand(streams IO) *cobra.Command {
+func NewRootCommand(streams IO, extra ...Commands) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "nodemesh",
 		Short: "Move Istio workloads off sidecars, one namespace at a time",
@@ -72,16 +73,23 @@ it cannot honour.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newMigrateCommand(streams), newVersionCommand(streams),
-		newInstallCommand(streams), newUpgradeCommand(streams), newUninstallCommand(streams), newStatusCommand(streams), newPreflightCommand(streams), newCheckCommand(streams))
+	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newMigrateCommand(streams), newVersionCommand(streams))
+	for _, more := range extra {
+		root.AddCommand(more(streams)...)
+	}
 	return root
 }
 
+// Commands makes commands of the nodemesh root that live in packages of
+// their own: the installer's (internal/installcli) links the Helm SDK,
+// which nodemesh-controller, built from this package, must not carry.
+type Commands func(IO) []*cobra.Command
+
 // Execute runs the command line and returns the process exit code.
-func Execute(args []string, streams IO) int {
-	return execute(NewRootCommand(streams), args, streams)
+func Execute(args []string, streams IO, extra ...Commands) int {
+	return execute(NewRootCommand(streams, extra...), args, streams)
 }
 
 // execute runs a command tree and maps its error to an exit code.
@@ -91,12 +99,12 @@ func execute(root *cobra.Command, args []string, streams IO) int {
 	if err == nil {
 		return ExitOK
 	}
-	var ee *exitError
+	var ee *ExitError
 	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(streams.ErrOut, "Error:", ee.err)
+		if ee.Err != nil {
+			fmt.Fprintln(streams.ErrOut, "Error:", ee.Err)
 		}
-		return ee.code
+		return ee.Code
 	}
 	// Cobra's own errors (unknown command, bad arguments) are usage errors.
 	fmt.Fprintln(streams.ErrOut, "Error:", err)

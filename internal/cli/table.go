@@ -7,17 +7,18 @@ import (
 	"text/tabwriter"
 )
 
-// table prints aligned columns.
-type table struct{ tw *tabwriter.Writer }
+// Table writes aligned columns.
+type Table struct{ tw *tabwriter.Writer }
 
-func newTable(w io.Writer, header ...string) *table {
-	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)}
-	t.row(header...)
+// NewTable starts a table with its header row.
+func NewTable(w io.Writer, header ...string) *Table {
+	t := &Table{tw: tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)}
+	t.Row(header...)
 	return t
 }
 
-func (t *table) row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\t")) }
+// Row adds a row.
+func (t *Table) Row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\t")) }
 
-func (t *table) flush() { _ = t.tw.Flush() }
-
-func joinComma(s []string) string { return strings.Join(s, ", ") }
+// Flush writes the table out.
+func (t *Table) Flush() { _ = t.tw.Flush() }

@@ -77,19 +77,19 @@ still printed), 2 for wrong flags or unreadable paths.`,
 
 func (o *translateOptions) run(streams IO) error {
 	if len(o.files) == 0 {
-		return usageError("at least one -f PATH is required")
+		return UsageError("at least one -f PATH is required")
 	}
 	switch o.output {
 	case "summary", "yaml", "json":
 	default:
-		return usageError("unknown output format %q: use summary, yaml or json", o.output)
+		return UsageError("unknown output format %q: use summary, yaml or json", o.output)
 	}
 	if o.ir && o.output == "summary" {
 		o.output = "yaml"
 	}
 	bag, decodeDiags, err := translate.Load(o.files, streams.In, o.namespace)
 	if err != nil {
-		return &exitError{code: ExitUsage, err: err}
+		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	res := translate.Translate(bag, decodeDiags, translate.Options{Node: o.node, Istio: istio.Options{
 		ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace,
@@ -115,7 +115,7 @@ func (o *translateOptions) run(streams IO) error {
 		}
 	}
 	if res.HasErrors() {
-		return &exitError{code: ExitFindings, err: fmt.Errorf("%d error diagnostics; everything valid was still translated", res.Diagnostics.Count(ir.SeverityError))}
+		return &ExitError{Code: ExitFindings, Err: fmt.Errorf("%d error diagnostics; everything valid was still translated", res.Diagnostics.Count(ir.SeverityError))}
 	}
 	return nil
 }

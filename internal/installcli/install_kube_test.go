@@ -1,8 +1,9 @@
-package cli
+package installcli
 
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/nodemesh/nodemesh/internal/cli"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestInstallCommands(t *testing.T) {
 	// Preflight fails here: no nodes are registered is only a warning, but
 	// the API server has no istiod — also fine — so only a failing check
 	// would stop it. Istio's CRDs are installed by kubetest.
-	if code != ExitOK {
+	if code != cli.ExitOK {
 		t.Fatalf("install: exit %d\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{"Preflight checks\n", "✅ kubernetes-version", "✅ istio ", "⚠️  nodes", "✅ installed: release nodemesh, revision 1, chart nodemesh-0.1.0\n"} {
@@ -35,7 +36,7 @@ func TestInstallCommands(t *testing.T) {
 	}
 
 	code, _, errOut = run(t, "", append([]string{"install", "--skip-preflight"}, common...)...)
-	if code != ExitFindings || !strings.Contains(errOut, "nodemesh is already installed (release nodemesh in "+ns+", revision 1") || !strings.Contains(errOut, "use 'nodemesh upgrade'") {
+	if code != cli.ExitFindings || !strings.Contains(errOut, "nodemesh is already installed (release nodemesh in "+ns+", revision 1") || !strings.Contains(errOut, "use 'nodemesh upgrade'") {
 		t.Errorf("second install: exit %d: %s", code, errOut)
 	}
 
@@ -44,21 +45,21 @@ func TestInstallCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
-	if code != ExitFindings || st.Healthy || st.Release == nil || st.Release.Revision != 1 || len(st.Components) != 3 || len(st.Problems) == 0 {
+	if code != cli.ExitFindings || st.Healthy || st.Release == nil || st.Release.Revision != 1 || len(st.Components) != 3 || len(st.Problems) == 0 {
 		t.Errorf("status: exit %d, %+v", code, st)
 	}
 
 	code, out, errOut = run(t, "", append([]string{"upgrade", "--set", "agent.logLevel=debug"}, common...)...)
-	if code != ExitOK || !strings.Contains(out, "changed:\n  DaemonSet "+ns+"/nodemesh-agent\n✅ upgraded: release nodemesh, revision 2") {
+	if code != cli.ExitOK || !strings.Contains(out, "changed:\n  DaemonSet "+ns+"/nodemesh-agent\n✅ upgraded: release nodemesh, revision 2") {
 		t.Errorf("upgrade: exit %d\n%s%s", code, out, errOut)
 	}
 
 	code, out, errOut = run(t, "", append([]string{"uninstall", "--purge"}, common...)...)
-	if code != ExitOK || !strings.Contains(out, "✅ release nodemesh removed from "+ns) || !strings.Contains(out, "✅ CRDs deleted") {
+	if code != cli.ExitOK || !strings.Contains(out, "✅ release nodemesh removed from "+ns) || !strings.Contains(out, "✅ CRDs deleted") {
 		t.Errorf("uninstall: exit %d\n%s%s", code, out, errOut)
 	}
 	code, _, errOut = run(t, "", append([]string{"status"}, common...)...)
-	if code != ExitFindings {
+	if code != cli.ExitFindings {
 		t.Errorf("status after uninstall: exit %d %s", code, errOut)
 	}
 }

@@ -1,6 +1,7 @@
-package cli
+package installcli
 
 import (
+	"github.com/nodemesh/nodemesh/internal/cli"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,7 @@ func noCluster(t *testing.T) {
 func TestInstallDryRun(t *testing.T) {
 	noCluster(t)
 	code, out, errOut := run(t, "", "install", "--dry-run", "-o", "yaml")
-	if code != ExitOK {
+	if code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want, err := os.ReadFile("../../install/testdata/dry-run.yaml")
@@ -41,27 +42,27 @@ func TestInstallErrors(t *testing.T) {
 	}{
 		"mistyped value": {
 			args: []string{"install", "--dry-run", "--set", "agent.metricPort=15021"},
-			code: ExitUsage,
+			code: cli.ExitUsage,
 			want: "Error: invalid values (see values.yaml of the chart, or 'nodemesh install --dry-run -o yaml'):\n  agent.metricPort: unknown key (did you mean agent.metricsPort?)\n",
 		},
 		"wrong type, no cluster needed to say so": {
 			args: []string{"install", "--set", "controller.replicas=two"},
-			code: ExitUsage,
+			code: cli.ExitUsage,
 			want: "Error: invalid values (see values.yaml of the chart, or 'nodemesh install --dry-run -o yaml'):\n  controller.replicas: got string, want integer\n",
 		},
 		"no cluster": {
 			args: []string{"install"},
-			code: ExitFindings,
+			code: cli.ExitFindings,
 			want: "Error: cannot reach the Kubernetes API server: no kubeconfig (looked at --kubeconfig, $KUBECONFIG and ~/.kube/config) and not running in a cluster\n",
 		},
 		"status without a cluster": {
 			args: []string{"status", "-o", "json"},
-			code: ExitFindings,
+			code: cli.ExitFindings,
 			want: "Error: cannot reach the Kubernetes API server: no kubeconfig (looked at --kubeconfig, $KUBECONFIG and ~/.kube/config) and not running in a cluster\n",
 		},
 		"other chart version": {
 			args: []string{"install", "--dry-run", "--version", "9.9.9"},
-			code: ExitUsage,
+			code: cli.ExitUsage,
 			want: "Error: --version 9.9.9: this nodemesh carries chart 0.1.0; use the nodemesh CLI of release 9.9.9, or --chart-dir\n",
 		},
 	}
@@ -87,12 +88,12 @@ func TestCheckFlags(t *testing.T) {
 		{"check", "--test", "no-such-test"},
 	} {
 		noCluster(t)
-		if code, _, errOut := run(t, "", bad...); code != ExitUsage {
+		if code, _, errOut := run(t, "", bad...); code != cli.ExitUsage {
 			t.Errorf("%v: exit %d %s", bad, code, errOut)
 		}
 	}
 	noCluster(t)
-	if code, _, errOut := run(t, "", "check"); code != ExitFindings || !strings.Contains(errOut, "cannot reach the Kubernetes API server") || strings.Count(errOut, "\n") != 1 {
+	if code, _, errOut := run(t, "", "check"); code != cli.ExitFindings || !strings.Contains(errOut, "cannot reach the Kubernetes API server") || strings.Count(errOut, "\n") != 1 {
 		t.Errorf("check without a cluster: exit %d %q", code, errOut)
 	}
 }

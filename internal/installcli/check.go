@@ -1,7 +1,8 @@
-package cli
+package installcli
 
 import (
 	"fmt"
+	"github.com/nodemesh/nodemesh/internal/cli"
 	"os"
 	"strings"
 	"time"
@@ -15,14 +16,14 @@ import (
 )
 
 type checkOptions struct {
-	kube         kubeFlags
+	kube         cli.KubeFlags
 	opts         check.Options
 	nodeSelector []string
 	tolerations  []string
 	junit        string
 }
 
-func newCheckCommand(streams IO) *cobra.Command {
+func newCheckCommand(streams cli.IO) *cobra.Command {
 	o := &checkOptions{}
 	cmd := &cobra.Command{
 		Use:   "check [--test REGEX]... [--junit FILE]",
@@ -72,19 +73,19 @@ did not become ready; 2 wrong flags.`,
 				return err
 			}
 			if _, err := check.Select(check.DefaultTests(), o.opts.Filters); err != nil {
-				return usageError("%v", err)
+				return cli.UsageError("%v", err)
 			}
 			o.opts.Out = streams.Out
-			cfg, err := o.kube.restConfig()
+			cfg, err := o.kube.RestConfig()
 			if err != nil {
-				return &exitError{code: ExitFindings, err: fmt.Errorf("%w: %w", install.ErrUnreachable, err)}
+				return &cli.ExitError{Code: cli.ExitFindings, Err: fmt.Errorf("%w: %w", install.ErrUnreachable, err)}
 			}
 			kube, err := kubernetes.NewForConfig(cfg)
 			if err != nil {
 				return err
 			}
 			if _, err := kube.Discovery().ServerVersion(); err != nil {
-				return &exitError{code: ExitFindings, err: fmt.Errorf("%w at %s: %v", install.ErrUnreachable, cfg.Host, err)}
+				return &cli.ExitError{Code: cli.ExitFindings, Err: fmt.Errorf("%w at %s: %v", install.ErrUnreachable, cfg.Host, err)}
 			}
 			suite, err := check.NewSuite(cfg, &check.ExecRunner{Config: cfg, Kube: kube}, nil, o.opts)
 			if err != nil {
@@ -92,28 +93,28 @@ did not become ready; 2 wrong flags.`,
 			}
 			rep, err := suite.Run(cmd.Context())
 			if err != nil {
-				return &exitError{code: ExitFindings, err: err}
+				return &cli.ExitError{Code: cli.ExitFindings, Err: err}
 			}
 			if o.junit != "" {
 				f, err := os.Create(o.junit)
 				if err != nil {
-					return &exitError{code: ExitFindings, err: err}
+					return &cli.ExitError{Code: cli.ExitFindings, Err: err}
 				}
 				werr := check.WriteJUnit(f, rep)
 				if cerr := f.Close(); werr == nil {
 					werr = cerr
 				}
 				if werr != nil {
-					return &exitError{code: ExitFindings, err: fmt.Errorf("write %s: %w", o.junit, werr)}
+					return &cli.ExitError{Code: cli.ExitFindings, Err: fmt.Errorf("write %s: %w", o.junit, werr)}
 				}
 			}
 			if rep.Failed() {
-				return &exitError{code: ExitFindings}
+				return &cli.ExitError{Code: cli.ExitFindings}
 			}
 			return nil
 		},
 	}
-	o.kube.add(cmd)
+	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringArrayVar(&o.opts.Filters, "test", nil, "run only tests matching this regular expression; '!REGEX' skips matching tests (may be repeated)")
 	f.StringVar(&o.junit, "junit", "", "write a JUnit XML report to this file")
@@ -138,7 +139,7 @@ func parseNodeSelector(ss []string) (map[string]string, error) {
 	for _, s := range ss {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
-			return nil, usageError("--node-selector %q: want KEY=VALUE", s)
+			return nil, cli.UsageError("--node-selector %q: want KEY=VALUE", s)
 		}
 		out[k] = v
 	}
@@ -158,7 +159,7 @@ func parseTolerations(ss []string) ([]corev1.Toleration, error) {
 		switch t.Effect {
 		case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
 		default:
-			return nil, usageError("--toleration %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", s)
+			return nil, cli.UsageError("--toleration %q: effect must be NoSchedule, PreferNoSchedule or NoExecute", s)
 		}
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			t.Key, t.Value, t.Operator = k, v, corev1.TolerationOpEqual
@@ -166,7 +167,7 @@ func parseTolerations(ss []string) ([]corev1.Toleration, error) {
 			t.Key, t.Operator = kv, corev1.TolerationOpExists
 		}
 		if t.Key == "" {
-			return nil, usageError("--toleration %q: want KEY[=VALUE]:EFFECT or Exists", s)
+			return nil, cli.UsageError("--toleration %q: want KEY[=VALUE]:EFFECT or Exists", s)
 		}
 		out = append(out, t)
 	}

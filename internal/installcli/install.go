@@ -1,12 +1,14 @@
-package cli
+package installcli
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nodemesh/nodemesh/internal/cli"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,7 +24,7 @@ import (
 // releaseFlags are what every install-family command shares: the cluster,
 // the release namespace and name, and the chart.
 type releaseFlags struct {
-	kube      kubeFlags
+	kube      cli.KubeFlags
 	namespace string
 	release   string
 	chartDir  string
@@ -30,7 +32,7 @@ type releaseFlags struct {
 }
 
 func (r *releaseFlags) add(cmd *cobra.Command, withChart bool) {
-	r.kube.add(cmd)
+	r.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&r.namespace, "namespace", "n", install.DefaultNamespace, "the namespace nodemesh is installed in")
 	f.StringVar(&r.release, "release", install.DefaultReleaseName, "the Helm release name")
@@ -43,16 +45,16 @@ func (r *releaseFlags) add(cmd *cobra.Command, withChart bool) {
 // getter is the kubeconfig as the Helm SDK wants it.
 func (r *releaseFlags) getter() genericclioptions.RESTClientGetter {
 	f := genericclioptions.NewConfigFlags(false)
-	if r.kube.kubeconfig != "" {
-		f.KubeConfig = &r.kube.kubeconfig
+	if r.kube.Kubeconfig != "" {
+		f.KubeConfig = &r.kube.Kubeconfig
 	}
-	if r.kube.context != "" {
-		f.Context = &r.kube.context
+	if r.kube.Context != "" {
+		f.Context = &r.kube.Context
 	}
 	ns := r.namespace
 	f.Namespace = &ns
 	f.WrapConfigFn = func(c *rest.Config) *rest.Config {
-		c.UserAgent = "nodemesh/" + Version
+		c.UserAgent = "nodemesh/" + cli.Version
 		return c
 	}
 	return f
@@ -64,11 +66,11 @@ func (r *releaseFlags) connect(ctx context.Context) (*install.Client, error) {
 	// Without any kubeconfig client-go falls back to http://localhost:8080,
 	// which only confuses: say what is missing.
 	if raw, err := getter.ToRawKubeConfigLoader().RawConfig(); err == nil && len(raw.Contexts) == 0 && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
-		return nil, &exitError{code: ExitFindings, err: fmt.Errorf("%w: no kubeconfig (looked at --kubeconfig, $KUBECONFIG and ~/.kube/config) and not running in a cluster", install.ErrUnreachable)}
+		return nil, &cli.ExitError{Code: cli.ExitFindings, Err: fmt.Errorf("%w: no kubeconfig (looked at --kubeconfig, $KUBECONFIG and ~/.kube/config) and not running in a cluster", install.ErrUnreachable)}
 	}
 	c, err := install.Connect(ctx, getter, r.namespace, r.release)
 	if err != nil {
-		return nil, &exitError{code: ExitFindings, err: fmt.Errorf("%w (check --kubeconfig, --context or $KUBECONFIG)", err)}
+		return nil, &cli.ExitError{Code: cli.ExitFindings, Err: fmt.Errorf("%w (check --kubeconfig, --context or $KUBECONFIG)", err)}
 	}
 	return c, nil
 }
@@ -86,7 +88,7 @@ func (r *releaseFlags) chart() (*chart.Chart, error) {
 		return nil, err
 	}
 	if r.version != "" && r.version != c.Metadata.Version {
-		return nil, usageError("--version %s: this nodemesh carries chart %s; use the nodemesh CLI of release %s, or --chart-dir", r.version, c.Metadata.Version, r.version)
+		return nil, cli.UsageError("--version %s: this nodemesh carries chart %s; use the nodemesh CLI of release %s, or --chart-dir", r.version, c.Metadata.Version, r.version)
 	}
 	return c, nil
 }
@@ -105,7 +107,7 @@ func addValueFlags(f *pflag.FlagSet, v *install.ValueOptions) {
 func userValues(v install.ValueOptions) (map[string]any, error) {
 	vals, err := install.UserValues(v)
 	if err != nil {
-		return nil, usageError("%v", err)
+		return nil, cli.UsageError("%v", err)
 	}
 	return vals, nil
 }
@@ -116,14 +118,14 @@ func lifecycleError(err error) error {
 	if err == nil {
 		return nil
 	}
-	var ee *exitError
+	var ee *cli.ExitError
 	if errors.As(err, &ee) {
 		return err
 	}
 	if errors.Is(err, install.ErrInvalidValues) {
-		return &exitError{code: ExitUsage, err: err}
+		return &cli.ExitError{Code: cli.ExitUsage, Err: err}
 	}
-	return &exitError{code: ExitFindings, err: err}
+	return &cli.ExitError{Code: cli.ExitFindings, Err: err}
 }
 
 type installOptions struct {
@@ -137,7 +139,7 @@ type installOptions struct {
 	skipPreflight bool
 }
 
-func newInstallCommand(streams IO) *cobra.Command {
+func newInstallCommand(streams cli.IO) *cobra.Command {
 	o := &installOptions{}
 	cmd := &cobra.Command{
 		Use:   "install [--set k=v] [-f values.yaml] [--dry-run [-o yaml]] [--wait] [--timeout 5m]",
@@ -183,9 +185,9 @@ in time; 2 wrong flags or invalid values.`,
 	return cmd
 }
 
-func runInstall(ctx context.Context, o *installOptions, streams IO) error {
+func runInstall(ctx context.Context, o *installOptions, streams cli.IO) error {
 	if o.output != "yaml" {
-		return usageError("-o %q: want yaml", o.output)
+		return cli.UsageError("-o %q: want yaml", o.output)
 	}
 	ch, err := o.rel.chart()
 	if err != nil {
@@ -215,7 +217,7 @@ func runInstall(ctx context.Context, o *installOptions, streams IO) error {
 		results := c.Preflight(ctx, ch)
 		printChecks(streams.Out, results)
 		if install.Failed(results) {
-			return &exitError{code: ExitFindings, err: errors.New("preflight failed: fix the checks marked ❌ (or --skip-preflight)")}
+			return &cli.ExitError{Code: cli.ExitFindings, Err: errors.New("preflight failed: fix the checks marked ❌ (or --skip-preflight)")}
 		}
 		fmt.Fprintln(streams.Out)
 	}
@@ -257,7 +259,7 @@ type upgradeOptions struct {
 	timeout     time.Duration
 }
 
-func newUpgradeCommand(streams IO) *cobra.Command {
+func newUpgradeCommand(streams cli.IO) *cobra.Command {
 	o := &upgradeOptions{}
 	cmd := &cobra.Command{
 		Use:   "upgrade [--set k=v] [-f values.yaml] [--reset-values] [--wait]",
@@ -296,7 +298,7 @@ failed or not ready in time; 2 wrong flags or invalid values.`,
 	return cmd
 }
 
-func runUpgrade(ctx context.Context, o *upgradeOptions, streams IO) error {
+func runUpgrade(ctx context.Context, o *upgradeOptions, streams cli.IO) error {
 	ch, err := o.rel.chart()
 	if err != nil {
 		return err
@@ -337,7 +339,7 @@ type uninstallOptions struct {
 	cleanupTimeout time.Duration
 }
 
-func newUninstallCommand(streams IO) *cobra.Command {
+func newUninstallCommand(streams cli.IO) *cobra.Command {
 	o := &uninstallOptions{}
 	cmd := &cobra.Command{
 		Use:   "uninstall [--purge]",
@@ -366,7 +368,7 @@ Exit status: 0 removed; 1 not installed (without --purge), unreachable or failed
 	return cmd
 }
 
-func runUninstall(ctx context.Context, o *uninstallOptions, streams IO) error {
+func runUninstall(ctx context.Context, o *uninstallOptions, streams cli.IO) error {
 	ch, err := install.Chart()
 	if err != nil {
 		return err
@@ -405,7 +407,7 @@ type statusOptions struct {
 	timeout time.Duration
 }
 
-func newStatusCommand(streams IO) *cobra.Command {
+func newStatusCommand(streams cli.IO) *cobra.Command {
 	o := &statusOptions{}
 	cmd := &cobra.Command{
 		Use:   "status [--wait] [-o text|json]",
@@ -432,9 +434,9 @@ Exit status: 0 healthy; 1 not healthy, not installed or unreachable; 2 wrong fla
 	return cmd
 }
 
-func runStatus(ctx context.Context, o *statusOptions, streams IO) error {
+func runStatus(ctx context.Context, o *statusOptions, streams cli.IO) error {
 	if o.output != "text" && o.output != "json" {
-		return usageError("-o %q: want text or json", o.output)
+		return cli.UsageError("-o %q: want text or json", o.output)
 	}
 	c, err := o.rel.connect(ctx)
 	if err != nil {
@@ -476,7 +478,7 @@ func runStatus(ctx context.Context, o *statusOptions, streams IO) error {
 		printStatus(streams.Out, s)
 	}
 	if !s.Healthy {
-		return &exitError{code: ExitFindings}
+		return &cli.ExitError{Code: cli.ExitFindings}
 	}
 	return nil
 }
@@ -497,11 +499,11 @@ func printStatus(w io.Writer, s *install.Status) {
 	if len(s.Nodes) == 0 {
 		fmt.Fprintln(w, "  (no agent or Envoy pods)")
 	} else {
-		tw := newTable(w, "  NODE", "AGENT", "ENVOY", "XDS")
+		tw := cli.NewTable(w, "  NODE", "AGENT", "ENVOY", "XDS")
 		for _, n := range s.Nodes {
-			tw.row("  "+n.Node, n.Agent, n.Envoy, n.XDS)
+			tw.Row("  "+n.Node, n.Agent, n.Envoy, n.XDS)
 		}
-		tw.flush()
+		tw.Flush()
 	}
 	fmt.Fprintln(w, "\nxDS clients")
 	switch {
@@ -522,7 +524,7 @@ func printStatus(w io.Writer, s *install.Status) {
 	if len(s.OptedIn) == 0 {
 		fmt.Fprintln(w, "none")
 	} else {
-		fmt.Fprintln(w, joinComma(s.OptedIn))
+		fmt.Fprintln(w, strings.Join(s.OptedIn, ", "))
 	}
 	fmt.Fprintln(w)
 	if s.Healthy {
@@ -540,7 +542,7 @@ type preflightOptions struct {
 	output string
 }
 
-func newPreflightCommand(streams IO) *cobra.Command {
+func newPreflightCommand(streams cli.IO) *cobra.Command {
 	o := &preflightOptions{}
 	cmd := &cobra.Command{
 		Use:   "preflight [-o text|json]",
@@ -556,7 +558,7 @@ unreachable; 2 wrong flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.output != "text" && o.output != "json" {
-				return usageError("-o %q: want text or json", o.output)
+				return cli.UsageError("-o %q: want text or json", o.output)
 			}
 			ch, err := o.rel.chart()
 			if err != nil {
@@ -577,7 +579,7 @@ unreachable; 2 wrong flags.`,
 				printChecks(streams.Out, results)
 			}
 			if install.Failed(results) {
-				return &exitError{code: ExitFindings}
+				return &cli.ExitError{Code: cli.ExitFindings}
 			}
 			return nil
 		},
@@ -585,4 +587,11 @@ unreachable; 2 wrong flags.`,
 	o.rel.add(cmd, true)
 	cmd.Flags().StringVarP(&o.output, "output", "o", "text", "text or json")
 	return cmd
+}
+
+// Commands are the installer's commands of the nodemesh root: install,
+// upgrade, uninstall, status, preflight and check.
+func Commands(streams cli.IO) []*cobra.Command {
+	return []*cobra.Command{newInstallCommand(streams), newUpgradeCommand(streams), newUninstallCommand(streams),
+		newStatusCommand(streams), newPreflightCommand(streams), newCheckCommand(streams)}
 }
