@@ -286,7 +286,20 @@ func (a *Agent) attachTC(r *endpointRecord) error {
 
 // Run serves the CNI plugin, watches the cluster and keeps the maps in line
 // until ctx ends. metricsAddr may be empty.
+//
+// A cleanup request (CleanupConfigMap in Config.Namespace) makes it remove
+// nodemesh from the node, answer, and idle until ctx ends. When ctx ends
+// (SIGTERM) without one having been seen, Run looks for it once more.
 func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
+	err := a.run(ctx, metricsAddr)
+	a.log.Debug("stopping", "error", err, "cleaned", a.cleaned.Load())
+	if ctx.Err() != nil && a.cleanup != nil && !a.cleaned.Load() {
+		a.cleanupOnExit()
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 	sockDir := filepath.Dir(a.cfg.CNISocket)
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
 		return err
@@ -327,6 +340,7 @@ func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
 	// The cleanup request first: an agent (re)started during an uninstall
 	// must not write the CNI configuration again.
 	if a.cleanup != nil {
+		a.log.Debug("looking for a cleanup request", "namespace", a.cfg.Namespace, "configmap", CleanupConfigMap)
 		a.cleanup.factory.Start(ctx.Done())
 		if !cache.WaitForCacheSync(ctx.Done(), a.cleanup.informer.HasSynced) {
 			return ctx.Err()

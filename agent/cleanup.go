@@ -14,10 +14,12 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -273,33 +275,91 @@ func (a *Agent) cleanupRequested() <-chan struct{} {
 	return a.cleanup.requested
 }
 
-// removeFromNode answers the cleanup request: it stops serving the CNI
-// plugin, lets go of the agent's handles, runs Cleanup and records the
-// answer on the request. The agent then stays up, not ready, doing nothing,
-// until it is stopped: restarting the datapath would undo the cleanup.
+// removeFromNode answers the cleanup request seen by the watch: it stops
+// serving the CNI plugin and cleans the node (cleanNode). The agent then
+// stays up, not ready, doing nothing, until it is stopped: exiting would
+// have the DaemonSet start an agent that re-creates the datapath.
 func (a *Agent) removeFromNode(ctx context.Context, cniListener net.Listener) error {
-	a.log.Info("node cleanup requested: removing nodemesh from this node", "configmap", a.cfg.Namespace+"/"+CleanupConfigMap)
-	a.mu.Lock()
 	a.cleaned.Store(true)
 	cniListener.Close()
+	// The answer must get out also when the agent is being stopped.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	a.cleanNode(actx, a.cleanup.request.Load())
+	cancel()
+	<-ctx.Done()
+	return nil
+}
+
+// cleanupOnExit is the last look for the request when the agent is stopped
+// before its watch delivered it: a plain 'helm uninstall' creates it (a
+// pre-delete hook) and deletes the DaemonSet right after.
+func (a *Agent) cleanupOnExit() {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cm, err := a.cfg.Kube.CoreV1().ConfigMaps(a.cfg.Namespace).Get(ctx, CleanupConfigMap, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		a.log.Debug("stopping without a cleanup request: the datapath stays")
+		return // a rolling update, or the agent's own end: the datapath stays
+	case err != nil:
+		a.log.Warn("stopping: cannot tell whether nodemesh is being uninstalled; the datapath stays", "error", err)
+		return
+	}
+	a.cleaned.Store(true)
+	a.cleanNode(ctx, cm)
+}
+
+// cleanNode lets go of the agent's handles, runs Cleanup and answers on the
+// request cm.
+func (a *Agent) cleanNode(ctx context.Context, cm *corev1.ConfigMap) {
+	a.log.Info("node cleanup requested: removing nodemesh from this node", "configmap", cm.Namespace+"/"+cm.Name)
+	a.mu.Lock()
 	closeErr := a.Close()
 	res, err := Cleanup(CleanupConfig{BPFFS: a.cfg.BPFFS, CNIConfDir: a.cfg.CNIConfDir, CNIBinDir: a.cfg.CNIBinDir,
 		StateDir: a.cfg.StateDir, NodeNetns: a.cfg.NodeNetns, Logger: a.log})
 	a.mu.Unlock()
 	err = errors.Join(closeErr, err)
-	cm := a.cleanup.request.Load()
-	ref := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: cm.ObjectMeta}
 	if err != nil {
 		a.log.Error("node cleanup incomplete; run 'nodemesh-agent cleanup' on the node", "error", err)
-		a.recorder.Eventf(ref, corev1.EventTypeWarning, NodeCleanupFailedReason,
-			"node %s: cleanup incomplete (run 'nodemesh-agent cleanup' on the node): %v", a.cfg.NodeName, err)
-	} else {
-		a.log.Info("node cleaned", "links", res.Links, "filters", res.Filters, "maps", res.Pins, "files", res.Files,
-			"podsLeft", len(res.LivePods))
-		a.recorder.Eventf(ref, corev1.EventTypeNormal, NodeCleanedReason,
-			"node %s: removed %d links, %d filters, %d map pins, %d CNI files; %d pods keep their interfaces until deleted",
-			a.cfg.NodeName, res.Links, res.Filters, res.Pins, len(res.Files), len(res.LivePods))
+		a.answer(ctx, cm, corev1.EventTypeWarning, NodeCleanupFailedReason,
+			fmt.Sprintf("node %s: cleanup incomplete (run 'nodemesh-agent cleanup' on the node): %v", a.cfg.NodeName, err))
+		return
 	}
-	<-ctx.Done()
-	return nil
+	a.log.Info("node cleaned", "links", res.Links, "filters", res.Filters, "maps", res.Pins, "files", res.Files,
+		"podsLeft", len(res.LivePods))
+	a.answer(ctx, cm, corev1.EventTypeNormal, NodeCleanedReason,
+		fmt.Sprintf("node %s: removed %d links, %d cls_bpf filters, %d map pins, %d CNI files; %d pods keep their interfaces until deleted",
+			a.cfg.NodeName, res.Links, res.Filters, res.Pins, len(res.Files), len(res.LivePods)))
+}
+
+// answer records the Event on the request directly (not through the
+// agent's asynchronous recorder), retrying, so that the agent knows it was
+// recorded — also when it is about to exit.
+func (a *Agent) answer(ctx context.Context, cm *corev1.ConfigMap, typ, reason, msg string) {
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", cm.Name, time.Now().UnixNano()), Namespace: cm.Namespace},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: cm.Namespace, Name: cm.Name,
+			UID: cm.UID, ResourceVersion: cm.ResourceVersion},
+		Reason: reason, Message: msg, Type: typ, Count: 1, FirstTimestamp: now, LastTimestamp: now,
+		Source:              corev1.EventSource{Component: "nodemesh-agent", Host: a.cfg.NodeName},
+		ReportingController: "nodemesh.io/agent", ReportingInstance: a.cfg.NodeName,
+	}
+	for attempt := 0; ; attempt++ {
+		_, err := a.cfg.Kube.CoreV1().Events(cm.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			a.log.Info("answered the cleanup request", "reason", reason)
+			return
+		}
+		if attempt == 10 {
+			a.log.Error("cannot record the answer to the cleanup request", "reason", reason, "error", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Error("cannot record the answer to the cleanup request", "reason", reason, "error", err)
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -69,6 +69,9 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	if m.a.cleaned.Load() {
+		return // the maps are gone
+	}
 	if pc, err := m.a.pol.Counters(); err == nil {
 		for dir := range 2 {
 			for r := range bpf.NumReasons {

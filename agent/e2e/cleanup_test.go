@@ -86,18 +86,26 @@ func TestUninstallCleanup(t *testing.T) {
 		fields.OneTermEqualSelector("involvedObject.name", agent.CleanupConfigMap),
 		fields.OneTermEqualSelector("reason", agent.NodeCleanedReason),
 	).String()
-	eventually(t, 30*time.Second, "NodeCleaned event", func() error {
+	answers := func() (int, error) {
 		evs, err := env.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
 		if err != nil {
-			return err
+			return 0, err
 		}
+		k := 0
 		for _, e := range evs.Items {
 			if e.Source.Host == n.name && e.InvolvedObject.Kind == "ConfigMap" {
 				t.Logf("event: %s", e.Message)
-				return nil
+				k++
 			}
 		}
-		return fmt.Errorf("no %s event from %s among %d", agent.NodeCleanedReason, n.name, len(evs.Items))
+		return k, nil
+	}
+	eventually(t, 30*time.Second, "NodeCleaned event", func() error {
+		k, err := answers()
+		if err == nil && k != 1 {
+			err = fmt.Errorf("%d %s events from %s, want 1", k, agent.NodeCleanedReason, n.name)
+		}
+		return err
 	})
 
 	if tcx, cg := n.attached(t, vethIndex); tcx != 0 || cg != 0 {
@@ -125,7 +133,7 @@ func TestUninstallCleanup(t *testing.T) {
 	}
 	resp, err := http.Get("http://" + n.metrics + "/readyz")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("/readyz after cleanup: %v\n%s", err, n.logs())
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
@@ -145,6 +153,43 @@ func TestUninstallCleanup(t *testing.T) {
 	t.Logf("nodemesh-agent cleanup:\n%s", out)
 	if !strings.Contains(string(out), "detached 0 links") || !strings.Contains(string(out), "left 1 pods' veths ("+veth+")") {
 		t.Errorf("nodemesh-agent cleanup output:\n%s", out)
+	}
+
+	// Reinstalled, then a plain 'helm uninstall': the request (pre-delete
+	// hook) and the SIGTERM come together; the agent, stopped while the
+	// request was created, cleans the node and answers before it exits.
+	if err := env.Client.CoreV1().ConfigMaps(ns).Delete(ctx, agent.CleanupConfigMap, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.startAgent()
+	if tcx, cg := n.attached(t, vethIndex); tcx != 2 || cg != 4 {
+		t.Fatalf("reinstalled: %d tcx and %d cgroup programs attached, want 2 and 4 (the pod taken over)", tcx, cg)
+	}
+	n.agent.Process.Signal(syscall.SIGSTOP)
+	_, err = env.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: agent.CleanupConfigMap, Namespace: ns},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.agent.Process.Signal(syscall.SIGTERM)
+	n.agent.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-n.agentDone:
+		n.agent = nil
+	case <-time.After(25 * time.Second):
+		t.Fatalf("agent did not exit after SIGTERM\n%s", n.logs())
+	}
+	if k, err := answers(); err != nil || k != 2 {
+		t.Errorf("%d %s events from %s (%v), want 2\n%s", k, agent.NodeCleanedReason, n.name, err, n.logs())
+	}
+	if tcx, cg := n.attached(t, vethIndex); tcx != 0 || cg != 0 {
+		t.Errorf("after SIGTERM with the request: %d tcx and %d cgroup programs attached", tcx, cg)
+	}
+	for _, f := range []string{conflist, plugin, filepath.Join(n.bpffs, "nodemesh")} {
+		if _, err := os.Stat(f); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("after SIGTERM with the request: %s left (%v)", f, err)
+		}
 	}
 }
 
