@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/nodemesh/nodemesh/agent/cni"
@@ -33,8 +35,12 @@ import (
 // flags.
 type Config struct {
 	NodeName string
-	Kube     kubernetes.Interface
-	Dynamic  dynamic.Interface
+	// Namespace is the agent's own (the release namespace): while the
+	// ConfigMap CleanupConfigMap exists there, the agent removes nodemesh
+	// from the node (see Cleanup). "": no cleanup request is watched.
+	Namespace string
+	Kube      kubernetes.Interface
+	Dynamic   dynamic.Interface
 
 	// BPFFS is a mounted bpffs; the agent keeps its pins in BPFFS/nodemesh.
 	BPFFS string
@@ -86,6 +92,9 @@ type Agent struct {
 	recorder  record.EventRecorder
 	metrics   *metrics
 	informers *watchers
+	cleanup   *cleanupWatch
+	// cleaned: the node was cleaned; the agent serves nothing any more.
+	cleaned atomic.Bool
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointRecord
@@ -185,6 +194,9 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	}
 	a.metrics = newMetrics(a, reg)
 	a.informers = newInformers(a)
+	if cfg.Namespace != "" {
+		a.cleanup = newCleanupWatch(cfg.Kube, cfg.Namespace)
+	}
 	a.allocator = &identity.Allocator{Client: cfg.Dynamic, Known: a.informers.identitiesByHash}
 	a.recorder = newRecorder(cfg.Kube, cfg.NodeName)
 	ok = true
@@ -274,7 +286,20 @@ func (a *Agent) attachTC(r *endpointRecord) error {
 
 // Run serves the CNI plugin, watches the cluster and keeps the maps in line
 // until ctx ends. metricsAddr may be empty.
+//
+// A cleanup request (CleanupConfigMap in Config.Namespace) makes it remove
+// nodemesh from the node, answer, and idle until ctx ends. When ctx ends
+// (SIGTERM) without one having been seen, Run looks for it once more.
 func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
+	err := a.run(ctx, metricsAddr)
+	a.log.Debug("stopping", "error", err, "cleaned", a.cleaned.Load())
+	if ctx.Err() != nil && a.cleanup != nil && !a.cleaned.Load() {
+		a.cleanupOnExit()
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 	sockDir := filepath.Dir(a.cfg.CNISocket)
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
 		return err
@@ -312,23 +337,49 @@ func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
 		}
 	}()
 
+	// The cleanup request first: an agent (re)started during an uninstall
+	// must not write the CNI configuration again.
+	if a.cleanup != nil {
+		a.log.Debug("looking for a cleanup request", "namespace", a.cfg.Namespace, "configmap", CleanupConfigMap)
+		a.cleanup.factory.Start(ctx.Done())
+		if !cache.WaitForCacheSync(ctx.Done(), a.cleanup.informer.HasSynced) {
+			return ctx.Err()
+		}
+	}
 	a.informers.start(ctx)
-	if !a.informers.waitForSync(ctx) {
-		return ctx.Err()
+	syncCtx, cancelSync := context.WithCancel(ctx)
+	defer cancelSync()
+	go func() {
+		select {
+		case <-a.cleanupRequested():
+			cancelSync()
+		case <-syncCtx.Done():
+		}
+	}()
+	if !a.informers.waitForSync(syncCtx) {
+		return a.startAborted(ctx, cniListener)
 	}
 	// First reconcile with the whole picture; until then the pinned state
 	// keeps being enforced as the previous agent left it.
 	for {
-		err := a.Sync(ctx)
+		err := a.Sync(syncCtx)
 		if err == nil {
 			break
 		}
+		if syncCtx.Err() != nil {
+			return a.startAborted(ctx, cniListener)
+		}
 		a.log.Error("initial sync failed; retrying", "error", err)
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-syncCtx.Done():
+			return a.startAborted(ctx, cniListener)
 		case <-time.After(time.Second):
 		}
+	}
+	select {
+	case <-a.cleanupRequested():
+		return a.removeFromNode(ctx, cniListener)
+	default:
 	}
 	// The configuration tells the runtime the node can run pods: write it
 	// once the agent can serve them, and before /readyz says so.
@@ -337,10 +388,19 @@ func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
 	}
 	close(a.ready)
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
-	return a.loop(ctx, errs)
+	return a.loop(ctx, errs, cniListener)
 }
 
-func (a *Agent) loop(ctx context.Context, errs chan error) error {
+// startAborted ends Run before the agent was ready: ctx ended, or the
+// cleanup request came.
+func (a *Agent) startAborted(ctx context.Context, cniListener net.Listener) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return a.removeFromNode(ctx, cniListener)
+}
+
+func (a *Agent) loop(ctx context.Context, errs chan error, cniListener net.Listener) error {
 	resync := time.NewTicker(a.cfg.ResyncPeriod)
 	defer resync.Stop()
 	for {
@@ -349,6 +409,8 @@ func (a *Agent) loop(ctx context.Context, errs chan error) error {
 			return nil
 		case err := <-errs:
 			return err
+		case <-a.cleanupRequested():
+			return a.removeFromNode(ctx, cniListener)
 		case <-a.trigger:
 		case <-resync.C:
 		}
@@ -377,6 +439,9 @@ func (a *Agent) Trigger() {
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 func (a *Agent) isReady() bool {
+	if a.cleaned.Load() {
+		return false
+	}
 	select {
 	case <-a.ready:
 		return true

@@ -91,6 +91,9 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cleaned.Load() {
+		return nil, types.NewError(types.ErrInternal, "nodemesh was removed from this node (uninstall)", "")
+	}
 	key := recordKey(req.ContainerID, req.IfName)
 	if r, ok := a.endpoints[key]; ok && !r.gone && r.Netns == req.Netns {
 		// A repeated ADD: answer from what is there if it is intact.
@@ -214,6 +217,9 @@ func (a *Agent) Del(ctx context.Context, req *cni.Request) (err error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cleaned.Load() {
+		return nil // the datapath is gone; the veth goes with the pod's netns
+	}
 	r, ok := a.endpoints[recordKey(req.ContainerID, req.IfName)]
 	if !ok {
 		r = &endpointRecord{ContainerID: req.ContainerID, IfName: req.IfName, HostIfName: HostVethName(req.ContainerID, req.IfName)}
@@ -240,6 +246,9 @@ func (a *Agent) Check(ctx context.Context, req *cni.Request) (err error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cleaned.Load() {
+		return types.NewError(types.ErrInternal, "nodemesh was removed from this node (uninstall)", "")
+	}
 	r, ok := a.endpoints[recordKey(req.ContainerID, req.IfName)]
 	if !ok || r.gone {
 		return types.NewError(types.ErrUnknownContainer, "the nodemesh agent has no such pod interface", req.ContainerID+"/"+req.IfName)

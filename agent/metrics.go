@@ -69,6 +69,9 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	if m.a.cleaned.Load() {
+		return // the maps are gone
+	}
 	if pc, err := m.a.pol.Counters(); err == nil {
 		for dir := range 2 {
 			for r := range bpf.NumReasons {
@@ -108,6 +111,10 @@ func (m *metrics) handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if m.a.cleaned.Load() {
+			http.Error(w, "not ready: nodemesh was removed from this node (cleanup requested)", http.StatusServiceUnavailable)
+			return
+		}
 		if !m.a.isReady() || !m.a.informers.hasSynced() {
 			http.Error(w, "not ready: not synced with the API server", http.StatusServiceUnavailable)
 			return

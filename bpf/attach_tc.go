@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -179,4 +180,37 @@ func (a *TCAttachment) Detach() error {
 		return fmt.Errorf("delete cls_bpf filter of ifindex %d: %w", a.filter.LinkIndex, err)
 	}
 	return nil
+}
+
+// RemoveClsBPFFilters deletes the cls_bpf filters AttachTC put on interface
+// ifindex (nodemesh's priority and handle, named nodemesh-*), at both hooks,
+// and returns how many it deleted. The clsact qdisc stays: other programs
+// may use it. The ifindex is resolved in the calling thread's network
+// namespace. tcx links are not filters: unpinning them detaches them.
+func RemoveClsBPFFilters(ifindex int) (int, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return 0, fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	n := 0
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		filters, err := netlink.FilterList(l, parent)
+		if err != nil {
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+				continue // no clsact qdisc
+			}
+			return n, fmt.Errorf("filters of %s: %w", l.Attrs().Name, err)
+		}
+		for _, f := range filters {
+			bf, ok := f.(*netlink.BpfFilter)
+			if !ok || bf.Priority != clsBPFPriority || bf.Handle != clsBPFHandle || !strings.HasPrefix(bf.Name, "nodemesh-") {
+				continue
+			}
+			if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
+				return n, fmt.Errorf("delete cls_bpf filter %s of %s: %w", bf.Name, l.Attrs().Name, err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }

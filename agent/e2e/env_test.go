@@ -99,6 +99,8 @@ type node struct {
 	kubeconfig string
 	podCIDR    string
 	metrics    string
+	// agentArgs are added to every agent's command line.
+	agentArgs []string
 
 	agent     *exec.Cmd
 	agentDone chan error
@@ -210,6 +212,7 @@ func (n *node) startAgent() {
 		"--cni-conf-dir", n.cniConf, "--cni-bin-dir", n.cniBin, "--cni-plugin", filepath.Join(n.bin, "nodemesh-cni"),
 		"--cni-socket", n.socket, "--metrics-address", n.metrics,
 		"--node-netns", n.netnsPath("node"), "--log-format", "text", "--log-level", "debug")
+	cmd.Args = append(cmd.Args, n.agentArgs...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -113,7 +113,7 @@ namespaces opted in with istio.io/dataplane-mode=nodemesh.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newAgentRunCommand(streams), &cobra.Command{
+	root.AddCommand(newAgentRunCommand(streams), newCleanupCommand(streams), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
@@ -144,6 +144,7 @@ func Execute(args []string, streams IO) int {
 type agentOptions struct {
 	kube             kubeFlags
 	nodeName         string
+	namespace        string
 	podCIDR          string
 	bpffs            string
 	cgroupRoot       string
@@ -181,6 +182,11 @@ Monitoring (--metrics-address):
   /healthz   the process is up
   /readyz    synced with the API server and reconciled
 
+Uninstall: while the ConfigMap ` + agent.CleanupConfigMap + ` exists in --namespace, the agent
+removes nodemesh from the node (as 'nodemesh-agent cleanup' does), records the Event
+` + agent.NodeCleanedReason + ` on that ConfigMap and stays up, not ready. SIGTERM alone
+(a rolling update) removes nothing.
+
 Examples:
   # In a DaemonSet (NODE_NAME from the downward API, pod CIDR from the Node):
   nodemesh-agent run
@@ -197,6 +203,7 @@ Examples:
 	o.kube.add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
+	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the agent's namespace, watched for the uninstall's cleanup request (ConfigMap "+agent.CleanupConfigMap+"); empty: none (default: $POD_NAMESPACE)")
 	f.StringVar(&o.podCIDR, "pod-cidr", "", "this node's IPv4 pod CIDR (default: the Node's spec.podCIDRs)")
 	f.StringVar(&o.bpffs, "bpffs", "/sys/fs/bpf", "a mounted bpffs; programs, maps and links are pinned under <bpffs>/nodemesh")
 	f.StringVar(&o.cgroupRoot, "cgroup-root", "", "the cgroup v2 directory the redirection programs attach to (default: the cgroup v2 root, /sys/fs/cgroup or /sys/fs/cgroup/unified)")
@@ -249,7 +256,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		return err
 	}
 	ac := agent.Config{
-		NodeName: o.nodeName, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
+		NodeName: o.nodeName, Namespace: o.namespace, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
 		StateDir: o.stateDir, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir, CNIPlugin: o.cniPlugin,
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
 	}
@@ -308,4 +315,64 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+type cleanupOptions struct {
+	bpffs, cniConfDir, cniBinDir, stateDir string
+	logLevel, logFormat                    string
+}
+
+func newCleanupCommand(streams IO) *cobra.Command {
+	o := &cleanupOptions{}
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove nodemesh from this node (for nodes whose agent did not answer an uninstall)",
+		Long: `Cleanup removes what the agent put on this node: the CNI configuration
+(` + agent.CNIConfFile + `) and the ` + cni.PluginType + ` plugin, the eBPF programs attached
+to pods' veths and to the cgroup (by unpinning their links under --bpffs/nodemesh),
+and the maps' pins. Pods still running keep their veths and routes (without policy
+or redirection) until they are deleted; their records and address leases in
+--state-dir stay with them, and are removed once no such pod is left.
+
+'nodemesh uninstall' asks every agent to do this and lists the nodes that did not
+answer; run it there, as root, with the values the agent ran with. Stop the agent
+first (delete its DaemonSet): a running agent holds its programs attached and
+writes its configuration again. Running it twice is safe.
+
+Example:
+  nodemesh-agent cleanup --bpffs /sys/fs/bpf --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(streams.ErrOut, o.logLevel, o.logFormat)
+			if err != nil {
+				return err
+			}
+			res, err := agent.Cleanup(agent.CleanupConfig{BPFFS: o.bpffs, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir,
+				StateDir: o.stateDir, Logger: log})
+			if res != nil {
+				fmt.Fprintf(streams.Out, "detached %d links, deleted %d cls_bpf filters, removed %d map pins\n", res.Links, res.Filters, res.Pins)
+				for _, f := range res.Files {
+					fmt.Fprintf(streams.Out, "removed %s\n", f)
+				}
+				if len(res.LivePods) > 0 {
+					fmt.Fprintf(streams.Out, "left %d pods' veths (%s) and their records in %s: they go when the pods are deleted\n",
+						len(res.LivePods), strings.Join(res.LivePods, ", "), o.stateDir)
+				} else if res.StateRemoved {
+					fmt.Fprintf(streams.Out, "removed the endpoint records and address leases in %s\n", o.stateDir)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("cleanup incomplete: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.bpffs, "bpffs", "/sys/fs/bpf", "the bpffs the agent pinned under (<bpffs>/nodemesh)")
+	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent wrote "+agent.CNIConfFile+"; empty: leave it")
+	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installed "+cni.PluginType+"; empty: leave it")
+	f.StringVar(&o.stateDir, "state-dir", "/var/lib/nodemesh", "the agent's address leases and endpoint records")
+	f.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "json or text")
+	return cmd
 }
