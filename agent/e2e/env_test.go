@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
 // requireDatapath skips unless the test can build a node out of network
@@ -215,12 +216,13 @@ func (n *node) startAgent() {
 	cmd.Args = append(cmd.Args, n.agentArgs...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	exited := make(chan error, 1)
+	if err := kubetest.StartLocked(cmd, exited); err != nil {
 		t.Fatal(err)
 	}
-	n.agent = cmd
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// Set before waiting for readiness, so that a cleanup after a failure
+	// below stops this agent (and waits for this one's exit).
+	n.agent, n.agentDone = cmd, exited
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {

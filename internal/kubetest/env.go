@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -166,7 +167,12 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		if !o.Detach {
 			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 		}
-		if err := cmd.Start(); err != nil {
+		if o.Detach {
+			if err := cmd.Start(); err != nil {
+				return fmt.Errorf("start %s: %w", name, err)
+			}
+			cmd.Process.Release()
+		} else if err := StartLocked(cmd, nil); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
 		f, err := os.OpenFile(filepath.Join(o.Dir, "pids"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -175,11 +181,6 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		}
 		defer f.Close()
 		_, err = fmt.Fprintf(f, "%s %d\n", name, cmd.Process.Pid)
-		if !o.Detach {
-			go cmd.Wait() // reap; an early exit shows as a readiness timeout
-		} else {
-			cmd.Process.Release()
-		}
 		return err
 	}
 	fail := func(err error) (*Env, error) {
@@ -380,4 +381,28 @@ func writeKubeconfig(path, server string, p pki) error {
 	cfg.Contexts["nodemesh-test"] = &clientcmdapi.Context{Cluster: "nodemesh-test", AuthInfo: "admin"}
 	cfg.CurrentContext = "nodemesh-test"
 	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// StartLocked starts cmd from an OS thread that lives exactly as long as
+// the process, then reaps it, sending Wait's result to exited (if not nil).
+// The parent-death signal (SysProcAttr.Pdeathsig) is sent when the thread
+// that started a child exits, not the process: Go ends threads — a thread a
+// goroutine locked (network namespace work) and left locked is destroyed —
+// so a child started from an arbitrary thread can be killed at any moment
+// while the test runs.
+func StartLocked(cmd *exec.Cmd, exited chan<- error) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		err := cmd.Wait()
+		if exited != nil {
+			exited <- err
+		}
+	}()
+	return <-started
 }
