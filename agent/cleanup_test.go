@@ -45,14 +45,11 @@ func requireKernel(t *testing.T) string {
 	if _, err := exec.LookPath("ip"); err != nil {
 		skip("skipped: needs the ip command (iproute2)")
 	}
-	for _, dir := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			return dir
-		}
+	dir, err := bpf.CgroupV2Root()
+	if err != nil {
+		skip("skipped: %v", err)
 	}
-	skip("skipped: no cgroup v2 hierarchy")
-	return ""
+	return dir
 }
 
 func sh(t *testing.T, name string, args ...string) {

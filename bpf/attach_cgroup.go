@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // CgroupAttachment is the redirection programs attached to one cgroup.
@@ -109,4 +110,17 @@ func (a *CgroupAttachment) Detach() error {
 		}
 	}
 	return errors.Join(append(errs, a.Close())...)
+}
+
+// CgroupV2Root returns the mounted cgroup v2 hierarchy the redirection
+// programs attach to: /sys/fs/cgroup on a unified layout,
+// /sys/fs/cgroup/unified on a hybrid one.
+func CgroupV2Root() (string, error) {
+	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return dir, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
 }

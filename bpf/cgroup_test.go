@@ -19,11 +19,8 @@ import (
 // test (all show the same single hierarchy).
 func cgroup2Root(t *testing.T) string {
 	t.Helper()
-	for _, dir := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			return dir
-		}
+	if dir, err := CgroupV2Root(); err == nil {
+		return dir
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("none", dir, "cgroup2", 0, ""); err != nil {

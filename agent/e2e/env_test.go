@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -47,14 +48,11 @@ func requireDatapath(t testing.TB) string {
 	if _, err := exec.LookPath("ip"); err != nil {
 		skip("skipped: needs the ip command (iproute2)")
 	}
-	for _, dir := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			return dir
-		}
+	dir, err := bpf.CgroupV2Root()
+	if err != nil {
+		skip("skipped: %v", err)
 	}
-	skip("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup")
-	return ""
+	return dir
 }
 
 func run(t testing.TB, name string, args ...string) {

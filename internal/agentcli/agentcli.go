@@ -9,8 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -18,82 +16,35 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/agent/cni"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/agentcli.Version=...".
 var Version = "dev"
 
+func init() { clibase.UserAgent = "nodemesh-agent/" + Version }
+
 // IO are the command's streams.
-type IO struct {
-	In     io.Reader
-	Out    io.Writer
-	ErrOut io.Writer
-}
+type IO = clibase.IO
 
 // Exit codes.
 const (
-	ExitOK    = 0
-	ExitError = 1
-	ExitUsage = 2
+	ExitOK    = clibase.ExitOK
+	ExitError = clibase.ExitFindings
+	ExitUsage = clibase.ExitUsage
 )
 
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-
-func usageError(format string, args ...any) error {
-	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
-}
-
-// kubeFlags are kubectl's connection flags.
-type kubeFlags struct {
-	kubeconfig string
-	context    string
-}
-
-func (k *kubeFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&k.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)")
-	cmd.Flags().StringVar(&k.context, "context", "", "the kubeconfig context to use (default: the current context)")
-}
-
-func (k *kubeFlags) restConfig() (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if k.kubeconfig != "" {
-		rules.ExplicitPath = k.kubeconfig
-	}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context}).ClientConfig()
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, usageError("--log-format %q: want json or text", format)
-}
+func usageError(format string, args ...any) error { return clibase.UsageError(format, args...) }
 
 // NewAgentCommand builds the nodemesh-agent command tree.
 func NewAgentCommand(streams IO) *cobra.Command {
@@ -111,7 +62,7 @@ namespaces opted in with istio.io/dataplane-mode=nodemesh.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: ExitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+		return &clibase.ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newAgentRunCommand(streams), newCleanupCommand(streams), &cobra.Command{
 		Use:   "version",
@@ -131,9 +82,9 @@ func Execute(args []string, streams IO) int {
 		return ExitOK
 	}
 	fmt.Fprintln(streams.ErrOut, "Error:", err)
-	var ee *exitError
+	var ee *clibase.ExitError
 	if errors.As(err, &ee) {
-		return ee.code
+		return ee.Code
 	}
 	if strings.HasPrefix(err.Error(), "unknown") {
 		return ExitUsage // cobra's unknown command or flag
@@ -142,7 +93,7 @@ func Execute(args []string, streams IO) int {
 }
 
 type agentOptions struct {
-	kube             kubeFlags
+	kube             clibase.KubeFlags
 	nodeName         string
 	namespace        string
 	podCIDR          string
@@ -200,7 +151,7 @@ Examples:
 			return runAgent(ctx, o, streams)
 		},
 	}
-	o.kube.add(cmd)
+	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
 	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the agent's namespace, watched for the uninstall's cleanup request (ConfigMap "+agent.CleanupConfigMap+"); empty: none (default: $POD_NAMESPACE)")
@@ -225,24 +176,22 @@ Examples:
 }
 
 func defaultCgroupRoot() (string, error) {
-	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			return dir, nil
-		}
+	dir, err := bpf.CgroupV2Root()
+	if err != nil {
+		return "", fmt.Errorf("%w (set --cgroup-root)", err)
 	}
-	return "", errors.New("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified (set --cgroup-root)")
+	return dir, nil
 }
 
 func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
-	log, err := newLogger(streams.ErrOut, o.logLevel, o.logFormat)
+	log, err := clibase.NewLogger(streams.ErrOut, o.logLevel, o.logFormat)
 	if err != nil {
 		return err
 	}
 	if o.nodeName == "" {
 		return usageError("--node-name is required (or set NODE_NAME)")
 	}
-	cfg, err := o.kube.restConfig()
+	cfg, err := o.kube.RestConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -343,7 +292,7 @@ Example:
   nodemesh-agent cleanup --bpffs /sys/fs/bpf --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(streams.ErrOut, o.logLevel, o.logFormat)
+			log, err := clibase.NewLogger(streams.ErrOut, o.logLevel, o.logFormat)
 			if err != nil {
 				return err
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/internal/clibase"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/istio"
 	"github.com/nodemesh/nodemesh/xds"
@@ -126,27 +126,12 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	return cmd
 }
 
-func newLogger(w *os.File, level, format string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, UsageError("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, UsageError("--log-format %q: want json or text", format)
-}
-
 func runController(ctx context.Context, o *controllerOptions, streams IO) error {
 	errOut, ok := streams.ErrOut.(*os.File)
 	if !ok {
 		errOut = os.Stderr
 	}
-	log, err := newLogger(errOut, o.logLevel, o.logFormat)
+	log, err := clibase.NewLogger(errOut, o.logLevel, o.logFormat)
 	if err != nil {
 		return err
 	}

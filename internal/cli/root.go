@@ -5,42 +5,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nodemesh/nodemesh/internal/clibase"
 )
 
 // Exit codes.
 const (
-	ExitOK       = 0
-	ExitFindings = 1
-	ExitUsage    = 2
+	ExitOK       = clibase.ExitOK
+	ExitFindings = clibase.ExitFindings
+	ExitUsage    = clibase.ExitUsage
 )
 
 // IO are a command's streams.
-type IO struct {
-	In     io.Reader
-	Out    io.Writer
-	ErrOut io.Writer
-}
+type IO = clibase.IO
 
 // ExitError carries an exit code through cobra; Err (if any) is printed.
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string {
-	if e.Err == nil {
-		return ""
-	}
-	return e.Err.Error()
-}
+type ExitError = clibase.ExitError
 
 // UsageError is an error of the command line (exit status ExitUsage).
-func UsageError(format string, args ...any) error {
-	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, args...)}
-}
+func UsageError(format string, args ...any) error { return clibase.UsageError(format, args...) }
 
 // jsonIndent re-indents JSON (protojson varies its whitespace on purpose;
 // this makes output stable).
