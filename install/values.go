@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nodemesh/nodemesh/internal/suggest"
 	"sort"
 	"strings"
 
@@ -121,7 +122,7 @@ func (r *reporter) collect(e *jsonschema.ValidationError) {
 		for _, prop := range k.Properties {
 			full := joinKey(key, prop)
 			msg := full + ": unknown key"
-			if s := suggest(prop, knownKeys(r.defaults, e.InstanceLocation)); s != "" {
+			if s := suggest.Closest(prop, knownKeys(r.defaults, e.InstanceLocation)); s != "" {
 				msg += fmt.Sprintf(" (did you mean %s?)", joinKey(key, s))
 			}
 			r.out[msg] = true
@@ -254,35 +255,4 @@ func knownKeys(defaults map[string]any, loc []string) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// suggest returns the known key closest to a mistyped one, if close enough.
-func suggest(got string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(got), strings.ToLower(k)); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

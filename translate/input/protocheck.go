@@ -2,6 +2,7 @@ package input
 
 import (
 	"fmt"
+	"github.com/nodemesh/nodemesh/internal/suggest"
 	"math"
 	"sort"
 	"strconv"
@@ -99,7 +100,7 @@ func (c *protoChecker) message(md protoreflect.MessageDescriptor, n *yaml.Node, 
 		fd := fields.ByJSONName(p.key)
 		fpath := path.Field(p.key)
 		if fd == nil {
-			c.add(fpath, p.keyNode, ir.CodeUnknownField, "unknown field %q%s", p.key, suggest(md, p.key))
+			c.add(fpath, p.keyNode, ir.CodeUnknownField, "unknown field %q%s", p.key, didYouMean(md, p.key))
 			continue
 		}
 		v := deref(p.value)
@@ -307,50 +308,18 @@ func (c *protoChecker) wellKnown(md protoreflect.MessageDescriptor, n *yaml.Node
 }
 
 // suggest proposes the field the user probably meant.
-func suggest(md protoreflect.MessageDescriptor, key string) string {
+func didYouMean(md protoreflect.MessageDescriptor, key string) string {
 	fields := md.Fields()
 	if fd := fields.ByName(protoreflect.Name(key)); fd != nil {
 		return fmt.Sprintf(" (did you mean %q?)", fd.JSONName())
 	}
-	best, bestDist := "", 3
 	names := make([]string, 0, fields.Len())
 	for i := 0; i < fields.Len(); i++ {
 		names = append(names, fields.Get(i).JSONName())
 	}
 	sort.Strings(names)
-	for _, name := range names {
-		if strings.EqualFold(name, key) {
-			return fmt.Sprintf(" (did you mean %q?)", name)
-		}
-		if d := editDistance(strings.ToLower(name), strings.ToLower(key)); d < bestDist {
-			best, bestDist = name, d
-		}
-	}
-	if best != "" {
+	if best := suggest.Closest(key, names); best != "" {
 		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return ""
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
