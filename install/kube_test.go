@@ -25,13 +25,15 @@ import (
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
 // The chart's objects have fixed, cluster-wide names (one nodemesh per
-// cluster), so the tests of this package that install run one at a time
-// and each removes what it installed.
+// cluster), so the tests of this package that install run one at a time,
+// each removes what it installed, and they use an API server of their own:
+// the suites of other packages (run in parallel, sharing make kube-up's
+// server) install the chart or use its CRDs too.
 
 // connectTest installs into a fresh namespace name of the test's own.
 func connectTest(t *testing.T) (*kubetest.Env, *Client) {
 	t.Helper()
-	env := kubetest.Get(t)
+	env := kubetest.Dedicated(t, "chart")
 	ns := fmt.Sprintf("nodemesh-%d", time.Now().UnixNano()%1_000_000)
 	flags := genericclioptions.NewConfigFlags(false)
 	flags.KubeConfig = &env.Kubeconfig
@@ -266,7 +268,9 @@ func TestLifecycle(t *testing.T) {
 func assertNothingInstalled(ctx context.Context, t *testing.T, c *Client) {
 	t.Helper()
 	for _, n := range []string{"identities.nodemesh.io", "trafficpolicies.nodemesh.io"} {
-		if _, err := get(ctx, c, objRef{"CustomResourceDefinition", "", n}); !apierrors.IsNotFound(err) {
+		// Deleted is enough: the API server may take minutes to finish.
+		crd, err := c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, n, metav1.GetOptions{})
+		if err == nil && crd.DeletionTimestamp == nil || err != nil && !apierrors.IsNotFound(err) {
 			t.Errorf("CRD %s left behind: %v", n, err)
 		}
 	}
@@ -470,4 +474,115 @@ func TestWaitProgress(t *testing.T) {
 	if fmt.Sprint(ures.Cleaned) != "[node-2]" || fmt.Sprint(ures.Unconfirmed) != "[node-1]" {
 		t.Errorf("cleanup: cleaned %v, unconfirmed %v", ures.Cleaned, ures.Unconfirmed)
 	}
+}
+
+// holdFinalizer keeps a deleted CRD Terminating until the test removes it:
+// the state the API server leaves a CRD in for minutes when its storage is
+// still starting ("could not list instances: storage is (re)initializing").
+const holdFinalizer = "test.nodemesh.io/hold"
+
+// setHold adds or removes holdFinalizer on a CRD.
+func setHold(ctx context.Context, t *testing.T, c *Client, name string, hold bool) {
+	t.Helper()
+	api := c.CRDs.ApiextensionsV1().CustomResourceDefinitions()
+	crd, err := api.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fins []string
+	for _, f := range crd.Finalizers {
+		if f != holdFinalizer {
+			fins = append(fins, f)
+		}
+	}
+	if hold {
+		fins = append(fins, holdFinalizer)
+	}
+	crd.Finalizers = fins
+	if _, err := api.Update(ctx, crd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTerminatingCRDs: a CRD the API server has not finished deleting is
+// waited for by install (which would otherwise take it for present and
+// lose its kinds a moment later), named with the server's reason when the
+// wait ends; uninstall --purge reports such a CRD instead of failing.
+func TestTerminatingCRDs(t *testing.T) {
+	_, c := connectTest(t)
+	ctx := context.Background()
+	ch, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const crdName = "identities.nodemesh.io"
+	t.Cleanup(func() {
+		for _, n := range []string{crdName, "trafficpolicies.nodemesh.io"} {
+			setHold(ctx, t, c, n, false)
+		}
+	})
+	defer func(d time.Duration) { crdTerminatingWait = d }(crdTerminatingWait)
+
+	// A terminating CRD from an earlier uninstall.
+	crds, err := chartCRDs(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, crd := range crds {
+		if crd.Name != crdName {
+			continue
+		}
+		crd = crd.DeepCopy()
+		crd.Finalizers = []string{holdFinalizer}
+		if _, err := c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Delete(ctx, crdName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// It stays: install gives up, naming it, and installs nothing.
+	crdTerminatingWait = 2 * time.Second
+	var out bytes.Buffer
+	_, err = c.Install(ctx, ch, InstallOptions{Out: &out})
+	if err == nil || !strings.Contains(err.Error(), "CRD "+crdName+" is still being deleted") {
+		t.Fatalf("want install to name the terminating CRD, got %v", err)
+	}
+	if !strings.Contains(out.String(), "⏳ CRD "+crdName+" is being deleted") {
+		t.Errorf("progress does not say what install waits for:\n%s", out.String())
+	}
+	if _, err := c.Current(); !errors.Is(err, ErrNotInstalled) {
+		t.Fatalf("a release after the refused install: %v", err)
+	}
+
+	// It goes while install waits: install goes on and creates it anew.
+	crdTerminatingWait = time.Minute
+	go func() {
+		time.Sleep(time.Second)
+		setHold(ctx, t, c, crdName, false)
+	}()
+	if _, err := c.Install(ctx, ch, InstallOptions{Out: &out}); err != nil {
+		t.Fatal(err)
+	}
+	crd, err := c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crdName, metav1.GetOptions{})
+	if err != nil || crd.DeletionTimestamp != nil {
+		t.Fatalf("after install, CRD %s: %v (deleting: %v)", crdName, err, err == nil && crd.DeletionTimestamp != nil)
+	}
+
+	// Purge while one CRD cannot go yet: reported, not an error.
+	setHold(ctx, t, c, "trafficpolicies.nodemesh.io", true)
+	crdTerminatingWait = 2 * time.Second
+	res, err := c.Uninstall(ctx, ch, UninstallOptions{Purge: true, CleanupTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.CRDsTerminating) != 1 || !strings.HasPrefix(res.CRDsTerminating[0], "trafficpolicies.nodemesh.io (") {
+		t.Errorf("terminating CRDs: %q", res.CRDsTerminating)
+	}
+	setHold(ctx, t, c, "trafficpolicies.nodemesh.io", false)
+	assertNothingInstalled(ctx, t, c)
 }

@@ -61,7 +61,7 @@ func (c *Client) Install(ctx context.Context, ch *chart.Chart, o InstallOptions)
 	if err != nil {
 		return nil, err
 	}
-	hadCRDs, err := c.existingCRDs(ctx, crds)
+	hadCRDs, err := c.existingCRDs(ctx, crds, o.Out)
 	if err != nil {
 		return nil, err
 	}
@@ -77,8 +77,13 @@ func (c *Client) Install(ctx context.Context, ch *chart.Chart, o InstallOptions)
 	inst.Wait = false
 	rel, err := inst.RunWithContext(ctx, ch, valuesOrEmpty(o.Values))
 	if err != nil {
-		if uerr := c.undoInstall(context.WithoutCancel(ctx), crds, hadCRDs, createdNS); uerr != nil {
+		terminating, uerr := c.undoInstall(context.WithoutCancel(ctx), crds, hadCRDs, createdNS)
+		if uerr != nil {
 			return nil, fmt.Errorf("install failed: %w; removing what it created failed too: %w", err, uerr)
+		}
+		if len(terminating) > 0 {
+			return nil, fmt.Errorf("install failed, and everything it created was removed (the API server is still finishing the deletion of CRD %s): %w",
+				strings.Join(terminating, ", "), err)
 		}
 		return nil, fmt.Errorf("install failed, and everything it created was removed: %w", err)
 	}
@@ -91,8 +96,9 @@ func (c *Client) Install(ctx context.Context, ch *chart.Chart, o InstallOptions)
 }
 
 // undoInstall removes a failed install's release, objects, new CRDs and
-// the namespace it created.
-func (c *Client) undoInstall(ctx context.Context, crds []*apiextv1.CustomResourceDefinition, had map[string]bool, createdNS bool) error {
+// the namespace it created. It returns the CRDs whose deletion the API
+// server has not finished yet (see deleteCRDs).
+func (c *Client) undoInstall(ctx context.Context, crds []*apiextv1.CustomResourceDefinition, had map[string]bool, createdNS bool) (terminating []string, err error) {
 	var errs []error
 	un := action.NewUninstall(c.Helm)
 	un.IgnoreNotFound = true
@@ -106,13 +112,14 @@ func (c *Client) undoInstall(ctx context.Context, crds []*apiextv1.CustomResourc
 			drop = append(drop, crd.Name)
 		}
 	}
-	errs = append(errs, c.deleteCRDs(ctx, drop))
+	terminating, err = c.deleteCRDs(ctx, drop)
+	errs = append(errs, err)
 	if createdNS {
 		if err := c.Kube.CoreV1().Namespaces().Delete(ctx, c.Namespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return terminating, errors.Join(errs...)
 }
 
 // ensureNamespace creates the release namespace if it is missing, labelled
@@ -184,7 +191,7 @@ func (c *Client) Upgrade(ctx context.Context, ch *chart.Chart, o UpgradeOptions)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.applyCRDs(ctx, crds); err != nil {
+	if err := c.applyCRDs(ctx, crds, o.Out); err != nil {
 		return nil, err
 	}
 	up := action.NewUpgrade(c.Helm)

@@ -41,7 +41,11 @@ type UninstallResult struct {
 	Cleaned, Unconfirmed []string
 	ReleaseRemoved       bool
 	CRDsDeleted          []string
-	NamespaceDeleted     bool
+	// CRDsTerminating are deleted CRDs the API server had not finished
+	// removing when the wait ended, each with the reason it gives; it
+	// finishes on its own.
+	CRDsTerminating  []string
+	NamespaceDeleted bool
 }
 
 // Uninstall asks every agent to clean its node, waits for their answers,
@@ -82,10 +86,12 @@ func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOpti
 	if err != nil {
 		return res, err
 	}
-	if err := c.deleteCRDs(ctx, names); err != nil {
+	terminating, err := c.deleteCRDs(ctx, names)
+	if err != nil {
 		return res, err
 	}
 	res.CRDsDeleted = names
+	res.CRDsTerminating = terminating
 	ns, err := c.Kube.CoreV1().Namespaces().Get(ctx, c.Namespace, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):

@@ -390,6 +390,9 @@ func runUninstall(ctx context.Context, o *uninstallOptions, streams cli.IO) erro
 		}
 		if len(res.CRDsDeleted) > 0 {
 			fmt.Fprintf(streams.Out, "✅ CRDs deleted: %v\n", res.CRDsDeleted)
+			for _, t := range res.CRDsTerminating {
+				fmt.Fprintf(streams.Out, "⏳ the API server is still removing CRD %s; it finishes on its own\n", t)
+			}
 		} else if res.ReleaseRemoved {
 			fmt.Fprintln(streams.Out, "CRDs kept (with your TrafficPolicies); --purge deletes them")
 		}

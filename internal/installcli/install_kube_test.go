@@ -12,12 +12,16 @@ import (
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
+// The chart's cluster-wide objects and CRDs are this package's alone on an
+// API server of its own (other packages install the chart too).
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
 // TestInstallCommands runs the commands as a user would against the API
 // server: install (preflight lines, then the install), a second install
 // (refused: upgrade), status -o json (not healthy: no kubelet runs pods
 // here; exit 1), upgrade (lists what changed), uninstall --purge.
 func TestInstallCommands(t *testing.T) {
-	env := kubetest.Get(t)
+	env := kubetest.Dedicated(t, "chart")
 	ns := fmt.Sprintf("nodemesh-cli-%d", time.Now().UnixNano()%1_000_000)
 	common := []string{"--kubeconfig", env.Kubeconfig, "-n", ns}
 	t.Cleanup(func() { run(t, "", append([]string{"uninstall", "--purge", "--cleanup-timeout", "1s"}, common...)...) })
