@@ -70,7 +70,13 @@ type Config struct {
 	AllowHostIngress bool
 	// ResyncPeriod is how often everything is reconciled without a change.
 	ResyncPeriod time.Duration
-	Logger       *slog.Logger
+	// ADD attaches the policy programs as cls_bpf filters; they move to
+	// tcx once CNI calls have been quiet for AttachQuietPeriod (default
+	// 200ms), at the latest AttachMaxDelay (default 2s) after the ADD (see
+	// tcxUpgrades).
+	AttachQuietPeriod time.Duration
+	AttachMaxDelay    time.Duration
+	Logger            *slog.Logger
 }
 
 // Pin layout under BPFFS.
@@ -101,8 +107,9 @@ type Agent struct {
 	cidrs     *policy.CIDRAllocator
 	lastDiags map[string]bool
 
-	ready   chan struct{}
-	trigger chan struct{}
+	ready    chan struct{}
+	trigger  chan struct{}
+	upgrades *tcxUpgrades
 }
 
 func (c *Config) defaults() error {
@@ -126,6 +133,12 @@ func (c *Config) defaults() error {
 	if c.MTU == 0 {
 		c.MTU = 1500
 	}
+	if c.AttachQuietPeriod == 0 {
+		c.AttachQuietPeriod = 200 * time.Millisecond
+	}
+	if c.AttachMaxDelay == 0 {
+		c.AttachMaxDelay = 2 * time.Second
+	}
 	if c.ResyncPeriod == 0 {
 		c.ResyncPeriod = 5 * time.Minute
 	}
@@ -143,7 +156,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, endpoints: map[string]*endpointRecord{},
-		lastDiags: map[string]bool{}, ready: make(chan struct{}), trigger: make(chan struct{}, 1)}
+		lastDiags: map[string]bool{}, ready: make(chan struct{}), trigger: make(chan struct{}, 1), upgrades: newTCXUpgrades()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -269,21 +282,6 @@ func (a *Agent) removePins(hostIfName string) {
 	}
 }
 
-// attachTC attaches both policy programs to the record's host veth, pinned,
-// replacing the programs of existing pins in place.
-func (a *Agent) attachTC(r *endpointRecord) error {
-	return inNetns(a.cfg.NodeNetns, func() error {
-		for _, d := range []bpf.Direction{bpf.Egress, bpf.Ingress} {
-			att, err := a.pol.Attach(r.HostIfindex, d, bpf.AttachOptions{PinPath: a.pinPath(r.HostIfName, d)})
-			if err != nil {
-				return err
-			}
-			att.Close() // the pin (or the cls_bpf filter) keeps it attached
-		}
-		return nil
-	})
-}
-
 // Run serves the CNI plugin, watches the cluster and keeps the maps in line
 // until ctx ends. metricsAddr may be empty.
 //
@@ -386,6 +384,7 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 	if err := a.installCNI(); err != nil {
 		return err
 	}
+	go a.runTCXUpgrades(ctx)
 	close(a.ready)
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
 	return a.loop(ctx, errs, cniListener)

@@ -4,10 +4,10 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -71,7 +71,9 @@ func (a *Agent) getPod(ctx context.Context, ref cni.PodRef) (*corev1.Pod, error)
 // (for opted-in pods) redirection.
 func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result, err error) {
 	defer func() { a.countCNI(cni.CommandAdd, err) }()
+	defer a.upgrades.cniCall()()
 	start := time.Now()
+	st := stepTimer{last: start}
 	if err := a.waitReady(ctx); err != nil {
 		return nil, err
 	}
@@ -85,6 +87,7 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 	if err != nil {
 		return nil, err
 	}
+	st.step("pod")
 	if pod.Spec.HostNetwork {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "pod uses the host network", req.Pod.Namespace+"/"+req.Pod.Name)
 	}
@@ -112,6 +115,7 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 	if err != nil {
 		return nil, types.NewError(types.ErrInternal, "allocate pod address", err.Error())
 	}
+	st.step("ipam")
 	r.IP = ip
 	fail := func(err error) (*types100.Result, error) {
 		a.teardownLocked(r)
@@ -124,37 +128,46 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 	if err := a.refreshRecord(ctx, r); err != nil {
 		return fail(types.NewError(types.ErrTryAgainLater, "allocate identity", err.Error()))
 	}
+	st.step("identity")
 	pl := &podLink{hostName: r.HostIfName, podIfName: req.IfName, podAddr: ip, gateway: a.ipam.Gateway(),
 		netnsPath: req.Netns, mtu: a.cfg.MTU}
 	if err := createVeth(a.node, pl); err != nil {
 		return fail(types.NewError(types.ErrInternal, "create pod interface", err.Error()))
 	}
+	st.step("veth")
 	r.HostIfindex = pl.hostIndex
 	if r.NetnsCookie, err = bpf.NetnsCookie(req.Netns); err != nil {
 		return fail(types.NewError(types.ErrInvalidNetNS, "netns cookie", err.Error()))
 	}
+	st.step("cookie")
 	a.endpoints[key] = r
 	if err := a.records.save(r); err != nil {
 		return fail(err)
 	}
+	st.step("record")
 	// Maps first (the programs drop everything of an interface without an
 	// endpoint entry), then programs, then the link goes up.
 	if err := a.syncPolicy(); err != nil {
 		return fail(fmt.Errorf("write policy: %w", err))
 	}
+	st.step("policy")
 	if err := a.syncRedirect(); err != nil {
 		return fail(fmt.Errorf("write redirection: %w", err))
 	}
+	st.step("redirect")
 	a.removePins(r.HostIfName) // a new veth: any pin of that name is stale
-	if err := a.attachTC(r); err != nil {
+	if err := a.attachClsBPF(r); err != nil {
 		return fail(types.NewError(types.ErrInternal, "attach policy programs", err.Error()))
 	}
+	st.step("attach")
 	if err := upHost(a.node, pl); err != nil {
 		return fail(types.NewError(types.ErrInternal, "configure host interface", err.Error()))
 	}
+	st.step("up")
+	a.upgrades.queue(key)
 	a.metrics.cniAddSeconds.Observe(time.Since(start).Seconds())
 	a.log.Info("pod added", "pod", r.Namespace+"/"+r.Name, "ip", r.IP, "identity", r.Identity, "veth", r.HostIfName,
-		"redirected", a.redirected(r), "took", time.Since(start))
+		"redirected", a.redirected(r), "took", time.Since(start), "steps", st.String())
 	return a.result(r), nil
 }
 
@@ -206,12 +219,14 @@ func (a *Agent) teardownLocked(r *endpointRecord) {
 		a.log.Error("remove record", "error", err)
 	}
 	delete(a.endpoints, r.key())
+	a.upgrades.drop(r.key())
 }
 
 // Del removes everything ADD created. It succeeds when there is nothing to
 // remove, also for containers the agent never saw.
 func (a *Agent) Del(ctx context.Context, req *cni.Request) (err error) {
 	defer func() { a.countCNI(cni.CommandDel, err) }()
+	defer a.upgrades.cniCall()()
 	if err := a.waitReady(ctx); err != nil {
 		return err
 	}
@@ -241,6 +256,7 @@ func (a *Agent) Del(ctx context.Context, req *cni.Request) (err error) {
 // Check verifies that a pod's network and datapath state are intact.
 func (a *Agent) Check(ctx context.Context, req *cni.Request) (err error) {
 	defer func() { a.countCNI(cni.CommandCheck, err) }()
+	defer a.upgrades.cniCall()()
 	if err := a.waitReady(ctx); err != nil {
 		return err
 	}
@@ -278,13 +294,20 @@ func (a *Agent) checkLocked(r *endpointRecord) error {
 	if ep.IP != r.IP.As4() || ep.Identity != r.Identity {
 		return fmt.Errorf("endpoint entry of ifindex %d is %+v, want ip %s identity %d", r.HostIfindex, ep, r.IP, r.Identity)
 	}
-	for _, d := range []bpf.Direction{bpf.Ingress, bpf.Egress} {
-		if _, err := os.Stat(a.pinPath(r.HostIfName, d)); err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-			return fmt.Errorf("%s program of %s is not pinned", d, r.HostIfName)
-		}
-	}
-	return nil
+	return a.checkAttached(r)
 }
+
+// stepTimer records how long each step of a CNI call took, for its log
+// line ("pod=1ms ipam=3ms …"): what an operator needs when ADD is slow.
+type stepTimer struct {
+	last  time.Time
+	steps []string
+}
+
+func (s *stepTimer) step(name string) {
+	now := time.Now()
+	s.steps = append(s.steps, name+"="+now.Sub(s.last).Round(10*time.Microsecond).String())
+	s.last = now
+}
+
+func (s *stepTimer) String() string { return strings.Join(s.steps, " ") }

@@ -50,6 +50,8 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.services = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_redirect_services", Help: "Service addresses redirected for opted-in pods."})
 	m.optedIn = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_redirect_pods", Help: "Pods whose connections to Services go to the node proxy."})
 	m.diagnostics = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_policy_diagnostics", Help: "Parts of NetworkPolicies the agent cannot express (enforced as deny)."})
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nodemesh_agent_tcx_pending", Help: "Pods whose policy programs are still cls_bpf filters, waiting to move to tcx links (see --tcx-quiet-period)."},
+		func() float64 { return float64(a.upgrades.len()) }))
 	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.diagnostics} {
 		f(c)
 	}

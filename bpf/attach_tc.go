@@ -125,10 +125,7 @@ func attachClsBPF(prog *ebpf.Program, ifindex int, dir Direction) (*TCAttachment
 	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("add clsact qdisc to ifindex %d: %w", ifindex, err)
 	}
-	parent := uint32(netlink.HANDLE_MIN_INGRESS)
-	if dir == Ingress {
-		parent = netlink.HANDLE_MIN_EGRESS
-	}
+	parent := clsBPFParent(dir)
 	info, err := prog.Info()
 	if err != nil {
 		return nil, fmt.Errorf("program info: %w", err)
@@ -149,6 +146,15 @@ func attachClsBPF(prog *ebpf.Program, ifindex int, dir Direction) (*TCAttachment
 		return nil, fmt.Errorf("attach %s program to ifindex %d with cls_bpf: %w", dir, ifindex, err)
 	}
 	return &TCAttachment{mode: AttachClsBPF, filter: f}, nil
+}
+
+// clsBPFParent is the clsact hook of a direction (relative to the pod, on
+// its host-side veth: what leaves the pod enters the host side).
+func clsBPFParent(dir Direction) uint32 {
+	if dir == Ingress {
+		return netlink.HANDLE_MIN_EGRESS
+	}
+	return netlink.HANDLE_MIN_INGRESS
 }
 
 // Mode is AttachTCX or AttachClsBPF: how the program was attached.
@@ -188,29 +194,53 @@ func (a *TCAttachment) Detach() error {
 // may use it. The ifindex is resolved in the calling thread's network
 // namespace. tcx links are not filters: unpinning them detaches them.
 func RemoveClsBPFFilters(ifindex int) (int, error) {
-	l, err := netlink.LinkByIndex(ifindex)
+	l, filters, err := nodemeshFilters(ifindex)
 	if err != nil {
-		return 0, fmt.Errorf("interface %d: %w", ifindex, err)
+		return 0, err
 	}
 	n := 0
-	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
-		filters, err := netlink.FilterList(l, parent)
+	for _, bf := range filters {
+		if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
+			return n, fmt.Errorf("delete cls_bpf filter %s of %s: %w", bf.Name, l.Attrs().Name, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ClsBPFAttached reports whether interface ifindex (in the calling
+// thread's network namespace) has the cls_bpf filter AttachTC puts there
+// for dir.
+func ClsBPFAttached(ifindex int, dir Direction) (bool, error) {
+	_, filters, err := nodemeshFilters(ifindex)
+	if err != nil {
+		return false, err
+	}
+	_, ok := filters[dir]
+	return ok, nil
+}
+
+// nodemeshFilters finds nodemesh's cls_bpf filters on ifindex, by direction.
+func nodemeshFilters(ifindex int) (netlink.Link, map[Direction]*netlink.BpfFilter, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return nil, nil, fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	out := map[Direction]*netlink.BpfFilter{}
+	for _, dir := range []Direction{Egress, Ingress} {
+		filters, err := netlink.FilterList(l, clsBPFParent(dir))
 		if err != nil {
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 				continue // no clsact qdisc
 			}
-			return n, fmt.Errorf("filters of %s: %w", l.Attrs().Name, err)
+			return nil, nil, fmt.Errorf("filters of %s: %w", l.Attrs().Name, err)
 		}
 		for _, f := range filters {
 			bf, ok := f.(*netlink.BpfFilter)
-			if !ok || bf.Priority != clsBPFPriority || bf.Handle != clsBPFHandle || !strings.HasPrefix(bf.Name, "nodemesh-") {
-				continue
+			if ok && bf.Priority == clsBPFPriority && bf.Handle == clsBPFHandle && strings.HasPrefix(bf.Name, "nodemesh-") {
+				out[dir] = bf
 			}
-			if err := netlink.FilterDel(bf); err != nil && !errors.Is(err, unix.ENOENT) {
-				return n, fmt.Errorf("delete cls_bpf filter %s of %s: %w", bf.Name, l.Attrs().Name, err)
-			}
-			n++
 		}
 	}
-	return n, nil
+	return l, out, nil
 }

@@ -181,11 +181,31 @@ func TestAttachTC(t *testing.T) {
 			if len(fs) != 1 || !fs[0].DirectAction || fs[0].Name != wantName {
 				return fmt.Errorf("%s: cls_bpf filters %+v, want one direct-action %s", dir, fs, wantName)
 			}
+			if ok, err := ClsBPFAttached(idx, dir); err != nil || !ok {
+				return fmt.Errorf("%s: ClsBPFAttached after attach: %v, %v", dir, ok, err)
+			}
+			if ok, err := ClsBPFAttached(idx, map[Direction]Direction{Egress: Ingress, Ingress: Egress}[dir]); err != nil || ok {
+				return fmt.Errorf("%s: ClsBPFAttached for the other direction: %v, %v", dir, ok, err)
+			}
 			if err := a.Detach(); err != nil {
 				return err
 			}
 			if fs, err := clsBPFFilters(idx, parent); err != nil || len(fs) != 0 {
 				return fmt.Errorf("%s: after detach: filters %+v, %v", dir, fs, err)
+			}
+		}
+		// RemoveClsBPFFilters takes both and nothing else.
+		for _, dir := range []Direction{Egress, Ingress} {
+			if _, err := p.Attach(idx, dir, AttachOptions{Mode: AttachClsBPF}); err != nil {
+				return err
+			}
+		}
+		if n, err := RemoveClsBPFFilters(idx); err != nil || n != 2 {
+			return fmt.Errorf("RemoveClsBPFFilters: %d, %v; want 2", n, err)
+		}
+		for _, dir := range []Direction{Egress, Ingress} {
+			if ok, err := ClsBPFAttached(idx, dir); err != nil || ok {
+				return fmt.Errorf("%s: ClsBPFAttached after RemoveClsBPFFilters: %v, %v", dir, ok, err)
 			}
 		}
 		return nil

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -393,7 +394,7 @@ func BenchmarkRedirect(b *testing.B) {
 			"-d", "10.96.0.11", "--dport", "9000", "-j", "REDIRECT", "--to-ports", strconv.Itoa(bpf.ProxyOutboundPort))
 		return func() {
 			run(b, "ip", "netns", "exec", bn.client.netns, "iptables-nft", "-t", "nat", "-F", "OUTPUT")
-			proxy.Process.Kill()
+			proxy.Kill()
 			proxy.Wait()
 		}
 	})
@@ -411,7 +412,7 @@ func BenchmarkRedirect(b *testing.B) {
 		undo := func() {
 			att.Detach()
 			r.Close()
-			proxy.Process.Kill()
+			proxy.Kill()
 			proxy.Wait()
 		}
 		cookie, err := bpf.NetnsCookie(bn.netnsPath("client"))
@@ -562,7 +563,6 @@ func BenchmarkCNIAdd(b *testing.B) {
 	}
 	n := newNode(b, cgroupV2, env.Kubeconfig)
 	buildBinaries(b, n.bin)
-	n.startAgent()
 	ns := env.Namespace(b, "cni-bench", nil)
 	const pods = 50
 	for i := range pods {
@@ -574,46 +574,73 @@ func BenchmarkCNIAdd(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for range benchRounds() {
-		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
-			var adds, dels []time.Duration
-			for range b.N {
-				for i := range pods {
-					p := &pod{namespace: ns, name: fmt.Sprintf("p%d", i), containerID: fmt.Sprintf("ctr%d%024d", i, time.Now().UnixNano())}
-					p.netns = n.netnsName(p.name)
-					run(b, "ip", "netns", "add", p.netns)
-					start := time.Now()
-					if out, err := n.cni("ADD", p); err != nil {
-						b.Fatalf("ADD: %v\n%s\n%s", err, out, n.logs())
-					}
-					adds = append(adds, time.Since(start))
-					start = time.Now()
-					if out, err := n.cni("DEL", p); err != nil {
-						b.Fatalf("DEL: %v\n%s", err, out)
-					}
-					dels = append(dels, time.Since(start))
-					run(b, "ip", "netns", "del", p.netns)
-				}
-			}
-			a, d := summarize(adds), summarize(dels)
-			b.ReportMetric(a.P50/1e3, "add-p50-ms")
-			b.ReportMetric(a.P99/1e3, "add-p99-ms")
-			// The agent's own part of ADD (from its log: request received to
-			// result), without the plugin's exec and the socket round trip.
-			var inAgent []time.Duration
-			matches := tookRE.FindAllStringSubmatch(n.logs(), -1)
-			for _, m := range matches[max(0, len(matches)-len(adds)):] { // this round's
-				if d, err := time.ParseDuration(m[1]); err == nil {
-					inAgent = append(inAgent, d)
-				}
-			}
-			if len(inAgent) > 0 {
-				ag := summarize(inAgent)
-				b.ReportMetric(ag.P50/1e3, "agent-add-p50-ms")
-				b.ReportMetric(ag.P99/1e3, "agent-add-p99-ms")
-			}
-			b.ReportMetric(d.P50/1e3, "del-p50-ms")
-			b.ReportMetric(d.P99/1e3, "del-p99-ms")
-		})
+	// tcx=quiet: the agent's default, pods move from cls_bpf filters to
+	// tcx once CNI calls are quiet (not during this back-to-back burst).
+	// tcx=immediate: each pod moves right after its ADD, so the next ADD
+	// competes with the tcx attaches (RTNL lock and the agent's lock).
+	modes := []struct {
+		name string
+		args []string
+	}{
+		{"quiet", nil},
+		{"immediate", []string{"--tcx-quiet-period", "1ns", "--tcx-max-delay", "1ns"}},
 	}
+	for range benchRounds() {
+		for _, mode := range modes {
+			if n.agent != nil {
+				n.stopAgent(syscall.SIGTERM)
+			}
+			n.agentArgs = mode.args
+			n.startAgent()
+			benchCNIAdd(b, n, ns, pods, mode.name)
+		}
+	}
+}
+
+func benchCNIAdd(b *testing.B, n *node, ns string, pods int, mode string) {
+	b.Run(fmt.Sprintf("pods=%d/tcx=%s", pods, mode), func(b *testing.B) {
+		var adds, dels []time.Duration
+		for range b.N {
+			// A burst of ADDs, then of DELs, as in a rollout.
+			ps := make([]*pod, pods)
+			for i := range pods {
+				p := &pod{namespace: ns, name: fmt.Sprintf("p%d", i), containerID: fmt.Sprintf("ctr%d%024d", i, time.Now().UnixNano())}
+				p.netns = n.netnsName(p.name)
+				ps[i] = p
+				run(b, "ip", "netns", "add", p.netns)
+				start := time.Now()
+				if out, err := n.cni("ADD", p); err != nil {
+					b.Fatalf("ADD: %v\n%s\n%s", err, out, n.logs())
+				}
+				adds = append(adds, time.Since(start))
+			}
+			for _, p := range ps {
+				start := time.Now()
+				if out, err := n.cni("DEL", p); err != nil {
+					b.Fatalf("DEL: %v\n%s", err, out)
+				}
+				dels = append(dels, time.Since(start))
+				run(b, "ip", "netns", "del", p.netns)
+			}
+		}
+		a, d := summarize(adds), summarize(dels)
+		b.ReportMetric(a.P50/1e3, "add-p50-ms")
+		b.ReportMetric(a.P99/1e3, "add-p99-ms")
+		// The agent's own part of ADD (from its log: request received to
+		// result), without the plugin's exec and the socket round trip.
+		var inAgent []time.Duration
+		matches := tookRE.FindAllStringSubmatch(n.logs(), -1)
+		for _, m := range matches[max(0, len(matches)-len(adds)):] { // this round's
+			if d, err := time.ParseDuration(m[1]); err == nil {
+				inAgent = append(inAgent, d)
+			}
+		}
+		if len(inAgent) > 0 {
+			ag := summarize(inAgent)
+			b.ReportMetric(ag.P50/1e3, "agent-add-p50-ms")
+			b.ReportMetric(ag.P99/1e3, "agent-add-p99-ms")
+		}
+		b.ReportMetric(d.P50/1e3, "del-p50-ms")
+		b.ReportMetric(d.P99/1e3, "del-p99-ms")
+	})
 }

@@ -58,6 +58,14 @@ func TestUninstallCleanup(t *testing.T) {
 	p := n.addPod(ns, "app")
 	veth := agent.HostVethName(p.containerID, "eth0")
 	vethIndex := n.ifindex(t, veth)
+	// Settled: the programs moved from ADD's cls_bpf filters to tcx.
+	eventually(t, 10*time.Second, "programs on tcx", func() error {
+		pins, filters, err := n.attachment(p)
+		if err == nil && (pins != 2 || filters != 0) {
+			err = fmt.Errorf("%d pinned tcx links, %d cls_bpf filters", pins, filters)
+		}
+		return err
+	})
 
 	// A rolling update: SIGTERM, a new agent. Nothing was removed.
 	n.stopAgent(syscall.SIGTERM)

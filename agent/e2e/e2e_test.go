@@ -70,6 +70,7 @@ func TestDatapath(t *testing.T) {
 	kpod(nsA, "server", "server", corev1.ContainerPort{Name: "http", ContainerPort: 8080}, corev1.ContainerPort{Name: "echo", ContainerPort: 9000})
 	kpod(nsA, "client", "client")
 	kpod(nsB, "other", "other")
+	kpod(nsB, "late", "late")
 	svc, err := env.Client.CoreV1().Services(nsA).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "server"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
@@ -89,6 +90,25 @@ func TestDatapath(t *testing.T) {
 		t.Fatalf("duplicate addresses: %s %s %s", server.ip, client.ip, other.ip)
 	}
 	n.daemon(server.netns, server.cgroup, "serve", "server")
+	// attachedBy waits until p's programs are attached the way wanted.
+	attachedBy := func(p *pod, wantPins, wantFilters int) {
+		t.Helper()
+		eventually(t, 15*time.Second, p.name+" attachment", func() error {
+			pins, filters, err := n.attachment(p)
+			if err == nil && (pins != wantPins || filters != wantFilters) {
+				err = fmt.Errorf("%d pinned tcx links and %d cls_bpf filters, want %d and %d", pins, filters, wantPins, wantFilters)
+			}
+			return err
+		})
+	}
+
+	t.Run("programs move from cls_bpf filters to pinned tcx links", func(t *testing.T) {
+		// ADD attached cls_bpf filters (fast); once CNI calls are quiet the
+		// agent moves each pod to tcx and deletes the filters.
+		for _, p := range []*pod{server, client, other} {
+			attachedBy(p, 2, 0)
+		}
+	})
 
 	httpURL := "http://" + server.ip + ":8080/"
 	echoAddr := server.ip + ":9000"
@@ -319,6 +339,30 @@ func TestDatapath(t *testing.T) {
 		reach("client→server still allowed", client, "get", httpURL, allowed)
 	})
 
+	t.Run("a pod still on cls_bpf filters: CHECK, crash, take-over", func(t *testing.T) {
+		n.stopAgent(syscall.SIGTERM)
+		n.agentArgs = []string{"--tcx-quiet-period", "1h", "--tcx-max-delay", "1h"}
+		n.startAgent()
+		late := n.addPod(nsB, "late")
+		attachedBy(late, 0, 2)
+		if _, err := n.cni("CHECK", late); err != nil {
+			t.Errorf("CHECK of a pod on cls_bpf filters: %v", err)
+		}
+		reach("late→server http through the filters", late, "get", httpURL, allowed)
+		n.stopAgent(syscall.SIGKILL)
+		n.agentArgs = nil
+		n.startAgent()
+		// The new agent takes the pod over with tcx and drops the filters.
+		attachedBy(late, 2, 0)
+		if _, err := n.cni("CHECK", late); err != nil {
+			t.Errorf("CHECK after the take-over: %v", err)
+		}
+		reach("late→server http through tcx", late, "get", httpURL, allowed)
+		if _, err := n.cni("DEL", late); err != nil {
+			t.Fatalf("DEL late: %v", err)
+		}
+	})
+
 	t.Run("revoking an allow cuts established flows", func(t *testing.T) {
 		// other is allowed (namespaceSelector peer) on the echo port now.
 		// cut streams from other to the server's echo port, removes other's
@@ -354,7 +398,7 @@ func TestDatapath(t *testing.T) {
 				}
 			case <-time.After(10 * time.Second):
 				t.Error("the established stream still flows 10s after its allow was removed")
-				stream.Process.Kill()
+				stream.Kill()
 			}
 			reach("other→server echo denied", other, "echo", echoAddr, denied)
 			reach("client→server still allowed", client, "get", httpURL, allowed)
@@ -429,6 +473,7 @@ func TestDatapath(t *testing.T) {
 			`nodemesh_datapath_redirect_events_total{reason="redirected"}`,
 			`nodemesh_datapath_map_entries{map="nm_endpoints"} 3`,
 			`nodemesh_agent_endpoints 3`,
+			`nodemesh_agent_tcx_pending 0`,
 			`nodemesh_agent_policy_entries `,
 		} {
 			if !strings.Contains(body, want) {

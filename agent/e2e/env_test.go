@@ -21,6 +21,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/util/rand"
 
@@ -107,7 +109,7 @@ type node struct {
 	agentN    int
 
 	mu    sync.Mutex
-	procs []*exec.Cmd
+	procs []*proc
 	files []*os.File
 }
 
@@ -152,13 +154,11 @@ func newNode(t testing.TB, cgroupV2, kubeconfig string) *node {
 // netns, mounts (with every pin), cgroups.
 func (n *node) cleanup() {
 	n.mu.Lock()
-	procs := append([]*exec.Cmd(nil), n.procs...)
+	procs := append([]*proc(nil), n.procs...)
 	n.mu.Unlock()
 	for _, p := range procs {
-		if p.Process != nil && p.ProcessState == nil {
-			p.Process.Kill()
-			p.Wait()
-		}
+		p.Kill()
+		p.Wait()
 	}
 	n.stopAgent(syscall.SIGKILL)
 	for _, f := range n.files {
@@ -363,26 +363,72 @@ func (n *node) helper(netns, cgroup, mode string, args ...string) *exec.Cmd {
 	cmd := exec.Command("ip", "netns", "exec", netns, os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperArgsEnv+"="+strings.Join(args, " "), "GODEBUG=multipathtcp=0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
-	n.mu.Lock()
-	n.procs = append(n.procs, cmd)
-	n.mu.Unlock()
 	return cmd
 }
 
+// proc is a helper process, started from a thread that lives as long as
+// it does (kubetest.StartLocked: the parent-death signal follows the
+// thread that started a child, and Go ends threads).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// start starts cmd as a proc that cleanup kills.
+func (n *node) start(cmd *exec.Cmd) (*proc, error) {
+	exited := make(chan error, 1)
+	if err := kubetest.StartLocked(cmd, exited); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = <-exited
+		close(p.done)
+	}()
+	n.mu.Lock()
+	n.procs = append(n.procs, p)
+	n.mu.Unlock()
+	return p, nil
+}
+
+// Wait waits for the process to end and returns how it ended.
+func (p *proc) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Kill ends the process unless it has ended.
+func (p *proc) Kill() {
+	select {
+	case <-p.done:
+	default:
+		p.cmd.Process.Kill()
+	}
+}
+
 // daemon starts a long-running helper and waits for its first line.
-func (n *node) daemon(netns, cgroup, mode string, args ...string) (*exec.Cmd, *bufio.Scanner) {
+func (n *node) daemon(netns, cgroup, mode string, args ...string) (*proc, *bufio.Scanner) {
 	t := n.t
 	t.Helper()
 	cmd := n.helper(netns, cgroup, mode, args...)
-	out, err := cmd.StdoutPipe()
+	// An os.Pipe, not StdoutPipe: the process is reaped as soon as it
+	// ends, and Wait would close a StdoutPipe before everything was read.
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	p, err := n.start(cmd)
+	w.Close()
+	if err != nil {
+		r.Close()
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(out)
+	n.mu.Lock()
+	n.files = append(n.files, r)
+	n.mu.Unlock()
+	sc := bufio.NewScanner(r)
 	first := make(chan string, 1)
 	go func() {
 		if sc.Scan() {
@@ -398,14 +444,19 @@ func (n *node) daemon(netns, cgroup, mode string, args ...string) (*exec.Cmd, *b
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s helper did not start", mode)
 	}
-	return cmd, sc
+	return p, sc
 }
 
 // exec runs a short helper to completion.
 func (n *node) exec(p *pod, mode string, args ...string) (string, error) {
 	cmd := n.helper(p.netns, p.cgroup, mode, args...)
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	pr, err := n.start(cmd)
+	if err == nil {
+		err = pr.Wait()
+	}
+	return strings.TrimSpace(out.String()), err
 }
 
 // eventually retries check until it returns nil or timeout passes.
@@ -422,4 +473,41 @@ func eventually(t testing.TB, timeout time.Duration, what string, check func() e
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// attachment says how p's policy programs are attached to its host veth:
+// pinned tcx links and nodemesh cls_bpf filters (0–2 each).
+func (n *node) attachment(p *pod) (pins, filters int, err error) {
+	veth := agent.HostVethName(p.containerID, "eth0")
+	for _, suffix := range []string{"to_pod", "from_pod"} {
+		if _, err := os.Stat(filepath.Join(n.bpffs, "nodemesh", "links", veth+"_"+suffix)); err == nil {
+			pins++
+		}
+	}
+	ns, err := netns.GetFromPath(n.netnsPath("node"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer h.Delete()
+	l, err := h.LinkByName(veth)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		fs, err := h.FilterList(l, parent)
+		if err != nil {
+			continue // no clsact qdisc
+		}
+		for _, f := range fs {
+			if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, "nodemesh-") {
+				filters++
+			}
+		}
+	}
+	return pins, filters, nil
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +110,8 @@ type agentOptions struct {
 	metricsAddress   string
 	allowHostIngress bool
 	mtu              int
+	attachQuiet      time.Duration
+	attachMaxDelay   time.Duration
 	nodeNetns        string
 	logLevel         string
 	logFormat        string
@@ -168,6 +171,8 @@ Examples:
 	f.StringVar(&o.metricsAddress, "metrics-address", ":9967", "address of the metrics and health HTTP server; empty: none")
 	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
 	f.IntVar(&o.mtu, "mtu", 1500, "MTU of pod interfaces")
+	f.DurationVar(&o.attachQuiet, "tcx-quiet-period", 200*time.Millisecond, "CNI ADD attaches the policy programs as cls_bpf filters (fast); they move to tcx links once CNI calls have been quiet this long")
+	f.DurationVar(&o.attachMaxDelay, "tcx-max-delay", 2*time.Second, "move a pod's programs to tcx at the latest this long after its ADD, quiet or not")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	f.StringVar(&o.nodeNetns, "node-netns", "", "network namespace of the node (tests; default: the agent's own)")
@@ -208,6 +213,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		NodeName: o.nodeName, Namespace: o.namespace, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
 		StateDir: o.stateDir, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir, CNIPlugin: o.cniPlugin,
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
+		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 	}
 	if ac.CgroupRoot == "" {
 		if ac.CgroupRoot, err = defaultCgroupRoot(); err != nil {
