@@ -4,8 +4,10 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -21,14 +23,17 @@ import (
 
 func everything() labels.Selector { return labels.Everything() }
 
-// informers are the agent's views of the cluster: pods of this node only,
-// and the cluster-wide namespaces, NetworkPolicies, Services and identities.
+// informers are the agent's views of the cluster: pods of this node, the
+// addresses and identity keys of every other node's pods (remotePods), and
+// the cluster-wide namespaces, NetworkPolicies, Services and identities.
 type watchers struct {
-	podFactory informers.SharedInformerFactory
-	factory    informers.SharedInformerFactory
-	dynFactory dynamicinformer.DynamicSharedInformerFactory
+	podFactory    informers.SharedInformerFactory
+	remoteFactory informers.SharedInformerFactory
+	factory       informers.SharedInformerFactory
+	dynFactory    dynamicinformer.DynamicSharedInformerFactory
 
 	pods       corelisters.PodLister
+	remotePods corelisters.PodLister
 	namespaces corelisters.NamespaceLister
 	policies   networkinglisters.NetworkPolicyLister
 	services   corelisters.ServiceLister
@@ -44,6 +49,16 @@ func newInformers(a *Agent) *watchers {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
 		}))
+	// Pods of the other nodes: only what maps an address to an identity
+	// is kept (remotePod), and only changes of it trigger a sync.
+	i.remoteFactory = informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.AndSelectors(
+				fields.OneTermNotEqualSelector("spec.nodeName", a.cfg.NodeName),
+				fields.OneTermEqualSelector("spec.hostNetwork", "false"),
+			).String()
+		}),
+		informers.WithTransform(remotePod))
 	i.factory = informers.NewSharedInformerFactory(a.cfg.Kube, 0)
 	i.dynFactory = dynamicinformer.NewDynamicSharedInformerFactory(a.cfg.Dynamic, 0)
 
@@ -57,22 +72,44 @@ func newInformers(a *Agent) *watchers {
 	npInf := i.factory.Networking().V1().NetworkPolicies()
 	svcInf := i.factory.Core().V1().Services()
 	idInf := i.dynFactory.ForResource(identity.GVR).Informer()
-	_ = idInf.AddIndexers(cache.Indexers{byHashIndex: func(obj any) ([]string, error) {
-		if u, ok := obj.(*unstructured.Unstructured); ok {
-			return []string{u.GetLabels()[identity.HashLabel]}, nil
-		}
-		return nil, nil
-	}})
+	_ = idInf.AddIndexers(cache.Indexers{byHashIndex: hashIndex})
 	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), idInf} {
 		_, _ = inf.AddEventHandler(trigger)
 		i.synced = append(i.synced, inf.HasSynced)
 	}
+	remoteInf := i.remoteFactory.Core().V1().Pods()
+	_, _ = remoteInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok && p.Status.PodIP != "" {
+				a.Trigger()
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Pod)
+			c, ok2 := cur.(*corev1.Pod)
+			if !ok1 || !ok2 || remoteChanged(o, c) {
+				a.Trigger()
+			}
+		},
+		DeleteFunc: func(any) { a.Trigger() },
+	})
+	i.synced = append(i.synced, remoteInf.Informer().HasSynced)
+	i.remotePods = remoteInf.Lister()
 	i.pods, i.namespaces, i.policies, i.services, i.identities = podInf.Lister(), nsInf.Lister(), npInf.Lister(), svcInf.Lister(), idInf
 	return i
 }
 
+// hashIndex indexes Identity objects by their key hash label.
+func hashIndex(obj any) ([]string, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		return []string{u.GetLabels()[identity.HashLabel]}, nil
+	}
+	return nil, nil
+}
+
 func (i *watchers) start(ctx context.Context) {
 	i.podFactory.Start(ctx.Done())
+	i.remoteFactory.Start(ctx.Done())
 	i.factory.Start(ctx.Done())
 	i.dynFactory.Start(ctx.Done())
 }
@@ -109,6 +146,29 @@ func toIdentities(objs []any) []identity.Identity {
 		}
 	}
 	return out
+}
+
+// remotePod keeps of another node's pod what maps its address to an
+// identity: name, namespace, labels, service account, node, phase and
+// addresses (a few hundred bytes instead of several KB a pod).
+func remotePod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID,
+			ResourceVersion: p.ResourceVersion, Labels: p.Labels},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}, nil
+}
+
+// remoteChanged reports whether an update changes what a remote pod
+// contributes to the identity map.
+func remoteChanged(o, c *corev1.Pod) bool {
+	return o.Status.PodIP != c.Status.PodIP || o.Status.Phase != c.Status.Phase ||
+		o.Spec.ServiceAccountName != c.Spec.ServiceAccountName || !maps.Equal(o.Labels, c.Labels)
 }
 
 // apiTimeout bounds the agent's direct API calls on the CNI path.

@@ -25,6 +25,7 @@ type metrics struct {
 	services          prometheus.Gauge
 	optedIn           prometheus.Gauge
 	diagnostics       prometheus.Gauge
+	remoteEndpoints   *prometheus.GaugeVec
 
 	packetsDesc, bytesDesc, redirectDesc, mapEntriesDesc, mapCapacityDesc *prometheus.Desc
 }
@@ -52,6 +53,9 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.diagnostics = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_policy_diagnostics", Help: "Parts of NetworkPolicies the agent cannot express (enforced as deny)."})
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nodemesh_agent_tcx_pending", Help: "Pods whose policy programs are still cls_bpf filters, waiting to move to tcx links (see --tcx-quiet-period)."},
 		func() float64 { return float64(a.upgrades.len()) }))
+	m.remoteEndpoints = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nodemesh_agent_remote_endpoints",
+		Help: "Addresses of other nodes' pods: resolved (in the identity map) or unresolved (no identity object for the pod's key yet: WORLD)."}, []string{"state"})
+	f(m.remoteEndpoints)
 	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.diagnostics} {
 		f(c)
 	}

@@ -188,6 +188,11 @@ func (a *Agent) syncPolicy() error {
 	for p, id := range res.CIDRs {
 		wantIDs[p] = id
 	}
+	remote, unresolved, err := a.remoteIdentities()
+	if err != nil {
+		return err
+	}
+	maps.Copy(wantIDs, remote)
 	for _, ip := range append([]netip.Addr{a.ipam.Gateway()}, a.cfg.NodeIPs...) {
 		wantIDs[netip.PrefixFrom(ip, 32)] = bpf.IdentityHost
 	}
@@ -286,8 +291,62 @@ func (a *Agent) syncPolicy() error {
 		}
 	}
 	a.metrics.policyEntries.Set(float64(len(want)))
+	a.metrics.remoteEndpoints.WithLabelValues("resolved").Set(float64(len(remote)))
+	a.metrics.remoteEndpoints.WithLabelValues("unresolved").Set(float64(unresolved))
 	a.metrics.endpoints.Set(float64(len(recs)))
 	return nil
+}
+
+// remoteIdentities maps the addresses of other nodes' pods to their
+// identities, so that policy sees who a packet from another node comes
+// from. The owning node allocates a pod's identity; this node only looks
+// it up (an address whose identity is not known yet stays WORLD, as do
+// pods that ended, addresses inside this node's pod CIDR — its own pods
+// are authoritative there — and an address two pods with different
+// identities claim).
+func (a *Agent) remoteIdentities() (ids map[netip.Prefix]bpf.Identity, unresolved int, err error) {
+	pods, err := a.informers.remotePods.List(everything())
+	if err != nil {
+		return nil, 0, err
+	}
+	ids = map[netip.Prefix]bpf.Identity{}
+	conflict := map[netip.Prefix]bool{}
+	for _, p := range pods {
+		if p.Spec.NodeName == a.cfg.NodeName || p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		var addrs []netip.Addr
+		for _, ip := range p.Status.PodIPs {
+			if addr, err := netip.ParseAddr(ip.IP); err == nil && addr.Is4() && !a.cfg.PodCIDR.Contains(addr) {
+				addrs = append(addrs, addr)
+			}
+		}
+		if len(p.Status.PodIPs) == 0 {
+			if addr, err := netip.ParseAddr(p.Status.PodIP); err == nil && addr.Is4() && !a.cfg.PodCIDR.Contains(addr) {
+				addrs = append(addrs, addr)
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		key := identity.KeyOf(p.Namespace, p.Spec.ServiceAccountName, p.Labels)
+		id, ok := identity.Lookup(a.informers.identitiesByHash(key.Hash()), key)
+		if !ok {
+			unresolved++
+			continue
+		}
+		for _, addr := range addrs {
+			pfx := netip.PrefixFrom(addr, 32)
+			if have, ok := ids[pfx]; ok && have != id {
+				conflict[pfx] = true
+			}
+			ids[pfx] = id
+		}
+	}
+	for pfx := range conflict {
+		delete(ids, pfx)
+	}
+	return ids, unresolved, nil
 }
 
 // syncRedirect writes the services and opted-in network namespaces.

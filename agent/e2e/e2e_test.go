@@ -22,8 +22,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/agent/identity"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/install/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
@@ -153,6 +155,88 @@ func TestDatapath(t *testing.T) {
 		reach("client→server http allowed", client, "get", httpURL, allowed)
 		reach("client→server echo denied (port not named in the policy)", client, "echo", echoAddr, denied)
 	})
+	t.Run("a pod on another node is policed by its identity", func(t *testing.T) {
+		// The other node: a netns routed from the node's, holding the
+		// address its pod has. Its agent would allocate the pod's identity;
+		// this node only looks it up.
+		const remoteIP, remoteGW = "10.244.78.5", "10.244.78.1"
+		rns, node, link := n.netnsName("remote"), n.netnsName("node"), n.id+"-rn"
+		run(t, "ip", "netns", "add", rns)
+		defer exec.Command("ip", "netns", "del", rns).Run() // and with it both ends of the link
+		run(t, "ip", "-n", node, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", rns)
+		run(t, "ip", "-n", node, "addr", "add", remoteGW+"/32", "dev", link)
+		run(t, "ip", "-n", node, "link", "set", link, "up")
+		run(t, "ip", "-n", node, "route", "add", remoteIP+"/32", "dev", link)
+		run(t, "ip", "-n", rns, "link", "set", "lo", "up")
+		run(t, "ip", "-n", rns, "addr", "add", remoteIP+"/32", "dev", "eth0")
+		run(t, "ip", "-n", rns, "link", "set", "eth0", "up")
+		run(t, "ip", "-n", rns, "route", "add", remoteGW+"/32", "dev", "eth0", "scope", "link")
+		run(t, "ip", "-n", rns, "route", "add", "default", "via", remoteGW)
+		remote := &pod{namespace: nsA, name: "remote-client", netns: rns, cgroup: filepath.Join(n.cgroupRoot, "remote")}
+
+		labels := map[string]string{"app": "client", "zone": "b"} // a key no local pod has
+		_, err := env.Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: remote.name, Labels: labels},
+			Spec:       corev1.PodSpec{NodeName: n.id + "-remote", Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app"}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: remoteIP, PodIPs: []corev1.PodIP{{IP: remoteIP}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods := env.Client.CoreV1().Pods(nsA)
+		now := metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))} // no kubelet confirms a graceful one
+		defer pods.Delete(ctx, remote.name, now)
+		ipcache := func(want bpf.Identity) {
+			t.Helper()
+			eventually(t, 15*time.Second, "identity of "+remoteIP, func() error {
+				if got := n.snapshot(t).Identities[remoteIP+"/32"]; got != want {
+					return fmt.Errorf("nm_ipcache has %d, want %d", got, want)
+				}
+				return nil
+			})
+		}
+
+		// No identity object for its key yet: WORLD, which the policy
+		// (client pods only) does not allow.
+		reach("remote client→server denied while its identity is unknown", remote, "get", httpURL, denied)
+		ipcache(0)
+
+		alloc := &identity.Allocator{Client: dynamic.NewForConfigOrDie(env.Config)}
+		id, err := alloc.Allocate(ctx, identity.KeyOf(nsA, "", labels))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ipcache(id)
+		reach("remote client→server allowed by its identity", remote, "get", httpURL, allowed)
+		reach("remote client→server echo denied (port)", remote, "echo", echoAddr, denied)
+
+		// Relabelled: a new identity, which the policy does not select.
+		remotePod, err := pods.Get(ctx, remote.name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		remotePod.Labels = map[string]string{"app": "stranger", "zone": "b"}
+		if _, err := pods.Update(ctx, remotePod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		stranger, err := alloc.Allocate(ctx, identity.KeyOf(nsA, "", remotePod.Labels))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ipcache(stranger)
+		reach("relabelled remote pod denied", remote, "get", httpURL, denied)
+
+		// Gone: its address leaves the identity map.
+		if err := pods.Delete(ctx, remote.name, now); err != nil {
+			t.Fatal(err)
+		}
+		ipcache(0)
+		body := httpGet(t, "http://"+n.metrics+"/metrics")
+		if !strings.Contains(body, `nodemesh_agent_remote_endpoints{state="resolved"} 0`) {
+			t.Errorf("metrics: remote endpoints not 0 after the pod was deleted")
+		}
+	})
+
 	t.Run("namespaceSelector peer flips other to allowed", func(t *testing.T) {
 		cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
 		if err != nil {

@@ -155,7 +155,9 @@ func FromObject(u *unstructured.Unstructured) (Identity, bool) {
 	return Identity{ID: bpf.Identity(n), Key: Key{Namespace: ns, ServiceAccount: sa, Labels: lbls}}, true
 }
 
-func toObject(id bpf.Identity, k Key) *unstructured.Unstructured {
+// Object is the Identity object of number id for key k, as allocation
+// creates it.
+func Object(id bpf.Identity, k Key) *unstructured.Unstructured {
 	lbls := map[string]any{}
 	for l, v := range k.Labels {
 		lbls[l] = v
@@ -211,7 +213,7 @@ func (a *Allocator) Allocate(ctx context.Context, k Key) (bpf.Identity, error) {
 	}
 	for attempt := range maxProbes {
 		id := Candidate(hash, attempt)
-		_, err := res.Create(ctx, toObject(id, k), metav1.CreateOptions{})
+		_, err := res.Create(ctx, Object(id, k), metav1.CreateOptions{})
 		if err == nil {
 			return id, nil
 		}
@@ -221,7 +223,7 @@ func (a *Allocator) Allocate(ctx context.Context, k Key) (bpf.Identity, error) {
 		existing, err := res.Get(ctx, strconv.FormatUint(uint64(id), 10), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			// Deleted meanwhile: try the same number again.
-			if _, err := res.Create(ctx, toObject(id, k), metav1.CreateOptions{}); err == nil {
+			if _, err := res.Create(ctx, Object(id, k), metav1.CreateOptions{}); err == nil {
 				return id, nil
 			}
 			continue
@@ -236,6 +238,12 @@ func (a *Allocator) Allocate(ctx context.Context, k Key) (bpf.Identity, error) {
 	}
 	return 0, fmt.Errorf("%w for %s after %d attempts", ErrExhausted, hash, maxProbes)
 }
+
+// Lookup finds the number of key k among known identities (an informer's)
+// without allocating: what a node uses for pods another node owns. Several
+// numbers can exist for one key after a lost race with a deleted object;
+// the lowest is the one every node picks.
+func Lookup(known []Identity, k Key) (bpf.Identity, bool) { return lowest(known, k) }
 
 // lowest is the smallest number among ids whose key equals k (several can
 // exist after a lost race with a deleted object; any of them is correct,

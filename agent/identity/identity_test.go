@@ -132,7 +132,7 @@ func TestAllocateCollision(t *testing.T) {
 	dc := kubeClient(t)
 	k := KeyOf("collide-"+metav1.Now().Format("150405.000"), "sa", map[string]string{"app": "x"})
 	squatter := KeyOf("squatter", "sa", map[string]string{"n": k.Hash()[:10]})
-	if _, err := dc.Resource(GVR).Create(context.Background(), toObject(Candidate(k.Hash(), 0), squatter), metav1.CreateOptions{}); err != nil {
+	if _, err := dc.Resource(GVR).Create(context.Background(), Object(Candidate(k.Hash(), 0), squatter), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	a := &Allocator{Client: dc}
