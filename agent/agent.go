@@ -76,6 +76,13 @@ type Config struct {
 	// tcxUpgrades).
 	AttachQuietPeriod time.Duration
 	AttachMaxDelay    time.Duration
+	// Identities no pod of the cluster has used for IdentityGCGrace
+	// (default 15m) are deleted, checked every IdentityGCPeriod (default
+	// 5m), by the agent holding the Lease IdentityGCLease in Namespace (no
+	// Namespace: no collection). DisableIdentityGC turns it off.
+	IdentityGCPeriod  time.Duration
+	IdentityGCGrace   time.Duration
+	DisableIdentityGC bool
 	Logger            *slog.Logger
 }
 
@@ -138,6 +145,12 @@ func (c *Config) defaults() error {
 	}
 	if c.AttachMaxDelay == 0 {
 		c.AttachMaxDelay = 2 * time.Second
+	}
+	if c.IdentityGCPeriod == 0 {
+		c.IdentityGCPeriod = 5 * time.Minute
+	}
+	if c.IdentityGCGrace == 0 {
+		c.IdentityGCGrace = 15 * time.Minute
 	}
 	if c.ResyncPeriod == 0 {
 		c.ResyncPeriod = 5 * time.Minute
@@ -385,6 +398,9 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		return err
 	}
 	go a.runTCXUpgrades(ctx)
+	if a.cfg.Namespace != "" && !a.cfg.DisableIdentityGC {
+		go a.runIdentityGC(ctx)
+	}
 	close(a.ready)
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
 	return a.loop(ctx, errs, cniListener)

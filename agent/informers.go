@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodemesh/nodemesh/agent/identity"
+	"github.com/nodemesh/nodemesh/bpf"
 )
 
 func everything() labels.Selector { return labels.Everything() }
@@ -130,6 +131,29 @@ func (i *watchers) hasSynced() bool {
 func (i *watchers) identitiesByHash(hash string) []identity.Identity {
 	objs, _ := i.identities.GetIndexer().ByIndex(byHashIndex, hash)
 	return toIdentities(objs)
+}
+
+// hasIdentity reports whether the informer has Identity object id for k.
+func (i *watchers) hasIdentity(id bpf.Identity, k identity.Key) bool {
+	for _, o := range i.identitiesByHash(k.Hash()) {
+		if o.ID == id && o.Key.Equal(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// storedIdentities are the informer's Identity objects with their UIDs.
+func (i *watchers) storedIdentities() []identity.Stored {
+	var out []identity.Stored
+	for _, o := range i.identities.GetStore().List() {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			if id, ok := identity.FromObject(u); ok {
+				out = append(out, identity.Stored{Identity: id, UID: u.GetUID()})
+			}
+		}
+	}
+	return out
 }
 
 func (i *watchers) allIdentities() []identity.Identity {

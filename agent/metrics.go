@@ -17,15 +17,16 @@ type metrics struct {
 	a        *Agent
 	gatherer prometheus.Gatherer
 
-	syncs, syncErrors prometheus.Counter
-	cniRequests       *prometheus.CounterVec
-	cniAddSeconds     prometheus.Histogram
-	endpoints         prometheus.Gauge
-	policyEntries     prometheus.Gauge
-	services          prometheus.Gauge
-	optedIn           prometheus.Gauge
-	diagnostics       prometheus.Gauge
-	remoteEndpoints   *prometheus.GaugeVec
+	syncs, syncErrors   prometheus.Counter
+	cniRequests         *prometheus.CounterVec
+	cniAddSeconds       prometheus.Histogram
+	endpoints           prometheus.Gauge
+	policyEntries       prometheus.Gauge
+	services            prometheus.Gauge
+	optedIn             prometheus.Gauge
+	diagnostics         prometheus.Gauge
+	remoteEndpoints     *prometheus.GaugeVec
+	identitiesCollected prometheus.Counter
 
 	packetsDesc, bytesDesc, redirectDesc, mapEntriesDesc, mapCapacityDesc *prometheus.Desc
 }
@@ -56,6 +57,9 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.remoteEndpoints = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nodemesh_agent_remote_endpoints",
 		Help: "Addresses of other nodes' pods: resolved (in the identity map) or unresolved (no identity object for the pod's key yet: WORLD)."}, []string{"state"})
 	f(m.remoteEndpoints)
+	m.identitiesCollected = prometheus.NewCounter(prometheus.CounterOpts{Name: "nodemesh_agent_identities_collected_total",
+		Help: "Identity objects deleted because no pod of the cluster used them for the grace period (by the agent holding the collection Lease)."})
+	f(m.identitiesCollected)
 	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.diagnostics} {
 		f(c)
 	}

@@ -93,7 +93,20 @@ func (a *Agent) refreshRecord(ctx context.Context, r *endpointRecord) error {
 	// A pod gone from the API keeps its last identity until CNI DEL.
 	key := identity.KeyOf(r.Namespace, r.ServiceAccount, r.Labels)
 	if key.Hash() == r.IdentityHash && r.Identity != 0 {
-		return nil
+		if a.informers.hasIdentity(r.Identity, key) {
+			return nil
+		}
+		// Not in the informer: just allocated (it lags), or collected
+		// while unused and now used again: re-create it.
+		err := a.allocator.Ensure(ctx, r.Identity, key)
+		if !errors.Is(err, identity.ErrTaken) {
+			if err != nil {
+				return fmt.Errorf("identity %d of pod %s/%s: %w", r.Identity, r.Namespace, r.Name, err)
+			}
+			return nil
+		}
+		a.log.Warn("pod's identity number was collected and taken by another key; allocating again",
+			"pod", r.Namespace+"/"+r.Name, "identity", r.Identity)
 	}
 	id, err := a.allocator.Allocate(ctx, key)
 	if err != nil {

@@ -112,6 +112,9 @@ type agentOptions struct {
 	mtu              int
 	attachQuiet      time.Duration
 	attachMaxDelay   time.Duration
+	identityGCPeriod time.Duration
+	identityGCGrace  time.Duration
+	noIdentityGC     bool
 	nodeNetns        string
 	logLevel         string
 	logFormat        string
@@ -172,6 +175,9 @@ Examples:
 	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
 	f.IntVar(&o.mtu, "mtu", 1500, "MTU of pod interfaces")
 	f.DurationVar(&o.attachQuiet, "tcx-quiet-period", 200*time.Millisecond, "CNI ADD attaches the policy programs as cls_bpf filters (fast); they move to tcx links once CNI calls have been quiet this long")
+	f.DurationVar(&o.identityGCPeriod, "identity-gc-period", 5*time.Minute, "how often the agent holding the Lease "+agent.IdentityGCLease+" (in --namespace) looks for identities no pod uses")
+	f.DurationVar(&o.identityGCGrace, "identity-gc-grace", 15*time.Minute, "how long an identity must have been unused before it is deleted (keep it above the resync period)")
+	f.BoolVar(&o.noIdentityGC, "no-identity-gc", false, "never collect unused identities on this agent")
 	f.DurationVar(&o.attachMaxDelay, "tcx-max-delay", 2*time.Second, "move a pod's programs to tcx at the latest this long after its ADD, quiet or not")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
@@ -214,6 +220,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		StateDir: o.stateDir, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir, CNIPlugin: o.cniPlugin,
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
+		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
 	}
 	if ac.CgroupRoot == "" {
 		if ac.CgroupRoot, err = defaultCgroupRoot(); err != nil {
