@@ -78,7 +78,7 @@ bpf-check-generated:
 bench-bpf:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./bpf/
 
-## bench-datapath: the datapath benchmarks (root; iptables-nft): pod-to-pod RR/CRR/throughput with no program, nodemesh policy and iptables at 10,000 entries, redirect set-up cost, policy apply and CNI ADD latency; $(DATAPATH_ROUNDS) interleaved rounds, then a summary (median, spread, ratio to the baseline)
+## bench-datapath: the datapath benchmarks (root; iptables-nft; client and server pinned to CPU 0, NODEMESH_BENCH_CPUS=all to not): pod-to-pod RR/CRR/throughput with no program, nodemesh policy and iptables at 10,000 entries, redirect set-up cost, policy apply and CNI ADD latency; $(DATAPATH_ROUNDS) interleaved rounds, then a summary (median, spread, ratio to the baseline)
 DATAPATH_ROUNDS ?= 3
 bench-datapath: kube-binaries
 	@if [ "$$(id -u)" != 0 ]; then echo "bench-datapath needs root (eBPF, network namespaces, cgroups, iptables): run 'sudo make bench-datapath'"; exit 1; fi

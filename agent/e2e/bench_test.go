@@ -69,6 +69,7 @@ type benchNet struct {
 func newBenchNet(b *testing.B) *benchNet {
 	cgroupV2 := requireDatapath(b)
 	n := newNode(b, cgroupV2, "")
+	n.cpus = benchCPUs()
 	bn := &benchNet{node: n, nodeNetns: n.netnsName("node"),
 		echoAddr: fmt.Sprintf("%s:%d", benchServer, perfEchoPort), sinkAddr: fmt.Sprintf("%s:%d", benchServer, perfSinkPort)}
 	node := bn.nodeNetns
@@ -102,6 +103,23 @@ func newBenchNet(b *testing.B) *benchNet {
 	bn.client, bn.clientHostIf, bn.clientIfindex = mk(2, "client")
 	n.daemon(bn.server.netns, bn.server.cgroup, "perfserve")
 	return bn
+}
+
+// benchCPUs is where the benchmarks' client and server run:
+// $NODEMESH_BENCH_CPUS (a taskset list; "all": anywhere), by default CPU 0.
+// Both on one CPU, a round trip stays on it; spread over two vCPUs, each
+// direction may wait for the other vCPU to wake from idle (a VM exit), and
+// the median flips between ~25 and ~95 µs from run to run on these
+// machines, for every scenario alike.
+func benchCPUs() string {
+	switch c := os.Getenv("NODEMESH_BENCH_CPUS"); c {
+	case "":
+		return "0"
+	case "all":
+		return ""
+	default:
+		return c
+	}
 }
 
 // measure runs a measuring helper in the client pod and decodes its result.

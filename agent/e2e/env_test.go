@@ -102,6 +102,8 @@ type node struct {
 	metrics    string
 	// agentArgs are added to every agent's command line.
 	agentArgs []string
+	// cpus, when set, pins helper processes to these CPUs (taskset -c).
+	cpus string
 
 	agent     *exec.Cmd
 	agentDone chan error
@@ -361,6 +363,9 @@ func (n *node) helper(netns, cgroup, mode string, args ...string) *exec.Cmd {
 	n.files = append(n.files, cg)
 	n.mu.Unlock()
 	cmd := exec.Command("ip", "netns", "exec", netns, os.Args[0])
+	if n.cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", n.cpus}, cmd.Args...)...)
+	}
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperArgsEnv+"="+strings.Join(args, " "), "GODEBUG=multipathtcp=0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
 	return cmd
