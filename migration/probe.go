@@ -34,8 +34,11 @@ const (
 // namespace — so a client of the node Envoy like the namespace's own pods,
 // with no sidecar since the namespace's injection labels are gone — that
 // requests every HTTP port of the namespace's Services by its cluster name.
-// Any HTTP response, whatever its status, is connectivity; a failed
-// connection, a reset or a timeout is not. The Pod writes one line per
+// Any HTTP response of the application, whatever its status, is
+// connectivity; a failed connection, a reset or a timeout is not, and
+// neither is the node Envoy's own answer that it could not reach the
+// application (a 502/503/504 whose body is Envoy's "no healthy upstream",
+// "upstream connect error …" or "upstream request timeout"). The Pod writes one line per
 // target to its termination message, which the kubelet copies into the
 // Pod's status, so no log access (and no kubelet port) is needed to read
 // the result. The Pod is deleted once read, whatever the outcome.
@@ -106,18 +109,31 @@ func ProbeTargets(svcs []corev1.Service) []ProbeTarget {
 // per target; to $OUT (the termination message file, of which the kubelet
 // keeps 4 KiB) it writes only the failed targets' lines and a last line
 // "done <answered> <targets>"; it exits 1 when any target gave no HTTP
-// response. curl without --fail exits 0 on any HTTP status; its
-// %{http_code} is 000 when there was none.
+// response of the application. curl without --fail exits 0 on any HTTP
+// status; its %{http_code} is 000 when there was none. An Envoy local reply
+// for an unreachable upstream is reported with a pseudo exit status
+// (envoyNoHealthyUpstream and the two after it).
 const probeScript = `OUT="${OUT:-/dev/termination-log}"
 : > "$OUT"
+nl='
+'
 n=0
 rc=0
 for t in "$@"; do
   opt=""
   case "$t" in h2:*) t="${t#h2:}"; opt="--http2-prior-knowledge";; esac
-  code=$(curl -s -o /dev/null $opt --connect-timeout "$TIMEOUT" -m "$TIMEOUT" -w '%{http_code}' "http://$t/")
+  resp=$(curl -s $opt --connect-timeout "$TIMEOUT" -m "$TIMEOUT" -w "${nl}%{http_code}" "http://$t/")
   e=$?
+  code=${resp##*"$nl"}
   [ -n "$code" ] || code=000
+  case "$code" in
+  502|503|504)
+    case "$resp" in
+    *"no healthy upstream"*) e=101; code=000;;
+    *"upstream connect error"*) e=102; code=000;;
+    *"upstream request timeout"*) e=103; code=000;;
+    esac;;
+  esac
   echo "$t $code $e"
   if [ "$code" = 000 ]; then rc=1; echo "$t $code $e" >> "$OUT"; else n=$((n+1)); fi
 done
@@ -140,14 +156,25 @@ type probeResult struct {
 	exit int
 }
 
+// Pseudo exit statuses of the probe script for the node Envoy's local
+// replies: the request reached Envoy, which could not reach the application.
+const (
+	envoyNoHealthyUpstream = 101
+	envoyUpstreamConnect   = 102
+	envoyUpstreamTimeout   = 103
+)
+
 // curlErrors names the curl exit codes a failed probe usually has.
 var curlErrors = map[int]string{
-	6:  "could not resolve the name",
-	7:  "connection failed",
-	28: "timed out",
-	35: "TLS handshake failed",
-	52: "empty reply",
-	56: "connection reset",
+	envoyNoHealthyUpstream: "the node Envoy answered: no healthy upstream",
+	envoyUpstreamConnect:   "the node Envoy answered: upstream connect error (the application refused or reset the connection)",
+	envoyUpstreamTimeout:   "the node Envoy answered: upstream request timeout",
+	6:                      "could not resolve the name",
+	7:                      "connection failed",
+	28:                     "timed out",
+	35:                     "TLS handshake failed",
+	52:                     "empty reply",
+	56:                     "connection reset",
 }
 
 func (r probeResult) failure() string {

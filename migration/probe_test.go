@@ -16,8 +16,9 @@ import (
 )
 
 // TestProbeScript runs the probe Pod's script with this machine's sh and
-// curl: an app's 500 is connectivity; a refused connection and a server
-// that never answers are failures, named in the termination message.
+// curl: an app's 500 (and an app's own 503) is connectivity; a refused
+// connection, a server that never answers and the node Envoy's answer that
+// it reached no upstream are failures, named in the termination message.
 func TestProbeScript(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("no curl")
@@ -38,9 +39,21 @@ func TestProbeScript(t *testing.T) {
 	}
 	defer silent.Close()
 	appAddr := strings.TrimPrefix(app.URL, "http://")
+	// What Envoy answers when it cannot reach the application.
+	envoy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Server", "envoy")
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+	}))
+	defer envoy.Close()
+	envoyAddr := strings.TrimPrefix(envoy.URL, "http://")
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+	}))
+	defer busy.Close()
+	busyAddr := strings.TrimPrefix(busy.URL, "http://")
 
 	out := filepath.Join(t.TempDir(), "termination-log")
-	cmd := exec.Command("sh", "-c", probeScript, "nodemesh-probe", appAddr, refused, silent.Addr().String())
+	cmd := exec.Command("sh", "-c", probeScript, "nodemesh-probe", appAddr, refused, silent.Addr().String(), envoyAddr, busyAddr)
 	cmd.Env = append(os.Environ(), "OUT="+out, "TIMEOUT=1")
 	stdout, err := cmd.Output()
 	var exit *exec.ExitError
@@ -55,7 +68,7 @@ func TestProbeScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parseProbeOutput(string(msg))
-	if !got.done || got.answered != 1 || got.targets != 3 || len(got.failed) != 2 {
+	if !got.done || got.answered != 2 || got.targets != 5 || len(got.failed) != 3 {
 		t.Fatalf("termination message %q parsed as %+v", msg, got)
 	}
 	if r := got.failed[refused]; r.exit != 7 || r.code != "000" {
@@ -63,6 +76,12 @@ func TestProbeScript(t *testing.T) {
 	}
 	if r := got.failed[silent.Addr().String()]; r.exit != 28 {
 		t.Errorf("silent server: %+v, want curl exit 28 (timeout)", r)
+	}
+	if r := got.failed[envoyAddr]; r.exit != envoyNoHealthyUpstream || !strings.Contains(r.failure(), "no healthy upstream") {
+		t.Errorf("Envoy's local reply: %+v (%s), want a failure saying no healthy upstream", r, r.failure())
+	}
+	if !strings.Contains(string(stdout), busyAddr+" 503 0") {
+		t.Errorf("stdout lacks the application's own 503:\n%s", stdout)
 	}
 
 	// All answer: exit 0, only the done line.
