@@ -6,8 +6,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -36,16 +35,20 @@ func (a *Agent) report(diags []policy.Diagnostic) {
 		if a.lastDiags[s] {
 			continue
 		}
-		a.log.Warn("policy not fully enforceable; enforced as deny", "namespace", d.Namespace, "policy", d.Name,
+		a.log.Warn("policy not fully enforceable; enforced as deny", "kind", d.Kind, "namespace", d.Namespace, "policy", d.Name,
 			"field", d.Field, "message", d.Message)
 		if d.Name == "*" {
 			continue
 		}
-		ref := &networkingv1.NetworkPolicy{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-			ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name},
-		}
-		if np, err := a.informers.policies.NetworkPolicies(d.Namespace).Get(d.Name); err == nil {
+		ref := &corev1.ObjectReference{APIVersion: "networking.k8s.io/v1", Kind: policy.KindNetworkPolicy, Namespace: d.Namespace, Name: d.Name}
+		if d.Kind == policy.KindTrafficPolicy {
+			ref.APIVersion, ref.Kind = policy.TrafficPolicyGVR.GroupVersion().String(), policy.KindTrafficPolicy
+			if o, ok, _ := a.informers.traffic.GetStore().GetByKey(d.Namespace + "/" + d.Name); ok {
+				if u, ok := o.(*unstructured.Unstructured); ok {
+					ref.UID = u.GetUID()
+				}
+			}
+		} else if np, err := a.informers.policies.NetworkPolicies(d.Namespace).Get(d.Name); err == nil {
 			ref.UID = np.UID
 		}
 		a.recorder.Event(ref, corev1.EventTypeWarning, EventReasonNotEnforceable,

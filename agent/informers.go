@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodemesh/nodemesh/agent/identity"
+	"github.com/nodemesh/nodemesh/agent/policy"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
@@ -39,6 +40,7 @@ type watchers struct {
 	policies   networkinglisters.NetworkPolicyLister
 	services   corelisters.ServiceLister
 	identities cache.SharedIndexInformer
+	traffic    cache.SharedIndexInformer // trafficpolicies.nodemesh.io
 	synced     []cache.InformerSynced
 }
 
@@ -73,8 +75,9 @@ func newInformers(a *Agent) *watchers {
 	npInf := i.factory.Networking().V1().NetworkPolicies()
 	svcInf := i.factory.Core().V1().Services()
 	idInf := i.dynFactory.ForResource(identity.GVR).Informer()
+	tpInf := i.dynFactory.ForResource(policy.TrafficPolicyGVR).Informer()
 	_ = idInf.AddIndexers(cache.Indexers{byHashIndex: hashIndex})
-	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), idInf} {
+	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), idInf, tpInf} {
 		_, _ = inf.AddEventHandler(trigger)
 		i.synced = append(i.synced, inf.HasSynced)
 	}
@@ -97,6 +100,7 @@ func newInformers(a *Agent) *watchers {
 	i.synced = append(i.synced, remoteInf.Informer().HasSynced)
 	i.remotePods = remoteInf.Lister()
 	i.pods, i.namespaces, i.policies, i.services, i.identities = podInf.Lister(), nsInf.Lister(), npInf.Lister(), svcInf.Lister(), idInf
+	i.traffic = tpInf
 	return i
 }
 
@@ -141,6 +145,28 @@ func (i *watchers) hasIdentity(id bpf.Identity, k identity.Key) bool {
 		}
 	}
 	return false
+}
+
+// trafficPolicies decodes the TrafficPolicies; one that does not decode
+// (the API server validated it, so only a newer schema could) is returned
+// in bad with the error, to be enforced as deny.
+func (i *watchers) trafficPolicies() (good []*policy.TrafficPolicy, bad map[*unstructured.Unstructured]error) {
+	for _, o := range i.traffic.GetStore().List() {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		tp, err := policy.DecodeTrafficPolicy(u.GetNamespace(), u.GetName(), u.Object)
+		if err != nil {
+			if bad == nil {
+				bad = map[*unstructured.Unstructured]error{}
+			}
+			bad[u] = err
+			continue
+		}
+		good = append(good, tp)
+	}
+	return good, bad
 }
 
 // storedIdentities are the informer's Identity objects with their UIDs.

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/nodemesh/nodemesh/agent/identity"
 	"github.com/nodemesh/nodemesh/agent/policy"
@@ -149,8 +150,10 @@ func (a *Agent) liveRecords() []*endpointRecord {
 	return out
 }
 
-func (a *Agent) policyInput() (policy.Input, error) {
-	in := policy.Input{
+// policyInput gathers what policy.Translate reads; diags are problems
+// found before translation (a TrafficPolicy that does not decode).
+func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err error) {
+	in = policy.Input{
 		Namespaces:       map[string]map[string]string{},
 		CIDRs:            a.cidrs,
 		AllowHostIngress: a.cfg.AllowHostIngress,
@@ -158,13 +161,23 @@ func (a *Agent) policyInput() (policy.Input, error) {
 	}
 	nss, err := a.informers.namespaces.List(everything())
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	for _, ns := range nss {
 		in.Namespaces[ns.Name] = ns.Labels
 	}
 	if in.Policies, err = a.informers.policies.List(everything()); err != nil {
-		return in, err
+		return in, nil, err
+	}
+	var bad map[*unstructured.Unstructured]error
+	in.TrafficPolicies, bad = a.informers.trafficPolicies()
+	for u, err := range bad {
+		// What it selects and allows is unknown: every pod of its
+		// namespace is isolated both ways and nothing is allowed by it.
+		in.TrafficPolicies = append(in.TrafficPolicies, &policy.TrafficPolicy{Namespace: u.GetNamespace(), Name: u.GetName(),
+			Spec: policy.TrafficPolicySpec{Action: policy.ActionAllow}, HasIngress: true, HasEgress: true})
+		diags = append(diags, policy.Diagnostic{Severity: policy.Warning, Kind: policy.KindTrafficPolicy, Namespace: u.GetNamespace(),
+			Name: u.GetName(), Field: "spec", Message: fmt.Sprintf("cannot be read (%v): every pod of the namespace is isolated, no rule of it applies", err)})
 	}
 	seen := map[bpf.Identity]bool{}
 	for _, id := range a.informers.allIdentities() {
@@ -181,7 +194,7 @@ func (a *Agent) policyInput() (policy.Input, error) {
 			in.Identities = append(in.Identities, policy.Identity{ID: r.Identity, Namespace: r.Namespace, Labels: k.Labels})
 		}
 	}
-	return in, nil
+	return in, diags, nil
 }
 
 // syncPolicy writes the identity, policy and endpoint maps. New entries are
@@ -189,12 +202,12 @@ func (a *Agent) policyInput() (policy.Input, error) {
 // shrank get a new policy revision last, so that their established flows
 // are decided again against the final entries.
 func (a *Agent) syncPolicy() error {
-	in, err := a.policyInput()
+	in, diags, err := a.policyInput()
 	if err != nil {
 		return err
 	}
 	res := policy.Translate(in)
-	a.report(res.Diagnostics)
+	a.report(append(res.Diagnostics, diags...))
 
 	// Identity map.
 	wantIDs := map[netip.Prefix]bpf.Identity{}

@@ -21,11 +21,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/agent/identity"
+	"github.com/nodemesh/nodemesh/agent/policy"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/install/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
@@ -155,6 +157,42 @@ func TestDatapath(t *testing.T) {
 		reach("client→server http allowed", client, "get", httpURL, allowed)
 		reach("client→server echo denied (port not named in the policy)", client, "echo", echoAddr, denied)
 	})
+	t.Run("TrafficPolicy: Deny wins over the NetworkPolicy allow, Allow isolates", func(t *testing.T) {
+		tps := dynamic.NewForConfigOrDie(env.Config).Resource(policy.TrafficPolicyGVR).Namespace(nsA)
+		create := func(name string, spec map[string]any) {
+			t.Helper()
+			obj := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": policy.TrafficPolicyGVR.GroupVersion().String(), "kind": "TrafficPolicy",
+				"metadata": map[string]any{"name": name, "namespace": nsA}, "spec": spec}}
+			if _, err := tps.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		create("no-client-http", map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "server"}}, "action": "Deny",
+			"ingress": []any{map[string]any{
+				"peers": []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"app": "client"}}}},
+				"ports": []any{map[string]any{"port": int64(8080)}},
+			}},
+		})
+		reach("client→server http denied by the TrafficPolicy", client, "get", httpURL, denied)
+		if err := tps.Delete(ctx, "no-client-http", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("client→server http allowed again", client, "get", httpURL, allowed)
+
+		// Allow with an empty egress list: the client is isolated for
+		// egress and this policy allows nothing.
+		create("client-egress", map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}}, "action": "Allow", "egress": []any{},
+		})
+		reach("client→server http denied (client isolated for egress)", client, "get", httpURL, denied)
+		if err := tps.Delete(ctx, "client-egress", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("client→server http allowed once the policy is gone", client, "get", httpURL, allowed)
+	})
+
 	t.Run("a pod on another node is policed by its identity", func(t *testing.T) {
 		// The other node: a netns routed from the node's, holding the
 		// address its pod has. Its agent would allocate the pod's identity;

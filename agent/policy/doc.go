@@ -1,13 +1,18 @@
-// Package policy translates Kubernetes NetworkPolicies into the entries of
-// the eBPF policy maps (bpf.PolicyKey → bpf.Verdict, endpoint isolation
-// flags, CIDR identities).
+// Package policy translates Kubernetes NetworkPolicies and nodemesh's own
+// TrafficPolicies into the entries of the eBPF policy maps (bpf.PolicyKey →
+// bpf.Verdict, endpoint isolation flags, CIDR identities). An Allow
+// TrafficPolicy behaves as a NetworkPolicy; a Deny TrafficPolicy writes deny
+// entries, which win over every allow, and isolates nothing (TrafficPolicy).
 //
 // It is plain data in, plain data out: the caller passes the node's local
 // endpoints, the cluster's identities (agent/identity), the namespaces'
 // labels and the policies, and gets, per endpoint identity, the isolation
 // flags and the set of allow entries, plus diagnostics for everything it
 // could not express. What cannot be expressed is never allowed: the endpoint
-// stays isolated and the rule (or the part of it) contributes nothing.
+// stays isolated and the rule (or the part of it) contributes nothing — and
+// a deny that cannot be expressed exactly denies more (every peer for an
+// invalid peer selector, every port for a range too wide to expand, every
+// pod of the namespace for an invalid selector).
 //
 // Semantics, as Kubernetes defines them:
 //   - a pod selected by any policy whose policyTypes include a direction is

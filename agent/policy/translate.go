@@ -37,11 +37,23 @@ type translator struct {
 	diags  []Diagnostic
 	cidrs  map[netip.Prefix]bpf.Identity
 	policy *networkingv1.NetworkPolicy
+	// kind of the policy being translated; deny: its rules deny (a Deny
+	// TrafficPolicy) and it isolates nothing.
+	kind string
+	deny bool
 }
 
 func (t *translator) report(field, format string, args ...any) {
-	t.diags = append(t.diags, Diagnostic{Severity: Warning, Namespace: t.policy.Namespace, Name: t.policy.Name,
+	t.diags = append(t.diags, Diagnostic{Severity: Warning, Kind: t.kind, Namespace: t.policy.Namespace, Name: t.policy.Name,
 		Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// source is a policy to translate: a NetworkPolicy, or a TrafficPolicy
+// expressed as one.
+type source struct {
+	np   *networkingv1.NetworkPolicy
+	kind string
+	deny bool
 }
 
 // Translate computes the policy of every local endpoint identity.
@@ -49,14 +61,27 @@ func Translate(in Input) *Result {
 	if in.CIDRs == nil {
 		in.CIDRs = NewCIDRAllocator(nil)
 	}
-	policies := append([]*networkingv1.NetworkPolicy(nil), in.Policies...)
-	sort.Slice(policies, func(i, j int) bool {
-		if policies[i].Namespace != policies[j].Namespace {
-			return policies[i].Namespace < policies[j].Namespace
+	var sources []source
+	for _, p := range in.Policies {
+		sources = append(sources, source{np: p, kind: KindNetworkPolicy})
+	}
+	for _, tp := range in.TrafficPolicies {
+		sources = append(sources, source{np: tp.asNetworkPolicy(), kind: KindTrafficPolicy, deny: tp.Spec.Action == ActionDeny})
+	}
+	sort.Slice(sources, func(i, j int) bool {
+		a, b := sources[i], sources[j]
+		if a.kind != b.kind {
+			return a.kind < b.kind
 		}
-		return policies[i].Name < policies[j].Name
+		if a.np.Namespace != b.np.Namespace {
+			return a.np.Namespace < b.np.Namespace
+		}
+		return a.np.Name < b.np.Name
 	})
-	in.Policies = policies
+	policies := make([]*networkingv1.NetworkPolicy, len(sources))
+	for i, src := range sources {
+		policies[i] = src.np
+	}
 	// Local endpoints are peers too (named ports of egress rules).
 	peerPorts := map[bpf.Identity][][]NamedPort{}
 	for id, pp := range in.PeerPorts {
@@ -74,15 +99,16 @@ func Translate(in Input) *Result {
 	for i := range in.Endpoints {
 		perEndpoint[i] = &IdentityPolicy{Entries: map[bpf.PolicyKey]bpf.Verdict{}}
 	}
-	for _, p := range policies {
-		t.policy = p
-		t.apply(p, perEndpoint)
+	for _, src := range sources {
+		t.policy, t.kind, t.deny = src.np, src.kind, src.deny
+		t.apply(src.np, perEndpoint)
 	}
 	for i, ep := range in.Endpoints {
 		t.defaults(ep, perEndpoint[i])
 	}
 	res := &Result{Identities: map[bpf.Identity]*IdentityPolicy{}, CIDRs: t.cidrs}
-	// Endpoints of one identity share entries: they get the intersection.
+	// Endpoints of one identity share entries: they get the intersection
+	// of their allows and the union of their denies.
 	byID := map[bpf.Identity][]int{}
 	for i, ep := range in.Endpoints {
 		byID[ep.Identity] = append(byID[ep.Identity], i)
@@ -94,9 +120,17 @@ func Translate(in Input) *Result {
 			differ := merged.Flags != other.Flags || len(merged.Entries) != len(other.Entries)
 			out := &IdentityPolicy{Flags: merged.Flags | other.Flags, Entries: map[bpf.PolicyKey]bpf.Verdict{}}
 			for k, v := range merged.Entries {
-				if ov, ok := other.Entries[k]; ok && ov == v {
+				ov, ok := other.Entries[k]
+				if !ok || ov != v {
+					differ = true
+				}
+				if ok && ov == v || v == bpf.Deny {
 					out.Entries[k] = v
-				} else {
+				}
+			}
+			for k, v := range other.Entries {
+				if v == bpf.Deny && merged.Entries[k] != bpf.Deny {
+					out.Entries[k] = v
 					differ = true
 				}
 			}
@@ -146,13 +180,20 @@ func (t *translator) apply(p *networkingv1.NetworkPolicy, perEndpoint []*Identit
 	if err != nil {
 		// Which pods it selects is unknown: isolate every pod of the
 		// namespace and allow nothing from this policy.
-		t.report("spec.podSelector", "invalid selector (%v): every pod of the namespace is isolated, no rule of this policy applies", err)
-		for i, ep := range t.in.Endpoints {
-			if ep.Namespace == p.Namespace {
-				perEndpoint[i].Flags |= bpf.EnforceIngress | bpf.EnforceEgress
+		if t.deny {
+			// Which pods it selects is unknown: its rules deny for every
+			// pod of the namespace.
+			t.report("spec.selector", "invalid selector (%v): the policy's rules deny for every pod of the namespace", err)
+			sel = labels.Everything()
+		} else {
+			t.report(t.selectorField(), "invalid selector (%v): every pod of the namespace is isolated, no rule of this policy applies", err)
+			for i, ep := range t.in.Endpoints {
+				if ep.Namespace == p.Namespace {
+					perEndpoint[i].Flags |= bpf.EnforceIngress | bpf.EnforceEgress
+				}
 			}
+			return
 		}
-		return
 	}
 	for _, pt := range p.Spec.PolicyTypes {
 		if pt != networkingv1.PolicyTypeIngress && pt != networkingv1.PolicyTypeEgress {
@@ -166,10 +207,12 @@ func (t *translator) apply(p *networkingv1.NetworkPolicy, perEndpoint []*Identit
 		}
 		pol := perEndpoint[i]
 		if ingress {
-			pol.Flags |= bpf.EnforceIngress
+			if !t.deny {
+				pol.Flags |= bpf.EnforceIngress
+			}
 			for r, rule := range p.Spec.Ingress {
 				field := fmt.Sprintf("spec.ingress[%d]", r)
-				peers := t.peers(rule.From, field+".from")
+				peers := t.peers(rule.From, field+t.peersField("from"))
 				ports := t.ports(rule.Ports, field+".ports", ep.Ports)
 				for _, pp := range ports {
 					t.put(pol, ep.Identity, peers, pp, bpf.Ingress)
@@ -177,27 +220,55 @@ func (t *translator) apply(p *networkingv1.NetworkPolicy, perEndpoint []*Identit
 			}
 		}
 		if egress {
-			pol.Flags |= bpf.EnforceEgress
+			if !t.deny {
+				pol.Flags |= bpf.EnforceEgress
+			}
 			for r, rule := range p.Spec.Egress {
 				field := fmt.Sprintf("spec.egress[%d]", r)
-				peers := t.peers(rule.To, field+".to")
+				peers := t.peers(rule.To, field+t.peersField("to"))
 				t.egressPorts(pol, ep.Identity, peers, rule.Ports, field+".ports")
 			}
 		}
 	}
 }
 
+// put writes the entries of a rule: allows, or denies for a Deny policy.
+// A deny is never replaced by an allow of the same key (deny wins).
 func (t *translator) put(pol *IdentityPolicy, self bpf.Identity, peers peerSet, pp portProto, dir bpf.Direction) {
+	verdict := bpf.Allow
+	if t.deny {
+		verdict = bpf.Deny
+	}
+	set := func(k bpf.PolicyKey) {
+		if pol.Entries[k] != bpf.Deny {
+			pol.Entries[k] = verdict
+		}
+	}
 	k := bpf.PolicyKey{Endpoint: self, Port: pp.port, Proto: pp.proto, Dir: dir}
 	if peers.any {
 		k.Peer = bpf.IdentityAny
-		pol.Entries[k] = bpf.Allow
+		set(k)
 		return
 	}
 	for _, id := range peers.ids {
 		k.Peer = id
-		pol.Entries[k] = bpf.Allow
+		set(k)
 	}
+}
+
+// selectorField and peersField name fields as the policy's kind spells them.
+func (t *translator) selectorField() string {
+	if t.kind == KindTrafficPolicy {
+		return "spec.selector"
+	}
+	return "spec.podSelector"
+}
+
+func (t *translator) peersField(networkPolicyName string) string {
+	if t.kind == KindTrafficPolicy {
+		return ".peers"
+	}
+	return "." + networkPolicyName
 }
 
 // egressPorts handles egress ports: named ports resolve on each peer.
@@ -275,7 +346,11 @@ func (t *translator) peers(list []networkingv1.NetworkPolicyPeer, field string) 
 			}
 			ids = t.ipBlock(peer.IPBlock, f+".ipBlock")
 		case peer.PodSelector != nil || peer.NamespaceSelector != nil:
-			ids = t.selectIdentities(peer, f)
+			var ok bool
+			ids, ok = t.selectIdentities(peer, f)
+			if !ok && t.deny {
+				return peerSet{any: true} // a deny of unknown peers: every peer
+			}
 		default:
 			t.report(f, "peer has no podSelector, namespaceSelector or ipBlock; it matches nothing")
 		}
@@ -291,13 +366,19 @@ func (t *translator) peers(list []networkingv1.NetworkPolicyPeer, field string) 
 	return out
 }
 
-func (t *translator) selectIdentities(peer networkingv1.NetworkPolicyPeer, field string) []bpf.Identity {
+// selectIdentities resolves a selector peer; ok is false when a selector
+// is invalid (the peer then matches nothing, or for a deny every peer).
+func (t *translator) selectIdentities(peer networkingv1.NetworkPolicyPeer, field string) (ids []bpf.Identity, ok bool) {
+	invalid := "invalid selector (%v); the peer matches nothing"
+	if t.deny {
+		invalid = "invalid selector (%v); the rule denies every peer"
+	}
 	podSel := labels.Everything()
 	if peer.PodSelector != nil {
 		s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
 		if err != nil {
-			t.report(field+".podSelector", "invalid selector (%v); the peer matches nothing", err)
-			return nil
+			t.report(field+".podSelector", invalid, err)
+			return nil, false
 		}
 		podSel = s
 	}
@@ -305,8 +386,8 @@ func (t *translator) selectIdentities(peer networkingv1.NetworkPolicyPeer, field
 	if peer.NamespaceSelector != nil {
 		s, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
 		if err != nil {
-			t.report(field+".namespaceSelector", "invalid selector (%v); the peer matches nothing", err)
-			return nil
+			t.report(field+".namespaceSelector", invalid, err)
+			return nil, false
 		}
 		nsMatch = func(ns string) bool {
 			nsLabels, ok := t.in.Namespaces[ns]
@@ -316,13 +397,12 @@ func (t *translator) selectIdentities(peer networkingv1.NetworkPolicyPeer, field
 			return s.Matches(labels.Set(nsLabels))
 		}
 	}
-	var out []bpf.Identity
 	for _, id := range t.in.Identities {
 		if nsMatch(id.Namespace) && podSel.Matches(labels.Set(id.Labels)) {
-			out = append(out, id.ID)
+			ids = append(ids, id.ID)
 		}
 	}
-	return out
+	return ids, true
 }
 
 func (t *translator) ipBlock(b *networkingv1.IPBlock, field string) []bpf.Identity {
@@ -466,6 +546,9 @@ func (t *translator) ports(list []networkingv1.NetworkPolicyPort, field string, 
 			case last < first || last > 65535:
 				t.report(f+".endPort", "endPort %d is below port %d or above 65535; the port matches nothing", last, first)
 			case first == 1 && last == 65535:
+				out = append(out, portProto{proto: proto})
+			case last-first+1 > MaxPortRange && t.deny:
+				t.report(f+".endPort", "range %d-%d is wider than the %d ports the agent expands; denied on every port", first, last, MaxPortRange)
 				out = append(out, portProto{proto: proto})
 			case last-first+1 > MaxPortRange:
 				t.report(f+".endPort", "range %d-%d is wider than the %d ports the agent expands; it matches nothing", first, last, MaxPortRange)

@@ -43,6 +43,8 @@ type Input struct {
 	// Namespaces are the labels of every namespace, by name.
 	Namespaces map[string]map[string]string
 	Policies   []*networkingv1.NetworkPolicy
+	// TrafficPolicies are nodemesh's own (trafficpolicies.nodemesh.io).
+	TrafficPolicies []*TrafficPolicy
 	// PeerPorts are the container ports of pods known to have an identity
 	// (for named ports in egress rules); local endpoints are added to it.
 	PeerPorts map[bpf.Identity][][]NamedPort
@@ -82,7 +84,9 @@ const (
 
 // Diagnostic is a problem with one policy.
 type Diagnostic struct {
-	Severity  Severity
+	Severity Severity
+	// Kind is NetworkPolicy or TrafficPolicy.
+	Kind      string
 	Namespace string
 	Name      string
 	Field     string
@@ -90,5 +94,9 @@ type Diagnostic struct {
 }
 
 func (d Diagnostic) String() string {
-	return fmt.Sprintf("%s: NetworkPolicy %s/%s %s: %s", d.Severity, d.Namespace, d.Name, d.Field, d.Message)
+	kind := d.Kind
+	if kind == "" {
+		kind = KindNetworkPolicy
+	}
+	return fmt.Sprintf("%s: %s %s/%s %s: %s", d.Severity, kind, d.Namespace, d.Name, d.Field, d.Message)
 }
