@@ -80,10 +80,17 @@ type Config struct {
 	// (default 15m) are deleted, checked every IdentityGCPeriod (default
 	// 5m), by the agent holding the Lease IdentityGCLease in Namespace (no
 	// Namespace: no collection). DisableIdentityGC turns it off.
-	IdentityGCPeriod  time.Duration
-	IdentityGCGrace   time.Duration
-	DisableIdentityGC bool
-	Logger            *slog.Logger
+	// The node proxy's upstream connections carry the client pod's address
+	// (original_src); their replies are handed back to the proxy by the
+	// policy programs and, for replies from other nodes, by a program on
+	// each of Uplinks (default: the interfaces of the default routes).
+	// DisableProxyReturn turns that off (docs/design/datapath.md).
+	DisableProxyReturn bool
+	Uplinks            []string
+	IdentityGCPeriod   time.Duration
+	IdentityGCGrace    time.Duration
+	DisableIdentityGC  bool
+	Logger             *slog.Logger
 }
 
 // Pin layout under BPFFS.
@@ -208,6 +215,9 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	}
 	if err := inNetns(cfg.NodeNetns, func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
 		return nil, err
+	}
+	if err := a.setupProxyReturn(); err != nil {
+		return nil, fmt.Errorf("node proxy return path: %w", err)
 	}
 	existing, err := a.pol.Identities()
 	if err != nil {

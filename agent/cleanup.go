@@ -82,7 +82,8 @@ type CleanupResult struct {
 
 // Cleanup removes nodemesh from the node: the CNI configuration (first, so
 // the runtime stops handing new pods to nodemesh), the plugin binary, the
-// cls_bpf filters of kernels without tcx, every pinned link under
+// cls_bpf filters of kernels without tcx, the node proxy return path's
+// routing rule and table, every pinned link under
 // BPFFS/nodemesh (unpinning the last reference detaches the tcx programs
 // from the pods' veths and the redirection programs from the cgroup) and
 // every other pin (the maps), and the directory itself. Nothing may hold
@@ -137,6 +138,7 @@ func Cleanup(c CleanupConfig) (*CleanupResult, error) {
 			res.Filters += n
 			errs = append(errs, err)
 		}
+		errs = append(errs, removeProxyReturnRouting())
 		return errors.Join(errs...)
 	})
 	errs = append(errs, err)

@@ -32,6 +32,7 @@ func TestMapLayouts(t *testing.T) {
 		policyMapNmPolicy:       {policy, kv{PolicyKey{}, Verdict(0)}},
 		policyMapNmCt:           {policy, kv{ctKey{}, ctEntry{}}},
 		policyMapNmPolStats:     {policy, kv{uint32(0), Count{}}},
+		policyMapNmProxyCfg:     {policy, kv{uint32(0), proxyConfig{}}},
 		redirectMapNmRedirCfg:   {redirect, kv{uint32(0), redirectConfig{}}},
 		redirectMapNmNetns:      {redirect, kv{uint64(0), netnsConfig{}}},
 		redirectMapNmServices:   {redirect, kv{serviceKey{}, uint32(0)}},

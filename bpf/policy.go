@@ -5,6 +5,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
@@ -104,6 +105,44 @@ func (p *Policy) Program(dir Direction) *ebpf.Program {
 		return p.objs.FromPod
 	}
 	return p.objs.ToPod
+}
+
+// proxyConfig is the value of nm_proxy_cfg. Layout matches struct proxy_cfg
+// in c/policy.c.
+type proxyConfig struct {
+	PodNet, PodMask [4]byte
+	Mark            uint32
+	Enabled         uint32
+}
+
+// SetProxyReturn turns on the node-proxy return path for replies to
+// addresses of podCIDR: from_pod (for a reply of a flow opened towards its
+// pod) and from_uplink hand a TCP packet whose tuple a socket of the node's
+// network namespace owns — the node proxy's transparent upstream socket,
+// bound to a local client's address — to that socket, and set mark on it,
+// for a policy routing rule to deliver it locally. An invalid podCIDR turns
+// the return path off.
+func (p *Policy) SetProxyReturn(podCIDR netip.Prefix, mark uint32) error {
+	var c proxyConfig
+	if podCIDR.IsValid() && podCIDR.Addr().Is4() {
+		podCIDR = podCIDR.Masked()
+		c.PodNet = podCIDR.Addr().As4()
+		mask := net.CIDRMask(podCIDR.Bits(), 32)
+		copy(c.PodMask[:], mask)
+		c.Mark, c.Enabled = mark, 1
+	}
+	if err := p.objs.NmProxyCfg.Put(uint32(0), &c); err != nil {
+		return fmt.Errorf("write the proxy return configuration: %w", err)
+	}
+	return nil
+}
+
+// AttachUplink attaches from_uplink to the ingress hook of the node's
+// uplink ifindex (resolved in the calling thread's network namespace): the
+// node-proxy return path for replies from other nodes (SetProxyReturn).
+// Options as for AttachTC.
+func (p *Policy) AttachUplink(ifindex int, opts AttachOptions) (*TCAttachment, error) {
+	return AttachTC(p.objs.FromUplink, ifindex, Egress, opts)
 }
 
 // Attach attaches the program enforcing dir to the host-side veth ifindex

@@ -21,7 +21,9 @@ const (
 	policyMapNmIpcache         = "nm_ipcache"
 	policyMapNmPolStats        = "nm_pol_stats"
 	policyMapNmPolicy          = "nm_policy"
+	policyMapNmProxyCfg        = "nm_proxy_cfg"
 	policyProgFromPod          = "from_pod"
+	policyProgFromUplink       = "from_uplink"
 	policyProgToPod            = "to_pod"
 	policyVarCtLifetimeOtherNs = "ct_lifetime_other_ns"
 	policyVarCtLifetimeTcpNs   = "ct_lifetime_tcp_ns"
@@ -69,8 +71,9 @@ type policySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyProgramSpecs struct {
-	FromPod *ebpf.ProgramSpec `ebpf:"from_pod"`
-	ToPod   *ebpf.ProgramSpec `ebpf:"to_pod"`
+	FromPod    *ebpf.ProgramSpec `ebpf:"from_pod"`
+	FromUplink *ebpf.ProgramSpec `ebpf:"from_uplink"`
+	ToPod      *ebpf.ProgramSpec `ebpf:"to_pod"`
 }
 
 // policyMapSpecs contains maps before they are loaded into the kernel.
@@ -82,6 +85,7 @@ type policyMapSpecs struct {
 	NmIpcache   *ebpf.MapSpec `ebpf:"nm_ipcache"`
 	NmPolStats  *ebpf.MapSpec `ebpf:"nm_pol_stats"`
 	NmPolicy    *ebpf.MapSpec `ebpf:"nm_policy"`
+	NmProxyCfg  *ebpf.MapSpec `ebpf:"nm_proxy_cfg"`
 }
 
 // policyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -117,6 +121,7 @@ type policyMaps struct {
 	NmIpcache   *ebpf.Map `ebpf:"nm_ipcache"`
 	NmPolStats  *ebpf.Map `ebpf:"nm_pol_stats"`
 	NmPolicy    *ebpf.Map `ebpf:"nm_policy"`
+	NmProxyCfg  *ebpf.Map `ebpf:"nm_proxy_cfg"`
 }
 
 func (m *policyMaps) Close() error {
@@ -126,6 +131,7 @@ func (m *policyMaps) Close() error {
 		m.NmIpcache,
 		m.NmPolStats,
 		m.NmPolicy,
+		m.NmProxyCfg,
 	)
 }
 
@@ -141,13 +147,15 @@ type policyVariables struct {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyPrograms struct {
-	FromPod *ebpf.Program `ebpf:"from_pod"`
-	ToPod   *ebpf.Program `ebpf:"to_pod"`
+	FromPod    *ebpf.Program `ebpf:"from_pod"`
+	FromUplink *ebpf.Program `ebpf:"from_uplink"`
+	ToPod      *ebpf.Program `ebpf:"to_pod"`
 }
 
 func (p *policyPrograms) Close() error {
 	return _PolicyClose(
 		p.FromPod,
+		p.FromUplink,
 		p.ToPod,
 	)
 }

@@ -132,6 +132,27 @@ func TestDatapath(t *testing.T) {
 		})
 	}
 
+	// remoteNode stands for another node: a netns routed from the node's
+	// over a veth (the node's "uplink"), holding remoteIP, the address one
+	// of its pods has. It goes when the (sub)test ends.
+	const remoteIP, remoteGW = "10.244.78.5", "10.244.78.1"
+	remoteNode := func(t *testing.T) (netns, uplink string) {
+		t.Helper()
+		rns, node, link := n.netnsName("remote"), n.netnsName("node"), n.id+"-rn"
+		run(t, "ip", "netns", "add", rns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", rns).Run() }) // and with it both ends of the link
+		run(t, "ip", "-n", node, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", rns)
+		run(t, "ip", "-n", node, "addr", "add", remoteGW+"/32", "dev", link)
+		run(t, "ip", "-n", node, "link", "set", link, "up")
+		run(t, "ip", "-n", node, "route", "add", remoteIP+"/32", "dev", link)
+		run(t, "ip", "-n", rns, "link", "set", "lo", "up")
+		run(t, "ip", "-n", rns, "addr", "add", remoteIP+"/32", "dev", "eth0")
+		run(t, "ip", "-n", rns, "link", "set", "eth0", "up")
+		run(t, "ip", "-n", rns, "route", "add", remoteGW+"/32", "dev", "eth0", "scope", "link")
+		run(t, "ip", "-n", rns, "route", "add", "default", "via", remoteGW)
+		return rns, link
+	}
+
 	t.Run("no policy: everything reachable", func(t *testing.T) {
 		reach("client→server http", client, "get", httpURL, allowed)
 		reach("other→server http", other, "get", httpURL, allowed)
@@ -197,19 +218,7 @@ func TestDatapath(t *testing.T) {
 		// The other node: a netns routed from the node's, holding the
 		// address its pod has. Its agent would allocate the pod's identity;
 		// this node only looks it up.
-		const remoteIP, remoteGW = "10.244.78.5", "10.244.78.1"
-		rns, node, link := n.netnsName("remote"), n.netnsName("node"), n.id+"-rn"
-		run(t, "ip", "netns", "add", rns)
-		defer exec.Command("ip", "netns", "del", rns).Run() // and with it both ends of the link
-		run(t, "ip", "-n", node, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", rns)
-		run(t, "ip", "-n", node, "addr", "add", remoteGW+"/32", "dev", link)
-		run(t, "ip", "-n", node, "link", "set", link, "up")
-		run(t, "ip", "-n", node, "route", "add", remoteIP+"/32", "dev", link)
-		run(t, "ip", "-n", rns, "link", "set", "lo", "up")
-		run(t, "ip", "-n", rns, "addr", "add", remoteIP+"/32", "dev", "eth0")
-		run(t, "ip", "-n", rns, "link", "set", "eth0", "up")
-		run(t, "ip", "-n", rns, "route", "add", remoteGW+"/32", "dev", "eth0", "scope", "link")
-		run(t, "ip", "-n", rns, "route", "add", "default", "via", remoteGW)
+		rns, _ := remoteNode(t)
 		remote := &pod{namespace: nsA, name: "remote-client", netns: rns, cgroup: filepath.Join(n.cgroupRoot, "remote")}
 
 		labels := map[string]string{"app": "client", "zone": "b"} // a key no local pod has
@@ -313,7 +322,8 @@ func TestDatapath(t *testing.T) {
 	})
 
 	t.Run("redirection of an opted-in pod to 15001", func(t *testing.T) {
-		n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "proxy")
+		px, _ := n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "proxy")
+		defer func() { px.Kill(); px.Wait() }() // frees 15001
 		var out string
 		eventually(t, 15*time.Second, "client→service redirected", func() error {
 			var err error
@@ -364,6 +374,98 @@ func TestDatapath(t *testing.T) {
 			out, err := n.exec(other, "connect", vip, "1s")
 			if err == nil {
 				return fmt.Errorf("still reaches something: %s", out)
+			}
+			return nil
+		})
+	})
+
+	t.Run("the node proxy's connections carry the client's identity", func(t *testing.T) {
+		// The proxy connects from the client pod's address (original_src),
+		// so the server's policy (client pods on http only) sees who calls:
+		// the client passes; a pod the policy does not allow is denied,
+		// where it would pass as HOST (--allow-host-ingress) from the
+		// node's own address. Replies reach the proxy's socket, not the
+		// client pod.
+		px, _ := n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "tproxy", server.ip+":8080")
+		svcURL := "http://" + vip + "/"
+		eventually(t, 15*time.Second, "client→service through the proxy", func() error {
+			out, err := n.exec(client, "get", svcURL, "2s")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.Contains(out, "hello from server to "+client.ip+":") {
+				return fmt.Errorf("the server did not see the client's address: %s", out)
+			}
+			return nil
+		})
+		ns, err := env.Client.CoreV1().Namespaces().Get(ctx, nsB, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Labels[agent.DataplaneModeLabel] = agent.DataplaneModeOn
+		if _, err := env.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			ns, _ := env.Client.CoreV1().Namespaces().Get(ctx, nsB, metav1.GetOptions{})
+			delete(ns.Labels, agent.DataplaneModeLabel)
+			env.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{})
+		}()
+		// other's namespace allowed: through the proxy as itself.
+		setPeers := func(nsBToo bool) {
+			t.Helper()
+			cur, err := policies.Get(ctx, np.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur.Spec.Ingress[0].From = cur.Spec.Ingress[0].From[:1]
+			if nsBToo {
+				cur.Spec.Ingress[0].From = append(cur.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": nsB}}})
+			}
+			if _, err := policies.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setPeers(true)
+		eventually(t, 15*time.Second, "other→service through the proxy, allowed", func() error {
+			out, err := n.exec(other, "get", svcURL, "2s")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.Contains(out, "hello from server to "+other.ip+":") {
+				return fmt.Errorf("the server did not see other's address: %s", out)
+			}
+			return nil
+		})
+		// Not allowed any more: denied, although it comes through the node.
+		setPeers(false)
+		reach("other→service through the proxy, denied by the server's policy", other, "get", svcURL, denied)
+		reach("client→service through the proxy still allowed", client, "get", svcURL, allowed)
+		px.Kill()
+		px.Wait()
+
+		// A backend on another node: its replies come in over the uplink,
+		// where from_uplink hands them to the proxy.
+		rns, uplink := remoteNode(t)
+		n.daemon(rns, filepath.Join(n.cgroupRoot, "remote"), "serve", "remote")
+		n.stopAgent(syscall.SIGTERM)
+		n.agentArgs = []string{"--uplink", uplink}
+		n.startAgent()
+		defer func() {
+			n.stopAgent(syscall.SIGTERM)
+			n.agentArgs = nil
+			n.startAgent()
+		}()
+		px, _ = n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "tproxy", remoteIP+":8080")
+		defer func() { px.Kill(); px.Wait() }()
+		eventually(t, 15*time.Second, "client→service through the proxy to another node", func() error {
+			out, err := n.exec(client, "get", svcURL, "2s")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.Contains(out, "hello from remote to "+client.ip+":") {
+				return fmt.Errorf("the remote server did not see the client's address: %s", out)
 			}
 			return nil
 		})

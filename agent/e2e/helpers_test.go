@@ -13,7 +13,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nodemesh/nodemesh/bpf"
 )
@@ -36,6 +39,8 @@ func runHelper(mode string) int {
 		err = get(args)
 	case "proxy":
 		err = proxy()
+	case "tproxy":
+		err = tproxy(args)
 	case "connect":
 		err = connect(args)
 	case "echo":
@@ -142,6 +147,54 @@ func proxy() error {
 			fmt.Fprintf(c, "origdst=%s peer=%s\n", orig, c.RemoteAddr())
 		}
 		c.Close()
+	}
+}
+
+// tproxy: backend. What the node Envoy does with original_src: accepts the
+// redirected connections on 15001 and connects to backend from the
+// client's own address (a transparent socket in the node's netns), then
+// splices. An upstream that cannot be reached closes the client's
+// connection.
+func tproxy(args []string) error {
+	backend := args[0]
+	l, err := listen(fmt.Sprintf("0.0.0.0:%d", bpf.ProxyOutboundPort))
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			d := dialer(3 * time.Second)
+			d.LocalAddr = &net.TCPAddr{IP: c.RemoteAddr().(*net.TCPAddr).IP}
+			d.Control = func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+				}); err != nil {
+					return err
+				}
+				return serr
+			}
+			up, err := d.Dial("tcp4", backend)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "tproxy: %v\n", err)
+				return
+			}
+			defer up.Close()
+			done := make(chan struct{})
+			go func() {
+				io.Copy(up, c)
+				up.(*net.TCPConn).CloseWrite()
+				close(done)
+			}()
+			io.Copy(c, up)
+			<-done
+		}()
 	}
 }
 

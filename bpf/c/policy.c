@@ -186,6 +186,28 @@ struct {
 	__uint(max_entries, 2 * REASON_MAX);
 } nm_pol_stats SEC(".maps");
 
+/* The node-proxy return path (docs/design/datapath.md, "The node proxy
+ * hop"). The node proxy connects to a pod on behalf of a local client with
+ * the client's address as its source (Envoy original_src: a transparent
+ * socket in the node's netns bound to the client's address), so that the
+ * destination's policy sees the client's identity. The replies are
+ * addressed to the client; they must reach that socket, not the client pod:
+ * a socket of the node's netns that owns the reply's tuple is assigned to
+ * the packet, whose mark then makes policy routing deliver it locally. */
+struct proxy_cfg {
+	__be32 pod_net;  /* this node's pod CIDR: replies to local pods only */
+	__be32 pod_mask;
+	__u32 mark;      /* set on a reply handed to a proxy socket */
+	__u32 enabled;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct proxy_cfg);
+	__uint(max_entries, 1);
+} nm_proxy_cfg SEC(".maps");
+
 struct flow {
 	__be32 saddr, daddr;
 	__u16 sport, dport; /* host order */
@@ -386,6 +408,31 @@ static __always_inline int parse_l4(struct flow *f, struct iphdr *ip, void *data
 	return 0;
 }
 
+/* Hands a TCP packet addressed to a local pod to the node-netns socket that
+ * owns its tuple, if there is one (a proxy's transparent upstream socket). */
+static __always_inline void proxy_return(struct __sk_buff *skb, const struct flow *f)
+{
+	__u32 zero = 0;
+	struct proxy_cfg *cfg = bpf_map_lookup_elem(&nm_proxy_cfg, &zero);
+
+	if (!cfg || !cfg->enabled || f->proto != IPPROTO_TCP || (f->daddr & cfg->pod_mask) != cfg->pod_net)
+		return;
+
+	struct bpf_sock_tuple t = {};
+
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = bpf_htons(f->sport);
+	t.ipv4.dport = bpf_htons(f->dport);
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+
+	if (!sk)
+		return;
+	if (sk->state != BPF_TCP_LISTEN && bpf_sk_assign(skb, sk, 0) == 0)
+		skb->mark = cfg->mark;
+	bpf_sk_release(sk);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	void *data = (void *)(long)skb->data;
@@ -477,8 +524,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		}
 		if (ce->expires < now + lifetime - CT_REFRESH_NS)
 			ce->expires = now + lifetime;
-		if (ct_passes(ce, dir))
+		if (ct_passes(ce, dir)) {
+			/* A reply of a flow opened towards the pod: from the
+			 * node proxy, perhaps. */
+			if (dir == DIR_EGRESS && origin == DIR_INGRESS)
+				proxy_return(skb, &f);
 			return account(skb, dir, REASON_CT_ESTABLISHED);
+		}
 
 		/* Not carried by the entry (revoked flow, or a mid-stream flow
 		 * in a direction not allowed yet): decided in the packet's own
@@ -525,4 +577,34 @@ SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
 	return handle(skb, DIR_INGRESS);
+}
+
+/* At the ingress of the node's uplinks (Ethernet): replies from pods on
+ * other nodes to a connection the node proxy opened for a local client. No
+ * policy here: the destination pod's to_pod polices what goes on to it. */
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_UNSPEC;
+
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5 || ip->protocol != IPPROTO_TCP ||
+	    (ip->frag_off & bpf_htons(IP_OFFSET)))
+		return TC_ACT_UNSPEC;
+
+	struct flow f = {
+		.saddr = ip->saddr,
+		.daddr = ip->daddr,
+		.proto = ip->protocol,
+	};
+
+	if (parse_l4(&f, ip, data_end) == 0)
+		proxy_return(skb, &f);
+	return TC_ACT_UNSPEC;
 }

@@ -115,6 +115,8 @@ type agentOptions struct {
 	identityGCPeriod time.Duration
 	identityGCGrace  time.Duration
 	noIdentityGC     bool
+	noProxyReturn    bool
+	uplinks          []string
 	nodeNetns        string
 	logLevel         string
 	logFormat        string
@@ -177,6 +179,8 @@ Examples:
 	f.DurationVar(&o.attachQuiet, "tcx-quiet-period", 200*time.Millisecond, "CNI ADD attaches the policy programs as cls_bpf filters (fast); they move to tcx links once CNI calls have been quiet this long")
 	f.DurationVar(&o.identityGCPeriod, "identity-gc-period", 5*time.Minute, "how often the agent holding the Lease "+agent.IdentityGCLease+" (in --namespace) looks for identities no pod uses")
 	f.DurationVar(&o.identityGCGrace, "identity-gc-grace", 15*time.Minute, "how long an identity must have been unused before it is deleted (keep it above the resync period)")
+	f.BoolVar(&o.noProxyReturn, "no-proxy-return", false, "do not hand replies to the node proxy's transparent (original_src) connections back to it: for a node proxy that connects from the node's own address")
+	f.StringSliceVar(&o.uplinks, "uplink", nil, "the node's interfaces to other nodes (repeatable; default: the interfaces of the IPv4 default routes)")
 	f.BoolVar(&o.noIdentityGC, "no-identity-gc", false, "never collect unused identities on this agent")
 	f.DurationVar(&o.attachMaxDelay, "tcx-max-delay", 2*time.Second, "move a pod's programs to tcx at the latest this long after its ADD, quiet or not")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -221,6 +225,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
+		DisableProxyReturn: o.noProxyReturn, Uplinks: o.uplinks,
 	}
 	if ac.CgroupRoot == "" {
 		if ac.CgroupRoot, err = defaultCgroupRoot(); err != nil {

@@ -1,0 +1,141 @@
+//go:build linux
+
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nodemesh/nodemesh/bpf"
+)
+
+// The node-proxy return path (docs/design/datapath.md, "The node proxy
+// hop"): the node Envoy connects to a pod with the client pod's address as
+// source (original_src), so the destination's policy sees the client's
+// identity; the programs hand the replies to Envoy's socket and mark them,
+// and this policy routing rule delivers marked packets locally.
+const (
+	// ProxyReturnMark is the mark (and mask) of such replies. It avoids the
+	// bits kube-proxy (0x4000, 0x8000), Istio (0xfff) and Cilium (0xf00,
+	// 0xffff0000 with identities) use.
+	ProxyReturnMark uint32 = 0x0400_0000
+	// ProxyReturnTable is the routing table with the local default route.
+	ProxyReturnTable = 15001
+	// proxyReturnPriority puts the rule before the main table's (32766).
+	proxyReturnPriority = 100
+)
+
+func proxyReturnRule() *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = unix.AF_INET
+	r.Mark = ProxyReturnMark
+	m := ProxyReturnMark
+	r.Mask = &m
+	r.Table = ProxyReturnTable
+	r.Priority = proxyReturnPriority
+	return r
+}
+
+func proxyReturnRoute(lo int) *netlink.Route {
+	return &netlink.Route{Table: ProxyReturnTable, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST, LinkIndex: lo,
+		Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}
+}
+
+// setupProxyReturn configures the return path in the node's network
+// namespace: the programs' configuration, the routing rule and table, and
+// from_uplink on the uplinks (pinned, replacing the program of a pin an
+// earlier agent left). With DisableProxyReturn it takes all of it away.
+func (a *Agent) setupProxyReturn() error {
+	if a.cfg.DisableProxyReturn {
+		if err := a.pol.SetProxyReturn(netip.Prefix{}, 0); err != nil {
+			return err
+		}
+		return inNetns(a.cfg.NodeNetns, removeProxyReturnRouting)
+	}
+	if err := a.pol.SetProxyReturn(a.cfg.PodCIDR, ProxyReturnMark); err != nil {
+		return err
+	}
+	return inNetns(a.cfg.NodeNetns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("lo: %w", err)
+		}
+		if err := netlink.RouteReplace(proxyReturnRoute(lo.Attrs().Index)); err != nil {
+			return fmt.Errorf("local route of table %d: %w", ProxyReturnTable, err)
+		}
+		if err := netlink.RuleAdd(proxyReturnRule()); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("routing rule for mark %#x: %w", ProxyReturnMark, err)
+		}
+		uplinks := a.cfg.Uplinks
+		if len(uplinks) == 0 {
+			if uplinks, err = defaultRouteLinks(); err != nil {
+				return err
+			}
+		}
+		for _, name := range uplinks {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return fmt.Errorf("uplink %s: %w", name, err)
+			}
+			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: filepath.Join(a.pinLinks, "uplink_"+name)})
+			if err != nil {
+				return fmt.Errorf("uplink %s: %w", name, err)
+			}
+			att.Close() // the pin keeps it
+			a.log.Info("proxy return path on uplink", "uplink", name, "mode", att.Mode())
+		}
+		if len(uplinks) == 0 {
+			a.log.Warn("no uplink found (no default route, no --uplink): replies from other nodes to the node proxy's connections will not reach it")
+		}
+		return nil
+	})
+}
+
+// defaultRouteLinks are the interfaces of the IPv4 default routes of the
+// calling thread's network namespace.
+func defaultRouteLinks() ([]string, error) {
+	routes, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.IP != nil && !r.Dst.IP.IsUnspecified() {
+			continue
+		}
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		l, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil || seen[l.Attrs().Name] {
+			continue
+		}
+		seen[l.Attrs().Name] = true
+		out = append(out, l.Attrs().Name)
+	}
+	return out, nil
+}
+
+// removeProxyReturnRouting deletes the rule and the table's route, in the
+// calling thread's network namespace; missing ones are fine.
+func removeProxyReturnRouting() error {
+	var errs []error
+	if err := netlink.RuleDel(proxyReturnRule()); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("delete the routing rule for mark %#x: %w", ProxyReturnMark, err))
+	}
+	if lo, err := netlink.LinkByName("lo"); err == nil {
+		if err := netlink.RouteDel(proxyReturnRoute(lo.Attrs().Index)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete the local route of table %d: %w", ProxyReturnTable, err))
+		}
+	}
+	return errors.Join(errs...)
+}
