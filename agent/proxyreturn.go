@@ -72,6 +72,13 @@ func (a *Agent) setupProxyReturn() error {
 		if err := netlink.RuleAdd(proxyReturnRule()); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("routing rule for mark %#x: %w", ProxyReturnMark, err)
 		}
+		// A reply of a server on the node sent back in through lo (to_pod,
+		// proxy_local_return) has a local source address: IP takes it for
+		// a martian unless lo accepts local sources. Nothing else arrives
+		// on lo without a route already attached.
+		if err := writeSysctl("net/ipv4/conf/lo/accept_local", "1"); err != nil {
+			return err
+		}
 		uplinks := a.cfg.Uplinks
 		if len(uplinks) == 0 {
 			if uplinks, err = defaultRouteLinks(); err != nil {
@@ -125,10 +132,14 @@ func defaultRouteLinks() ([]string, error) {
 	return out, nil
 }
 
-// removeProxyReturnRouting deletes the rule and the table's route, in the
-// calling thread's network namespace; missing ones are fine.
+// removeProxyReturnRouting deletes the rule and the table's route and sets
+// lo's accept_local back to the kernel's default, in the calling thread's
+// network namespace; missing ones are fine.
 func removeProxyReturnRouting() error {
 	var errs []error
+	if err := writeSysctl("net/ipv4/conf/lo/accept_local", "0"); err != nil {
+		errs = append(errs, err)
+	}
 	if err := netlink.RuleDel(proxyReturnRule()); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
 		errs = append(errs, fmt.Errorf("delete the routing rule for mark %#x: %w", ProxyReturnMark, err))
 	}

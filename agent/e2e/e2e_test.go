@@ -445,6 +445,25 @@ func TestDatapath(t *testing.T) {
 		px.Kill()
 		px.Wait()
 
+		// A backend on the node itself (a host-network endpoint): the node
+		// answers the client's address, which is routed to the pod; to_pod
+		// sends the reply back in through lo to the proxy.
+		gateway := "10.244.77.1" // the pod CIDR's first address, on every host veth
+		n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "hostsvc"), "serve", "node")
+		px, _ = n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "tproxy", gateway+":8080")
+		eventually(t, 15*time.Second, "client→service through the proxy to a host-network endpoint", func() error {
+			out, err := n.exec(client, "get", svcURL, "2s")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.Contains(out, "hello from node to "+client.ip+":") {
+				return fmt.Errorf("the node's server did not see the client's address: %s", out)
+			}
+			return nil
+		})
+		px.Kill()
+		px.Wait()
+
 		// A backend on another node: its replies come in over the uplink,
 		// where from_uplink hands them to the proxy.
 		rns, uplink := remoteNode(t)

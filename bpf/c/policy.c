@@ -25,6 +25,8 @@
  */
 #include "common.h"
 
+#include <stddef.h>
+
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -433,6 +435,47 @@ static __always_inline void proxy_return(struct __sk_buff *skb, const struct flo
 	bpf_sk_release(sk);
 }
 
+#define LOOPBACK_IFINDEX 1 /* lo, in every network namespace */
+
+/* A reply the node itself sends to a connection the node proxy opened from
+ * a pod's address to a server on the node (a host-network endpoint): the
+ * route to the pod's address sends it towards the pod, but it belongs to
+ * the proxy's socket. It goes back in through lo, marked, so that policy
+ * routing delivers it locally. Returns -1 when the packet is not such a
+ * reply. */
+static __always_inline int proxy_local_return(struct __sk_buff *skb, const struct flow *f)
+{
+	__u32 zero = 0;
+	struct proxy_cfg *cfg = bpf_map_lookup_elem(&nm_proxy_cfg, &zero);
+
+	if (!cfg || !cfg->enabled)
+		return -1;
+
+	struct bpf_sock_tuple t = {};
+
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = bpf_htons(f->sport);
+	t.ipv4.dport = bpf_htons(f->dport);
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+
+	if (!sk)
+		return -1;
+	int listening = sk->state == BPF_TCP_LISTEN;
+
+	bpf_sk_release(sk);
+	if (listening)
+		return -1;
+	/* lo's address is all zeroes: a frame for another MAC would be
+	 * PACKET_OTHERHOST there, which IP drops. */
+	__u8 lo_mac[ETH_ALEN] = {};
+
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), lo_mac, ETH_ALEN, 0) < 0)
+		return -1;
+	skb->mark = cfg->mark;
+	return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	void *data = (void *)(long)skb->data;
@@ -495,6 +538,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u64 lifetime = ct_lifetime(f.proto);
 	__u32 peer = lookup_identity(ck.remote);
 	__u32 reason = REASON_MAX; /* not decided yet */
+
+	if (dir == DIR_INGRESS && peer == IDENTITY_HOST && f.proto == IPPROTO_TCP) {
+		int rc = proxy_local_return(skb, &f);
+
+		if (rc >= 0)
+			return rc;
+	}
 
 	/* A SYN always opens a new flow, so a reused tuple is checked again. */
 	struct ct_entry *ce = f.syn_only ? NULL : bpf_map_lookup_elem(&nm_ct, &ck);
