@@ -21,6 +21,7 @@ const (
 	filterHCM           = "envoy.filters.network.http_connection_manager"
 	filterTCPProxy      = "envoy.filters.network.tcp_proxy"
 	filterOriginalDst   = "envoy.filters.listener.original_dst"
+	filterOriginalSrc   = "envoy.filters.listener.original_src"
 	filterHTTPInspector = "envoy.filters.listener.http_inspector"
 	filterFault         = "envoy.filters.http.fault"
 	filterCORS          = "envoy.filters.http.cors"

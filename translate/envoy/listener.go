@@ -11,6 +11,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	originalsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -39,6 +40,18 @@ func buildListener(l ir.Listener) (*listenerv3.Listener, error) {
 		}
 		out.ListenerFilters = append(out.ListenerFilters, &listenerv3.ListenerFilter{
 			Name: filterOriginalDst, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: a},
+		})
+	}
+	if l.PreserveClientAddress {
+		// bind_port false: the client's address with a port of the kernel's
+		// choosing, so that Envoy's pooled upstream connections (one pool per
+		// client address) never collide on a tuple.
+		a, err := toAny(&originalsrcv3.OriginalSrc{BindPort: false})
+		if err != nil {
+			return nil, err
+		}
+		out.ListenerFilters = append(out.ListenerFilters, &listenerv3.ListenerFilter{
+			Name: filterOriginalSrc, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: a},
 		})
 	}
 	if l.SniffHTTP {

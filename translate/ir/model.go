@@ -33,6 +33,11 @@ type Listener struct {
 	// OriginalDestination restores the pre-redirect destination (SO_ORIGINAL_DST)
 	// so that filter chains can match on it.
 	OriginalDestination bool `json:"originalDestination,omitempty"`
+	// PreserveClientAddress connects upstream from the client's own address
+	// (Envoy original_src), so that the destination's L3/L4 policy sees the
+	// client's identity rather than the node's; the agent hands the replies
+	// back to the proxy (docs/design/datapath.md, "The node proxy hop").
+	PreserveClientAddress bool `json:"preserveClientAddress,omitempty"`
 	// SniffHTTP enables HTTP detection for chains that match on it.
 	SniffHTTP    bool          `json:"sniffHTTP,omitempty"`
 	FilterChains []FilterChain `json:"filterChains"`

@@ -28,6 +28,9 @@ func (t *translator) listener(cl *Class) ir.Listener {
 		Address:             "0.0.0.0",
 		Port:                ir.OutboundCapturePort,
 		OriginalDestination: true,
+		// The node proxy is a hop on the client's path, not a client: the
+		// destination's policy must see the client pod's address.
+		PreserveClientAddress: true,
 		FilterChains: []ir.FilterChain{{
 			Name:  ir.BlackHoleFilterChain,
 			Match: ir.FilterChainMatch{DestinationPort: ir.OutboundCapturePort},
