@@ -296,3 +296,46 @@ func TestCRDsAreTheAgents(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeEnvoyCapabilities pins what the node Envoy may do to the host: no
+// privilege, one capability — NET_ADMIN, for the transparent upstream
+// sockets of original_src (datapath.md, "The node proxy hop").
+func TestNodeEnvoyCapabilities(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(c, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, obj := range decodeAll(t, out) {
+		ds, ok := obj.(*appsv1.DaemonSet)
+		if !ok || ds.Name != EnvoyName {
+			continue
+		}
+		for _, ctr := range ds.Spec.Template.Spec.Containers {
+			if ctr.Name != "envoy" {
+				continue
+			}
+			found = true
+			sc := ctr.SecurityContext
+			if sc == nil || sc.Capabilities == nil {
+				t.Fatal("the envoy container has no security context")
+			}
+			if sc.Privileged != nil && *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+				t.Errorf("the envoy container may be or become privileged: %+v", sc)
+			}
+			if got := sc.Capabilities.Add; len(got) != 1 || got[0] != "NET_ADMIN" {
+				t.Errorf("capabilities added: %v, want [NET_ADMIN]", got)
+			}
+			if got := sc.Capabilities.Drop; len(got) != 1 || got[0] != "ALL" {
+				t.Errorf("capabilities dropped: %v, want [ALL]", got)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no envoy container in the node Envoy DaemonSet")
+	}
+}
