@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
@@ -56,7 +57,7 @@ func (a *Agent) setupProxyReturn() error {
 		if err := a.pol.SetProxyReturn(netip.Prefix{}, 0); err != nil {
 			return err
 		}
-		return inNetns(a.cfg.NodeNetns, removeProxyReturnRouting)
+		return errors.Join(a.removeUplinkPins(nil), inNetns(a.cfg.NodeNetns, removeProxyReturnRouting))
 	}
 	if err := a.pol.SetProxyReturn(a.cfg.PodCIDR, ProxyReturnMark); err != nil {
 		return err
@@ -85,12 +86,19 @@ func (a *Agent) setupProxyReturn() error {
 				return err
 			}
 		}
+		want := map[string]bool{}
+		for _, name := range uplinks {
+			want[uplinkPin(name)] = true
+		}
+		if err := a.removeUplinkPins(want); err != nil {
+			return err
+		}
 		for _, name := range uplinks {
 			l, err := netlink.LinkByName(name)
 			if err != nil {
 				return fmt.Errorf("uplink %s: %w", name, err)
 			}
-			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: filepath.Join(a.pinLinks, "uplink_"+name)})
+			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: filepath.Join(a.pinLinks, uplinkPin(name))})
 			if err != nil {
 				return fmt.Errorf("uplink %s: %w", name, err)
 			}
@@ -102,6 +110,29 @@ func (a *Agent) setupProxyReturn() error {
 		}
 		return nil
 	})
+}
+
+func uplinkPin(name string) string { return "uplink_" + name }
+
+// removeUplinkPins unpins (and so detaches) the uplink programs of
+// interfaces that are not uplinks any more, keeping the pins in keep.
+func (a *Agent) removeUplinkPins(keep map[string]bool) error {
+	pins, err := filepath.Glob(filepath.Join(a.pinLinks, uplinkPin("*")))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range pins {
+		if keep[filepath.Base(p)] {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove uplink pin %s: %w", p, err))
+			continue
+		}
+		a.log.Info("proxy return path off an interface that is no uplink any more", "pin", filepath.Base(p))
+	}
+	return errors.Join(errs...)
 }
 
 // defaultRouteLinks are the interfaces of the IPv4 default routes of the

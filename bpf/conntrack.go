@@ -27,7 +27,8 @@ type ctEntry struct {
 	PolicyRevision uint32
 	Origin         Direction // direction of the packet that opened the flow
 	Flags          ctFlags
-	Pad            [2]uint8
+	LocalOrigin    uint8 // opened towards the pod by a socket of the node
+	Pad            uint8
 }
 
 // ctFlags mirrors the CT_F_* flags of struct ct_entry. An entry without

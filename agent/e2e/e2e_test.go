@@ -449,7 +449,8 @@ func TestDatapath(t *testing.T) {
 		// answers the client's address, which is routed to the pod; to_pod
 		// sends the reply back in through lo to the proxy.
 		gateway := "10.244.77.1" // the pod CIDR's first address, on every host veth
-		n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "hostsvc"), "serve", "node")
+		hs, _ := n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "hostsvc"), "serve", "node")
+		defer func() { hs.Kill(); hs.Wait() }()
 		px, _ = n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "tproxy", gateway+":8080")
 		eventually(t, 15*time.Second, "client→service through the proxy to a host-network endpoint", func() error {
 			out, err := n.exec(client, "get", svcURL, "2s")
@@ -467,7 +468,8 @@ func TestDatapath(t *testing.T) {
 		// A backend on another node: its replies come in over the uplink,
 		// where from_uplink hands them to the proxy.
 		rns, uplink := remoteNode(t)
-		n.daemon(rns, filepath.Join(n.cgroupRoot, "remote"), "serve", "remote")
+		rs, _ := n.daemon(rns, filepath.Join(n.cgroupRoot, "remote"), "serve", "remote")
+		defer func() { rs.Kill(); rs.Wait() }() // before the netns goes: a process keeps it (and the link) alive
 		n.stopAgent(syscall.SIGTERM)
 		n.agentArgs = []string{"--uplink", uplink}
 		n.startAgent()

@@ -108,7 +108,8 @@ struct ct_entry {
 	__u32 policy_rev;  /* endpoint revision the flow was last allowed at */
 	__u8 origin;       /* DIR_* of the packet that opened the flow */
 	__u8 flags;        /* CT_F_*; 0: both directions pass (opened flow) */
-	__u8 pad[2];
+	__u8 local_origin; /* opened towards the pod by a socket of the node (the node proxy, kubelet) */
+	__u8 pad;
 };
 
 /* ct_entry.flags. An entry without flags carries its flow both ways: the
@@ -575,9 +576,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (ce->expires < now + lifetime - CT_REFRESH_NS)
 			ce->expires = now + lifetime;
 		if (ct_passes(ce, dir)) {
-			/* A reply of a flow opened towards the pod: from the
-			 * node proxy, perhaps. */
-			if (dir == DIR_EGRESS && origin == DIR_INGRESS)
+			/* A reply of a flow a socket of the node opened towards
+			 * the pod: the node proxy's, perhaps. */
+			if (dir == DIR_EGRESS && origin == DIR_INGRESS && ce->local_origin)
 				proxy_return(skb, &f);
 			return account(skb, dir, REASON_CT_ESTABLISHED);
 		}
@@ -603,6 +604,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			.expires = now + lifetime,
 			.policy_rev = ep->policy_rev,
 			.origin = dir,
+			/* Sent by a socket of the node, not forwarded: only such a
+			 * flow's replies may belong to the node proxy. */
+			.local_origin = dir == DIR_INGRESS && skb->sk,
 		};
 		/* TCP flows are opened by a SYN. A TCP packet without one and
 		 * without an entry belongs to a flow whose origin is unknown (it
