@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/install/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
@@ -211,6 +212,11 @@ func (bn *benchNet) attachPolicy(b *testing.B) (*bpf.Policy, func()) {
 		verdicts = append(verdicts, bpf.Allow, bpf.Allow)
 	}
 	if err := p.PutPolicies(keys, verdicts); err != nil {
+		fail(err)
+	}
+	// As the agent configures it: the node-proxy return path on (replies of
+	// flows a node socket opened towards a pod look for a proxy socket).
+	if err := p.SetProxyReturn(netip.MustParsePrefix("10.244.0.0/16"), agent.ProxyReturnMark); err != nil {
 		fail(err)
 	}
 	err = inNetns(bn.netnsPath("node"), func() error {
