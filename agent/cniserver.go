@@ -210,6 +210,11 @@ func (a *Agent) teardownLocked(r *endpointRecord) {
 			a.log.Error("delete identity entry", "error", err)
 		}
 	}
+	if r.IP.IsValid() {
+		if err := a.pol.DeleteLocalEndpoint(r.IP.As4()); err != nil {
+			a.log.Error("delete local endpoint entry", "error", err)
+		}
+	}
 	if r.NetnsCookie != 0 {
 		if err := a.red.OptOut(r.NetnsCookie); err != nil {
 			a.log.Error("opt out", "error", err)

@@ -307,6 +307,32 @@ func (a *Agent) syncPolicy() error {
 			}
 		}
 	}
+	// The same endpoints by address, for the node proxy's upstream
+	// connections (the redirection programs apply the pod's egress policy).
+	haveLocal, haveCookies, err := a.pol.LocalEndpoints()
+	if err != nil {
+		return err
+	}
+	liveIPs := map[[4]byte]bool{}
+	for _, r := range recs {
+		ep, err := a.pol.Endpoint(r.HostIfindex)
+		if err != nil {
+			return err
+		}
+		liveIPs[ep.IP] = true
+		if cur, ok := haveLocal[ep.IP]; !ok || cur != ep || haveCookies[ep.IP] != r.NetnsCookie {
+			if err := a.pol.PutLocalEndpoint(ep, r.NetnsCookie); err != nil {
+				return err
+			}
+		}
+	}
+	for ip := range haveLocal {
+		if !liveIPs[ip] {
+			if err := a.pol.DeleteLocalEndpoint(ip); err != nil {
+				return err
+			}
+		}
+	}
 	// Identity entries nobody wants any more go last: an address losing its
 	// identity falls back to WORLD.
 	for p := range haveIDs {

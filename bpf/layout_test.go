@@ -33,6 +33,7 @@ func TestMapLayouts(t *testing.T) {
 		policyMapNmCt:           {policy, kv{ctKey{}, ctEntry{}}},
 		policyMapNmPolStats:     {policy, kv{uint32(0), Count{}}},
 		policyMapNmProxyCfg:     {policy, kv{uint32(0), proxyConfig{}}},
+		policyMapNmLocalEps:     {policy, kv{[4]byte{}, localEndpoint{}}},
 		redirectMapNmRedirCfg:   {redirect, kv{uint32(0), redirectConfig{}}},
 		redirectMapNmNetns:      {redirect, kv{uint64(0), netnsConfig{}}},
 		redirectMapNmServices:   {redirect, kv{serviceKey{}, uint32(0)}},

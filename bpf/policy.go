@@ -107,6 +107,50 @@ func (p *Policy) Program(dir Direction) *ebpf.Program {
 	return p.objs.ToPod
 }
 
+// localEndpoint is the value of nm_local_eps. Layout matches struct local_ep
+// in c/policy_maps.h.
+type localEndpoint struct {
+	Endpoint    Endpoint
+	NetnsCookie uint64
+}
+
+// PutLocalEndpoint records a local pod by address, with its network
+// namespace's cookie: the redirection programs apply the pod's egress
+// policy to the node proxy's upstream connections bound to its address
+// (LoadPolicy and LoadRedirect must share a pin directory for that).
+func (p *Policy) PutLocalEndpoint(ep Endpoint, netnsCookie uint64) error {
+	if err := p.objs.NmLocalEps.Put(ep.IP, &localEndpoint{Endpoint: ep, NetnsCookie: netnsCookie}); err != nil {
+		return fmt.Errorf("put local endpoint %v: %w", netip.AddrFrom4(ep.IP), err)
+	}
+	return nil
+}
+
+// DeleteLocalEndpoint removes the local pod of an address; a missing one is
+// fine.
+func (p *Policy) DeleteLocalEndpoint(ip [4]byte) error {
+	if err := p.objs.NmLocalEps.Delete(ip); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete local endpoint %v: %w", netip.AddrFrom4(ip), err)
+	}
+	return nil
+}
+
+// LocalEndpoints lists nm_local_eps: endpoint and netns cookie by address.
+func (p *Policy) LocalEndpoints() (map[[4]byte]Endpoint, map[[4]byte]uint64, error) {
+	eps, cookies := map[[4]byte]Endpoint{}, map[[4]byte]uint64{}
+	var (
+		k [4]byte
+		v localEndpoint
+	)
+	it := p.objs.NmLocalEps.Iterate()
+	for it.Next(&k, &v) {
+		eps[k], cookies[k] = v.Endpoint, v.NetnsCookie
+	}
+	if err := it.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list local endpoints: %w", err)
+	}
+	return eps, cookies, nil
+}
+
 // proxyConfig is the value of nm_proxy_cfg. Layout matches struct proxy_cfg
 // in c/policy.c.
 type proxyConfig struct {

@@ -19,6 +19,7 @@ const (
 	policyMapNmCt              = "nm_ct"
 	policyMapNmEndpoints       = "nm_endpoints"
 	policyMapNmIpcache         = "nm_ipcache"
+	policyMapNmLocalEps        = "nm_local_eps"
 	policyMapNmPolStats        = "nm_pol_stats"
 	policyMapNmPolicy          = "nm_policy"
 	policyMapNmProxyCfg        = "nm_proxy_cfg"
@@ -83,6 +84,7 @@ type policyMapSpecs struct {
 	NmCt        *ebpf.MapSpec `ebpf:"nm_ct"`
 	NmEndpoints *ebpf.MapSpec `ebpf:"nm_endpoints"`
 	NmIpcache   *ebpf.MapSpec `ebpf:"nm_ipcache"`
+	NmLocalEps  *ebpf.MapSpec `ebpf:"nm_local_eps"`
 	NmPolStats  *ebpf.MapSpec `ebpf:"nm_pol_stats"`
 	NmPolicy    *ebpf.MapSpec `ebpf:"nm_policy"`
 	NmProxyCfg  *ebpf.MapSpec `ebpf:"nm_proxy_cfg"`
@@ -119,6 +121,7 @@ type policyMaps struct {
 	NmCt        *ebpf.Map `ebpf:"nm_ct"`
 	NmEndpoints *ebpf.Map `ebpf:"nm_endpoints"`
 	NmIpcache   *ebpf.Map `ebpf:"nm_ipcache"`
+	NmLocalEps  *ebpf.Map `ebpf:"nm_local_eps"`
 	NmPolStats  *ebpf.Map `ebpf:"nm_pol_stats"`
 	NmPolicy    *ebpf.Map `ebpf:"nm_policy"`
 	NmProxyCfg  *ebpf.Map `ebpf:"nm_proxy_cfg"`
@@ -129,6 +132,7 @@ func (m *policyMaps) Close() error {
 		m.NmCt,
 		m.NmEndpoints,
 		m.NmIpcache,
+		m.NmLocalEps,
 		m.NmPolStats,
 		m.NmPolicy,
 		m.NmProxyCfg,

@@ -16,8 +16,11 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	redirectMapNmIpcache       = "nm_ipcache"
+	redirectMapNmLocalEps      = "nm_local_eps"
 	redirectMapNmNetns         = "nm_netns"
 	redirectMapNmOrigDst       = "nm_orig_dst"
+	redirectMapNmPolicy        = "nm_policy"
 	redirectMapNmRedirCfg      = "nm_redir_cfg"
 	redirectMapNmRedirStats    = "nm_redir_stats"
 	redirectMapNmServices      = "nm_services"
@@ -80,8 +83,11 @@ type redirectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
+	NmIpcache    *ebpf.MapSpec `ebpf:"nm_ipcache"`
+	NmLocalEps   *ebpf.MapSpec `ebpf:"nm_local_eps"`
 	NmNetns      *ebpf.MapSpec `ebpf:"nm_netns"`
 	NmOrigDst    *ebpf.MapSpec `ebpf:"nm_orig_dst"`
+	NmPolicy     *ebpf.MapSpec `ebpf:"nm_policy"`
 	NmRedirCfg   *ebpf.MapSpec `ebpf:"nm_redir_cfg"`
 	NmRedirStats *ebpf.MapSpec `ebpf:"nm_redir_stats"`
 	NmServices   *ebpf.MapSpec `ebpf:"nm_services"`
@@ -114,8 +120,11 @@ func (o *redirectObjects) Close() error {
 //
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
+	NmIpcache    *ebpf.Map `ebpf:"nm_ipcache"`
+	NmLocalEps   *ebpf.Map `ebpf:"nm_local_eps"`
 	NmNetns      *ebpf.Map `ebpf:"nm_netns"`
 	NmOrigDst    *ebpf.Map `ebpf:"nm_orig_dst"`
+	NmPolicy     *ebpf.Map `ebpf:"nm_policy"`
 	NmRedirCfg   *ebpf.Map `ebpf:"nm_redir_cfg"`
 	NmRedirStats *ebpf.Map `ebpf:"nm_redir_stats"`
 	NmServices   *ebpf.Map `ebpf:"nm_services"`
@@ -124,8 +133,11 @@ type redirectMaps struct {
 
 func (m *redirectMaps) Close() error {
 	return _RedirectClose(
+		m.NmIpcache,
+		m.NmLocalEps,
 		m.NmNetns,
 		m.NmOrigDst,
+		m.NmPolicy,
 		m.NmRedirCfg,
 		m.NmRedirStats,
 		m.NmServices,

@@ -147,13 +147,14 @@ const (
 	RedirectOrigDstAnswered                         // getsockopt(SO_ORIGINAL_DST) answered
 	RedirectOrigDstMiss                             // SO_ORIGINAL_DST asked for an unknown connection
 	RedirectPeernameRewritten                       // getpeername returned the Service address
+	RedirectProxyEgressDenied                       // the node proxy connected for a pod its egress policy denies
 	NumRedirectReasons                              // number of reasons; not a reason
 )
 
 var redirectReasonNames = [NumRedirectReasons]string{
 	"redirected", "skip-not-tcp", "skip-uid", "skip-hbone", "skip-mark",
 	"skip-not-service", "skip-no-config", "established",
-	"origdst-answered", "origdst-miss", "peername-rewritten",
+	"origdst-answered", "origdst-miss", "peername-rewritten", "proxy-egress-denied",
 }
 
 func (r RedirectReason) String() string {

@@ -442,6 +442,28 @@ func TestDatapath(t *testing.T) {
 		setPeers(false)
 		reach("other→service through the proxy, denied by the server's policy", other, "get", svcURL, denied)
 		reach("client→service through the proxy still allowed", client, "get", svcURL, allowed)
+
+		// The client's egress policy applies to the proxy's connection for
+		// it (cgroup/connect4 sees the socket bound to the client's
+		// address): isolated for egress with nothing allowed, it gets no
+		// further than the proxy.
+		tps := dynamic.NewForConfigOrDie(env.Config).Resource(policy.TrafficPolicyGVR).Namespace(nsA)
+		_, err = tps.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": policy.TrafficPolicyGVR.GroupVersion().String(), "kind": "TrafficPolicy",
+			"metadata": map[string]any{"name": "client-no-egress", "namespace": nsA},
+			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}},
+				"action": "Allow", "egress": []any{}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reach("client→service through the proxy, denied by the client's egress policy", client, "get", svcURL, denied)
+		if err := tps.Delete(ctx, "client-no-egress", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		reach("client→service through the proxy allowed again", client, "get", svcURL, allowed)
+		if body := httpGet(t, "http://"+n.metrics+"/metrics"); !strings.Contains(body, `nodemesh_datapath_redirect_events_total{reason="proxy-egress-denied"}`) {
+			t.Errorf("metrics lack the proxy-egress-denied count")
+		}
 		px.Kill()
 		px.Wait()
 

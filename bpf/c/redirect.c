@@ -20,6 +20,7 @@
  * UID/GID 1337, sockets marked 0x539 or anything but IPv4 TCP.
  */
 #include "common.h"
+#include "policy_maps.h"
 
 #include <linux/in.h>
 
@@ -52,6 +53,7 @@ enum redir_reason {
 	RR_ORIGDST_ANSWERED,    /* getsockopt(SO_ORIGINAL_DST) answered */
 	RR_ORIGDST_MISS,        /* SO_ORIGINAL_DST asked for an unknown connection */
 	RR_PEERNAME_REWRITTEN,  /* getpeername showed the Service address */
+	RR_PROXY_EGRESS_DENIED, /* the node proxy connected for a pod its egress policy denies */
 	RR_MAX = 16,
 };
 
@@ -150,10 +152,43 @@ static __always_inline int is_service(__be32 ip, __u16 port)
 	return bpf_map_lookup_elem(&nm_services, &k) != NULL;
 }
 
+/* An upstream connection of the node proxy on behalf of a local pod: a
+ * socket of another network namespace (the node's) bound to the pod's
+ * address (Envoy original_src). The pod's egress policy decides, as if the
+ * pod connected itself; denied, the connect fails with EPERM. */
+static __always_inline int proxy_egress_denied(struct bpf_sock_addr *ctx, __u64 netns)
+{
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return 0;
+
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 0;
+
+	__be32 src = sk->src_ip4;
+
+	if (!src)
+		return 0;
+
+	struct local_ep *lep = bpf_map_lookup_elem(&nm_local_eps, &src);
+
+	if (!lep || lep->netns_cookie == netns)
+		return 0;
+	__u32 reason = decide(&lep->ep, DIR_EGRESS, lookup_identity(ctx->user_ip4), bpf_ntohs(ctx->user_port), IPPROTO_TCP);
+
+	return !is_allowed(reason);
+}
+
 SEC("cgroup/connect4")
 int nm_connect4(struct bpf_sock_addr *ctx)
 {
 	__u64 netns = bpf_get_netns_cookie(ctx);
+
+	if (proxy_egress_denied(ctx, netns)) {
+		count(RR_PROXY_EGRESS_DENIED);
+		return 0;
+	}
 
 	/* Not opted in: namespaces without the label, pods with a sidecar or
 	 * dataplane-mode=none, the host netns and so the node proxy itself. */
