@@ -193,6 +193,9 @@ func TestCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if out, _ := exec.Command("ip", "-n", netnsName, "rule", "show").CombinedOutput(); !strings.Contains(string(out), "lookup 15001") {
+		t.Errorf("the agent set up no proxy return rule:\n%s", out)
+	}
 	res, err := Cleanup(CleanupConfig{BPFFS: bpffs, CNIConfDir: confDir, CNIBinDir: binDir, StateDir: stateDir, NodeNetns: netnsPath})
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +215,13 @@ func TestCleanup(t *testing.T) {
 		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s left (%v)", p, err)
 		}
+	}
+	// The node proxy return path's routing is gone too.
+	if out, _ := exec.Command("ip", "-n", netnsName, "rule", "show").CombinedOutput(); strings.Contains(string(out), "lookup 15001") {
+		t.Errorf("the proxy return rule is left:\n%s", out)
+	}
+	if out, _ := exec.Command("ip", "-n", netnsName, "route", "show", "table", "15001").CombinedOutput(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("routes left in table 15001:\n%s", out)
 	}
 	// The live pod keeps its veth and its record.
 	if len(res.LivePods) != 1 || res.LivePods[0] != tcxVeth || res.StateRemoved {
