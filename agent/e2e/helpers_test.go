@@ -162,40 +162,27 @@ func tproxy(args []string) error {
 		return err
 	}
 	fmt.Println("ready")
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return err
+	acceptLoop(l, func(c net.Conn) {
+		d := dialer(3 * time.Second)
+		d.LocalAddr = &net.TCPAddr{IP: c.RemoteAddr().(*net.TCPAddr).IP}
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
 		}
-		go func() {
-			defer c.Close()
-			d := dialer(3 * time.Second)
-			d.LocalAddr = &net.TCPAddr{IP: c.RemoteAddr().(*net.TCPAddr).IP}
-			d.Control = func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				if err := rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
-				}); err != nil {
-					return err
-				}
-				return serr
-			}
-			up, err := d.Dial("tcp4", backend)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "tproxy: %v\n", err)
-				return
-			}
-			defer up.Close()
-			done := make(chan struct{})
-			go func() {
-				io.Copy(up, c)
-				up.(*net.TCPConn).CloseWrite()
-				close(done)
-			}()
-			io.Copy(c, up)
-			<-done
-		}()
-	}
+		up, err := d.Dial("tcp4", backend)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tproxy: %v\n", err)
+			return
+		}
+		defer up.Close()
+		pipe(c, up)
+	})
+	return nil
 }
 
 // connect: address, timeout. Prints the first line the server sends and

@@ -215,16 +215,22 @@ func splice(args []string) error {
 			return
 		}
 		defer up.Close()
-		done := make(chan struct{})
-		go func() {
-			io.Copy(up, c)
-			up.(*net.TCPConn).CloseWrite()
-			close(done)
-		}()
-		io.Copy(c, up)
-		<-done
+		pipe(c, up)
 	})
 	return nil
+}
+
+// pipe copies both ways between a client and its upstream until both are
+// done, passing the client's end of stream on.
+func pipe(c, up net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		up.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, up)
+	<-done
 }
 
 func stdout() io.Writer { return os.Stdout }

@@ -287,6 +287,26 @@ static __always_inline int parse_l4(struct flow *f, struct iphdr *ip, void *data
 	return 0;
 }
 
+/* The socket of the node's network namespace that owns the tuple of a TCP
+ * packet, as if the packet arrived for it (NULL if none, or a listener).
+ * Release it with bpf_sk_release. */
+static __always_inline struct bpf_sock *owning_socket(struct __sk_buff *skb, const struct flow *f)
+{
+	struct bpf_sock_tuple t = {};
+
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = bpf_htons(f->sport);
+	t.ipv4.dport = bpf_htons(f->dport);
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+
+	if (sk && sk->state == BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return NULL;
+	}
+	return sk;
+}
+
 /* Hands a TCP packet addressed to a local pod to the node-netns socket that
  * owns its tuple, if there is one (a proxy's transparent upstream socket). */
 static __always_inline void proxy_return(struct __sk_buff *skb, const struct flow *f)
@@ -297,17 +317,11 @@ static __always_inline void proxy_return(struct __sk_buff *skb, const struct flo
 	if (!cfg || !cfg->enabled || f->proto != IPPROTO_TCP || (f->daddr & cfg->pod_mask) != cfg->pod_net)
 		return;
 
-	struct bpf_sock_tuple t = {};
-
-	t.ipv4.saddr = f->saddr;
-	t.ipv4.daddr = f->daddr;
-	t.ipv4.sport = bpf_htons(f->sport);
-	t.ipv4.dport = bpf_htons(f->dport);
-	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	struct bpf_sock *sk = owning_socket(skb, f);
 
 	if (!sk)
 		return;
-	if (sk->state != BPF_TCP_LISTEN && bpf_sk_assign(skb, sk, 0) == 0)
+	if (bpf_sk_assign(skb, sk, 0) == 0)
 		skb->mark = cfg->mark;
 	bpf_sk_release(sk);
 }
@@ -328,21 +342,11 @@ static __always_inline int proxy_local_return(struct __sk_buff *skb, const struc
 	if (!cfg || !cfg->enabled)
 		return -1;
 
-	struct bpf_sock_tuple t = {};
-
-	t.ipv4.saddr = f->saddr;
-	t.ipv4.daddr = f->daddr;
-	t.ipv4.sport = bpf_htons(f->sport);
-	t.ipv4.dport = bpf_htons(f->dport);
-	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	struct bpf_sock *sk = owning_socket(skb, f);
 
 	if (!sk)
 		return -1;
-	int listening = sk->state == BPF_TCP_LISTEN;
-
 	bpf_sk_release(sk);
-	if (listening)
-		return -1;
 	/* lo's address is all zeroes: a frame for another MAC would be
 	 * PACKET_OTHERHOST there, which IP drops. */
 	__u8 lo_mac[ETH_ALEN] = {};
