@@ -56,9 +56,11 @@ func (a *Agent) collectIdentities(ctx context.Context) {
 	t := time.NewTicker(a.cfg.IdentityGCPeriod)
 	defer t.Stop()
 	for {
-		if inUse, err := a.identityKeysInUse(); err != nil {
+		if !a.informers.hasSynced() || a.cleaned.Load() {
+			// Nothing to sweep against yet (or any more).
+		} else if inUse, err := a.identityKeysInUse(); err != nil {
 			a.log.Warn("collect identities: list pods", "error", err)
-		} else if a.informers.hasSynced() && !a.cleaned.Load() {
+		} else {
 			doomed := gc.Sweep(time.Now(), a.informers.storedIdentities(), func(k identity.Key) bool { return inUse[k.String()] })
 			if len(doomed) > 0 {
 				deleted, err := gc.Delete(ctx, doomed)

@@ -283,6 +283,7 @@ func (a *Agent) syncPolicy() error {
 		return err
 	}
 	live := map[int]bool{}
+	written := make(map[*endpointRecord]bpf.Endpoint, len(recs))
 	for _, r := range recs {
 		live[r.HostIfindex] = true
 		ep := bpf.Endpoint{IP: r.IP.As4(), Identity: r.Identity}
@@ -299,6 +300,7 @@ func (a *Agent) syncPolicy() error {
 				return err
 			}
 		}
+		written[r] = ep
 	}
 	for ifindex := range haveEps {
 		if !live[ifindex] {
@@ -315,10 +317,7 @@ func (a *Agent) syncPolicy() error {
 	}
 	liveIPs := map[[4]byte]bool{}
 	for _, r := range recs {
-		ep, err := a.pol.Endpoint(r.HostIfindex)
-		if err != nil {
-			return err
-		}
+		ep := written[r]
 		liveIPs[ep.IP] = true
 		if cur, ok := haveLocal[ep.IP]; !ok || cur != ep || haveCookies[ep.IP] != r.NetnsCookie {
 			if err := a.pol.PutLocalEndpoint(ep, r.NetnsCookie); err != nil {

@@ -178,18 +178,19 @@ func TestDatapath(t *testing.T) {
 		reach("client→server http allowed", client, "get", httpURL, allowed)
 		reach("client→server echo denied (port not named in the policy)", client, "echo", echoAddr, denied)
 	})
-	t.Run("TrafficPolicy: Deny wins over the NetworkPolicy allow, Allow isolates", func(t *testing.T) {
-		tps := dynamic.NewForConfigOrDie(env.Config).Resource(policy.TrafficPolicyGVR).Namespace(nsA)
-		create := func(name string, spec map[string]any) {
-			t.Helper()
-			obj := &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": policy.TrafficPolicyGVR.GroupVersion().String(), "kind": "TrafficPolicy",
-				"metadata": map[string]any{"name": name, "namespace": nsA}, "spec": spec}}
-			if _, err := tps.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+	// TrafficPolicies of nsA, created and deleted through the API.
+	tps := dynamic.NewForConfigOrDie(env.Config).Resource(policy.TrafficPolicyGVR).Namespace(nsA)
+	createTP := func(t *testing.T, name string, spec map[string]any) {
+		t.Helper()
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": policy.TrafficPolicyGVR.GroupVersion().String(), "kind": "TrafficPolicy",
+			"metadata": map[string]any{"name": name, "namespace": nsA}, "spec": spec}}
+		if _, err := tps.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
 		}
-		create("no-client-http", map[string]any{
+	}
+	t.Run("TrafficPolicy: Deny wins over the NetworkPolicy allow, Allow isolates", func(t *testing.T) {
+		createTP(t, "no-client-http", map[string]any{
 			"selector": map[string]any{"matchLabels": map[string]any{"app": "server"}}, "action": "Deny",
 			"ingress": []any{map[string]any{
 				"peers": []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"app": "client"}}}},
@@ -204,7 +205,7 @@ func TestDatapath(t *testing.T) {
 
 		// Allow with an empty egress list: the client is isolated for
 		// egress and this policy allows nothing.
-		create("client-egress", map[string]any{
+		createTP(t, "client-egress", map[string]any{
 			"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}}, "action": "Allow", "egress": []any{},
 		})
 		reach("client→server http denied (client isolated for egress)", client, "get", httpURL, denied)
@@ -447,15 +448,9 @@ func TestDatapath(t *testing.T) {
 		// it (cgroup/connect4 sees the socket bound to the client's
 		// address): isolated for egress with nothing allowed, it gets no
 		// further than the proxy.
-		tps := dynamic.NewForConfigOrDie(env.Config).Resource(policy.TrafficPolicyGVR).Namespace(nsA)
-		_, err = tps.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": policy.TrafficPolicyGVR.GroupVersion().String(), "kind": "TrafficPolicy",
-			"metadata": map[string]any{"name": "client-no-egress", "namespace": nsA},
-			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}},
-				"action": "Allow", "egress": []any{}}}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		createTP(t, "client-no-egress", map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}}, "action": "Allow", "egress": []any{},
+		})
 		reach("client→service through the proxy, denied by the client's egress policy", client, "get", svcURL, denied)
 		if err := tps.Delete(ctx, "client-no-egress", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
