@@ -31,7 +31,7 @@ test-datapath: kube-binaries
 	@if [ "$$(id -u)" != 0 ]; then echo "test-datapath needs root (eBPF, network namespaces, cgroups): run 'sudo make test-datapath'"; exit 1; fi
 	NODEMESH_KUBE=required NODEMESH_DATAPATH=required $(GOTOOL) gotestsum --format testname --format-hide-empty-pkg -- -count=1 -timeout 20m $(DATAPATH_PKGS)
 
-## kube-binaries: build kube-apiserver and etcd (WITH_KCM=1: kube-controller-manager too) from the Go module proxy, cached in ~/.cache/nodemesh
+## kube-binaries: build kube-apiserver, etcd and kube-controller-manager from the Go module proxy, cached in ~/.cache/nodemesh
 kube-binaries:
 	hack/kube-build.sh >/dev/null
 

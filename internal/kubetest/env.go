@@ -171,16 +171,22 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 			if err := cmd.Start(); err != nil {
 				return fmt.Errorf("start %s: %w", name, err)
 			}
-			cmd.Process.Release()
 		} else if err := StartLocked(cmd, nil); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
+		}
+		// The PID is read before a detached process is released: Release
+		// sets it to -1 (the PID file then held "-1" and kube-down stopped
+		// nothing).
+		pid := cmd.Process.Pid
+		if o.Detach {
+			cmd.Process.Release()
 		}
 		f, err := os.OpenFile(filepath.Join(o.Dir, "pids"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		_, err = fmt.Fprintf(f, "%s %d\n", name, cmd.Process.Pid)
+		_, err = fmt.Fprintf(f, "%s %d\n", name, pid)
 		return err
 	}
 	fail := func(err error) (*Env, error) {
@@ -295,7 +301,9 @@ func StopDir(dir string) error {
 			continue
 		}
 		pid, err := strconv.Atoi(fields[1])
-		if err != nil {
+		if err != nil || pid <= 0 || !runs(pid, fields[0]) {
+			// Not a PID, or no longer the process started here (it
+			// ended, and the number may belong to another one now).
 			continue
 		}
 		p, err := os.FindProcess(pid)
@@ -314,6 +322,17 @@ func StopDir(dir string) error {
 		p.Signal(syscall.SIGKILL) // already gone is fine
 	}
 	return os.Remove(filepath.Join(dir, "pids"))
+}
+
+// runs says whether process pid runs the binary named name (its
+// executable's base name), so that a PID recorded by an environment that
+// has since ended is never signalled after being reused.
+func runs(pid int, name string) bool {
+	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))
+	if err != nil {
+		return false
+	}
+	return filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == name
 }
 
 func freePorts(n int) ([]int, error) {
