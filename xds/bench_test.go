@@ -2,12 +2,20 @@ package xds_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nodemesh/nodemesh/internal/meshgen"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -96,4 +104,95 @@ func BenchmarkInitialSync(b *testing.B) {
 		stop()
 		b.StartTimer()
 	}
+}
+
+// BenchmarkNodeChurn: clients with distinct node IDs (of the longest length
+// allowed) open a state-of-the-world or delta stream, receive their
+// clusters and go, 20,000 times per iteration; reported is what the
+// controller keeps afterwards — node states, live heap and resident memory
+// after a collection. (Before nodes were forgotten with their last stream,
+// 20,000 cycles left 25,502 node states and 706 MB resident.)
+func BenchmarkNodeChurn(b *testing.B) {
+	const cycles = 20000
+	bk := xdstest.NewBookinfo(b, "bookinfo", xdstest.Loopback(170))
+	g := xds.NewGeneration(1, time.Now(), bk.Bag(), nil, istio.Options{})
+	c := xds.NewCache(nil, nil)
+	c.Provider = func(n *corev3.Node) *xds.Config { return g.ForNode(n.GetId(), xds.KindOf(n)) }
+	addr := xdstest.Serve(b, c)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	pad := strings.Repeat("x", xds.MaxNodeIDBytes-32)
+	ctx := context.Background()
+	var n int
+	cycle := func() {
+		n++
+		node := &corev3.Node{Id: fmt.Sprintf("churn-%d-%s", n, pad)}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if n%2 == 0 {
+			s, err := ads.DeltaAggregatedResources(sctx)
+			if err == nil {
+				err = s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
+			}
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			return
+		}
+		s, err := ads.StreamAggregatedResources(sctx)
+		if err == nil {
+			err = s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
+		}
+		if err == nil {
+			_, err = s.Recv()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	rssBefore := rssMB(b)
+	for b.Loop() {
+		for range cycles {
+			cycle()
+		}
+	}
+	// Streams close asynchronously on the server.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.Known()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	debug.FreeOSMemory()
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(len(c.Known())), "nodes-kept")
+	b.ReportMetric(float64(ms.HeapAlloc)/1e6, "heap-MB")
+	b.ReportMetric(rssMB(b), "rss-MB")
+	b.ReportMetric(rssBefore, "rss-before-MB")
+}
+
+// rssMB is the process's resident memory (VmRSS), in MB.
+func rssMB(b *testing.B) float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.Atoi(f[1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1000
+		}
+	}
+	b.Fatal("no VmRSS in /proc/self/status")
+	return 0
 }

@@ -2,9 +2,10 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"log/slog"
-	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,18 +15,25 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/log"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // NACK is a configuration a node rejected.
 type NACK struct {
 	Node    string
 	TypeURL string
-	// Version is the rejected version; Detail is the node's error message.
+	// Version is the rejected version; Detail is the node's error message,
+	// bounded and with control characters escaped (it is the client's
+	// text: it goes to logs and Events).
 	Version string
 	Detail  string
 	// Resources are the rejected resources (the whole rejected set of the
 	// type), for tracing the rejection back to Istio resources.
 	Resources []types.Resource
+	// Suppressed counts the rejections of the same stream and type not
+	// reported since the previous report (reports are rate-limited).
+	Suppressed int
 }
 
 // Cache is go-control-plane's snapshot cache plus NACK safety and the
@@ -34,41 +42,50 @@ type NACK struct {
 // delta watches are answered from the same served snapshots by Cache itself
 // (delta.go explains why).
 //
-// NACK safety: go-control-plane compares a request's version with the
-// snapshot's and answers any difference at once, so a node that rejects a
-// snapshot is sent it again immediately, forever (a NACK storm; see
-// reference/xds-consumers.md). When a node rejects a type, Cache puts that
-// type of the node's snapshot back to the version the node last accepted —
-// the NACK then matches the snapshot and the watch waits — and remembers the
-// rejected content: later generations that produce the same content for that
-// node keep the accepted version instead of sending it again.
+// What a node is pushed (its configuration) and what each of its streams is
+// served are kept apart. NACK safety belongs to a stream (stream.go): when
+// a stream rejects a type, that stream — and no other, whatever node ID it
+// shares — is served the version it last accepted instead (or, when it has
+// accepted nothing from this controller, is sent nothing more of the type),
+// and it remembers every content it rejected: later pushes of any of those
+// contents keep it where it is. go-control-plane compares a request's
+// version with the snapshot's and answers any difference at once, so
+// without this a stream that rejects a snapshot is sent it again
+// immediately, forever (a NACK storm; see reference/xds-consumers.md).
 type Cache struct {
 	// Node Envoys and gRPC clients are served from separate snapshot caches:
 	// the Envoy one runs in ADS mode (responses ordered for make-before-break
 	// and only to requests naming every resource of a type, as Envoy's do);
 	// gRPC clients subscribe only to the targets they dial, which ADS mode
-	// would never answer.
+	// would never answer. Both are keyed by stream (streamState.key), not
+	// by node: every stream has a snapshot of its own.
 	envoy, grpc cachev3.SnapshotCache
 	log         *slog.Logger
 	metrics     *Metrics
 	// Provider computes the configuration of a node that connects before any
 	// snapshot was set for it; nil leaves such nodes waiting.
 	Provider func(node *corev3.Node) *Config
-	// OnNACK is called for every rejection (outside the cache's lock).
+	// OnNACK is called for rejections (outside the cache's lock), at most
+	// once per NACKReportInterval per stream and type; NACK.Suppressed
+	// counts the ones in between.
 	OnNACK func(NACK)
 
-	// setMu orders the computation of a node's served snapshot with setting
-	// it, so that a push and a NACK restore cannot set them out of order.
-	// It is taken before mu, and never inside a stream callback's use of mu.
+	// setMu orders the computation of a stream's served snapshot with
+	// setting it, so that a push and a NACK restore cannot set them out of
+	// order. It is taken before mu, and never inside a stream callback's use
+	// of mu.
 	setMu   sync.Mutex
 	mu      sync.Mutex
 	nodes   map[string]*nodeState
-	streams map[streamID]string // → node ID
-	// overlays are the delta streams' subscription overlays (delta.go);
-	// pending, those of requests go-control-plane is about to create a
-	// watch for.
-	overlays map[overlayKey]*subscriptionOverlay
-	pending  map[*discoveryv3.DeltaDiscoveryRequest]*subscriptionOverlay
+	streams map[streamID]*streamState
+	// pending are the delta requests go-control-plane is about to create
+	// a watch for, with their stream's overlay (delta.go).
+	pending map[*discoveryv3.DeltaDiscoveryRequest]pendingDelta
+	// sotwRequests are the state-of-the-world requests go-control-plane is
+	// about to create a watch for, with their stream (one per stream).
+	sotwRequests map[*discoveryv3.DiscoveryRequest]*streamState
+	// seq numbers streams in the order they were registered.
+	seq uint64
 	// budget bounds the bytes of delta responses in flight (set by
 	// NewServer; nil: unbounded).
 	budget *sendBudget
@@ -81,19 +98,20 @@ type typeState struct {
 	changed time.Time
 }
 
+// nodeState is a node's configuration and the streams open for it. It is
+// forgotten when its last stream closes; the controller pushes the nodes of
+// the cluster again at its next push, and a node that connects before gets
+// its configuration from the Provider.
 type nodeState struct {
 	kind    NodeKind
-	current *cachev3.Snapshot
 	config  *Config
-	// history holds the versions a node may be put back on, by type.
+	current *cachev3.Snapshot
+	// history holds the versions of each type a stream of the node holds or
+	// may be served or asked about: the current one, the ones streams
+	// accepted, the ones sent and not answered yet.
 	history  map[string]map[string]typeState
-	acked    map[string]string
-	rejected map[string]string
-	sent     map[sentKey]string // response nonce → version
-	streams  int
+	streams  map[streamID]*streamState
 	lastSeen time.Time
-	// deltaWatches are the node's open delta requests (delta.go).
-	deltaWatches map[*deltaWatch]bool
 }
 
 // streamID identifies a stream: the state-of-the-world and delta servers
@@ -101,12 +119,6 @@ type nodeState struct {
 type streamID struct {
 	delta bool
 	id    int64
-}
-
-type sentKey struct {
-	stream  streamID
-	typeURL string
-	nonce   string
 }
 
 // NewCache returns an empty cache; nodes are keyed by their node ID.
@@ -118,24 +130,22 @@ func NewCache(logger *slog.Logger, m *Metrics) *Cache {
 		m = NewMetrics(nil)
 	}
 	return &Cache{
-		envoy:    cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "envoy")}),
-		grpc:     cachev3.NewSnapshotCache(false, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "grpc")}),
-		log:      logger,
-		metrics:  m,
-		nodes:    map[string]*nodeState{},
-		streams:  map[streamID]string{},
-		overlays: map[overlayKey]*subscriptionOverlay{},
-		pending:  map[*discoveryv3.DeltaDiscoveryRequest]*subscriptionOverlay{},
+		envoy:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "envoy")}),
+		grpc:    cachev3.NewSnapshotCache(false, cachev3.IDHash{}, slogAdapter{logger.With("component", "xds-cache", "kind", "grpc")}),
+		log:     logger,
+		metrics: m,
+		nodes:   map[string]*nodeState{},
+		streams: map[streamID]*streamState{},
+		pending: map[*discoveryv3.DeltaDiscoveryRequest]pendingDelta{},
+
+		sotwRequests: map[*discoveryv3.DiscoveryRequest]*streamState{},
 	}
 }
 
 func (c *Cache) state(node string) *nodeState {
 	st := c.nodes[node]
 	if st == nil {
-		st = &nodeState{
-			history: map[string]map[string]typeState{}, acked: map[string]string{},
-			rejected: map[string]string{}, sent: map[sentKey]string{},
-		}
+		st = &nodeState{history: map[string]map[string]typeState{}, streams: map[streamID]*streamState{}}
 		c.nodes[node] = st
 	}
 	return st
@@ -152,9 +162,9 @@ var typeURLs = func() map[types.ResponseType]string {
 	return out
 }()
 
-// Push sets a node's configuration, except for any type whose content the
-// node has already rejected: that type stays on what the node accepted.
-// changed is when the change behind cfg happened.
+// Push sets a node's configuration; each of its streams is served it,
+// except for a type whose content that stream has rejected (it stays on
+// what it accepted). changed is when the change behind cfg happened.
 func (c *Cache) Push(cfg *Config, changed time.Time) error {
 	return c.push(cfg, changed, false)
 }
@@ -177,7 +187,7 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 		return nil
 	}
 	st.kind, st.config = cfg.Kind, cfg
-	snap := &cachev3.Snapshot{Resources: cfg.Snapshot.Resources, VersionMap: maps.Clone(cfg.Snapshot.VersionMap)}
+	snap := &cachev3.Snapshot{Resources: cfg.Snapshot.Resources, VersionMap: cfg.Snapshot.VersionMap}
 	for i, typeURL := range typeURLs {
 		v := snap.Resources[i].Version
 		h := st.history[typeURL]
@@ -188,26 +198,12 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 		if _, ok := h[v]; !ok {
 			h[v] = typeState{res: snap.Resources[i], versions: snap.VersionMap[typeURL], changed: changed}
 		}
-		if v != "" && st.rejected[typeURL] == v {
-			c.log.Info("not resending configuration the node rejected", "node", cfg.Node, "type", shortType(typeURL), "version", v)
-			c.restore(snap, st, i, typeURL, st.acked[typeURL])
-		} else if st.rejected[typeURL] != "" && v != st.rejected[typeURL] {
-			delete(st.rejected, typeURL) // new content: worth trying
-		}
-		c.prune(st, typeURL, v)
 	}
 	st.current = snap
-	// Subscriptions kept as differences from what the node was served move
-	// to what it is served now when the names are the same.
-	for k, ov := range c.overlays {
-		if c.streams[k.stream] == cfg.Node {
-			ov.names.repoint(served(st, k.typeURL))
-		}
-	}
-	c.respondDelta(cfg.Node, st)
+	c.prune(st)
+	sets := c.serveAll(st)
 	c.mu.Unlock()
-	// State-of-the-world watches are go-control-plane's.
-	return c.snapshots(cfg.Kind).SetSnapshot(context.Background(), cfg.Node, snap)
+	return c.setSnapshots(sets)
 }
 
 func sameVersions(a, b *cachev3.Snapshot) bool {
@@ -219,24 +215,28 @@ func sameVersions(a, b *cachev3.Snapshot) bool {
 	return true
 }
 
-// restore puts type i of snap back on version (what the node accepted), or
-// on an empty set when the node never accepted any.
-func (c *Cache) restore(snap *cachev3.Snapshot, st *nodeState, i types.ResponseType, typeURL, version string) {
-	if ts, ok := st.history[typeURL][version]; ok {
-		snap.Resources[i] = ts.res
-		snap.VersionMap[typeURL] = ts.versions
-		return
-	}
-	snap.Resources[i] = cachev3.Resources{Version: version}
-	snap.VersionMap[typeURL] = map[string]string{}
-}
-
-// prune keeps the versions a node may still need: the accepted one, the
-// current one and the rejected one.
-func (c *Cache) prune(st *nodeState, typeURL, current string) {
-	for v := range st.history[typeURL] {
-		if v != current && v != st.acked[typeURL] && v != st.rejected[typeURL] {
-			delete(st.history[typeURL], v)
+// prune keeps the versions of a node's history its streams may still need
+// (nodeState.history). c.mu is held.
+func (c *Cache) prune(st *nodeState) {
+	for _, typeURL := range typeURLs {
+		keep := map[string]bool{}
+		if st.current != nil {
+			keep[st.current.GetVersion(typeURL)] = true
+		}
+		for _, s := range st.streams {
+			if t := s.types[typeURL]; t != nil {
+				if t.ackedKnown {
+					keep[t.acked] = true
+				}
+				for _, sent := range t.sent {
+					keep[sent.version] = true
+				}
+			}
+		}
+		for v := range st.history[typeURL] {
+			if !keep[v] {
+				delete(st.history[typeURL], v)
+			}
 		}
 	}
 }
@@ -247,7 +247,7 @@ func (c *Cache) Connected() map[string]NodeKind {
 	defer c.mu.Unlock()
 	out := map[string]NodeKind{}
 	for id, st := range c.nodes {
-		if st.streams > 0 {
+		if len(st.streams) > 0 {
 			out[id] = st.kind
 		}
 	}
@@ -255,20 +255,13 @@ func (c *Cache) Connected() map[string]NodeKind {
 }
 
 // Forget drops a node that has no open stream (a Node deleted from the
-// cluster, a gRPC client gone): its snapshot and bookkeeping.
+// cluster, a gRPC client gone): its configuration and bookkeeping.
 func (c *Cache) Forget(node string) {
-	c.setMu.Lock()
-	defer c.setMu.Unlock()
 	c.mu.Lock()
-	st := c.nodes[node]
-	if st == nil || st.streams > 0 {
-		c.mu.Unlock()
-		return
+	defer c.mu.Unlock()
+	if st := c.nodes[node]; st != nil && len(st.streams) == 0 {
+		delete(c.nodes, node)
 	}
-	delete(c.nodes, node)
-	c.mu.Unlock()
-	c.envoy.ClearSnapshot(node)
-	c.grpc.ClearSnapshot(node)
 }
 
 // Known lists every node the cache holds state for.
@@ -289,7 +282,7 @@ func (c *Cache) Nodes() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for id, st := range c.nodes {
-		if st.streams > 0 {
+		if len(st.streams) > 0 {
 			out = append(out, id)
 		}
 	}
@@ -297,14 +290,17 @@ func (c *Cache) Nodes() []string {
 	return out
 }
 
-// NodeStatus is a node's xDS state, for the debug endpoint and tests.
+// NodeStatus is a node's xDS state, for the debug endpoint and tests. Sent,
+// Acked and Rejected are those of the node's newest stream (a node has one
+// but while a restarted Envoy's stream overlaps its predecessor's).
 type NodeStatus struct {
 	Node      string            `json:"node"`
 	Kind      string            `json:"kind"`
 	Connected bool              `json:"connected"`
-	Sent      map[string]string `json:"sent"`     // type → version set for the node
+	Streams   int               `json:"streams"`
+	Sent      map[string]string `json:"sent"`     // type → version served
 	Acked     map[string]string `json:"acked"`    // type → version the node accepted
-	Rejected  map[string]string `json:"rejected"` // type → version the node rejected
+	Rejected  map[string]string `json:"rejected"` // type → version the node rejected and is kept off
 	LastSeen  time.Time         `json:"lastSeen"`
 }
 
@@ -314,26 +310,23 @@ func (c *Cache) Status() []NodeStatus {
 	defer c.mu.Unlock()
 	var out []NodeStatus
 	for id, st := range c.nodes {
-		s := NodeStatus{Node: id, Kind: st.kind.String(), Connected: st.streams > 0, Sent: map[string]string{},
-			Acked: maps.Clone(st.acked), Rejected: maps.Clone(st.rejected), LastSeen: st.lastSeen}
-		if st.current != nil {
-			for i, typeURL := range typeURLs {
-				if v := st.current.Resources[i].Version; v != "" {
+		s := NodeStatus{Node: id, Kind: st.kind.String(), Connected: len(st.streams) > 0, Streams: len(st.streams),
+			Sent: map[string]string{}, Acked: map[string]string{}, Rejected: map[string]string{}, LastSeen: st.lastSeen}
+		served := st.current
+		if ns := st.newest(); ns != nil {
+			served = ns.served
+			s.Acked, s.Rejected = st.outcome(ns)
+		}
+		if served != nil {
+			for _, typeURL := range typeURLs {
+				if v := served.GetVersion(typeURL); v != "" {
 					s.Sent[typeURL] = v
 				}
 			}
 		}
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b NodeStatus) int {
-		switch {
-		case a.Node < b.Node:
-			return -1
-		case a.Node > b.Node:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b NodeStatus) int { return strings.Compare(a.Node, b.Node) })
 	return out
 }
 
@@ -347,15 +340,66 @@ func (c *Cache) Config(node string) *Config {
 	return nil
 }
 
-// Served returns the snapshot a node is actually being served (after NACK
-// restores).
+// Served returns the snapshot a node is actually being served: its newest
+// stream's (after any NACK restore), or its configuration when no stream is
+// open.
 func (c *Cache) Served(node string) *cachev3.Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st := c.nodes[node]; st != nil {
+		if s := st.newest(); s != nil && s.served != nil {
+			return s.served
+		}
 		return st.current
 	}
 	return nil
+}
+
+// view is what a node is served (Served) with the acknowledged and
+// rejected versions of Status, for the debug endpoint.
+func (c *Cache) view(node string) (snap *cachev3.Snapshot, kind NodeKind, generation int64, acked, rejected map[string]string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.nodes[node]
+	if st == nil || st.current == nil {
+		return nil, 0, 0, nil, nil, false
+	}
+	snap, acked, rejected = st.current, map[string]string{}, map[string]string{}
+	if s := st.newest(); s != nil && s.served != nil {
+		snap = s.served
+		acked, rejected = st.outcome(s)
+	}
+	if st.config != nil {
+		generation = st.config.Generation
+	}
+	return snap, st.kind, generation, acked, rejected, true
+}
+
+// outcome is what a stream accepted, and which of the node's current
+// versions it rejected (the types it is kept off the node's configuration
+// for), by type.
+func (st *nodeState) outcome(s *streamState) (acked, rejected map[string]string) {
+	acked, rejected = map[string]string{}, map[string]string{}
+	for typeURL, t := range s.types {
+		if t.ackedKnown && t.acked != "" {
+			acked[typeURL] = t.acked
+		}
+		if v := st.current.GetVersion(typeURL); t.rejects(v) {
+			rejected[typeURL] = v
+		}
+	}
+	return acked, rejected
+}
+
+// newest is the node's most recently opened stream (nil: none).
+func (st *nodeState) newest() *streamState {
+	var out *streamState
+	for _, s := range st.streams {
+		if out == nil || s.opened.After(out.opened) || (s.opened.Equal(out.opened) && s.seq > out.seq) {
+			out = s
+		}
+	}
+	return out
 }
 
 // KindOf says whether a node is a proxyless gRPC client: Istio's convention,
@@ -379,270 +423,30 @@ func (c *Cache) snapshots(k NodeKind) cachev3.SnapshotCache {
 	return c.envoy
 }
 
-// CreateWatch serves a state-of-the-world request from the cache of the
-// node's kind.
+// CreateWatch serves a state-of-the-world request from the snapshot of the
+// stream it came on (OnStreamRequest, called just before with the same
+// request, noted which).
 func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
-	return c.snapshots(KindOf(req.GetNode())).CreateWatch(req, sub, out)
-}
-
-// Fetch serves REST xDS (unused by nodes, but part of the cache interface).
-func (c *Cache) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
-	return c.snapshots(KindOf(req.GetNode())).Fetch(ctx, req)
-}
-
-// OnStreamOpen counts streams.
-func (c *Cache) OnStreamOpen(context.Context, int64, string) error {
-	c.metrics.ConnectedNodes.Inc()
-	return nil
-}
-
-// OnStreamClosed forgets a stream.
-func (c *Cache) OnStreamClosed(id int64, _ *corev3.Node) {
-	c.metrics.ConnectedNodes.Dec()
-	c.closeStream(streamID{false, id})
-}
-
-// OnDeltaStreamOpen counts streams.
-func (c *Cache) OnDeltaStreamOpen(context.Context, int64, string) error {
-	c.metrics.ConnectedNodes.Inc()
-	return nil
-}
-
-// OnDeltaStreamClosed forgets a stream.
-func (c *Cache) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
-	c.metrics.ConnectedNodes.Dec()
-	c.closeStream(streamID{true, id})
-}
-
-func (c *Cache) closeStream(id streamID) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k, ov := range c.overlays {
-		if k.stream == id {
-			delete(c.overlays, k)
-			for req, p := range c.pending {
-				if p == ov {
-					delete(c.pending, req)
-				}
-			}
-		}
-	}
-	node, ok := c.streams[id]
-	if !ok {
-		return
-	}
-	delete(c.streams, id)
-	if st := c.nodes[node]; st != nil {
-		st.streams--
-		for k := range st.sent {
-			if k.stream == id {
-				delete(st.sent, k)
-			}
-		}
-	}
-}
-
-// OnStreamRequest tracks ACKs and NACKs of state-of-the-world streams.
-func (c *Cache) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	c.onRequest(streamID{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	return nil
-}
-
-// OnStreamResponse records what was sent.
-func (c *Cache) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	c.onResponse(streamID{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
-}
-
-// OnStreamDeltaRequest tracks ACKs and NACKs of delta streams.
-func (c *Cache) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	// Delta requests carry no version: the response nonce says what is
-	// acknowledged or rejected.
-	c.onRequest(streamID{true, id}, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	c.takeSubscriptions(streamID{true, id}, req)
-	return nil
-}
-
-type overlayKey struct {
-	stream  streamID
-	typeURL string
-}
-
-// takeSubscriptions moves a request's subscriptions and unsubscriptions
-// (but "*") into the stream's overlay for the type (subscriptionOverlay says
-// why), and notes which stream the request is on for CreateDeltaWatch, which
-// go-control-plane calls next with the same request.
-func (c *Cache) takeSubscriptions(stream streamID, req *discoveryv3.DeltaDiscoveryRequest) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	key := overlayKey{stream, req.GetTypeUrl()}
-	ov := c.overlays[key]
-	if ov == nil {
-		ov = newOverlay()
-		c.overlays[key] = ov
-	}
-	current, keys := served(c.nodes[c.streams[stream]], req.GetTypeUrl())
-	ov.apply(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), current, keys)
-	req.ResourceNamesSubscribe = onlyWildcard(req.GetResourceNamesSubscribe())
-	req.ResourceNamesUnsubscribe = onlyWildcard(req.GetResourceNamesUnsubscribe())
-	c.pending[req] = ov
-}
-
-// served is the version map of a type in a node's served snapshot, and the
-// identity of its names when known (nameSet).
-func served(st *nodeState, typeURL string) (map[string]string, *keySet) {
-	if st == nil || st.current == nil {
-		return nil, nil
-	}
-	m := st.current.VersionMap[typeURL]
-	if st.config != nil {
-		if set := st.config.sets[typeURL]; set != nil && set.version == st.current.GetVersion(typeURL) {
-			return m, set.keys
-		}
-	}
-	return m, nil
-}
-
-// onlyWildcard keeps the "*" of a list of names, if any.
-func onlyWildcard(names []string) []string {
-	if slices.Contains(names, explicitWildcard) {
-		return []string{explicitWildcard}
-	}
-	return nil
-}
-
-// overlayFor returns the overlay noted for a request (c.mu held).
-func (c *Cache) overlayFor(req *discoveryv3.DeltaDiscoveryRequest) *subscriptionOverlay {
-	ov := c.pending[req]
-	delete(c.pending, req)
-	return ov
-}
-
-// OnStreamDeltaResponse records what was sent.
-func (c *Cache) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	c.onResponse(streamID{true, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
-}
-
-// OnFetchRequest is unused (REST xDS).
-func (c *Cache) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
-
-// OnFetchResponse is unused (REST xDS).
-func (c *Cache) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
-
-func (c *Cache) onResponse(stream streamID, typeURL, nonce, version string) {
-	c.metrics.Pushes.WithLabelValues(shortType(typeURL)).Inc()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if node, ok := c.streams[stream]; ok {
-		c.state(node).sent[sentKey{stream, typeURL, nonce}] = version
-	}
-}
-
-func (c *Cache) onRequest(stream streamID, node *corev3.Node, typeURL, version, nonce, detail string, nack bool) {
-	c.mu.Lock()
-	id, known := c.streams[stream]
-	if !known {
-		if node == nil {
-			c.mu.Unlock()
-			return
-		}
-		id = node.GetId()
-		c.streams[stream] = id
-		c.state(id).streams++
-	}
-	st := c.state(id)
-	st.lastSeen = time.Now()
-	needsConfig := st.current == nil && node != nil && c.Provider != nil
+	s := c.sotwRequests[req]
+	delete(c.sotwRequests, req)
 	c.mu.Unlock()
-	if needsConfig {
-		if cfg := c.Provider(node); cfg != nil {
-			if err := c.push(cfg, time.Now(), true); err != nil {
-				c.log.Error("set snapshot", "node", node.GetId(), "error", err)
-			}
-		}
+	if s == nil {
+		// Not a request of a stream this cache registered (it closed).
+		return nil, status.Error(codes.Unavailable, "stream not registered")
 	}
-	if nonce == "" {
-		return // a first request (or a new subscription): nothing to acknowledge
+	// go-control-plane keys its snapshots by the request's node: the
+	// stream's own key stands in for it.
+	keyed := &discoveryv3.DiscoveryRequest{
+		VersionInfo: req.GetVersionInfo(), Node: s.keyNode, ResourceNames: req.GetResourceNames(),
+		ResourceLocators: req.GetResourceLocators(), TypeUrl: req.GetTypeUrl(), ResponseNonce: req.GetResponseNonce(),
 	}
-	if !nack {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		sentVersion, ok := st.sent[sentKey{stream, typeURL, nonce}]
-		delete(st.sent, sentKey{stream, typeURL, nonce})
-		if !ok || (version != "" && version != sentVersion) {
-			return // stale nonce: the server ignores the request too
-		}
-		if st.acked[typeURL] != sentVersion {
-			if ts, ok := st.history[typeURL][sentVersion]; ok && !ts.changed.IsZero() {
-				c.metrics.Convergence.Observe(time.Since(ts.changed).Seconds())
-			}
-		}
-		st.acked[typeURL] = sentVersion
-		if st.current != nil {
-			// The version the node ran before is no longer needed: a
-			// generation's resources are not kept past the node's ACK of
-			// the next.
-			c.prune(st, typeURL, st.current.GetVersion(typeURL))
-		}
-		return
-	}
-	if n := c.rejected(stream, id, st, typeURL, version, nonce, detail); n != nil && c.OnNACK != nil {
-		c.OnNACK(*n)
-	}
+	return c.snapshots(s.kind).CreateWatch(keyed, sub, out)
 }
 
-// rejected handles a NACK: the node's served snapshot goes back to what the
-// node accepted for that type, and the rejected version is remembered.
-func (c *Cache) rejected(stream streamID, id string, st *nodeState, typeURL, version, nonce, detail string) *NACK {
-	c.setMu.Lock()
-	defer c.setMu.Unlock()
-	c.mu.Lock()
-	sentVersion, ok := st.sent[sentKey{stream, typeURL, nonce}]
-	delete(st.sent, sentKey{stream, typeURL, nonce})
-	if !ok {
-		c.mu.Unlock()
-		return nil // stale nonce: the server ignores the request too
-	}
-	c.metrics.NACKs.WithLabelValues(shortType(typeURL)).Inc()
-	st.rejected[typeURL] = sentVersion
-	var rejectedItems map[string]types.ResourceWithTTL
-	if ts, ok := st.history[typeURL][sentVersion]; ok {
-		rejectedItems = ts.res.Items
-	}
-	accepted, known := st.acked[typeURL], true
-	if _, ok := st.acked[typeURL]; !ok {
-		// Not seen accepting anything since this controller started. State
-		// of the world: the NACK carries the version the node runs. Delta:
-		// the node keeps what it has and the server, which tracks what it
-		// sent, does not resend; leave the snapshot alone.
-		accepted, known = version, !stream.delta
-	}
-	var restored *cachev3.Snapshot
-	kind := st.kind
-	if st.current != nil && known {
-		restored = &cachev3.Snapshot{Resources: st.current.Resources, VersionMap: maps.Clone(st.current.VersionMap)}
-		for i, u := range typeURLs {
-			if u == typeURL {
-				c.restore(restored, st, i, typeURL, accepted)
-			}
-		}
-		st.current = restored
-		c.respondDelta(id, st)
-	}
-	c.mu.Unlock()
-	c.log.Warn("node rejected configuration; it stays on the last version it accepted",
-		"node", id, "type", shortType(typeURL), "rejected", sentVersion, "accepted", accepted, "error", detail)
-	if restored != nil {
-		// Set before the server creates the next watch: the NACK's version
-		// then matches and nothing is resent.
-		if err := c.snapshots(kind).SetSnapshot(context.Background(), id, restored); err != nil {
-			c.log.Error("restore snapshot", "node", id, "error", err)
-		}
-	}
-	rejected, err := decodeItems(rejectedItems)
-	if err != nil {
-		c.log.Error("decoding rejected configuration", "node", id, "error", err)
-	}
-	return &NACK{Node: id, TypeURL: typeURL, Version: sentVersion, Detail: detail, Resources: rejected}
+// Fetch serves REST xDS, which nodemesh does not offer.
+func (c *Cache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, errors.New("REST xDS is not served")
 }
 
 // slogAdapter gives go-control-plane's logger interface to slog.

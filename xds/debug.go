@@ -116,24 +116,17 @@ func (e ErrUnknownNode) Error() string {
 
 // Dump returns what a node is being served.
 func (c *Cache) Dump(node string) (*ConfigDump, error) {
-	c.mu.Lock()
-	st := c.nodes[node]
-	if st == nil || st.current == nil {
-		c.mu.Unlock()
+	snap, kind, generation, acked, rejected, ok := c.view(node)
+	if !ok {
 		return nil, ErrUnknownNode(node)
 	}
-	snap := st.current
-	dump := &ConfigDump{Node: node, Kind: st.kind.String(), Versions: map[string]string{}, Acked: map[string]string{}, Rejected: map[string]string{}}
-	if st.config != nil {
-		dump.Generation = st.config.Generation
-	}
-	for t, v := range st.acked {
+	dump := &ConfigDump{Node: node, Kind: kind.String(), Generation: generation, Versions: map[string]string{}, Acked: map[string]string{}, Rejected: map[string]string{}}
+	for t, v := range acked {
 		dump.Acked[shortType(t)] = v
 	}
-	for t, v := range st.rejected {
+	for t, v := range rejected {
 		dump.Rejected[shortType(t)] = v
 	}
-	c.mu.Unlock()
 	out := map[string]*[]json.RawMessage{
 		resourcev3.ListenerType: &dump.Listeners, resourcev3.RouteType: &dump.Routes,
 		resourcev3.ClusterType: &dump.Clusters, resourcev3.EndpointType: &dump.Endpoints,

@@ -9,6 +9,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -429,61 +431,127 @@ func (s *nameSet) maybeRebase(m map[string]string, keys *keySet) {
 
 const explicitWildcard = "*"
 
-// CreateDeltaWatch answers a delta request from the node's served snapshot
-// at once when the subscription lacks something, or keeps the watch until a
-// push changes its type.
-func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
-	node := req.GetNode().GetId()
+// pendingDelta is a delta request's stream and overlay, noted by
+// OnStreamDeltaRequest for CreateDeltaWatch.
+type pendingDelta struct {
+	stream *streamState
+	ov     *subscriptionOverlay
+}
+
+// takeSubscriptions moves a request's subscriptions and unsubscriptions
+// (but "*") into the stream's overlay for the type (subscriptionOverlay says
+// why), and notes which stream the request is on for CreateDeltaWatch, which
+// go-control-plane calls next with the same request.
+func (c *Cache) takeSubscriptions(s *streamState, req *discoveryv3.DeltaDiscoveryRequest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.state(node)
-	w := &deltaWatch{req: req, sub: sub, out: out, ov: c.overlayFor(req)}
-	if st.current != nil {
-		if resp := deltaFor(req, sub, st.current, w.ov); resp != nil {
-			c.sendDelta(node, w, resp)
+	ov := s.overlays[req.GetTypeUrl()]
+	if ov == nil {
+		ov = newOverlay()
+		s.overlays[req.GetTypeUrl()] = ov
+	}
+	current, keys := served(c.nodes[s.node], s, req.GetTypeUrl())
+	ov.apply(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), current, keys)
+	req.ResourceNamesSubscribe = onlyWildcard(req.GetResourceNamesSubscribe())
+	req.ResourceNamesUnsubscribe = onlyWildcard(req.GetResourceNamesUnsubscribe())
+	c.pending[req] = pendingDelta{stream: s, ov: ov}
+}
+
+// served is the version map of a type in a stream's served snapshot, and
+// the identity of its names when known (nameSet).
+func served(st *nodeState, s *streamState, typeURL string) (map[string]string, *keySet) {
+	if st == nil || s.served == nil {
+		return nil, nil
+	}
+	m := s.served.VersionMap[typeURL]
+	if st.config != nil {
+		if set := st.config.sets[typeURL]; set != nil && set.version == s.served.GetVersion(typeURL) {
+			return m, set.keys
+		}
+	}
+	return m, nil
+}
+
+// onlyWildcard keeps the "*" of a list of names, if any.
+func onlyWildcard(names []string) []string {
+	if slices.Contains(names, explicitWildcard) {
+		return []string{explicitWildcard}
+	}
+	return nil
+}
+
+// CreateDeltaWatch answers a delta request from its stream's served
+// snapshot at once when the subscription lacks something, or keeps the
+// watch until the stream's snapshot changes that type.
+func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.pending[req]
+	delete(c.pending, req)
+	if !ok || c.streams[p.stream.id] != p.stream {
+		// Not a request of a stream this cache registered (it closed).
+		return nil, status.Error(codes.Unavailable, "stream not registered")
+	}
+	s := p.stream
+	w := &deltaWatch{req: req, sub: sub, out: out, ov: p.ov}
+	if s.served != nil && !s.holding(req.GetTypeUrl()) {
+		if resp := deltaFor(req, sub, s.served, w.ov); resp != nil {
+			c.sendDelta(s, w, resp)
 			return func() {}, nil
 		}
-		w.checked = st.current.GetVersion(req.GetTypeUrl())
+		w.checked = s.served.GetVersion(req.GetTypeUrl())
 	}
-	if st.deltaWatches == nil {
-		st.deltaWatches = map[*deltaWatch]bool{}
+	if s.deltaWatches == nil {
+		s.deltaWatches = map[*deltaWatch]bool{}
 	}
-	st.deltaWatches[w] = true
+	s.deltaWatches[w] = true
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if st := c.nodes[node]; st != nil {
-			delete(st.deltaWatches, w)
-		}
+		delete(s.deltaWatches, w)
 	}, nil
 }
 
-// respondDelta answers a node's open delta watches after its served
+// holding says whether the stream is held where it is for a type: nothing
+// of it is sent (streamType.held).
+func (s *streamState) holding(typeURL string) bool {
+	t := s.types[typeURL]
+	return t != nil && t.held
+}
+
+// respondDelta answers a delta stream's open watches after its served
 // snapshot changed, in ADS order (go-control-plane's: by response type).
 // c.mu is held.
-func (c *Cache) respondDelta(node string, st *nodeState) {
-	if len(st.deltaWatches) == 0 || st.current == nil {
+func (c *Cache) respondDelta(s *streamState) {
+	if len(s.deltaWatches) == 0 || s.served == nil {
 		return
 	}
-	watches := make([]*deltaWatch, 0, len(st.deltaWatches))
-	for w := range st.deltaWatches {
+	watches := make([]*deltaWatch, 0, len(s.deltaWatches))
+	for w := range s.deltaWatches {
 		watches = append(watches, w)
 	}
 	slices.SortFunc(watches, func(a, b *deltaWatch) int {
 		return int(cachev3.GetResponseType(a.req.GetTypeUrl())) - int(cachev3.GetResponseType(b.req.GetTypeUrl()))
 	})
 	for _, w := range watches {
-		version := st.current.GetVersion(w.req.GetTypeUrl())
+		typeURL := w.req.GetTypeUrl()
+		if s.holding(typeURL) {
+			// Held: the watch waits, and is compared again once the
+			// stream is served something it has not rejected.
+			w.checked = ""
+			continue
+		}
+		version := s.served.GetVersion(typeURL)
 		if w.checked != "" && w.checked == version {
 			continue // this type did not change
 		}
-		resp := deltaFor(w.req, w.sub, st.current, w.ov)
+		resp := deltaFor(w.req, w.sub, s.served, w.ov)
 		if resp == nil {
 			w.checked = version
 			continue
 		}
-		delete(st.deltaWatches, w)
-		c.sendDelta(node, w, resp)
+		delete(s.deltaWatches, w)
+		c.sendDelta(s, w, resp)
 	}
 }
 
@@ -491,11 +559,11 @@ func (c *Cache) respondDelta(node string, st *nodeState) {
 // type and each watch is answered once, so its channel (go-control-plane
 // gives it room for two responses per type) never blocks; should it be
 // full, the response is dropped and logged rather than stall every node.
-func (c *Cache) sendDelta(node string, w *deltaWatch, resp *deltaResponse) {
+func (c *Cache) sendDelta(s *streamState, w *deltaWatch, resp *deltaResponse) {
 	resp.budget = c.budget
 	select {
 	case w.out <- resp:
 	default:
-		c.log.Error("delta response dropped: stream channel full", "node", node, "type", shortType(w.req.GetTypeUrl()))
+		c.log.Error("delta response dropped: stream channel full", "node", s.node, "type", shortType(w.req.GetTypeUrl()))
 	}
 }

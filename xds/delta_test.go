@@ -149,7 +149,7 @@ func TestDeltaSubscriptionSharesSnapshotNames(t *testing.T) {
 	if len(req.GetResourceNamesSubscribe()) != 0 {
 		t.Errorf("go-control-plane is left %d names to keep", len(req.GetResourceNamesSubscribe()))
 	}
-	ov := c.overlays[overlayKey{streamID{true, 1}, resourcev3.EndpointType}]
+	ov := c.streams[streamID{true, 1}].overlays[resourcev3.EndpointType]
 	same := func(m map[string]string) bool {
 		return reflect.ValueOf(ov.names.base).UnsafePointer() == reflect.ValueOf(m).UnsafePointer()
 	}

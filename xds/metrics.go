@@ -11,6 +11,7 @@ type Metrics struct {
 	Convergence     prometheus.Histogram
 	ConnectedNodes  prometheus.Gauge
 	NACKs           *prometheus.CounterVec
+	Refused         *prometheus.CounterVec
 	Translations    *prometheus.CounterVec
 	TranslationTime *prometheus.HistogramVec
 	Diagnostics     *prometheus.GaugeVec
@@ -42,6 +43,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		NACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodemesh_xds_nacks_total", Help: "Configurations rejected by a node, by type.",
 		}, []string{"type"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodemesh_xds_refused_streams_total", Help: "xDS streams refused before anything was served, by reason.",
+		}, []string{"reason"}),
 		Translations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodemesh_translations_total", Help: "Generations computed, by kind: full, or endpoints (only changed endpoints recomputed).",
 		}, []string{"kind"}),
@@ -59,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"type"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Pushes, m.PushLatency, m.Convergence, m.ConnectedNodes, m.NACKs, m.Translations,
+		reg.MustRegister(m.Pushes, m.PushLatency, m.Convergence, m.ConnectedNodes, m.NACKs, m.Refused, m.Translations,
 			m.TranslationTime, m.Diagnostics, m.SnapshotBytes, m.SnapshotItems)
 	}
 	return m
