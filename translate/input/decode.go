@@ -117,8 +117,7 @@ func (l *Loader) decodeDocument(file string, doc rawDoc) {
 		return // empty document or comments only
 	}
 	shiftLines(&root, doc.line-1)
-	budget := maxNodes
-	l.decodeObject(file, root.Content[0], 0, &budget)
+	l.decodeObject(file, root.Content[0], 0, newBudget())
 }
 
 func scalarAt(m *yaml.Node, key string) (string, *yaml.Node) {
@@ -138,7 +137,7 @@ func scalarAt(m *yaml.Node, key string) (string, *yaml.Node) {
 	return "", nil
 }
 
-func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *int) {
+func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *budget) {
 	n = deref(n)
 	src := &Source{File: file, Line: n.Line, root: n}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {

@@ -1,6 +1,7 @@
 package input
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,6 +203,29 @@ spec:
 				t.Errorf("objects = %d, want %d", n, tc.objects)
 			}
 		})
+	}
+}
+
+// TestAliasBombOfBytes: few nodes, but one 64 KiB string aliased 4^7
+// times: 1 GiB (a 77 KB file of this shape expanded to 64 GiB and exhausted memory when
+// only nodes were counted).
+func TestAliasBombOfBytes(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Service\nmetadata:\n  name: bomb\n  annotations:\n")
+	fmt.Fprintf(&b, "    a: &a %q\n", strings.Repeat("x", 64<<10))
+	prev := "a"
+	for i := range 7 {
+		name := fmt.Sprintf("l%d", i)
+		fmt.Fprintf(&b, "    %s: &%s [*%s,*%s,*%s,*%s]\n", name, name, prev, prev, prev, prev)
+		prev = name
+	}
+	b.WriteString("---\napiVersion: v1\nkind: Service\nmetadata: {name: fine, namespace: default}\nspec: {ports: [{port: 80}]}\n")
+	bag, diags := load(t, b.String())
+	if len(diags) != 1 || !strings.Contains(diags[0].Message, "more than 16 MiB") || diags[0].Line == 0 {
+		t.Fatalf("diagnostics = %v", diags)
+	}
+	if len(bag.Services) != 1 || bag.Services[0].Name != "fine" {
+		t.Errorf("the valid document was not decoded: %d Services", len(bag.Services))
 	}
 }
 

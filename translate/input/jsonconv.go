@@ -21,9 +21,10 @@ func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.node.Li
 
 // toJSON converts a YAML node tree to JSON text, resolving aliases. Mapping
 // keys are always strings. Duplicate keys are an error, as in strict
-// Kubernetes decoding. budget bounds the number of nodes written, so that an
-// alias bomb (aliases of aliases expanding exponentially) fails fast.
-func toJSON(n *yaml.Node, budget *int) ([]byte, error) {
+// Kubernetes decoding. budget bounds the nodes and bytes written, so that an
+// alias bomb (aliases of aliases expanding exponentially, or one large
+// string aliased many times) fails fast.
+func toJSON(n *yaml.Node, budget *budget) ([]byte, error) {
 	var b bytes.Buffer
 	w := &jsonWriter{b: &b, budget: budget}
 	if err := w.write(n, 0); err != nil {
@@ -34,18 +35,40 @@ func toJSON(n *yaml.Node, budget *int) ([]byte, error) {
 
 const maxDepth = 200
 
-// maxNodes is the most YAML nodes a document may expand to through aliases.
-const maxNodes = 1 << 20
+// What a document may expand to through aliases: nodes, and bytes of
+// scalars and keys. The API server refuses objects over 1.5 MiB (etcd's
+// request limit); 16 MiB leaves room for lists of many.
+const (
+	maxNodes = 1 << 20
+	maxBytes = 16 << 20
+)
+
+// budget is what is left of a document's limits.
+type budget struct{ nodes, bytes int }
+
+func newBudget() *budget { return &budget{nodes: maxNodes, bytes: maxBytes} }
+
+// take accounts for a node of n bytes.
+func (bu *budget) take(node *yaml.Node, n int) error {
+	bu.nodes--
+	bu.bytes -= n
+	switch {
+	case bu.nodes < 0:
+		return &nodeError{node, "document expands to too many nodes (excessive aliasing)"}
+	case bu.bytes < 0:
+		return &nodeError{node, fmt.Sprintf("document expands to more than %d MiB (excessive aliasing or an oversized object)", maxBytes>>20)}
+	}
+	return nil
+}
 
 type jsonWriter struct {
 	b      *bytes.Buffer
-	budget *int
+	budget *budget
 }
 
 func (w *jsonWriter) write(n *yaml.Node, depth int) error {
-	*w.budget--
-	if *w.budget < 0 {
-		return &nodeError{n, "document expands to too many nodes (excessive aliasing)"}
+	if err := w.budget.take(n, len(n.Value)); err != nil {
+		return err
 	}
 	b := w.b
 	if depth > maxDepth {
@@ -80,6 +103,9 @@ func (w *jsonWriter) write(n *yaml.Node, depth int) error {
 				b.WriteByte(',')
 			}
 			first = false
+			if err := w.budget.take(p.keyNode, len(p.key)); err != nil {
+				return err
+			}
 			writeString(b, p.key)
 			b.WriteByte(':')
 			if err := w.write(p.value, depth+1); err != nil {
