@@ -118,12 +118,13 @@ func (r *reporter) nack(n xds.NACK) {
 			}
 		}
 	}
-	detail := n.Detail
-	if len(detail) > 512 {
-		detail = detail[:512] + "…"
-	}
+	// The detail is the node's text, already bounded and escaped by the
+	// cache (xds.NACK).
 	short := n.TypeURL[strings.LastIndex(n.TypeURL, ".")+1:]
-	msg := fmt.Sprintf("node %s rejected %s version %s: %s", n.Node, short, n.Version, detail)
+	msg := fmt.Sprintf("node %s rejected %s version %s: %s", n.Node, short, n.Version, n.Detail)
+	if n.Suppressed > 0 {
+		msg += fmt.Sprintf(" (and %d more rejections not reported)", n.Suppressed)
+	}
 	found := 0
 	for _, ref := range refs {
 		obj, ok := r.src.object(ref.Kind, ref.Namespace, ref.Name)
