@@ -175,11 +175,13 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
 	c.mu.Lock()
-	st := c.state(cfg.Node)
-	if initial && st.current != nil {
+	if st := c.nodes[cfg.Node]; initial && (st == nil || len(st.streams) == 0 || st.current != nil) {
+		// A Provider's answer is for a stream that is still open, of a
+		// node nothing was pushed to since.
 		c.mu.Unlock()
 		return nil
 	}
+	st := c.state(cfg.Node)
 	if st.config != nil && st.kind == cfg.Kind && sameVersions(st.config.Snapshot, cfg.Snapshot) {
 		// Nothing changed for this node: keep what it is served.
 		st.config = cfg
