@@ -251,7 +251,7 @@ func (n *node) stopAgent(sig syscall.Signal) {
 	n.agent.Process.Signal(sig)
 	select {
 	case <-n.agentDone:
-	case <-time.After(15 * time.Second):
+	case <-time.After(30 * time.Second): // the DaemonSet's grace period
 		n.agent.Process.Kill()
 		<-n.agentDone
 	}
@@ -282,13 +282,7 @@ type pod struct {
 func (n *node) addPod(namespace, name string) *pod {
 	t := n.t
 	t.Helper()
-	p := &pod{namespace: namespace, name: name, containerID: "ctr" + rand.String(20), netns: n.netnsName(name),
-		cgroup: filepath.Join(n.cgroupRoot, name)}
-	run(t, "ip", "netns", "add", p.netns)
-	if err := os.MkdirAll(p.cgroup, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := n.cni("ADD", p)
+	p, out, err := n.tryAddPod(namespace, name)
 	if err != nil {
 		t.Fatalf("CNI ADD %s/%s: %v\n%s", namespace, name, err, n.logs())
 	}
@@ -302,6 +296,21 @@ func (n *node) addPod(namespace, name string) *pod {
 	}
 	p.ip = p.result.IPs[0].Address.IP.String()
 	return p
+}
+
+// tryAddPod creates the pod's netns and cgroup and calls ADD, returning
+// the plugin's output and error.
+func (n *node) tryAddPod(namespace, name string) (*pod, []byte, error) {
+	t := n.t
+	t.Helper()
+	p := &pod{namespace: namespace, name: name, containerID: "ctr" + rand.String(20), netns: n.netnsName(name),
+		cgroup: filepath.Join(n.cgroupRoot, name)}
+	run(t, "ip", "netns", "add", p.netns)
+	if err := os.MkdirAll(p.cgroup, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := n.cni("ADD", p)
+	return p, out, err
 }
 
 // cni runs the installed plugin binary with the CNI environment and the
@@ -452,9 +461,14 @@ func (n *node) daemon(netns, cgroup, mode string, args ...string) (*proc, *bufio
 	return p, sc
 }
 
-// exec runs a short helper to completion.
+// exec runs a short helper to completion in p.
 func (n *node) exec(p *pod, mode string, args ...string) (string, error) {
-	cmd := n.helper(p.netns, p.cgroup, mode, args...)
+	return n.execIn(p.netns, p.cgroup, mode, args...)
+}
+
+// execIn runs a short helper to completion in netns (by name) and cgroup.
+func (n *node) execIn(netns, cgroup, mode string, args ...string) (string, error) {
+	cmd := n.helper(netns, cgroup, mode, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	pr, err := n.start(cmd)
