@@ -207,7 +207,13 @@ func (n *node) startAgent() {
 		t.Fatal(err)
 	}
 	n.agentLog = f
-	cmd := exec.Command(filepath.Join(n.bin, "nodemesh-agent"), "run",
+	// The agent runs with exactly the capabilities the chart grants it:
+	// as root, a capability outside the bounding set is not to be had.
+	bounding := "-all"
+	for _, c := range agent.Capabilities {
+		bounding += ",+" + strings.ToLower(c)
+	}
+	cmd := exec.Command("setpriv", "--bounding-set", bounding, "--no-new-privs", "--", filepath.Join(n.bin, "nodemesh-agent"), "run",
 		"--kubeconfig", n.kubeconfig, "--node-name", n.name, "--pod-cidr", n.podCIDR,
 		"--bpffs", n.bpffs, "--cgroup-root", n.cgroupRoot, "--state-dir", n.stateDir,
 		"--cni-conf-dir", n.cniConf, "--cni-bin-dir", n.cniBin, "--cni-plugin", filepath.Join(n.bin, "nodemesh-cni"),
