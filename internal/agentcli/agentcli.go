@@ -53,10 +53,10 @@ func NewAgentCommand(streams IO) *cobra.Command {
 		Use:   "nodemesh-agent",
 		Short: "Run nodemesh's per-node datapath: CNI, eBPF policy and redirection",
 		Long: `nodemesh-agent runs on every node (a host-network DaemonSet with the capabilities
-NET_ADMIN and SYS_ADMIN). It serves
-the nodemesh-cni plugin, gives pods their addresses and veths, and keeps the eBPF
-programs' maps in line with the cluster: identities, NetworkPolicies, Services, and
-namespaces opted in with istio.io/dataplane-mode=nodemesh.`,
+NET_ADMIN and SYS_ADMIN). It serves the nodemesh-cni plugin, gives pods their
+addresses and veths, and keeps the eBPF programs' maps in line with the cluster:
+identities, NetworkPolicies, Services, and namespaces opted in with
+istio.io/dataplane-mode=nodemesh.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
