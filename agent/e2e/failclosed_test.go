@@ -168,8 +168,9 @@ func TestFailClosed(t *testing.T) {
 		// mallory sends UDP to a server on the node: first with open's
 		// address as its source, tagged twice (802.1ad and 802.1Q,
 		// both VLAN 0), then once tagged (VLAN 0), then untagged, then
-		// with its own address. Sent in this order from one CPU, they
-		// reach the server in this order: only the last may arrive.
+		// with its own address tagged (pods have no VLANs), then
+		// untagged. Sent in this order from one CPU, they reach the
+		// server in this order: only the last may arrive.
 		for _, sysctl := range []string{"net.ipv4.conf.all.rp_filter=2", "net.ipv4.conf.default.rp_filter=2"} {
 			// Loose reverse-path filtering, a common default
 			// (systemd's): open's address is routable, so only
@@ -179,11 +180,13 @@ func TestFailClosed(t *testing.T) {
 		proc, lines := n.daemon(node, filepath.Join(n.cgroupRoot, "udp"), "udprecv", "9102")
 		defer proc.Kill()
 		gw := iso.result.IPs[0].Gateway.String()
+		before := n.metricValues(t)
 		out, err := n.exec(mallory, "rawudp", "eth0", mallory.result.Interfaces[0].Mac,
 			"88a8,8100/"+open.ip+"/"+gw+"/9102/double-tagged-spoof",
 			"8100,8100/"+open.ip+"/"+gw+"/9102/double-tagged-spoof",
 			"8100/"+open.ip+"/"+gw+"/9102/tagged-spoof",
 			"-/"+open.ip+"/"+gw+"/9102/untagged-spoof",
+			"8100/"+mallory.ip+"/"+gw+"/9102/tagged-own",
 			"-/"+mallory.ip+"/"+gw+"/9102/marker")
 		if err != nil {
 			t.Fatalf("rawudp: %v: %s", err, out)
@@ -197,6 +200,10 @@ func TestFailClosed(t *testing.T) {
 		}
 		if err := lines.Err(); err != nil {
 			t.Fatal(err)
+		}
+		series := `nodemesh_datapath_packets_total{action="drop",direction="egress",reason="drop-ethertype"}`
+		if got := n.metricValues(t)[series] - before[series]; got != 4 {
+			t.Errorf("%s moved by %v, want 4 (the tagged frames)", series, got)
 		}
 	})
 }
