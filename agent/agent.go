@@ -332,6 +332,9 @@ func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
 			err = nil
 		}
 	}
+	if a.owner != nil {
+		a.owner.close()
+	}
 	return err
 }
 

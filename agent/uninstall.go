@@ -61,6 +61,10 @@ type ownerWatch struct {
 	owner    metav1.OwnerReference
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
+	// stop ends the watch. Not the agent's context: the watch must keep
+	// running past SIGTERM, until the decision is made.
+	stop     chan struct{}
+	stopOnce sync.Once
 
 	mu       sync.Mutex
 	deleting map[types.UID]bool // DaemonSets seen deleted or being deleted
@@ -104,7 +108,7 @@ func (a *Agent) watchOwner(ctx context.Context) {
 		a.log.Warn("the agent's pod is not owned by a DaemonSet: it will not remove nodemesh from the node when stopped", "pod", a.cfg.Namespace+"/"+a.cfg.PodName)
 		return
 	}
-	w := &ownerWatch{owner: owner, deleting: map[types.UID]bool{}, changed: make(chan struct{})}
+	w := &ownerWatch{owner: owner, deleting: map[types.UID]bool{}, changed: make(chan struct{}), stop: make(chan struct{})}
 	w.factory = informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0, informers.WithNamespace(a.cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", owner.Name).String()
@@ -137,9 +141,14 @@ func (a *Agent) watchOwner(ctx context.Context) {
 		DeleteFunc: seen,
 	})
 	a.owner = w
-	w.factory.Start(ctx.Done())
+	w.factory.Start(w.stop)
 	a.log.Info("watching the agent's DaemonSet: its deletion (an uninstall) removes nodemesh from this node when the agent stops",
 		"daemonset", a.cfg.Namespace+"/"+owner.Name, "uid", owner.UID)
+}
+
+// close ends the watch.
+func (w *ownerWatch) close() {
+	w.stopOnce.Do(func() { close(w.stop) })
 }
 
 func (w *ownerWatch) markDeleting(uid types.UID) {
@@ -214,6 +223,9 @@ func (a *Agent) uninstalling() (bool, string) {
 // cleanupOnExit removes nodemesh from the node if the agent stops because
 // its DaemonSet is being deleted.
 func (a *Agent) cleanupOnExit() {
+	if a.owner != nil {
+		defer a.owner.close()
+	}
 	yes, why := a.uninstalling()
 	if !yes {
 		a.log.Info("stopping; the datapath stays", "reason", why)

@@ -200,14 +200,18 @@ func TestUninstallCleanup(t *testing.T) {
 		n.kubeconfig = kubeconfig
 		n.startAgent()
 		intact(t, "reinstalled")
-		// helm uninstall: the DaemonSet, then (Helm's UninstallOrder,
-		// milliseconds later) the agent's bindings and ServiceAccount.
+		// The worst order: the agent (stopped, so that its watch cannot
+		// deliver anything yet) gets SIGTERM only once the DaemonSet is
+		// gone and — Helm's UninstallOrder, milliseconds later — its
+		// bindings and ServiceAccount too, so that it can no longer
+		// read its DaemonSet: only its watch, which outlives them, can
+		// tell it, after the SIGTERM.
+		n.agent.Process.Signal(syscall.SIGSTOP)
 		if err := env.Client.AppsV1().DaemonSets(ns).Delete(ctx, ds.Name, metav1.DeleteOptions{
 			PropagationPolicy: ptr(metav1.DeletePropagationBackground)}); err != nil {
 			t.Fatal(err)
 		}
 		revoke()
-		// The agent is stopped once it can no longer read its DaemonSet.
 		eventually(t, 30*time.Second, "the agent's access revoked", func() error {
 			_, err := saClient.AppsV1().DaemonSets(ns).Get(ctx, ds.Name, metav1.GetOptions{})
 			if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
@@ -215,10 +219,12 @@ func TestUninstallCleanup(t *testing.T) {
 			}
 			return nil
 		})
+		n.agent.Process.Signal(syscall.SIGTERM)
+		n.agent.Process.Signal(syscall.SIGCONT)
 		n.stopAgent(syscall.SIGTERM)
 		cleaned(t)
-		if !strings.Contains(n.logs(), "node cleaned") {
-			t.Errorf("no cleanup in the agent's log\n%s", n.logs())
+		if logs := n.logs(); !strings.Contains(logs, `reason="the watch saw DaemonSet nodemesh-agent deleted"`) || !strings.Contains(logs, "node cleaned") {
+			t.Errorf("the agent's log does not say its watch told it and it cleaned\n%s", logs)
 		}
 	})
 
