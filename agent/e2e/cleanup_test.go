@@ -160,13 +160,19 @@ func TestUninstallCleanup(t *testing.T) {
 		}
 	}
 
-	t.Run("nodemesh uninstall: the DaemonSet is deleted, the stopping agent cleans its node", func(t *testing.T) {
-		// What 'nodemesh uninstall' does first; the garbage collector
-		// then deletes the agent's pod, and the kubelet sends SIGTERM.
+	// deleteDS deletes ds as 'nodemesh uninstall' and 'helm uninstall'
+	// do; the garbage collector would then delete the agent's pod, and
+	// the kubelet send SIGTERM.
+	deleteDS := func(t *testing.T, ds *appsv1.DaemonSet) {
+		t.Helper()
 		if err := env.Client.AppsV1().DaemonSets(ns).Delete(ctx, ds.Name, metav1.DeleteOptions{
 			PropagationPolicy: ptr(metav1.DeletePropagationBackground)}); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	t.Run("nodemesh uninstall: the DaemonSet is deleted, the stopping agent cleans its node", func(t *testing.T) {
+		deleteDS(t, ds)
 		eventually(t, 30*time.Second, "the agent saw its DaemonSet deleted", func() error {
 			if v := n.metricValues(t)["nodemesh_agent_uninstall_pending"]; v != 1 {
 				return fmt.Errorf("nodemesh_agent_uninstall_pending %v", v)
@@ -191,46 +197,63 @@ func TestUninstallCleanup(t *testing.T) {
 		}
 	})
 
-	t.Run("helm uninstall: the agent's API access goes right after its DaemonSet", func(t *testing.T) {
-		// Reinstalled: a new DaemonSet, a new agent pod; the agent runs
-		// as a ServiceAccount of its own, as in the chart. It takes the
-		// pod over: everything attached again.
-		ds := n.agentDaemonSet(t, env, ns, "agent-2")
-		kubeconfig, saClient, revoke := serviceAccountKubeconfig(t, env, ns, n.scratch)
-		n.kubeconfig = kubeconfig
-		n.startAgent()
-		intact(t, "reinstalled")
-		// The worst order: the agent (stopped, so that its watch cannot
-		// deliver anything yet) gets SIGTERM only once the DaemonSet is
-		// gone and — Helm's UninstallOrder, milliseconds later — its
-		// bindings and ServiceAccount too, so that it can no longer
-		// read its DaemonSet: only its watch, which outlives them, can
-		// tell it, after the SIGTERM.
-		n.agent.Process.Signal(syscall.SIGSTOP)
-		if err := env.Client.AppsV1().DaemonSets(ns).Delete(ctx, ds.Name, metav1.DeleteOptions{
-			PropagationPolicy: ptr(metav1.DeletePropagationBackground)}); err != nil {
-			t.Fatal(err)
-		}
-		revoke()
-		eventually(t, 30*time.Second, "the agent's access revoked", func() error {
-			_, err := saClient.AppsV1().DaemonSets(ns).Get(ctx, ds.Name, metav1.GetOptions{})
-			if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
-				return fmt.Errorf("GET as the agent: %v", err)
+	// helm uninstall deletes the DaemonSet and, milliseconds later
+	// (Helm's UninstallOrder), the agent's bindings and ServiceAccount:
+	// the agent may be stopped when it can no longer read its DaemonSet,
+	// and only the watch it already holds, which outlives them, can tell
+	// it. Each case reinstalls first: a new DaemonSet and agent pod, the
+	// agent running as a ServiceAccount of its own; it takes the pod over.
+	for i, tc := range []struct {
+		name string
+		// uninstall deletes ds and revokes the agent's access, sending
+		// SIGTERM at the worst moment.
+		uninstall func(t *testing.T, ds *appsv1.DaemonSet, revoke func(), revoked func(*testing.T))
+	}{
+		{"helm uninstall: the SIGTERM comes before the watch delivered the deletion", func(t *testing.T, ds *appsv1.DaemonSet, revoke func(), revoked func(*testing.T)) {
+			// Stopped, the agent's watch delivers nothing yet.
+			n.agent.Process.Signal(syscall.SIGSTOP)
+			deleteDS(t, ds)
+			revoke()
+			revoked(t)
+			n.agent.Process.Signal(syscall.SIGTERM)
+			n.agent.Process.Signal(syscall.SIGCONT)
+		}},
+		{"helm uninstall: the deletion reaches the agent only after its SIGTERM", func(t *testing.T, ds *appsv1.DaemonSet, revoke func(), revoked func(*testing.T)) {
+			n.agent.Process.Signal(syscall.SIGSTOP)
+			revoke()
+			revoked(t)
+			n.agent.Process.Signal(syscall.SIGTERM)
+			n.agent.Process.Signal(syscall.SIGCONT)
+			// The agent's GET is refused; its watch must still run.
+			deleteDS(t, ds)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ds := n.agentDaemonSet(t, env, ns, fmt.Sprintf("agent-%d", i+2))
+			kubeconfig, saClient, revoke := serviceAccountKubeconfig(t, env, ns, fmt.Sprintf("agent-%d", i+2), n.scratch)
+			n.kubeconfig = kubeconfig
+			defer func() { n.kubeconfig = env.Kubeconfig }()
+			n.startAgent()
+			intact(t, "reinstalled")
+			tc.uninstall(t, ds, revoke, func(t *testing.T) {
+				eventually(t, 30*time.Second, "the agent's access revoked", func() error {
+					_, err := saClient.AppsV1().DaemonSets(ns).Get(ctx, ds.Name, metav1.GetOptions{})
+					if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+						return fmt.Errorf("GET as the agent: %v", err)
+					}
+					return nil
+				})
+			})
+			n.stopAgent(syscall.SIGTERM)
+			cleaned(t)
+			if logs := n.lastLog(); !strings.Contains(logs, `reason="the watch saw DaemonSet nodemesh-agent deleted"`) || !strings.Contains(logs, "node cleaned") {
+				t.Errorf("the agent's log does not say its watch told it and it cleaned\n%s", logs)
 			}
-			return nil
 		})
-		n.agent.Process.Signal(syscall.SIGTERM)
-		n.agent.Process.Signal(syscall.SIGCONT)
-		n.stopAgent(syscall.SIGTERM)
-		cleaned(t)
-		if logs := n.logs(); !strings.Contains(logs, `reason="the watch saw DaemonSet nodemesh-agent deleted"`) || !strings.Contains(logs, "node cleaned") {
-			t.Errorf("the agent's log does not say its watch told it and it cleaned\n%s", logs)
-		}
-	})
+	}
 
 	t.Run("an agent started again attaches everything again", func(t *testing.T) {
-		n.kubeconfig = env.Kubeconfig
-		n.agentDaemonSet(t, env, ns, "agent-3")
+		n.agentDaemonSet(t, env, ns, "agent-4")
 		n.startAgent()
 		intact(t, "started again")
 	})
@@ -272,19 +295,19 @@ func (n *node) agentDaemonSet(t *testing.T, env *kubetest.Env, ns, podName strin
 	return ds
 }
 
-// serviceAccountKubeconfig makes a ServiceAccount bound to cluster-admin
-// and a kubeconfig with a token of it in dir; revoke deletes the binding
-// and the ServiceAccount, as 'helm uninstall' does the agent's.
-func serviceAccountKubeconfig(t *testing.T, env *kubetest.Env, ns, dir string) (path string, client kubernetes.Interface, revoke func()) {
+// serviceAccountKubeconfig makes a ServiceAccount name bound to
+// cluster-admin and a kubeconfig with a token of it in dir; revoke deletes
+// the binding and the ServiceAccount, as 'helm uninstall' does the agent's.
+func serviceAccountKubeconfig(t *testing.T, env *kubetest.Env, ns, name, dir string) (path string, client kubernetes.Interface, revoke func()) {
 	t.Helper()
 	ctx := context.Background()
 	sa, err := env.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "agent"}}, metav1.CreateOptions{})
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	crb, err := env.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: ns + "-agent"},
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa.Name}},
 	}, metav1.CreateOptions{})
@@ -317,7 +340,7 @@ func serviceAccountKubeconfig(t *testing.T, env *kubetest.Env, ns, dir string) (
 	kc.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
 	kc.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "agent"}
 	kc.CurrentContext = "e2e"
-	path = filepath.Join(dir, "agent.kubeconfig")
+	path = filepath.Join(dir, name+".kubeconfig")
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
 		t.Fatal(err)
 	}

@@ -264,6 +264,12 @@ func (n *node) stopAgent(sig syscall.Signal) {
 	n.agent = nil
 }
 
+// lastLog is the log of the agent started last.
+func (n *node) lastLog() string {
+	data, _ := os.ReadFile(filepath.Join(n.scratch, fmt.Sprintf("agent-%d.log", n.agentN)))
+	return string(data)
+}
+
 func (n *node) logs() string {
 	var b strings.Builder
 	for i := 1; i <= n.agentN; i++ {
