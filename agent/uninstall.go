@@ -118,13 +118,10 @@ func (a *Agent) watchOwner(ctx context.Context) {
 		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = tomb.Obj
 		}
-		if ds, ok := obj.(*appsv1.DaemonSet); ok {
-			w.markDeleting(ds.UID)
-			if ds.UID == owner.UID {
-				a.metrics.uninstallPending.Set(1)
-				a.log.Info("the agent's DaemonSet is being deleted: nodemesh will be removed from this node when the agent stops",
-					"daemonset", a.cfg.Namespace+"/"+ds.Name)
-			}
+		if ds, ok := obj.(*appsv1.DaemonSet); ok && w.markDeleting(ds.UID) && ds.UID == owner.UID {
+			a.metrics.uninstallPending.Set(1)
+			a.log.Info("the agent's DaemonSet is being deleted: nodemesh will be removed from this node when the agent stops",
+				"daemonset", a.cfg.Namespace+"/"+ds.Name)
 		}
 	}
 	_, _ = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -133,9 +130,16 @@ func (a *Agent) watchOwner(ctx context.Context) {
 				seen(ds)
 			}
 		},
-		UpdateFunc: func(_, obj any) {
+		UpdateFunc: func(old, obj any) {
 			if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.DeletionTimestamp != nil {
 				seen(ds)
+			}
+			// Deleted and created again while the watch was down: the
+			// relist shows the new one in the old one's place.
+			if o, ok := old.(*appsv1.DaemonSet); ok {
+				if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.UID != o.UID {
+					seen(o)
+				}
 			}
 		},
 		DeleteFunc: seen,
@@ -151,14 +155,18 @@ func (w *ownerWatch) close() {
 	w.stopOnce.Do(func() { close(w.stop) })
 }
 
-func (w *ownerWatch) markDeleting(uid types.UID) {
+// markDeleting remembers DaemonSet uid as deleted or being deleted, and
+// reports whether it was not yet.
+func (w *ownerWatch) markDeleting(uid types.UID) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.deleting[uid] {
-		w.deleting[uid] = true
-		close(w.changed)
-		w.changed = make(chan struct{})
+	if w.deleting[uid] {
+		return false
 	}
+	w.deleting[uid] = true
+	close(w.changed)
+	w.changed = make(chan struct{})
+	return true
 }
 
 // seenDeleting reports whether the watch saw DaemonSet uid deleted or
