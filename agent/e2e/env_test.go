@@ -50,6 +50,9 @@ func requireDatapath(t testing.TB) string {
 	if _, err := exec.LookPath("ip"); err != nil {
 		skip("skipped: needs the ip command (iproute2)")
 	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		skip("skipped: needs the setpriv command (util-linux), to run the agent with only its capabilities")
+	}
 	dir, err := bpf.CgroupV2Root()
 	if err != nil {
 		skip("skipped: %v", err)
