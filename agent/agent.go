@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/nodemesh/nodemesh/agent/cni"
@@ -35,10 +34,13 @@ import (
 // flags.
 type Config struct {
 	NodeName string
-	// Namespace is the agent's own (the release namespace): while the
-	// ConfigMap CleanupConfigMap exists there, the agent removes nodemesh
-	// from the node (see Cleanup). "": no cleanup request is watched.
+	// Namespace and PodName are the agent's own pod's. The DaemonSet
+	// owning that pod is watched: stopped while it is being deleted (an
+	// uninstall), the agent removes nodemesh from the node (uninstall.go).
+	// Either empty: never. Namespace also holds the identity collection's
+	// Lease.
 	Namespace string
+	PodName   string
 	Kube      kubernetes.Interface
 	Dynamic   dynamic.Interface
 
@@ -64,7 +66,11 @@ type Config struct {
 	// NodeNetns is the network namespace of the node ("" = the agent's
 	// own, as in a hostNetwork DaemonSet); tests run the node in a netns.
 	NodeNetns string
-	MTU       int
+	// SysctlNetDir shows /proc/sys/net (default DefaultSysctlNetDir; in
+	// the DaemonSet a hostPath mount of it, /proc/sys being read-only in
+	// an unprivileged container).
+	SysctlNetDir string
+	MTU          int
 	// AllowHostIngress lets the node reach pods isolated for ingress
 	// (kubelet probes).
 	AllowHostIngress bool
@@ -108,11 +114,12 @@ type Agent struct {
 
 	records   recordStore
 	pinLinks  string
+	sysctls   netSysctls
 	allocator *identity.Allocator
 	recorder  record.EventRecorder
 	metrics   *metrics
 	informers *watchers
-	cleanup   *cleanupWatch
+	owner     *ownerWatch // nil: the owning DaemonSet is not known
 	// cleaned: the node was cleaned; the agent serves nothing any more.
 	cleaned atomic.Bool
 
@@ -147,6 +154,9 @@ func (c *Config) defaults() error {
 	if c.MTU == 0 {
 		c.MTU = 1500
 	}
+	if c.SysctlNetDir == "" {
+		c.SysctlNetDir = DefaultSysctlNetDir
+	}
 	if c.AttachQuietPeriod == 0 {
 		c.AttachQuietPeriod = 200 * time.Millisecond
 	}
@@ -175,7 +185,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, endpoints: map[string]*endpointRecord{},
+	a := &Agent{cfg: cfg, log: cfg.Logger, sysctls: netSysctls(cfg.SysctlNetDir), endpoints: map[string]*endpointRecord{},
 		lastDiags: map[string]bool{}, ready: make(chan struct{}), trigger: make(chan struct{}, 1), upgrades: newTCXUpgrades()}
 	ok := false
 	defer func() {
@@ -213,7 +223,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	if a.node, err = netlinkAt(cfg.NodeNetns); err != nil {
 		return nil, err
 	}
-	if err := inNetns(cfg.NodeNetns, func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
+	if err := inNetns(cfg.NodeNetns, func() error { return a.sysctls.write("ipv4/ip_forward", "1") }); err != nil {
 		return nil, err
 	}
 	if err := a.setupProxyReturn(); err != nil {
@@ -230,9 +240,6 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	}
 	a.metrics = newMetrics(a, reg)
 	a.informers = newInformers(a)
-	if cfg.Namespace != "" {
-		a.cleanup = newCleanupWatch(cfg.Kube, cfg.Namespace)
-	}
 	a.allocator = &identity.Allocator{Client: cfg.Dynamic, Known: a.informers.identitiesByHash}
 	a.recorder = newRecorder(cfg.Kube, cfg.NodeName)
 	ok = true
@@ -273,6 +280,11 @@ func (a *Agent) restoreEndpoints() error {
 		if err := a.attachTC(r); err != nil {
 			return fmt.Errorf("take over programs of %s: %w", r.HostIfName, err)
 		}
+		// Pods set up by an agent that left IPv6 on: off now. The
+		// programs drop it anyway (datapath.md, "Verdict order").
+		if err := a.podIPv6Off(r.HostIfName, r.Netns, r.IfName); err != nil {
+			a.log.Warn("cannot disable IPv6 on a pod's veth (the policy programs drop it)", "pod", r.Namespace+"/"+r.Name, "error", err)
+		}
 	}
 	eps, err := a.pol.Endpoints()
 	if err != nil {
@@ -308,14 +320,20 @@ func (a *Agent) removePins(hostIfName string) {
 // Run serves the CNI plugin, watches the cluster and keeps the maps in line
 // until ctx ends. metricsAddr may be empty.
 //
-// A cleanup request (CleanupConfigMap in Config.Namespace) makes it remove
-// nodemesh from the node, answer, and idle until ctx ends. When ctx ends
-// (SIGTERM) without one having been seen, Run looks for it once more.
+// When ctx ends (SIGTERM) because the DaemonSet owning the agent's pod is
+// being deleted — an uninstall —, Run removes nodemesh from the node
+// before it returns (uninstall.go); otherwise the datapath stays.
 func (a *Agent) Run(ctx context.Context, metricsAddr string) error {
 	err := a.run(ctx, metricsAddr)
-	a.log.Debug("stopping", "error", err, "cleaned", a.cleaned.Load())
-	if ctx.Err() != nil && a.cleanup != nil && !a.cleaned.Load() {
+	a.log.Debug("stopping", "error", err)
+	if ctx.Err() != nil {
 		a.cleanupOnExit()
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	}
+	if a.owner != nil {
+		a.owner.close()
 	}
 	return err
 }
@@ -358,49 +376,27 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		}
 	}()
 
-	// The cleanup request first: an agent (re)started during an uninstall
-	// must not write the CNI configuration again.
-	if a.cleanup != nil {
-		a.log.Debug("looking for a cleanup request", "namespace", a.cfg.Namespace, "configmap", CleanupConfigMap)
-		a.cleanup.factory.Start(ctx.Done())
-		if !cache.WaitForCacheSync(ctx.Done(), a.cleanup.informer.HasSynced) {
-			return ctx.Err()
-		}
-	}
 	a.informers.start(ctx)
-	syncCtx, cancelSync := context.WithCancel(ctx)
-	defer cancelSync()
-	go func() {
-		select {
-		case <-a.cleanupRequested():
-			cancelSync()
-		case <-syncCtx.Done():
-		}
-	}()
-	if !a.informers.waitForSync(syncCtx) {
-		return a.startAborted(ctx, cniListener)
+	if !a.informers.waitForSync(ctx) {
+		return ctx.Err()
 	}
+	a.watchOwner(ctx)
 	// First reconcile with the whole picture; until then the pinned state
 	// keeps being enforced as the previous agent left it.
 	for {
-		err := a.Sync(syncCtx)
+		err := a.Sync(ctx)
 		if err == nil {
 			break
 		}
-		if syncCtx.Err() != nil {
-			return a.startAborted(ctx, cniListener)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		a.log.Error("initial sync failed; retrying", "error", err)
 		select {
-		case <-syncCtx.Done():
-			return a.startAborted(ctx, cniListener)
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-time.After(time.Second):
 		}
-	}
-	select {
-	case <-a.cleanupRequested():
-		return a.removeFromNode(ctx, cniListener)
-	default:
 	}
 	// The configuration tells the runtime the node can run pods: write it
 	// once the agent can serve them, and before /readyz says so.
@@ -413,19 +409,10 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 	}
 	close(a.ready)
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
-	return a.loop(ctx, errs, cniListener)
+	return a.loop(ctx, errs)
 }
 
-// startAborted ends Run before the agent was ready: ctx ended, or the
-// cleanup request came.
-func (a *Agent) startAborted(ctx context.Context, cniListener net.Listener) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return a.removeFromNode(ctx, cniListener)
-}
-
-func (a *Agent) loop(ctx context.Context, errs chan error, cniListener net.Listener) error {
+func (a *Agent) loop(ctx context.Context, errs chan error) error {
 	resync := time.NewTicker(a.cfg.ResyncPeriod)
 	defer resync.Stop()
 	for {
@@ -434,8 +421,6 @@ func (a *Agent) loop(ctx context.Context, errs chan error, cniListener net.Liste
 			return nil
 		case err := <-errs:
 			return err
-		case <-a.cleanupRequested():
-			return a.removeFromNode(ctx, cniListener)
 		case <-a.trigger:
 		case <-resync.C:
 		}

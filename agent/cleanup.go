@@ -3,41 +3,29 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodemesh/nodemesh/agent/cni"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
 // The node cleanup contract with the installer (install/uninstall.go,
-// docs/design/install.md): while the ConfigMap CleanupConfigMap exists in
-// the agent's namespace, the agent removes nodemesh from its node and
-// records an Event with reason NodeCleanedReason on that ConfigMap, source
-// host = its node name. The installer keeps the same names
-// (install.CleanupName, install.NodeCleanedReason; a test checks).
+// docs/design/install.md): an agent stopped because the DaemonSet owning
+// its pod is being deleted removes nodemesh from its node (uninstall.go)
+// and records an Event with reason NodeCleanedReason on that DaemonSet
+// (involvedObject.uid = the DaemonSet's UID), source host = its node name.
+// The installer keeps the same name (install.NodeCleanedReason; a test
+// checks).
 const (
-	CleanupConfigMap  = "nodemesh-cleanup"
 	NodeCleanedReason = "NodeCleaned"
 	// NodeCleanupFailedReason is the Warning Event recorded instead when
 	// something could not be removed (the installer then lists the node as
@@ -58,7 +46,9 @@ type CleanupConfig struct {
 	StateDir string
 	// NodeNetns is the node's network namespace ("" = the caller's).
 	NodeNetns string
-	Logger    *slog.Logger
+	// SysctlNetDir shows /proc/sys/net (default DefaultSysctlNetDir).
+	SysctlNetDir string
+	Logger       *slog.Logger
 }
 
 // CleanupResult is what Cleanup removed, and the pods' interfaces it left.
@@ -138,7 +128,11 @@ func Cleanup(c CleanupConfig) (*CleanupResult, error) {
 			res.Filters += n
 			errs = append(errs, err)
 		}
-		errs = append(errs, removeProxyReturnRouting())
+		sysctls := netSysctls(c.SysctlNetDir)
+		if sysctls == "" {
+			sysctls = DefaultSysctlNetDir
+		}
+		errs = append(errs, removeProxyReturnRouting(sysctls))
 		return errors.Join(errs...)
 	})
 	errs = append(errs, err)
@@ -235,133 +229,4 @@ func removePins(dir string, res *CleanupResult, log *slog.Logger) error {
 	}
 	log.Info("removed pins", "dir", dir, "links", res.Links, "maps", res.Pins)
 	return errors.Join(errs...)
-}
-
-// cleanupWatch watches the cleanup request: the ConfigMap CleanupConfigMap
-// in the agent's namespace, selected by name (the agent's Role allows that
-// one name only).
-type cleanupWatch struct {
-	factory   informers.SharedInformerFactory
-	informer  cache.SharedIndexInformer
-	requested chan struct{} // closed on the first sighting
-	once      sync.Once
-	request   atomic.Pointer[corev1.ConfigMap]
-}
-
-func newCleanupWatch(kube kubernetes.Interface, namespace string) *cleanupWatch {
-	w := &cleanupWatch{requested: make(chan struct{})}
-	w.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", CleanupConfigMap).String()
-		}))
-	w.informer = w.factory.Core().V1().ConfigMaps().Informer()
-	seen := func(obj any) {
-		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == CleanupConfigMap {
-			w.request.Store(cm)
-			w.once.Do(func() { close(w.requested) })
-		}
-	}
-	_, _ = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    seen,
-		UpdateFunc: func(_, obj any) { seen(obj) },
-	})
-	return w
-}
-
-// cleanupRequested is closed once the cleanup request has been seen (never
-// without a namespace to watch).
-func (a *Agent) cleanupRequested() <-chan struct{} {
-	if a.cleanup == nil {
-		return nil
-	}
-	return a.cleanup.requested
-}
-
-// removeFromNode answers the cleanup request seen by the watch: it stops
-// serving the CNI plugin and cleans the node (cleanNode). The agent then
-// stays up, not ready, doing nothing, until it is stopped: exiting would
-// have the DaemonSet start an agent that re-creates the datapath.
-func (a *Agent) removeFromNode(ctx context.Context, cniListener net.Listener) error {
-	a.cleaned.Store(true)
-	cniListener.Close()
-	// The answer must get out also when the agent is being stopped.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	a.cleanNode(actx, a.cleanup.request.Load())
-	cancel()
-	<-ctx.Done()
-	return nil
-}
-
-// cleanupOnExit is the last look for the request when the agent is stopped
-// before its watch delivered it: a plain 'helm uninstall' creates it (a
-// pre-delete hook) and deletes the DaemonSet right after.
-func (a *Agent) cleanupOnExit() {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	cm, err := a.cfg.Kube.CoreV1().ConfigMaps(a.cfg.Namespace).Get(ctx, CleanupConfigMap, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		a.log.Debug("stopping without a cleanup request: the datapath stays")
-		return // a rolling update, or the agent's own end: the datapath stays
-	case err != nil:
-		a.log.Warn("stopping: cannot tell whether nodemesh is being uninstalled; the datapath stays", "error", err)
-		return
-	}
-	a.cleaned.Store(true)
-	a.cleanNode(ctx, cm)
-}
-
-// cleanNode lets go of the agent's handles, runs Cleanup and answers on the
-// request cm.
-func (a *Agent) cleanNode(ctx context.Context, cm *corev1.ConfigMap) {
-	a.log.Info("node cleanup requested: removing nodemesh from this node", "configmap", cm.Namespace+"/"+cm.Name)
-	a.mu.Lock()
-	closeErr := a.Close()
-	res, err := Cleanup(CleanupConfig{BPFFS: a.cfg.BPFFS, CNIConfDir: a.cfg.CNIConfDir, CNIBinDir: a.cfg.CNIBinDir,
-		StateDir: a.cfg.StateDir, NodeNetns: a.cfg.NodeNetns, Logger: a.log})
-	a.mu.Unlock()
-	err = errors.Join(closeErr, err)
-	if err != nil {
-		a.log.Error("node cleanup incomplete; run 'nodemesh-agent cleanup' on the node", "error", err)
-		a.answer(ctx, cm, corev1.EventTypeWarning, NodeCleanupFailedReason,
-			fmt.Sprintf("node %s: cleanup incomplete (run 'nodemesh-agent cleanup' on the node): %v", a.cfg.NodeName, err))
-		return
-	}
-	a.log.Info("node cleaned", "links", res.Links, "filters", res.Filters, "maps", res.Pins, "files", res.Files,
-		"podsLeft", len(res.LivePods))
-	a.answer(ctx, cm, corev1.EventTypeNormal, NodeCleanedReason,
-		fmt.Sprintf("node %s: removed %d links, %d cls_bpf filters, %d map pins, %d CNI files; %d pods keep their interfaces until deleted",
-			a.cfg.NodeName, res.Links, res.Filters, res.Pins, len(res.Files), len(res.LivePods)))
-}
-
-// answer records the Event on the request directly (not through the
-// agent's asynchronous recorder), retrying, so that the agent knows it was
-// recorded — also when it is about to exit.
-func (a *Agent) answer(ctx context.Context, cm *corev1.ConfigMap, typ, reason, msg string) {
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", cm.Name, time.Now().UnixNano()), Namespace: cm.Namespace},
-		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: cm.Namespace, Name: cm.Name,
-			UID: cm.UID, ResourceVersion: cm.ResourceVersion},
-		Reason: reason, Message: msg, Type: typ, Count: 1, FirstTimestamp: now, LastTimestamp: now,
-		Source:              corev1.EventSource{Component: "nodemesh-agent", Host: a.cfg.NodeName},
-		ReportingController: "nodemesh.io/agent", ReportingInstance: a.cfg.NodeName,
-	}
-	for attempt := 0; ; attempt++ {
-		_, err := a.cfg.Kube.CoreV1().Events(cm.Namespace).Create(ctx, ev, metav1.CreateOptions{})
-		if err == nil || apierrors.IsAlreadyExists(err) {
-			a.log.Info("answered the cleanup request", "reason", reason)
-			return
-		}
-		if attempt == 10 {
-			a.log.Error("cannot record the answer to the cleanup request", "reason", reason, "error", err)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			a.log.Error("cannot record the answer to the cleanup request", "reason", reason, "error", err)
-			return
-		case <-time.After(time.Second):
-		}
-	}
 }

@@ -49,9 +49,10 @@ func (a *Agent) countCNI(cmd string, err error) {
 
 // getPod reads the pod from the node's informer, or from the API when the
 // informer has not seen it yet (the runtime may call ADD right after the
-// kubelet saw the pod).
+// kubelet saw the pod) or has an older pod of that name than the one the
+// runtime names by UID.
 func (a *Agent) getPod(ctx context.Context, ref cni.PodRef) (*corev1.Pod, error) {
-	if pod, err := a.informers.pods.Pods(ref.Namespace).Get(ref.Name); err == nil {
+	if pod, err := a.informers.pods.Pods(ref.Namespace).Get(ref.Name); err == nil && (ref.UID == "" || string(pod.UID) == ref.UID) {
 		return pod, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
@@ -63,7 +64,27 @@ func (a *Agent) getPod(ctx context.Context, ref cni.PodRef) (*corev1.Pod, error)
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, "read pod from the API server", err.Error())
 	}
+	if ref.UID != "" && string(pod.UID) != ref.UID {
+		return nil, types.NewError(types.ErrTryAgainLater, "pod not found",
+			fmt.Sprintf("%s/%s has UID %s, the runtime asks for %s", ref.Namespace, ref.Name, pod.UID, ref.UID))
+	}
 	return pod, nil
+}
+
+// onThisNode refuses a pod the API server does not schedule to this node:
+// its identity (labels, service account) would be given to a network
+// namespace on the wrong node — what a caller of the plugin could ask for
+// to have a netns of its own pass as any pod of the cluster.
+func (a *Agent) onThisNode(pod *corev1.Pod) error {
+	if pod.Spec.NodeName == a.cfg.NodeName {
+		return nil
+	}
+	where := "is not scheduled to any node"
+	if pod.Spec.NodeName != "" {
+		where = "is scheduled to node " + pod.Spec.NodeName
+	}
+	return types.NewError(types.ErrInvalidEnvironmentVariables, "pod is not on this node",
+		fmt.Sprintf("pod %s/%s %s, not to this node (%s): its network is not set up here", pod.Namespace, pod.Name, where, a.cfg.NodeName))
 }
 
 // Add sets up a pod's network and its datapath state before returning:
@@ -88,6 +109,9 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 		return nil, err
 	}
 	st.step("pod")
+	if err := a.onThisNode(pod); err != nil {
+		return nil, err
+	}
 	if pod.Spec.HostNetwork {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "pod uses the host network", req.Pod.Namespace+"/"+req.Pod.Name)
 	}
@@ -130,7 +154,7 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 	}
 	st.step("identity")
 	pl := &podLink{hostName: r.HostIfName, podIfName: req.IfName, podAddr: ip, gateway: a.ipam.Gateway(),
-		netnsPath: req.Netns, mtu: a.cfg.MTU}
+		netnsPath: req.Netns, mtu: a.cfg.MTU, ipv6Off: a.sysctls.disableIPv6, nodeNetns: a.cfg.NodeNetns}
 	if err := createVeth(a.node, pl); err != nil {
 		return fail(types.NewError(types.ErrInternal, "create pod interface", err.Error()))
 	}

@@ -12,7 +12,9 @@
 // needs to find it again lives in its state directory, so a restart or a
 // crash of the agent loses no connection and leaves policy enforced; on
 // start the agent reconciles the pinned state with the API instead of
-// flushing it (docs/design/agent.md).
+// flushing it (docs/design/agent.md). Only the deletion of the agent's own
+// DaemonSet — an uninstall — makes a stopping agent remove nodemesh from
+// its node (uninstall.go).
 //
 // The agent imports bpf and client-go; it must not import Helm,
 // go-control-plane or the translator.

@@ -27,6 +27,8 @@ type metrics struct {
 	diagnostics         prometheus.Gauge
 	remoteEndpoints     *prometheus.GaugeVec
 	identitiesCollected prometheus.Counter
+	uninstallPending    prometheus.Gauge
+	cleanups            *prometheus.CounterVec
 
 	packetsDesc, bytesDesc, redirectDesc, mapEntriesDesc, mapCapacityDesc *prometheus.Desc
 }
@@ -60,6 +62,12 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.identitiesCollected = prometheus.NewCounter(prometheus.CounterOpts{Name: "nodemesh_agent_identities_collected_total",
 		Help: "Identity objects deleted because no pod of the cluster used them for the grace period (by the agent holding the collection Lease)."})
 	f(m.identitiesCollected)
+	m.uninstallPending = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_uninstall_pending",
+		Help: "1 once the agent has seen the DaemonSet owning its pod being deleted (an uninstall): it removes nodemesh from the node when it stops."})
+	f(m.uninstallPending)
+	m.cleanups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nodemesh_agent_node_cleanups_total",
+		Help: "Removals of nodemesh from the node (at the agent's stop during an uninstall), by result (cleaned, failed); also recorded as an Event on the DaemonSet."}, []string{"result"})
+	f(m.cleanups)
 	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.diagnostics} {
 		f(c)
 	}
@@ -122,7 +130,7 @@ func (m *metrics) handler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if m.a.cleaned.Load() {
-			http.Error(w, "not ready: nodemesh was removed from this node (cleanup requested)", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: nodemesh was removed from this node (uninstall)", http.StatusServiceUnavailable)
 			return
 		}
 		if !m.a.isReady() || !m.a.informers.hasSynced() {

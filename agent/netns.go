@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
@@ -72,10 +73,23 @@ func netlinkAt(path string) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// writeSysctl writes a /proc/sys value in the calling thread's namespace.
-func writeSysctl(name, value string) error {
-	if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
+// DefaultSysctlNetDir is where the network sysctls are, outside a
+// container.
+const DefaultSysctlNetDir = "/proc/sys/net"
+
+// netSysctls is a directory showing /proc/sys/net: /proc/sys/net itself,
+// or a bind mount of the host's in a container, whose /proc/sys the
+// runtime mounts read-only unless the container is privileged. Either
+// way the kernel shows each thread the sysctls of its own network
+// namespace, so the agent writes a pod's by switching a thread into the
+// pod's namespace (inNetns), whatever the mount.
+type netSysctls string
+
+// write sets net.<name> (name relative to the directory: ipv4/ip_forward)
+// in the calling thread's network namespace.
+func (d netSysctls) write(name, value string) error {
+	if err := os.WriteFile(filepath.Join(string(d), name), []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl net/%s=%s: %w", name, value, err)
 	}
 	return nil
 }

@@ -25,15 +25,20 @@ func HostVethName(containerID, ifName string) string {
 
 // podLink is what a pod's veth looks like once set up.
 type podLink struct {
-	hostName    string
-	hostIndex   int
-	hostMAC     net.HardwareAddr
-	podMAC      net.HardwareAddr
-	podIfName   string
-	podAddr     netip.Addr
-	gateway     netip.Addr
-	netnsPath   string
-	mtu         int
+	hostName  string
+	hostIndex int
+	hostMAC   net.HardwareAddr
+	podMAC    net.HardwareAddr
+	podIfName string
+	podAddr   netip.Addr
+	gateway   netip.Addr
+	netnsPath string
+	mtu       int
+	// ipv6Off disables IPv6 on one end of the pair, in the calling
+	// thread's namespace: the host end before it goes up, the pod end
+	// before it goes up (see ipv6.go).
+	ipv6Off     func(ifName string) error
+	nodeNetns   string
 	alreadyHere bool // the veth existed (a repeated ADD)
 }
 
@@ -83,6 +88,10 @@ func createVeth(node *netlink.Handle, pl *podLink) error {
 	}
 	pl.hostIndex = host.Attrs().Index
 	pl.hostMAC = host.Attrs().HardwareAddr
+	if err := inNetns(pl.nodeNetns, func() error { return pl.ipv6Off(pl.hostName) }); err != nil {
+		_ = node.LinkDel(host)
+		return fmt.Errorf("host end %s: %w", pl.hostName, err)
+	}
 	if err := configurePodSide(pl); err != nil {
 		_ = node.LinkDel(host)
 		return err
@@ -120,6 +129,9 @@ func configurePodSide(pl *podLink) error {
 		return fmt.Errorf("find %s in pod: %w", pl.podIfName, err)
 	}
 	pl.podMAC = l.Attrs().HardwareAddr
+	if err := inNetns(pl.netnsPath, func() error { return pl.ipv6Off(pl.podIfName) }); err != nil {
+		return fmt.Errorf("pod end %s: %w", pl.podIfName, err)
+	}
 	if err := h.AddrReplace(l, &netlink.Addr{IPNet: prefix32(pl.podAddr)}); err != nil {
 		return fmt.Errorf("add %s to %s in pod: %w", pl.podAddr, pl.podIfName, err)
 	}

@@ -57,7 +57,7 @@ func (a *Agent) setupProxyReturn() error {
 		if err := a.pol.SetProxyReturn(netip.Prefix{}, 0); err != nil {
 			return err
 		}
-		return errors.Join(a.removeUplinkPins(nil), inNetns(a.cfg.NodeNetns, removeProxyReturnRouting))
+		return errors.Join(a.removeUplinkPins(nil), inNetns(a.cfg.NodeNetns, func() error { return removeProxyReturnRouting(a.sysctls) }))
 	}
 	if err := a.pol.SetProxyReturn(a.cfg.PodCIDR, ProxyReturnMark); err != nil {
 		return err
@@ -77,7 +77,7 @@ func (a *Agent) setupProxyReturn() error {
 		// proxy_local_return) has a local source address: IP takes it for
 		// a martian unless lo accepts local sources. Nothing else arrives
 		// on lo without a route already attached.
-		if err := writeSysctl("net/ipv4/conf/lo/accept_local", "1"); err != nil {
+		if err := a.sysctls.write("ipv4/conf/lo/accept_local", "1"); err != nil {
 			return err
 		}
 		uplinks := a.cfg.Uplinks
@@ -166,9 +166,9 @@ func defaultRouteLinks() ([]string, error) {
 // removeProxyReturnRouting deletes the rule and the table's route and sets
 // lo's accept_local back to the kernel's default, in the calling thread's
 // network namespace; missing ones are fine.
-func removeProxyReturnRouting() error {
+func removeProxyReturnRouting(sysctls netSysctls) error {
 	var errs []error
-	if err := writeSysctl("net/ipv4/conf/lo/accept_local", "0"); err != nil {
+	if err := sysctls.write("ipv4/conf/lo/accept_local", "0"); err != nil {
 		errs = append(errs, err)
 	}
 	if err := netlink.RuleDel(proxyReturnRule()); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {

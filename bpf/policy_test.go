@@ -187,9 +187,8 @@ func TestPolicyVerdicts(t *testing.T) {
 					send(step{"source of another pod", Egress, udp(pod2IP, 40000, pod3IP, 53).bytes(), ReasonDropSpoofed}),
 					send(step{"own source", Egress, syn(podIP, 40000, pod2IP, 80).bytes(), ReasonAllowedUnenforced}),
 					send(step{"ARP with foreign sender", Egress, arpFrame("10.244.2.2"), ReasonDropSpoofed}),
-					send(step{"ARP with own sender", Egress, arpFrame(podIP), ReasonPassNotIPv4}),
-					send(step{"ARP probe", Egress, arpFrame("0.0.0.0"), ReasonPassNotIPv4}),
-					send(step{"IPv6 passes", Egress, ipv6Frame(), ReasonPassNotIPv4}),
+					send(step{"ARP with own sender", Egress, arpFrame(podIP), ReasonPassARP}),
+					send(step{"ARP probe", Egress, arpFrame("0.0.0.0"), ReasonPassARP}),
 					send(step{"sources into the pod are not checked", Ingress, syn(worldIP, 40000, podIP, 80).bytes(), ReasonAllowedUnenforced}),
 				}
 			},
@@ -317,6 +316,45 @@ func TestPolicyVerdicts(t *testing.T) {
 				}
 			},
 		},
+		// Only IPv4 is policed, so only IPv4 (and ARP, checked) passes:
+		// IPv6 and whatever hides behind another ethertype or a VLAN tag
+		// is dropped both ways, whether or not a policy isolates the pod,
+		// whatever the policy allows.
+		"fail closed: IPv6, VLAN tags, other ethertypes": {
+			setup: func(t *testing.T, p *Policy) {
+				allow(p, PolicyKey{Endpoint: podID, Peer: IdentityAny, Dir: Ingress})(t)
+				allow(p, PolicyKey{Endpoint: podID, Peer: IdentityAny, Dir: Egress})(t)
+			},
+			steps: func(p *Policy) []action {
+				arpShort := arpFrame(podIP)[:14+20]
+				arpNotEther := arpFrame(podIP)
+				arpNotEther[14+1] = 6 // hardware type 6 (IEEE 802)
+				return []action{
+					send(step{"IPv6 link-local TCP into the pod", Ingress, ipv6Frame("fe80::1", "fe80::2", ProtoTCP), ReasonDropIPv6}),
+					send(step{"IPv6 link-local TCP from the pod", Egress, ipv6Frame("fe80::2", "fe80::1", ProtoTCP), ReasonDropIPv6}),
+					send(step{"IPv6 global TCP into the pod", Ingress, ipv6Frame("fd00:77::1", "fd00:77::2", ProtoTCP), ReasonDropIPv6}),
+					send(step{"IPv6 global TCP from the pod", Egress, ipv6Frame("fd00:77::2", "2001:db8::1", ProtoTCP), ReasonDropIPv6}),
+					send(step{"neighbour solicitation from the pod", Egress, ipv6Frame("fe80::2", "ff02::1:ff00:1", 58), ReasonDropIPv6}),
+					send(step{"IPv6 with no next header", Egress, ipv6Frame("::", "ff02::16", 59), ReasonDropIPv6}),
+					{func(t *testing.T) { mustPutEndpoint(t, p, EnforceIngress|EnforceEgress, 0) },
+						step{"IPv6 into an isolated pod", Ingress, ipv6Frame("fe80::1", "fe80::2", ProtoTCP), ReasonDropIPv6}},
+					send(step{"IPv6 from an isolated pod", Egress, ipv6Frame("fe80::2", "fe80::1", ProtoTCP), ReasonDropIPv6}),
+					send(step{"IPv4 still policed (allowed)", Egress, syn(podIP, 40000, pod2IP, 80).bytes(), ReasonAllowedPolicy}),
+					send(step{"802.1Q-tagged IPv4 from the pod", Egress, vlanTagged(syn(podIP, 40001, pod2IP, 80).bytes(), 0x8100), ReasonDropEthertype}),
+					send(step{"802.1Q-tagged spoofed IPv4 from the pod", Egress, vlanTagged(udp(pod3IP, 40000, nodeIP, 53).bytes(), 0x8100), ReasonDropEthertype}),
+					send(step{"double-tagged (802.1ad, 802.1Q) IPv4 from the pod", Egress, vlanTagged(syn(podIP, 40002, pod2IP, 80).bytes(), 0x88a8, 0x8100), ReasonDropEthertype}),
+					send(step{"802.1Q-tagged IPv4 into the pod", Ingress, vlanTagged(syn(pod2IP, 40000, podIP, 80).bytes(), 0x8100), ReasonDropEthertype}),
+					send(step{"802.1Q-tagged IPv6 from the pod", Egress, vlanTagged(ipv6Frame("fe80::2", "fe80::1", ProtoTCP), 0x8100), ReasonDropEthertype}),
+					send(step{"LLDP from the pod", Egress, withEthertype(arpFrame(podIP), 0x88cc), ReasonDropEthertype}),
+					send(step{"PPPoE session from the pod", Egress, withEthertype(syn(podIP, 40003, pod2IP, 80).bytes(), 0x8864), ReasonDropEthertype}),
+					send(step{"802.3 length field from the pod", Egress, withEthertype(syn(podIP, 40004, pod2IP, 80).bytes(), 0x0040), ReasonDropEthertype}),
+					send(step{"MPLS into the pod", Ingress, withEthertype(syn(pod2IP, 40000, podIP, 80).bytes(), 0x8847), ReasonDropEthertype}),
+					send(step{"truncated ARP from the pod", Egress, arpShort, ReasonDropMalformed}),
+					send(step{"non-Ethernet ARP from the pod", Egress, arpNotEther, ReasonDropMalformed}),
+					send(step{"ARP into the pod", Ingress, arpFrame(nodeIP), ReasonPassARP}),
+				}
+			},
+		},
 		"parsing": {
 			flags: EnforceIngress,
 			setup: func(t *testing.T, p *Policy) {
@@ -373,7 +411,8 @@ func TestPolicyNoEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	runStep(t, p, step{"IPv4 on an interface without endpoint", Egress, syn(podIP, 40000, pod2IP, 80).bytes(), ReasonDropNoEndpoint})
-	runStep(t, p, step{"ARP still passes", Egress, arpFrame(podIP), ReasonPassNotIPv4})
+	runStep(t, p, step{"ARP still passes", Egress, arpFrame(podIP), ReasonPassARP})
+	runStep(t, p, step{"IPv6 is dropped before the endpoint lookup", Ingress, ipv6Frame("fe80::1", "fe80::2", ProtoTCP), ReasonDropIPv6})
 	if err := p.DeleteEndpoint(testIfindex); err != nil {
 		t.Fatalf("deleting a missing endpoint: %v", err)
 	}

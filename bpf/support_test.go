@@ -138,13 +138,51 @@ func arpFrame(senderIP string) []byte {
 	return append(ethHeader(0x0806), b...)
 }
 
-// ipv6Frame is a minimal IPv6 frame (header only).
-func ipv6Frame() []byte {
-	b := make([]byte, 40)
+// ipv6Frame is an IPv6 frame from src to dst carrying a header of
+// protocol next (TCP: a SYN to port 8080; ICMPv6: a neighbour
+// solicitation; 59: nothing).
+func ipv6Frame(src, dst string, next uint8) []byte {
+	var l4 []byte
+	switch next {
+	case ProtoTCP:
+		l4 = make([]byte, 20)
+		binary.BigEndian.PutUint16(l4[0:], 40000)
+		binary.BigEndian.PutUint16(l4[2:], 8080)
+		l4[12] = 5 << 4
+		l4[13] = tcpSYN
+	case 58: // ICMPv6 neighbour solicitation for dst
+		l4 = make([]byte, 24)
+		l4[0] = 135
+		d := netip.MustParseAddr(dst).As16()
+		copy(l4[8:], d[:])
+	}
+	b := make([]byte, 40, 40+len(l4))
 	b[0] = 6 << 4
-	b[6] = 59 // no next header
+	binary.BigEndian.PutUint16(b[4:], uint16(len(l4)))
+	b[6] = next
 	b[7] = 64
-	return append(ethHeader(0x86dd), b...)
+	s, d := netip.MustParseAddr(src).As16(), netip.MustParseAddr(dst).As16()
+	copy(b[8:], s[:])
+	copy(b[24:], d[:])
+	return append(ethHeader(0x86dd), append(b, l4...)...)
+}
+
+// vlanTagged puts 802.1Q/802.1ad tags (TPIDs, VLAN 0) between frame's MAC
+// addresses and its ethertype, outermost first.
+func vlanTagged(frame []byte, tpids ...uint16) []byte {
+	out := append([]byte(nil), frame[:12]...)
+	for _, tpid := range tpids {
+		out = binary.BigEndian.AppendUint16(out, tpid)
+		out = binary.BigEndian.AppendUint16(out, 0) // PCP 0, VLAN 0
+	}
+	return append(out, frame[12:]...)
+}
+
+// withEthertype is frame with another ethertype.
+func withEthertype(frame []byte, ethertype uint16) []byte {
+	out := append([]byte(nil), frame...)
+	binary.BigEndian.PutUint16(out[12:], ethertype)
+	return out
 }
 
 func prefix32(ip string) netip.Prefix {

@@ -87,10 +87,12 @@ const (
 	ReasonDeniedDefault                   // endpoint isolated and no Allow entry matched
 	ReasonDropSpoofed                     // source IPv4 (or ARP sender) is not the pod's
 	ReasonDropNoEndpoint                  // the interface has no endpoint entry
-	ReasonDropMalformed                   // truncated frame or bad IPv4 / L4 header
-	ReasonPassNotIPv4                     // ARP, IPv6 and anything else that is not IPv4
+	ReasonDropMalformed                   // truncated frame or bad IPv4 / L4 / ARP header
+	ReasonPassARP                         // ARP (from the pod: with its own sender address)
 	ReasonPassFragment                    // non-first IPv4 fragment: no ports to match
 	ReasonPassICMPError                   // ICMP unreachable, time exceeded, parameter problem
+	ReasonDropIPv6                        // IPv6: not policed, so dropped both ways
+	ReasonDropEthertype                   // VLAN-tagged, or neither IPv4, ARP nor IPv6
 	NumReasons                            // number of reasons; not a reason
 )
 
@@ -102,7 +104,8 @@ var reasonNames = [NumReasons]string{
 	"allowed-policy", "allowed-unenforced", "ct-established",
 	"denied-policy", "denied-default",
 	"drop-spoofed", "drop-no-endpoint", "drop-malformed",
-	"pass-not-ipv4", "pass-fragment", "pass-icmp-error",
+	"pass-arp", "pass-fragment", "pass-icmp-error",
+	"ipv6-unpoliced", "drop-ethertype",
 }
 
 func (r Reason) String() string {
@@ -115,7 +118,8 @@ func (r Reason) String() string {
 // Dropped reports whether packets counted under r are dropped.
 func (r Reason) Dropped() bool {
 	switch r {
-	case ReasonDeniedPolicy, ReasonDeniedDefault, ReasonDropSpoofed, ReasonDropNoEndpoint, ReasonDropMalformed:
+	case ReasonDeniedPolicy, ReasonDeniedDefault, ReasonDropSpoofed, ReasonDropNoEndpoint, ReasonDropMalformed,
+		ReasonDropIPv6, ReasonDropEthertype:
 		return true
 	}
 	return false

@@ -39,7 +39,6 @@ const (
 	ControllerName = "nodemesh-controller"
 	AgentName      = "nodemesh-agent"
 	EnvoyName      = "nodemesh-envoy"
-	CleanupName    = "nodemesh-cleanup"
 )
 
 // Chart loads the embedded chart.

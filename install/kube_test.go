@@ -12,6 +12,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/releaseutil"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -156,9 +157,6 @@ func TestLifecycle(t *testing.T) {
 	objs := manifestObjects(t, rendered)
 	versions := map[objRef]string{}
 	for _, o := range objs {
-		if o.Kind == "ConfigMap" {
-			continue // the pre-delete hook: created only on uninstall
-		}
 		rv, err := get(ctx, c, o)
 		if err != nil {
 			t.Errorf("%s: %v", o, err)
@@ -171,6 +169,31 @@ func TestLifecycle(t *testing.T) {
 	ns, err := c.Kube.CoreV1().Namespaces().Get(ctx, c.Namespace, metav1.GetOptions{})
 	if err != nil || ns.Labels[psaEnforce] != "privileged" || ns.Labels[CreatedByLabel] != CreatedByValue {
 		t.Errorf("namespace: %v %v", ns.Labels, err)
+	}
+	// The API server's RBAC lets the agent watch its own DaemonSet, by
+	// name (how its informer asks: a field selector on metadata.name), and
+	// nothing an uninstall request could hide in.
+	agentSA := "system:serviceaccount:" + c.Namespace + ":" + AgentName
+	for name, tc := range map[string]struct {
+		attrs authorizationv1.ResourceAttributes
+		want  bool
+	}{
+		"watch its DaemonSet":    {authorizationv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "daemonsets", Name: AgentName}, true},
+		"get its DaemonSet":      {authorizationv1.ResourceAttributes{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName}, true},
+		"watch other DaemonSets": {authorizationv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "daemonsets"}, false},
+		"delete its DaemonSet":   {authorizationv1.ResourceAttributes{Verb: "delete", Group: "apps", Resource: "daemonsets", Name: AgentName}, false},
+		"read ConfigMaps":        {authorizationv1.ResourceAttributes{Verb: "get", Resource: "configmaps", Name: "nodemesh-cleanup"}, false},
+	} {
+		tc.attrs.Namespace = c.Namespace
+		sar, err := c.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: agentSA, Groups: []string{"system:serviceaccounts"}, ResourceAttributes: &tc.attrs}},
+			metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != tc.want {
+			t.Errorf("agent may %s: %v, want %v (%s)", name, sar.Status.Allowed, tc.want, sar.Status.Reason)
+		}
 	}
 	if n := releaseSecrets(ctx, t, c); n != 1 {
 		t.Errorf("%d release Secrets, want 1", n)
@@ -220,7 +243,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("reset changed %v, want the controller Deployment and the Envoy DaemonSet", res.Changed)
 	}
 
-	// Uninstall: everything but the CRDs is gone, and the cleanup request too.
+	// Uninstall: everything but the CRDs is gone.
 	var out bytes.Buffer
 	ures, err := c.Uninstall(ctx, ch, UninstallOptions{Out: &out, CleanupTimeout: time.Second})
 	if err != nil {
@@ -240,9 +263,6 @@ func TestLifecycle(t *testing.T) {
 		if !apierrors.IsNotFound(err) {
 			t.Errorf("%s after uninstall: %v", o, err)
 		}
-	}
-	if _, err := get(ctx, c, objRef{"ConfigMap", c.Namespace, CleanupName}); !apierrors.IsNotFound(err) {
-		t.Errorf("cleanup request left behind: %v", err)
 	}
 	if n := releaseSecrets(ctx, t, c); n != 0 {
 		t.Errorf("%d release Secrets left", n)
@@ -369,12 +389,20 @@ func TestWaitProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	agentDS, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, AgentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pod := func(component, node string, st corev1.PodStatus) *corev1.Pod {
-		return &corev1.Pod{
+		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: component + "-" + node, Namespace: c.Namespace, Labels: map[string]string{"app.kubernetes.io/name": component}},
 			Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "img"}}},
 			Status:     st,
 		}
+		if component == AgentName { // as the DaemonSet controller makes them
+			p.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(agentDS, appsv1.SchemeGroupVersion.WithKind("DaemonSet"))}
+		}
+		return p
 	}
 	waiting := func(reason, msg string) corev1.PodStatus {
 		return corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Image: "docker.io/envoyproxy/envoy:v9", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}}}
@@ -454,12 +482,21 @@ func TestWaitProgress(t *testing.T) {
 		t.Errorf("no summary:\n%s", out.String())
 	}
 
-	// Uninstall asks the agents on node-1 and node-2 to clean; node-2 answers.
+	// Uninstall deletes the agent DaemonSet, whose agents on node-1 and
+	// node-2 clean their nodes as they stop; node-2 answers, as the agent
+	// does, on the DaemonSet. An answer of an earlier DaemonSet's agent
+	// (another UID) does not count.
+	stale := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "cleaned-", Namespace: c.Namespace},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: c.Namespace, Name: AgentName, UID: "an-earlier-install"},
+		Reason:         NodeCleanedReason, Message: "earlier", Source: corev1.EventSource{Component: AgentName, Host: "node-1"}}
+	if _, err := c.Kube.CoreV1().Events(c.Namespace).Create(ctx, stale, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		for ctx.Err() == nil {
-			if _, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, CleanupName, metav1.GetOptions{}); err == nil {
+			if _, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, AgentName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 				ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "cleaned-", Namespace: c.Namespace},
-					InvolvedObject: corev1.ObjectReference{Kind: "ConfigMap", Namespace: c.Namespace, Name: CleanupName},
+					InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: c.Namespace, Name: AgentName, UID: agentDS.UID},
 					Reason:         NodeCleanedReason, Message: "removed programs, pins and CNI configuration", Source: corev1.EventSource{Component: AgentName, Host: "node-2"}}
 				_, _ = c.Kube.CoreV1().Events(c.Namespace).Create(ctx, ev, metav1.CreateOptions{})
 				return
@@ -473,6 +510,9 @@ func TestWaitProgress(t *testing.T) {
 	}
 	if fmt.Sprint(ures.Cleaned) != "[node-2]" || fmt.Sprint(ures.Unconfirmed) != "[node-1]" {
 		t.Errorf("cleanup: cleaned %v, unconfirmed %v", ures.Cleaned, ures.Unconfirmed)
+	}
+	if !strings.Contains(out.String(), "deleted the agent DaemonSet: the agents on 2 nodes remove") {
+		t.Errorf("uninstall output:\n%s", out.String())
 	}
 }
 

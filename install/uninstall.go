@@ -10,15 +10,16 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 )
 
-// NodeCleanedReason is the reason of the Event an agent records on the
-// cleanup ConfigMap once it has removed nodemesh from its node; the
-// Event's source host (or reporting instance) is the node name.
+// NodeCleanedReason is the reason of the Event an agent records on its
+// DaemonSet once it has removed nodemesh from its node, stopped because
+// that DaemonSet is being deleted; the Event's source host (or reporting
+// instance) is the node name.
 const NodeCleanedReason = "NodeCleaned"
 
 // UninstallOptions configure Uninstall.
@@ -48,8 +49,9 @@ type UninstallResult struct {
 	NamespaceDeleted bool
 }
 
-// Uninstall asks every agent to clean its node, waits for their answers,
-// deletes the release's objects, and with Purge the CRDs and namespace.
+// Uninstall deletes the agent DaemonSet first, so that every agent cleans
+// its node as it stops, waits for their answers, then deletes the
+// release's objects, and with Purge the CRDs and namespace.
 func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOptions) (*UninstallResult, error) {
 	res := &UninstallResult{}
 	_, err := c.Current()
@@ -73,11 +75,6 @@ func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOpti
 			return res, fmt.Errorf("uninstall release %s: %w", c.Release, err)
 		}
 		res.ReleaseRemoved = true
-		// The pre-delete hook's copy of the request outlives the release.
-		err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Delete(ctx, CleanupName, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return res, fmt.Errorf("delete the cleanup request: %w", err)
-		}
 	}
 	if !o.Purge {
 		return res, nil
@@ -106,31 +103,49 @@ func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOpti
 	return res, nil
 }
 
-// cleanNodes creates the cleanup request and waits until the agent of
-// every node it runs on has answered, or CleanupTimeout.
+// cleanNodes deletes the agent DaemonSet and waits until the agent of
+// every node it ran on has answered, or CleanupTimeout. Deleting its
+// DaemonSet is what makes an agent remove nodemesh from its node: the only
+// signal the agents take for an uninstall (docs/design/agent.md,
+// "Uninstall: node cleanup"). It is deleted before the rest of the release
+// so that the agents keep their API access while they stop: to read that
+// their DaemonSet is being deleted and to record their NodeCleaned Events
+// on it, which this waits for. Background propagation: the DaemonSet goes
+// at once and the garbage collector deletes its pods, whose agents get
+// SIGTERM; foreground would keep the DaemonSet until every pod is gone,
+// forever for a node whose kubelet is down, and the answers are per node
+// anyway.
 func (c *Client) cleanNodes(ctx context.Context, o UninstallOptions, res *UninstallResult) error {
+	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, AgentName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the agent DaemonSet: %w", err)
+	}
 	pods, err := c.Kube.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
 	if err != nil {
 		return fmt.Errorf("list agents: %w", err)
 	}
 	want := map[string]bool{}
 	for _, p := range pods.Items {
-		if p.Spec.NodeName != "" && p.DeletionTimestamp == nil {
+		if p.Spec.NodeName != "" && p.DeletionTimestamp == nil && metav1.IsControlledBy(&p, ds) {
 			want[p.Spec.NodeName] = true
 		}
 	}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: CleanupName, Namespace: c.Namespace,
-		Labels: map[string]string{"app.kubernetes.io/part-of": "nodemesh"}}, Data: map[string]string{"reason": "uninstall"}}
-	if _, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("request node cleanup: %w", err)
+	bg := metav1.DeletePropagationBackground
+	err = c.Kube.AppsV1().DaemonSets(c.Namespace).Delete(ctx, AgentName, metav1.DeleteOptions{
+		PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: &ds.UID}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the agent DaemonSet: %w", err)
 	}
 	if len(want) == 0 {
 		return nil
 	}
-	progress(o.Out, "asked the agents on %d nodes to remove nodemesh's programs, pins and CNI configuration", len(want))
+	progress(o.Out, "deleted the agent DaemonSet: the agents on %d nodes remove nodemesh's programs, pins and CNI configuration as they stop", len(want))
 	deadline := time.Now().Add(orDuration(o.CleanupTimeout, time.Minute))
 	for {
-		done, err := c.cleanedNodes(ctx)
+		done, err := c.cleanedNodes(ctx, ds.UID)
 		if err != nil {
 			return err
 		}
@@ -159,10 +174,11 @@ func (c *Client) cleanNodes(ctx context.Context, o UninstallOptions, res *Uninst
 	}
 }
 
-// cleanedNodes are the nodes whose agent recorded NodeCleaned.
-func (c *Client) cleanedNodes(ctx context.Context) (map[string]bool, error) {
+// cleanedNodes are the nodes whose agent recorded NodeCleaned on the
+// DaemonSet of UID uid.
+func (c *Client) cleanedNodes(ctx context.Context, uid types.UID) (map[string]bool, error) {
 	sel := fields.AndSelectors(
-		fields.OneTermEqualSelector("involvedObject.name", CleanupName),
+		fields.OneTermEqualSelector("involvedObject.uid", string(uid)),
 		fields.OneTermEqualSelector("reason", NodeCleanedReason),
 	).String()
 	evs, err := c.Kube.CoreV1().Events(c.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})

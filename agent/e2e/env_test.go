@@ -50,6 +50,9 @@ func requireDatapath(t testing.TB) string {
 	if _, err := exec.LookPath("ip"); err != nil {
 		skip("skipped: needs the ip command (iproute2)")
 	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		skip("skipped: needs the setpriv command (util-linux), to run the agent with only its capabilities")
+	}
 	dir, err := bpf.CgroupV2Root()
 	if err != nil {
 		skip("skipped: %v", err)
@@ -207,7 +210,13 @@ func (n *node) startAgent() {
 		t.Fatal(err)
 	}
 	n.agentLog = f
-	cmd := exec.Command(filepath.Join(n.bin, "nodemesh-agent"), "run",
+	// The agent runs with exactly the capabilities the chart grants it:
+	// as root, a capability outside the bounding set is not to be had.
+	bounding := "-all"
+	for _, c := range agent.Capabilities {
+		bounding += ",+" + strings.ToLower(c)
+	}
+	cmd := exec.Command("setpriv", "--bounding-set", bounding, "--no-new-privs", "--", filepath.Join(n.bin, "nodemesh-agent"), "run",
 		"--kubeconfig", n.kubeconfig, "--node-name", n.name, "--pod-cidr", n.podCIDR,
 		"--bpffs", n.bpffs, "--cgroup-root", n.cgroupRoot, "--state-dir", n.stateDir,
 		"--cni-conf-dir", n.cniConf, "--cni-bin-dir", n.cniBin, "--cni-plugin", filepath.Join(n.bin, "nodemesh-cni"),
@@ -251,11 +260,17 @@ func (n *node) stopAgent(sig syscall.Signal) {
 	n.agent.Process.Signal(sig)
 	select {
 	case <-n.agentDone:
-	case <-time.After(15 * time.Second):
+	case <-time.After(30 * time.Second): // the DaemonSet's grace period
 		n.agent.Process.Kill()
 		<-n.agentDone
 	}
 	n.agent = nil
+}
+
+// lastLog is the log of the agent started last.
+func (n *node) lastLog() string {
+	data, _ := os.ReadFile(filepath.Join(n.scratch, fmt.Sprintf("agent-%d.log", n.agentN)))
+	return string(data)
 }
 
 func (n *node) logs() string {
@@ -282,13 +297,7 @@ type pod struct {
 func (n *node) addPod(namespace, name string) *pod {
 	t := n.t
 	t.Helper()
-	p := &pod{namespace: namespace, name: name, containerID: "ctr" + rand.String(20), netns: n.netnsName(name),
-		cgroup: filepath.Join(n.cgroupRoot, name)}
-	run(t, "ip", "netns", "add", p.netns)
-	if err := os.MkdirAll(p.cgroup, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := n.cni("ADD", p)
+	p, out, err := n.tryAddPod(namespace, name)
 	if err != nil {
 		t.Fatalf("CNI ADD %s/%s: %v\n%s", namespace, name, err, n.logs())
 	}
@@ -302,6 +311,21 @@ func (n *node) addPod(namespace, name string) *pod {
 	}
 	p.ip = p.result.IPs[0].Address.IP.String()
 	return p
+}
+
+// tryAddPod creates the pod's netns and cgroup and calls ADD, returning
+// the plugin's output and error.
+func (n *node) tryAddPod(namespace, name string) (*pod, []byte, error) {
+	t := n.t
+	t.Helper()
+	p := &pod{namespace: namespace, name: name, containerID: "ctr" + rand.String(20), netns: n.netnsName(name),
+		cgroup: filepath.Join(n.cgroupRoot, name)}
+	run(t, "ip", "netns", "add", p.netns)
+	if err := os.MkdirAll(p.cgroup, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := n.cni("ADD", p)
+	return p, out, err
 }
 
 // cni runs the installed plugin binary with the CNI environment and the
@@ -452,9 +476,14 @@ func (n *node) daemon(netns, cgroup, mode string, args ...string) (*proc, *bufio
 	return p, sc
 }
 
-// exec runs a short helper to completion.
+// exec runs a short helper to completion in p.
 func (n *node) exec(p *pod, mode string, args ...string) (string, error) {
-	cmd := n.helper(p.netns, p.cgroup, mode, args...)
+	return n.execIn(p.netns, p.cgroup, mode, args...)
+}
+
+// execIn runs a short helper to completion in netns (by name) and cgroup.
+func (n *node) execIn(netns, cgroup, mode string, args ...string) (string, error) {
+	cmd := n.helper(netns, cgroup, mode, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	pr, err := n.start(cmd)

@@ -57,6 +57,14 @@ func runHelper(mode string) int {
 		err = perfBulk(args)
 	case "splice":
 		err = splice(args)
+	case "serve6":
+		err = serve6(args)
+	case "connect6":
+		err = connect6(args)
+	case "udprecv":
+		err = udpRecv(args)
+	case "rawudp":
+		err = rawUDP(args)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

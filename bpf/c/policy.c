@@ -7,6 +7,8 @@
  * (packets entering the pod: its ingress direction). Verdict order for an
  * IPv4 packet, see docs/design/datapath.md:
  *
+ *   VLAN-tagged or an ethertype other than IPv4 and ARP (IPv6 included: it
+ *   is not policed, so it must not pass) -> drop;
  *   malformed -> drop; no endpoint for the interface -> drop;
  *   from the pod with a source that is not the pod's -> drop (spoofed);
  *   non-first fragment -> pass; ICMP error -> pass;
@@ -174,6 +176,8 @@ static __always_inline int account(struct __sk_buff *skb, __u8 dir, __u32 reason
 	case REASON_DROP_SPOOFED:
 	case REASON_DROP_NO_ENDPOINT:
 	case REASON_DROP_MALFORMED:
+	case REASON_DROP_IPV6:
+	case REASON_DROP_ETHERTYPE:
 		return TC_ACT_SHOT;
 	}
 	return TC_ACT_UNSPEC;
@@ -215,27 +219,29 @@ static __always_inline __u64 ct_lifetime(__u8 proto)
 	return proto == IPPROTO_TCP ? ct_lifetime_tcp_ns : ct_lifetime_other_ns;
 }
 
-/* ARP from the pod must name the pod's address (or 0.0.0.0 for probes). */
+/* ARP from the pod must be Ethernet/IPv4 ARP naming the pod's address (or
+ * 0.0.0.0 for probes): nothing else on a pod's veth needs ARP. ARP into the
+ * pod comes from the node and passes. */
 static __always_inline int check_arp(struct __sk_buff *skb, void *l3, void *data_end, __u8 dir)
 {
 	struct arp_eth_ipv4 *arp = l3;
 
 	if (dir != DIR_EGRESS)
-		return account(skb, dir, REASON_PASS_NOT_IPV4);
+		return account(skb, dir, REASON_PASS_ARP);
 	if ((void *)(arp + 1) > data_end)
-		return account(skb, dir, REASON_PASS_NOT_IPV4);
+		return account(skb, dir, REASON_DROP_MALFORMED);
 	if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
 	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
-		return account(skb, dir, REASON_PASS_NOT_IPV4);
+		return account(skb, dir, REASON_DROP_MALFORMED);
 
 	__u32 ifindex = skb->ifindex;
 	struct endpoint *ep = bpf_map_lookup_elem(&nm_endpoints, &ifindex);
 
 	if (!ep)
-		return account(skb, dir, REASON_PASS_NOT_IPV4);
+		return account(skb, dir, REASON_PASS_ARP);
 	if (arp->ar_sip != 0 && arp->ar_sip != ep->ip)
 		return account(skb, dir, REASON_DROP_SPOOFED);
-	return account(skb, dir, REASON_PASS_NOT_IPV4);
+	return account(skb, dir, REASON_PASS_ARP);
 }
 
 static __always_inline int parse_l4(struct flow *f, struct iphdr *ip, void *data_end)
@@ -365,10 +371,31 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	if ((void *)(eth + 1) > data_end)
 		return account(skb, dir, REASON_DROP_MALFORMED);
-	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+	/* Only IPv4 is policed (and ARP checked), so only they pass: what the
+	 * parser below does not understand must not reach the pod or the node
+	 * unpoliced. A VLAN tag is the way around a parser that reads the
+	 * outer ethertype only: the kernel moves the first tag of a frame from
+	 * the pod into skb metadata before this hook (vlan_present), and a
+	 * frame tagged twice with VLAN 0 shows this program an 802.1Q ethertype
+	 * yet is delivered to the node's IP stack once both tags are stripped
+	 * after it. Pods have no VLANs: every tagged frame is dropped. */
+	if (skb->vlan_present)
+		return account(skb, dir, REASON_DROP_ETHERTYPE);
+	switch (eth->h_proto) {
+	case bpf_htons(ETH_P_IP):
+		break;
+	case bpf_htons(ETH_P_ARP):
 		return check_arp(skb, eth + 1, data_end, dir);
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return account(skb, dir, REASON_PASS_NOT_IPV4);
+	case bpf_htons(ETH_P_IPV6):
+		/* Not policed (no IPv6 identities, policy or conntrack yet):
+		 * a pod isolated by policy would be reachable, and could
+		 * reach out, over IPv6 (link-local addresses exist on every
+		 * veth where IPv6 is enabled). The agent also disables IPv6 on
+		 * pods' veths; this holds wherever it was not. */
+		return account(skb, dir, REASON_DROP_IPV6);
+	default:
+		return account(skb, dir, REASON_DROP_ETHERTYPE);
+	}
 
 	struct iphdr *ip = (void *)(eth + 1);
 

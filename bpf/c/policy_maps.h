@@ -33,10 +33,12 @@ enum reason {
 	REASON_DENIED_DEFAULT,       /* endpoint isolated and no allow entry matched */
 	REASON_DROP_SPOOFED,         /* source IPv4 (or ARP sender) is not the pod's */
 	REASON_DROP_NO_ENDPOINT,     /* the interface has no endpoint entry */
-	REASON_DROP_MALFORMED,       /* truncated frame or bad IPv4/L4 header */
-	REASON_PASS_NOT_IPV4,        /* ARP, IPv6, anything that is not IPv4 */
+	REASON_DROP_MALFORMED,       /* truncated frame or bad IPv4/L4/ARP header */
+	REASON_PASS_ARP,             /* ARP (from the pod: with the pod's own sender address) */
 	REASON_PASS_FRAGMENT,        /* non-first IPv4 fragment (no ports to match) */
 	REASON_PASS_ICMP_ERROR,      /* ICMP unreachable / time exceeded / parameter problem */
+	REASON_DROP_IPV6,            /* IPv6: not policed yet, so never passed */
+	REASON_DROP_ETHERTYPE,       /* VLAN-tagged frame, or neither IPv4, ARP nor IPv6 */
 	REASON_MAX = 16,
 };
 

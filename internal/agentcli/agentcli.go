@@ -52,10 +52,11 @@ func NewAgentCommand(streams IO) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "nodemesh-agent",
 		Short: "Run nodemesh's per-node datapath: CNI, eBPF policy and redirection",
-		Long: `nodemesh-agent runs on every node (a privileged, host-network DaemonSet). It serves
-the nodemesh-cni plugin, gives pods their addresses and veths, and keeps the eBPF
-programs' maps in line with the cluster: identities, NetworkPolicies, Services, and
-namespaces opted in with istio.io/dataplane-mode=nodemesh.`,
+		Long: `nodemesh-agent runs on every node (a host-network DaemonSet with the capabilities
+NET_ADMIN and SYS_ADMIN). It serves the nodemesh-cni plugin, gives pods their
+addresses and veths, and keeps the eBPF programs' maps in line with the cluster:
+identities, NetworkPolicies, Services, and namespaces opted in with
+istio.io/dataplane-mode=nodemesh.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -97,6 +98,8 @@ type agentOptions struct {
 	kube             clibase.KubeFlags
 	nodeName         string
 	namespace        string
+	podName          string
+	sysctlNetDir     string
 	podCIDR          string
 	bpffs            string
 	cgroupRoot       string
@@ -141,10 +144,15 @@ Monitoring (--metrics-address):
   /healthz   the process is up
   /readyz    synced with the API server and reconciled
 
-Uninstall: while the ConfigMap ` + agent.CleanupConfigMap + ` exists in --namespace, the agent
-removes nodemesh from the node (as 'nodemesh-agent cleanup' does), records the Event
-` + agent.NodeCleanedReason + ` on that ConfigMap and stays up, not ready. SIGTERM alone
-(a rolling update) removes nothing.
+Uninstall: SIGTERM alone (a rolling update, a drain, a deleted pod) removes nothing.
+The agent watches the DaemonSet that owns its pod (--pod-name in --namespace); stopped
+while that DaemonSet is being deleted (an uninstall), it removes nodemesh from the node
+(as 'nodemesh-agent cleanup' does) and records the Event ` + agent.NodeCleanedReason + ` on the
+DaemonSet. Nothing else removes enforcement from a node.
+
+IPv4 only: IPv6 is not policed, so the agent turns it off on the pods' veths and the
+eBPF programs drop it (metric reason ipv6-unpoliced). A node with an IPv6 pod CIDR
+(dual-stack) gets the same: its pods have no IPv6 through nodemesh yet.
 
 Examples:
   # In a DaemonSet (NODE_NAME from the downward API, pod CIDR from the Node):
@@ -162,7 +170,9 @@ Examples:
 	o.kube.Add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
-	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the agent's namespace, watched for the uninstall's cleanup request (ConfigMap "+agent.CleanupConfigMap+"); empty: none (default: $POD_NAMESPACE)")
+	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the agent's pod's namespace (default: $POD_NAMESPACE)")
+	f.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the agent's pod: the deletion of the DaemonSet owning it (an uninstall) removes nodemesh from the node when the agent stops; empty: never (default: $POD_NAME)")
+	f.StringVar(&o.sysctlNetDir, "proc-sys-net", agent.DefaultSysctlNetDir, "a view of /proc/sys/net the agent can write (in a container: a hostPath mount of the host's, /proc/sys being read-only)")
 	f.StringVar(&o.podCIDR, "pod-cidr", "", "this node's IPv4 pod CIDR (default: the Node's spec.podCIDRs)")
 	f.StringVar(&o.bpffs, "bpffs", "/sys/fs/bpf", "a mounted bpffs; programs, maps and links are pinned under <bpffs>/nodemesh")
 	f.StringVar(&o.cgroupRoot, "cgroup-root", "", "the cgroup v2 directory the redirection programs attach to (default: the cgroup v2 root, /sys/fs/cgroup or /sys/fs/cgroup/unified)")
@@ -220,7 +230,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		return err
 	}
 	ac := agent.Config{
-		NodeName: o.nodeName, Namespace: o.namespace, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
+		NodeName: o.nodeName, Namespace: o.namespace, PodName: o.podName, SysctlNetDir: o.sysctlNetDir, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
 		StateDir: o.stateDir, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir, CNIPlugin: o.cniPlugin,
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
@@ -245,9 +255,13 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 			return fmt.Errorf("read node %s for its pod CIDR (or set --pod-cidr): %w", o.nodeName, err)
 		}
 		for _, c := range append([]string{node.Spec.PodCIDR}, node.Spec.PodCIDRs...) {
-			if p, err := netip.ParsePrefix(c); err == nil && p.Addr().Is4() {
+			p, err := netip.ParsePrefix(c)
+			switch {
+			case err != nil:
+			case p.Addr().Is4() && o.podCIDR == "":
 				o.podCIDR = c
-				break
+			case p.Addr().Is6():
+				log.Warn("the node has an IPv6 pod CIDR (dual-stack): nodemesh is IPv4-only, its pods get no IPv6 (turned off on their interfaces, dropped by the policy programs)", "cidr", c)
 			}
 		}
 		if o.podCIDR == "" {
@@ -286,6 +300,7 @@ func fileExists(p string) bool {
 
 type cleanupOptions struct {
 	bpffs, cniConfDir, cniBinDir, stateDir string
+	sysctlNetDir                           string
 	logLevel, logFormat                    string
 }
 
@@ -301,10 +316,10 @@ and the maps' pins. Pods still running keep their veths and routes (without poli
 or redirection) until they are deleted; their records and address leases in
 --state-dir stay with them, and are removed once no such pod is left.
 
-'nodemesh uninstall' asks every agent to do this and lists the nodes that did not
-answer; run it there, as root, with the values the agent ran with. Stop the agent
-first (delete its DaemonSet): a running agent holds its programs attached and
-writes its configuration again. Running it twice is safe.
+'nodemesh uninstall' deletes the agent DaemonSet, whose agents do this as they stop,
+and lists the nodes that did not answer; run it there, as root, with the values the
+agent ran with. Stop the agent first (delete its DaemonSet): a running agent holds
+its programs attached and writes its configuration again. Running it twice is safe.
 
 Example:
   nodemesh-agent cleanup --bpffs /sys/fs/bpf --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin`,
@@ -315,7 +330,7 @@ Example:
 				return err
 			}
 			res, err := agent.Cleanup(agent.CleanupConfig{BPFFS: o.bpffs, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir,
-				StateDir: o.stateDir, Logger: log})
+				StateDir: o.stateDir, SysctlNetDir: o.sysctlNetDir, Logger: log})
 			if res != nil {
 				fmt.Fprintf(streams.Out, "detached %d links, deleted %d cls_bpf filters, removed %d map pins\n", res.Links, res.Filters, res.Pins)
 				for _, f := range res.Files {
@@ -339,6 +354,7 @@ Example:
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent wrote "+agent.CNIConfFile+"; empty: leave it")
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installed "+cni.PluginType+"; empty: leave it")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/nodemesh", "the agent's address leases and endpoint records")
+	f.StringVar(&o.sysctlNetDir, "proc-sys-net", agent.DefaultSysctlNetDir, "a writable view of /proc/sys/net")
 	f.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "json or text")
 	return cmd

@@ -344,11 +344,12 @@ func newUninstallCommand(streams cli.IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall [--purge]",
 		Short: "Remove nodemesh from the cluster and its nodes",
-		Long: `Uninstall first asks every agent to remove nodemesh from its node — eBPF programs,
-pinned maps, its CNI configuration and plugin — by creating the ConfigMap
-nodemesh-cleanup, and waits (--cleanup-timeout) until each agent has answered with a
-NodeCleaned Event; nodes that did not answer are listed. Then it deletes the release
-and every object it made.
+		Long: `Uninstall first deletes the agent DaemonSet: each agent, stopped because its
+DaemonSet is being deleted, removes nodemesh from its node — eBPF programs, pinned
+maps, its CNI configuration and plugin — and records a NodeCleaned Event on the
+DaemonSet. Uninstall waits (--cleanup-timeout) for every node's answer and lists the
+nodes that did not answer. Then it deletes the release and every object it made.
+Nothing but the deletion of the agent DaemonSet removes enforcement from a node.
 
 The CRDs (identities.nodemesh.io, trafficpolicies.nodemesh.io) stay, and with them
 your TrafficPolicies, unless --purge: then they are deleted, with every object of

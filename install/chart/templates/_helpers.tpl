@@ -7,9 +7,6 @@ chart is installed once per cluster.
 {{- define "nodemesh.agent" -}}nodemesh-agent{{- end -}}
 {{- define "nodemesh.envoy" -}}nodemesh-envoy{{- end -}}
 
-{{/* The ConfigMap whose presence asks every agent to clean its node (see docs/design/install.md). */}}
-{{- define "nodemesh.cleanup" -}}nodemesh-cleanup{{- end -}}
-
 {{/* Labels on every object; "component" is controller, agent or envoy. */}}
 {{- define "nodemesh.labels" -}}
 app.kubernetes.io/name: nodemesh-{{ .component }}
