@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/xds"
@@ -46,87 +45,17 @@ func twoNodes(t *testing.T) *xds.Cache {
 	return cache
 }
 
-// adsStream is a raw ADS stream, state of the world or delta, playing a
-// client that says what it likes.
-type adsStream struct {
-	delta bool
-	sotw  discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	dstr  discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
-}
-
-func openADS(t *testing.T, ctx context.Context, addr string, delta bool, opts ...grpc.DialOption) *adsStream {
+func openADS(t *testing.T, ctx context.Context, addr string, delta bool, opts ...grpc.DialOption) *xdstest.RawADS {
 	t.Helper()
-	conn, err := xdstest.Dial(addr, opts...)
+	s, err := xdstest.OpenRawADS(ctx, addr, delta, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	c := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
-	s := &adsStream{delta: delta}
-	if delta {
-		s.dstr, err = c.DeltaAggregatedResources(ctx)
-	} else {
-		s.sotw, err = c.StreamAggregatedResources(ctx)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
-// request subscribes to every cluster as node (nil: no node).
-func (s *adsStream) request(node *corev3.Node) error {
-	if s.delta {
-		return s.dstr.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
-	}
-	return s.sotw.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
-}
-
-// next receives one response and returns the names of its clusters.
-func (s *adsStream) next() ([]string, error) {
-	var names []string
-	if s.delta {
-		r, err := s.dstr.Recv()
-		if err != nil {
-			return nil, err
-		}
-		for _, res := range r.GetResources() {
-			names = append(names, res.GetName())
-		}
-		return names, nil
-	}
-	r, err := s.sotw.Recv()
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range r.GetResources() {
-		c := &clusterv3.Cluster{}
-		if err := a.UnmarshalTo(c); err != nil {
-			return nil, err
-		}
-		names = append(names, c.GetName())
-	}
-	return names, nil
-}
-
-// drain receives until the stream ends and returns every cluster name
-// received and the status the stream ended with.
-func (s *adsStream) drain() ([]string, error) {
-	var all []string
-	for {
-		names, err := s.next()
-		if err != nil {
-			return all, err
-		}
-		all = append(all, names...)
-	}
-}
-
-func envoyNode(id string) *corev3.Node { return &corev3.Node{Id: id} }
-
-func grpcNode(id string) *corev3.Node {
-	return &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{"GENERATOR": structpb.NewStringValue("grpc")}}}
-}
+var envoyNode, grpcNode = xdstest.EnvoyNode, xdstest.GRPCNode
 
 // TestXDSRefusesUnauthenticatedClients reproduces the attacks on the ADS
 // port — a client without credentials, with credentials that are not a
@@ -177,17 +106,17 @@ func TestXDSRefusesUnauthenticatedClients(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				s := openADS(t, ctx, addr, delta, xdstest.DialOptions(tc.token)...)
-				if err := s.request(tc.first); err != nil && !errors.Is(err, io.EOF) {
+				if err := s.RequestClusters(tc.first); err != nil && !errors.Is(err, io.EOF) {
 					t.Fatal(err)
 				}
 				var got []string
 				if tc.later != nil {
-					names, err := s.next()
+					names, err := s.Next()
 					if err != nil {
 						t.Fatalf("the client's own configuration: %v", err)
 					}
 					got = append(got, names...)
-					if err := s.request(tc.later); err != nil && !errors.Is(err, io.EOF) {
+					if err := s.RequestClusters(tc.later); err != nil && !errors.Is(err, io.EOF) {
 						t.Fatal(err)
 					}
 				}
@@ -196,7 +125,7 @@ func TestXDSRefusesUnauthenticatedClients(t *testing.T) {
 					// would only come with a change); end it.
 					cancel()
 				}
-				rest, err := s.drain()
+				rest, err := s.Drain()
 				got = append(got, rest...)
 				want := tc.code
 				if tc.code == codes.OK {
@@ -333,10 +262,10 @@ func TestXDSClientsOverTLS(t *testing.T) {
 	}
 	// The same client with the right CA is served.
 	ok := openADS(t, ctx, addr, false, xdstest.DialOptions(xdstest.Token("node-a"))...)
-	if err := ok.request(envoyNode("node-a")); err != nil {
+	if err := ok.RequestClusters(envoyNode("node-a")); err != nil {
 		t.Fatal(err)
 	}
-	if names, err := ok.next(); err != nil || !slices.Equal(names, []string{"only-node-a"}) {
+	if names, err := ok.Next(); err != nil || !slices.Equal(names, []string{"only-node-a"}) {
 		t.Fatalf("client with the right CA: %v, %v", names, err)
 	}
 }
