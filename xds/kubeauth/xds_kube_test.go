@@ -97,20 +97,20 @@ func TestXDSAttacksRefused(t *testing.T) {
 		// The pod's default token (the API server's audience) is not an
 		// xDS token: a leaked API token does not open the ADS port.
 		"API server audience": {c.token(t, c.ns, "envoy-a", ""), xdstest.EnvoyNode(c.nodeA), nil, "", codes.Unauthenticated, xds.ReasonBadToken},
-		"forged token": {forged(envoyA), xdstest.EnvoyNode(c.nodeA), nil, "", codes.Unauthenticated, xds.ReasonRejected},
+		"forged token":        {forged(envoyA), xdstest.EnvoyNode(c.nodeA), nil, "", codes.Unauthenticated, xds.ReasonRejected},
 		// Another pod's token, claiming a node.
 		"application pod as node A": {app, xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotNodeProxy},
 		// The node proxies' account name in another namespace is nobody's.
 		"lookalike account as node A": {c.token(t, c.wns, "fake-envoy", meshauth.XDSAudience), xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotNodeProxy},
 		// A valid node proxy token, another node's name.
-		"node A's proxy as node B": {envoyA, xdstest.EnvoyNode(c.nodeB), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
+		"node A's proxy as node B":        {envoyA, xdstest.EnvoyNode(c.nodeB), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
 		"node A's proxy as a gRPC client": {envoyA, xdstest.GRPCNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
 		// Served its own node, then switching the stream to another.
 		"node A's proxy switching to node B": {envoyA, xdstest.EnvoyNode(c.nodeA), xdstest.EnvoyNode(c.nodeB), "only-" + c.nodeA, codes.PermissionDenied, xds.ReasonNodeSwitch},
 		"deleted pod's token":                {goneTok, xdstest.EnvoyNode(c.nodeB), nil, "", codes.Unauthenticated, xds.ReasonRejected},
 		"token bound to no pod":              {unbound, xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotPodBound},
 		"token bound to a Secret":            {secretBound, xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotPodBound},
-		"application with another pod's ID": {app, xdstest.GRPCNode(kubeauth.ProxylessNodeID("10.9.9.9", "other", c.wns, c.clusterDomain)), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
+		"application with another pod's ID":  {app, xdstest.GRPCNode(kubeauth.ProxylessNodeID("10.9.9.9", "other", c.wns, c.clusterDomain)), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
 		"application with another IP":        {app, xdstest.GRPCNode(kubeauth.ProxylessNodeID("10.9.9.9", appPod, c.wns, c.clusterDomain)), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
 	} {
 		for _, delta := range []bool{false, true} {
