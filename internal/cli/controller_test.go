@@ -8,7 +8,9 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/nodemesh/nodemesh/internal/golden"
 	"github.com/nodemesh/nodemesh/translate"
@@ -31,7 +33,8 @@ func TestBootstrapGolden(t *testing.T) {
 	}
 	golden.Check(t, "testdata/bootstrap.node-1.yaml", []byte(out))
 
-	code, out, errOut = execController(t, "bootstrap", "--node", "node-1", "--controller", "10.96.0.15:15010", "--delta=false", "-o", "json")
+	code, out, errOut = execController(t, "bootstrap", "--node", "node-1", "--controller", "10.96.0.15:15010", "--server-name", "nodemesh-controller.nodemesh-system.svc",
+		"--delta=false", "-o", "json")
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -48,11 +51,60 @@ func TestBootstrapGolden(t *testing.T) {
 		b.GetDynamicResources().GetAdsConfig().GetApiType().String() != "GRPC" {
 		t.Errorf("bootstrap: node %q, admin on %q, ADS %v", b.GetNode().GetId(), b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(), b.GetDynamicResources().GetAdsConfig().GetApiType())
 	}
+	// TLS verified for the Service's name, the token from its file.
+	g := b.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetGoogleGrpc()
+	if g.GetTargetUri() != "10.96.0.15:15010" || g.GetChannelArgs().GetArgs()["grpc.ssl_target_name_override"].GetStringValue() != "nodemesh-controller.nodemesh-system.svc" ||
+		g.GetChannelCredentials().GetSslCredentials().GetRootCerts().GetFilename() != xds.DefaultCAFile {
+		t.Errorf("ADS service: %v", g)
+	}
+
+	// The plaintext bootstrap, for a controller run with
+	// --xds-insecure-plaintext.
+	code, out, errOut = execController(t, "bootstrap", "--node", "node-1", "--controller", "127.0.0.1:15010", "--insecure-plaintext")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden.Check(t, "testdata/bootstrap.node-1.insecure.yaml", []byte(out))
 	// A static controller address is a STATIC cluster.
+	b = &bootstrapv3.Bootstrap{}
+	if err := protojson.Unmarshal(yamlToJSON(t, out), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := xds.ValidateBootstrap(b); err != nil {
+		t.Fatal(err)
+	}
+	found := false
 	for _, c := range b.GetStaticResources().GetClusters() {
-		if c.GetName() == xds.XDSClusterName && c.GetType().String() != "STATIC" {
-			t.Errorf("xds-grpc to an IP address: type %v, want STATIC", c.GetType())
+		if c.GetName() == xds.XDSClusterName {
+			found = true
+			if c.GetType().String() != "STATIC" {
+				t.Errorf("xds-grpc to an IP address: type %v, want STATIC", c.GetType())
+			}
 		}
+	}
+	if !found {
+		t.Error("the insecure bootstrap has no xds-grpc cluster")
+	}
+}
+
+// TestBootstrapValidationCatchesInsecureADS: ValidateBootstrap refuses an
+// ADS service that does not verify the controller or sends no token.
+func TestBootstrapValidationCatchesInsecureADS(t *testing.T) {
+	for name, mutate := range map[string]func(*corev3.GrpcService_GoogleGrpc){
+		"no root certificates": func(g *corev3.GrpcService_GoogleGrpc) { g.ChannelCredentials = nil },
+		"no token":             func(g *corev3.GrpcService_GoogleGrpc) { g.CallCredentials = nil },
+		"other factory":        func(g *corev3.GrpcService_GoogleGrpc) { g.CredentialsFactoryName = "" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: "nodemesh-controller.nodemesh-system.svc:15010", TokenFile: "/t", CAFile: "/ca"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mutate(b.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetGoogleGrpc())
+			if err := xds.ValidateBootstrap(b); err == nil {
+				t.Error("validated")
+			}
+		})
 	}
 }
 
@@ -66,6 +118,9 @@ func TestBootstrapErrors(t *testing.T) {
 		"bad address":     {[]string{"bootstrap", "--node", "n", "--controller", "nowhere"}, "controller address"},
 		"bad port":        {[]string{"bootstrap", "--node", "n", "--controller", "host:99999"}, "invalid port"},
 		"bad output":      {[]string{"bootstrap", "--node", "n", "-o", "toml"}, "want yaml or json"},
+		"IP without name": {[]string{"bootstrap", "--node", "n", "--controller", "10.96.0.15:15010"}, "is an IP address"},
+		"no token file":   {[]string{"bootstrap", "--node", "n", "--token-file", ""}, "token file and the CA file are required"},
+		"relative CA":     {[]string{"bootstrap", "--node", "n", "--ca-file", "ca.pem"}, "absolute path"},
 		"unknown command": {[]string{"frobnicate"}, "unknown command"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -130,4 +185,13 @@ func TestProxyConfig(t *testing.T) {
 	if !strings.Contains(out, `"listeners": null`) {
 		t.Errorf("clusters-only JSON still has listeners:\n%.400s", out)
 	}
+}
+
+func yamlToJSON(t *testing.T, y string) []byte {
+	t.Helper()
+	j, err := sigsyaml.YAMLToJSON([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }
