@@ -16,6 +16,7 @@ import (
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/istio"
 	"github.com/nodemesh/nodemesh/xds"
+	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
 
 func execController(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -148,7 +149,7 @@ func TestProxyConfig(t *testing.T) {
 	if err := cache.Push(gen.ForNode("node-1", xds.EnvoyNode), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer((&xds.Debug{Cache: cache}).Handler())
+	srv := httptest.NewServer((&xds.Debug{Cache: cache, Auth: xdstest.DebugAuth}).Handler())
 	defer srv.Close()
 
 	for name, tc := range map[string]struct {
@@ -167,12 +168,19 @@ func TestProxyConfig(t *testing.T) {
 		"no node":       {[]string{"proxy-config", "routes"}, ExitUsage, "", "--node is required"},
 		"bad kind":      {[]string{"proxy-config", "secrets", "--node", "node-1"}, ExitUsage, "", `unknown kind "secrets"`},
 		"bad output":    {[]string{"proxy-config", "--node", "node-1", "-o", "xml"}, ExitUsage, "", "want summary, json or yaml"},
-		"no controller": {[]string{"proxy-config", "--node", "node-1", "--controller", "http://127.0.0.1:1"}, ExitFindings, "", "controller:"},
+		"no controller": {[]string{"proxy-config", "--node", "node-1", "--controller", "http://127.0.0.1:1", "--token", xdstest.DebugToken()}, ExitFindings, "", "controller:"},
+		// The debug endpoints are not open.
+		"wrong token":          {[]string{"proxy-config", "--node", "node-1", "--token", xdstest.Token("node-1")}, ExitFindings, "", "403 Forbidden"},
+		"expired token":        {[]string{"proxy-config", "--node", "node-1", "--token", xdstest.ExpiredToken("xdstest-debug")}, ExitFindings, "", "401 Unauthorized"},
+		"no token, no cluster": {[]string{"proxy-config", "--node", "node-1", "--kubeconfig", "/nonexistent/kubeconfig"}, ExitFindings, "", "kubeconfig"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := tc.args
 			if !strings.Contains(strings.Join(args, " "), "--controller") {
 				args = append(args, "--controller", srv.URL)
+			}
+			if !strings.Contains(strings.Join(args, " "), "--token") && !strings.Contains(strings.Join(args, " "), "--kubeconfig") {
+				args = append(args, "--token", xdstest.DebugToken())
 			}
 			code, out, errOut := run(t, "", args...)
 			if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errOut, tc.err) {
@@ -181,7 +189,7 @@ func TestProxyConfig(t *testing.T) {
 		})
 	}
 	// json limited to one kind carries only that kind.
-	_, out, _ := run(t, "", "proxy-config", "clusters", "--node", "node-1", "-o", "json", "--controller", srv.URL)
+	_, out, _ := run(t, "", "proxy-config", "clusters", "--node", "node-1", "-o", "json", "--controller", srv.URL, "--token", xdstest.DebugToken())
 	if !strings.Contains(out, `"listeners": null`) {
 		t.Errorf("clusters-only JSON still has listeners:\n%.400s", out)
 	}

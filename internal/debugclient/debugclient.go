@@ -22,6 +22,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -172,18 +173,20 @@ func (c *Client) Get(ctx context.Context, path string, query url.Values) ([]byte
 			req = req.Param(k, v)
 		}
 	}
-	res := req.Do(ctx)
-	var code int
-	res.StatusCode(&code)
-	body, err := res.Raw()
+	body, err := req.DoRaw(ctx)
 	if err != nil {
+		var code int32
+		var st apierrors.APIStatus
+		if errors.As(err, &st) {
+			code = st.Status().Code
+		}
 		msg := strings.TrimSpace(string(body))
 		// A JSON Status is the API server's own answer (the caller may not
 		// use the proxy, or the Service has no endpoint): its error says so.
 		if code == 0 || msg == "" || len(msg) > 512 || strings.HasPrefix(msg, "{") {
 			return nil, err
 		}
-		return nil, &StatusError{Code: code, Message: msg}
+		return nil, &StatusError{Code: int(code), Message: msg}
 	}
 	return body, nil
 }
