@@ -601,3 +601,52 @@ func labels(m map[string]string) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// TestLocalAccessSampleMatchesChart: the README's local example applies
+// samples/cluster/controller-access.yaml for what the chart would create;
+// its debug account and RBAC are the chart's.
+func TestLocalAccessSampleMatchesChart(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "samples", "cluster", "controller-access.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(c, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(o runtime.Object) (string, string) {
+		switch o := o.(type) {
+		case *corev1.ServiceAccount:
+			return "ServiceAccount/" + o.Name, fmt.Sprint(o.AutomountServiceAccountToken == nil || *o.AutomountServiceAccountToken)
+		case *rbacv1.Role:
+			return "Role/" + o.Name, fmt.Sprint(o.Rules)
+		case *rbacv1.RoleBinding:
+			return "RoleBinding/" + o.Name, fmt.Sprint(o.RoleRef, o.Subjects)
+		}
+		return "", ""
+	}
+	chart := map[string]string{}
+	for _, o := range decodeAll(t, out) {
+		if k, v := key(o); k != "" {
+			chart[k] = v
+		}
+	}
+	n := 0
+	for _, o := range decodeAll(t, string(data)) {
+		k, v := key(o)
+		if k == "" {
+			continue
+		}
+		n++
+		if chart[k] != v {
+			t.Errorf("%s: sample %s, chart %s", k, v, chart[k])
+		}
+	}
+	if n != 3 {
+		t.Errorf("the sample has %d of the debug account's objects, want 3", n)
+	}
+}

@@ -74,9 +74,13 @@ type BootstrapOptions struct {
 	// the host of Controller by default; required when that is an IP
 	// address (the certificate names the Service).
 	ServerName string
-	// Insecure connects without TLS and without a token, to a controller
-	// run with --xds-insecure-plaintext (local development only).
-	Insecure bool
+	// Insecure connects without TLS, to a controller run with
+	// --xds-insecure-plaintext (local development only), sending
+	// StaticToken as fixed initial metadata (Envoy's own gRPC client cannot
+	// re-read a file): the token is frozen into the bootstrap and must be
+	// rewritten when it expires.
+	Insecure    bool
+	StaticToken string
 }
 
 // Bootstrap is a node Envoy's bootstrap: ADS to the controller (node ID =
@@ -121,15 +125,24 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	var adsService *corev3.GrpcService
 	if o.Insecure {
 		if o.TokenFile != "" || o.CAFile != "" || o.ServerName != "" {
-			return nil, errors.New("an insecure (plaintext) bootstrap has no token, CA or server name")
+			return nil, errors.New("an insecure (plaintext) bootstrap has no token file, CA or server name")
+		}
+		if o.StaticToken == "" {
+			return nil, errors.New("the controller authenticates every client: an insecure bootstrap needs a token too")
 		}
 		xdsCluster, err := xdsCluster(host, uint32(port))
 		if err != nil {
 			return nil, err
 		}
 		clusters = append([]*clusterv3.Cluster{xdsCluster}, clusters...)
-		adsService = &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}}}
+		adsService = &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
+			InitialMetadata: []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + o.StaticToken}},
+		}
 	} else {
+		if o.StaticToken != "" {
+			return nil, errors.New("a static token is for insecure bootstraps only: over TLS, Envoy reads the token file for every stream")
+		}
 		if adsService, err = secureADS(o, host); err != nil {
 			return nil, err
 		}

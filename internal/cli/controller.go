@@ -276,8 +276,9 @@ the host of --controller) and sends the projected ServiceAccount token --token-f
 (audience nodemesh-xds) as "authorization: Bearer" on every stream, read from the
 file each time (Google gRPC with the file_based_metadata call credentials), so the
 kubelet's renewals are picked up. The node Envoy DaemonSet mounts both there.
---insecure-plaintext writes a bootstrap without TLS or token, for a controller run
-with --xds-insecure-plaintext (local development only).
+--insecure-plaintext writes a bootstrap without TLS, for a controller run with
+--xds-insecure-plaintext (local development only); the token of --token-file is
+read then and written into the bootstrap (rewrite it when the token expires).
 
 The node DaemonSet runs it in an init container with the node name from the
 downward API:
@@ -285,7 +286,7 @@ downward API:
 		Example: `  nodemesh-controller bootstrap --node node-1
   nodemesh-controller bootstrap --node node-1 --controller 10.96.0.15:15010 \
       --server-name nodemesh-controller.nodemesh-system.svc -o json
-  nodemesh-controller bootstrap --node node-1 --controller 127.0.0.1:15010 --insecure-plaintext`,
+  nodemesh-controller bootstrap --node node-1 --controller 127.0.0.1:15010 --insecure-plaintext --token-file ./token`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if o.node == "" {
@@ -297,7 +298,14 @@ downward API:
 			bo := xds.BootstrapOptions{Node: o.node, Controller: o.controller, AdminPort: o.adminPort, StatsPort: o.statsPort, Delta: o.delta,
 				TokenFile: o.tokenFile, CAFile: o.caFile, ServerName: o.serverName, Insecure: o.insecure}
 			if o.insecure {
-				bo.TokenFile, bo.CAFile = "", ""
+				// Envoy's own gRPC client sends fixed metadata: the token is
+				// read now and frozen into the bootstrap.
+				tok, err := os.ReadFile(o.tokenFile)
+				if err != nil {
+					return UsageError("--insecure-plaintext: the controller still authenticates Envoy: %v (give --token-file, e.g. from 'kubectl create token %s -n NAMESPACE --audience %s --bound-object-kind Pod --bound-object-name POD')",
+						err, meshauth.NodeProxyServiceAccount, meshauth.XDSAudience)
+				}
+				bo.TokenFile, bo.CAFile, bo.StaticToken = "", "", strings.TrimSpace(string(tok))
 			}
 			b, err := xds.Bootstrap(bo)
 			if err != nil {
@@ -329,7 +337,7 @@ downward API:
 	f.StringVar(&o.tokenFile, "token-file", xds.DefaultTokenFile, "the projected ServiceAccount token Envoy sends to the controller (audience "+meshauth.XDSAudience+")")
 	f.StringVar(&o.caFile, "ca-file", xds.DefaultCAFile, "the CA bundle Envoy verifies the controller with (ConfigMap "+meshauth.CABundleConfigMap+")")
 	f.StringVar(&o.serverName, "server-name", "", "the name the controller's certificate is verified for (default: the host of --controller)")
-	f.BoolVar(&o.insecure, "insecure-plaintext", false, "INSECURE: no TLS and no token, for a controller run with --xds-insecure-plaintext (local development only)")
+	f.BoolVar(&o.insecure, "insecure-plaintext", false, "INSECURE: no TLS, the token frozen into the bootstrap, for a controller run with --xds-insecure-plaintext (local development only)")
 	return cmd
 }
 

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/client-go/kubernetes/fake"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/nodemesh/nodemesh/internal/golden"
@@ -61,7 +64,7 @@ func TestBootstrapGolden(t *testing.T) {
 
 	// The plaintext bootstrap, for a controller run with
 	// --xds-insecure-plaintext.
-	code, out, errOut = execController(t, "bootstrap", "--node", "node-1", "--controller", "127.0.0.1:15010", "--insecure-plaintext")
+	code, out, errOut = execController(t, "bootstrap", "--node", "node-1", "--controller", "127.0.0.1:15010", "--insecure-plaintext", "--token-file", "testdata/xds-token")
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -115,14 +118,15 @@ func TestBootstrapErrors(t *testing.T) {
 		args []string
 		err  string
 	}{
-		"no node":         {[]string{"bootstrap"}, "--node is required"},
-		"bad address":     {[]string{"bootstrap", "--node", "n", "--controller", "nowhere"}, "controller address"},
-		"bad port":        {[]string{"bootstrap", "--node", "n", "--controller", "host:99999"}, "invalid port"},
-		"bad output":      {[]string{"bootstrap", "--node", "n", "-o", "toml"}, "want yaml or json"},
-		"IP without name": {[]string{"bootstrap", "--node", "n", "--controller", "10.96.0.15:15010"}, "is an IP address"},
-		"no token file":   {[]string{"bootstrap", "--node", "n", "--token-file", ""}, "token file and the CA file are required"},
-		"relative CA":     {[]string{"bootstrap", "--node", "n", "--ca-file", "ca.pem"}, "absolute path"},
-		"unknown command": {[]string{"frobnicate"}, "unknown command"},
+		"no node":            {[]string{"bootstrap"}, "--node is required"},
+		"bad address":        {[]string{"bootstrap", "--node", "n", "--controller", "nowhere"}, "controller address"},
+		"bad port":           {[]string{"bootstrap", "--node", "n", "--controller", "host:99999"}, "invalid port"},
+		"bad output":         {[]string{"bootstrap", "--node", "n", "-o", "toml"}, "want yaml or json"},
+		"IP without name":    {[]string{"bootstrap", "--node", "n", "--controller", "10.96.0.15:15010"}, "is an IP address"},
+		"no token file":      {[]string{"bootstrap", "--node", "n", "--token-file", ""}, "token file and the CA file are required"},
+		"relative CA":        {[]string{"bootstrap", "--node", "n", "--ca-file", "ca.pem"}, "absolute path"},
+		"insecure, no token": {[]string{"bootstrap", "--node", "n", "--insecure-plaintext", "--token-file", "/nonexistent"}, "still authenticates"},
+		"unknown command":    {[]string{"frobnicate"}, "unknown command"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, _, errOut := execController(t, tc.args...)
@@ -202,4 +206,27 @@ func yamlToJSON(t *testing.T, y string) []byte {
 		t.Fatal(err)
 	}
 	return j
+}
+
+// TestInsecurePlaintextIsLoud: the plaintext xDS listener exists only
+// behind its flag, says so in the log, and excludes TLS files.
+func TestInsecurePlaintextIsLoud(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	o := &controllerOptions{namespace: "nodemesh-system", service: "nodemesh-controller", clusterDomain: "cluster.local", insecurePlaintext: true}
+	sec, err := o.security(context.Background(), fake.NewClientset(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.tls != nil || sec.xdsAuth == nil || sec.debugAuth == nil || !strings.Contains(logs.String(), "INSECURE: xDS is served WITHOUT TLS") {
+		t.Errorf("insecure: TLS %v, authenticators %v %v, log %q", sec.tls, sec.xdsAuth, sec.debugAuth, logs.String())
+	}
+	o.tlsCertFile = "/tls.crt"
+	if _, err := o.security(context.Background(), fake.NewClientset(), log); err == nil {
+		t.Error("--xds-insecure-plaintext with a certificate file accepted")
+	}
+	code, out, _ := execController(t, "run", "--help")
+	if code != ExitOK || !strings.Contains(out, "--xds-insecure-plaintext") || !strings.Contains(out, "INSECURE") {
+		t.Errorf("run --help does not warn about --xds-insecure-plaintext:\n%s", out)
+	}
 }
