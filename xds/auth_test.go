@@ -131,13 +131,13 @@ func TestXDSRefusesUnauthenticatedClients(t *testing.T) {
 				if tc.code == codes.OK {
 					want = codes.Canceled
 				}
-				if status.Code(err) != want {
-					t.Fatalf("stream ended with %v, want %v", err, want)
-				}
 				for _, n := range got {
 					if n != tc.own {
 						t.Errorf("received %s's cluster %q", strings.TrimPrefix(n, "only-"), n)
 					}
+				}
+				if status.Code(err) != want {
+					t.Fatalf("stream ended with %v, want %v", err, want)
 				}
 				if tc.reason != "" {
 					if d := testutil.ToFloat64(am.Refusals.WithLabelValues("xds", tc.reason)) - before; d != 1 {

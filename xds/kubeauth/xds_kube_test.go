@@ -140,13 +140,13 @@ func TestXDSAttacksRefused(t *testing.T) {
 				}
 				rest, err := s.Drain()
 				got = append(got, rest...)
-				if status.Code(err) != tc.code {
-					t.Fatalf("stream ended with %v, want %v", err, tc.code)
-				}
 				for _, n := range got {
 					if n != tc.own {
 						t.Errorf("received %q", n)
 					}
+				}
+				if status.Code(err) != tc.code {
+					t.Fatalf("stream ended with %v, want %v", err, tc.code)
 				}
 				if d := testutil.ToFloat64(ctl.metrics.Refusals.WithLabelValues("xds", tc.reason)) - before; d != 1 {
 					t.Errorf("refusals{reason=%q} went up by %v, want 1 (%v)", tc.reason, d, err)

@@ -19,6 +19,10 @@ type RawADS struct {
 	conn  *grpc.ClientConn
 	sotw  discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	dstr  discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	// nonce and version of the last response: a later request ACKs it, as
+	// a client's would (go-control-plane ignores a request with a stale
+	// nonce).
+	nonce, version string
 }
 
 // OpenRawADS dials addr with opts (DialOptions) and opens a stream; the
@@ -46,12 +50,13 @@ func OpenRawADS(ctx context.Context, addr string, delta bool, opts ...grpc.DialO
 // Close closes the connection.
 func (s *RawADS) Close() error { return s.conn.Close() }
 
-// RequestClusters subscribes to every cluster as node (nil: no node).
+// RequestClusters subscribes to every cluster as node (nil: no node),
+// acknowledging the last response if there was one.
 func (s *RawADS) RequestClusters(node *corev3.Node) error {
 	if s.delta {
-		return s.dstr.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
+		return s.dstr.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType, ResponseNonce: s.nonce})
 	}
-	return s.sotw.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
+	return s.sotw.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType, ResponseNonce: s.nonce, VersionInfo: s.version})
 }
 
 // Next receives one response and returns the names of its resources.
@@ -62,6 +67,7 @@ func (s *RawADS) Next() ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.nonce = r.GetNonce()
 		for _, res := range r.GetResources() {
 			names = append(names, res.GetName())
 		}
@@ -71,6 +77,7 @@ func (s *RawADS) Next() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.nonce, s.version = r.GetNonce(), r.GetVersionInfo()
 	for _, a := range r.GetResources() {
 		c := &clusterv3.Cluster{}
 		if err := a.UnmarshalTo(c); err != nil {
