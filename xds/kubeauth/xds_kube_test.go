@@ -117,7 +117,7 @@ func TestXDSAttacksRefused(t *testing.T) {
 			proto := map[bool]string{false: "sotw", true: "delta"}[delta]
 			t.Run(name+"/"+proto, func(t *testing.T) {
 				before := testutil.ToFloat64(ctl.metrics.Refusals.WithLabelValues("xds", tc.reason))
-				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
 				s, err := xdstest.OpenRawADS(ctx, ctl.addr, delta, ctl.dial(tc.token)...)
 				if err != nil {
