@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +21,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/nodemesh/nodemesh/internal/kubetest"
@@ -134,6 +138,7 @@ type controller struct {
 	addr    string
 	cache   *xds.Cache
 	reviews *countingReviews
+	podGets *atomic.Int32
 	metrics *xds.AuthMetrics
 	caPool  *x509.CertPool
 	caPEM   []byte
@@ -161,8 +166,23 @@ func (c *cluster) controller(t *testing.T, provider func(*corev3.Node) *xds.Conf
 	if err := pub.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	reviews := &countingReviews{TokenReviews: c.env.Client.AuthenticationV1().TokenReviews()}
-	auth, err := kubeauth.NewXDS(kubeauth.XDSOptions{Client: c.env.Client, Reviews: reviews, Namespace: c.ns, ClusterDomain: c.clusterDomain})
+	// The authenticator's client counts its pod lookups at the transport.
+	podGets := &atomic.Int32{}
+	cfg := rest.CopyConfig(c.env.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/pods/") {
+				podGets.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviews := &countingReviews{TokenReviews: client.AuthenticationV1().TokenReviews()}
+	auth, err := kubeauth.NewXDS(kubeauth.XDSOptions{Client: client, Reviews: reviews, Namespace: c.ns, ClusterDomain: c.clusterDomain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +207,7 @@ func (c *cluster) controller(t *testing.T, provider func(*corev3.Node) *xds.Conf
 	if !pool.AppendCertsFromPEM([]byte(cm.Data[meshauth.CABundleKey])) {
 		t.Fatalf("ConfigMap %s holds no CA: %v", meshauth.CABundleConfigMap, cm.Data)
 	}
-	return &controller{addr: addr, cache: cache, reviews: reviews, metrics: m, caPool: pool, caPEM: []byte(cm.Data[meshauth.CABundleKey]), dnsName: c.controllerDNSNam}
+	return &controller{addr: addr, cache: cache, reviews: reviews, podGets: podGets, metrics: m, caPool: pool, caPEM: []byte(cm.Data[meshauth.CABundleKey]), dnsName: c.controllerDNSNam}
 }
 
 // dial is an Envoy's connection: TLS verifying the controller's Service
@@ -208,3 +228,7 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	}
 	return p
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -189,9 +189,9 @@ func TestProxylessClientServedAsItself(t *testing.T) {
 	}
 }
 
-// TestTokensCached: a verified token is not reviewed again — not by a
-// client reconnecting, not by streams opening together — until it
-// expires; a new token is reviewed once.
+// TestTokensCached: a verified token is not reviewed again, and its pod
+// not looked up again — not by a client reconnecting, not by streams
+// opening together — until it expires; a new token is checked once.
 func TestTokensCached(t *testing.T) {
 	c := newCluster(t)
 	ctl := c.controller(t, nil)
@@ -215,8 +215,8 @@ func TestTokensCached(t *testing.T) {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
-	if n := ctl.reviews.n.Load(); n != 1 {
-		t.Errorf("5 connections with one token: %d TokenReviews, want 1", n)
+	if n, g := ctl.reviews.n.Load(), ctl.podGets.Load(); n != 1 || g != 1 {
+		t.Errorf("5 connections with one token: %d TokenReviews and %d pod lookups, want 1 and 1", n, g)
 	}
 	// Ten streams with a new token at once: one review between them.
 	tok2 := c.token(t, c.ns, "envoy-a", meshauth.XDSAudience)
@@ -232,8 +232,8 @@ func TestTokensCached(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := ctl.reviews.n.Load(); n != 2 {
-		t.Errorf("then 10 concurrent streams with a new token: %d TokenReviews in all, want 2", n)
+	if n, g := ctl.reviews.n.Load(), ctl.podGets.Load(); n != 2 || g != 2 {
+		t.Errorf("then 10 concurrent streams with a new token: %d TokenReviews and %d pod lookups in all, want 2 and 2", n, g)
 	}
 	// Refused tokens are not remembered as accepted: a refused client
 	// stays refused.
