@@ -62,7 +62,7 @@ const (
 	ReasonWrongNode    = "wrong-node"    // the node ID is not the client's
 	ReasonNodeSwitch   = "node-switch"   // a later request names another node than the stream's
 	ReasonForbidden    = "forbidden"     // authenticated, but not allowed (debug endpoints)
-	ReasonNotNodeProxy = "not-node-proxy"
+	ReasonNotNodeProxy = "not-node-proxy" // a pod that is not a node proxy asks to be served as a node
 )
 
 func (r *Refusal) Error() string { return r.Message }

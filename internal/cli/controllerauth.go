@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -86,10 +85,6 @@ func (o *controllerOptions) security(ctx context.Context, kube kubernetes.Interf
 	// Node Envoys cannot start without the bundle: publish it before
 	// serving, and fail loudly if that is not possible.
 	if err := s.publisher.Publish(ctx); err != nil {
-		var uerr *ExitError
-		if errors.As(err, &uerr) {
-			return nil, err
-		}
 		return nil, fmt.Errorf("%w (the controller needs get and update on ConfigMap %s/%s)", err, o.namespace, o.caBundle)
 	}
 	return s, nil
