@@ -52,16 +52,16 @@ type Refusal struct {
 
 // Refusal reasons (the reason label of nodemesh_auth_refusals_total).
 const (
-	ReasonNoToken      = "no-token"      // no bearer token
-	ReasonBadToken     = "bad-token"     // not a token of ours: malformed, expired, other audience
-	ReasonRejected     = "rejected"      // the API server does not accept it
-	ReasonUnavailable  = "unavailable"   // it could not be checked (API server down, overloaded)
-	ReasonNotPodBound  = "not-pod-bound" // not bound to a pod
-	ReasonPod          = "pod"           // the bound pod is gone, replaced or finished
-	ReasonNoNode       = "no-node"       // the first request names no node
-	ReasonWrongNode    = "wrong-node"    // the node ID is not the client's
-	ReasonNodeSwitch   = "node-switch"   // a later request names another node than the stream's
-	ReasonForbidden    = "forbidden"     // authenticated, but not allowed (debug endpoints)
+	ReasonNoToken      = "no-token"       // no bearer token
+	ReasonBadToken     = "bad-token"      // not a token of ours: malformed, expired, other audience
+	ReasonRejected     = "rejected"       // the API server does not accept it
+	ReasonUnavailable  = "unavailable"    // it could not be checked (API server down, overloaded)
+	ReasonNotPodBound  = "not-pod-bound"  // not bound to a pod
+	ReasonPod          = "pod"            // the bound pod is gone, replaced or finished
+	ReasonNoNode       = "no-node"        // the first request names no node
+	ReasonWrongNode    = "wrong-node"     // the node ID is not the client's
+	ReasonNodeSwitch   = "node-switch"    // a later request names another node than the stream's
+	ReasonForbidden    = "forbidden"      // authenticated, but not allowed (debug endpoints)
 	ReasonNotNodeProxy = "not-node-proxy" // a pod that is not a node proxy asks to be served as a node
 )
 
