@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,12 +12,16 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -25,6 +30,8 @@ import (
 
 	"github.com/nodemesh/nodemesh/install/crds"
 	"github.com/nodemesh/nodemesh/internal/golden"
+	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/xds"
 )
 
 // lintValues are value sets that switch the chart's conditional parts.
@@ -34,6 +41,15 @@ var lintValues = map[string]map[string]any{
 		"global": map[string]any{"imageRegistry": "registry.example.com", "imagePullSecrets": []any{"regcred"}},
 		"controller": map[string]any{"replicas": 2, "podDisruptionBudget": map[string]any{"enabled": false}, "podAnnotations": map[string]any{"a": "b"},
 			"goMemLimit": "250MiB"},
+	},
+	"cert-manager TLS, no network policy": {
+		"controller": map[string]any{"xds": map[string]any{"tls": map[string]any{"existingSecret": "controller-tls"}, "maxConnectionAge": "1h"},
+			"networkPolicy": map[string]any{"enabled": false}},
+		"envoy": map[string]any{"xdsTokenExpirationSeconds": 600},
+	},
+	"node CIDRs, Prometheus": {
+		"controller": map[string]any{"networkPolicy": map[string]any{"hostCIDRs": []any{"10.0.0.0/16", "192.168.10.0/24"},
+			"monitoringFrom": []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "monitoring"}}}}}},
 	},
 }
 
@@ -168,6 +184,17 @@ func decodeAll(t *testing.T, manifest string) []runtime.Object {
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
 		}
+		if bytes.Contains(doc, []byte("apiVersion: nodemesh.io/")) {
+			// nodemesh's CRDs: not in client-go's scheme (the API server
+			// validates them against the CRD in TestLifecycle).
+			u := &unstructured.Unstructured{}
+			if err := sigsyaml.Unmarshal(doc, &u.Object); err != nil {
+				t.Errorf("decode:\n%s\n: %v", doc, err)
+				continue
+			}
+			objs = append(objs, u)
+			continue
+		}
 		obj, _, err := ser.Decode(doc, nil, nil)
 		if err != nil {
 			t.Errorf("decode:\n%s\n: %v", doc, err)
@@ -212,10 +239,14 @@ func TestEmbeddedChartIsTheDirectory(t *testing.T) {
 	}
 }
 
-// TestLeastPrivilege pins what each component may do: no wildcards, no
-// Secrets, writes limited to Events, Identities and — in the release
-// namespace only — the identity-collection Lease, and the node Envoy
-// without any API access.
+// TestLeastPrivilege pins what each component may do: no wildcards; writes
+// limited to Events, Identities, in the release namespace only the
+// identity-collection Lease, and exactly the controller's CA objects by
+// name (get and update the CA Secret the chart creates empty — the only
+// Secret anyone may touch —, get and update the CA bundle ConfigMap);
+// token and access reviews, which only ask; tokens of the debug
+// ServiceAccount only through the unbound nodemesh-debug-client Role; and
+// the node Envoy without any API access.
 func TestLeastPrivilege(t *testing.T) {
 	c, err := Chart()
 	if err != nil {
@@ -227,7 +258,19 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	writes := map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "escalate": true, "bind": true, "impersonate": true}
 	allowedWrites := map[string]bool{"events": true, "identities": true}
+	// Reviews create nothing: the API server answers and forgets.
+	reviews := map[string]bool{"tokenreviews": true, "subjectaccessreviews": true}
+	// Objects written by name only, in the release namespace only.
+	byName := map[string]struct {
+		name  string
+		verbs map[string]bool
+	}{
+		"secrets":               {meshauth.CASecret, map[string]bool{"get": true, "update": true}},
+		"configmaps":            {meshauth.CABundleConfigMap, map[string]bool{"get": true, "update": true}},
+		"serviceaccounts/token": {meshauth.DebugServiceAccount, map[string]bool{"create": true}},
+	}
 	bound := map[string]bool{}
+	roleBound := map[string][]string{} // role → subjects
 	for _, obj := range decodeAll(t, out) {
 		var rules []rbacv1.PolicyRule
 		var name string
@@ -240,16 +283,37 @@ func TestLeastPrivilege(t *testing.T) {
 		case *rbacv1.ClusterRoleBinding:
 			for _, s := range o.Subjects {
 				bound[s.Name] = true
+				roleBound[o.RoleRef.Name] = append(roleBound[o.RoleRef.Name], s.Name)
 			}
 		case *rbacv1.RoleBinding:
 			for _, s := range o.Subjects {
 				bound[s.Name] = true
+				roleBound[o.RoleRef.Name] = append(roleBound[o.RoleRef.Name], s.Name)
 			}
 		}
 		for _, r := range rules {
 			for _, res := range r.Resources {
-				if res == "*" || res == "secrets" {
+				if res == "*" {
 					t.Errorf("%s may access %q", name, res)
+				}
+				if n, ok := byName[res]; ok {
+					// Secrets are pinned for any verb, the others for writes.
+					pinned := res == "secrets"
+					for _, v := range r.Verbs {
+						pinned = pinned || writes[v]
+					}
+					if !pinned {
+						continue
+					}
+					if !namespaced || len(r.ResourceNames) != 1 || r.ResourceNames[0] != n.name {
+						t.Errorf("%s may access %s other than %s in the release namespace: %+v", name, res, n.name, r)
+					}
+					for _, v := range r.Verbs {
+						if !n.verbs[v] {
+							t.Errorf("%s may %s %s", name, v, res)
+						}
+					}
+					continue
 				}
 				for _, v := range r.Verbs {
 					if v == "*" {
@@ -259,7 +323,8 @@ func TestLeastPrivilege(t *testing.T) {
 					// one on create), update only the collection's.
 					lease := res == "leases" && namespaced && (v == "create" ||
 						v == "update" && len(r.ResourceNames) == 1 && r.ResourceNames[0] == "nodemesh-identity-gc")
-					if writes[v] && !allowedWrites[res] && !lease {
+					review := reviews[res] && v == "create"
+					if writes[v] && !allowedWrites[res] && !lease && !review {
 						t.Errorf("%s may %s %s", name, v, res)
 					}
 				}
@@ -276,6 +341,12 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	if bound[EnvoyName] {
 		t.Error("the node Envoy must have no RBAC binding")
+	}
+	if got := roleBound[meshauth.DebugServiceAccount]; len(got) != 1 || got[0] != meshauth.DebugServiceAccount {
+		t.Errorf("Role %s is bound to %v, want its ServiceAccount only", meshauth.DebugServiceAccount, got)
+	}
+	if got := roleBound[meshauth.DebugServiceAccount+"-client"]; len(got) != 0 {
+		t.Errorf("Role %s-client is bound to %v: it is for users to bind", meshauth.DebugServiceAccount, got)
 	}
 }
 
@@ -337,5 +408,245 @@ func TestNodeEnvoyCapabilities(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no envoy container in the node Envoy DaemonSet")
+	}
+}
+
+// TestXDSCredentialsWiring: the node Envoy authenticates to the controller
+// with no manual step — a projected token of the controller's audience
+// (short-lived, not the API server's), the CA bundle the controller
+// publishes, and a bootstrap that reads both from where they are mounted —
+// and the names the chart spells are the ones the code uses.
+func TestXDSCredentialsWiring(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, vals := range lintValues {
+		t.Run(name, func(t *testing.T) {
+			out, err := Render(c, RenderOptions{Values: vals})
+			if err != nil {
+				t.Fatal(err)
+			}
+			existing := ""
+			if cv, ok := vals["controller"].(map[string]any); ok {
+				if x, ok := cv["xds"].(map[string]any); ok {
+					existing, _ = x["tls"].(map[string]any)["existingSecret"].(string)
+				}
+			}
+			var envoyDS *appsv1.DaemonSet
+			var ctrl *appsv1.Deployment
+			kinds := map[string]bool{}
+			for _, o := range decodeAll(t, out) {
+				switch o := o.(type) {
+				case *appsv1.DaemonSet:
+					if o.Name == EnvoyName {
+						envoyDS = o
+					}
+				case *appsv1.Deployment:
+					ctrl = o
+				case *corev1.ServiceAccount:
+					if o.Name == EnvoyName && (o.AutomountServiceAccountToken == nil || *o.AutomountServiceAccountToken) {
+						t.Error("the node Envoy's ServiceAccount mounts an API token")
+					}
+				case *corev1.Secret:
+					kinds["Secret/"+o.Name] = true
+					if len(o.Data)+len(o.StringData) > 0 {
+						t.Errorf("Secret %s is rendered with data: the CA key must never be in a manifest", o.Name)
+					}
+				case *corev1.ConfigMap:
+					kinds["ConfigMap/"+o.Name] = true
+				case *unstructured.Unstructured:
+					kinds[o.GetKind()+"/"+o.GetName()] = true
+				case *networkingv1.NetworkPolicy:
+					kinds["NetworkPolicy/"+o.Name] = true
+				}
+			}
+			if envoyDS == nil || ctrl == nil {
+				t.Fatal("no node Envoy DaemonSet or controller Deployment")
+			}
+			spec := envoyDS.Spec.Template.Spec
+			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+				t.Error("the node Envoy pod mounts an API token")
+			}
+			mounts := map[string]string{} // volume → mount path (envoy container)
+			for _, ctr := range spec.Containers {
+				if ctr.Name == "envoy" {
+					for _, m := range ctr.VolumeMounts {
+						mounts[m.Name] = m.MountPath
+					}
+				}
+			}
+			var tokenFile, caFile string
+			for _, v := range spec.Volumes {
+				switch {
+				case v.Projected != nil:
+					for _, src := range v.Projected.Sources {
+						if sat := src.ServiceAccountToken; sat != nil {
+							if sat.Audience != meshauth.XDSAudience {
+								t.Errorf("token audience %q, want %q", sat.Audience, meshauth.XDSAudience)
+							}
+							if sat.ExpirationSeconds == nil || *sat.ExpirationSeconds > 3600 {
+								t.Errorf("token lifetime %v s: at most an hour", sat.ExpirationSeconds)
+							}
+							tokenFile = mounts[v.Name] + "/" + sat.Path
+						}
+					}
+				case v.ConfigMap != nil:
+					if v.ConfigMap.Name != meshauth.CABundleConfigMap || len(v.ConfigMap.Items) != 1 || v.ConfigMap.Items[0].Key != meshauth.CABundleKey ||
+						v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
+						t.Errorf("CA volume %+v: want key %s of ConfigMap %s, required", v.ConfigMap, meshauth.CABundleKey, meshauth.CABundleConfigMap)
+					}
+					caFile = mounts[v.Name] + "/" + v.ConfigMap.Items[0].Path
+				}
+			}
+			args := strings.Join(spec.InitContainers[0].Args, " ")
+			if tokenFile == "" || caFile == "" || !strings.Contains(args, "--token-file="+tokenFile) || !strings.Contains(args, "--ca-file="+caFile) {
+				t.Errorf("bootstrap %q does not read the token (%s) and CA (%s) where the envoy container has them", args, tokenFile, caFile)
+			}
+			if tokenFile != xds.DefaultTokenFile || caFile != xds.DefaultCAFile {
+				t.Errorf("mounted at %s and %s; the bootstrap's defaults are %s and %s", tokenFile, caFile, xds.DefaultTokenFile, xds.DefaultCAFile)
+			}
+			// The bootstrap these arguments make validates.
+			if _, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: ControllerName + "." + DefaultNamespace + ".svc:15010", TokenFile: tokenFile, CAFile: caFile}); err != nil {
+				t.Error(err)
+			}
+			cargs := strings.Join(ctrl.Spec.Template.Spec.Containers[0].Args, " ")
+			for _, want := range []string{"--namespace=" + DefaultNamespace, "--node-proxy-service-account=" + EnvoyName, "--controller-service=" + ControllerName,
+				"--xds-ca-secret=" + meshauth.CASecret, "--xds-ca-bundle=" + meshauth.CABundleConfigMap} {
+				if !strings.Contains(cargs, want) {
+					t.Errorf("controller args lack %s: %s", want, cargs)
+				}
+			}
+			if strings.Contains(cargs, "insecure") {
+				t.Errorf("the chart runs the controller insecure: %s", cargs)
+			}
+			if got := strings.Contains(cargs, "--xds-tls-cert-file"); got != (existing != "") || kinds["Secret/"+meshauth.CASecret] != (existing == "") {
+				t.Errorf("existingSecret %q: controller reads files %v, chart makes the CA Secret %v", existing, got, kinds["Secret/"+meshauth.CASecret])
+			}
+			if !kinds["ConfigMap/"+meshauth.CABundleConfigMap] {
+				t.Error("no CA bundle ConfigMap")
+			}
+			np := true
+			if cv, ok := vals["controller"].(map[string]any); ok {
+				if p, ok := cv["networkPolicy"].(map[string]any); ok && p["enabled"] == false {
+					np = false
+				}
+			}
+			if kinds["NetworkPolicy/"+ControllerName] != np || kinds["TrafficPolicy/"+ControllerName+"-xds"] != np {
+				t.Errorf("network policy enabled %v: NetworkPolicy %v, TrafficPolicy %v", np, kinds["NetworkPolicy/"+ControllerName], kinds["TrafficPolicy/"+ControllerName+"-xds"])
+			}
+			if EnvoyName != meshauth.NodeProxyServiceAccount || ControllerName != meshauth.ControllerService {
+				t.Error("the chart's names differ from internal/meshauth's")
+			}
+		})
+	}
+}
+
+// TestControllerNetworkPolicy: only the xDS and monitoring ports are
+// admitted, xDS from host addresses and the mesh's namespaces, monitoring
+// from host addresses (and monitoringFrom); the TrafficPolicy denies the
+// xDS port to pods outside the mesh's namespaces.
+func TestControllerNetworkPolicy(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(c, RenderOptions{Values: lintValues["node CIDRs, Prometheus"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range decodeAll(t, out) {
+		switch o := o.(type) {
+		case *networkingv1.NetworkPolicy:
+			if o.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != ControllerName || len(o.Spec.PolicyTypes) != 1 || o.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+				t.Errorf("policy selects %v, types %v", o.Spec.PodSelector, o.Spec.PolicyTypes)
+			}
+			got := map[int32][]string{}
+			for _, r := range o.Spec.Ingress {
+				if len(r.Ports) != 1 || len(r.From) == 0 {
+					t.Errorf("rule %+v: one port, some peers", r)
+					continue
+				}
+				for _, p := range r.From {
+					switch {
+					case p.IPBlock != nil:
+						got[r.Ports[0].Port.IntVal] = append(got[r.Ports[0].Port.IntVal], p.IPBlock.CIDR)
+					case p.NamespaceSelector != nil:
+						got[r.Ports[0].Port.IntVal] = append(got[r.Ports[0].Port.IntVal], labels(p.NamespaceSelector.MatchLabels))
+					}
+				}
+			}
+			want := map[int32][]string{
+				15010: {"10.0.0.0/16", "192.168.10.0/24", "istio.io/dataplane-mode=nodemesh"},
+				15014: {"10.0.0.0/16", "192.168.10.0/24", "kubernetes.io/metadata.name=monitoring"},
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("admitted %v, want %v", got, want)
+			}
+		case *unstructured.Unstructured:
+			if o.GetKind() != "TrafficPolicy" {
+				continue
+			}
+			if a, _, _ := unstructured.NestedString(o.Object, "spec", "action"); a != "Deny" {
+				t.Errorf("TrafficPolicy action %q, want Deny", a)
+			}
+		}
+	}
+}
+
+func labels(m map[string]string) string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	return strings.Join(out, ",")
+}
+
+// TestLocalAccessSampleMatchesChart: the README's local example applies
+// samples/cluster/controller-access.yaml for what the chart would create;
+// its debug account and RBAC are the chart's.
+func TestLocalAccessSampleMatchesChart(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "samples", "cluster", "controller-access.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(c, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(o runtime.Object) (string, string) {
+		switch o := o.(type) {
+		case *corev1.ServiceAccount:
+			return "ServiceAccount/" + o.Name, fmt.Sprint(o.AutomountServiceAccountToken == nil || *o.AutomountServiceAccountToken)
+		case *rbacv1.Role:
+			return "Role/" + o.Name, fmt.Sprint(o.Rules)
+		case *rbacv1.RoleBinding:
+			return "RoleBinding/" + o.Name, fmt.Sprint(o.RoleRef, o.Subjects)
+		}
+		return "", ""
+	}
+	chart := map[string]string{}
+	for _, o := range decodeAll(t, out) {
+		if k, v := key(o); k != "" {
+			chart[k] = v
+		}
+	}
+	n := 0
+	for _, o := range decodeAll(t, string(data)) {
+		k, v := key(o)
+		if k == "" {
+			continue
+		}
+		n++
+		if chart[k] != v {
+			t.Errorf("%s: sample %s, chart %s", k, v, chart[k])
+		}
+	}
+	if n != 3 {
+		t.Errorf("the sample has %d of the debug account's objects, want 3", n)
 	}
 }

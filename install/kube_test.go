@@ -17,10 +17,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodemesh/nodemesh/internal/kubetest"
+	"github.com/nodemesh/nodemesh/internal/meshauth"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -111,6 +114,15 @@ func get(ctx context.Context, c *Client, o objRef) (string, error) {
 		m, err = k.PolicyV1().PodDisruptionBudgets(o.Namespace).Get(ctx, o.Name, opts)
 	case "CustomResourceDefinition":
 		m, err = c.CRDs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, o.Name, opts)
+	case "Secret":
+		m, err = k.CoreV1().Secrets(o.Namespace).Get(ctx, o.Name, opts)
+	case "NetworkPolicy":
+		m, err = k.NetworkingV1().NetworkPolicies(o.Namespace).Get(ctx, o.Name, opts)
+	case "TrafficPolicy":
+		var dyn dynamic.Interface
+		if dyn, err = dynamic.NewForConfig(c.Config); err == nil {
+			m, err = dyn.Resource(schema.GroupVersionResource{Group: "nodemesh.io", Version: "v1alpha1", Resource: "trafficpolicies"}).Namespace(o.Namespace).Get(ctx, o.Name, opts)
+		}
 	default:
 		return "", fmt.Errorf("test cannot get %s", o.Kind)
 	}
@@ -155,6 +167,25 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs := manifestObjects(t, rendered)
+	// The controller fills the CA Secret and the bundle ConfigMap the
+	// chart creates empty; upgrades must leave that alone (below).
+	caData := map[string][]byte{meshauth.CASecretCertKey: []byte("cert"), meshauth.CASecretKeyKey: []byte("key")}
+	sec, err := c.Kube.CoreV1().Secrets(c.Namespace).Get(ctx, meshauth.CASecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data = caData
+	if _, err := c.Kube.CoreV1().Secrets(c.Namespace).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data = map[string]string{meshauth.CABundleKey: "bundle"}
+	if _, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	versions := map[objRef]string{}
 	for _, o := range objs {
 		rv, err := get(ctx, c, o)
@@ -223,6 +254,12 @@ func TestLifecycle(t *testing.T) {
 		if changed := after != before; changed != (o == envoy) {
 			t.Errorf("%s: resourceVersion %s → %s (changed=%v)", o, before, after, changed)
 		}
+	}
+	if sec, err := c.Kube.CoreV1().Secrets(c.Namespace).Get(ctx, meshauth.CASecret, metav1.GetOptions{}); err != nil || fmt.Sprint(sec.Data) != fmt.Sprint(caData) {
+		t.Errorf("the controller's CA did not survive an upgrade: %v %v", sec.Data, err)
+	}
+	if cm, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{}); err != nil || cm.Data[meshauth.CABundleKey] != "bundle" {
+		t.Errorf("the CA bundle did not survive an upgrade: %v %v", cm.Data, err)
 	}
 	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, EnvoyName, metav1.GetOptions{})
 	if err != nil || ds.Spec.Template.Spec.Containers[0].Image != "docker.io/envoyproxy/envoy:v1.36.9" {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemesh/nodemesh/internal/debugclient"
 )
 
 // MonitoringPort is the controller's /healthz, /readyz, /metrics and
@@ -166,17 +168,16 @@ func (c *Client) nodeStates(ctx context.Context, s *Status) error {
 }
 
 // xdsClients reads the controller's /debug/nodes through the API server's
-// service proxy (the caller needs services/proxy in the namespace).
+// service proxy, with a token of the debug ServiceAccount (the caller needs
+// the nodemesh-debug-client Role: services/proxy and that account's
+// tokens).
 func (c *Client) xdsClients(ctx context.Context) ([]XDSClient, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	body, err := c.Kube.CoreV1().Services(c.Namespace).ProxyGet("http", ControllerName, fmt.Sprint(MonitoringPort), "debug/nodes", nil).DoRaw(ctx)
+	dc := &debugclient.Client{Kube: c.Kube, Namespace: c.Namespace, Service: ControllerName, Port: MonitoringPort}
+	body, err := dc.Get(ctx, "debug/nodes", nil)
 	if err != nil {
-		msg := strings.TrimSpace(string(body))
-		if msg == "" || len(msg) > 200 {
-			msg = err.Error()
-		}
-		return []XDSClient{}, fmt.Errorf("cannot read /debug/nodes through the service proxy: %s", msg)
+		return []XDSClient{}, fmt.Errorf("cannot read /debug/nodes through the service proxy: %v", err)
 	}
 	var out []XDSClient
 	if err := json.Unmarshal(body, &out); err != nil {

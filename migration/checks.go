@@ -5,16 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"slices"
-	"strings"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/internal/debugclient"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
@@ -122,55 +121,49 @@ type Prober interface {
 
 // DebugRoutes reads the controller's /debug/config_dump (directly at URL, or
 // through the API server's service proxy) for every node it serves and
-// looks for a virtual host of each Service.
+// looks for a virtual host of each Service. The debug endpoints need a
+// token: Token, or one requested with Client for the controller's debug
+// ServiceAccount (internal/debugclient).
 type DebugRoutes struct {
 	URL       string
 	Client    kubernetes.Interface
 	Namespace string
 	Service   string
+	Token     string
+
+	once sync.Once
+	dc   *debugclient.Client
 }
 
 func (d *DebugRoutes) get(ctx context.Context, path string, query map[string]string) ([]byte, error) {
-	if d.URL != "" {
-		q := url.Values{}
-		for k, v := range query {
-			q.Set(k, v)
+	d.once.Do(func() {
+		svc := d.Service
+		if svc == "" {
+			svc = ControllerDeployment
 		}
-		u := strings.TrimRight(d.URL, "/") + "/" + path
-		if len(q) > 0 {
-			u += "?" + q.Encode()
+		ns := d.Namespace
+		if ns == "" {
+			ns = "nodemesh-system"
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("%w: controller at %s: %v", ErrUnreachable, d.URL, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("controller: %s %s", resp.Status, strings.TrimSpace(string(body)))
-		}
+		d.dc = &debugclient.Client{URL: d.URL, Kube: d.Client, Namespace: ns, Service: svc, Token: d.Token}
+	})
+	q := url.Values{}
+	for k, v := range query {
+		q.Set(k, v)
+	}
+	body, err := d.dc.Get(ctx, path, q)
+	var status *debugclient.StatusError
+	switch {
+	case err == nil:
 		return body, nil
+	case d.URL != "" && errors.As(err, &status):
+		// The controller answered: not an unreachable one.
+		return nil, fmt.Errorf("controller: %w", err)
+	case d.URL != "":
+		return nil, fmt.Errorf("%w: controller at %s: %v", ErrUnreachable, d.URL, err)
+	default:
+		return nil, fmt.Errorf("%w: controller service %s/%s: %v", ErrUnreachable, d.dc.Namespace, d.dc.Service, err)
 	}
-	svc := d.Service
-	if svc == "" {
-		svc = ControllerDeployment
-	}
-	ns := d.Namespace
-	if ns == "" {
-		ns = "nodemesh-system"
-	}
-	body, err := d.Client.CoreV1().Services(ns).ProxyGet("http", svc, "15014", path, query).DoRaw(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: controller service %s/%s: %v", ErrUnreachable, ns, svc, err)
-	}
-	return body, nil
 }
 
 // Serves implements RouteChecker.

@@ -64,7 +64,7 @@ func startController(t *testing.T, c *cluster) *runningController {
 	}
 	t.Cleanup(stop)
 	xdstest.Serve(t, cache)
-	srv := httptest.NewServer((&xds.Debug{Cache: cache, Ready: ctl.Ready}).Handler())
+	srv := httptest.NewServer((&xds.Debug{Cache: cache, Ready: ctl.Ready, Auth: xdstest.DebugAuth}).Handler())
 	t.Cleanup(srv.Close)
 	deadline := time.Now().Add(30 * time.Second)
 	for ctl.Ready() != nil || cache.Served(node) == nil {
@@ -106,7 +106,7 @@ func TestApplyVerifiesWithController(t *testing.T) {
 	c := getCluster(t)
 	ctx := context.Background()
 	ctl := startController(t, c)
-	routes := &DebugRoutes{URL: ctl.url}
+	routes := &DebugRoutes{URL: ctl.url, Token: xdstest.DebugToken()}
 
 	// Services the controller has not seen: each named as missing.
 	missing, err := routes.Serves(ctx, bookinfoHosts("not-created-yet"))

@@ -38,6 +38,15 @@ const (
 	DefaultStatsPort = 15090
 	// ServiceCluster is the node Envoys' service cluster (node.cluster).
 	ServiceCluster = "nodemesh-node"
+	// FileBasedMetadata is Envoy's call-credentials plugin that reads a
+	// header value from a file for every stream (istio-agent-less Istio
+	// bootstraps used it for the projected token, too).
+	FileBasedMetadata = "envoy.grpc_credentials.file_based_metadata"
+	// DefaultTokenFile and DefaultCAFile are where the node Envoy
+	// DaemonSet mounts the projected xDS token and the controller's CA
+	// bundle.
+	DefaultTokenFile = "/var/run/secrets/nodemesh/xds/token"
+	DefaultCAFile    = "/var/run/secrets/nodemesh/ca/root-cert.pem"
 )
 
 // BootstrapOptions describe a node Envoy.
@@ -53,12 +62,39 @@ type BootstrapOptions struct {
 	// Delta selects incremental xDS (DELTA_GRPC) rather than state of the
 	// world (GRPC).
 	Delta bool
+	// TokenFile is the projected ServiceAccount token (audience
+	// nodemesh-xds) Envoy sends as "authorization: Bearer" on every xDS
+	// stream; it is read again for each stream, so the kubelet's renewals
+	// are picked up.
+	TokenFile string
+	// CAFile is the CA bundle Envoy verifies the controller's certificate
+	// with.
+	CAFile string
+	// ServerName is the name the controller's certificate is verified for:
+	// the host of Controller by default; required when that is an IP
+	// address (the certificate names the Service).
+	ServerName string
+	// Insecure connects without TLS, to a controller run with
+	// --xds-insecure-plaintext (local development only), sending
+	// StaticToken as fixed initial metadata (Envoy's own gRPC client cannot
+	// re-read a file): the token is frozen into the bootstrap and must be
+	// rewritten when it expires.
+	Insecure    bool
+	StaticToken string
 }
 
 // Bootstrap is a node Envoy's bootstrap: ADS to the controller (node ID =
 // node name), the admin interface on 127.0.0.1, and Prometheus stats on the
 // stats port, as Istio's proxies have them. It is validated before it is
 // returned.
+//
+// The ADS stream is a google_grpc service: TLS verified with CAFile, and
+// the token of TokenFile as call credentials (Envoy's file_based_metadata
+// plugin). Envoy's own gRPC client (envoy_grpc) can only send fixed
+// initial_metadata, which would freeze the token the bootstrap was written
+// with while the kubelet renews it every ~50 minutes; Istio's bootstraps
+// did exactly this before istio-agent proxied xDS. With Insecure it is
+// plaintext envoy_grpc to a static cluster, without a token.
 func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if o.Node == "" {
 		return nil, errors.New("the node name is required (the Envoy node ID the controller serves)")
@@ -77,10 +113,6 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if err != nil || port == 0 {
 		return nil, fmt.Errorf("controller address %q: invalid port", o.Controller)
 	}
-	xdsCluster, err := xdsCluster(host, uint32(port))
-	if err != nil {
-		return nil, err
-	}
 	statsListener, err := statsListener(o.StatsPort)
 	if err != nil {
 		return nil, err
@@ -88,6 +120,32 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	apiType := corev3.ApiConfigSource_GRPC
 	if o.Delta {
 		apiType = corev3.ApiConfigSource_DELTA_GRPC
+	}
+	clusters := []*clusterv3.Cluster{staticCluster(StatsClusterName, "127.0.0.1", o.AdminPort)}
+	var adsService *corev3.GrpcService
+	if o.Insecure {
+		if o.TokenFile != "" || o.CAFile != "" || o.ServerName != "" {
+			return nil, errors.New("an insecure (plaintext) bootstrap has no token file, CA or server name")
+		}
+		if o.StaticToken == "" {
+			return nil, errors.New("the controller authenticates every client: an insecure bootstrap needs a token too")
+		}
+		xdsCluster, err := xdsCluster(host, uint32(port))
+		if err != nil {
+			return nil, err
+		}
+		clusters = append([]*clusterv3.Cluster{xdsCluster}, clusters...)
+		adsService = &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
+			InitialMetadata: []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + o.StaticToken}},
+		}
+	} else {
+		if o.StaticToken != "" {
+			return nil, errors.New("a static token is for insecure bootstraps only: over TLS, Envoy reads the token file for every stream")
+		}
+		if adsService, err = secureADS(o, host); err != nil {
+			return nil, err
+		}
 	}
 	ads := &corev3.ConfigSource{
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
@@ -109,16 +167,14 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 				ApiType:                   apiType,
 				TransportApiVersion:       corev3.ApiVersion_V3,
 				SetNodeOnFirstMessageOnly: true,
-				GrpcServices: []*corev3.GrpcService{{
-					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSClusterName}},
-				}},
+				GrpcServices:              []*corev3.GrpcService{adsService},
 			},
 			CdsConfig: ads,
 			LdsConfig: ads,
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 			Listeners: []*listenerv3.Listener{statsListener},
-			Clusters:  []*clusterv3.Cluster{xdsCluster, staticCluster(StatsClusterName, "127.0.0.1", o.AdminPort)},
+			Clusters:  clusters,
 		},
 		// Istio's setting: no global connection limit (Envoy warns when unset).
 		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{{
@@ -219,8 +275,9 @@ func statsListener(port uint32) (*listenerv3.Listener, error) {
 
 // ValidateBootstrap checks a bootstrap with go-control-plane's field rules
 // and with the translator's validator for its static listeners and clusters
-// (inside packed configs too): references resolve, the router is last, the
-// ADS cluster exists and speaks HTTP/2.
+// (inside packed configs too): references resolve, the router is last; the
+// ADS service verifies the controller with a CA file and sends the token
+// file (or, plaintext, its cluster exists and speaks HTTP/2).
 func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 	if err := b.ValidateAll(); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -240,9 +297,16 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 	if problems := envoy.Validate(r); len(problems) > 0 {
 		return fmt.Errorf("bootstrap: %s", problems[0])
 	}
+	svcs := b.GetDynamicResources().GetAdsConfig().GetGrpcServices()
+	if len(svcs) != 1 {
+		return errors.New("bootstrap: ADS needs exactly one gRPC service")
+	}
+	if g := svcs[0].GetGoogleGrpc(); g != nil {
+		return validateSecureADS(g)
+	}
 	var ads *clusterv3.Cluster
 	for _, c := range r.Clusters {
-		if c.GetName() == b.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() {
+		if c.GetName() == svcs[0].GetEnvoyGrpc().GetClusterName() {
 			ads = c
 		}
 	}

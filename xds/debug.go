@@ -3,6 +3,8 @@ package xds
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -37,6 +40,11 @@ type ConfigDump struct {
 
 // Debug serves the monitoring port: /healthz, /readyz, /metrics,
 // /debug/{nodes,config_dump,diagnostics} and, when enabled, /debug/pprof/.
+//
+// /healthz, /readyz and /metrics are open (kubelet probes and Prometheus;
+// the metrics carry counts by type, kind, severity and reason, never a
+// node, resource or client name). Everything under /debug/ is authorized
+// by Auth first: without Auth it is refused (403), never served open.
 type Debug struct {
 	Cache    *Cache
 	Gatherer prometheus.Gatherer
@@ -47,6 +55,20 @@ type Debug struct {
 	Diagnostics func() any
 	// Profiling serves Go's profiles on /debug/pprof/.
 	Profiling bool
+	// Auth authorizes every /debug/ request.
+	Auth DebugAuthorizer
+	// AuthMetrics counts refused requests (nil: unregistered metrics);
+	// Logger receives them, throttled (nil: discarded).
+	AuthMetrics *AuthMetrics
+	Logger      *slog.Logger
+}
+
+// DebugAuthorizer decides who may read the debug endpoints.
+type DebugAuthorizer interface {
+	// AuthorizeDebug returns who made the request when it may read the
+	// debug endpoints, or a *Refusal: Unauthenticated (answered 401),
+	// PermissionDenied (403) or Unavailable (503).
+	AuthorizeDebug(r *http.Request) (principal string, err error)
 }
 
 // Handler returns the HTTP handler.
@@ -67,23 +89,61 @@ func (d *Debug) Handler() http.Handler {
 	if d.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("GET /debug/nodes", func(w http.ResponseWriter, _ *http.Request) {
+	dbg := http.NewServeMux()
+	dbg.HandleFunc("GET /debug/nodes", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, d.Cache.Status())
 	})
-	mux.HandleFunc("GET /debug/config_dump", d.configDump)
+	dbg.HandleFunc("GET /debug/config_dump", d.configDump)
 	if d.Diagnostics != nil {
-		mux.HandleFunc("GET /debug/diagnostics", func(w http.ResponseWriter, _ *http.Request) {
+		dbg.HandleFunc("GET /debug/diagnostics", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, d.Diagnostics())
 		})
 	}
 	if d.Profiling {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		dbg.HandleFunc("GET /debug/pprof/", pprof.Index)
+		dbg.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		dbg.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		dbg.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		dbg.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	// Every path under /debug/, served or not, is authorized first: an
+	// unauthenticated client learns nothing, not even which exist.
+	mux.Handle("/debug/", d.authorize(dbg))
 	return mux
+}
+
+// authorize lets a request through to next only when Auth allows it.
+func (d *Debug) authorize(next http.Handler) http.Handler {
+	metrics := d.AuthMetrics
+	if metrics == nil {
+		metrics = NewAuthMetrics(nil)
+	}
+	log := newRefusalLog(d.Logger)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var principal string
+		err := error(Refuse(codes.PermissionDenied, ReasonForbidden, "the debug endpoints are disabled: this server has no authorizer"))
+		if d.Auth != nil {
+			principal, err = d.Auth.AuthorizeDebug(r)
+		}
+		if err != nil {
+			ref := asRefusal(err)
+			metrics.Refusals.WithLabelValues("debug", ref.Reason).Inc()
+			client, _, _ := net.SplitHostPort(r.RemoteAddr)
+			log.refused("debug", client, principal, ref)
+			code := http.StatusServiceUnavailable
+			switch ref.Code {
+			case codes.Unauthenticated:
+				// RFC 9110: a 401 names the scheme to use.
+				w.Header().Set("WWW-Authenticate", `Bearer realm="nodemesh-controller"`)
+				code = http.StatusUnauthorized
+			case codes.PermissionDenied:
+				code = http.StatusForbidden
+			}
+			http.Error(w, ref.Message, code)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -21,7 +21,20 @@ import (
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getWith(t, url, xdstest.DebugToken())
+}
+
+// getWith sends token as the bearer token ("" sends none).
+func getWith(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +55,7 @@ func TestDebugEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	notReady := errors.New("API server unreachable")
-	srv := httptest.NewServer((&xds.Debug{Cache: cache, Gatherer: reg, Ready: func() error { return notReady }}).Handler())
+	srv := httptest.NewServer((&xds.Debug{Cache: cache, Gatherer: reg, Ready: func() error { return notReady }, Auth: xdstest.DebugAuth}).Handler())
 	defer srv.Close()
 
 	if code, body := get(t, srv.URL+"/healthz"); code != 200 {
@@ -92,5 +105,67 @@ func TestDebugEndpoints(t *testing.T) {
 	code, body = get(t, srv.URL+"/debug/nodes")
 	if code != 200 || !strings.Contains(body, `"node": "node-1"`) {
 		t.Errorf("/debug/nodes: %d %s", code, body)
+	}
+}
+
+// TestDebugEndpointsAuthorized: everything under /debug/ — served or not —
+// needs credentials the authorizer accepts (401 without, 403 when they do
+// not allow it), and a Debug without an authorizer serves none of it;
+// /healthz, /readyz and /metrics stay open (probes, Prometheus), and
+// refusals are counted by reason without client data in the metrics.
+func TestDebugEndpointsAuthorized(t *testing.T) {
+	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(80))
+	cache := xds.NewCache(nil, nil)
+	if err := cache.Push(generation(t, 1, b.Bag()).ForNode("secret-node-1", xds.EnvoyNode), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	am := xds.NewAuthMetrics(reg)
+	open := httptest.NewServer((&xds.Debug{Cache: cache, Gatherer: reg, Auth: xdstest.DebugAuth, AuthMetrics: am, Profiling: true}).Handler())
+	defer open.Close()
+	none := httptest.NewServer((&xds.Debug{Cache: cache, Gatherer: reg}).Handler())
+	defer none.Close()
+
+	for name, tc := range map[string]struct {
+		url, token string
+		code       int
+	}{
+		"config_dump, no token":           {open.URL + "/debug/config_dump?node=secret-node-1", "", 401},
+		"config_dump, garbage token":      {open.URL + "/debug/config_dump?node=secret-node-1", "garbage", 401},
+		"config_dump, expired token":      {open.URL + "/debug/config_dump?node=secret-node-1", xdstest.ExpiredToken("xdstest-debug"), 401},
+		"config_dump, a node's token":     {open.URL + "/debug/config_dump?node=secret-node-1", xdstest.Token("secret-node-1"), 403},
+		"config_dump, debug token":        {open.URL + "/debug/config_dump?node=secret-node-1", xdstest.DebugToken(), 200},
+		"nodes, no token":                 {open.URL + "/debug/nodes", "", 401},
+		"pprof, no token":                 {open.URL + "/debug/pprof/", "", 401},
+		"unknown debug path, no token":    {open.URL + "/debug/nothing-here", "", 401},
+		"unknown debug path, debug token": {open.URL + "/debug/nothing-here", xdstest.DebugToken(), 404},
+		"no authorizer, debug token":      {none.URL + "/debug/config_dump?node=secret-node-1", xdstest.DebugToken(), 403},
+		"no authorizer, nodes":            {none.URL + "/debug/nodes", xdstest.DebugToken(), 403},
+		"healthz, no token":               {open.URL + "/healthz", "", 200},
+		"readyz, no token":                {open.URL + "/readyz", "", 200},
+		"metrics, no token":               {open.URL + "/metrics", "", 200},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, body := getWith(t, tc.url, tc.token)
+			if code != tc.code {
+				t.Errorf("%d, want %d: %.200s", code, tc.code, body)
+			}
+			if code >= 400 && (strings.Contains(body, "virtualOutbound") || strings.Contains(body, "outbound|")) {
+				t.Errorf("a refusal tells the node's configuration: %.200s", body)
+			}
+		})
+	}
+	_, metrics := getWith(t, open.URL+"/metrics", "")
+	for _, want := range []string{
+		`nodemesh_auth_refusals_total{endpoint="debug",reason="no-token"} 4`,
+		`nodemesh_auth_refusals_total{endpoint="debug",reason="bad-token"} 2`,
+		`nodemesh_auth_refusals_total{endpoint="debug",reason="forbidden"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(metrics, "secret-node-1") || strings.Contains(metrics, "xdstest") {
+		t.Error("/metrics names a node or a client")
 	}
 }

@@ -10,6 +10,13 @@
 // for delta xDS, and NACK safety — a node that rejects a configuration is put
 // back on the last one it accepted and is not sent the rejected content again.
 //
+// Server serves it over ADS to authenticated clients only: every stream's
+// bearer token goes through an Authenticator before the handler runs, and
+// the node of every request it receives is checked against what that
+// client may be served (auth.go); Debug authorizes /debug/ the same way.
+// The Kubernetes implementations (TokenReview, SubjectAccessReview) are in
+// xds/kubeauth, the serving certificate in xds/servingcert.
+//
 // The watch → translate → push loop that feeds it from a live cluster is in
 // xds/watch. This package imports translate and go-control-plane, never
 // client-go.

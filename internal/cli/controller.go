@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodemesh/nodemesh/internal/clibase"
+	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/istio"
 	"github.com/nodemesh/nodemesh/xds"
@@ -72,6 +73,17 @@ type controllerOptions struct {
 	logFormat         string
 	profiling         bool
 	shutdownGrace     time.Duration
+
+	namespace         string
+	service           string
+	nodeProxyAccounts []string
+	caSecret          string
+	caBundle          string
+	tlsCertFile       string
+	tlsKeyFile        string
+	tlsCAFile         string
+	insecurePlaintext bool
+	maxConnectionAge  time.Duration
 }
 
 func newControllerRunCommand(streams IO) *cobra.Command {
@@ -97,10 +109,16 @@ Monitoring port:
   /healthz                 the process is up
   /readyz                  caches synced and the API server reachable (while it is
                            not, the last snapshots keep being served)
-  /metrics                 Prometheus metrics
+  /metrics                 Prometheus metrics (counts; no node, resource or client names)
   /debug/nodes             every node's versions: sent, acknowledged, rejected
   /debug/config_dump?node= what a node is served ('nodemesh proxy-config' reads it)
   /debug/diagnostics       the current translation diagnostics
+/healthz, /readyz and /metrics are open. Everything under /debug/ needs a token of
+audience ` + meshauth.DebugAudience + ` (header ` + meshauth.DebugTokenHeader + `, which survives the API
+server's service proxy, or "Authorization: Bearer") whose user may get
+services/proxy on Service --controller-service: 401 without one, 403 otherwise.
+
+` + securityFlagsHelp + `
 
 Memory: in a container with a memory limit (cgroup v2), the Go heap gets a soft
 limit of 90% of it, unless GOMEMLIMIT is set.`,
@@ -122,7 +140,17 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
-	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/)")
+	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/, authenticated like /debug/)")
+	f.StringVar(&o.namespace, "namespace", defaultNamespace(), "the controller's namespace: its CA Secret, CA bundle ConfigMap, Service and the node proxies' ServiceAccount (default $POD_NAMESPACE, else nodemesh-system)")
+	f.StringVar(&o.service, "controller-service", meshauth.ControllerService, "the controller's Service: its certificate's names, and what a debug client must be allowed to proxy to")
+	f.StringSliceVar(&o.nodeProxyAccounts, "node-proxy-service-account", []string{meshauth.NodeProxyServiceAccount}, "ServiceAccounts (in --namespace) whose pods are served as the node they run on")
+	f.StringVar(&o.caSecret, "xds-ca-secret", meshauth.CASecret, "Secret (in --namespace) keeping the controller's CA")
+	f.StringVar(&o.caBundle, "xds-ca-bundle", meshauth.CABundleConfigMap, "ConfigMap (in --namespace) the CA certificate is published in")
+	f.StringVar(&o.tlsCertFile, "xds-tls-cert-file", "", "serve xDS with this certificate (PEM) instead of one from the controller's CA")
+	f.StringVar(&o.tlsKeyFile, "xds-tls-key-file", "", "the key of --xds-tls-cert-file")
+	f.StringVar(&o.tlsCAFile, "xds-tls-ca-file", "", "the CA bundle clients verify --xds-tls-cert-file with (published in --xds-ca-bundle)")
+	f.BoolVar(&o.insecurePlaintext, "xds-insecure-plaintext", false, "INSECURE: serve xDS without TLS (local development only; tokens cross the network in the clear)")
+	f.DurationVar(&o.maxConnectionAge, "xds-max-connection-age", 30*time.Minute, "close xDS connections after this long so clients re-authenticate (0: never)")
 	return cmd
 }
 
@@ -169,13 +197,28 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 		xdsListener.Close()
 		return fmt.Errorf("monitoring server: %w", err)
 	}
-	srv := xds.NewServer(ctx, cache)
+	sec, err := o.security(ctx, kube, log)
+	if err != nil {
+		xdsListener.Close()
+		monListener.Close()
+		return err
+	}
+	authMetrics := xds.NewAuthMetrics(reg)
+	srv, err := xds.NewServer(ctx, cache, xds.ServerOptions{Auth: sec.xdsAuth, TLS: sec.tls, MaxConnectionAge: o.maxConnectionAge, Logger: log, Metrics: authMetrics})
+	if err != nil {
+		xdsListener.Close()
+		monListener.Close()
+		return err
+	}
+	if sec.publisher != nil {
+		go sec.publisher.Run(ctx)
+	}
 	debug := &xds.Debug{Cache: cache, Gatherer: reg, Ready: ctl.Ready, Diagnostics: func() any {
 		if g := ctl.Generation(); g != nil {
 			return g.Diagnostics()
 		}
 		return []any{}
-	}, Profiling: o.profiling}
+	}, Profiling: o.profiling, Auth: sec.debugAuth, AuthMetrics: authMetrics, Logger: log}
 	mon := &http.Server{Handler: debug.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Serve(xdsListener) }()
@@ -184,7 +227,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 			errs <- err
 		}
 	}()
-	log.Info("nodemesh-controller starting", "version", Version, "xds", xdsListener.Addr().String(), "monitoring", monListener.Addr().String())
+	log.Info("nodemesh-controller starting", "version", Version, "xds", xdsListener.Addr().String(), "xds-tls", sec.tls != nil, "monitoring", monListener.Addr().String())
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- ctl.Run(ctx) }()
@@ -211,6 +254,10 @@ type bootstrapOptions struct {
 	delta      bool
 	output     string
 	file       string
+	tokenFile  string
+	caFile     string
+	serverName string
+	insecure   bool
 }
 
 func newBootstrapCommand(streams IO) *cobra.Command {
@@ -223,11 +270,23 @@ func newBootstrapCommand(streams IO) *cobra.Command {
 on 127.0.0.1:15000 only, and Prometheus stats (/stats/prometheus) on port 15090, as
 Istio's proxies have them. The result is validated before it is written.
 
+The controller serves xDS over TLS to authenticated clients: Envoy verifies the
+controller's certificate with the CA bundle --ca-file (for --server-name, by default
+the host of --controller) and sends the projected ServiceAccount token --token-file
+(audience nodemesh-xds) as "authorization: Bearer" on every stream, read from the
+file each time (Google gRPC with the file_based_metadata call credentials), so the
+kubelet's renewals are picked up. The node Envoy DaemonSet mounts both there.
+--insecure-plaintext writes a bootstrap without TLS, for a controller run with
+--xds-insecure-plaintext (local development only); the token of --token-file is
+read then and written into the bootstrap (rewrite it when the token expires).
+
 The node DaemonSet runs it in an init container with the node name from the
 downward API:
   nodemesh-controller bootstrap --node "$NODE_NAME" --output-file /etc/envoy/bootstrap.yaml`,
 		Example: `  nodemesh-controller bootstrap --node node-1
-  nodemesh-controller bootstrap --node node-1 --controller 10.96.0.15:15010 -o json`,
+  nodemesh-controller bootstrap --node node-1 --controller 10.96.0.15:15010 \
+      --server-name nodemesh-controller.nodemesh-system.svc -o json
+  nodemesh-controller bootstrap --node node-1 --controller 127.0.0.1:15010 --insecure-plaintext --token-file ./token`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if o.node == "" {
@@ -236,7 +295,19 @@ downward API:
 			if o.output != "yaml" && o.output != "json" {
 				return UsageError("-o %q: want yaml or json", o.output)
 			}
-			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: o.node, Controller: o.controller, AdminPort: o.adminPort, StatsPort: o.statsPort, Delta: o.delta})
+			bo := xds.BootstrapOptions{Node: o.node, Controller: o.controller, AdminPort: o.adminPort, StatsPort: o.statsPort, Delta: o.delta,
+				TokenFile: o.tokenFile, CAFile: o.caFile, ServerName: o.serverName, Insecure: o.insecure}
+			if o.insecure {
+				// Envoy's own gRPC client sends fixed metadata: the token is
+				// read now and frozen into the bootstrap.
+				tok, err := os.ReadFile(o.tokenFile)
+				if err != nil {
+					return UsageError("--insecure-plaintext: the controller still authenticates Envoy: %v (give --token-file, e.g. from 'kubectl create token %s -n NAMESPACE --audience %s --bound-object-kind Pod --bound-object-name POD')",
+						err, meshauth.NodeProxyServiceAccount, meshauth.XDSAudience)
+				}
+				bo.TokenFile, bo.CAFile, bo.StaticToken = "", "", strings.TrimSpace(string(tok))
+			}
+			b, err := xds.Bootstrap(bo)
 			if err != nil {
 				return UsageError("%v", err)
 			}
@@ -263,6 +334,10 @@ downward API:
 	f.BoolVar(&o.delta, "delta", true, "use incremental (delta) xDS")
 	f.StringVarP(&o.output, "output", "o", "yaml", "yaml or json")
 	f.StringVar(&o.file, "output-file", "", "write to this file instead of stdout")
+	f.StringVar(&o.tokenFile, "token-file", xds.DefaultTokenFile, "the projected ServiceAccount token Envoy sends to the controller (audience "+meshauth.XDSAudience+")")
+	f.StringVar(&o.caFile, "ca-file", xds.DefaultCAFile, "the CA bundle Envoy verifies the controller with (ConfigMap "+meshauth.CABundleConfigMap+")")
+	f.StringVar(&o.serverName, "server-name", "", "the name the controller's certificate is verified for (default: the host of --controller)")
+	f.BoolVar(&o.insecure, "insecure-plaintext", false, "INSECURE: no TLS, the token frozen into the bootstrap, for a controller run with --xds-insecure-plaintext (local development only)")
 	return cmd
 }
 

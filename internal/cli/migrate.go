@@ -255,11 +255,9 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 				Client: client, Dynamic: dyn, Progress: streams.Out, RolloutTimeout: o.timeout,
 				ControllerNamespace: o.controllerNS, Force: o.force, DryRun: o.dryRun,
 			}
-			if o.controller != "" {
-				m.Routes = &migration.DebugRoutes{URL: o.controller}
-			} else {
-				m.Routes = &migration.DebugRoutes{Client: client, Namespace: o.controllerNS}
-			}
+			// The debug token is requested with the user's credentials,
+			// also when the controller is reached directly.
+			m.Routes = &migration.DebugRoutes{URL: o.controller, Client: client, Namespace: o.controllerNS}
 			if !rollback && o.probe {
 				m.Probe = &migration.PodProbe{Client: client, Image: o.probeImage, Timeout: o.probeTimeout, ClusterDomain: ir.DefaultClusterDomain}
 			}

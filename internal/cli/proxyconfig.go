@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -21,19 +19,23 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/internal/debugclient"
+	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/xds"
 )
 
 type proxyConfigOptions struct {
-	kube       KubeFlags
-	node       string
-	output     string
-	controller string
-	namespace  string
-	service    string
-	timeout    time.Duration
+	kube           KubeFlags
+	node           string
+	output         string
+	controller     string
+	namespace      string
+	service        string
+	serviceAccount string
+	token          string
+	timeout        time.Duration
 }
 
 // proxyConfigKinds are the arguments of proxy-config and the sections they show.
@@ -58,6 +60,16 @@ The controller is reached through the Kubernetes API server's service proxy
 (Service --controller-service in --controller-namespace, port 15014), with the
 usual --kubeconfig and --context, or directly with --controller URL (for
 example after 'kubectl port-forward').
+
+The controller's debug endpoints need a token: proxy-config requests a
+10-minute token of ServiceAccount --debug-service-account (nodemesh-debug, which
+may do nothing but read them) with the TokenRequest API and sends it along (the
+API server's proxy does not forward your own credentials). You need create on
+serviceaccounts/token for that account, which the chart's Role
+nodemesh-debug-client grants together with get services/proxy:
+  kubectl -n nodemesh-system create rolebinding me-debug \
+    --role nodemesh-debug-client --user me@example.com
+--token sends a token you have instead (audience nodemesh-debug).
 
 Output formats:
   summary  tables (default)
@@ -105,49 +117,34 @@ know the node, 2 for wrong arguments.`,
 	f.StringVarP(&o.output, "output", "o", "summary", "summary, json or yaml")
 	f.StringVar(&o.controller, "controller", "", "the controller's monitoring URL (default: through the API server's service proxy)")
 	f.StringVar(&o.namespace, "controller-namespace", "nodemesh-system", "the controller's namespace")
-	f.StringVar(&o.service, "controller-service", "nodemesh-controller", "the controller's Service")
+	f.StringVar(&o.service, "controller-service", meshauth.ControllerService, "the controller's Service")
+	f.StringVar(&o.serviceAccount, "debug-service-account", meshauth.DebugServiceAccount, "the ServiceAccount (in --controller-namespace) to request a debug token for")
+	f.StringVar(&o.token, "token", "", "a token of audience "+meshauth.DebugAudience+" to send instead of requesting one")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the controller")
 	return cmd
 }
 
 // fetch gets the node's config dump, directly or through the API server.
 func (o *proxyConfigOptions) fetch(ctx context.Context) ([]byte, error) {
-	if o.controller != "" {
-		u := strings.TrimRight(o.controller, "/") + "/debug/config_dump?node=" + url.QueryEscape(o.node)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	c := &debugclient.Client{URL: o.controller, Namespace: o.namespace, Service: o.service, ServiceAccount: o.serviceAccount, Token: o.token}
+	if o.token == "" || o.controller == "" {
+		cfg, err := o.kube.RestConfig()
 		if err != nil {
+			return nil, fmt.Errorf("kubeconfig: %w", err)
+		}
+		if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
+	}
+	body, err := c.Get(ctx, "debug/config_dump", url.Values{"node": {o.node}})
+	if err != nil {
+		if errors.Is(err, debugclient.ErrToken) {
+			return nil, err
+		}
+		if o.controller != "" {
 			return nil, fmt.Errorf("controller: %w", err)
 		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("controller: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-		}
-		return body, nil
-	}
-	cfg, err := o.kube.RestConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	res := kube.CoreV1().Services(o.namespace).ProxyGet("http", o.service, fmt.Sprint(xds.DefaultMonitoringPort), "debug/config_dump", map[string]string{"node": o.node})
-	body, err := res.DoRaw(ctx)
-	if err != nil {
-		msg := strings.TrimSpace(string(body))
-		if msg == "" {
-			msg = err.Error()
-		}
-		return nil, fmt.Errorf("controller (service %s/%s through the API server): %s", o.namespace, o.service, msg)
+		return nil, fmt.Errorf("controller (service %s/%s through the API server): %w", o.namespace, o.service, err)
 	}
 	return body, nil
 }

@@ -16,7 +16,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/envoy"
@@ -83,18 +82,28 @@ func wildcard(typeURL string) bool {
 }
 
 // NewADSClient connects to addr as node (node.Id names it) over state of
-// the world (delta false) or delta xDS. reject may be nil (ACK everything).
-// It runs until ctx ends.
+// the world (delta false) or delta xDS, with the test token of that node
+// over TLS (a server of Serve). reject may be nil (ACK everything). It runs
+// until ctx ends.
 func NewADSClient(ctx context.Context, addr string, node *corev3.Node, delta bool, reject func(typeURL string, resources map[string]*anypb.Any) string) (*ADSClient, error) {
-	// Envoy's gRPC client (envoy_grpc) has no message size limit by
-	// default; grpc-go's is 4 MiB, which one response of a large mesh
-	// exceeds.
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	conn, err := Dial(addr, DialOptions(Token(node.GetId()))...)
 	if err != nil {
 		return nil, err
 	}
 	return newADSClient(ctx, conn, node, delta, reject, false), nil
+}
+
+// NewADSClientConn is NewADSClient on a connection the caller dialled
+// (other credentials); the client closes it.
+func NewADSClientConn(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, delta bool, reject func(typeURL string, resources map[string]*anypb.Any) string) *ADSClient {
+	return newADSClient(ctx, conn, node, delta, reject, false)
+}
+
+// Dial connects to an xDS server with opts (DialOptions) and without a
+// message size limit: Envoy's gRPC client (envoy_grpc) has none by
+// default; grpc-go's is 4 MiB, which one response of a large mesh exceeds.
+func Dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))...)
 }
 
 // NewLightADSClient is a delta or state-of-the-world ADS client like
@@ -102,8 +111,7 @@ func NewADSClient(ctx context.Context, addr string, node *corev3.Node, delta boo
 // (TypeState.Resources hold empty Anys): a hundred simulated nodes of a
 // large mesh in one benchmark process.
 func NewLightADSClient(ctx context.Context, addr string, node *corev3.Node, delta bool) (*ADSClient, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	conn, err := Dial(addr, DialOptions(Token(node.GetId()))...)
 	if err != nil {
 		return nil, err
 	}

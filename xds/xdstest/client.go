@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -29,13 +31,17 @@ type GRPCClient struct {
 }
 
 // Bootstrap is the gRPC xDS bootstrap for a node of the given ID talking to
-// the control plane at addr (plaintext). The node metadata marks it a
-// proxyless gRPC client (GENERATOR=grpc, as Istio's agent does).
-func Bootstrap(addr, nodeID string) []byte {
+// the control plane at addr over TLS verified with the CA in caFile,
+// authenticated by the JWT in tokenFile — gRFC A65 channel credentials and
+// A97 call credentials, what a proxyless application's bootstrap has in a
+// cluster (README). The node metadata marks it a proxyless gRPC client
+// (GENERATOR=grpc, as Istio's agent does).
+func Bootstrap(addr, nodeID, caFile, tokenFile string) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      addr,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"channel_creds":   []any{map[string]any{"type": "tls", "config": map[string]any{"ca_certificate_file": caFile}}},
+			"call_creds":      []any{map[string]any{"type": "jwt_token_file", "config": map[string]any{"jwt_token_file": tokenFile}}},
 			"server_features": []string{"xds_v3"},
 		}},
 		"node": map[string]any{
@@ -47,10 +53,25 @@ func Bootstrap(addr, nodeID string) []byte {
 }
 
 // NewGRPCClient makes a client with its own xDS client (its own ADS stream,
-// node ID nodeID) to the control plane at addr.
+// node ID nodeID) to a control plane of Serve at addr, with the test CA
+// and the node's test token.
 func NewGRPCClient(t testing.TB, addr, nodeID string) *GRPCClient {
 	t.Helper()
-	r, err := xds.NewXDSResolverWithConfigForTesting(Bootstrap(addr, nodeID))
+	dir := t.TempDir()
+	ca, tok := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "token")
+	if err := os.WriteFile(ca, CAPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tok, []byte(Token(nodeID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return NewGRPCClientWith(t, Bootstrap(addr, nodeID, ca, tok))
+}
+
+// NewGRPCClientWith makes a client whose xDS client reads bootstrap.
+func NewGRPCClientWith(t testing.TB, bootstrap []byte) *GRPCClient {
+	t.Helper()
+	r, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
 	if err != nil {
 		t.Fatalf("xDS resolver: %v", err)
 	}

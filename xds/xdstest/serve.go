@@ -11,7 +11,9 @@ import (
 )
 
 // Serve serves a cache over ADS on a loopback port until the test ends and
-// returns the address.
+// returns the address. The server authenticates as the controller's does,
+// with test credentials (auth.go): TLS with the test CA, a test token per
+// stream.
 func Serve(t testing.TB, c *xds.Cache) string {
 	t.Helper()
 	addr, stop := ServeAt(t, c, "127.0.0.1:0")
@@ -19,9 +21,18 @@ func Serve(t testing.TB, c *xds.Cache) string {
 	return addr
 }
 
-// ServeAt serves a cache over ADS at addr; stop (idempotent) stops the
-// server, closing open streams after a short grace period.
+// ServeAt serves a cache over ADS at addr with test credentials; stop
+// (idempotent) stops the server, closing open streams after a short grace
+// period.
 func ServeAt(t testing.TB, c *xds.Cache, addr string) (string, func()) {
+	t.Helper()
+	host, _, _ := net.SplitHostPort(addr)
+	return ServeWith(t, c, addr, xds.ServerOptions{Auth: Auth, TLS: ServerTLS(t, host)})
+}
+
+// ServeWith serves a cache over ADS at addr with the given options (the
+// controller's authenticator and TLS, in tests against an API server).
+func ServeWith(t testing.TB, c *xds.Cache, addr string, o xds.ServerOptions) (string, func()) {
 	t.Helper()
 	var l net.Listener
 	var err error
@@ -36,7 +47,12 @@ func ServeAt(t testing.TB, c *xds.Cache, addr string) (string, func()) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := xds.NewServer(ctx, c)
+	srv, err := xds.NewServer(ctx, c, o)
+	if err != nil {
+		cancel()
+		l.Close()
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	var once sync.Once

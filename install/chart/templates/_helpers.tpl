@@ -7,6 +7,12 @@ chart is installed once per cluster.
 {{- define "nodemesh.agent" -}}nodemesh-agent{{- end -}}
 {{- define "nodemesh.envoy" -}}nodemesh-envoy{{- end -}}
 
+{{/* The controller's authentication objects (internal/meshauth names them for the code). */}}
+{{- define "nodemesh.debug" -}}nodemesh-debug{{- end -}}
+{{- define "nodemesh.caSecret" -}}nodemesh-controller-ca{{- end -}}
+{{- define "nodemesh.caBundle" -}}nodemesh-ca-root-cert{{- end -}}
+{{- define "nodemesh.xdsAudience" -}}nodemesh-xds{{- end -}}
+
 {{/* Labels on every object; "component" is controller, agent or envoy. */}}
 {{- define "nodemesh.labels" -}}
 app.kubernetes.io/name: nodemesh-{{ .component }}
@@ -32,7 +38,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- if $registry -}}{{ printf "%s/%s:%s" $registry .image.repository $tag }}{{- else -}}{{ printf "%s:%s" .image.repository $tag }}{{- end -}}
 {{- end -}}
 
-{{/* The controller's xDS address as node Envoys dial it. */}}
+{{/* The controller's xDS address as node Envoys dial it (its host is the name the controller's certificate is verified for). */}}
 {{- define "nodemesh.xdsAddress" -}}
 {{ include "nodemesh.controller" . }}.{{ .Release.Namespace }}.svc:15010
 {{- end -}}
