@@ -15,7 +15,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nodemesh/nodemesh/internal/meshgen"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -119,7 +118,8 @@ func BenchmarkNodeChurn(b *testing.B) {
 	c := xds.NewCache(nil, nil)
 	c.Provider = func(n *corev3.Node) *xds.Config { return g.ForNode(n.GetId(), xds.KindOf(n)) }
 	addr := xdstest.Serve(b, c)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// TLS; each stream presents its own node's token.
+	conn, err := xdstest.Dial(addr, xdstest.DialOptions("")...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -133,8 +133,9 @@ func BenchmarkNodeChurn(b *testing.B) {
 		node := &corev3.Node{Id: fmt.Sprintf("churn-%d-%s", n, pad)}
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		creds := grpc.PerRPCCredentials(xdstest.Bearer(xdstest.Token(node.GetId())))
 		if n%2 == 0 {
-			s, err := ads.DeltaAggregatedResources(sctx)
+			s, err := ads.DeltaAggregatedResources(sctx, creds)
 			if err == nil {
 				err = s.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
 			}
@@ -146,7 +147,7 @@ func BenchmarkNodeChurn(b *testing.B) {
 			}
 			return
 		}
-		s, err := ads.StreamAggregatedResources(sctx)
+		s, err := ads.StreamAggregatedResources(sctx, creds)
 		if err == nil {
 			err = s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
 		}

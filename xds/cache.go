@@ -98,14 +98,18 @@ type typeState struct {
 	changed time.Time
 }
 
-// nodeState is a node's configuration and the streams open for it. It is
-// forgotten when its last stream closes; the controller pushes the nodes of
-// the cluster again at its next push, and a node that connects before gets
-// its configuration from the Provider.
+// nodeState is a node's configuration and the streams open for it. When its
+// last stream closes, all it keeps is the configuration of a node Envoy the
+// controller pushed (a node of the cluster, until the controller forgets
+// it); anything else — a node only a connection brought (its configuration
+// came from the Provider), a gRPC client — is forgotten, so that clients
+// that come and go leave nothing behind.
 type nodeState struct {
 	kind    NodeKind
 	config  *Config
 	current *cachev3.Snapshot
+	// pushed is set by Push (not by a Provider's answer).
+	pushed bool
 	// history holds the versions of each type a stream of the node holds or
 	// may be served or asked about: the current one, the ones streams
 	// accepted, the ones sent and not answered yet.
@@ -185,10 +189,12 @@ func (c *Cache) push(cfg *Config, changed time.Time, initial bool) error {
 	if st.config != nil && st.kind == cfg.Kind && sameVersions(st.config.Snapshot, cfg.Snapshot) {
 		// Nothing changed for this node: keep what it is served.
 		st.config = cfg
+		st.pushed = st.pushed || !initial
 		c.mu.Unlock()
 		return nil
 	}
 	st.kind, st.config = cfg.Kind, cfg
+	st.pushed = st.pushed || !initial
 	snap := &cachev3.Snapshot{Resources: cfg.Snapshot.Resources, VersionMap: cfg.Snapshot.VersionMap}
 	for i, typeURL := range typeURLs {
 		v := snap.Resources[i].Version

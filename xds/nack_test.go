@@ -14,7 +14,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -413,14 +412,26 @@ func waitGone(t *testing.T, s *served, node string) {
 	}
 }
 
+// anyNode authenticates every stream and lets it claim any node: the
+// cache's own limits are tested behind it (the server's authenticator
+// refuses most of these earlier; the cache does not rely on it).
+type anyNode struct{}
+
+func (anyNode) Authenticate(context.Context, string) (xds.Principal, error) { return anyNode{}, nil }
+func (anyNode) AuthorizeNode(*corev3.Node) error                             { return nil }
+func (anyNode) String() string                                               { return "any node" }
+
 // TestNodeLimits: what a client sends as its node is bounded, a stream
 // keeps the node it opened with, and a node is forgotten when its last
 // stream goes.
 func TestNodeLimits(t *testing.T) {
 	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(140))
-	s := serveGenerations(t, generation(t, 1, b.Bag()))
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(8<<20)))
+	g := generation(t, 1, b.Bag())
+	cache := xds.NewCache(nil, nil)
+	cache.Provider = func(n *corev3.Node) *xds.Config { return g.ForNode(n.GetId(), xds.KindOf(n)) }
+	addr, stop := xdstest.ServeWith(t, cache, "127.0.0.1:0", xds.ServerOptions{Auth: anyNode{}, TLS: xdstest.ServerTLS(t, "127.0.0.1")})
+	t.Cleanup(stop)
+	conn, err := xdstest.Dial(addr, append(xdstest.DialOptions("any"), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(8<<20)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,49 +442,33 @@ func TestNodeLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name  string
-		nodes []*corev3.Node
-		want  string
+		name string
+		node *corev3.Node
+		want string
 	}{
-		{"no node", []*corev3.Node{nil}, "must carry a node"},
-		{"3 MB node ID", []*corev3.Node{{Id: strings.Repeat("n", 3<<20)}}, "node ID of 3145728 bytes"},
-		{"node ID over the limit", []*corev3.Node{{Id: strings.Repeat("n", xds.MaxNodeIDBytes+1)}}, "at most 1024"},
-		{"large metadata", []*corev3.Node{{Id: "node-1", Metadata: bigMeta}}, "node message of"},
-		{"node changed on the stream", []*corev3.Node{{Id: "node-1"}, {Id: "node-2"}}, `cannot change its node ID`},
+		{"3 MB node ID", &corev3.Node{Id: strings.Repeat("n", 3<<20)}, "node ID of 3145728 bytes"},
+		{"node ID over the limit", &corev3.Node{Id: strings.Repeat("n", xds.MaxNodeIDBytes+1)}, "at most 1024"},
+		{"large metadata", &corev3.Node{Id: "node-1", Metadata: bigMeta}, "node message of"},
 	} {
 		for _, m := range modes {
 			t.Run(tc.name+", "+m.name, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				var send func(*corev3.Node, string) error
-				var recv func() error
-				if m.delta {
-					st, err := ads.DeltaAggregatedResources(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					send = func(n *corev3.Node, typ string) error {
-						return st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: n, TypeUrl: typ})
-					}
-					recv = func() error { _, err := st.Recv(); return err }
-				} else {
-					st, err := ads.StreamAggregatedResources(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					send = func(n *corev3.Node, typ string) error {
-						return st.Send(&discoveryv3.DiscoveryRequest{Node: n, TypeUrl: typ})
-					}
-					recv = func() error { _, err := st.Recv(); return err }
-				}
-				for i, n := range tc.nodes {
-					if err := send(n, []string{resourcev3.ClusterType, resourcev3.ListenerType}[i]); err != nil {
-						t.Fatal(err)
-					}
-				}
 				var err error
-				for err == nil {
-					err = recv() // the first node's clusters, then the refusal
+				if m.delta {
+					var st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+					if st, err = ads.DeltaAggregatedResources(ctx); err == nil {
+						if err = st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: tc.node, TypeUrl: resourcev3.ClusterType}); err == nil {
+							_, err = st.Recv()
+						}
+					}
+				} else {
+					var st discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+					if st, err = ads.StreamAggregatedResources(ctx); err == nil {
+						if err = st.Send(&discoveryv3.DiscoveryRequest{Node: tc.node, TypeUrl: resourcev3.ClusterType}); err == nil {
+							_, err = st.Recv()
+						}
+					}
 				}
 				if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
 					t.Errorf("stream ended with %v, want InvalidArgument: …%s…", err, tc.want)
@@ -481,11 +476,27 @@ func TestNodeLimits(t *testing.T) {
 			})
 		}
 	}
+	// The cache itself, whatever the server in front of it checks: a
+	// stream's first request names a node, and a stream keeps it.
+	if err := cache.OnStreamRequest(1000, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("first request without a node: %v, want InvalidArgument", err)
+	}
+	if err := cache.OnStreamDeltaRequest(1000, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("first delta request without a node: %v, want InvalidArgument", err)
+	}
+	if err := cache.OnStreamRequest(1001, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "node-1"}, TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	err = cache.OnStreamRequest(1001, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "node-2"}, TypeUrl: resourcev3.ListenerType})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "cannot change its node ID") {
+		t.Errorf("node changed on the stream: %v, want InvalidArgument", err)
+	}
+	cache.OnStreamClosed(1001, nil)
 	deadline := time.Now().Add(10 * time.Second)
-	for len(s.cache.Known()) > 0 && time.Now().Before(deadline) {
+	for len(cache.Known()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if k := s.cache.Known(); len(k) > 0 {
+	if k := cache.Known(); len(k) > 0 {
 		t.Errorf("%d nodes kept after their streams closed", len(k))
 	}
 }

@@ -276,9 +276,8 @@ func (c *Cache) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 	c.closeStream(streamID{true, id})
 }
 
-// closeStream forgets a stream, and its node when it was the node's last:
-// a client that connects and goes leaves nothing behind (nodes of the
-// cluster are pushed again by the controller).
+// closeStream forgets a stream, and its node when it was the node's last
+// and the node is not one the controller pushes (nodeState).
 func (c *Cache) closeStream(id streamID) {
 	c.mu.Lock()
 	s := c.streams[id]
@@ -297,7 +296,7 @@ func (c *Cache) closeStream(id streamID) {
 	}
 	if st := c.nodes[s.node]; st != nil {
 		delete(st.streams, id)
-		if len(st.streams) == 0 {
+		if len(st.streams) == 0 && !(st.pushed && st.kind == EnvoyNode) {
 			delete(c.nodes, s.node)
 		} else {
 			c.prune(st)
