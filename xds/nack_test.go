@@ -418,8 +418,8 @@ func waitGone(t *testing.T, s *served, node string) {
 type anyNode struct{}
 
 func (anyNode) Authenticate(context.Context, string) (xds.Principal, error) { return anyNode{}, nil }
-func (anyNode) AuthorizeNode(*corev3.Node) error                             { return nil }
-func (anyNode) String() string                                               { return "any node" }
+func (anyNode) AuthorizeNode(*corev3.Node) error                            { return nil }
+func (anyNode) String() string                                              { return "any node" }
 
 // TestNodeLimits: what a client sends as its node is bounded, a stream
 // keeps the node it opened with, and a node is forgotten when its last
