@@ -3,6 +3,8 @@ package watch_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,12 +20,18 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/nodemesh/nodemesh/internal/kubetest"
+	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/internal/meshgen"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -119,13 +127,26 @@ func populate(b *testing.B, env *kubetest.Env, mesh *meshgen.Mesh) {
 // bootstrap configures them) and waits until each has every type.
 func connectNodes(b *testing.B, ctx context.Context, addr string) []*xdstest.ADSClient {
 	b.Helper()
-	n := benchNodes
-	if v, err := strconv.Atoi(os.Getenv("NODEMESH_BENCH_CLIENTS")); err == nil && v > 0 && v < n {
-		n = v // fewer simulated nodes connect (the memory benchmark at 10,000 Services)
+	return connectNodesWith(b, ctx, func(i int) (*xdstest.ADSClient, error) {
+		return xdstest.NewLightADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true)
+	})
+}
+
+// benchClients is how many simulated nodes connect.
+func benchClients() int {
+	if v, err := strconv.Atoi(os.Getenv("NODEMESH_BENCH_CLIENTS")); err == nil && v > 0 && v < benchNodes {
+		return v // fewer simulated nodes connect (the memory benchmark at 10,000 Services)
 	}
-	clients := make([]*xdstest.ADSClient, n)
+	return benchNodes
+}
+
+// connectNodesWith connects node-0… with dial and waits until each has
+// accepted everything.
+func connectNodesWith(b *testing.B, ctx context.Context, dial func(i int) (*xdstest.ADSClient, error)) []*xdstest.ADSClient {
+	b.Helper()
+	clients := make([]*xdstest.ADSClient, benchClients())
 	for i := range clients {
-		c, err := xdstest.NewLightADSClient(ctx, addr, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true)
+		c, err := dial(i)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -319,8 +340,10 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 	defer cancel()
 	xdsPort, monPort := freePort(b), freePort(b)
 	mon := fmt.Sprintf("http://127.0.0.1:%d", monPort)
+	// The controller's namespace: its CA, and the node proxies' accounts.
+	ns := env.Namespace(b, "nodemesh-bench", nil)
 	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", env.Kubeconfig, "--log-level", "warn", "--profiling",
-		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--monitoring-address", fmt.Sprintf("127.0.0.1:%d", monPort))
+		"--namespace", ns, "--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--monitoring-address", fmt.Sprintf("127.0.0.1:%d", monPort))
 	cmd.Stderr = os.Stderr
 	if l := os.Getenv("NODEMESH_BENCH_GOMEMLIMIT"); l != "" {
 		// The controller under a soft memory limit, as the chart runs it.
@@ -346,7 +369,18 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	connectNodes(b, ctx, fmt.Sprintf("127.0.0.1:%d", xdsPort))
+	// The simulated node Envoys authenticate as real ones do: TLS verified
+	// with the CA the controller published, each with a token bound to a
+	// node proxy pod on its node.
+	access := nodeProxyAccess(b, ctx, env, ns, benchClients())
+	connectNodesWith(b, ctx, func(i int) (*xdstest.ADSClient, error) {
+		conn, err := xdstest.Dial(fmt.Sprintf("127.0.0.1:%d", xdsPort),
+			grpc.WithTransportCredentials(credentials.NewTLS(access.tls)), grpc.WithPerRPCCredentials(xdstest.Bearer(access.tokens[i])))
+		if err != nil {
+			return nil, err
+		}
+		return xdstest.NewLightADSClientConn(ctx, conn, &corev3.Node{Id: "node-" + strconv.Itoa(i)}, true), nil
+	})
 	// Resident memory once it has settled: the runtime returns what the
 	// initial sync used to the OS gradually (under a soft limit, within
 	// seconds), so one early sample says more about the moment than about
@@ -364,7 +398,20 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 	m := memFigures{rss: rss, anon: procStatusMB(b, cmd.Process.Pid, "RssAnon"), peak: procStatusMB(b, cmd.Process.Pid, "VmHWM")}
 	// A heap profile taken after a collection (left for go tool pprof),
 	// then the heap that collection left: what is live.
-	if prof, err := http.Get(mon + "/debug/pprof/heap?gc=1"); err == nil {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, mon+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set(meshauth.DebugTokenHeader, access.debugToken)
+	prof, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if prof.StatusCode != http.StatusOK {
+		// The debug endpoints are authorized (the token above): a refusal
+		// here is a defect.
+		b.Fatalf("heap profile: %s", prof.Status)
+	} else {
 		out := filepath.Join("..", "..", "_output")
 		_ = os.MkdirAll(out, 0o755)
 		if f, err := os.Create(filepath.Join(out, fmt.Sprintf("controller-heap-%d.pprof", services))); err == nil {
@@ -390,6 +437,84 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 		}
 	}
 	return m
+}
+
+// controllerAccess is what clients of a controller process present: the
+// TLS configuration that verifies it with the CA it published, a token
+// bound to a node proxy pod per node, and a debug token.
+type controllerAccess struct {
+	tls        *tls.Config
+	tokens     []string
+	debugToken string
+}
+
+// nodeProxyAccess creates, in the controller's namespace ns, what the chart
+// and the kubelet give node Envoys and debug clients: ServiceAccount
+// nodemesh-envoy with a pod on each of the first n nodes and a projected
+// token (audience nodemesh-xds) bound to each; ServiceAccount
+// nodemesh-debug allowed to get services/proxy on the controller, and a
+// token of it (audience nodemesh-debug).
+func nodeProxyAccess(b *testing.B, ctx context.Context, env *kubetest.Env, ns string, n int) controllerAccess {
+	b.Helper()
+	core := env.Client.CoreV1()
+	for _, sa := range []string{meshauth.NodeProxyServiceAccount, meshauth.DebugServiceAccount} {
+		if _, err := core.ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rbac := env.Client.RbacV1()
+	if _, err := rbac.Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "bench-debug"}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"services/proxy"}, ResourceNames: []string{meshauth.ControllerService}, Verbs: []string{"get"},
+	}}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := rbac.RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bench-debug"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "bench-debug"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: meshauth.DebugServiceAccount, Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	token := func(sa, audience string, pod *corev1.Pod) string {
+		req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](3600)}}
+		if pod != nil {
+			req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+		}
+		tr, err := core.ServiceAccounts(ns).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	a := controllerAccess{debugToken: token(meshauth.DebugServiceAccount, meshauth.DebugAudience, nil)}
+	for i := range n {
+		pod, err := core.Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "nodemesh-envoy-" + strconv.Itoa(i)},
+			Spec: corev1.PodSpec{NodeName: "node-" + strconv.Itoa(i), ServiceAccountName: meshauth.NodeProxyServiceAccount,
+				AutomountServiceAccountToken: ptr.To(false), Containers: []corev1.Container{{Name: "envoy", Image: "envoyproxy/envoy"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a.tokens = append(a.tokens, token(meshauth.NodeProxyServiceAccount, meshauth.XDSAudience, pod))
+	}
+	var bundle string
+	for bundle == "" {
+		if cm, err := core.ConfigMaps(ns).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{}); err == nil {
+			bundle = cm.Data[meshauth.CABundleKey]
+		}
+		if bundle == "" {
+			if ctx.Err() != nil {
+				b.Fatal("the controller never published its CA bundle")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(bundle)) {
+		b.Fatal("the published CA bundle holds no certificate")
+	}
+	a.tls = &tls.Config{RootCAs: pool, ServerName: meshauth.ControllerService + "." + ns + ".svc", MinVersion: tls.VersionTLS12}
+	return a
 }
 
 func procStatusMB(b *testing.B, pid int, field string) float64 {

@@ -106,6 +106,12 @@ func Dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))...)
 }
 
+// NewLightADSClientConn is NewLightADSClient on a connection of the
+// caller's (credentials of its own: a real controller's CA and tokens).
+func NewLightADSClientConn(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node, delta bool) *ADSClient {
+	return newADSClient(ctx, conn, node, delta, nil, true)
+}
+
 // NewLightADSClient is a delta or state-of-the-world ADS client like
 // NewADSClient that keeps only the names and versions of what it accepts
 // (TypeState.Resources hold empty Anys): a hundred simulated nodes of a
