@@ -1,14 +1,10 @@
 package xds_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,7 +62,7 @@ var envoyNode, grpcNode = xdstest.EnvoyNode, xdstest.GRPCNode
 func TestXDSRefusesUnauthenticatedClients(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	am := xds.NewAuthMetrics(reg)
-	var logs syncBuffer
+	var logs xdstest.SyncBuffer
 	cache := twoNodes(t)
 	addr, stop := xdstest.ServeWith(t, cache, "127.0.0.1:0", xds.ServerOptions{
 		Auth: xdstest.Auth, TLS: xdstest.ServerTLS(t, "127.0.0.1"), Metrics: am,
@@ -106,27 +102,13 @@ func TestXDSRefusesUnauthenticatedClients(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				s := openADS(t, ctx, addr, delta, xdstest.DialOptions(tc.token)...)
-				if err := s.RequestClusters(tc.first); err != nil && !errors.Is(err, io.EOF) {
-					t.Fatal(err)
-				}
-				var got []string
-				if tc.later != nil {
-					names, err := s.Next()
-					if err != nil {
-						t.Fatalf("the client's own configuration: %v", err)
-					}
-					got = append(got, names...)
-					if err := s.RequestClusters(tc.later); err != nil && !errors.Is(err, io.EOF) {
-						t.Fatal(err)
-					}
-				}
+				var end func()
 				if tc.code == codes.OK {
 					// No refusal: the stream stays open (a further response
 					// would only come with a change); end it.
-					cancel()
+					end = cancel
 				}
-				rest, err := s.Drain()
-				got = append(got, rest...)
+				got, err := s.Attempt(tc.first, tc.later, end)
 				want := tc.code
 				if tc.code == codes.OK {
 					want = codes.Canceled
@@ -174,7 +156,7 @@ func TestXDSRefusesUnauthenticatedClients(t *testing.T) {
 // credentials a hundred times is logged once; every attempt is counted.
 func TestXDSRefusalsAreThrottledInTheLog(t *testing.T) {
 	am := xds.NewAuthMetrics(nil)
-	var logs syncBuffer
+	var logs xdstest.SyncBuffer
 	addr, stop := xdstest.ServeWith(t, twoNodes(t), "127.0.0.1:0", xds.ServerOptions{
 		Auth: xdstest.Auth, TLS: xdstest.ServerTLS(t, "127.0.0.1"), Metrics: am, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
@@ -268,21 +250,4 @@ func TestXDSClientsOverTLS(t *testing.T) {
 	if names, err := ok.Next(); err != nil || !slices.Equal(names, []string{"only-node-a"}) {
 		t.Fatalf("client with the right CA: %v, %v", names, err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -46,12 +46,23 @@ func routeVersions(c *xdstest.ADSClient, delta bool) string {
 	return fmt.Sprint(s.Versions)
 }
 
+// bookinfoServed serves the first of bookinfoSteps (backends on loopback
+// addresses from first) with a minute for the test.
+func bookinfoServed(t *testing.T, first int) (context.Context, *xdstest.Bookinfo, []*xds.Generation, *served) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(first))
+	steps := bookinfoSteps(t, b)
+	return ctx, b, steps, serveGenerations(t, steps[0])
+}
+
 // bookinfoSteps are generations that differ in their route configurations
 // only: each has content of its own.
 func bookinfoSteps(t *testing.T, b *xdstest.Bookinfo) []*xds.Generation {
 	t.Helper()
 	var out []*xds.Generation
-	for i, vs := range []string{"", xdstest.ReviewsAllV3, reviewsWeighted(50)} {
+	for i, vs := range []string{"", xdstest.ReviewsAllV3, xdstest.ReviewsWeighted(50)} {
 		bag := b.Bag()
 		if vs != "" {
 			bag = withVS(b.Objects, "reviews", b.VirtualService(t, vs))
@@ -77,11 +88,7 @@ func bookinfoSteps(t *testing.T, b *xdstest.Bookinfo) []*xds.Generation {
 func TestSpoofedNACKCannotPinAnotherStream(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(100))
-			steps := bookinfoSteps(t, b)
-			s := serveGenerations(t, steps[0])
+			ctx, _, steps, s := bookinfoServed(t, 100)
 			var slow atomic.Bool
 			real, err := xdstest.NewADSClient(ctx, s.addr, &corev3.Node{Id: "node-1"}, m.delta, func(typeURL string, _ map[string]*anypb.Any) string {
 				if typeURL == resourcev3.RouteType && slow.Load() {
@@ -152,11 +159,7 @@ func TestSpoofedNACKCannotPinAnotherStream(t *testing.T) {
 func TestRejectedContentNeverResent(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(110))
-			steps := bookinfoSteps(t, b)
-			s := serveGenerations(t, steps[0])
+			ctx, b, steps, s := bookinfoServed(t, 110)
 			// While rejecting, the node refuses route configurations other
 			// than the ones it holds (as an Envoy refuses new content, and
 			// takes its own back).
@@ -225,7 +228,7 @@ func sameResources(a, b map[string]*anypb.Any) bool {
 // moved (a generation of its own with the same routes).
 func endpointsMoved(t *testing.T, b *xdstest.Bookinfo, i int) *xds.Generation {
 	t.Helper()
-	vs := []string{xdstest.ReviewsAllV3, reviewsWeighted(50)}[i]
+	vs := []string{xdstest.ReviewsAllV3, xdstest.ReviewsWeighted(50)}[i]
 	bag := withVS(b.Objects, "reviews", b.VirtualService(t, vs))
 	moveRatings(bag)
 	return generation(t, int64(10+i), bag)
@@ -344,11 +347,7 @@ func TestNACKEverythingIsBounded(t *testing.T) {
 		for _, overlap := range []bool{false, true} {
 			name := m.name + map[bool]string{false: ", predecessor gone", true: ", predecessor still connected"}[overlap]
 			t.Run(name, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(130))
-				steps := bookinfoSteps(t, b)
-				s := serveGenerations(t, steps[0])
+				ctx, _, steps, s := bookinfoServed(t, 130)
 				old, err := xdstest.NewADSClient(ctx, s.addr, &corev3.Node{Id: "node-1"}, m.delta, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -535,11 +534,7 @@ func TestNodeForgottenWhenStreamsClose(t *testing.T) {
 // most once per interval per stream and type, counted in between, and its
 // text is bounded and escaped.
 func TestNACKReportsAreBounded(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(160))
-	steps := bookinfoSteps(t, b)
-	s := serveGenerations(t, steps[0])
+	ctx, b, _, s := bookinfoServed(t, 160)
 	var reports atomic.Int64
 	var last atomic.Pointer[xds.NACK]
 	s.cache.OnNACK = func(n xds.NACK) {
@@ -563,7 +558,7 @@ func TestNACKReportsAreBounded(t *testing.T) {
 	// Every push of new content is rejected once; only the first is
 	// reported within the interval.
 	for i := range 6 {
-		s.push(t, generation(t, int64(20+i), withVS(b.Objects, "reviews", b.VirtualService(t, reviewsWeighted(10+i)))), "node-1")
+		s.push(t, generation(t, int64(20+i), withVS(b.Objects, "reviews", b.VirtualService(t, xdstest.ReviewsWeighted(10+i)))), "node-1")
 		n := c.State(resourcev3.RouteType).NACKs
 		if err := c.Wait(ctx, func(st xdstest.States) bool { return st[resourcev3.RouteType].NACKs > n }); err != nil {
 			t.Fatal(err)
@@ -586,21 +581,4 @@ func TestNACKReportsAreBounded(t *testing.T) {
 	if len(n.Detail) > 520 {
 		t.Errorf("detail of %d bytes reported, want it bounded", len(n.Detail))
 	}
-}
-
-// reviewsWeighted splits reviews calls between v1 (weight) and v3.
-func reviewsWeighted(weight int) string {
-	return fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: {{.Namespace}}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {host: reviews, subset: v1}
-      weight: %d
-    - destination: {host: reviews, subset: v3}
-      weight: %d
-`, weight, 100-weight)
 }

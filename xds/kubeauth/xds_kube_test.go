@@ -2,8 +2,6 @@ package kubeauth_test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -124,22 +122,7 @@ func TestXDSAttacksRefused(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer s.Close()
-				if err := s.RequestClusters(tc.first); err != nil && !errors.Is(err, io.EOF) {
-					t.Fatal(err)
-				}
-				var got []string
-				if tc.later != nil {
-					names, err := s.Next()
-					if err != nil {
-						t.Fatalf("own configuration first: %v", err)
-					}
-					got = names
-					if err := s.RequestClusters(tc.later); err != nil && !errors.Is(err, io.EOF) {
-						t.Fatal(err)
-					}
-				}
-				rest, err := s.Drain()
-				got = append(got, rest...)
+				got, err := s.Attempt(tc.first, tc.later, nil)
 				for _, n := range got {
 					if n != tc.own {
 						t.Errorf("received %q", n)

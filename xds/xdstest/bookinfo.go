@@ -225,6 +225,23 @@ spec:
       weight: 20
 `
 
+// ReviewsWeighted splits reviews calls between v1 (weight) and v3.
+func ReviewsWeighted(weight int) string {
+	return fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: {{.Namespace}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: %d
+    - destination: {host: reviews, subset: v3}
+      weight: %d
+`, weight, 100-weight)
+}
+
 // ReviewsAllV3 sends every reviews call to v3.
 const ReviewsAllV3 = `
 apiVersion: networking.istio.io/v1

@@ -2,6 +2,9 @@ package xdstest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -100,6 +103,33 @@ func (s *RawADS) Drain() ([]string, error) {
 		}
 		all = append(all, names...)
 	}
+}
+
+// Attempt plays a client that asks for its clusters as first and, when
+// later is set, once more as later after the first response, then receives
+// until the stream ends (beforeDrain, if set, runs just before: a test
+// ends a stream that is not refused with it). It returns every resource
+// name received and the error the stream ended with.
+func (s *RawADS) Attempt(first, later *corev3.Node, beforeDrain func()) ([]string, error) {
+	if err := s.RequestClusters(first); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	var got []string
+	if later != nil {
+		names, err := s.Next()
+		if err != nil {
+			return nil, fmt.Errorf("the client's own configuration: %w", err)
+		}
+		got = names
+		if err := s.RequestClusters(later); err != nil && !errors.Is(err, io.EOF) {
+			return got, err
+		}
+	}
+	if beforeDrain != nil {
+		beforeDrain()
+	}
+	rest, err := s.Drain()
+	return append(got, rest...), err
 }
 
 // EnvoyNode is a node Envoy's node.
