@@ -3,7 +3,6 @@ package translate
 import (
 	"io"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -11,51 +10,52 @@ import (
 
 // Options tune a translation.
 type Options struct {
-	Istio istio.Options
-	// Node, when set, translates for that node: the default class plus a
-	// source class per group of the node's client pods (Pods with
-	// spec.nodeName in opted-in namespaces).
+	Istio IstioOptions
+	// Node, when set, makes Translate translate for that node: the default
+	// class plus a source class per group of the node's client pods (Pods
+	// with spec.nodeName in opted-in namespaces). A Generation serves every
+	// node and ignores it.
 	Node string
 }
+
+// IstioOptions are the options of Istio's semantics (cluster domain, root
+// namespace, per-proxy short names).
+type IstioOptions = istio.Options
 
 // Result is what a translation produced. XDS holds only valid resources;
 // Diagnostics say what was left out and why.
 type Result struct {
 	IR          *ir.Model
-	XDS         *envoy.Resources
+	XDS         *Resources
 	Diagnostics ir.Diagnostics
 }
 
 // HasErrors reports whether any diagnostic is an error.
 func (r *Result) HasErrors() bool { return r.Diagnostics.HasErrors() }
 
-// Translate runs Istio semantics and the Envoy back end over a bag of objects.
-// decodeDiags are diagnostics from reading the bag (they are merged in).
+// Translate translates a bag for the default class or, with opts.Node, for
+// one node — what `nodemesh translate` prints and the golden files hold. It
+// is a Generation's configuration of that node, assembled as the controller
+// assembles what it serves the node. decodeDiags are diagnostics from
+// reading the bag (they are merged in).
 func Translate(bag *input.Bag, decodeDiags ir.Diagnostics, opts Options) *Result {
-	p := istio.Prepare(bag, opts.Istio)
-	m := p.Base
-	if opts.Node != "" {
-		classes := p.NodeClasses(opts.Node)
-		m = p.Node(classes)
+	g, shared := New(bag, decodeDiags, opts)
+	if opts.Node == "" {
+		return &Result{IR: g.Model(), XDS: shared, Diagnostics: g.Diagnostics()}
 	}
-	diags := p.Diagnostics()
-	if opts.Node != "" && len(m.SourceClasses) == 1 {
+	np, r := g.ForNode(opts.Node, shared)
+	diags := g.Diagnostics()
+	if len(np.Classes) == 1 {
 		diags.Infof(ir.CodeSourceSelector, ir.ResourceRef{Kind: "Node", Name: opts.Node}, "",
 			"no client pod on this node: no Pod with spec.nodeName %q and an address, in a namespace labelled %s=%s, without an Istio sidecar; the node gets the default class only",
 			opts.Node, istio.DataplaneModeLabel, istio.DataplaneModeValue)
 	}
-	xds, xdiags := envoy.Build(m)
-	diags = append(diags, xdiags...)
-	if bag != nil {
-		bag.Locate(diags)
-	}
-	all := append(append(ir.Diagnostics{}, decodeDiags...), diags...)
-	return &Result{IR: m, XDS: xds, Diagnostics: all.Sort()}
+	return &Result{IR: np.Model(), XDS: r, Diagnostics: diags.Sort()}
 }
 
 // Load reads manifests from files, directories and "-" (stdin). The error is
 // for paths that cannot be read at all; problems inside files are diagnostics.
-func Load(paths []string, stdin io.Reader, defaultNamespace string) (*input.Bag, ir.Diagnostics, error) {
+func Load(paths []string, stdin io.Reader, defaultNamespace string) (*Bag, ir.Diagnostics, error) {
 	l := input.NewLoader(defaultNamespace)
 	for _, p := range paths {
 		var err error
@@ -69,4 +69,12 @@ func Load(paths []string, stdin io.Reader, defaultNamespace string) (*input.Bag,
 		}
 	}
 	return l.Bag(), l.Diagnostics(), nil
+}
+
+// LoadBytes reads a (multi-document) YAML or JSON stream under a display
+// name.
+func LoadBytes(name string, data []byte, defaultNamespace string) (*Bag, ir.Diagnostics) {
+	l := input.NewLoader(defaultNamespace)
+	l.LoadBytes(name, data)
+	return l.Bag(), l.Diagnostics()
 }

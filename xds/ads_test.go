@@ -16,8 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
-	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -174,7 +173,7 @@ func TestEnvoyNodeADS(t *testing.T) {
 					}
 				}
 			})
-			if wantRoutes := slices.Sorted(slices.Values(envoy.RouteConfigNames(l))); !slices.Equal(routes, wantRoutes) {
+			if wantRoutes := slices.Sorted(slices.Values(translate.RouteConfigNames(l))); !slices.Equal(routes, wantRoutes) {
 				t.Errorf("route configurations: got %v, want those the listener names %v", routes, wantRoutes)
 			}
 			if n, want := len(c.State(resourcev3.ClusterType).Resources), len(resourcesOf(t, want1).Clusters); n != want {
@@ -311,7 +310,7 @@ func TestEnvoyNodeADS(t *testing.T) {
 }
 
 // moveRatings changes the ratings EndpointSlice's endpoint address.
-func moveRatings(bag *input.Bag) {
+func moveRatings(bag *translate.Bag) {
 	for i, es := range bag.EndpointSlices {
 		if es.Labels[discoveryv1.LabelServiceName] != "ratings" {
 			continue
@@ -323,7 +322,7 @@ func moveRatings(bag *input.Bag) {
 }
 
 // resourcesOf decodes a configuration's resources.
-func resourcesOf(t testing.TB, cfg *xds.Config) *envoy.Resources {
+func resourcesOf(t testing.TB, cfg *xds.Config) *translate.Resources {
 	t.Helper()
 	r, err := cfg.Resources()
 	if err != nil {

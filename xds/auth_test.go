@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -34,7 +34,7 @@ func twoNodes(t *testing.T) *xds.Cache {
 			Name: "only-" + n, ConnectTimeout: durationpb.New(time.Second),
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		}
-		if err := cache.Push(xds.NewConfig(n, xds.EnvoyNode, envoy.Resources{Clusters: []*clusterv3.Cluster{c}}), time.Now()); err != nil {
+		if err := cache.Push(xds.NewConfig(n, xds.EnvoyNode, translate.Resources{Clusters: []*clusterv3.Cluster{c}}), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nodemesh/nodemesh/internal/meshgen"
-	"github.com/nodemesh/nodemesh/translate/istio"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -34,7 +34,7 @@ func BenchmarkGeneration(b *testing.B) {
 	bag := benchMesh(1000).Bag()
 	b.ReportAllocs()
 	for b.Loop() {
-		g := xds.NewGeneration(1, time.Now(), bag, nil, istio.Options{})
+		g := xds.NewGeneration(1, time.Now(), bag, nil, translate.Options{})
 		for i := range 100 {
 			g.ForNode("node-"+strconv.Itoa(i), xds.EnvoyNode)
 		}
@@ -54,7 +54,7 @@ func BenchmarkGenerationMemory(b *testing.B) {
 				var before, after runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&before)
-				g := xds.NewGeneration(1, time.Now(), bag, nil, istio.Options{})
+				g := xds.NewGeneration(1, time.Now(), bag, nil, translate.Options{})
 				cfgs := make([]*xds.Config, 0, 100)
 				for i := range 100 {
 					cfgs = append(cfgs, g.ForNode("node-"+strconv.Itoa(i), xds.EnvoyNode))
@@ -74,7 +74,7 @@ func BenchmarkGenerationMemory(b *testing.B) {
 // holding a 1,000-Service generation and receive everything.
 func BenchmarkInitialSync(b *testing.B) {
 	bag := benchMesh(1000).Bag()
-	g := xds.NewGeneration(1, time.Now(), bag, nil, istio.Options{})
+	g := xds.NewGeneration(1, time.Now(), bag, nil, translate.Options{})
 	for b.Loop() {
 		b.StopTimer()
 		cache := xds.NewCache(nil, nil)
@@ -114,7 +114,7 @@ func BenchmarkInitialSync(b *testing.B) {
 func BenchmarkNodeChurn(b *testing.B) {
 	const cycles = 20000
 	bk := xdstest.NewBookinfo(b, "bookinfo", xdstest.Loopback(170))
-	g := xds.NewGeneration(1, time.Now(), bk.Bag(), nil, istio.Options{})
+	g := xds.NewGeneration(1, time.Now(), bk.Bag(), nil, translate.Options{})
 	c := xds.NewCache(nil, nil)
 	c.Provider = func(n *corev3.Node) *xds.Config { return g.ForNode(n.GetId(), xds.KindOf(n)) }
 	addr := xdstest.Serve(b, c)

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate"
 )
 
 // Names in the node Envoy's bootstrap.
@@ -282,7 +282,7 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 	if err := b.ValidateAll(); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	r := &envoy.Resources{Listeners: b.GetStaticResources().GetListeners(), Clusters: b.GetStaticResources().GetClusters()}
+	r := &translate.Resources{Listeners: b.GetStaticResources().GetListeners(), Clusters: b.GetStaticResources().GetClusters()}
 	// Inline route configurations are validated as route configurations.
 	for _, l := range r.Listeners {
 		for _, fc := range l.GetFilterChains() {
@@ -294,7 +294,7 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 			}
 		}
 	}
-	if problems := envoy.Validate(r); len(problems) > 0 {
+	if problems := translate.Validate(r); len(problems) > 0 {
 		return fmt.Errorf("bootstrap: %s", problems[0])
 	}
 	svcs := b.GetDynamicResources().GetAdsConfig().GetGrpcServices()

@@ -2,9 +2,13 @@
 // gRPC clients over ADS (state of the world and delta).
 //
 // A Generation is the configuration of every node computed from one state of
-// the cluster: the default class's resources are built and validated once and
-// shared; each node adds its own listener and the route configurations of its
-// source classes. Cache wraps go-control-plane's snapshot cache with what the
+// the cluster, as served. The translation — the default class, each node's
+// source classes, its listener and class route configurations, endpoint-only
+// recomputation, the gRPC clients' view, diagnostics — is the translator's
+// (translate.Generation); this package keeps its results encoded once
+// (wire.go) in resource sets shared by every node with the same content,
+// with content-digest versions, and assembles each node's snapshot from
+// them. Cache wraps go-control-plane's snapshot cache with what the
 // snapshot cache lacks: content-hash versions (an unchanged resource keeps its
 // version across generations and controller restarts), per-resource versions
 // for delta xDS, and NACK safety — a node that rejects a configuration is put
@@ -18,6 +22,7 @@
 // xds/kubeauth, the serving certificate in xds/servingcert.
 //
 // The watch → translate → push loop that feeds it from a live cluster is in
-// xds/watch. This package imports translate and go-control-plane, never
-// client-go.
+// xds/watch. This package (and every package under it) imports the
+// translator only through its facade, translate, and translate/ir; it
+// imports go-control-plane, never client-go (xds/watch and xds/kubeauth do).
 package xds

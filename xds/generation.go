@@ -3,7 +3,6 @@ package xds
 import (
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,10 +14,8 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
-	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/ir"
-	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 // NodeKind says what consumes a node's configuration.
@@ -40,8 +37,11 @@ func (k NodeKind) String() string {
 }
 
 // Generation is the configuration of every node computed from one state of
-// the cluster. Building it translates and validates the shared part once;
-// ForNode adds what one node needs. It is safe for concurrent use.
+// the cluster, as it is served: the translator's generation
+// (translate.Generation) computes it, this keeps it encoded — the default
+// class's resources once, shared by every node; each node's listener and
+// class route configurations once per distinct set of source classes, shared
+// by the nodes with that set. It is safe for concurrent use.
 type Generation struct {
 	// ID increases with every generation of a controller.
 	ID int64
@@ -49,14 +49,9 @@ type Generation struct {
 	// push latency is measured from it.
 	Changed time.Time
 
-	mu       sync.Mutex
-	bag      *input.Bag
-	prepared *istio.Prepared
-	refs     *envoy.Refs
-	// decodeDiags and buildDiags are the input's and the shared
-	// configuration's; partDiags those of parts built since (class route
-	// configurations, node listeners, the gRPC view).
-	decodeDiags, buildDiags, partDiags ir.Diagnostics
+	t *translate.Generation
+
+	mu sync.Mutex
 	// The shared configuration (the default class), encoded: a generation
 	// keeps no messages (see wire).
 	listeners, clusters, endpoints, routes *resourceSet
@@ -66,6 +61,9 @@ type Generation struct {
 	// source classes they serve (nodes with the same classes share them).
 	nodeParts map[string]*nodePart
 	grpc      *Config
+	// serveDiags are problems of serving, not of translation (an encoding
+	// that does not decode).
+	serveDiags ir.Diagnostics
 }
 
 // nodePart is what depends on a node's source classes.
@@ -74,22 +72,21 @@ type nodePart struct {
 	listenerSet, routeSet *resourceSet
 }
 
-// NewGeneration translates a Bag for every node.
-func NewGeneration(id int64, changed time.Time, bag *input.Bag, decodeDiags ir.Diagnostics, opts istio.Options) *Generation {
-	p := istio.Prepare(bag, opts)
-	base, xdiags := envoy.Build(p.Base)
-	g := &Generation{
-		ID: id, Changed: changed, bag: bag, prepared: p, refs: envoy.RefsOf(base),
-		classRoutes: encodeSet[types.Resource](nil), nodeParts: map[string]*nodePart{},
-		decodeDiags: decodeDiags, buildDiags: xdiags,
-	}
+// NewGeneration translates a Bag for every node. decodeDiags are the
+// diagnostics of reading it.
+func NewGeneration(id int64, changed time.Time, bag *translate.Bag, decodeDiags ir.Diagnostics, opts translate.Options) *Generation {
+	t, shared := translate.New(bag, decodeDiags, opts)
 	// The model's clusters, endpoints and route configurations are kept
 	// only as encodings from here on.
-	p.Compact()
-	g.listeners = encodeSet(base.Listeners)
-	g.clusters = encodeSet(base.Clusters)
-	g.endpoints = encodeSet(base.Endpoints)
-	g.routes = encodeSet(base.Routes)
+	t.Compact()
+	g := &Generation{
+		ID: id, Changed: changed, t: t,
+		classRoutes: encodeSet[types.Resource](nil), nodeParts: map[string]*nodePart{},
+	}
+	g.listeners = encodeSet(shared.Listeners)
+	g.clusters = encodeSet(shared.Clusters)
+	g.endpoints = encodeSet(shared.Endpoints)
+	g.routes = encodeSet(shared.Routes)
 	return g
 }
 
@@ -98,30 +95,21 @@ func NewGeneration(id int64, changed time.Time, bag *input.Bag, decodeDiags ir.D
 // are "namespace/name"): only those Services' assignments are recomputed,
 // built, validated and encoded; clusters, route configurations, node
 // listeners and class routing are g's. It returns nil when the shortcut does
-// not apply (see istio.Prepared.WithEndpoints): use NewGeneration.
-func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, services []string) *Generation {
+// not apply (see translate.Generation.WithEndpoints): use NewGeneration.
+func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *translate.Bag, services []string) *Generation {
+	// Under g's lock, so that the node parts taken along and the
+	// diagnostics of building them (in g.t) are of the same moment.
 	g.mu.Lock()
-	p, ces, ok := g.prepared.WithEndpoints(bag, services)
-	g.mu.Unlock()
+	t, replaced, ok := g.t.WithEndpoints(bag, services)
 	if !ok {
+		g.mu.Unlock()
 		return nil
 	}
-	part, diags := envoy.BuildPart(&ir.Model{Endpoints: ces}, g.refs)
-	var replaced []*endpointv3.ClusterLoadAssignment
-	for _, cla := range part.Endpoints {
-		if _, ok := g.endpoints.items[cla.GetClusterName()]; ok {
-			replaced = append(replaced, cla)
-		}
-	}
 	n := &Generation{
-		ID: id, Changed: changed, bag: bag, prepared: p, refs: g.refs,
-		decodeDiags: g.decodeDiags, listeners: g.listeners, clusters: g.clusters, routes: g.routes,
+		ID: id, Changed: changed, t: t,
+		listeners: g.listeners, clusters: g.clusters, routes: g.routes,
+		classRoutes: g.classRoutes, nodeParts: maps.Clone(g.nodeParts), serveDiags: slices.Clone(g.serveDiags),
 	}
-	g.mu.Lock()
-	n.buildDiags = append(slices.Clone(g.buildDiags), diags...)
-	n.partDiags = slices.Clone(g.partDiags)
-	n.classRoutes = g.classRoutes
-	n.nodeParts = maps.Clone(g.nodeParts)
 	g.mu.Unlock()
 	n.endpoints = with(g.endpoints, replaced)
 	return n
@@ -130,11 +118,13 @@ func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *input.Bag, 
 // Diagnostics are the findings of the translation: of the input, the
 // default class and every class and node part computed since.
 func (g *Generation) Diagnostics() ir.Diagnostics {
+	out := g.t.Diagnostics()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := slices.Concat(g.decodeDiags, g.prepared.Diagnostics(), g.buildDiags, g.partDiags)
-	g.bag.Locate(out)
-	return out.Sort()
+	if len(g.serveDiags) == 0 {
+		return out
+	}
+	return append(out, g.serveDiags...).Sort()
 }
 
 // Config is what one node is served.
@@ -160,12 +150,12 @@ func (c *Config) Version(typeURL string) string { return c.Snapshot.GetVersion(t
 
 // Resources decodes the snapshot's resources (for debugging and tests),
 // each type sorted by name.
-func (c *Config) Resources() (*envoy.Resources, error) {
+func (c *Config) Resources() (*translate.Resources, error) {
 	return snapshotResources(c.Snapshot)
 }
 
-func snapshotResources(s *cachev3.Snapshot) (*envoy.Resources, error) {
-	r := &envoy.Resources{}
+func snapshotResources(s *cachev3.Snapshot) (*translate.Resources, error) {
+	r := &translate.Resources{}
 	for typeURL, add := range map[string]func(types.Resource){
 		resourcev3.ListenerType: func(m types.Resource) { r.Listeners = append(r.Listeners, m.(*listenerv3.Listener)) },
 		resourcev3.RouteType:    func(m types.Resource) { r.Routes = append(r.Routes, m.(*routev3.RouteConfiguration)) },
@@ -199,87 +189,51 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	return c
 }
 
-// classesKey identifies what a node's listener and routes depend on: its
-// classes and their pods' addresses.
-func classesKey(classes []*istio.Class) string {
-	var b strings.Builder
-	for _, c := range classes {
-		b.WriteString(c.Name)
-		b.WriteByte('=')
-		b.WriteString(strings.Join(c.SourcePrefixes, ","))
-		b.WriteByte(';')
-	}
-	return b.String()
-}
-
 // nodePart computes (or finds) the listener and route configurations of a
 // node.
 func (g *Generation) nodePart(node string) *nodePart {
+	nc := g.t.NodeClasses(node)
 	g.mu.Lock()
-	classes := g.prepared.NodeClasses(node)
-	key := classesKey(classes)
-	if np, ok := g.nodeParts[key]; ok {
+	if np, ok := g.nodeParts[nc.Key]; ok {
 		g.mu.Unlock()
 		return np
 	}
-	m := g.prepared.Node(classes)
-	var fresh []ir.RouteConfig
-	var own []string // the class route configurations of the node
-	for _, rc := range m.RouteConfigs {
-		if g.isBaseRoute(rc.Name) {
-			continue
-		}
-		own = append(own, rc.Name)
-		if _, ok := g.classRoutes.items[rc.Name]; !ok {
-			fresh = append(fresh, rc)
+	part := g.t.NodePart(nc)
+	var fresh []string
+	for _, n := range part.ClassRoutes {
+		if _, ok := g.classRoutes.items[n]; !ok {
+			fresh = append(fresh, n)
 		}
 	}
 	if len(fresh) > 0 {
-		built, diags := envoy.BuildPart(&ir.Model{RouteConfigs: fresh}, g.refs)
-		g.partDiags = append(g.partDiags, diags...)
 		// A new set: the previous one may be shared by a later generation
 		// (WithEndpoints).
-		g.classRoutes = with(g.classRoutes, built.Routes)
+		g.classRoutes = with(g.classRoutes, part.BuildRoutes(fresh))
 	}
 	classRoutes := g.classRoutes
 	g.mu.Unlock()
-	// The node's listener refers to the shared route configurations and to
-	// those of its classes.
-	refs := *g.refs
-	refs.Routes = make(map[string]bool, len(g.refs.Routes)+len(own))
-	for k := range g.refs.Routes {
-		refs.Routes[k] = true
+	// Listeners are most of a node's work: built outside the lock, so that
+	// nodes are computed in parallel.
+	listeners, uses := part.BuildListeners(func(n string) bool {
+		_, ok := classRoutes.items[n] // (one that failed to build is not there)
+		return ok
+	})
+	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(listeners), routeSet: g.routes}
+	// Serve exactly the route configurations the listener uses (see
+	// BuildListeners): the shared set when it is that.
+	used := make(map[string]bool, len(uses))
+	for _, n := range uses {
+		used[n] = true
 	}
-	for _, n := range own {
-		if _, ok := classRoutes.items[n]; ok {
-			refs.Routes[n] = true // (one that failed to build is not there)
-		}
-	}
-	part, diags := envoy.BuildPart(&ir.Model{Listeners: m.Listeners}, &refs)
-
-	np := &nodePart{classes: m.SourceClasses, listenerSet: encodeSet(part.Listeners), routeSet: g.routes}
-	// Serve exactly the route configurations the listener uses: Envoy asks
-	// for those, and in ADS mode a type is only answered when the request
-	// names all of its resources.
-	used := map[string]bool{}
-	for _, l := range part.Listeners {
-		for _, n := range envoy.RouteConfigNames(l) {
-			used[n] = true
-		}
-	}
-	if len(own) > 0 || !sameNames(g.routes, used) {
-		np.routeSet = subset(func(name string) bool {
-			_, base := g.routes.items[name]
-			return used[name] && (base || slices.Contains(own, name))
-		}, g.routes, classRoutes)
+	if len(part.ClassRoutes) > 0 || !sameNames(g.routes, used) {
+		np.routeSet = subset(func(name string) bool { return used[name] }, g.routes, classRoutes)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.partDiags = append(g.partDiags, diags...)
-	if have, ok := g.nodeParts[key]; ok {
+	if have, ok := g.nodeParts[nc.Key]; ok {
 		return have // computed meanwhile by another node with the same classes
 	}
-	g.nodeParts[key] = np
+	g.nodeParts[nc.Key] = np
 	return np
 }
 
@@ -298,7 +252,7 @@ func sameNames(s *resourceSet, names map[string]bool) bool {
 
 // NewConfig makes a node's configuration from resources directly (tests,
 // tools); versions are content hashes as for generations.
-func NewConfig(node string, kind NodeKind, r envoy.Resources) *Config {
+func NewConfig(node string, kind NodeKind, r translate.Resources) *Config {
 	return newConfig(node, kind, map[string]*resourceSet{
 		resourcev3.ListenerType: encodeSet(r.Listeners),
 		resourcev3.RouteType:    encodeSet(r.Routes),
@@ -306,8 +260,6 @@ func NewConfig(node string, kind NodeKind, r envoy.Resources) *Config {
 		resourcev3.EndpointType: encodeSet(r.Endpoints),
 	})
 }
-
-func (g *Generation) isBaseRoute(name string) bool { return g.prepared.IsBaseRoute(name) }
 
 // snapshot assembles a go-control-plane snapshot with per-type content
 // versions and a prebuilt per-resource version map (for delta xDS), so the
@@ -330,17 +282,6 @@ func snapshot(sets map[string]*resourceSet) *cachev3.Snapshot {
 		}
 	}
 	return s
-}
-
-// edsOnly keeps the clusters a gRPC client can use: EDS clusters.
-func edsOnly(cs []*clusterv3.Cluster) []*clusterv3.Cluster {
-	var out []*clusterv3.Cluster
-	for _, c := range cs {
-		if c.GetType() == clusterv3.Cluster_EDS {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // Size is the wire size and count of a type's resources.

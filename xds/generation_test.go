@@ -7,7 +7,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/nodemesh/nodemesh/internal/meshgen"
-	"github.com/nodemesh/nodemesh/translate/istio"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 )
 
@@ -17,7 +17,7 @@ import (
 // only in endpoints.
 func TestWithEndpointsMatchesFullTranslation(t *testing.T) {
 	mesh := meshgen.New(meshgen.Options{Services: 30, PodsPerService: 6, Nodes: 3, Namespaces: 3, OptIn: true, EndpointSlices: true})
-	g1 := xds.NewGeneration(1, time.Now(), mesh.Bag(), nil, istio.Options{})
+	g1 := xds.NewGeneration(1, time.Now(), mesh.Bag(), nil, translate.Options{})
 	nodes := []string{"node-0", "node-1", "node-2", "node-without-pods"}
 	before := map[string]*xds.Config{}
 	for _, n := range nodes {
@@ -34,7 +34,7 @@ func TestWithEndpointsMatchesFullTranslation(t *testing.T) {
 	if g2 == nil {
 		t.Fatal("endpoint-only change refused")
 	}
-	full := xds.NewGeneration(2, time.Now(), bag, nil, istio.Options{})
+	full := xds.NewGeneration(2, time.Now(), bag, nil, translate.Options{})
 	for _, n := range nodes {
 		inc, want := g2.ForNode(n, xds.EnvoyNode), full.ForNode(n, xds.EnvoyNode)
 		for _, typ := range allTypes {

@@ -15,16 +15,15 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
-	"github.com/nodemesh/nodemesh/translate/input"
-	"github.com/nodemesh/nodemesh/translate/istio"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
 
 // generation translates a bag, failing the test on any diagnostic.
-func generation(t *testing.T, id int64, bag *input.Bag) *xds.Generation {
+func generation(t *testing.T, id int64, bag *translate.Bag) *xds.Generation {
 	t.Helper()
-	g := xds.NewGeneration(id, time.Now(), bag, nil, istio.Options{})
+	g := xds.NewGeneration(id, time.Now(), bag, nil, translate.Options{})
 	if d := g.Diagnostics(); len(d) > 0 {
 		t.Fatalf("translation diagnostics:\n%v", d)
 	}
@@ -32,8 +31,8 @@ func generation(t *testing.T, id int64, bag *input.Bag) *xds.Generation {
 }
 
 // withVS replaces (or, with vs nil, removes) the VirtualService of that name.
-func withVS(objs []any, name string, vs *networkingv1.VirtualService) *input.Bag {
-	bag := &input.Bag{}
+func withVS(objs []any, name string, vs *networkingv1.VirtualService) *translate.Bag {
+	bag := &translate.Bag{}
 	for _, o := range objs {
 		if v, ok := o.(*networkingv1.VirtualService); ok && v.Name == name {
 			continue

@@ -17,7 +17,6 @@ import (
 
 	"github.com/nodemesh/nodemesh/internal/golden"
 	"github.com/nodemesh/nodemesh/translate"
-	"github.com/nodemesh/nodemesh/translate/istio"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -148,7 +147,7 @@ func TestProxyConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen := xds.NewGeneration(3, time.Now(), bag, diags, istio.Options{})
+	gen := xds.NewGeneration(3, time.Now(), bag, diags, translate.Options{})
 	cache := xds.NewCache(nil, nil)
 	if err := cache.Push(gen.ForNode("node-1", xds.EnvoyNode), time.Now()); err != nil {
 		t.Fatal(err)

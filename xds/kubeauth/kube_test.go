@@ -27,7 +27,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 	"github.com/nodemesh/nodemesh/internal/meshauth"
-	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
 	"github.com/nodemesh/nodemesh/xds/servingcert"
@@ -190,7 +190,7 @@ func (c *cluster) controller(t *testing.T, provider func(*corev3.Node) *xds.Conf
 	cache.Provider = provider
 	for _, n := range []string{c.nodeA, c.nodeB} {
 		cl := &clusterv3.Cluster{Name: "only-" + n, ConnectTimeout: durationpb.New(time.Second), ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
-		if err := cache.Push(xds.NewConfig(n, xds.EnvoyNode, envoy.Resources{Clusters: []*clusterv3.Cluster{cl}}), time.Now()); err != nil {
+		if err := cache.Push(xds.NewConfig(n, xds.EnvoyNode, translate.Resources{Clusters: []*clusterv3.Cluster{cl}}), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

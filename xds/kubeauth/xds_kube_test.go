@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodemesh/nodemesh/internal/meshauth"
-	"github.com/nodemesh/nodemesh/translate/istio"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
@@ -160,7 +160,7 @@ func TestProxylessClientServedAsItself(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	b := xdstest.NewBookinfo(t, "bookinfo", xdstest.Loopback(30))
-	gen := xds.NewGeneration(1, time.Now(), b.Bag(), nil, istio.Options{})
+	gen := xds.NewGeneration(1, time.Now(), b.Bag(), nil, translate.Options{})
 	ctl := c.controller(t, func(n *corev3.Node) *xds.Config { return gen.ForNode(n.GetId(), xds.KindOf(n)) })
 	id := kubeauth.ProxylessNodeID(c.appIP, appPod, c.wns, c.clusterDomain)
 	dir := t.TempDir()

@@ -1,6 +1,8 @@
 // Package watch is the controller's watch → translate → push loop: informers
-// on the cluster feed the translator (the same code path as `nodemesh
-// translate`), and every node gets its snapshot through xds.Cache.
+// on the cluster fill a translate.Bag — the same input `nodemesh translate`
+// reads from files — that xds.Generation translates through the translator's
+// facade, and every node gets its snapshot through xds.Cache. It imports the
+// translator only through translate and translate/ir.
 package watch
 
 import (
@@ -22,8 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/ir"
-	"github.com/nodemesh/nodemesh/translate/istio"
 	"github.com/nodemesh/nodemesh/xds"
 )
 
@@ -42,7 +44,7 @@ type Options struct {
 	Debounce, MaxDebounce time.Duration
 	// ProbeInterval is how often the API server's readiness is checked.
 	ProbeInterval time.Duration
-	Istio         istio.Options
+	Istio         translate.IstioOptions
 	Logger        *slog.Logger
 	Metrics       *xds.Metrics
 }
@@ -296,7 +298,7 @@ func (c *Controller) updateEndpoints(g *xds.Generation, ch change) *xds.Generati
 func (c *Controller) translate(ch change) *xds.Generation {
 	start := time.Now()
 	bag := c.src.bag()
-	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, c.opts.Istio)
+	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio})
 	c.opts.Metrics.Translations.WithLabelValues("full").Inc()
 	c.opts.Metrics.TranslationTime.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	sev := map[ir.Severity]float64{ir.SeverityError: 0, ir.SeverityWarning: 0, ir.SeverityInfo: 0}

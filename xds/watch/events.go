@@ -16,7 +16,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/xds"
 )
@@ -111,7 +111,7 @@ func (r *reporter) nack(n xds.NACK) {
 	seen := map[ir.ResourceRef]bool{}
 	var refs []ir.ResourceRef
 	for _, res := range blamed {
-		for _, ref := range envoy.Origins(res) {
+		for _, ref := range translate.Origins(res) {
 			if !seen[ref] {
 				seen[ref] = true
 				refs = append(refs, ref)

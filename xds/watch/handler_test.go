@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate"
 )
 
 // The initial lists are translated once, from the synced stores: their Add
@@ -74,7 +74,7 @@ func TestTransform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := pod.(*input.Pod)
+	p := pod.(*translate.Pod)
 	for what, pair := range map[string][2]string{
 		"namespace": {p.Namespace, got.Namespace}, "label value": {p.Labels["app"], got.Labels[discoveryv1.LabelServiceName]},
 		"node": {p.NodeName, *e.NodeName},

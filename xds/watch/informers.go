@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate"
 )
 
 // sources are the informers the controller reads the cluster through.
@@ -50,8 +50,8 @@ func (s *sources) all() []cache.SharedIndexInformer {
 }
 
 // bag lists every object into a translator input.
-func (s *sources) bag() *input.Bag {
-	b := &input.Bag{}
+func (s *sources) bag() *translate.Bag {
+	b := &translate.Bag{}
 	for _, inf := range []cache.SharedIndexInformer{s.services, s.slices, s.pods, s.namespaces, s.virtualServices, s.destinationRules, s.serviceEntries} {
 		for _, o := range inf.GetStore().List() {
 			b.Add(o)
@@ -103,7 +103,7 @@ func (s *sources) object(kind, namespace, name string) (any, bool) {
 // transform strips what the translator never reads before objects enter the
 // informer caches: managed fields and the last-applied annotation on every
 // object, all of a Node but its name and labels, and a Pod becomes an
-// input.Pod (what translation reads of it), an EndpointSlice keeps only
+// translate.Pod (what translation reads of it), an EndpointSlice keeps only
 // what endpoints are made of. Strings many objects repeat — namespaces,
 // label keys and values, node names — are interned. Pods are the bulk of a
 // cluster; this is most of the controller's memory.
@@ -123,7 +123,7 @@ func transform(obj any) (any, error) {
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		p := input.PodFrom(o)
+		p := translate.PodFrom(o)
 		p.NodeName = intern(p.NodeName)
 		return p, nil
 	case *discoveryv1.EndpointSlice:
@@ -221,8 +221,8 @@ func (s *sources) classify(oldObj, newObj any) (change, bool) {
 			svcs[o.Namespace+"/"+o.Labels[discoveryv1.LabelServiceName]] = true
 		}
 		return change{services: svcs, first: now, events: 1}, true
-	case *input.Pod:
-		o, _ := oldObj.(*input.Pod)
+	case *translate.Pod:
+		o, _ := oldObj.(*translate.Pod)
 		if o == nil {
 			return full, true
 		}

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate"
 )
 
 // ADSClient plays a node Envoy on an ADS stream: it subscribes to clusters
@@ -454,7 +454,7 @@ func (c *ADSClient) noteDeps(typeURL string, updated []string) {
 		case resourcev3.ListenerType:
 			l := &listenerv3.Listener{}
 			if a.UnmarshalTo(l) == nil {
-				s.deps[n] = envoy.RouteConfigNames(l)
+				s.deps[n] = translate.RouteConfigNames(l)
 			} else {
 				delete(s.deps, n)
 			}

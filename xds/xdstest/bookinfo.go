@@ -9,7 +9,7 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
-	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate"
 )
 
 // Bookinfo is the part of bookinfo that gRPC clients exercise — reviews
@@ -43,8 +43,8 @@ func (b *Bookinfo) Target(service string) string {
 }
 
 // Bag is the objects as translator input.
-func (b *Bookinfo) Bag() *input.Bag {
-	bag := &input.Bag{}
+func (b *Bookinfo) Bag() *translate.Bag {
+	bag := &translate.Bag{}
 	for _, o := range b.Objects {
 		bag.Add(o)
 	}
@@ -84,12 +84,11 @@ func (b *Bookinfo) decode(t testing.TB, manifest string) []any {
 	if err := template.Must(template.New("bookinfo").Parse(manifest)).Execute(&buf, data); err != nil {
 		t.Fatalf("bookinfo template: %v", err)
 	}
-	l := input.NewLoader(b.Namespace)
-	l.LoadBytes("bookinfo-grpc.yaml", buf.Bytes())
-	if d := l.Diagnostics(); len(d) > 0 {
-		t.Fatalf("bookinfo fixture: %v", d)
+	bag, diags := translate.LoadBytes("bookinfo-grpc.yaml", buf.Bytes(), b.Namespace)
+	if len(diags) > 0 {
+		t.Fatalf("bookinfo fixture: %v", diags)
 	}
-	return l.Bag().Objects()
+	return bag.Objects()
 }
 
 const bookinfoPlatform = `

@@ -1,0 +1,146 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate/ir"
+	"github.com/nodemesh/nodemesh/translate/istio"
+)
+
+// NodeClasses are a node's source classes: its client pods (on the node, in
+// opted-in namespaces, without a sidecar) grouped by what routing can tell
+// apart.
+type NodeClasses struct {
+	// Key identifies what a node's part depends on — its classes and their
+	// pods' addresses: nodes with the same key are served the same listener
+	// and route configurations.
+	Key     string
+	classes []*istio.Class
+}
+
+// NodeClasses groups a node's client pods into source classes.
+func (g *Generation) NodeClasses(node string) NodeClasses {
+	g.mu.Lock()
+	classes := g.prepared.NodeClasses(node)
+	g.mu.Unlock()
+	var b strings.Builder
+	for _, c := range classes {
+		b.WriteString(c.Name)
+		b.WriteByte('=')
+		b.WriteString(strings.Join(c.SourcePrefixes, ","))
+		b.WriteByte(';')
+	}
+	return NodeClasses{Key: b.String(), classes: classes}
+}
+
+// NodePart is what a node's configuration adds to the default class's: the
+// route configurations of its source classes and its listener. Building it
+// takes two steps so that a server can share class route configurations
+// between nodes (and generations) under its own lock and build listeners
+// in parallel: BuildRoutes, then BuildListeners.
+type NodePart struct {
+	g     *Generation
+	model *ir.Model
+	// Classes are the node's source classes, the default class first.
+	Classes []ir.SourceClass
+	// ClassRoutes are the names of its classes' route configurations (those
+	// that differ from the default class's), named after their content so
+	// that classes, nodes and generations that see the same routing share
+	// them.
+	ClassRoutes []string
+}
+
+// NodePart computes a node's model from its classes.
+func (g *Generation) NodePart(nc NodeClasses) *NodePart {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.prepared.Node(nc.classes)
+	np := &NodePart{g: g, model: m, Classes: m.SourceClasses}
+	for _, rc := range m.RouteConfigs {
+		if !g.prepared.IsBaseRoute(rc.Name) {
+			np.ClassRoutes = append(np.ClassRoutes, rc.Name)
+		}
+	}
+	return np
+}
+
+// Model is the node's model: the default class's (without what Compact
+// dropped) with its classes' route configurations and filter chains.
+func (np *NodePart) Model() *ir.Model { return np.model }
+
+// BuildRoutes builds and validates the class route configurations named
+// (those of ClassRoutes the caller does not hold yet). One that fails
+// validation is withheld and reported.
+func (np *NodePart) BuildRoutes(names []string) []*routev3.RouteConfiguration {
+	if len(names) == 0 {
+		return nil
+	}
+	var rcs []ir.RouteConfig
+	for _, rc := range np.model.RouteConfigs {
+		// (a default-class one is never built again)
+		if slices.Contains(names, rc.Name) && slices.Contains(np.ClassRoutes, rc.Name) {
+			rcs = append(rcs, rc)
+		}
+	}
+	built, diags := envoy.BuildPart(&ir.Model{RouteConfigs: rcs}, np.g.refs)
+	np.g.addPartDiags(diags)
+	return built.Routes
+}
+
+// BuildListeners builds and validates the node's listener. Its filter
+// chains may refer to the default class's route configurations and to the
+// class route configurations for which exists is true (those built and
+// valid); a chain that refers to anything else is withheld and reported.
+// routes are the names of the route configurations it refers to, sorted:
+// exactly what the node must be served, since in ADS mode Envoy asks for
+// those and a type is only answered when a request names all of its
+// resources.
+func (np *NodePart) BuildListeners(exists func(routeConfig string) bool) (listeners []*listenerv3.Listener, routes []string) {
+	base := np.g.refs
+	refs := *base
+	refs.Routes = make(map[string]bool, len(base.Routes)+len(np.ClassRoutes))
+	for k := range base.Routes {
+		refs.Routes[k] = true
+	}
+	for _, n := range np.ClassRoutes {
+		if exists(n) {
+			refs.Routes[n] = true
+		}
+	}
+	part, diags := envoy.BuildPart(&ir.Model{Listeners: np.model.Listeners}, &refs)
+	np.g.addPartDiags(diags)
+	for _, l := range part.Listeners {
+		routes = append(routes, envoy.RouteConfigNames(l)...)
+	}
+	slices.Sort(routes)
+	return part.Listeners, slices.Compact(routes)
+}
+
+// ForNode is the whole configuration of one node, as a server assembles it
+// from shared (what New returned) and the node's part: the default class's
+// clusters and assignments, the node's listener, and the route
+// configurations it uses. It builds every class route configuration again;
+// servers that share them between nodes use NodePart.
+func (g *Generation) ForNode(node string, shared *Resources) (*NodePart, *Resources) {
+	np := g.NodePart(g.NodeClasses(node))
+	classRoutes := np.BuildRoutes(np.ClassRoutes)
+	built := map[string]bool{}
+	for _, rc := range classRoutes {
+		built[rc.GetName()] = true
+	}
+	listeners, uses := np.BuildListeners(func(n string) bool { return built[n] })
+	r := &Resources{Listeners: listeners, Clusters: shared.Clusters, Endpoints: shared.Endpoints}
+	for _, rc := range slices.Concat(shared.Routes, classRoutes) {
+		if _, used := slices.BinarySearch(uses, rc.GetName()); used {
+			r.Routes = append(r.Routes, rc)
+		}
+	}
+	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	return np, r
+}
