@@ -72,6 +72,30 @@ func dedicatedEnv(t testing.TB, key string, withKCM bool) *Env {
 	if e := dedicated[key]; e != nil {
 		return e
 	}
+	e := startEnv(t, withKCM)
+	dedicated[key] = e
+	return e
+}
+
+// Private returns an API server (with Istio's CRDs) of the calling test's
+// own, stopped when the test ends: for tests that compare everything in a
+// cluster with something else, so that nothing but what they create may be
+// in it. It skips like Get when the binaries are missing.
+func Private(t testing.TB) *Env {
+	t.Helper()
+	e := startEnv(t, false)
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("kubetest: stop: %v", err)
+		}
+		os.RemoveAll(e.dir)
+	})
+	return e
+}
+
+// startEnv starts an API server with Istio's CRDs; the caller stops it.
+func startEnv(t testing.TB, withKCM bool) *Env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	removeStale()
@@ -84,13 +108,15 @@ func dedicatedEnv(t testing.TB, key string, withKCM bool) *Env {
 		err = e.InstallIstioCRDs(ctx)
 	}
 	if err != nil {
+		if e != nil {
+			e.Stop() // started, but the CRDs could not be installed
+		}
 		os.RemoveAll(dir)
 		if errors.Is(err, ErrNoBinaries) && !required() {
 			t.Skipf("skipping: no Kubernetes API server: %v", err)
 		}
 		t.Fatalf("Kubernetes API server: %v", err)
 	}
-	dedicated[key] = e
 	return e
 }
 
