@@ -4,7 +4,8 @@
 // roll back on failure) and rollback.
 //
 // Analysis reads an Inventory, filled from manifest files or from a cluster
-// through the same decoder (translate/input), and takes its verdicts on
+// through the translator's decoder (translate/input: its kinds table, strict
+// decoding and diagnostics; migration has none of its own), and takes its verdicts on
 // VirtualServices, DestinationRules and Services from the translator's own
 // diagnostics: the analyzer never re-implements a translation rule. What the
 // translator does not read (AuthorizationPolicy, PeerAuthentication,

@@ -90,37 +90,19 @@ func LoadFiles(paths []string, stdin io.Reader, defaultNamespace string) (*Inven
 	return newInventory(l), nil
 }
 
-// clusterKinds are what LoadCluster lists: everything the translator reads
-// and everything analysis reads besides. Istio kinds whose CRD is not
-// installed are skipped.
-var clusterKinds = []schema.GroupVersionResource{
-	{Version: "v1", Resource: "namespaces"},
-	{Version: "v1", Resource: "services"},
-	{Version: "v1", Resource: "pods"},
-	{Group: "apps", Version: "v1", Resource: "deployments"},
-	{Group: "apps", Version: "v1", Resource: "statefulsets"},
-	{Group: "apps", Version: "v1", Resource: "daemonsets"},
-	{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "gateways"},
-	{Group: "networking.istio.io", Version: "v1", Resource: "sidecars"},
-	{Group: "networking.istio.io", Version: "v1alpha3", Resource: "envoyfilters"},
-	{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"},
-	{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"},
-	{Group: "security.istio.io", Version: "v1", Resource: "requestauthentications"},
-	{Group: "extensions.istio.io", Version: "v1alpha1", Resource: "wasmplugins"},
-	{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"},
-}
-
 // LoadCluster lists the same kinds from a cluster, in every namespace, and
 // decodes them exactly as files are decoded. Kinds whose API is not served
 // (Istio CRDs not installed) are skipped; a forbidden list is an error.
 func LoadCluster(ctx context.Context, client dynamic.Interface) (*Inventory, error) {
 	l := input.NewLoader("default")
 	l.KeepIgnored = true
-	for _, gvr := range clusterKinds {
+	for _, k := range input.Kinds() {
+		if k.Kind == "EndpointSlice" {
+			// Analysis has always read endpoints from the Pods Services
+			// select; listing slices too would need a permission more.
+			continue
+		}
+		gvr := schema.GroupVersionResource{Group: k.Group, Version: k.Version, Resource: k.Resource}
 		list, err := client.Resource(gvr).List(ctx, metav1.ListOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
@@ -154,93 +136,37 @@ func newInventory(l *input.Loader) *Inventory {
 	return inv
 }
 
-// add decodes an object the translator ignores, when analysis reads its kind.
-// Decoding here is lenient: the API server (or kubectl) validates these kinds.
+// add files an object the translator ignores, when analysis reads its kind:
+// the Loader decoded it (input.Kinds; Typed is nil for other kinds and for
+// objects that did not decode, which the Loader reported).
 func (inv *Inventory) add(o *input.Object) {
-	group, _ := splitAPIVersion(o.APIVersion)
-	decode := func(v any) bool {
-		if err := json.Unmarshal(o.JSON, v); err != nil {
-			inv.Diagnostics.Errorf(ir.CodeDecode, o.Ref, "", "cannot read %s: %v", o.Ref.Kind, err)
-			if o.Source != nil {
-				last := &inv.Diagnostics[len(inv.Diagnostics)-1]
-				last.File, last.Line = o.Source.File, o.Source.Line
-			}
-			return false
-		}
-		if m, ok := v.(metav1.Object); ok {
-			m.SetNamespace(o.Ref.Namespace)
-		}
-		return true
-	}
 	workload := func(sel *metav1.LabelSelector, tpl corev1.PodTemplateSpec) {
 		inv.Workloads = append(inv.Workloads, &Workload{Ref: o.Ref, Selector: sel, Template: tpl})
 	}
-	switch group + "/" + o.Ref.Kind {
-	case "apps/Deployment":
-		var d appsv1.Deployment
-		if decode(&d) {
-			workload(d.Spec.Selector, d.Spec.Template)
-		}
-	case "apps/StatefulSet":
-		var s appsv1.StatefulSet
-		if decode(&s) {
-			workload(s.Spec.Selector, s.Spec.Template)
-		}
-	case "apps/DaemonSet":
-		var s appsv1.DaemonSet
-		if decode(&s) {
-			workload(s.Spec.Selector, s.Spec.Template)
-		}
-	case "policy/PodDisruptionBudget":
-		var p policyv1.PodDisruptionBudget
-		if decode(&p) {
-			inv.PDBs = append(inv.PDBs, &p)
-		}
-	case "security.istio.io/AuthorizationPolicy":
-		var p securityv1.AuthorizationPolicy
-		if decode(&p) {
-			inv.AuthorizationPolicies = append(inv.AuthorizationPolicies, &p)
-		}
-	case "security.istio.io/PeerAuthentication":
-		var p securityv1.PeerAuthentication
-		if decode(&p) {
-			inv.PeerAuthentications = append(inv.PeerAuthentications, &p)
-		}
-	case "security.istio.io/RequestAuthentication":
-		var p securityv1.RequestAuthentication
-		if decode(&p) {
-			inv.RequestAuthentications = append(inv.RequestAuthentications, &p)
-		}
-	case "networking.istio.io/Sidecar":
-		var p networkingv1.Sidecar
-		if decode(&p) {
-			inv.Sidecars = append(inv.Sidecars, &p)
-		}
-	case "networking.istio.io/EnvoyFilter":
-		var p networkingv1alpha3.EnvoyFilter
-		if decode(&p) {
-			inv.EnvoyFilters = append(inv.EnvoyFilters, &p)
-		}
-	case "extensions.istio.io/WasmPlugin":
-		var p extensionsv1alpha1.WasmPlugin
-		if decode(&p) {
-			inv.WasmPlugins = append(inv.WasmPlugins, &p)
-		}
-	case "telemetry.istio.io/Telemetry":
-		var p telemetryv1.Telemetry
-		if decode(&p) {
-			inv.Telemetries = append(inv.Telemetries, &p)
-		}
+	switch v := o.Typed.(type) {
+	case *appsv1.Deployment:
+		workload(v.Spec.Selector, v.Spec.Template)
+	case *appsv1.StatefulSet:
+		workload(v.Spec.Selector, v.Spec.Template)
+	case *appsv1.DaemonSet:
+		workload(v.Spec.Selector, v.Spec.Template)
+	case *policyv1.PodDisruptionBudget:
+		inv.PDBs = append(inv.PDBs, v)
+	case *securityv1.AuthorizationPolicy:
+		inv.AuthorizationPolicies = append(inv.AuthorizationPolicies, v)
+	case *securityv1.PeerAuthentication:
+		inv.PeerAuthentications = append(inv.PeerAuthentications, v)
+	case *securityv1.RequestAuthentication:
+		inv.RequestAuthentications = append(inv.RequestAuthentications, v)
+	case *networkingv1.Sidecar:
+		inv.Sidecars = append(inv.Sidecars, v)
+	case *networkingv1alpha3.EnvoyFilter:
+		inv.EnvoyFilters = append(inv.EnvoyFilters, v)
+	case *extensionsv1alpha1.WasmPlugin:
+		inv.WasmPlugins = append(inv.WasmPlugins, v)
+	case *telemetryv1.Telemetry:
+		inv.Telemetries = append(inv.Telemetries, v)
 	}
-}
-
-func splitAPIVersion(av string) (group, version string) {
-	for i := len(av) - 1; i >= 0; i-- {
-		if av[i] == '/' {
-			return av[:i], av[i+1:]
-		}
-	}
-	return "", av
 }
 
 // namespace returns the Namespace object of a name, nil when the input has none.

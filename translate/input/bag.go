@@ -80,7 +80,13 @@ type Object struct {
 	Ref        ir.ResourceRef
 	APIVersion string
 	// JSON is the whole object.
-	JSON   []byte
+	JSON []byte
+	// Typed is the object decoded into its Go type when its kind is one the
+	// Loader knows without translating it (Kinds: Deployments,
+	// AuthorizationPolicies, …), decoded as strictly as translated kinds;
+	// nil for other kinds, and when it did not decode (the Loader's
+	// diagnostics say why).
+	Typed  any
 	Source *Source
 }
 

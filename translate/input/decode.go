@@ -4,75 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
-
-// kindInfo describes a kind the loader decodes.
-type kindInfo struct {
-	group      string
-	versions   []string
-	namespaced bool
-	// decode returns the typed object and whether it decoded cleanly.
-	decode func(d *docCtx) (any, bool)
-}
-
-var istioVersions = []string{"v1", "v1beta1", "v1alpha3"}
-
-var kinds = map[string]kindInfo{
-	"VirtualService": {"networking.istio.io", istioVersions, true, func(d *docCtx) (any, bool) {
-		o := &networkingv1.VirtualService{}
-		return o, d.decodeIstio(&o.TypeMeta, &o.ObjectMeta, &o.Spec)
-	}},
-	"DestinationRule": {"networking.istio.io", istioVersions, true, func(d *docCtx) (any, bool) {
-		o := &networkingv1.DestinationRule{}
-		return o, d.decodeIstio(&o.TypeMeta, &o.ObjectMeta, &o.Spec)
-	}},
-	"ServiceEntry": {"networking.istio.io", istioVersions, true, func(d *docCtx) (any, bool) {
-		o := &networkingv1.ServiceEntry{}
-		return o, d.decodeIstio(&o.TypeMeta, &o.ObjectMeta, &o.Spec)
-	}},
-	"Gateway": {"networking.istio.io", istioVersions, true, func(d *docCtx) (any, bool) {
-		o := &networkingv1.Gateway{}
-		return o, d.decodeIstio(&o.TypeMeta, &o.ObjectMeta, &o.Spec)
-	}},
-	"Service": {"", []string{"v1"}, true, func(d *docCtx) (any, bool) {
-		o := &corev1.Service{}
-		return o, d.decodeKube(o)
-	}},
-	"Pod": {"", []string{"v1"}, true, func(d *docCtx) (any, bool) {
-		o := &corev1.Pod{}
-		return o, d.decodeKube(o)
-	}},
-	"Namespace": {"", []string{"v1"}, false, func(d *docCtx) (any, bool) {
-		o := &corev1.Namespace{}
-		return o, d.decodeKube(o)
-	}},
-	"EndpointSlice": {"discovery.k8s.io", []string{"v1"}, true, func(d *docCtx) (any, bool) {
-		o := &discoveryv1.EndpointSlice{}
-		return o, d.decodeKube(o)
-	}},
-}
-
-// clusterScoped lists well-known cluster-scoped kinds of other groups, so that
-// ignored objects are named correctly.
-var clusterScoped = map[string]bool{
-	"Namespace": true, "Node": true, "ClusterRole": true, "ClusterRoleBinding": true,
-	"CustomResourceDefinition": true, "PersistentVolume": true, "StorageClass": true,
-	"MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
-	"PriorityClass": true, "IngressClass": true, "GatewayClass": true, "ClusterIssuer": true,
-	"APIService": true, "RuntimeClass": true,
-}
 
 // docCtx is one object being decoded.
 type docCtx struct {
@@ -170,7 +112,7 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *budg
 	}
 
 	info, known := kinds[kind]
-	if !known || info.group != group {
+	if !known || info.group != group || !info.translated {
 		if namespace == "" && !clusterScoped[kind] {
 			ref.Namespace = l.DefaultNamespace
 		}
@@ -179,7 +121,13 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *budg
 			Message: fmt.Sprintf("%s is not translated by nodemesh; ignored", apiVersion+" "+kind), File: file, Line: n.Line})
 		if l.KeepIgnored {
 			if js, err := toJSON(n, budget); err == nil {
-				l.others = append(l.others, &Object{Ref: ref, APIVersion: apiVersion, JSON: js, Source: src})
+				o := &Object{Ref: ref, APIVersion: apiVersion, JSON: js, Source: src}
+				if known && info.group == group {
+					// A kind tools read: decoded as strictly as the
+					// translator's own, with the same diagnostics.
+					o.Typed = l.decodeTyped(info, src, n, ref, apiVersion, version, js)
+				}
+				l.others = append(l.others, o)
 			}
 		}
 		return
@@ -191,17 +139,7 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *budg
 		ref.Namespace = ""
 	}
 	d := &docCtx{l: l, src: src, node: n, ref: ref, ok: true}
-	supported := false
-	for _, v := range info.versions {
-		supported = supported || v == version
-	}
-	if !supported {
-		d.report(ir.SeverityError, ir.CodeDecode, "apiVersion", 0, "unsupported apiVersion %q for %s; use %s",
-			apiVersion, kind, strings.TrimPrefix(group+"/"+info.versions[0], "/"))
-		return
-	}
-	if name == "" {
-		d.report(ir.SeverityError, ir.CodeInvalidValue, "metadata.name", 0, "metadata.name is required")
+	if !d.checkVersion(info, apiVersion, version) {
 		return
 	}
 	js, err := toJSON(n, budget)
@@ -215,15 +153,51 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *budg
 		d.report(ir.SeverityError, ir.CodeDecode, "", line, "%s", msg)
 		return
 	}
+	if obj := d.decode(info, js); obj != nil {
+		l.add(ref, obj, src)
+	}
+}
+
+// decodeTyped decodes a kind the translator does not read (its JSON made
+// already); nil when it does not decode, which the diagnostics say.
+func (l *Loader) decodeTyped(info kindInfo, src *Source, n *yaml.Node, ref ir.ResourceRef, apiVersion, version string, js []byte) any {
+	if !info.namespaced {
+		ref.Namespace = ""
+	}
+	d := &docCtx{l: l, src: src, node: n, ref: ref, ok: true}
+	if !d.checkVersion(info, apiVersion, version) {
+		return nil
+	}
+	return d.decode(info, js)
+}
+
+// checkVersion reports an apiVersion the kind does not have, and a missing
+// name.
+func (d *docCtx) checkVersion(info kindInfo, apiVersion, version string) bool {
+	if !slices.Contains(info.versions, version) {
+		d.report(ir.SeverityError, ir.CodeDecode, "apiVersion", 0, "unsupported apiVersion %q for %s; use %s",
+			apiVersion, d.ref.Kind, strings.TrimPrefix(info.group+"/"+info.versions[0], "/"))
+		return false
+	}
+	if d.ref.Name == "" {
+		d.report(ir.SeverityError, ir.CodeInvalidValue, "metadata.name", 0, "metadata.name is required")
+		return false
+	}
+	return true
+}
+
+// decode decodes an object's JSON strictly into its kind's type; nil when
+// it does not decode.
+func (d *docCtx) decode(info kindInfo, js []byte) any {
 	d.json = js
 	obj, ok := info.decode(d)
 	if !ok {
-		return
+		return nil
 	}
 	if mo, isMeta := obj.(metav1.Object); isMeta {
-		mo.SetNamespace(ref.Namespace)
+		mo.SetNamespace(d.ref.Namespace)
 	}
-	l.add(ref, obj, src)
+	return obj
 }
 
 func splitAPIVersion(av string) (group, version string) {
@@ -324,7 +298,7 @@ type istioSpec interface {
 	UnmarshalJSON([]byte) error
 }
 
-func (d *docCtx) decodeIstio(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, spec istioSpec) bool {
+func (d *docCtx) decodeIstio(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, spec istioSpec, specRequired bool) bool {
 	var env istioEnvelope
 	strictErrs, err := kjson.UnmarshalStrict(d.json, &env, kjson.DisallowUnknownFields, kjson.DisallowDuplicateFields)
 	if err != nil {
@@ -337,6 +311,10 @@ func (d *docCtx) decodeIstio(tm *metav1.TypeMeta, meta *metav1.ObjectMeta, spec 
 		ok = false
 	}
 	_, specNode := scalarAt(d.node, "spec")
+	if specNode == nil && !specRequired {
+		*tm, *meta = env.TypeMeta, env.ObjectMeta
+		return ok // an empty spec
+	}
 	if specNode == nil {
 		d.report(ir.SeverityError, ir.CodeInvalidValue, "spec", 0, "spec is required")
 		return false

@@ -10,5 +10,11 @@
 // The same Bag is filled by the controller's informers, without source
 // positions, so that files and a live cluster go through one code path.
 //
+// kinds.go is the one table of kinds nodemesh decodes: those the translator
+// reads, and those tools read besides (the migration analyzer's workloads
+// and Istio security, extension and telemetry resources), which are decoded
+// with the same strictness only when a Loader keeps ignored kinds
+// (Object.Typed). Kinds lists it for tools that read a live cluster.
+//
 // This package must not import Envoy or any translator back end.
 package input
