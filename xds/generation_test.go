@@ -1,10 +1,14 @@
 package xds_test
 
 import (
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nodemesh/nodemesh/internal/meshgen"
 	"github.com/nodemesh/nodemesh/translate"
@@ -59,4 +63,83 @@ func TestWithEndpointsMatchesFullTranslation(t *testing.T) {
 	if g, w := g2.Diagnostics(), full.Diagnostics(); len(g) != len(w) {
 		t.Errorf("diagnostics: %d incremental, %d full:\n%v\n%v", len(g), len(w), g, w)
 	}
+}
+
+// TestGenerationServesWhatTranslatePrints: for every node of the source-class
+// fixtures, bookinfo and a generated mesh, what a generation serves (nodes
+// computed one after another, sharing class route configurations, the
+// model compacted, everything kept encoded) is what `nodemesh translate
+// --node` prints, resource for resource. The same comparison from a real
+// API server's objects is internal/cli's TestCLIAndControllerServeTheSame;
+// this one needs none.
+func TestGenerationServesWhatTranslatePrints(t *testing.T) {
+	mesh := meshgen.New(meshgen.Options{Services: 30, PodsPerService: 4, Nodes: 3, Namespaces: 3, OptIn: true, EndpointSlices: true})
+	cases := map[string]func(t *testing.T) *translate.Bag{
+		"source-classes":          loadBag("../translate/testdata/nodes/source-classes.in.yaml"),
+		"namespaces":              loadBag("../translate/testdata/services/namespaces.in.yaml"),
+		"source-selectors":        loadBag("../translate/testdata/virtualservice/source-selectors.in.yaml"),
+		"bookinfo+source-classes": loadBag("../samples/bookinfo", "../translate/testdata/nodes/source-classes.in.yaml"),
+		"meshgen":                 func(*testing.T) *translate.Bag { return mesh.Bag() },
+	}
+	for name, bagOf := range cases {
+		t.Run(name, func(t *testing.T) {
+			bag := bagOf(t)
+			g := xds.NewGeneration(1, time.Now(), bag, nil, translate.Options{})
+			nodes := []string{"node-without-pods"}
+			for _, p := range bag.Pods {
+				if p.NodeName != "" && !slices.Contains(nodes, p.NodeName) {
+					nodes = append(nodes, p.NodeName)
+				}
+			}
+			for _, node := range nodes {
+				served, err := g.ForNode(node, xds.EnvoyNode).Resources()
+				if err != nil {
+					t.Fatal(err)
+				}
+				printed := translate.Translate(bag, nil, translate.Options{Node: node}).XDS
+				for typ, pair := range map[string][2][]proto.Message{
+					"Listener":              {messages(printed.Listeners), messages(served.Listeners)},
+					"RouteConfiguration":    {messages(printed.Routes), messages(served.Routes)},
+					"Cluster":               {messages(printed.Clusters), messages(served.Clusters)},
+					"ClusterLoadAssignment": {messages(printed.Endpoints), messages(served.Endpoints)},
+				} {
+					if p, s := encodings(t, pair[0]), encodings(t, pair[1]); !maps.Equal(p, s) || len(p) == 0 && typ != "ClusterLoadAssignment" {
+						t.Errorf("%s %s: printed %d, served %d resources, or their encodings differ", node, typ, len(p), len(s))
+					}
+				}
+			}
+		})
+	}
+}
+
+func loadBag(paths ...string) func(t *testing.T) *translate.Bag {
+	return func(t *testing.T) *translate.Bag {
+		bag, diags, err := translate.Load(paths, nil, "default")
+		if err != nil || diags.HasErrors() {
+			t.Fatalf("load %v: %v %v", paths, err, diags)
+		}
+		return bag
+	}
+}
+
+func messages[T proto.Message](s []T) []proto.Message {
+	out := make([]proto.Message, len(s))
+	for i, m := range s {
+		out[i] = m
+	}
+	return out
+}
+
+// encodings are resources deterministically marshalled, by name.
+func encodings(t *testing.T, ms []proto.Message) map[string]string {
+	t.Helper()
+	out := make(map[string]string, len(ms))
+	for _, m := range ms {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[cachev3.GetResourceName(m)] = string(data)
+	}
+	return out
 }
