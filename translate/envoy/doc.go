@@ -12,6 +12,9 @@
 // unit that can be removed: a route, a filter chain, a cluster) and reported;
 // everything else is still emitted.
 //
+// GRPC (grpc.go) derives from a node Envoy's configuration what proxyless
+// gRPC clients are served: api_listeners, and only what gRPC implements.
+//
 // Only upstream Envoy extensions are used (no Istio proxy filters), because
 // the node proxy is the upstream envoyproxy/envoy image.
 //
