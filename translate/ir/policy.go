@@ -60,8 +60,8 @@ const (
 // Policy is one source object in the model.
 type Policy struct {
 	// Source names the object (diagnostics, Events, RBAC policy names).
-	Source ResourceRef `json:"source"`
-	Gate   PolicyGate  `json:"gate"`
+	Source ResourceRef  `json:"source"`
+	Gate   PolicyGate   `json:"gate"`
 	Action PolicyAction `json:"action"`
 	// DryRun rules are evaluated and reported, never enforced (Istio's
 	// istio.io/dry-run annotation; Envoy shadow rules).
