@@ -53,15 +53,6 @@ func (b *modelBuilder) degrade(list *[]ir.Degradation, instead ir.Fallback, fiel
 		Message: fmt.Sprintf(format, args...)}})
 }
 
-// widen is the fallback of a part that cannot be expressed: an allow's
-// part matches nothing, a deny's matches more.
-func (b *modelBuilder) widen() ir.Fallback {
-	if b.deny {
-		return ir.FallbackMatchMore
-	}
-	return ir.FallbackMatchNothing
-}
-
 func buildModel(src source) ir.Policy {
 	p := src.np
 	pol := ir.Policy{
