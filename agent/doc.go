@@ -4,8 +4,10 @@
 // namespace opt-in), and exports metrics and health.
 //
 // Subpackages: cni (the plugin and its wire protocol), ipam (pod address
-// leases), identity (cluster-wide identities through the API) and policy
-// (NetworkPolicy → map entries, plain data).
+// leases), identity (cluster-wide identities through the API), policy
+// (NetworkPolicy and TrafficPolicy → the policy model → map entries, plain
+// data) and mapsync (the policy maps' sync as a pure, ordered plan of
+// writes).
 //
 // Everything the datapath needs lives in pinned maps and links under
 // <bpffs>/nodemesh (see docs/design/datapath.md), and everything the agent
@@ -17,5 +19,6 @@
 // its node (uninstall.go).
 //
 // The agent imports bpf and client-go; it must not import Helm,
-// go-control-plane or the translator.
+// go-control-plane or the translator, except translate/ir (the policy
+// model, plain data).
 package agent

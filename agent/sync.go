@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/nodemesh/nodemesh/agent/identity"
+	"github.com/nodemesh/nodemesh/agent/mapsync"
 	"github.com/nodemesh/nodemesh/agent/policy"
 	"github.com/nodemesh/nodemesh/bpf"
 )
@@ -197,10 +198,13 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 	return in, diags, nil
 }
 
-// syncPolicy writes the identity, policy and endpoint maps. New entries are
-// written before stale ones are removed, and endpoints whose allowed set
-// shrank get a new policy revision last, so that their established flows
-// are decided again against the final entries.
+// syncPolicy writes the identity, policy, endpoint and local endpoint maps:
+// it translates the cluster's policies into the state the maps should hold
+// and applies the plan that gets them there (agent/mapsync: writes ordered
+// so that no moment allows what neither the old nor the new state allows;
+// endpoints whose allowed set may have shrunk get a new policy revision
+// last, so their established flows are decided again against the final
+// entries).
 func (a *Agent) syncPolicy() error {
 	in, diags, err := a.policyInput()
 	if err != nil {
@@ -209,139 +213,39 @@ func (a *Agent) syncPolicy() error {
 	res := policy.Translate(in)
 	a.report(append(res.Diagnostics, diags...))
 
-	// Identity map.
-	wantIDs := map[netip.Prefix]bpf.Identity{}
-	for p, id := range res.CIDRs {
-		wantIDs[p] = id
-	}
+	want := mapsync.Want{Identities: map[netip.Prefix]bpf.Identity{}, Policies: map[bpf.PolicyKey]bpf.Verdict{}}
+	maps.Copy(want.Identities, res.CIDRs)
 	remote, unresolved, err := a.remoteIdentities()
 	if err != nil {
 		return err
 	}
-	maps.Copy(wantIDs, remote)
+	maps.Copy(want.Identities, remote)
 	for _, ip := range append([]netip.Addr{a.ipam.Gateway()}, a.cfg.NodeIPs...) {
-		wantIDs[netip.PrefixFrom(ip, 32)] = bpf.IdentityHost
+		want.Identities[netip.PrefixFrom(ip, 32)] = bpf.IdentityHost
 	}
 	recs := a.liveRecords()
 	for _, r := range recs {
-		wantIDs[netip.PrefixFrom(r.IP, 32)] = r.Identity
+		want.Identities[netip.PrefixFrom(r.IP, 32)] = r.Identity
 	}
-	haveIDs, err := a.pol.Identities()
-	if err != nil {
-		return err
-	}
-	revokeAll := false
-	for p, id := range wantIDs {
-		if have, ok := haveIDs[p]; !ok || have != id {
-			if ok {
-				revokeAll = true // an address changed identity
-			}
-			if err := a.pol.PutIdentity(p, id); err != nil {
-				return err
-			}
-		}
-	}
-
-	// Policy map.
-	want := map[bpf.PolicyKey]bpf.Verdict{}
 	for _, ip := range res.Identities {
-		maps.Copy(want, ip.Entries)
+		maps.Copy(want.Policies, ip.Entries)
 	}
-	have, err := a.pol.Policies()
-	if err != nil {
-		return err
-	}
-	var putKeys []bpf.PolicyKey
-	var putVals []bpf.Verdict
-	revoked := map[bpf.Identity]bool{}
-	for k, v := range want {
-		if hv, ok := have[k]; !ok || hv != v {
-			putKeys = append(putKeys, k)
-			putVals = append(putVals, v)
-			if ok {
-				revoked[k.Endpoint] = true
-			}
+	for _, r := range recs {
+		pod := mapsync.Pod{Ifindex: r.HostIfindex, IP: r.IP.As4(), Identity: r.Identity, NetnsCookie: r.NetnsCookie}
+		if ip := res.Identities[r.Identity]; ip != nil {
+			pod.Flags = ip.Flags
 		}
-	}
-	if err := a.pol.PutPolicies(putKeys, putVals); err != nil {
-		return err
-	}
-	var stale []bpf.PolicyKey
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			stale = append(stale, k)
-			revoked[k.Endpoint] = true
-		}
-	}
-	if err := a.pol.DeletePolicies(stale); err != nil {
-		return err
+		want.Pods = append(want.Pods, pod)
 	}
 
-	// Endpoints.
-	haveEps, err := a.pol.Endpoints()
+	have, err := mapsync.Read(a.pol)
 	if err != nil {
 		return err
 	}
-	live := map[int]bool{}
-	written := make(map[*endpointRecord]bpf.Endpoint, len(recs))
-	for _, r := range recs {
-		live[r.HostIfindex] = true
-		ep := bpf.Endpoint{IP: r.IP.As4(), Identity: r.Identity}
-		if ip := res.Identities[r.Identity]; ip != nil {
-			ep.Flags = ip.Flags
-		}
-		cur, exists := haveEps[r.HostIfindex]
-		ep.PolicyRevision = cur.PolicyRevision
-		if exists && (revokeAll || revoked[r.Identity] || cur.Identity != ep.Identity || ep.Flags&^cur.Flags != 0) {
-			ep.PolicyRevision++
-		}
-		if !exists || cur != ep {
-			if err := a.pol.PutEndpoint(r.HostIfindex, ep); err != nil {
-				return err
-			}
-		}
-		written[r] = ep
+	if err := mapsync.Apply(a.pol, mapsync.NewPlan(have, want)); err != nil {
+		return fmt.Errorf("write the policy maps: %w", err)
 	}
-	for ifindex := range haveEps {
-		if !live[ifindex] {
-			if err := a.pol.DeleteEndpoint(ifindex); err != nil {
-				return err
-			}
-		}
-	}
-	// The same endpoints by address, for the node proxy's upstream
-	// connections (the redirection programs apply the pod's egress policy).
-	haveLocal, haveCookies, err := a.pol.LocalEndpoints()
-	if err != nil {
-		return err
-	}
-	liveIPs := map[[4]byte]bool{}
-	for _, r := range recs {
-		ep := written[r]
-		liveIPs[ep.IP] = true
-		if cur, ok := haveLocal[ep.IP]; !ok || cur != ep || haveCookies[ep.IP] != r.NetnsCookie {
-			if err := a.pol.PutLocalEndpoint(ep, r.NetnsCookie); err != nil {
-				return err
-			}
-		}
-	}
-	for ip := range haveLocal {
-		if !liveIPs[ip] {
-			if err := a.pol.DeleteLocalEndpoint(ip); err != nil {
-				return err
-			}
-		}
-	}
-	// Identity entries nobody wants any more go last: an address losing its
-	// identity falls back to WORLD.
-	for p := range haveIDs {
-		if _, ok := wantIDs[p]; !ok {
-			if err := a.pol.DeleteIdentity(p); err != nil {
-				return err
-			}
-		}
-	}
-	a.metrics.policyEntries.Set(float64(len(want)))
+	a.metrics.policyEntries.Set(float64(len(want.Policies)))
 	a.metrics.remoteEndpoints.WithLabelValues("resolved").Set(float64(len(remote)))
 	a.metrics.remoteEndpoints.WithLabelValues("unresolved").Set(float64(unresolved))
 	a.metrics.endpoints.Set(float64(len(recs)))

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/agent/mapsync"
 	"github.com/nodemesh/nodemesh/agent/policy"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/install/crds"
@@ -470,7 +471,8 @@ func BenchmarkRedirect(b *testing.B) {
 // BenchmarkPolicyApply: writing 10,000 policy entries into an empty map
 // (20 times per run),
 // with PutPolicies alone and through what the agent's sync does (translate
-// the NetworkPolicies, read the map, write the difference). The policy:
+// the NetworkPolicies, read the maps, plan and apply the writes:
+// agent/mapsync). The policy:
 // one server identity, ingress from 2,500 client identities on 4 ports.
 func BenchmarkPolicyApply(b *testing.B) {
 	requireDatapath(b)
@@ -517,22 +519,15 @@ func BenchmarkPolicyApply(b *testing.B) {
 	bench("PutPolicies", func(p *bpf.Policy) error { return p.PutPolicies(keys, verdicts) })
 	bench("agent-sync", func(p *bpf.Policy) error {
 		res := policy.Translate(in)
-		want := map[bpf.PolicyKey]bpf.Verdict{}
+		want := mapsync.Want{Policies: map[bpf.PolicyKey]bpf.Verdict{}}
 		for _, ip := range res.Identities {
-			maps.Copy(want, ip.Entries)
+			maps.Copy(want.Policies, ip.Entries)
 		}
-		have, err := p.Policies()
+		have, err := mapsync.Read(p)
 		if err != nil {
 			return err
 		}
-		var ks []bpf.PolicyKey
-		var vs []bpf.Verdict
-		for k, v := range want {
-			if hv, ok := have[k]; !ok || hv != v {
-				ks, vs = append(ks, k), append(vs, v)
-			}
-		}
-		return p.PutPolicies(ks, vs)
+		return mapsync.Apply(p, mapsync.NewPlan(have, want))
 	})
 	inRounds(scenarios)
 }

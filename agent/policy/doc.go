@@ -4,6 +4,15 @@
 // TrafficPolicy behaves as a NetworkPolicy; a Deny TrafficPolicy writes deny
 // entries, which win over every allow, and isolates nothing (TrafficPolicy).
 //
+// It works in two steps (docs/design/policy.md): each object becomes an
+// ir.Policy, nodemesh's policy model, with a record of what it cannot
+// express (model.go: what depends on the object alone); the models become
+// map entries (l4.go, the L4 back end: identities, named ports, port
+// ranges). Input.Models takes policies already in the model; the back end
+// degrades what it does not evaluate yet (request conditions, principals,
+// namespaces by name, complements, gates other than NetworkPolicy's)
+// towards denying more.
+//
 // It is plain data in, plain data out: the caller passes the node's local
 // endpoints, the cluster's identities (agent/identity), the namespaces'
 // labels and the policies, and gets, per endpoint identity, the isolation
@@ -30,6 +39,7 @@
 // resolves differently, a podSelector on a label the identity leaves out),
 // they get the intersection and the policy is reported.
 //
-// The package imports the bpf package for its key types and k8s.io/api; it
-// must not import client-go.
+// The package imports the bpf package for its key types, k8s.io/api and
+// translate/ir (the model); it must not import client-go or any other part
+// of translate.
 package policy

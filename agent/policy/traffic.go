@@ -95,8 +95,8 @@ func DecodeTrafficPolicy(namespace, name string, obj map[string]any) (*TrafficPo
 }
 
 // asNetworkPolicy expresses the policy's selection, peers and ports as a
-// NetworkPolicy (the translation shares the NetworkPolicy code; whether its
-// rules allow or deny is the caller's).
+// NetworkPolicy (the translation into the model shares the NetworkPolicy
+// code; whether its rules allow or deny is the caller's).
 func (tp *TrafficPolicy) asNetworkPolicy() *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: tp.Namespace, Name: tp.Name},

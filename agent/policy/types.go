@@ -7,6 +7,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/nodemesh/nodemesh/bpf"
+	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
 // NamedPort is a container port of a pod.
@@ -45,6 +46,9 @@ type Input struct {
 	Policies   []*networkingv1.NetworkPolicy
 	// TrafficPolicies are nodemesh's own (trafficpolicies.nodemesh.io).
 	TrafficPolicies []*TrafficPolicy
+	// Models are policies already in the policy model (the L4 part of
+	// other kinds); NetworkPolicies and TrafficPolicies join them.
+	Models []ir.Policy
 	// PeerPorts are the container ports of pods known to have an identity
 	// (for named ports in egress rules); local endpoints are added to it.
 	PeerPorts map[bpf.Identity][][]NamedPort

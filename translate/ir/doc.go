@@ -9,6 +9,13 @@
 // eBPF maps for L3/L4) can be fed from it, and so that tests can assert on it
 // without protobuf noise.
 //
+// policy.go is the policy model (NetworkPolicy, TrafficPolicy and, later,
+// AuthorizationPolicy as one shape, with the record of what could not be
+// expressed); policy_layer.go says which back end each fact needs and how a
+// rule degrades where a back end cannot evaluate it — always towards denying
+// more (docs/design/policy.md). The node agent reads the model too, so it is
+// the one part of translate the agent may import.
+//
 // names.go holds every naming rule (cluster, route configuration, virtual host,
 // metadata paths); nothing else in nodemesh formats those names.
 //

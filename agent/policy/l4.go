@@ -1,0 +1,626 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/nodemesh/nodemesh/bpf"
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// The second step: the policy model → the entries of the eBPF maps (the L4
+// back end, docs/design/policy.md §3–5). A policy is compiled once (its
+// selectors parsed, its peers resolved to identities, its numbered ports
+// expanded) and then applied to every local endpoint it selects; named ports
+// resolve per endpoint (ingress) or per peer (egress).
+
+// MaxPortRange is the widest endPort range expanded into single-port
+// entries; a wider one (other than every port) is reported and allows
+// nothing (denies every port of its protocol).
+const MaxPortRange = 1024
+
+// compiledPolicy is a model policy ready to apply to endpoints.
+type compiledPolicy struct {
+	pol *ir.Policy
+	// scope selects pods of pol.Scope.Namespace ("" = every namespace).
+	scope    labels.Selector
+	verdict  bpf.Verdict
+	isolates bpf.EndpointFlags
+	// block: an allow policy of a gate this back end does not implement;
+	// its pods are isolated in isolates and keep no allow entry there.
+	block bool
+	rules []*compiledRule
+	// diags are the policy's own degradations, reported always.
+	diags []ir.Degradation
+}
+
+// compiledRule is a rule as a union of products of peers and ports.
+type compiledRule struct {
+	dir      bpf.Direction
+	products []product
+	// diags are reported once the rule applies to a local endpoint.
+	diags []ir.Degradation
+	used  bool
+}
+
+// product is the flows to a set of peers on a set of ports. ports is an
+// AND of lists of alternatives (nil: every port), kept unresolved because
+// named ports resolve on a pod.
+type product struct {
+	peers peerSet
+	ports [][]portSpec
+}
+
+// portSpec is one port alternative: numbered ports, or a name.
+type portSpec struct {
+	name  string
+	proto uint8
+	pp    []portProto
+}
+
+// portProto is a destination port (0 = any) and protocol (0 = any).
+type portProto struct {
+	port  uint16
+	proto uint8
+}
+
+// peerSet is a set of peers: identities, or every peer.
+type peerSet struct {
+	any bool
+	ids []bpf.Identity
+}
+
+func (a peerSet) empty() bool { return !a.any && len(a.ids) == 0 }
+
+func (a peerSet) intersect(b peerSet) peerSet {
+	switch {
+	case a.any:
+		return b
+	case b.any:
+		return a
+	}
+	in := make(map[bpf.Identity]bool, len(b.ids))
+	for _, id := range b.ids {
+		in[id] = true
+	}
+	out := peerSet{}
+	for _, id := range a.ids {
+		if in[id] {
+			out.ids = append(out.ids, id)
+		}
+	}
+	return out
+}
+
+func bpfDirection(d ir.PolicyDirection) bpf.Direction {
+	if d == ir.PolicyEgress {
+		return bpf.Egress
+	}
+	return bpf.Ingress
+}
+
+func bpfProto(p ir.IPProtocol) uint8 {
+	switch p {
+	case ir.IPProtocolTCP:
+		return bpf.ProtoTCP
+	case ir.IPProtocolUDP:
+		return bpf.ProtoUDP
+	case ir.IPProtocolSCTP:
+		return bpf.ProtoSCTP
+	}
+	return bpf.ProtoAny
+}
+
+// degrade records a back-end degradation on list.
+func degrade(list *[]ir.Degradation, src ir.ResourceRef, instead ir.Fallback, field, format string, args ...any) {
+	*list = append(*list, ir.Degradation{Instead: instead, Diagnostic: ir.Diagnostic{
+		Severity: ir.SeverityWarning, Code: ir.CodeDeniesMore, Resource: src, Field: field,
+		Message: fmt.Sprintf(format, args...)}})
+}
+
+// compile prepares a policy; nil for one that changes no decision (audit,
+// dry run).
+func (t *translator) compile(pol *ir.Policy) *compiledPolicy {
+	if pol.Action == ir.PolicyAudit || pol.DryRun {
+		return nil
+	}
+	cp := &compiledPolicy{pol: pol, scope: labels.Everything(), verdict: bpf.Allow,
+		diags: append([]ir.Degradation(nil), pol.Degradations...)}
+	deny := pol.Action.Denies()
+	if deny {
+		cp.verdict = bpf.Deny
+	}
+	for _, d := range pol.Isolates {
+		cp.isolates |= map[ir.PolicyDirection]bpf.EndpointFlags{ir.PolicyIngress: bpf.EnforceIngress, ir.PolicyEgress: bpf.EnforceEgress}[d]
+	}
+	scopeErr := ""
+	if pol.Scope.Workloads != nil {
+		sel, err := selectorOf(pol.Scope.Workloads)
+		if err != nil {
+			scopeErr = fmt.Sprintf("invalid selector (%v)", err)
+		} else {
+			cp.scope = sel
+		}
+	}
+	if len(pol.Scope.Services) > 0 {
+		scopeErr = "Service targets are not enforced by the eBPF back end yet"
+	}
+	if scopeErr != "" {
+		// Which pods it selects is unknown: every pod of the namespace.
+		if !deny {
+			degrade(&cp.diags, pol.Source, ir.FallbackIsolate, "spec", "%s: every pod of the namespace is isolated, no rule of this policy applies", scopeErr)
+			cp.isolates, cp.rules = bpf.EnforceIngress|bpf.EnforceEgress, nil
+			return cp
+		}
+		degrade(&cp.diags, pol.Source, ir.FallbackMatchMore, "spec", "%s: the policy's rules deny for every pod of the namespace", scopeErr)
+	}
+	if pol.Gate != ir.GateNetwork && !deny {
+		// Its allows must be intersected with the network gate's, which
+		// this back end does not do yet: allowing nothing is the safe side.
+		cp.block = true
+		degrade(&cp.diags, pol.Source, ir.FallbackIsolate, "spec",
+			"policies of the %s gate are not enforced by the eBPF back end yet: the selected pods are isolated and allowed nothing there", pol.Gate)
+		return cp
+	}
+	for i := range pol.Rules {
+		cp.rules = append(cp.rules, t.compileRule(pol, pol.Rules[i]))
+	}
+	return cp
+}
+
+// unsupportedL4 strips the match fields the eBPF back end does not
+// evaluate yet (issue 14: principals and namespaces through identities'
+// service accounts and namespaces, complements through the identity list).
+func unsupportedL4(m *ir.PolicyMatch) []string {
+	var names []string
+	strip := func(n int, name string) bool {
+		if n > 0 {
+			names = append(names, name)
+		}
+		return n > 0
+	}
+	if strip(len(m.Principals), "principals") {
+		m.Principals = nil
+	}
+	if strip(len(m.NotPrincipals), "notPrincipals") {
+		m.NotPrincipals = nil
+	}
+	if strip(len(m.Namespaces), "namespaces") {
+		m.Namespaces = nil
+	}
+	if strip(len(m.NotNamespaces), "notNamespaces") {
+		m.NotNamespaces = nil
+	}
+	if strip(len(m.NotIPBlocks), "notIpBlocks") {
+		m.NotIPBlocks = nil
+	}
+	if strip(len(m.NotPorts), "notPorts") {
+		m.NotPorts = nil
+	}
+	return names
+}
+
+func (t *translator) compileRule(pol *ir.Policy, r ir.PolicyRule) *compiledRule {
+	if r.Layer() == ir.LayerL7 {
+		// No L7 back end yet: every port is a port without L7 enforcement.
+		r = ir.ProjectL4(pol.Action, pol.Source, r)
+	}
+	r = ir.Restrict(pol.Action, pol.Source, r, "not enforced by the eBPF back end yet", unsupportedL4)
+	cr := &compiledRule{dir: bpfDirection(r.Direction), diags: r.Degradations}
+	acc := []product{{peers: peerSet{any: true}}}
+	for _, c := range r.Clauses {
+		var alts []product
+		// Matches of ports alone are one product with all their ports: the
+		// same flows, and egress resolves the whole list per peer when it
+		// names a port (numbered ports of such a list then reach the known
+		// peers only, as before the model).
+		var portsOnly []portSpec
+		mergePorts := false
+		for _, m := range c.Matches {
+			p, ok := t.compileMatch(pol, cr, m)
+			if isPortsOnly(&m) {
+				mergePorts = true
+				if ok {
+					portsOnly = append(portsOnly, p.ports[0]...)
+				}
+				continue
+			}
+			if ok {
+				alts = append(alts, p)
+			}
+		}
+		if mergePorts && len(portsOnly) > 0 {
+			alts = append(alts, product{peers: peerSet{any: true}, ports: [][]portSpec{portsOnly}})
+		}
+		var next []product
+		for _, a := range acc {
+			for _, b := range alts {
+				if p := (product{peers: a.peers.intersect(b.peers), ports: append(append([][]portSpec(nil), a.ports...), b.ports...)}); !p.peers.empty() {
+					next = append(next, p)
+				}
+			}
+		}
+		acc = next
+	}
+	cr.products = acc
+	return cr
+}
+
+// isPortsOnly reports whether a match constrains nothing but ports.
+func isPortsOnly(m *ir.PolicyMatch) bool {
+	ports := m.Ports
+	m2 := *m
+	m2.Ports = nil
+	return len(ports) > 0 && m2.IsEmpty()
+}
+
+// compileMatch resolves a match's peers and numbered ports; ok is false
+// when it matches nothing.
+func (t *translator) compileMatch(pol *ir.Policy, cr *compiledRule, m ir.PolicyMatch) (p product, ok bool) {
+	deny := pol.Action.Denies()
+	p.peers = peerSet{any: true}
+	if len(m.Workloads) > 0 {
+		p.peers = p.peers.intersect(t.workloads(pol, cr, m))
+	}
+	if len(m.IPBlocks) > 0 {
+		p.peers = p.peers.intersect(t.ipBlocks(pol, cr, m))
+	}
+	if p.peers.empty() {
+		return p, false
+	}
+	if len(m.Ports) > 0 {
+		var specs []portSpec
+		for _, pm := range m.Ports {
+			if s, ok := t.portSpec(pol.Source, cr, deny, m.Field, pm); ok {
+				specs = append(specs, s)
+			}
+		}
+		if len(specs) == 0 {
+			return p, false
+		}
+		p.ports = [][]portSpec{specs}
+	}
+	return p, true
+}
+
+// portSpec expands a numbered port or range; ok is false when it matches
+// nothing.
+func (t *translator) portSpec(src ir.ResourceRef, cr *compiledRule, deny bool, field string, pm ir.PortMatch) (portSpec, bool) {
+	proto := bpfProto(pm.Protocol)
+	if pm.Name != "" {
+		return portSpec{name: pm.Name, proto: proto}, true
+	}
+	every := portSpec{pp: []portProto{{proto: proto}}}
+	if pm.Port == 0 {
+		return every, true
+	}
+	first, last := int(pm.Port), int(pm.Port)
+	if pm.EndPort != 0 {
+		last = int(pm.EndPort)
+	}
+	switch {
+	case first == 1 && last == 65535:
+		return every, true
+	case last < first && deny:
+		degrade(&cr.diags, src, ir.FallbackMatchMore, field+".endPort", "endPort %d is below port %d; denied on every port", last, first)
+		return every, true
+	case last < first:
+		degrade(&cr.diags, src, ir.FallbackMatchNothing, field+".endPort", "endPort %d is below port %d; the port matches nothing", last, first)
+		return portSpec{}, false
+	case last-first+1 > MaxPortRange && deny:
+		degrade(&cr.diags, src, ir.FallbackMatchMore, field+".endPort", "range %d-%d is wider than the %d ports the agent expands; denied on every port", first, last, MaxPortRange)
+		return every, true
+	case last-first+1 > MaxPortRange:
+		degrade(&cr.diags, src, ir.FallbackMatchNothing, field+".endPort", "range %d-%d is wider than the %d ports the agent expands; it matches nothing", first, last, MaxPortRange)
+		return portSpec{}, false
+	}
+	s := portSpec{pp: make([]portProto, 0, last-first+1)}
+	for port := first; port <= last; port++ {
+		s.pp = append(s.pp, portProto{port: uint16(port), proto: proto})
+	}
+	return s, true
+}
+
+// resolve is the ports of a product on a pod with podPorts (nil: named
+// ports match nothing).
+func resolve(specs [][]portSpec, podPorts []NamedPort) []portProto {
+	if len(specs) == 0 {
+		return []portProto{{}}
+	}
+	var out []portProto
+	for i, list := range specs {
+		var set []portProto
+		for _, s := range list {
+			if s.name == "" {
+				set = append(set, s.pp...)
+				continue
+			}
+			for _, np := range podPorts {
+				if np.Name == s.name && (s.proto == bpf.ProtoAny || np.Proto == s.proto) {
+					set = append(set, portProto{port: np.Port, proto: np.Proto})
+				}
+			}
+		}
+		if i == 0 {
+			out = set
+		} else {
+			out = intersectPorts(out, set)
+		}
+	}
+	return out
+}
+
+// intersectPorts is the ports in both lists (0 matches any port or
+// protocol).
+func intersectPorts(a, b []portProto) []portProto {
+	meet := func(x, y uint16) (uint16, bool) {
+		switch {
+		case x == 0:
+			return y, true
+		case y == 0 || x == y:
+			return x, true
+		}
+		return 0, false
+	}
+	seen := map[portProto]bool{}
+	var out []portProto
+	for _, x := range a {
+		for _, y := range b {
+			port, ok1 := meet(x.port, y.port)
+			proto, ok2 := meet(uint16(x.proto), uint16(y.proto))
+			if pp := (portProto{port: port, proto: uint8(proto)}); ok1 && ok2 && !seen[pp] {
+				seen[pp] = true
+				out = append(out, pp)
+			}
+		}
+	}
+	return out
+}
+
+func named(specs [][]portSpec) bool {
+	for _, list := range specs {
+		for _, s := range list {
+			if s.name != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// selectorOf is a model selector as apimachinery evaluates it.
+func selectorOf(s *ir.LabelSelector) (labels.Selector, error) {
+	ls := &metav1.LabelSelector{MatchLabels: s.MatchLabels}
+	for _, e := range s.MatchExpressions {
+		ls.MatchExpressions = append(ls.MatchExpressions, metav1.LabelSelectorRequirement{Key: e.Key,
+			Operator: metav1.LabelSelectorOperator(e.Operator), Values: e.Values})
+	}
+	return metav1.LabelSelectorAsSelector(ls)
+}
+
+// workloads resolves a match's workload selectors to identities. A
+// selector that does not parse (the model's producer should have caught
+// it) matches nothing for an allow and every peer for a deny.
+func (t *translator) workloads(pol *ir.Policy, cr *compiledRule, m ir.PolicyMatch) peerSet {
+	seen := map[bpf.Identity]bool{}
+	for _, w := range m.Workloads {
+		podSel, nsSel := labels.Everything(), labels.Selector(nil)
+		var err error
+		if w.Labels != nil {
+			podSel, err = selectorOf(w.Labels)
+		}
+		if err == nil && w.NamespaceLabels != nil {
+			nsSel, err = selectorOf(w.NamespaceLabels)
+		}
+		if err != nil {
+			if pol.Action.Denies() {
+				degrade(&cr.diags, pol.Source, ir.FallbackMatchMore, m.Field, "invalid selector (%v); the rule denies every peer", err)
+				return peerSet{any: true}
+			}
+			degrade(&cr.diags, pol.Source, ir.FallbackMatchNothing, m.Field, "invalid selector (%v); the peer matches nothing", err)
+			continue
+		}
+		for _, id := range t.in.Identities {
+			if w.Namespace != "" && id.Namespace != w.Namespace {
+				continue
+			}
+			if nsSel != nil {
+				nsLabels, ok := t.in.Namespaces[id.Namespace]
+				if !ok || !nsSel.Matches(labels.Set(nsLabels)) {
+					continue
+				}
+			}
+			if podSel.Matches(labels.Set(id.Labels)) {
+				seen[id.ID] = true
+			}
+		}
+	}
+	return sortedSet(seen)
+}
+
+// ipBlocks resolves a match's blocks to CIDR identities (and WORLD).
+func (t *translator) ipBlocks(pol *ir.Policy, cr *compiledRule, m ir.PolicyMatch) peerSet {
+	seen := map[bpf.Identity]bool{}
+	for _, b := range m.IPBlocks {
+		if !b.CIDR.IsValid() || !b.CIDR.Addr().Is4() {
+			// Exact for a deny too: IPv6 is dropped both ways.
+			degrade(&cr.diags, pol.Source, ir.FallbackMatchNothing, m.Field,
+				"IPv6 block %s is not enforced (the datapath polices IPv4 only); the peer matches no IPv4 address", b.CIDR)
+			continue
+		}
+		for _, id := range t.ipBlock(b) {
+			seen[id] = true
+		}
+	}
+	return sortedSet(seen)
+}
+
+func sortedSet(seen map[bpf.Identity]bool) peerSet {
+	out := peerSet{ids: make([]bpf.Identity, 0, len(seen))}
+	for id := range seen {
+		out.ids = append(out.ids, id)
+	}
+	sort.Slice(out.ids, func(i, j int) bool { return out.ids[i] < out.ids[j] })
+	return out
+}
+
+// ipBlock is the identities of the addresses in a block and in none of its
+// exceptions. Longest prefix wins in the identity map: an address matches
+// the most specific prefix of any policy, so the block matches every prefix
+// it contains that no exception contains.
+func (t *translator) ipBlock(b ir.IPBlock) []bpf.Identity {
+	block := b.CIDR.Masked()
+	excluded := func(p netip.Prefix) bool {
+		for _, e := range b.Except {
+			if contains(e.Masked(), p) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []bpf.Identity
+	for p, id := range t.cidrs {
+		if contains(block, p) && !excluded(p) {
+			out = append(out, id)
+		}
+	}
+	// Addresses covered by no prefix at all are WORLD: only a /0 block
+	// reaches them.
+	if block.Bits() == 0 && !excluded(block) {
+		out = append(out, bpf.IdentityWorld)
+	}
+	return out
+}
+
+// apply writes a compiled policy's entries for every endpoint it selects;
+// blocked collects the directions of endpoints whose allows must go.
+func (t *translator) apply(cp *compiledPolicy, perEndpoint []*IdentityPolicy, blocked []bpf.EndpointFlags) {
+	for i, ep := range t.in.Endpoints {
+		if ns := cp.pol.Scope.Namespace; ns != "" && ep.Namespace != ns || !cp.scope.Matches(labels.Set(ep.Labels)) {
+			continue
+		}
+		pol := perEndpoint[i]
+		pol.Flags |= cp.isolates
+		if cp.block {
+			blocked[i] |= cp.isolates
+			continue
+		}
+		for _, r := range cp.rules {
+			r.used = true
+			for _, p := range r.products {
+				if r.dir == bpf.Ingress {
+					for _, pp := range resolve(p.ports, ep.Ports) {
+						put(pol, ep.Identity, p.peers, pp, r.dir, cp.verdict)
+					}
+					continue
+				}
+				t.egress(pol, ep.Identity, p, cp.verdict)
+			}
+		}
+	}
+}
+
+// egress writes an egress product: named ports resolve on each peer.
+func (t *translator) egress(pol *IdentityPolicy, self bpf.Identity, p product, verdict bpf.Verdict) {
+	if !named(p.ports) {
+		for _, pp := range resolve(p.ports, nil) {
+			put(pol, self, p.peers, pp, bpf.Egress, verdict)
+		}
+		return
+	}
+	// Resolve per peer identity; "every peer" means every identity whose
+	// pods are known (a named port cannot match an address outside the
+	// cluster).
+	ids := p.peers.ids
+	if p.peers.any {
+		for id := range t.in.PeerPorts {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	}
+	for _, id := range ids {
+		one := peerSet{ids: []bpf.Identity{id}}
+		pods := t.in.PeerPorts[id]
+		if len(pods) == 0 {
+			// A CIDR identity or an identity with no known pod: numbered
+			// ports still apply, named ones match nothing.
+			for _, pp := range resolve(p.ports, nil) {
+				put(pol, self, one, pp, bpf.Egress, verdict)
+			}
+			continue
+		}
+		// Pods of one identity may name ports differently: only what all
+		// of them agree on.
+		var common map[portProto]bool
+		for _, podPorts := range pods {
+			set := map[portProto]bool{}
+			for _, pp := range resolve(p.ports, podPorts) {
+				set[pp] = true
+			}
+			if common == nil {
+				common = set
+				continue
+			}
+			for pp := range common {
+				if !set[pp] {
+					delete(common, pp)
+				}
+			}
+		}
+		for pp := range common {
+			put(pol, self, one, pp, bpf.Egress, verdict)
+		}
+	}
+}
+
+// put writes the entries of a product for one port. A deny is never
+// replaced by an allow of the same key (deny wins).
+func put(pol *IdentityPolicy, self bpf.Identity, peers peerSet, pp portProto, dir bpf.Direction, verdict bpf.Verdict) {
+	set := func(k bpf.PolicyKey) {
+		if pol.Entries[k] != bpf.Deny {
+			pol.Entries[k] = verdict
+		}
+	}
+	k := bpf.PolicyKey{Endpoint: self, Port: pp.port, Proto: pp.proto, Dir: dir}
+	if peers.any {
+		k.Peer = bpf.IdentityAny
+		set(k)
+		return
+	}
+	for _, id := range peers.ids {
+		k.Peer = id
+		set(k)
+	}
+}
+
+// unblock removes an endpoint's allow entries in the blocked directions.
+func unblock(pol *IdentityPolicy, blocked bpf.EndpointFlags) {
+	for k, v := range pol.Entries {
+		if v == bpf.Allow && (k.Dir == bpf.Ingress && blocked&bpf.EnforceIngress != 0 || k.Dir == bpf.Egress && blocked&bpf.EnforceEgress != 0) {
+			delete(pol.Entries, k)
+		}
+	}
+}
+
+// diagnostics are the degradations to report: every policy's own, and a
+// rule's once it applied to a local endpoint.
+func (cp *compiledPolicy) diagnostics() []Diagnostic {
+	var out []Diagnostic
+	add := func(ds []ir.Degradation) {
+		for _, d := range ds {
+			out = append(out, Diagnostic{Severity: Warning, Kind: d.Diagnostic.Resource.Kind, Namespace: d.Diagnostic.Resource.Namespace,
+				Name: d.Diagnostic.Resource.Name, Field: d.Diagnostic.Field, Message: d.Diagnostic.Message})
+		}
+	}
+	add(cp.diags)
+	for _, r := range cp.rules {
+		if r.used {
+			add(r.diags)
+		}
+	}
+	return out
+}
