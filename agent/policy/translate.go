@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
@@ -66,7 +67,7 @@ func Translate(in Input) *Result {
 		sources = append(sources, source{np: p, kind: KindNetworkPolicy})
 	}
 	for _, tp := range in.TrafficPolicies {
-		sources = append(sources, source{np: tp.asNetworkPolicy(), kind: KindTrafficPolicy, deny: tp.Spec.Action == ActionDeny})
+		sources = append(sources, source{np: tp.asNetworkPolicy(), kind: KindTrafficPolicy, deny: tp.Spec.Action == v1alpha1.ActionDeny})
 	}
 	sort.Slice(sources, func(i, j int) bool {
 		a, b := sources[i], sources[j]

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -147,7 +148,7 @@ Monitoring (--metrics-address):
 Uninstall: SIGTERM alone (a rolling update, a drain, a deleted pod) removes nothing.
 The agent watches the DaemonSet that owns its pod (--pod-name in --namespace); stopped
 while that DaemonSet is being deleted (an uninstall), it removes nodemesh from the node
-(as 'nodemesh-agent cleanup' does) and records the Event ` + agent.NodeCleanedReason + ` on the
+(as 'nodemesh-agent cleanup' does) and records the Event ` + api.NodeCleanedReason + ` on the
 DaemonSet. Nothing else removes enforcement from a node.
 
 IPv4 only: IPv6 is not policed, so the agent turns it off on the pods' veths and the
@@ -183,7 +184,7 @@ Examples:
 	f.StringVar(&o.cniSocket, "cni-socket", "/var/run/nodemesh/cni.sock", "the unix socket the plugin talks to")
 	f.StringVar(&o.proxyAddress, "proxy-address", "", "where opted-in pods' connections to Services are redirected (default: the pod CIDR's gateway address, port 15001)")
 	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "addresses of this node that policy treats as the host (repeatable; the pod gateway always is)")
-	f.StringVar(&o.metricsAddress, "metrics-address", ":9967", "address of the metrics and health HTTP server; empty: none")
+	f.StringVar(&o.metricsAddress, "metrics-address", fmt.Sprintf(":%d", api.AgentMetricsPort), "address of the metrics and health HTTP server; empty: none")
 	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
 	f.IntVar(&o.mtu, "mtu", 1500, "MTU of pod interfaces")
 	f.DurationVar(&o.attachQuiet, "tcx-quiet-period", 200*time.Millisecond, "CNI ADD attaches the policy programs as cls_bpf filters (fast); they move to tcx links once CNI calls have been quiet this long")
