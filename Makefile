@@ -4,7 +4,7 @@
 GO        ?= go
 GOTOOL    := $(GO) tool -modfile=hack/tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/cli.Version=$(VERSION) -X github.com/nodemesh/nodemesh/internal/agentcli.Version=$(VERSION)
+LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/clibase.Version=$(VERSION)
 FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 

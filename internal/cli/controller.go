@@ -30,35 +30,19 @@ import (
 
 // NewControllerCommand builds the nodemesh-controller command tree.
 func NewControllerCommand(streams IO) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "nodemesh-controller",
-		Short: "Serve every node Envoy its xDS configuration from the cluster's Istio resources",
-		Long: `nodemesh-controller watches VirtualServices, DestinationRules and ServiceEntries
+	root := clibase.NewRoot(streams, "nodemesh-controller", "Serve every node Envoy its xDS configuration from the cluster's Istio resources",
+		`nodemesh-controller watches VirtualServices, DestinationRules and ServiceEntries
 (networking.istio.io/v1), Services, EndpointSlices, Pods, Namespaces and Nodes,
 translates them with the same code as 'nodemesh translate', and serves each node
-Envoy (and proxyless gRPC client) its own snapshot over ADS.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.SetIn(streams.In)
-	root.SetOut(streams.Out)
-	root.SetErr(streams.ErrOut)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
-	})
-	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run:   func(*cobra.Command, []string) { fmt.Fprintln(streams.Out, "nodemesh-controller", Version) },
-	})
+Envoy (and proxyless gRPC client) its own snapshot over ADS.`)
+	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams))
 	return root
 }
 
 // ExecuteController runs the nodemesh-controller command line and returns
 // the exit code.
 func ExecuteController(args []string, streams IO) int {
-	return execute(NewControllerCommand(streams), args, streams)
+	return clibase.Execute(NewControllerCommand(streams), args, streams)
 }
 
 type controllerOptions struct {
@@ -69,8 +53,7 @@ type controllerOptions struct {
 	maxDebounce       time.Duration
 	clusterDomain     string
 	rootNamespace     string
-	logLevel          string
-	logFormat         string
+	log               clibase.LogFlags
 	profiling         bool
 	shutdownGrace     time.Duration
 
@@ -137,8 +120,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.DurationVar(&o.maxDebounce, "max-debounce", watch.DefaultMaxDebounce, "longest wait for quiet after the first change")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its DestinationRules apply to every namespace")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	o.log.Add(cmd, "info", "json")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/, authenticated like /debug/)")
 	f.StringVar(&o.namespace, "namespace", defaultNamespace(), "the controller's namespace: its CA Secret, CA bundle ConfigMap, Service and the node proxies' ServiceAccount (default $POD_NAMESPACE, else nodemesh-system)")
@@ -159,7 +141,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	if !ok {
 		errOut = os.Stderr
 	}
-	log, err := clibase.NewLogger(errOut, o.logLevel, o.logFormat)
+	log, err := o.log.Logger(errOut)
 	if err != nil {
 		return err
 	}
@@ -227,7 +209,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 			errs <- err
 		}
 	}()
-	log.Info("nodemesh-controller starting", "version", Version, "xds", xdsListener.Addr().String(), "xds-tls", sec.tls != nil, "monitoring", monListener.Addr().String())
+	log.Info("nodemesh-controller starting", "version", clibase.Version, "xds", xdsListener.Addr().String(), "xds-tls", sec.tls != nil, "monitoring", monListener.Addr().String())
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- ctl.Run(ctx) }()

@@ -34,6 +34,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/install"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -176,7 +177,7 @@ func TestControllerCommand(t *testing.T) {
 		kube: KubeFlags{Kubeconfig: kubeconfigAs(t, env, ns, api.ControllerName)}, xdsAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(xdsPort)),
 		monitoringAddress: net.JoinHostPort(host, strconv.Itoa(monPort)),
 		debounce:          20 * time.Millisecond, maxDebounce: time.Second, clusterDomain: "cluster.local", rootNamespace: "istio-system",
-		logLevel: "warn", logFormat: "text", shutdownGrace: 2 * time.Second,
+		log: clibase.LogFlags{Level: "warn", Format: "text"}, shutdownGrace: 2 * time.Second,
 		namespace: ns, service: api.ControllerService, nodeProxyAccounts: []string{api.NodeProxyServiceAccount},
 		caSecret: api.CASecret, caBundle: api.CABundleConfigMap, maxConnectionAge: 30 * time.Minute,
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/nodemesh/nodemesh/install"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 )
 
 // releaseFlags are what every install-family command shares: the cluster,
@@ -55,7 +56,7 @@ func (r *releaseFlags) getter() genericclioptions.RESTClientGetter {
 	ns := r.namespace
 	f.Namespace = &ns
 	f.WrapConfigFn = func(c *rest.Config) *rest.Config {
-		c.UserAgent = "nodemesh/" + cli.Version
+		c.UserAgent = clibase.UserAgent
 		return c
 	}
 	return f
