@@ -19,5 +19,7 @@
 //
 // The watch → translate → push loop that feeds it from a live cluster is in
 // xds/watch. This package imports translate and go-control-plane, never
-// client-go.
+// client-go; the xds packages reach the translator through its facade
+// (package translate) and translate/ir only, and never import the agent or
+// the installer (internal/archtest).
 package xds

@@ -4,8 +4,9 @@
 // that every node of the cluster uses the same number for the same label
 // set. The scheme is described in docs/design/identity.md.
 //
-// The package uses client-go's dynamic client; it must not import the bpf
-// package's loaders (only its Identity type) or anything of the translator.
+// The package uses client-go's dynamic client and api/v1alpha1 (the
+// resource and its label); it must not import the bpf package's loaders
+// (only its Identity type) or anything of the translator.
 package identity
 
 import (

@@ -30,6 +30,6 @@
 // resolves differently, a podSelector on a label the identity leaves out),
 // they get the intersection and the policy is reported.
 //
-// The package imports the bpf package for its key types and k8s.io/api; it
-// must not import client-go.
+// The package imports the bpf package for its key types, api/v1alpha1 (the
+// TrafficPolicy type) and k8s.io/api; it must not import client-go.
 package policy

@@ -10,5 +10,6 @@
 // The same Bag is filled by the controller's informers, without source
 // positions, so that files and a live cluster go through one code path.
 //
-// This package must not import Envoy or any translator back end.
+// This package must not import Envoy or any translator back end; of the rest
+// of nodemesh it imports translate/ir, api and internal/suggest.
 package input
