@@ -9,6 +9,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -119,6 +120,42 @@ func TestTrafficPolicyDefaults(t *testing.T) {
 	rules, _, _ := unstructured.NestedSlice(got.Object, "spec", "ingress")
 	if ports, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "ports"); ports[0].(map[string]any)["protocol"] != "TCP" {
 		t.Errorf("stored port %v, want protocol TCP", ports[0])
+	}
+}
+
+// TestTrafficPolicyGoType: a policy made with the Go type keeps what its
+// ingress and egress say — an empty list is a present list (it isolates),
+// a nil one is none — through the API server, which drops the nil list's
+// null.
+func TestTrafficPolicyGoType(t *testing.T) {
+	env, dc := installed(t)
+	ns := env.Namespace(t, "crd-tp", nil)
+	res := dc.Resource(v1alpha1.TrafficPolicyResource).Namespace(ns)
+	tp := &v1alpha1.TrafficPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.TrafficPolicyKind},
+		ObjectMeta: metav1.ObjectMeta{Name: "egress-only"},
+		Spec:       v1alpha1.TrafficPolicySpec{Action: v1alpha1.ActionAllow, Egress: []v1alpha1.TrafficRule{}},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := res.Create(context.Background(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := got.Object["spec"].(map[string]any)
+	if _, ok := spec["ingress"]; ok {
+		t.Errorf("stored spec %v has ingress, want none", spec)
+	}
+	if e, ok := spec["egress"].([]any); !ok || len(e) != 0 {
+		t.Errorf("stored spec %v, want egress: []", spec)
+	}
+
+	tp.Name, tp.Spec.Egress = "no-rules", nil
+	obj, _ = runtime.DefaultUnstructuredConverter.ToUnstructured(tp)
+	if _, err := res.Create(context.Background(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "a policy needs ingress or egress rules") {
+		t.Errorf("a policy with nil lists: %v, want refused", err)
 	}
 }
 
