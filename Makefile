@@ -4,7 +4,7 @@
 GO        ?= go
 GOTOOL    := $(GO) tool -modfile=hack/tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/cli.Version=$(VERSION) -X github.com/nodemesh/nodemesh/internal/agentcli.Version=$(VERSION)
+LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/clibase.Version=$(VERSION)
 FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
@@ -14,7 +14,7 @@ KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./xds/kubeauth/... ./intern
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated lint fuzz ci clean
+.PHONY: all build test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
 
 all: build
 
@@ -66,6 +66,14 @@ bench-controller: kube-binaries
 	NODEMESH_KUBE=required $(GO) test -run '^$$' -bench 'Convergence|EndpointPush' -benchtime 20x -count 3 -timeout 60m ./xds/watch/ | tee -a _output/bench-controller.txt
 	NODEMESH_KUBE=required $(GO) test -run '^$$' -bench 'ControllerMemory' -benchtime 1x -timeout 80m ./xds/watch/ | tee -a _output/bench-controller.txt
 
+## generate: the CRD Go types' deepcopy functions (api/v1alpha1) and the CRDs (install/chart/crds, the only copy) from api/ with controller-gen
+generate:
+	hack/generate.sh
+
+## check-generated: regenerate what 'make generate' writes into a scratch directory and fail if the committed files differ
+check-generated:
+	hack/check-generated.sh
+
 ## bpf-generate: rebuild the committed eBPF objects and Go bindings from bpf/c (needs clang, llvm, libbpf-dev)
 bpf-generate:
 	$(GO) generate ./bpf/
@@ -99,7 +107,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzPlugin -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./agent/cni/
 
 ## ci: what .ci/run runs
-ci: lint test fuzz
+ci: lint check-generated test fuzz
 
 clean:
 	rm -rf bin _output

@@ -21,12 +21,10 @@ import (
 // The node cleanup contract with the installer (install/uninstall.go,
 // docs/design/install.md): an agent stopped because the DaemonSet owning
 // its pod is being deleted removes nodemesh from its node (uninstall.go)
-// and records an Event with reason NodeCleanedReason on that DaemonSet
+// and records an Event with reason api.NodeCleanedReason on that DaemonSet
 // (involvedObject.uid = the DaemonSet's UID), source host = its node name.
-// The installer keeps the same name (install.NodeCleanedReason; a test
-// checks).
+// The reason is api.NodeCleanedReason, which the installer waits for.
 const (
-	NodeCleanedReason = "NodeCleaned"
 	// NodeCleanupFailedReason is the Warning Event recorded instead when
 	// something could not be removed (the installer then lists the node as
 	// unconfirmed, with 'nodemesh-agent cleanup' as the fix).

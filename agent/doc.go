@@ -18,7 +18,8 @@
 // DaemonSet — an uninstall — makes a stopping agent remove nodemesh from
 // its node (uninstall.go).
 //
-// The agent imports bpf and client-go; it must not import Helm,
-// go-control-plane or the translator, except translate/ir (the policy
-// model, plain data).
+// The agent imports bpf, api (the shared names and CRD types), translate/ir
+// (the policy model) and client-go; it must not import xds, the rest of the
+// translator, install, migration, Helm or go-control-plane
+// (internal/archtest enforces it).
 package agent

@@ -13,12 +13,14 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 )
 
 func newRecorder(kube kubernetes.Interface, node string) record.EventRecorder {
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodemesh-agent", Host: node})
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: api.AgentName, Host: node})
 }
 
 // EventReasonNotEnforceable is the Event reason for policy the agent cannot
@@ -42,7 +44,7 @@ func (a *Agent) report(diags []policy.Diagnostic) {
 		}
 		ref := &corev1.ObjectReference{APIVersion: "networking.k8s.io/v1", Kind: policy.KindNetworkPolicy, Namespace: d.Namespace, Name: d.Name}
 		if d.Kind == policy.KindTrafficPolicy {
-			ref.APIVersion, ref.Kind = policy.TrafficPolicyGVR.GroupVersion().String(), policy.KindTrafficPolicy
+			ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), v1alpha1.TrafficPolicyKind
 			if o, ok, _ := a.informers.traffic.GetStore().GetByKey(d.Namespace + "/" + d.Name); ok {
 				if u, ok := o.(*unstructured.Unstructured); ok {
 					ref.UID = u.GetUID()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/agent/identity"
 	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
@@ -74,8 +75,8 @@ func newInformers(a *Agent) *watchers {
 	nsInf := i.factory.Core().V1().Namespaces()
 	npInf := i.factory.Networking().V1().NetworkPolicies()
 	svcInf := i.factory.Core().V1().Services()
-	idInf := i.dynFactory.ForResource(identity.GVR).Informer()
-	tpInf := i.dynFactory.ForResource(policy.TrafficPolicyGVR).Informer()
+	idInf := i.dynFactory.ForResource(v1alpha1.IdentityResource).Informer()
+	tpInf := i.dynFactory.ForResource(v1alpha1.TrafficPolicyResource).Informer()
 	_ = idInf.AddIndexers(cache.Indexers{byHashIndex: hashIndex})
 	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), idInf, tpInf} {
 		_, _ = inf.AddEventHandler(trigger)
@@ -107,7 +108,7 @@ func newInformers(a *Agent) *watchers {
 // hashIndex indexes Identity objects by their key hash label.
 func hashIndex(obj any) ([]string, error) {
 	if u, ok := obj.(*unstructured.Unstructured); ok {
-		return []string{u.GetLabels()[identity.HashLabel]}, nil
+		return []string{u.GetLabels()[v1alpha1.IdentityKeyHashLabel]}, nil
 	}
 	return nil, nil
 }

@@ -17,16 +17,9 @@ import (
 	"github.com/nodemesh/nodemesh/agent/identity"
 	"github.com/nodemesh/nodemesh/agent/mapsync"
 	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
-)
-
-// Labels and names nodemesh honours (ARCHITECTURE.md, "Opt-in and
-// coexistence").
-const (
-	DataplaneModeLabel = "istio.io/dataplane-mode"
-	DataplaneModeOn    = "nodemesh"
-	DataplaneModeNone  = "none"
-	IstioSidecarName   = "istio-proxy"
 )
 
 // Sync reconciles every map with the cluster: identities of local pods,
@@ -70,7 +63,7 @@ func podFacts(r *endpointRecord, pod *corev1.Pod) {
 	r.Ports = nil
 	r.Sidecar = false
 	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == IstioSidecarName {
+		if c.Name == api.IstioProxyContainer {
 			r.Sidecar = true
 		}
 		for _, p := range c.Ports {
@@ -123,18 +116,18 @@ func (a *Agent) refreshRecord(ctx context.Context, r *endpointRecord) error {
 
 // redirected reports whether a pod's connections go to the node proxy.
 func (a *Agent) redirected(r *endpointRecord) bool {
-	if r.Sidecar || r.Labels[DataplaneModeLabel] == DataplaneModeNone {
+	if r.Sidecar || r.Labels[api.DataplaneModeLabel] == api.DataplaneModeNone {
 		return false
 	}
 	ns, err := a.informers.namespaces.Get(r.Namespace)
 	if err != nil {
 		return false
 	}
-	if ns.Labels[DataplaneModeLabel] != DataplaneModeOn {
+	if ns.Labels[api.DataplaneModeLabel] != api.DataplaneModeNodemesh {
 		return false
 	}
 	// A namespace still injected with sidecars is left to Istio.
-	if ns.Labels["istio-injection"] == "enabled" || ns.Labels["istio.io/rev"] != "" {
+	if ns.Labels[api.IstioInjectionLabel] == api.IstioInjectionEnabled || ns.Labels[api.IstioRevisionLabel] != "" {
 		return false
 	}
 	return true
@@ -176,7 +169,7 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 		// What it selects and allows is unknown: every pod of its
 		// namespace is isolated both ways and nothing is allowed by it.
 		in.TrafficPolicies = append(in.TrafficPolicies, &policy.TrafficPolicy{Namespace: u.GetNamespace(), Name: u.GetName(),
-			Spec: policy.TrafficPolicySpec{Action: policy.ActionAllow}, HasIngress: true, HasEgress: true})
+			Spec: v1alpha1.TrafficPolicySpec{Action: v1alpha1.ActionAllow}, HasIngress: true, HasEgress: true})
 		diags = append(diags, policy.Diagnostic{Severity: policy.Warning, Kind: policy.KindTrafficPolicy, Namespace: u.GetNamespace(),
 			Name: u.GetName(), Field: "spec", Message: fmt.Sprintf("cannot be read (%v): every pod of the namespace is isolated, no rule of it applies", err)})
 	}

@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // Removing nodemesh from a node removes its policy enforcement, so it is
@@ -265,7 +267,7 @@ func (a *Agent) cleanNode(ctx context.Context, ds metav1.OwnerReference) {
 	a.metrics.cleanups.WithLabelValues("cleaned").Inc()
 	a.log.Info("node cleaned", "links", res.Links, "filters", res.Filters, "maps", res.Pins, "files", res.Files,
 		"podsLeft", len(res.LivePods))
-	a.recordCleanup(ctx, ds, corev1.EventTypeNormal, NodeCleanedReason,
+	a.recordCleanup(ctx, ds, corev1.EventTypeNormal, api.NodeCleanedReason,
 		fmt.Sprintf("node %s: removed %d links, %d cls_bpf filters, %d map pins, %d CNI files; %d pods keep their interfaces until deleted",
 			a.cfg.NodeName, res.Links, res.Filters, res.Pins, len(res.Files), len(res.LivePods)))
 }
@@ -280,7 +282,7 @@ func (a *Agent) recordCleanup(ctx context.Context, ds metav1.OwnerReference, typ
 		InvolvedObject: corev1.ObjectReference{APIVersion: ds.APIVersion, Kind: ds.Kind, Namespace: a.cfg.Namespace,
 			Name: ds.Name, UID: ds.UID},
 		Reason: reason, Message: msg, Type: typ, Count: 1, FirstTimestamp: now, LastTimestamp: now,
-		Source:              corev1.EventSource{Component: "nodemesh-agent", Host: a.cfg.NodeName},
+		Source:              corev1.EventSource{Component: api.AgentName, Host: a.cfg.NodeName},
 		ReportingController: "nodemesh.io/agent", ReportingInstance: a.cfg.NodeName,
 	}
 	for {

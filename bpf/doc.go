@@ -17,7 +17,9 @@
 // described in docs/design/datapath.md.
 //
 // The package is Linux-only, needs CAP_BPF/CAP_NET_ADMIN (in practice root) to
-// load anything, never logs (errors are returned, wrapped) and must not import
-// Helm, go-control-plane, client-go or the translator: the agent translates
-// Kubernetes objects into the plain values this package takes.
+// load anything, never logs (errors are returned, wrapped) and imports nothing
+// of Kubernetes, Helm, go-control-plane or the translator — of nodemesh only
+// api, for the ports, UID and mark it shares (internal/archtest enforces it):
+// the agent translates Kubernetes objects into the plain values this package
+// takes.
 package bpf

@@ -8,19 +8,21 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // Ports and marks the redirection honours, as Istio uses them.
 const (
 	// ProxyOutboundPort is the node proxy's outbound capture listener.
-	ProxyOutboundPort = 15001
+	ProxyOutboundPort = api.OutboundCapturePort
 	// HBONEPort is never redirected.
-	HBONEPort = 15008
+	HBONEPort = api.HBONEPort
 	// IstioProxyUID is the UID (and GID) of Istio proxies; their connections
 	// are never redirected.
-	IstioProxyUID = 1337
+	IstioProxyUID = api.IstioProxyUID
 	// IstioSkipMark on a socket (SO_MARK) keeps it from being redirected.
-	IstioSkipMark = 0x539
+	IstioSkipMark = api.IstioSkipMark
 )
 
 // Redirect is the loaded redirection programs and their maps. Its methods are

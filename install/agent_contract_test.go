@@ -11,16 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
-	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/api"
 )
-
-// The agent (which does not link Helm) keeps its own copy of the cleanup
-// contract's names.
-func TestCleanupContractNames(t *testing.T) {
-	if NodeCleanedReason != agent.NodeCleanedReason {
-		t.Errorf("installer %q, agent %q", NodeCleanedReason, agent.NodeCleanedReason)
-	}
-}
 
 // agentDaemonSet renders the chart with its defaults and returns the agent
 // DaemonSet and the agent's Roles and ClusterRoles.
@@ -39,15 +31,15 @@ func renderedAgent(t *testing.T) (*appsv1.DaemonSet, []rbacv1.PolicyRule) {
 	for _, obj := range decodeAll(t, out) {
 		switch o := obj.(type) {
 		case *appsv1.DaemonSet:
-			if o.Name == AgentName {
+			if o.Name == api.AgentName {
 				ds = o
 			}
 		case *rbacv1.Role:
-			if o.Name == AgentName {
+			if o.Name == api.AgentName {
 				rules = append(rules, o.Rules...)
 			}
 		case *rbacv1.ClusterRole:
-			if o.Name == AgentName {
+			if o.Name == api.AgentName {
 				rules = append(rules, o.Rules...)
 			}
 		}
@@ -60,7 +52,7 @@ func renderedAgent(t *testing.T) (*appsv1.DaemonSet, []rbacv1.PolicyRule) {
 
 // TestAgentCapabilities pins what the agent may do to its node: not
 // privileged, no privilege escalation, exactly the capabilities it needs
-// (agent.Capabilities, with which the end-to-end tests run the agent) and
+// (api.AgentCapabilities, with which the end-to-end tests run the agent) and
 // the runtime's default seccomp profile; and the host paths it mounts,
 // none with Bidirectional propagation (which needs a privileged container).
 func TestAgentCapabilities(t *testing.T) {
@@ -84,8 +76,8 @@ func TestAgentCapabilities(t *testing.T) {
 	for _, c := range sc.Capabilities.Add {
 		added = append(added, string(c))
 	}
-	if !slices.Equal(added, agent.Capabilities) {
-		t.Errorf("capabilities added: %v, want agent.Capabilities %v", added, agent.Capabilities)
+	if !slices.Equal(added, api.AgentCapabilities) {
+		t.Errorf("capabilities added: %v, want api.AgentCapabilities %v", added, api.AgentCapabilities)
 	}
 	if got := sc.Capabilities.Drop; len(got) != 1 || got[0] != "ALL" {
 		t.Errorf("capabilities dropped: %v, want [ALL]", got)
@@ -170,8 +162,8 @@ func TestAgentUninstallRBAC(t *testing.T) {
 		for _, res := range r.Resources {
 			switch res {
 			case "daemonsets":
-				if !slices.Equal(r.ResourceNames, []string{AgentName}) || !slices.Equal(r.Verbs, []string{"get", "list", "watch"}) {
-					t.Errorf("daemonsets rule %+v: want get/list/watch of %s only", r, AgentName)
+				if !slices.Equal(r.ResourceNames, []string{api.AgentName}) || !slices.Equal(r.Verbs, []string{"get", "list", "watch"}) {
+					t.Errorf("daemonsets rule %+v: want get/list/watch of %s only", r, api.AgentName)
 				}
 				readsOwnDS = true
 			case "configmaps", "deployments", "replicasets", "statefulsets":

@@ -28,9 +28,9 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/lint/support"
 
-	"github.com/nodemesh/nodemesh/install/crds"
+	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/golden"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/xds"
 )
 
@@ -65,7 +65,7 @@ func TestLint(t *testing.T) {
 			l := action.NewLint()
 			l.Strict = true
 			l.KubeVersion = kv
-			l.Namespace = DefaultNamespace
+			l.Namespace = api.DefaultNamespace
 			res := l.Run([]string{ChartDir}, vals)
 			for _, m := range res.Messages {
 				// INFO messages (e.g. "icon is recommended") are advice.
@@ -97,8 +97,8 @@ func helmTemplate(t *testing.T, vals map[string]any) string {
 	client.KubeVersion = kv
 	client.DryRunOption = "true"
 	client.DryRun = true
-	client.ReleaseName = DefaultReleaseName
-	client.Namespace = DefaultNamespace
+	client.ReleaseName = api.DefaultReleaseName
+	client.Namespace = api.DefaultNamespace
 	client.Replace = true
 	client.ClientOnly = true
 	client.IncludeCRDs = true
@@ -265,9 +265,9 @@ func TestLeastPrivilege(t *testing.T) {
 		name  string
 		verbs map[string]bool
 	}{
-		"secrets":               {meshauth.CASecret, map[string]bool{"get": true, "update": true}},
-		"configmaps":            {meshauth.CABundleConfigMap, map[string]bool{"get": true, "update": true}},
-		"serviceaccounts/token": {meshauth.DebugServiceAccount, map[string]bool{"create": true}},
+		"secrets":               {api.CASecret, map[string]bool{"get": true, "update": true}},
+		"configmaps":            {api.CABundleConfigMap, map[string]bool{"get": true, "update": true}},
+		"serviceaccounts/token": {api.DebugServiceAccount, map[string]bool{"create": true}},
 	}
 	bound := map[string]bool{}
 	roleBound := map[string][]string{} // role → subjects
@@ -336,34 +336,51 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	if !bound[ControllerName] || !bound[AgentName] {
+	if !bound[api.ControllerName] || !bound[api.AgentName] {
 		t.Errorf("controller and agent must be bound to their roles: %v", bound)
 	}
-	if bound[EnvoyName] {
+	if bound[api.EnvoyName] {
 		t.Error("the node Envoy must have no RBAC binding")
 	}
-	if got := roleBound[meshauth.DebugServiceAccount]; len(got) != 1 || got[0] != meshauth.DebugServiceAccount {
-		t.Errorf("Role %s is bound to %v, want its ServiceAccount only", meshauth.DebugServiceAccount, got)
+	if got := roleBound[api.DebugServiceAccount]; len(got) != 1 || got[0] != api.DebugServiceAccount {
+		t.Errorf("Role %s is bound to %v, want its ServiceAccount only", api.DebugServiceAccount, got)
 	}
-	if got := roleBound[meshauth.DebugServiceAccount+"-client"]; len(got) != 0 {
-		t.Errorf("Role %s-client is bound to %v: it is for users to bind", meshauth.DebugServiceAccount, got)
+	if got := roleBound[api.DebugServiceAccount+"-client"]; len(got) != 0 {
+		t.Errorf("Role %s-client is bound to %v: it is for users to bind", api.DebugServiceAccount, got)
 	}
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
 
-// The chart installs the CRDs the agent is written and tested against
-// (install/crds, which the agent's tests apply): the same bytes.
-func TestCRDsAreTheAgents(t *testing.T) {
+// TestChartCRDs: the embedded chart installs exactly the CRDs of
+// install/chart/crds (which the agent's tests apply), and carries none of
+// that Go package's files (.helmignore, applied by Chart as by helm).
+func TestChartCRDs(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]byte{}
+	for _, crd := range c.CRDObjects() {
+		got[crd.Name] = crd.File.Data
+	}
 	ents, err := crds.FS.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
 		want, _ := crds.FS.ReadFile(e.Name())
-		got, err := os.ReadFile(filepath.Join("chart", "crds", e.Name()))
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("chart/crds/%s differs from install/crds/%s (copy it over): %v", e.Name(), e.Name(), err)
+		if name := "crds/" + e.Name(); !bytes.Equal(got[name], want) {
+			t.Errorf("the chart's %s differs from install/chart/crds/%s", name, e.Name())
+		}
+		delete(got, "crds/"+e.Name())
+	}
+	for name := range got {
+		t.Errorf("the chart installs %s, which install/chart/crds does not embed", name)
+	}
+	for _, f := range append(c.Raw, c.Files...) {
+		if strings.HasSuffix(f.Name, ".go") {
+			t.Errorf("the chart carries %s", f.Name)
 		}
 	}
 }
@@ -383,7 +400,7 @@ func TestNodeEnvoyCapabilities(t *testing.T) {
 	found := false
 	for _, obj := range decodeAll(t, out) {
 		ds, ok := obj.(*appsv1.DaemonSet)
-		if !ok || ds.Name != EnvoyName {
+		if !ok || ds.Name != api.EnvoyName {
 			continue
 		}
 		for _, ctr := range ds.Spec.Template.Spec.Containers {
@@ -439,13 +456,13 @@ func TestXDSCredentialsWiring(t *testing.T) {
 			for _, o := range decodeAll(t, out) {
 				switch o := o.(type) {
 				case *appsv1.DaemonSet:
-					if o.Name == EnvoyName {
+					if o.Name == api.EnvoyName {
 						envoyDS = o
 					}
 				case *appsv1.Deployment:
 					ctrl = o
 				case *corev1.ServiceAccount:
-					if o.Name == EnvoyName && (o.AutomountServiceAccountToken == nil || *o.AutomountServiceAccountToken) {
+					if o.Name == api.EnvoyName && (o.AutomountServiceAccountToken == nil || *o.AutomountServiceAccountToken) {
 						t.Error("the node Envoy's ServiceAccount mounts an API token")
 					}
 				case *corev1.Secret:
@@ -482,8 +499,8 @@ func TestXDSCredentialsWiring(t *testing.T) {
 				case v.Projected != nil:
 					for _, src := range v.Projected.Sources {
 						if sat := src.ServiceAccountToken; sat != nil {
-							if sat.Audience != meshauth.XDSAudience {
-								t.Errorf("token audience %q, want %q", sat.Audience, meshauth.XDSAudience)
+							if sat.Audience != api.XDSAudience {
+								t.Errorf("token audience %q, want %q", sat.Audience, api.XDSAudience)
 							}
 							if sat.ExpirationSeconds == nil || *sat.ExpirationSeconds > 3600 {
 								t.Errorf("token lifetime %v s: at most an hour", sat.ExpirationSeconds)
@@ -492,9 +509,9 @@ func TestXDSCredentialsWiring(t *testing.T) {
 						}
 					}
 				case v.ConfigMap != nil:
-					if v.ConfigMap.Name != meshauth.CABundleConfigMap || len(v.ConfigMap.Items) != 1 || v.ConfigMap.Items[0].Key != meshauth.CABundleKey ||
+					if v.ConfigMap.Name != api.CABundleConfigMap || len(v.ConfigMap.Items) != 1 || v.ConfigMap.Items[0].Key != api.CABundleKey ||
 						v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
-						t.Errorf("CA volume %+v: want key %s of ConfigMap %s, required", v.ConfigMap, meshauth.CABundleKey, meshauth.CABundleConfigMap)
+						t.Errorf("CA volume %+v: want key %s of ConfigMap %s, required", v.ConfigMap, api.CABundleKey, api.CABundleConfigMap)
 					}
 					caFile = mounts[v.Name] + "/" + v.ConfigMap.Items[0].Path
 				}
@@ -507,12 +524,12 @@ func TestXDSCredentialsWiring(t *testing.T) {
 				t.Errorf("mounted at %s and %s; the bootstrap's defaults are %s and %s", tokenFile, caFile, xds.DefaultTokenFile, xds.DefaultCAFile)
 			}
 			// The bootstrap these arguments make validates.
-			if _, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: ControllerName + "." + DefaultNamespace + ".svc:15010", TokenFile: tokenFile, CAFile: caFile}); err != nil {
+			if _, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: api.ControllerName + "." + api.DefaultNamespace + ".svc:15010", TokenFile: tokenFile, CAFile: caFile}); err != nil {
 				t.Error(err)
 			}
 			cargs := strings.Join(ctrl.Spec.Template.Spec.Containers[0].Args, " ")
-			for _, want := range []string{"--namespace=" + DefaultNamespace, "--node-proxy-service-account=" + EnvoyName, "--controller-service=" + ControllerName,
-				"--xds-ca-secret=" + meshauth.CASecret, "--xds-ca-bundle=" + meshauth.CABundleConfigMap} {
+			for _, want := range []string{"--namespace=" + api.DefaultNamespace, "--node-proxy-service-account=" + api.EnvoyName, "--controller-service=" + api.ControllerName,
+				"--xds-ca-secret=" + api.CASecret, "--xds-ca-bundle=" + api.CABundleConfigMap} {
 				if !strings.Contains(cargs, want) {
 					t.Errorf("controller args lack %s: %s", want, cargs)
 				}
@@ -520,10 +537,10 @@ func TestXDSCredentialsWiring(t *testing.T) {
 			if strings.Contains(cargs, "insecure") {
 				t.Errorf("the chart runs the controller insecure: %s", cargs)
 			}
-			if got := strings.Contains(cargs, "--xds-tls-cert-file"); got != (existing != "") || kinds["Secret/"+meshauth.CASecret] != (existing == "") {
-				t.Errorf("existingSecret %q: controller reads files %v, chart makes the CA Secret %v", existing, got, kinds["Secret/"+meshauth.CASecret])
+			if got := strings.Contains(cargs, "--xds-tls-cert-file"); got != (existing != "") || kinds["Secret/"+api.CASecret] != (existing == "") {
+				t.Errorf("existingSecret %q: controller reads files %v, chart makes the CA Secret %v", existing, got, kinds["Secret/"+api.CASecret])
 			}
-			if !kinds["ConfigMap/"+meshauth.CABundleConfigMap] {
+			if !kinds["ConfigMap/"+api.CABundleConfigMap] {
 				t.Error("no CA bundle ConfigMap")
 			}
 			np := true
@@ -532,11 +549,8 @@ func TestXDSCredentialsWiring(t *testing.T) {
 					np = false
 				}
 			}
-			if kinds["NetworkPolicy/"+ControllerName] != np || kinds["TrafficPolicy/"+ControllerName+"-xds"] != np {
-				t.Errorf("network policy enabled %v: NetworkPolicy %v, TrafficPolicy %v", np, kinds["NetworkPolicy/"+ControllerName], kinds["TrafficPolicy/"+ControllerName+"-xds"])
-			}
-			if EnvoyName != meshauth.NodeProxyServiceAccount || ControllerName != meshauth.ControllerService {
-				t.Error("the chart's names differ from internal/meshauth's")
+			if kinds["NetworkPolicy/"+api.ControllerName] != np || kinds["TrafficPolicy/"+api.ControllerName+"-xds"] != np {
+				t.Errorf("network policy enabled %v: NetworkPolicy %v, TrafficPolicy %v", np, kinds["NetworkPolicy/"+api.ControllerName], kinds["TrafficPolicy/"+api.ControllerName+"-xds"])
 			}
 		})
 	}
@@ -558,7 +572,7 @@ func TestControllerNetworkPolicy(t *testing.T) {
 	for _, o := range decodeAll(t, out) {
 		switch o := o.(type) {
 		case *networkingv1.NetworkPolicy:
-			if o.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != ControllerName || len(o.Spec.PolicyTypes) != 1 || o.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+			if o.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != api.ControllerName || len(o.Spec.PolicyTypes) != 1 || o.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
 				t.Errorf("policy selects %v, types %v", o.Spec.PodSelector, o.Spec.PolicyTypes)
 			}
 			got := map[int32][]string{}

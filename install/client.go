@@ -14,6 +14,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // Sentinels callers branch on (the CLI turns them into one clear line).
@@ -40,7 +42,7 @@ type Client struct {
 // Connect checks that the API server answers, then prepares the Helm SDK
 // for namespace and release (defaults: nodemesh-system, nodemesh).
 func Connect(ctx context.Context, getter genericclioptions.RESTClientGetter, namespace, releaseName string) (*Client, error) {
-	c := &Client{Namespace: orDefault(namespace, DefaultNamespace), Release: orDefault(releaseName, DefaultReleaseName)}
+	c := &Client{Namespace: orDefault(namespace, api.DefaultNamespace), Release: orDefault(releaseName, api.DefaultReleaseName)}
 	cfg, err := getter.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("%w: kubeconfig: %w", ErrUnreachable, err)

@@ -5,7 +5,8 @@
 // uninstall through the Helm SDK with Secret storage, preflight checks, live
 // readiness progress and status. The connectivity check is install/check.
 //
-// It may import translate and internal leaves; never cmd, xds or agent.
+// It may import api, translate and internal leaves; never agent, bpf, xds or
+// a command line (internal/archtest enforces it).
 // Like the other libraries it does not log: progress goes to an injected
 // io.Writer, and errors are returned wrapped.
 package install

@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -53,7 +53,7 @@ func connectTest(t *testing.T) (*kubetest.Env, *Client) {
 		ch, _ := Chart()
 		_, _ = c.Uninstall(ctx, ch, UninstallOptions{Purge: true, CleanupTimeout: time.Second})
 		// What a failed test may have left: the cluster-scoped objects.
-		for _, n := range []string{ControllerName, AgentName} {
+		for _, n := range []string{api.ControllerName, api.AgentName} {
 			_ = c.Kube.RbacV1().ClusterRoles().Delete(ctx, n, metav1.DeleteOptions{})
 			_ = c.Kube.RbacV1().ClusterRoleBindings().Delete(ctx, n, metav1.DeleteOptions{})
 		}
@@ -169,8 +169,8 @@ func TestLifecycle(t *testing.T) {
 	objs := manifestObjects(t, rendered)
 	// The controller fills the CA Secret and the bundle ConfigMap the
 	// chart creates empty; upgrades must leave that alone (below).
-	caData := map[string][]byte{meshauth.CASecretCertKey: []byte("cert"), meshauth.CASecretKeyKey: []byte("key")}
-	sec, err := c.Kube.CoreV1().Secrets(c.Namespace).Get(ctx, meshauth.CASecret, metav1.GetOptions{})
+	caData := map[string][]byte{api.CASecretCertKey: []byte("cert"), api.CASecretKeyKey: []byte("key")}
+	sec, err := c.Kube.CoreV1().Secrets(c.Namespace).Get(ctx, api.CASecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,11 +178,11 @@ func TestLifecycle(t *testing.T) {
 	if _, err := c.Kube.CoreV1().Secrets(c.Namespace).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{})
+	cm, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm.Data = map[string]string{meshauth.CABundleKey: "bundle"}
+	cm.Data = map[string]string{api.CABundleKey: "bundle"}
 	if _, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -204,15 +204,15 @@ func TestLifecycle(t *testing.T) {
 	// The API server's RBAC lets the agent watch its own DaemonSet, by
 	// name (how its informer asks: a field selector on metadata.name), and
 	// nothing an uninstall request could hide in.
-	agentSA := "system:serviceaccount:" + c.Namespace + ":" + AgentName
+	agentSA := "system:serviceaccount:" + c.Namespace + ":" + api.AgentName
 	for name, tc := range map[string]struct {
 		attrs authorizationv1.ResourceAttributes
 		want  bool
 	}{
-		"watch its DaemonSet":    {authorizationv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "daemonsets", Name: AgentName}, true},
-		"get its DaemonSet":      {authorizationv1.ResourceAttributes{Verb: "get", Group: "apps", Resource: "daemonsets", Name: AgentName}, true},
+		"watch its DaemonSet":    {authorizationv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "daemonsets", Name: api.AgentName}, true},
+		"get its DaemonSet":      {authorizationv1.ResourceAttributes{Verb: "get", Group: "apps", Resource: "daemonsets", Name: api.AgentName}, true},
 		"watch other DaemonSets": {authorizationv1.ResourceAttributes{Verb: "watch", Group: "apps", Resource: "daemonsets"}, false},
-		"delete its DaemonSet":   {authorizationv1.ResourceAttributes{Verb: "delete", Group: "apps", Resource: "daemonsets", Name: AgentName}, false},
+		"delete its DaemonSet":   {authorizationv1.ResourceAttributes{Verb: "delete", Group: "apps", Resource: "daemonsets", Name: api.AgentName}, false},
 		"read ConfigMaps":        {authorizationv1.ResourceAttributes{Verb: "get", Resource: "configmaps", Name: "nodemesh-cleanup"}, false},
 	} {
 		tc.attrs.Namespace = c.Namespace
@@ -241,8 +241,8 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envoy := objRef{"DaemonSet", c.Namespace, EnvoyName}
-	if want := []string{"DaemonSet " + c.Namespace + "/" + EnvoyName}; fmt.Sprint(res.Changed) != fmt.Sprint(want) {
+	envoy := objRef{"DaemonSet", c.Namespace, api.EnvoyName}
+	if want := []string{"DaemonSet " + c.Namespace + "/" + api.EnvoyName}; fmt.Sprint(res.Changed) != fmt.Sprint(want) {
 		t.Errorf("changed %v, want %v", res.Changed, want)
 	}
 	for o, before := range versions {
@@ -255,17 +255,17 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("%s: resourceVersion %s → %s (changed=%v)", o, before, after, changed)
 		}
 	}
-	if sec, err := c.Kube.CoreV1().Secrets(c.Namespace).Get(ctx, meshauth.CASecret, metav1.GetOptions{}); err != nil || fmt.Sprint(sec.Data) != fmt.Sprint(caData) {
+	if sec, err := c.Kube.CoreV1().Secrets(c.Namespace).Get(ctx, api.CASecret, metav1.GetOptions{}); err != nil || fmt.Sprint(sec.Data) != fmt.Sprint(caData) {
 		t.Errorf("the controller's CA did not survive an upgrade: %v %v", sec.Data, err)
 	}
-	if cm, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{}); err != nil || cm.Data[meshauth.CABundleKey] != "bundle" {
+	if cm, err := c.Kube.CoreV1().ConfigMaps(c.Namespace).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{}); err != nil || cm.Data[api.CABundleKey] != "bundle" {
 		t.Errorf("the CA bundle did not survive an upgrade: %v %v", cm.Data, err)
 	}
-	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, EnvoyName, metav1.GetOptions{})
+	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, api.EnvoyName, metav1.GetOptions{})
 	if err != nil || ds.Spec.Template.Spec.Containers[0].Image != "docker.io/envoyproxy/envoy:v1.36.9" {
 		t.Errorf("envoy image after upgrade: %v", err)
 	}
-	if dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{}); err != nil || *dep.Spec.Replicas != 2 {
+	if dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, api.ControllerName, metav1.GetOptions{}); err != nil || *dep.Spec.Replicas != 2 {
 		t.Errorf("controller replicas after upgrade: want the 2 given at install (%v)", err)
 	}
 	// --reset-values: back to the defaults, plus what is given now.
@@ -273,7 +273,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{}); err != nil || *dep.Spec.Replicas != 1 {
+	if dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, api.ControllerName, metav1.GetOptions{}); err != nil || *dep.Spec.Replicas != 1 {
 		t.Errorf("controller replicas after --reset-values: want the default 1 (%v)", err)
 	}
 	if len(res.Changed) != 2 {
@@ -331,7 +331,7 @@ func assertNothingInstalled(ctx context.Context, t *testing.T, c *Client) {
 			t.Errorf("CRD %s left behind: %v", n, err)
 		}
 	}
-	for _, o := range []objRef{{"ClusterRole", "", AgentName}, {"ClusterRoleBinding", "", AgentName}, {"DaemonSet", c.Namespace, AgentName}, {"Deployment", c.Namespace, ControllerName}} {
+	for _, o := range []objRef{{"ClusterRole", "", api.AgentName}, {"ClusterRoleBinding", "", api.AgentName}, {"DaemonSet", c.Namespace, api.AgentName}, {"Deployment", c.Namespace, api.ControllerName}} {
 		if _, err := get(ctx, c, o); !apierrors.IsNotFound(err) {
 			t.Errorf("%s left behind: %v", o, err)
 		}
@@ -371,15 +371,15 @@ func TestInstallFailurePartWay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	squatter := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: AgentName}}
+	squatter := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: api.AgentName}}
 	if _, err := c.Kube.RbacV1().ClusterRoles().Create(ctx, squatter, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.Install(ctx, ch, InstallOptions{})
-	if err == nil || !strings.Contains(err.Error(), "everything it created was removed") || !strings.Contains(err.Error(), AgentName) {
+	if err == nil || !strings.Contains(err.Error(), "everything it created was removed") || !strings.Contains(err.Error(), api.AgentName) {
 		t.Fatalf("want a failed install naming the conflicting ClusterRole, got %v", err)
 	}
-	if err := c.Kube.RbacV1().ClusterRoles().Delete(ctx, AgentName, metav1.DeleteOptions{}); err != nil {
+	if err := c.Kube.RbacV1().ClusterRoles().Delete(ctx, api.AgentName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	assertNothingInstalled(ctx, t, c)
@@ -417,7 +417,7 @@ func TestWaitProgress(t *testing.T) {
 		}
 	}
 	depStatus := func(ready int32) {
-		d, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{})
+		d, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, api.ControllerName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +426,7 @@ func TestWaitProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	agentDS, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, AgentName, metav1.GetOptions{})
+	agentDS, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, api.AgentName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +436,7 @@ func TestWaitProgress(t *testing.T) {
 			Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "img"}}},
 			Status:     st,
 		}
-		if component == AgentName { // as the DaemonSet controller makes them
+		if component == api.AgentName { // as the DaemonSet controller makes them
 			p.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(agentDS, appsv1.SchemeGroupVersion.WithKind("DaemonSet"))}
 		}
 		return p
@@ -450,22 +450,22 @@ func TestWaitProgress(t *testing.T) {
 	ready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
 	unschedulable := corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", Message: "0/2 nodes are available: 2 Insufficient memory."}}}
 	for _, p := range []*corev1.Pod{
-		pod(EnvoyName, "node-1", waiting("ImagePullBackOff", `Back-off pulling image "docker.io/envoyproxy/envoy:v9"`)),
-		pod(EnvoyName, "node-2", ready),
-		pod(AgentName, "node-1", crash),
-		pod(AgentName, "node-2", ready),
+		pod(api.EnvoyName, "node-1", waiting("ImagePullBackOff", `Back-off pulling image "docker.io/envoyproxy/envoy:v9"`)),
+		pod(api.EnvoyName, "node-2", ready),
+		pod(api.AgentName, "node-1", crash),
+		pod(api.AgentName, "node-2", ready),
 	} {
 		if _, err := env.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ctrl := pod(ControllerName, "", unschedulable)
-	ctrl.Name = ControllerName + "-5d8f9"
+	ctrl := pod(api.ControllerName, "", unschedulable)
+	ctrl.Name = api.ControllerName + "-5d8f9"
 	if _, err := env.Create(ctx, ctrl); err != nil {
 		t.Fatal(err)
 	}
-	dsStatus(EnvoyName, 2, 1)
-	dsStatus(AgentName, 2, 1)
+	dsStatus(api.EnvoyName, 2, 1)
+	dsStatus(api.AgentName, 2, 1)
 	depStatus(0)
 	out.Reset()
 	err = c.Wait(ctx, WaitOptions{Timeout: 300 * time.Millisecond, Interval: 100 * time.Millisecond, Out: &out})
@@ -498,7 +498,7 @@ func TestWaitProgress(t *testing.T) {
 	}
 
 	// Everything becomes ready: the wait ends with the summary.
-	for _, p := range []string{EnvoyName + "-node-1", AgentName + "-node-1", ctrl.Name} {
+	for _, p := range []string{api.EnvoyName + "-node-1", api.AgentName + "-node-1", ctrl.Name} {
 		got, err := c.Kube.CoreV1().Pods(c.Namespace).Get(ctx, p, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -508,8 +508,8 @@ func TestWaitProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dsStatus(EnvoyName, 2, 2)
-	dsStatus(AgentName, 2, 2)
+	dsStatus(api.EnvoyName, 2, 2)
+	dsStatus(api.AgentName, 2, 2)
 	depStatus(1)
 	out.Reset()
 	if err := c.Wait(ctx, WaitOptions{Timeout: 5 * time.Second, Interval: 100 * time.Millisecond, Out: &out}); err != nil {
@@ -524,17 +524,17 @@ func TestWaitProgress(t *testing.T) {
 	// does, on the DaemonSet. An answer of an earlier DaemonSet's agent
 	// (another UID) does not count.
 	stale := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "cleaned-", Namespace: c.Namespace},
-		InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: c.Namespace, Name: AgentName, UID: "an-earlier-install"},
-		Reason:         NodeCleanedReason, Message: "earlier", Source: corev1.EventSource{Component: AgentName, Host: "node-1"}}
+		InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: c.Namespace, Name: api.AgentName, UID: "an-earlier-install"},
+		Reason:         api.NodeCleanedReason, Message: "earlier", Source: corev1.EventSource{Component: api.AgentName, Host: "node-1"}}
 	if _, err := c.Kube.CoreV1().Events(c.Namespace).Create(ctx, stale, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		for ctx.Err() == nil {
-			if _, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, AgentName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			if _, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, api.AgentName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 				ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "cleaned-", Namespace: c.Namespace},
-					InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: c.Namespace, Name: AgentName, UID: agentDS.UID},
-					Reason:         NodeCleanedReason, Message: "removed programs, pins and CNI configuration", Source: corev1.EventSource{Component: AgentName, Host: "node-2"}}
+					InvolvedObject: corev1.ObjectReference{APIVersion: "apps/v1", Kind: "DaemonSet", Namespace: c.Namespace, Name: api.AgentName, UID: agentDS.UID},
+					Reason:         api.NodeCleanedReason, Message: "removed programs, pins and CNI configuration", Source: corev1.EventSource{Component: api.AgentName, Host: "node-2"}}
 				_, _ = c.Kube.CoreV1().Events(c.Namespace).Create(ctx, ev, metav1.CreateOptions{})
 				return
 			}

@@ -13,6 +13,8 @@ import (
 	authv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // CheckStatus is a preflight check's verdict.
@@ -170,10 +172,10 @@ func (c *Client) checkInjection(ctx context.Context, _ *chart.Chart) CheckResult
 	}
 	var injected, both []string
 	for _, ns := range nss.Items {
-		inj := ns.Labels["istio-injection"] == "enabled" || ns.Labels["istio.io/rev"] != ""
+		inj := ns.Labels[api.IstioInjectionLabel] == api.IstioInjectionEnabled || ns.Labels[api.IstioRevisionLabel] != ""
 		if inj {
 			injected = append(injected, ns.Name)
-			if ns.Labels[OptInLabel] == OptInValue {
+			if ns.Labels[api.DataplaneModeLabel] == api.DataplaneModeNodemesh {
 				both = append(both, ns.Name)
 			}
 		}
@@ -196,7 +198,7 @@ func (c *Client) checkAmbient(ctx context.Context, _ *chart.Chart) CheckResult {
 	}
 	for _, ds := range dss.Items {
 		if ds.Name == "ztunnel" {
-			return warn(r, fmt.Sprintf("Istio ambient's ztunnel runs (%s/%s); nodemesh leaves namespaces with %s=ambient alone", ds.Namespace, ds.Name, OptInLabel),
+			return warn(r, fmt.Sprintf("Istio ambient's ztunnel runs (%s/%s); nodemesh leaves namespaces with %s=%s alone", ds.Namespace, ds.Name, api.DataplaneModeLabel, api.DataplaneModeAmbient),
 				"opt each namespace into one data plane only")
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // ErrNotReady is returned when a wait ends before every component is ready.
@@ -84,16 +86,16 @@ func (c Component) Line() string {
 // DaemonSets, and for each pod that is not ready, why.
 func (c *Client) Components(ctx context.Context) ([]Component, error) {
 	var out []Component
-	dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, ControllerName, metav1.GetOptions{})
+	dep, err := c.Kube.AppsV1().Deployments(c.Namespace).Get(ctx, api.ControllerName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		out = append(out, Component{Name: ControllerName, Kind: "Deployment", Missing: true})
+		out = append(out, Component{Name: api.ControllerName, Kind: "Deployment", Missing: true})
 	case err != nil:
-		return nil, fmt.Errorf("get deployment %s: %w", ControllerName, err)
+		return nil, fmt.Errorf("get deployment %s: %w", api.ControllerName, err)
 	default:
 		out = append(out, deploymentComponent(dep))
 	}
-	for _, name := range []string{AgentName, EnvoyName} {
+	for _, name := range []string{api.AgentName, api.EnvoyName} {
 		ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):

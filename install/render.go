@@ -7,6 +7,8 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // DefaultKubeVersion is the Kubernetes version a client-side render assumes
@@ -41,8 +43,8 @@ func Render(c *chart.Chart, o RenderOptions) (string, error) {
 	inst.DryRunOption = "true"
 	inst.ClientOnly = true
 	inst.Replace = true
-	inst.ReleaseName = orDefault(o.ReleaseName, DefaultReleaseName)
-	inst.Namespace = orDefault(o.Namespace, DefaultNamespace)
+	inst.ReleaseName = orDefault(o.ReleaseName, api.DefaultReleaseName)
+	inst.Namespace = orDefault(o.Namespace, api.DefaultNamespace)
 	inst.IncludeCRDs = !o.WithoutCRDs
 	kv, err := chartutil.ParseKubeVersion(orDefault(o.KubeVersion, DefaultKubeVersion))
 	if err != nil {

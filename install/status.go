@@ -11,12 +11,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/debugclient"
 )
-
-// MonitoringPort is the controller's /healthz, /readyz, /metrics and
-// /debug port.
-const MonitoringPort = 15014
 
 // Status is what 'nodemesh status' reports; its JSON is the -o json output.
 type Status struct {
@@ -99,7 +96,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	if err := c.nodeStates(ctx, s); err != nil {
 		return nil, err
 	}
-	nss, err := c.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: OptInLabel + "=" + OptInValue})
+	nss, err := c.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: api.DataplaneModeLabel + "=" + api.DataplaneModeNodemesh})
 	if err != nil {
 		return nil, fmt.Errorf("list opted-in namespaces: %w", err)
 	}
@@ -121,7 +118,7 @@ func (c *Client) nodeStates(ctx context.Context, s *Status) error {
 		}
 		return rows[n]
 	}
-	for _, comp := range []string{AgentName, EnvoyName} {
+	for _, comp := range []string{api.AgentName, api.EnvoyName} {
 		pods, err := c.podStates(ctx, comp)
 		if err != nil {
 			return err
@@ -134,7 +131,7 @@ func (c *Client) nodeStates(ctx context.Context, s *Status) error {
 			if !p.Ready {
 				state = p.Reason
 			}
-			if comp == AgentName {
+			if comp == api.AgentName {
 				row(p.Node).Agent = state
 			} else {
 				row(p.Node).Envoy = state
@@ -174,7 +171,7 @@ func (c *Client) nodeStates(ctx context.Context, s *Status) error {
 func (c *Client) xdsClients(ctx context.Context) ([]XDSClient, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	dc := &debugclient.Client{Kube: c.Kube, Namespace: c.Namespace, Service: ControllerName, Port: MonitoringPort}
+	dc := &debugclient.Client{Kube: c.Kube, Namespace: c.Namespace, Service: api.ControllerName, Port: api.MonitoringPort}
 	body, err := dc.Get(ctx, "debug/nodes", nil)
 	if err != nil {
 		return []XDSClient{}, fmt.Errorf("cannot read /debug/nodes through the service proxy: %v", err)

@@ -14,13 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-)
 
-// NodeCleanedReason is the reason of the Event an agent records on its
-// DaemonSet once it has removed nodemesh from its node, stopped because
-// that DaemonSet is being deleted; the Event's source host (or reporting
-// instance) is the node name.
-const NodeCleanedReason = "NodeCleaned"
+	"github.com/nodemesh/nodemesh/api"
+)
 
 // UninstallOptions configure Uninstall.
 type UninstallOptions struct {
@@ -116,14 +112,14 @@ func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOpti
 // forever for a node whose kubelet is down, and the answers are per node
 // anyway.
 func (c *Client) cleanNodes(ctx context.Context, o UninstallOptions, res *UninstallResult) error {
-	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, AgentName, metav1.GetOptions{})
+	ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, api.AgentName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read the agent DaemonSet: %w", err)
 	}
-	pods, err := c.Kube.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + AgentName})
+	pods, err := c.Kube.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + api.AgentName})
 	if err != nil {
 		return fmt.Errorf("list agents: %w", err)
 	}
@@ -134,7 +130,7 @@ func (c *Client) cleanNodes(ctx context.Context, o UninstallOptions, res *Uninst
 		}
 	}
 	bg := metav1.DeletePropagationBackground
-	err = c.Kube.AppsV1().DaemonSets(c.Namespace).Delete(ctx, AgentName, metav1.DeleteOptions{
+	err = c.Kube.AppsV1().DaemonSets(c.Namespace).Delete(ctx, api.AgentName, metav1.DeleteOptions{
 		PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: &ds.UID}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete the agent DaemonSet: %w", err)
@@ -179,7 +175,7 @@ func (c *Client) cleanNodes(ctx context.Context, o UninstallOptions, res *Uninst
 func (c *Client) cleanedNodes(ctx context.Context, uid types.UID) (map[string]bool, error) {
 	sel := fields.AndSelectors(
 		fields.OneTermEqualSelector("involvedObject.uid", string(uid)),
-		fields.OneTermEqualSelector("reason", NodeCleanedReason),
+		fields.OneTermEqualSelector("reason", api.NodeCleanedReason),
 	).String()
 	evs, err := c.Kube.CoreV1().Events(c.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
@@ -28,7 +29,7 @@ func (o Options) rootNamespace() string {
 
 // systemNamespaces are never proposed for migration.
 var systemNamespaces = map[string]bool{
-	"kube-system": true, "kube-public": true, "kube-node-lease": true, "nodemesh-system": true,
+	"kube-system": true, "kube-public": true, "kube-node-lease": true, api.DefaultNamespace: true,
 }
 
 // analysis is one run of Analyze.
@@ -140,12 +141,12 @@ func (a *analysis) inventoryOf(ns string) NamespaceInventory {
 	out := NamespaceInventory{Dataplane: "none", Resources: map[string]int{}}
 	if obj := a.inv.namespace(ns); obj != nil {
 		out.Injection, out.Revision = obj.Labels[InjectionLabel], obj.Labels[RevisionLabel]
-		switch mode := obj.Labels[istio.DataplaneModeLabel]; {
-		case mode == istio.DataplaneModeValue:
+		switch mode := obj.Labels[api.DataplaneModeLabel]; {
+		case mode == api.DataplaneModeNodemesh:
 			out.Dataplane = "nodemesh"
-		case mode == "ambient":
+		case mode == api.DataplaneModeAmbient:
 			out.Dataplane = "ambient"
-		case out.Injection == "enabled" || out.Revision != "":
+		case out.Injection == api.IstioInjectionEnabled || out.Revision != "":
 			out.Dataplane = "sidecar"
 		}
 	}

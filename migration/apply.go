@@ -20,8 +20,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/ir"
-	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 // Migrator applies and rolls back migrations against a cluster.
@@ -58,7 +58,7 @@ type Migrator struct {
 
 // ControllerDeployment is the Deployment whose presence says nodemesh is
 // installed.
-const ControllerDeployment = "nodemesh-controller"
+const ControllerDeployment = api.ControllerName
 
 // state is what the backup ConfigMap records.
 type state struct {
@@ -89,7 +89,7 @@ const (
 	stateKey      = "state.json"
 )
 
-var managedLabels = []string{InjectionLabel, RevisionLabel, istio.DataplaneModeLabel}
+var managedLabels = []string{InjectionLabel, RevisionLabel, api.DataplaneModeLabel}
 
 func (m *Migrator) progress(format string, args ...any) {
 	if m.Progress != nil {
@@ -106,7 +106,7 @@ func (m *Migrator) clock() time.Time {
 
 func (m *Migrator) controllerNS() string {
 	if m.ControllerNamespace == "" {
-		return "nodemesh-system"
+		return api.DefaultNamespace
 	}
 	return m.ControllerNamespace
 }
@@ -288,7 +288,7 @@ func hasSidecar(p *corev1.Pod) bool {
 func isMigrated(obj *corev1.Namespace) bool {
 	_, inj := obj.Labels[InjectionLabel]
 	_, rev := obj.Labels[RevisionLabel]
-	return obj.Labels[istio.DataplaneModeLabel] == istio.DataplaneModeValue && !inj && !rev
+	return obj.Labels[api.DataplaneModeLabel] == api.DataplaneModeNodemesh && !inj && !rev
 }
 
 // Apply moves a namespace to nodemesh (see the package documentation and
@@ -307,7 +307,7 @@ func (m *Migrator) Apply(ctx context.Context, ns string) error {
 	}
 	switch {
 	case st != nil && st.Phase == phaseApplied, st == nil && isMigrated(obj):
-		return fmt.Errorf("namespace %q: %w (istio.io/dataplane-mode=nodemesh; roll back with: nodemesh migrate rollback -n %s)", ns, ErrAlreadyMigrated, ns)
+		return fmt.Errorf("namespace %q: %w (%s=%s; roll back with: nodemesh migrate rollback -n %s)", ns, ErrAlreadyMigrated, api.DataplaneModeLabel, api.DataplaneModeNodemesh, ns)
 	}
 	resume := st != nil
 	if resume {
@@ -419,11 +419,11 @@ func (m *Migrator) patchNamespace(ctx context.Context, ns string, patch map[stri
 
 // forward runs the steps after record; each is skipped when already done.
 func (m *Migrator) forward(ctx context.Context, ns string, st *state) error {
-	labels := map[string]any{istio.DataplaneModeLabel: istio.DataplaneModeValue, InjectionLabel: nil, RevisionLabel: nil}
+	labels := map[string]any{api.DataplaneModeLabel: api.DataplaneModeNodemesh, InjectionLabel: nil, RevisionLabel: nil}
 	if err := m.patchNamespace(ctx, ns, map[string]any{"metadata": map[string]any{"labels": labels}}); err != nil {
 		return err
 	}
-	m.progress("✓ labelled %s %s=%s, removed %s and %s", ns, istio.DataplaneModeLabel, istio.DataplaneModeValue, InjectionLabel, RevisionLabel)
+	m.progress("✓ labelled %s %s=%s, removed %s and %s", ns, api.DataplaneModeLabel, api.DataplaneModeNodemesh, InjectionLabel, RevisionLabel)
 	if err := m.step("relabel"); err != nil {
 		return err
 	}

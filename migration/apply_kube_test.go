@@ -35,8 +35,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
-	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -420,7 +420,7 @@ func TestApplyAndRollback(t *testing.T) {
 		t.Fatalf("apply: %v", err)
 	}
 	obj, _ := c.env.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if obj.Labels[istio.DataplaneModeLabel] != istio.DataplaneModeValue || obj.Labels[InjectionLabel] != "" || obj.Annotations[PhaseAnnotation] != phaseApplied {
+	if obj.Labels[api.DataplaneModeLabel] != api.DataplaneModeNodemesh || obj.Labels[InjectionLabel] != "" || obj.Annotations[PhaseAnnotation] != phaseApplied {
 		t.Errorf("namespace after apply: labels %v annotations %v", obj.Labels, obj.Annotations)
 	}
 	if _, err := c.env.Client.CoreV1().ConfigMaps(ns).Get(ctx, BackupConfigMap, metav1.GetOptions{}); err != nil {
@@ -526,7 +526,7 @@ func TestApplyBadInput(t *testing.T) {
 	if err := m.Apply(ctx, "does-not-exist"); !errors.Is(err, ErrNamespaceNotFound) {
 		t.Errorf("missing namespace: %v", err)
 	}
-	migrated := c.env.Namespace(t, "migrated", map[string]string{istio.DataplaneModeLabel: istio.DataplaneModeValue})
+	migrated := c.env.Namespace(t, "migrated", map[string]string{api.DataplaneModeLabel: api.DataplaneModeNodemesh})
 	if err := m.Apply(ctx, migrated); !errors.Is(err, ErrAlreadyMigrated) {
 		t.Errorf("migrated namespace: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/debugclient"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -143,7 +144,7 @@ func (d *DebugRoutes) get(ctx context.Context, path string, query map[string]str
 		}
 		ns := d.Namespace
 		if ns == "" {
-			ns = "nodemesh-system"
+			ns = api.DefaultNamespace
 		}
 		d.dc = &debugclient.Client{URL: d.URL, Kube: d.Client, Namespace: ns, Service: svc, Token: d.Token}
 	})

@@ -16,6 +16,7 @@
 // controller's routes, a connectivity probe) is behind small interfaces so
 // that tests against a real API server can drive it.
 //
-// This package may import translate and internal leaves; it must not import
-// cmd, Helm or go-control-plane.
+// This package may import translate, api and internal leaves; it must not
+// import cmd, xds, agent, install, Helm or go-control-plane (internal/archtest
+// enforces it).
 package migration

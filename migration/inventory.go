@@ -20,15 +20,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
 // Labels and annotations of Istio's sidecar injection.
 const (
-	InjectionLabel    = "istio-injection"
-	RevisionLabel     = "istio.io/rev"
-	PodInjectLabel    = "sidecar.istio.io/inject"
+	InjectionLabel    = api.IstioInjectionLabel
+	RevisionLabel     = api.IstioRevisionLabel
+	PodInjectLabel    = api.SidecarInjectLabel
 	SidecarContainer  = input.SidecarContainer
 	DefaultRootNS     = "istio-system"
 	restartAnnotation = "kubectl.kubernetes.io/restartedAt"

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/ir"
-	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 // Names of what apply records.
@@ -90,12 +90,12 @@ func MakePlan(inv *Inventory, r *Report, ns string) (*Plan, error) {
 		PostCheck: "kubectl -n " + ns + " get configmap " + BackupConfigMap,
 		Rollback:  fmt.Sprintf("kubectl -n %s delete configmap %s; kubectl annotate ns %s %s- %s-", ns, BackupConfigMap, ns, PhaseAnnotation, LabelsAnnotation),
 	})
-	relabel := append([]string{fmt.Sprintf("set label %s=%s", istio.DataplaneModeLabel, istio.DataplaneModeValue)}, remove...)
+	relabel := append([]string{fmt.Sprintf("set label %s=%s", api.DataplaneModeLabel, api.DataplaneModeNodemesh)}, remove...)
 	p.Steps = append(p.Steps, Step{
 		Name:      "relabel",
 		Changes:   relabel,
 		PreCheck:  "the backup ConfigMap exists",
-		PostCheck: fmt.Sprintf("kubectl get ns %s -L %s,%s,%s", ns, istio.DataplaneModeLabel, InjectionLabel, RevisionLabel),
+		PostCheck: fmt.Sprintf("kubectl get ns %s -L %s,%s,%s", ns, api.DataplaneModeLabel, InjectionLabel, RevisionLabel),
 		Rollback:  "restore the recorded labels: " + restoreLabels(ns, labels),
 	})
 	for _, w := range restartOrder(inv.workloadsOf(ns)) {
@@ -121,9 +121,9 @@ func MakePlan(inv *Inventory, r *Report, ns string) (*Plan, error) {
 }
 
 func restoreLabels(ns string, labels map[string]string) string {
-	parts := []string{"kubectl label ns " + ns, istio.DataplaneModeLabel + "-"}
-	if v, ok := labels[istio.DataplaneModeLabel]; ok {
-		parts[1] = istio.DataplaneModeLabel + "=" + v
+	parts := []string{"kubectl label ns " + ns, api.DataplaneModeLabel + "-"}
+	if v, ok := labels[api.DataplaneModeLabel]; ok {
+		parts[1] = api.DataplaneModeLabel + "=" + v
 	}
 	for _, l := range []string{InjectionLabel, RevisionLabel} {
 		if v, ok := labels[l]; ok {

@@ -28,4 +28,8 @@
 // below) imports this package and translate/ir, never input, istio or envoy.
 // A Generation keeps no Envoy message; keeping, encoding and serving what it
 // returns is the caller's.
+//
+// The translator is a library: it imports its subpackages, api and internal
+// leaves, never the controller (xds), the agent, bpf, install, migration or a
+// command line, nor client-go or Helm (internal/archtest enforces it).
 package translate

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
 )
 
@@ -34,8 +35,8 @@ const (
 	// StatsListenerName serves /stats/prometheus on the stats port.
 	StatsListenerName = "prometheus_stats"
 	// DefaultAdminPort and DefaultStatsPort are Istio's.
-	DefaultAdminPort = 15000
-	DefaultStatsPort = 15090
+	DefaultAdminPort = api.EnvoyAdminPort
+	DefaultStatsPort = api.EnvoyStatsPort
 	// ServiceCluster is the node Envoys' service cluster (node.cluster).
 	ServiceCluster = "nodemesh-node"
 	// FileBasedMetadata is Envoy's call-credentials plugin that reads a

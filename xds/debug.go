@@ -15,11 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // DefaultMonitoringPort serves health, readiness, metrics and debug
 // endpoints, as istiod's monitoring port.
-const DefaultMonitoringPort = 15014
+const DefaultMonitoringPort = api.MonitoringPort
 
 // ConfigDump is what /debug/config_dump serves for a node: the
 // configuration it is being served (after any NACK restore), with versions.
@@ -134,7 +136,7 @@ func (d *Debug) authorize(next http.Handler) http.Handler {
 			switch ref.Code {
 			case codes.Unauthenticated:
 				// RFC 9110: a 401 names the scheme to use.
-				w.Header().Set("WWW-Authenticate", `Bearer realm="nodemesh-controller"`)
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+api.ControllerName+`"`)
 				code = http.StatusUnauthorized
 			case codes.PermissionDenied:
 				code = http.StatusForbidden

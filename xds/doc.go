@@ -24,5 +24,6 @@
 // The watch → translate → push loop that feeds it from a live cluster is in
 // xds/watch. This package (and every package under it) imports the
 // translator only through its facade, translate, and translate/ir; it
-// imports go-control-plane, never client-go (xds/watch and xds/kubeauth do).
+// imports go-control-plane, never client-go (xds/watch and xds/kubeauth do),
+// and never the agent or the installer (internal/archtest enforces it).
 package xds

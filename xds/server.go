@@ -21,11 +21,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // DefaultPort is the xDS port, as Istio's (TLS, clients authenticated by a
 // projected ServiceAccount token).
-const DefaultPort = 15010
+const DefaultPort = api.XDSPort
 
 // Server is the ADS gRPC server (state of the world and delta).
 type Server struct {

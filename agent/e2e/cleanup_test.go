@@ -34,7 +34,8 @@ import (
 
 	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/agent/cni"
-	"github.com/nodemesh/nodemesh/install/crds"
+	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -123,7 +124,7 @@ func TestUninstallCleanup(t *testing.T) {
 	answers := func(uid types.UID) (int, error) {
 		sel := fields.AndSelectors(
 			fields.OneTermEqualSelector("involvedObject.uid", string(uid)),
-			fields.OneTermEqualSelector("reason", agent.NodeCleanedReason),
+			fields.OneTermEqualSelector("reason", api.NodeCleanedReason),
 		).String()
 		evs, err := env.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
 		if err != nil {
@@ -183,7 +184,7 @@ func TestUninstallCleanup(t *testing.T) {
 		n.stopAgent(syscall.SIGTERM)
 		cleaned(t)
 		if k, err := answers(ds.UID); err != nil || k != 1 {
-			t.Errorf("%d %s events from %s on the DaemonSet (%v), want 1\n%s", k, agent.NodeCleanedReason, n.name, err, n.logs())
+			t.Errorf("%d %s events from %s on the DaemonSet (%v), want 1\n%s", k, api.NodeCleanedReason, n.name, err, n.logs())
 		}
 		// By hand, in the node's namespace: nothing left to remove.
 		out, err := exec.Command("ip", "netns", "exec", n.netnsName("node"), filepath.Join(n.bin, "nodemesh-agent"), "cleanup",

@@ -27,9 +27,10 @@ import (
 
 	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/agent/identity"
-	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
-	"github.com/nodemesh/nodemesh/install/crds"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -59,7 +60,7 @@ func TestDatapath(t *testing.T) {
 	n := newNode(t, cgroupV2, env.Kubeconfig)
 	buildBinaries(t, n.bin)
 
-	nsA := env.Namespace(t, "e2e-mesh", map[string]string{agent.DataplaneModeLabel: agent.DataplaneModeOn})
+	nsA := env.Namespace(t, "e2e-mesh", map[string]string{api.DataplaneModeLabel: api.DataplaneModeNodemesh})
 	nsB := env.Namespace(t, "e2e-plain", nil)
 	kpod := func(ns, name, app string, ports ...corev1.ContainerPort) {
 		t.Helper()
@@ -179,11 +180,11 @@ func TestDatapath(t *testing.T) {
 		reach("client→server echo denied (port not named in the policy)", client, "echo", echoAddr, denied)
 	})
 	// TrafficPolicies of nsA, created and deleted through the API.
-	tps := dynamic.NewForConfigOrDie(env.Config).Resource(policy.TrafficPolicyGVR).Namespace(nsA)
+	tps := dynamic.NewForConfigOrDie(env.Config).Resource(v1alpha1.TrafficPolicyResource).Namespace(nsA)
 	createTP := func(t *testing.T, name string, spec map[string]any) {
 		t.Helper()
 		obj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": policy.TrafficPolicyGVR.GroupVersion().String(), "kind": "TrafficPolicy",
+			"apiVersion": v1alpha1.GroupVersion.String(), "kind": "TrafficPolicy",
 			"metadata": map[string]any{"name": name, "namespace": nsA}, "spec": spec}}
 		if _, err := tps.Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -353,15 +354,15 @@ func TestDatapath(t *testing.T) {
 				t.Fatal(err)
 			}
 			if v == nil {
-				delete(ns.Labels, agent.DataplaneModeLabel)
+				delete(ns.Labels, api.DataplaneModeLabel)
 			} else {
-				ns.Labels[agent.DataplaneModeLabel] = *v
+				ns.Labels[api.DataplaneModeLabel] = *v
 			}
 			if _, err := env.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		on := agent.DataplaneModeOn
+		on := api.DataplaneModeNodemesh
 		setLabel(&on)
 		eventually(t, 15*time.Second, "other redirected after its namespace opted in", func() error {
 			out, err := n.exec(other, "connect", vip, "1s")
@@ -403,13 +404,13 @@ func TestDatapath(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ns.Labels[agent.DataplaneModeLabel] = agent.DataplaneModeOn
+		ns.Labels[api.DataplaneModeLabel] = api.DataplaneModeNodemesh
 		if _, err := env.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		defer func() {
 			ns, _ := env.Client.CoreV1().Namespaces().Get(ctx, nsB, metav1.GetOptions{})
-			delete(ns.Labels, agent.DataplaneModeLabel)
+			delete(ns.Labels, api.DataplaneModeLabel)
 			env.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{})
 		}()
 		// other's namespace allowed: through the proxy as itself.

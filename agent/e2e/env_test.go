@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
@@ -213,7 +214,7 @@ func (n *node) startAgent() {
 	// The agent runs with exactly the capabilities the chart grants it:
 	// as root, a capability outside the bounding set is not to be had.
 	bounding := "-all"
-	for _, c := range agent.Capabilities {
+	for _, c := range api.AgentCapabilities {
 		bounding += ",+" + strings.ToLower(c)
 	}
 	cmd := exec.Command("setpriv", "--bounding-set", bounding, "--no-new-privs", "--", filepath.Join(n.bin, "nodemesh-agent"), "run",

@@ -17,7 +17,8 @@ import (
 
 	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/agent/identity"
-	"github.com/nodemesh/nodemesh/install/crds"
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -57,7 +58,7 @@ func TestIdentityCollection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := dc.Resource(identity.GVR)
+	res := dc.Resource(v1alpha1.IdentityResource)
 	exists := func(id uint32) (bool, error) {
 		_, err := res.Get(ctx, strconv.FormatUint(uint64(id), 10), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

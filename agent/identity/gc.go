@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
@@ -24,7 +25,7 @@ var ErrTaken = errors.New("identity number taken by another key")
 // ErrTaken when the number now belongs to another key (the pod must then be
 // allocated again).
 func (a *Allocator) Ensure(ctx context.Context, id bpf.Identity, k Key) error {
-	res := a.Client.Resource(GVR)
+	res := a.Client.Resource(v1alpha1.IdentityResource)
 	_, err := res.Create(ctx, Object(id, k), metav1.CreateOptions{})
 	if err == nil || !apierrors.IsAlreadyExists(err) {
 		return err
@@ -98,7 +99,7 @@ func (c *Collector) Sweep(now time.Time, ids []Stored, inUse func(Key) bool) []S
 // Sweep saw (a UID precondition: an identity deleted and re-created by an
 // agent meanwhile stays). It returns the numbers it deleted.
 func (c *Collector) Delete(ctx context.Context, ids []Stored) ([]bpf.Identity, error) {
-	res := c.Allocator.Client.Resource(GVR)
+	res := c.Allocator.Client.Resource(v1alpha1.IdentityResource)
 	var deleted []bpf.Identity
 	var errs []error
 	for _, id := range ids {

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
@@ -71,7 +72,7 @@ func TestCollectAgainstAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := strconv.FormatUint(uint64(id), 10)
-	res := dc.Resource(GVR)
+	res := dc.Resource(v1alpha1.IdentityResource)
 	obj, err := res.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,9 @@
 // that every node of the cluster uses the same number for the same label
 // set. The scheme is described in docs/design/identity.md.
 //
-// The package uses client-go's dynamic client; it must not import the bpf
-// package's loaders (only its Identity type) or anything of the translator.
+// The package uses client-go's dynamic client and api/v1alpha1 (the
+// resource and its label); it must not import the bpf package's loaders
+// (only its Identity type) or anything of the translator.
 package identity
 
 import (
@@ -23,18 +24,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
 )
-
-// GVR is the identities resource.
-var GVR = schema.GroupVersionResource{Group: "nodemesh.io", Version: "v1alpha1", Resource: "identities"}
-
-// HashLabel is the label every Identity object carries: the hash of its key,
-// for lookups by label selector.
-const HashLabel = "nodemesh.io/key-hash"
 
 // Range of the numbers allocated through the API: from the first number the
 // datapath lets the agent allocate up to the node-local CIDR identities.
@@ -163,11 +157,11 @@ func Object(id bpf.Identity, k Key) *unstructured.Unstructured {
 		lbls[l] = v
 	}
 	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": GVR.GroupVersion().String(),
-		"kind":       "Identity",
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       v1alpha1.IdentityKind,
 		"metadata": map[string]any{
 			"name":   strconv.FormatUint(uint64(id), 10),
-			"labels": map[string]any{HashLabel: k.Hash()},
+			"labels": map[string]any{v1alpha1.IdentityKeyHashLabel: k.Hash()},
 		},
 		"spec": map[string]any{
 			"namespace":      k.Namespace,
@@ -197,8 +191,8 @@ func (a *Allocator) Allocate(ctx context.Context, k Key) (bpf.Identity, error) {
 			return id, nil
 		}
 	}
-	res := a.Client.Resource(GVR)
-	list, err := res.List(ctx, metav1.ListOptions{LabelSelector: HashLabel + "=" + hash})
+	res := a.Client.Resource(v1alpha1.IdentityResource)
+	list, err := res.List(ctx, metav1.ListOptions{LabelSelector: v1alpha1.IdentityKeyHashLabel + "=" + hash})
 	if err != nil {
 		return 0, fmt.Errorf("list identities of %s: %w", hash, err)
 	}

@@ -8,8 +8,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
-	"github.com/nodemesh/nodemesh/install/crds"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -132,7 +133,7 @@ func TestAllocateCollision(t *testing.T) {
 	dc := kubeClient(t)
 	k := KeyOf("collide-"+metav1.Now().Format("150405.000"), "sa", map[string]string{"app": "x"})
 	squatter := KeyOf("squatter", "sa", map[string]string{"n": k.Hash()[:10]})
-	if _, err := dc.Resource(GVR).Create(context.Background(), Object(Candidate(k.Hash(), 0), squatter), metav1.CreateOptions{}); err != nil {
+	if _, err := dc.Resource(v1alpha1.IdentityResource).Create(context.Background(), Object(Candidate(k.Hash(), 0), squatter), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	a := &Allocator{Client: dc}

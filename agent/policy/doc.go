@@ -39,7 +39,7 @@
 // resolves differently, a podSelector on a label the identity leaves out),
 // they get the intersection and the policy is reported.
 //
-// The package imports the bpf package for its key types, k8s.io/api and
-// translate/ir (the model); it must not import client-go or any other part
-// of translate.
+// The package imports the bpf package for its key types, api/v1alpha1 (the
+// TrafficPolicy type), k8s.io/api and translate/ir (the model); it must not
+// import client-go or any other part of translate.
 package policy

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
@@ -27,7 +28,7 @@ func NetworkPolicyModel(p *networkingv1.NetworkPolicy) ir.Policy {
 
 // Model is the TrafficPolicy in the policy model.
 func (tp *TrafficPolicy) Model() ir.Policy {
-	return buildModel(source{np: tp.asNetworkPolicy(), kind: KindTrafficPolicy, deny: tp.Spec.Action == ActionDeny})
+	return buildModel(source{np: tp.asNetworkPolicy(), kind: KindTrafficPolicy, deny: tp.Spec.Action == v1alpha1.ActionDeny})
 }
 
 // source is a policy to translate: a NetworkPolicy, or a TrafficPolicy

@@ -7,70 +7,26 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 )
 
 // Kinds of the policies a Diagnostic names.
 const (
 	KindNetworkPolicy = "NetworkPolicy"
-	KindTrafficPolicy = "TrafficPolicy"
+	KindTrafficPolicy = v1alpha1.TrafficPolicyKind
 )
 
-// TrafficPolicyGVR is nodemesh's own L3/L4 policy resource.
-var TrafficPolicyGVR = schema.GroupVersionResource{Group: "nodemesh.io", Version: "v1alpha1", Resource: "trafficpolicies"}
-
-// Actions of a TrafficPolicy.
-const (
-	ActionAllow = "Allow"
-	ActionDeny  = "Deny"
-)
-
-// TrafficPolicy is a trafficpolicies.nodemesh.io object
-// (install/chart/crds/trafficpolicies.nodemesh.io.yaml).
-//
-// An Allow policy is a NetworkPolicy in all but name: the pods it selects
-// are isolated in each direction it has rules for (a present but empty
-// list isolates and allows nothing), and its rules allow. A Deny policy
-// isolates nothing: its rules become deny entries, which win over every
-// allow — of NetworkPolicies and Allow policies alike, and of the agent's
-// own (the node's access for kubelet probes: a Deny of every peer denies
-// the node too). Peers: podSelector (pods of the policy's namespace),
-// namespaceSelector (every pod of the selected namespaces) or cidr; no
-// peers means every peer; no ports means every port.
+// TrafficPolicy is a trafficpolicies.nodemesh.io object as the translation
+// reads it: its spec (api/v1alpha1, where the semantics are described) and
+// whether its ingress and egress lists were given at all — a present but
+// empty list isolates that direction, which the spec alone cannot say.
 type TrafficPolicy struct {
 	Namespace, Name string
-	Spec            TrafficPolicySpec
+	Spec            v1alpha1.TrafficPolicySpec
 	// HasIngress and HasEgress say whether the lists were given at all.
 	HasIngress, HasEgress bool
-}
-
-// TrafficPolicySpec is the spec of a TrafficPolicy.
-type TrafficPolicySpec struct {
-	Selector metav1.LabelSelector `json:"selector,omitempty"`
-	Action   string               `json:"action"`
-	Ingress  []TrafficRule        `json:"ingress,omitempty"`
-	Egress   []TrafficRule        `json:"egress,omitempty"`
-}
-
-// TrafficRule is one ingress or egress rule.
-type TrafficRule struct {
-	Peers []TrafficPeer `json:"peers,omitempty"`
-	Ports []TrafficPort `json:"ports,omitempty"`
-}
-
-// TrafficPeer is one peer: exactly one field is set.
-type TrafficPeer struct {
-	PodSelector       *metav1.LabelSelector `json:"podSelector,omitempty"`
-	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
-	CIDR              string                `json:"cidr,omitempty"`
-}
-
-// TrafficPort is a port or a range of one protocol.
-type TrafficPort struct {
-	Protocol string `json:"protocol,omitempty"`
-	Port     int32  `json:"port"`
-	EndPort  int32  `json:"endPort,omitempty"`
 }
 
 // DecodeTrafficPolicy reads a TrafficPolicy from an object's unstructured
@@ -87,9 +43,9 @@ func DecodeTrafficPolicy(namespace, name string, obj map[string]any) (*TrafficPo
 	_, tp.HasIngress = spec["ingress"]
 	_, tp.HasEgress = spec["egress"]
 	switch tp.Spec.Action {
-	case ActionAllow, ActionDeny:
+	case v1alpha1.ActionAllow, v1alpha1.ActionDeny:
 	default:
-		return nil, fmt.Errorf("spec.action: %q is neither %s nor %s", tp.Spec.Action, ActionAllow, ActionDeny)
+		return nil, fmt.Errorf("spec.action: %q is neither %s nor %s", tp.Spec.Action, v1alpha1.ActionAllow, v1alpha1.ActionDeny)
 	}
 	return tp, nil
 }
@@ -100,7 +56,7 @@ func DecodeTrafficPolicy(namespace, name string, obj map[string]any) (*TrafficPo
 func (tp *TrafficPolicy) asNetworkPolicy() *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: tp.Namespace, Name: tp.Name},
-		Spec:       networkingv1.NetworkPolicySpec{PodSelector: tp.Spec.Selector},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: *tp.Spec.Selector.AsMeta()},
 	}
 	if tp.HasIngress {
 		np.Spec.PolicyTypes = append(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
@@ -117,10 +73,10 @@ func (tp *TrafficPolicy) asNetworkPolicy() *networkingv1.NetworkPolicy {
 	return np
 }
 
-func trafficPeers(peers []TrafficPeer) []networkingv1.NetworkPolicyPeer {
+func trafficPeers(peers []v1alpha1.TrafficPeer) []networkingv1.NetworkPolicyPeer {
 	var out []networkingv1.NetworkPolicyPeer
 	for _, p := range peers {
-		np := networkingv1.NetworkPolicyPeer{PodSelector: p.PodSelector, NamespaceSelector: p.NamespaceSelector}
+		np := networkingv1.NetworkPolicyPeer{PodSelector: p.PodSelector.AsMeta(), NamespaceSelector: p.NamespaceSelector.AsMeta()}
 		if p.CIDR != "" {
 			np.IPBlock = &networkingv1.IPBlock{CIDR: p.CIDR}
 		}
@@ -129,7 +85,7 @@ func trafficPeers(peers []TrafficPeer) []networkingv1.NetworkPolicyPeer {
 	return out
 }
 
-func trafficPorts(ports []TrafficPort) []networkingv1.NetworkPolicyPort {
+func trafficPorts(ports []v1alpha1.TrafficPort) []networkingv1.NetworkPolicyPort {
 	var out []networkingv1.NetworkPolicyPort
 	for _, p := range ports {
 		proto := corev1.Protocol(p.Protocol)

@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
 )
 
@@ -151,7 +152,7 @@ func TestDenyUnionForSharedIdentity(t *testing.T) {
 
 func TestDecodeTrafficPolicy(t *testing.T) {
 	tp, err := DecodeTrafficPolicy("ns", "p", map[string]any{"spec": map[string]any{"action": "Deny", "ingress": []any{}}})
-	if err != nil || !tp.HasIngress || tp.HasEgress || tp.Spec.Action != ActionDeny {
+	if err != nil || !tp.HasIngress || tp.HasEgress || tp.Spec.Action != v1alpha1.ActionDeny {
 		t.Errorf("got %+v, %v", tp, err)
 	}
 	for name, obj := range map[string]map[string]any{

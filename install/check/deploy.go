@@ -14,13 +14,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/install"
 )
 
 // Labels of the check's objects.
 const (
 	workloadLabel = "nodemesh.io/check-workload"
-	partOfLabel   = "app.kubernetes.io/part-of"
 	partOfValue   = "nodemesh-check"
 	EchoPort      = 8080
 )
@@ -53,14 +53,14 @@ func (s *Suite) workloads(env *Env) []workload {
 // deploy creates the namespaces, Deployments and Services.
 func (s *Suite) deploy(ctx context.Context, env *Env) error {
 	nss := map[string]map[string]string{
-		env.Namespace:      {install.OptInLabel: install.OptInValue},
+		env.Namespace:      {api.DataplaneModeLabel: api.DataplaneModeNodemesh},
 		env.PlainNamespace: {},
 	}
 	if env.Istio {
-		nss[env.SidecarNamespace] = map[string]string{"istio-injection": "enabled"}
+		nss[env.SidecarNamespace] = map[string]string{api.IstioInjectionLabel: api.IstioInjectionEnabled}
 	}
 	for name, labels := range nss {
-		labels[partOfLabel] = partOfValue
+		labels[api.PartOfLabel] = partOfValue
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 		if _, err := s.Kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 			if apierrors.IsAlreadyExists(err) {
@@ -87,7 +87,7 @@ func (s *Suite) deploy(ctx context.Context, env *Env) error {
 
 func (s *Suite) service(ctx context.Context, ns, name string, selector map[string]string) error {
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{partOfLabel: partOfValue}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{api.PartOfLabel: partOfValue}},
 		Spec: corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{
 			Name: "http", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort), AppProtocol: ptr("http"),
 		}}},
@@ -99,7 +99,7 @@ func (s *Suite) service(ctx context.Context, ns, name string, selector map[strin
 }
 
 func (s *Suite) deployment(w workload) *appsv1.Deployment {
-	labels := map[string]string{workloadLabel: w.name, partOfLabel: partOfValue}
+	labels := map[string]string{workloadLabel: w.name, api.PartOfLabel: partOfValue}
 	for k, v := range w.labels {
 		labels[k] = v
 	}

@@ -7,7 +7,6 @@ package agentcli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -27,71 +25,32 @@ import (
 
 	"github.com/nodemesh/nodemesh/agent"
 	"github.com/nodemesh/nodemesh/agent/cni"
+	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/internal/clibase"
 )
-
-// Version is set at build time with -ldflags "-X .../internal/agentcli.Version=...".
-var Version = "dev"
-
-func init() { clibase.UserAgent = "nodemesh-agent/" + Version }
 
 // IO are the command's streams.
 type IO = clibase.IO
 
-// Exit codes.
-const (
-	ExitOK    = clibase.ExitOK
-	ExitError = clibase.ExitFindings
-	ExitUsage = clibase.ExitUsage
-)
-
-func usageError(format string, args ...any) error { return clibase.UsageError(format, args...) }
-
-// NewAgentCommand builds the nodemesh-agent command tree.
+// NewAgentCommand builds the nodemesh-agent command tree. An error a
+// command returns is a failure (exit 1), not a usage error (2), unless it
+// says otherwise: the agent's errors are about the node, rarely its flags.
 func NewAgentCommand(streams IO) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "nodemesh-agent",
-		Short: "Run nodemesh's per-node datapath: CNI, eBPF policy and redirection",
-		Long: `nodemesh-agent runs on every node (a host-network DaemonSet with the capabilities
+	root := clibase.NewRoot(streams, "nodemesh-agent", "Run nodemesh's per-node datapath: CNI, eBPF policy and redirection",
+		`nodemesh-agent runs on every node (a host-network DaemonSet with the capabilities
 NET_ADMIN and SYS_ADMIN). It serves the nodemesh-cni plugin, gives pods their
 addresses and veths, and keeps the eBPF programs' maps in line with the cluster:
 identities, NetworkPolicies, Services, and namespaces opted in with
-istio.io/dataplane-mode=nodemesh.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.SetIn(streams.In)
-	root.SetOut(streams.Out)
-	root.SetErr(streams.ErrOut)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &clibase.ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
-	})
-	root.AddCommand(newAgentRunCommand(streams), newCleanupCommand(streams), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run:   func(*cobra.Command, []string) { fmt.Fprintln(streams.Out, "nodemesh-agent", Version) },
-	})
+istio.io/dataplane-mode=nodemesh.`)
+	root.AddCommand(newAgentRunCommand(streams), newCleanupCommand(streams))
+	clibase.FailuresExit(root)
 	return root
 }
 
 // Execute runs the nodemesh-agent command line and returns the exit code.
 func Execute(args []string, streams IO) int {
-	root := NewAgentCommand(streams)
-	root.SetArgs(args)
-	err := root.Execute()
-	if err == nil {
-		return ExitOK
-	}
-	fmt.Fprintln(streams.ErrOut, "Error:", err)
-	var ee *clibase.ExitError
-	if errors.As(err, &ee) {
-		return ee.Code
-	}
-	if strings.HasPrefix(err.Error(), "unknown") {
-		return ExitUsage // cobra's unknown command or flag
-	}
-	return ExitError
+	return clibase.Execute(NewAgentCommand(streams), args, streams)
 }
 
 type agentOptions struct {
@@ -121,8 +80,7 @@ type agentOptions struct {
 	noProxyReturn    bool
 	uplinks          []string
 	nodeNetns        string
-	logLevel         string
-	logFormat        string
+	log              clibase.LogFlags
 }
 
 func newAgentRunCommand(streams IO) *cobra.Command {
@@ -147,7 +105,7 @@ Monitoring (--metrics-address):
 Uninstall: SIGTERM alone (a rolling update, a drain, a deleted pod) removes nothing.
 The agent watches the DaemonSet that owns its pod (--pod-name in --namespace); stopped
 while that DaemonSet is being deleted (an uninstall), it removes nodemesh from the node
-(as 'nodemesh-agent cleanup' does) and records the Event ` + agent.NodeCleanedReason + ` on the
+(as 'nodemesh-agent cleanup' does) and records the Event ` + api.NodeCleanedReason + ` on the
 DaemonSet. Nothing else removes enforcement from a node.
 
 IPv4 only: IPv6 is not policed, so the agent turns it off on the pods' veths and the
@@ -183,7 +141,7 @@ Examples:
 	f.StringVar(&o.cniSocket, "cni-socket", "/var/run/nodemesh/cni.sock", "the unix socket the plugin talks to")
 	f.StringVar(&o.proxyAddress, "proxy-address", "", "where opted-in pods' connections to Services are redirected (default: the pod CIDR's gateway address, port 15001)")
 	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "addresses of this node that policy treats as the host (repeatable; the pod gateway always is)")
-	f.StringVar(&o.metricsAddress, "metrics-address", ":9967", "address of the metrics and health HTTP server; empty: none")
+	f.StringVar(&o.metricsAddress, "metrics-address", fmt.Sprintf(":%d", api.AgentMetricsPort), "address of the metrics and health HTTP server; empty: none")
 	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
 	f.IntVar(&o.mtu, "mtu", 1500, "MTU of pod interfaces")
 	f.DurationVar(&o.attachQuiet, "tcx-quiet-period", 200*time.Millisecond, "CNI ADD attaches the policy programs as cls_bpf filters (fast); they move to tcx links once CNI calls have been quiet this long")
@@ -193,8 +151,7 @@ Examples:
 	f.StringSliceVar(&o.uplinks, "uplink", nil, "the node's interfaces to other nodes (repeatable; default: the interfaces of the IPv4 default routes)")
 	f.BoolVar(&o.noIdentityGC, "no-identity-gc", false, "never collect unused identities on this agent")
 	f.DurationVar(&o.attachMaxDelay, "tcx-max-delay", 2*time.Second, "move a pod's programs to tcx at the latest this long after its ADD, quiet or not")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	o.log.Add(cmd, "info", "json")
 	f.StringVar(&o.nodeNetns, "node-netns", "", "network namespace of the node (tests; default: the agent's own)")
 	_ = f.MarkHidden("node-netns")
 	return cmd
@@ -209,18 +166,17 @@ func defaultCgroupRoot() (string, error) {
 }
 
 func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
-	log, err := clibase.NewLogger(streams.ErrOut, o.logLevel, o.logFormat)
+	log, err := o.log.Logger(streams.ErrOut)
 	if err != nil {
 		return err
 	}
 	if o.nodeName == "" {
-		return usageError("--node-name is required (or set NODE_NAME)")
+		return clibase.UsageError("--node-name is required (or set NODE_NAME)")
 	}
 	cfg, err := o.kube.RestConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	cfg.UserAgent = "nodemesh-agent/" + Version
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -269,17 +225,17 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		}
 	}
 	if ac.PodCIDR, err = netip.ParsePrefix(o.podCIDR); err != nil || !ac.PodCIDR.Addr().Is4() {
-		return usageError("--pod-cidr %q: want an IPv4 prefix such as 10.244.1.0/24", o.podCIDR)
+		return clibase.UsageError("--pod-cidr %q: want an IPv4 prefix such as 10.244.1.0/24", o.podCIDR)
 	}
 	if o.proxyAddress != "" {
 		if ac.ProxyAddress, err = netip.ParseAddrPort(o.proxyAddress); err != nil {
-			return usageError("--proxy-address %q: want ip:port", o.proxyAddress)
+			return clibase.UsageError("--proxy-address %q: want ip:port", o.proxyAddress)
 		}
 	}
 	for _, s := range o.nodeIPs {
 		ip, err := netip.ParseAddr(s)
 		if err != nil || !ip.Is4() {
-			return usageError("--node-ip %q: want an IPv4 address", s)
+			return clibase.UsageError("--node-ip %q: want an IPv4 address", s)
 		}
 		ac.NodeIPs = append(ac.NodeIPs, ip)
 	}
@@ -301,7 +257,7 @@ func fileExists(p string) bool {
 type cleanupOptions struct {
 	bpffs, cniConfDir, cniBinDir, stateDir string
 	sysctlNetDir                           string
-	logLevel, logFormat                    string
+	log                                    clibase.LogFlags
 }
 
 func newCleanupCommand(streams IO) *cobra.Command {
@@ -325,7 +281,7 @@ Example:
   nodemesh-agent cleanup --bpffs /sys/fs/bpf --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := clibase.NewLogger(streams.ErrOut, o.logLevel, o.logFormat)
+			log, err := o.log.Logger(streams.ErrOut)
 			if err != nil {
 				return err
 			}
@@ -355,7 +311,6 @@ Example:
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installed "+cni.PluginType+"; empty: leave it")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/nodemesh", "the agent's address leases and endpoint records")
 	f.StringVar(&o.sysctlNetDir, "proc-sys-net", agent.DefaultSysctlNetDir, "a writable view of /proc/sys/net")
-	f.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "text", "json or text")
+	o.log.Add(cmd, "warn", "text")
 	return cmd
 }

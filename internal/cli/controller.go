@@ -20,8 +20,8 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/clibase"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/istio"
 	"github.com/nodemesh/nodemesh/xds"
@@ -30,35 +30,19 @@ import (
 
 // NewControllerCommand builds the nodemesh-controller command tree.
 func NewControllerCommand(streams IO) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "nodemesh-controller",
-		Short: "Serve every node Envoy its xDS configuration from the cluster's Istio resources",
-		Long: `nodemesh-controller watches VirtualServices, DestinationRules and ServiceEntries
+	root := clibase.NewRoot(streams, "nodemesh-controller", "Serve every node Envoy its xDS configuration from the cluster's Istio resources",
+		`nodemesh-controller watches VirtualServices, DestinationRules and ServiceEntries
 (networking.istio.io/v1), Services, EndpointSlices, Pods, Namespaces and Nodes,
 translates them with the same code as 'nodemesh translate', and serves each node
-Envoy (and proxyless gRPC client) its own snapshot over ADS.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.SetIn(streams.In)
-	root.SetOut(streams.Out)
-	root.SetErr(streams.ErrOut)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
-	})
-	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run:   func(*cobra.Command, []string) { fmt.Fprintln(streams.Out, "nodemesh-controller", Version) },
-	})
+Envoy (and proxyless gRPC client) its own snapshot over ADS.`)
+	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams))
 	return root
 }
 
 // ExecuteController runs the nodemesh-controller command line and returns
 // the exit code.
 func ExecuteController(args []string, streams IO) int {
-	return execute(NewControllerCommand(streams), args, streams)
+	return clibase.Execute(NewControllerCommand(streams), args, streams)
 }
 
 type controllerOptions struct {
@@ -69,8 +53,7 @@ type controllerOptions struct {
 	maxDebounce       time.Duration
 	clusterDomain     string
 	rootNamespace     string
-	logLevel          string
-	logFormat         string
+	log               clibase.LogFlags
 	profiling         bool
 	shutdownGrace     time.Duration
 
@@ -114,7 +97,7 @@ Monitoring port:
   /debug/config_dump?node= what a node is served ('nodemesh proxy-config' reads it)
   /debug/diagnostics       the current translation diagnostics
 /healthz, /readyz and /metrics are open. Everything under /debug/ needs a token of
-audience ` + meshauth.DebugAudience + ` (header ` + meshauth.DebugTokenHeader + `, which survives the API
+audience ` + api.DebugAudience + ` (header ` + api.DebugTokenHeader + `, which survives the API
 server's service proxy, or "Authorization: Bearer") whose user may get
 services/proxy on Service --controller-service: 401 without one, 403 otherwise.
 
@@ -137,15 +120,14 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.DurationVar(&o.maxDebounce, "max-debounce", watch.DefaultMaxDebounce, "longest wait for quiet after the first change")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its DestinationRules apply to every namespace")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "json", "json or text")
+	o.log.Add(cmd, "info", "json")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/, authenticated like /debug/)")
 	f.StringVar(&o.namespace, "namespace", defaultNamespace(), "the controller's namespace: its CA Secret, CA bundle ConfigMap, Service and the node proxies' ServiceAccount (default $POD_NAMESPACE, else nodemesh-system)")
-	f.StringVar(&o.service, "controller-service", meshauth.ControllerService, "the controller's Service: its certificate's names, and what a debug client must be allowed to proxy to")
-	f.StringSliceVar(&o.nodeProxyAccounts, "node-proxy-service-account", []string{meshauth.NodeProxyServiceAccount}, "ServiceAccounts (in --namespace) whose pods are served as the node they run on")
-	f.StringVar(&o.caSecret, "xds-ca-secret", meshauth.CASecret, "Secret (in --namespace) keeping the controller's CA")
-	f.StringVar(&o.caBundle, "xds-ca-bundle", meshauth.CABundleConfigMap, "ConfigMap (in --namespace) the CA certificate is published in")
+	f.StringVar(&o.service, "controller-service", api.ControllerService, "the controller's Service: its certificate's names, and what a debug client must be allowed to proxy to")
+	f.StringSliceVar(&o.nodeProxyAccounts, "node-proxy-service-account", []string{api.NodeProxyServiceAccount}, "ServiceAccounts (in --namespace) whose pods are served as the node they run on")
+	f.StringVar(&o.caSecret, "xds-ca-secret", api.CASecret, "Secret (in --namespace) keeping the controller's CA")
+	f.StringVar(&o.caBundle, "xds-ca-bundle", api.CABundleConfigMap, "ConfigMap (in --namespace) the CA certificate is published in")
 	f.StringVar(&o.tlsCertFile, "xds-tls-cert-file", "", "serve xDS with this certificate (PEM) instead of one from the controller's CA")
 	f.StringVar(&o.tlsKeyFile, "xds-tls-key-file", "", "the key of --xds-tls-cert-file")
 	f.StringVar(&o.tlsCAFile, "xds-tls-ca-file", "", "the CA bundle clients verify --xds-tls-cert-file with (published in --xds-ca-bundle)")
@@ -159,7 +141,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	if !ok {
 		errOut = os.Stderr
 	}
-	log, err := clibase.NewLogger(errOut, o.logLevel, o.logFormat)
+	log, err := o.log.Logger(errOut)
 	if err != nil {
 		return err
 	}
@@ -227,7 +209,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 			errs <- err
 		}
 	}()
-	log.Info("nodemesh-controller starting", "version", Version, "xds", xdsListener.Addr().String(), "xds-tls", sec.tls != nil, "monitoring", monListener.Addr().String())
+	log.Info("nodemesh-controller starting", "version", clibase.Version, "xds", xdsListener.Addr().String(), "xds-tls", sec.tls != nil, "monitoring", monListener.Addr().String())
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- ctl.Run(ctx) }()
@@ -303,7 +285,7 @@ downward API:
 				tok, err := os.ReadFile(o.tokenFile)
 				if err != nil {
 					return UsageError("--insecure-plaintext: the controller still authenticates Envoy: %v (give --token-file, e.g. from 'kubectl create token %s -n NAMESPACE --audience %s --bound-object-kind Pod --bound-object-name POD')",
-						err, meshauth.NodeProxyServiceAccount, meshauth.XDSAudience)
+						err, api.NodeProxyServiceAccount, api.XDSAudience)
 				}
 				bo.TokenFile, bo.CAFile, bo.StaticToken = "", "", strings.TrimSpace(string(tok))
 			}
@@ -328,14 +310,14 @@ downward API:
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.node, "node", os.Getenv("NODE_NAME"), "the node name, the Envoy node ID (default $NODE_NAME)")
-	f.StringVar(&o.controller, "controller", "nodemesh-controller.nodemesh-system.svc:15010", "the controller's xDS address")
+	f.StringVar(&o.controller, "controller", fmt.Sprintf("%s.%s.svc:%d", api.ControllerService, api.DefaultNamespace, api.XDSPort), "the controller's xDS address")
 	f.Uint32Var(&o.adminPort, "admin-port", xds.DefaultAdminPort, "Envoy admin port, bound on 127.0.0.1")
 	f.Uint32Var(&o.statsPort, "stats-port", xds.DefaultStatsPort, "Prometheus stats port")
 	f.BoolVar(&o.delta, "delta", true, "use incremental (delta) xDS")
 	f.StringVarP(&o.output, "output", "o", "yaml", "yaml or json")
 	f.StringVar(&o.file, "output-file", "", "write to this file instead of stdout")
-	f.StringVar(&o.tokenFile, "token-file", xds.DefaultTokenFile, "the projected ServiceAccount token Envoy sends to the controller (audience "+meshauth.XDSAudience+")")
-	f.StringVar(&o.caFile, "ca-file", xds.DefaultCAFile, "the CA bundle Envoy verifies the controller with (ConfigMap "+meshauth.CABundleConfigMap+")")
+	f.StringVar(&o.tokenFile, "token-file", xds.DefaultTokenFile, "the projected ServiceAccount token Envoy sends to the controller (audience "+api.XDSAudience+")")
+	f.StringVar(&o.caFile, "ca-file", xds.DefaultCAFile, "the CA bundle Envoy verifies the controller with (ConfigMap "+api.CABundleConfigMap+")")
 	f.StringVar(&o.serverName, "server-name", "", "the name the controller's certificate is verified for (default: the host of --controller)")
 	f.BoolVar(&o.insecure, "insecure-plaintext", false, "INSECURE: no TLS, the token frozen into the bootstrap, for a controller run with --xds-insecure-plaintext (local development only)")
 	return cmd

@@ -32,9 +32,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/install"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
 
@@ -90,7 +91,7 @@ func applyChartAccess(t *testing.T, env *kubetest.Env, ns string) {
 		case *corev1.Secret:
 			_, err = core.Secrets(ns).Create(ctx, o, metav1.CreateOptions{})
 		case *corev1.ConfigMap:
-			if o.Name != meshauth.CABundleConfigMap {
+			if o.Name != api.CABundleConfigMap {
 				continue
 			}
 			_, err = core.ConfigMaps(ns).Create(ctx, o, metav1.CreateOptions{})
@@ -99,14 +100,14 @@ func applyChartAccess(t *testing.T, env *kubetest.Env, ns string) {
 		case *rbacv1.RoleBinding:
 			_, err = rbac.RoleBindings(ns).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.ClusterRole:
-			if o.Name != install.ControllerName {
+			if o.Name != api.ControllerName {
 				continue
 			}
 			o.Name += "-" + ns
 			_, err = rbac.ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
 			t.Cleanup(func() { _ = rbac.ClusterRoles().Delete(context.Background(), o.Name, metav1.DeleteOptions{}) })
 		case *rbacv1.ClusterRoleBinding:
-			if o.Name != install.ControllerName {
+			if o.Name != api.ControllerName {
 				continue
 			}
 			o.Name += "-" + ns
@@ -173,12 +174,12 @@ func TestControllerCommand(t *testing.T) {
 
 	monPort, xdsPort := freePort(t, host), freePort(t, "127.0.0.1")
 	o := &controllerOptions{
-		kube: KubeFlags{Kubeconfig: kubeconfigAs(t, env, ns, install.ControllerName)}, xdsAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(xdsPort)),
+		kube: KubeFlags{Kubeconfig: kubeconfigAs(t, env, ns, api.ControllerName)}, xdsAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(xdsPort)),
 		monitoringAddress: net.JoinHostPort(host, strconv.Itoa(monPort)),
 		debounce:          20 * time.Millisecond, maxDebounce: time.Second, clusterDomain: "cluster.local", rootNamespace: "istio-system",
-		logLevel: "warn", logFormat: "text", shutdownGrace: 2 * time.Second,
-		namespace: ns, service: meshauth.ControllerService, nodeProxyAccounts: []string{meshauth.NodeProxyServiceAccount},
-		caSecret: meshauth.CASecret, caBundle: meshauth.CABundleConfigMap, maxConnectionAge: 30 * time.Minute,
+		log: clibase.LogFlags{Level: "warn", Format: "text"}, shutdownGrace: 2 * time.Second,
+		namespace: ns, service: api.ControllerService, nodeProxyAccounts: []string{api.NodeProxyServiceAccount},
+		caSecret: api.CASecret, caBundle: api.CABundleConfigMap, maxConnectionAge: 30 * time.Minute,
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -275,7 +276,7 @@ func TestControllerCommand(t *testing.T) {
 	}
 	// An account that may not proxy to the controller: 403, both ways.
 	for _, direct := range []bool{false, true} {
-		args := []string{"proxy-config", "--node", node, "--kubeconfig", env.Kubeconfig, "--controller-namespace", ns, "--debug-service-account", meshauth.NodeProxyServiceAccount}
+		args := []string{"proxy-config", "--node", node, "--kubeconfig", env.Kubeconfig, "--controller-namespace", ns, "--debug-service-account", api.NodeProxyServiceAccount}
 		if direct {
 			args = append(args, "--controller", base)
 		}
@@ -294,7 +295,7 @@ func TestControllerCommand(t *testing.T) {
 	// A node proxy of this node, over TLS with the published CA.
 	envoyPod, err := env.Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "nodemesh-envoy-x", Namespace: ns},
-		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: meshauth.NodeProxyServiceAccount, AutomountServiceAccountToken: ptr.To(false),
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: api.NodeProxyServiceAccount, AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{Name: "envoy", Image: "envoyproxy/envoy"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	})
@@ -302,23 +303,23 @@ func TestControllerCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := envoyPod.(*corev1.Pod)
-	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, meshauth.NodeProxyServiceAccount, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{meshauth.XDSAudience}, ExpirationSeconds: ptr.To[int64](3600),
+	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, api.NodeProxyServiceAccount, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{api.XDSAudience}, ExpirationSeconds: ptr.To[int64](3600),
 		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID},
 	}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{})
+	cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(cm.Data[meshauth.CABundleKey])) {
+	if !roots.AppendCertsFromPEM([]byte(cm.Data[api.CABundleKey])) {
 		t.Fatalf("the controller published no CA: %v", cm.Data)
 	}
 	dial := []grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: meshauth.ControllerService + "." + ns + ".svc", MinVersion: tls.VersionTLS12})),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: api.ControllerService + "." + ns + ".svc", MinVersion: tls.VersionTLS12})),
 		grpc.WithPerRPCCredentials(xdstest.Bearer(tr.Status.Token)),
 	}
 	for nodeID, want := range map[string]codes.Code{node: codes.OK, "node-elsewhere": codes.PermissionDenied} {

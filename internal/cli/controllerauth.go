@@ -10,7 +10,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
 	"github.com/nodemesh/nodemesh/xds/servingcert"
@@ -32,7 +32,7 @@ func defaultNamespace() string {
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		return ns
 	}
-	return "nodemesh-system"
+	return api.DefaultNamespace
 }
 
 // serviceNames are the DNS names of the controller's Service, which its
@@ -95,12 +95,12 @@ const securityFlagsHelp = `Clients and TLS:
   xDS (:15010) is served over TLS. The certificate is issued for the controller's
   Service names by the controller's own CA, kept in Secret --xds-ca-secret of
   --namespace (made on first start); the CA certificate is published in ConfigMap
-  --xds-ca-bundle (key ` + meshauth.CABundleKey + `), which the node Envoys mount. With
+  --xds-ca-bundle (key ` + api.CABundleKey + `), which the node Envoys mount. With
   --xds-tls-cert-file/--xds-tls-key-file/--xds-tls-ca-file the certificate comes
   from files instead (a mounted cert-manager Secret; reloaded when renewed), and
   the CA file is published.
   Every ADS stream must carry "authorization: Bearer <token>": a projected
-  ServiceAccount token of audience ` + meshauth.XDSAudience + `, verified with the TokenReview
+  ServiceAccount token of audience ` + api.XDSAudience + `, verified with the TokenReview
   API and bound to a pod. A pod of --node-proxy-service-account (in --namespace)
   is served as the node it runs on (node ID = spec.nodeName), nothing else. Any
   other pod is served only as a proxyless gRPC client named as Istio's are:

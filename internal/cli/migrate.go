@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/migration"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -288,7 +289,7 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 	f.StringVarP(&o.namespace, "namespace", "n", "", "the namespace")
 	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
 	f.DurationVar(&o.timeout, "rollout-timeout", 5*time.Minute, "how long to wait for each workload's rollout")
-	f.StringVar(&o.controllerNS, "controller-namespace", "nodemesh-system", "where nodemesh's controller runs")
+	f.StringVar(&o.controllerNS, "controller-namespace", api.DefaultNamespace, "where nodemesh's controller runs")
 	f.StringVar(&o.controller, "controller", "", "the controller's monitoring URL (default: through the API server's service proxy)")
 	if !rollback {
 		f.BoolVar(&o.dryRun, "dry-run", false, "print the plan and check the preconditions; change nothing")

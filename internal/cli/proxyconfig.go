@@ -19,8 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/debugclient"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/xds"
@@ -116,10 +116,10 @@ know the node, 2 for wrong arguments.`,
 	f.StringVar(&o.node, "node", "", "the node (Envoy node ID) whose configuration to show")
 	f.StringVarP(&o.output, "output", "o", "summary", "summary, json or yaml")
 	f.StringVar(&o.controller, "controller", "", "the controller's monitoring URL (default: through the API server's service proxy)")
-	f.StringVar(&o.namespace, "controller-namespace", "nodemesh-system", "the controller's namespace")
-	f.StringVar(&o.service, "controller-service", meshauth.ControllerService, "the controller's Service")
-	f.StringVar(&o.serviceAccount, "debug-service-account", meshauth.DebugServiceAccount, "the ServiceAccount (in --controller-namespace) to request a debug token for")
-	f.StringVar(&o.token, "token", "", "a token of audience "+meshauth.DebugAudience+" to send instead of requesting one")
+	f.StringVar(&o.namespace, "controller-namespace", api.DefaultNamespace, "the controller's namespace")
+	f.StringVar(&o.service, "controller-service", api.ControllerService, "the controller's Service")
+	f.StringVar(&o.serviceAccount, "debug-service-account", api.DebugServiceAccount, "the ServiceAccount (in --controller-namespace) to request a debug token for")
+	f.StringVar(&o.token, "token", "", "a token of audience "+api.DebugAudience+" to send instead of requesting one")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the controller")
 	return cmd
 }

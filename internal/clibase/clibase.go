@@ -1,17 +1,17 @@
-// Package clibase is what nodemesh's command lines share: streams, exit
-// codes, errors that carry an exit code, kubectl's connection flags and
-// logging flags. It is small on purpose: nodemesh-agent links it without
-// the translator, the xDS server or the installer (internal/cli links those).
+// Package clibase is what nodemesh's three command lines (nodemesh,
+// nodemesh-controller, nodemesh-agent) share: the root command and its
+// conventions (streams, exit codes, usage errors, the version command),
+// kubectl's connection flags, and the logging flags with the logger they
+// make — client-go's klog included, so that each binary logs in one format.
+// It is small on purpose: nodemesh-agent links it without the translator,
+// the xDS server or the installer (internal/cli links those).
+//
+// It may import client-go, cobra and klog; nothing of nodemesh.
 package clibase
 
 import (
 	"fmt"
 	"io"
-	"log/slog"
-
-	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Exit codes.
@@ -45,55 +45,4 @@ func (e *ExitError) Error() string {
 // UsageError is an error of the command line (exit status ExitUsage).
 func UsageError(format string, args ...any) error {
 	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, args...)}
-}
-
-// UserAgent is what RestConfig sends the API server (set by each binary).
-var UserAgent = "nodemesh"
-
-// KubeFlags are kubectl's connection flags.
-type KubeFlags struct {
-	Kubeconfig string
-	Context    string
-}
-
-// Add registers --kubeconfig and --context.
-func (k *KubeFlags) Add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&k.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account)")
-	cmd.Flags().StringVar(&k.Context, "context", "", "the kubeconfig context to use (default: the current context)")
-}
-
-// Loader is kubectl's kubeconfig resolution with the flags applied.
-func (k *KubeFlags) Loader() clientcmd.ClientConfig {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if k.Kubeconfig != "" {
-		rules.ExplicitPath = k.Kubeconfig
-	}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.Context})
-}
-
-// RestConfig resolves the API server connection; without a kubeconfig it
-// falls back to the in-cluster configuration.
-func (k *KubeFlags) RestConfig() (*rest.Config, error) {
-	cfg, err := k.Loader().ClientConfig()
-	if err != nil {
-		return nil, err
-	}
-	cfg.UserAgent = UserAgent
-	return cfg, nil
-}
-
-// NewLogger is the logger of --log-level and --log-format (json or text).
-func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, UsageError("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, UsageError("--log-format %q: want json or text", format)
 }

@@ -1,8 +1,8 @@
 // Package debugclient reads the controller's /debug/ endpoints as
 // 'nodemesh proxy-config', 'nodemesh status' and 'nodemesh migrate' do:
 // through the API server's service proxy (or directly at a URL), with a
-// short-lived token of meshauth.DebugServiceAccount requested with the
-// TokenRequest API and sent in meshauth.DebugTokenHeader — the API server's
+// short-lived token of api.DebugServiceAccount requested with the
+// TokenRequest API and sent in api.DebugTokenHeader — the API server's
 // proxy consumes the caller's own Authorization header and forwards no
 // identity, so the controller could not otherwise tell who asks.
 //
@@ -26,11 +26,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // DefaultPort is the controller's monitoring port.
-const DefaultPort = 15014
+const DefaultPort = api.MonitoringPort
 
 // TokenLifetime is how long a requested debug token lives (the API's
 // minimum: a token is requested per command).
@@ -44,11 +44,11 @@ type Client struct {
 	// Kube requests tokens and reaches the service proxy.
 	Kube kubernetes.Interface
 	// Namespace and Service are the controller's (defaults nodemesh-system,
-	// meshauth.ControllerService); Port its monitoring port.
+	// api.ControllerService); Port its monitoring port.
 	Namespace, Service string
 	Port               int
 	// ServiceAccount is the account tokens are requested for (default
-	// meshauth.DebugServiceAccount, in Namespace).
+	// api.DebugServiceAccount, in Namespace).
 	ServiceAccount string
 	// Token, when set, is sent instead of requesting one.
 	Token string
@@ -86,13 +86,13 @@ var ErrToken = errors.New("debug token")
 func (c *Client) defaults() (ns, svc, sa string, port int) {
 	ns, svc, sa, port = c.Namespace, c.Service, c.ServiceAccount, c.Port
 	if ns == "" {
-		ns = "nodemesh-system"
+		ns = api.DefaultNamespace
 	}
 	if svc == "" {
-		svc = meshauth.ControllerService
+		svc = api.ControllerService
 	}
 	if sa == "" {
-		sa = meshauth.DebugServiceAccount
+		sa = api.DebugServiceAccount
 	}
 	if port == 0 {
 		port = DefaultPort
@@ -117,7 +117,7 @@ func (c *Client) debugToken(ctx context.Context) (string, error) {
 	ns, _, sa, _ := c.defaults()
 	secs := int64(TokenLifetime / time.Second)
 	tr, err := c.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{meshauth.DebugAudience}, ExpirationSeconds: &secs,
+		Audiences: []string{api.DebugAudience}, ExpirationSeconds: &secs,
 	}}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("%w for ServiceAccount %s/%s: %v (reading the controller's debug endpoints takes create on serviceaccounts/token for it: bind Role nodemesh-debug-client in %s, or give --token)",
@@ -167,7 +167,7 @@ func (c *Client) Get(ctx context.Context, path string, query url.Values) ([]byte
 	ns, svc, _, port := c.defaults()
 	req := c.Kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("services").
 		Name(fmt.Sprintf("http:%s:%d", svc, port)).SubResource("proxy").Suffix(path).
-		SetHeader(meshauth.DebugTokenHeader, tok)
+		SetHeader(api.DebugTokenHeader, tok)
 	for k, vs := range query {
 		for _, v := range vs {
 			req = req.Param(k, v)

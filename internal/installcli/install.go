@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/cli"
 	"io"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/nodemesh/nodemesh/install"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 )
 
 // releaseFlags are what every install-family command shares: the cluster,
@@ -34,8 +36,8 @@ type releaseFlags struct {
 func (r *releaseFlags) add(cmd *cobra.Command, withChart bool) {
 	r.kube.Add(cmd)
 	f := cmd.Flags()
-	f.StringVarP(&r.namespace, "namespace", "n", install.DefaultNamespace, "the namespace nodemesh is installed in")
-	f.StringVar(&r.release, "release", install.DefaultReleaseName, "the Helm release name")
+	f.StringVarP(&r.namespace, "namespace", "n", api.DefaultNamespace, "the namespace nodemesh is installed in")
+	f.StringVar(&r.release, "release", api.DefaultReleaseName, "the Helm release name")
 	if withChart {
 		f.StringVar(&r.chartDir, "chart-dir", "", "use the chart in this directory instead of the embedded one (development)")
 		f.StringVar(&r.version, "version", "", "the chart version to install; this binary carries one (see 'nodemesh version'): any other is refused")
@@ -54,7 +56,7 @@ func (r *releaseFlags) getter() genericclioptions.RESTClientGetter {
 	ns := r.namespace
 	f.Namespace = &ns
 	f.WrapConfigFn = func(c *rest.Config) *rest.Config {
-		c.UserAgent = "nodemesh/" + cli.Version
+		c.UserAgent = clibase.UserAgent
 		return c
 	}
 	return f
@@ -231,7 +233,7 @@ func runInstall(ctx context.Context, o *installOptions, streams cli.IO) error {
 		// Installed, not ready in time: the release stays; status tells more.
 		return fmt.Errorf("%w\n'nodemesh status' shows the current state", err)
 	}
-	fmt.Fprintln(streams.Out, "Next: 'nodemesh status --wait', then 'nodemesh check'; opt a namespace in with\n  kubectl label namespace NAME "+install.OptInLabel+"="+install.OptInValue)
+	fmt.Fprintln(streams.Out, "Next: 'nodemesh status --wait', then 'nodemesh check'; opt a namespace in with\n  kubectl label namespace NAME "+api.DataplaneModeLabel+"="+api.DataplaneModeNodemesh)
 	return nil
 }
 
@@ -524,7 +526,7 @@ func printStatus(w io.Writer, s *install.Status) {
 		}
 		fmt.Fprintf(w, "  %d connected of %d known\n", connected, len(s.XDS))
 	}
-	fmt.Fprintf(w, "\nOpted-in namespaces (%s=%s): ", install.OptInLabel, install.OptInValue)
+	fmt.Fprintf(w, "\nOpted-in namespaces (%s=%s): ", api.DataplaneModeLabel, api.DataplaneModeNodemesh)
 	if len(s.OptedIn) == 0 {
 		fmt.Fprintln(w, "none")
 	} else {

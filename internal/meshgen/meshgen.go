@@ -17,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/input"
 )
 
@@ -63,7 +64,7 @@ func New(o Options) *Mesh {
 	if o.OptIn {
 		for i := range min(o.Namespaces, max(o.Services, 1)) {
 			m.Namespaces = append(m.Namespaces, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-				Name: o.Prefix + "-" + strconv.Itoa(i), Labels: map[string]string{"istio.io/dataplane-mode": "nodemesh"},
+				Name: o.Prefix + "-" + strconv.Itoa(i), Labels: map[string]string{api.DataplaneModeLabel: api.DataplaneModeNodemesh},
 			}})
 		}
 	}

@@ -16,5 +16,6 @@
 // with the same strictness only when a Loader keeps ignored kinds
 // (Object.Typed). Kinds lists it for tools that read a live cluster.
 //
-// This package must not import Envoy or any translator back end.
+// This package must not import Envoy or any translator back end; of the rest
+// of nodemesh it imports translate/ir, api and internal/suggest.
 package input

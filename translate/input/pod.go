@@ -9,11 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // SidecarContainer is the name of Istio's proxy container (or native
 // sidecar init container) in an injected Pod.
-const SidecarContainer = "istio-proxy"
+const SidecarContainer = api.IstioProxyContainer
 
 // Pod is what translation reads of a Kubernetes Pod. Pods are most of a
 // cluster's objects, and a corev1.Pod takes over a kilobyte before it holds

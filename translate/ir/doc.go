@@ -19,6 +19,7 @@
 // names.go holds every naming rule (cluster, route configuration, virtual host,
 // metadata paths); nothing else in nodemesh formats those names.
 //
-// This package must not import Istio, Envoy, client-go or any other nodemesh
-// package.
+// This package must not import Istio, Envoy, Kubernetes or any other nodemesh
+// package but api, the contract leaf of shared constants (internal/archtest
+// enforces it).
 package ir

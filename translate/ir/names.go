@@ -3,6 +3,8 @@ package ir
 import (
 	"strconv"
 	"strings"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // Well-known names shared with Istio so that Istio users and tools recognise
@@ -11,7 +13,7 @@ const (
 	// OutboundListenerName is the capture listener on OutboundCapturePort.
 	OutboundListenerName = "virtualOutbound"
 	// OutboundCapturePort is where the node agent redirects opted-in traffic.
-	OutboundCapturePort = 15001
+	OutboundCapturePort = api.OutboundCapturePort
 
 	PassthroughCluster = "PassthroughCluster"
 	BlackHoleCluster   = "BlackHoleCluster"

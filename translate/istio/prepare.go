@@ -12,15 +12,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
 // Labels and names of the opt-in contract (ARCHITECTURE.md).
 const (
-	DataplaneModeLabel = "istio.io/dataplane-mode"
-	DataplaneModeValue = "nodemesh"
-	DataplaneModeNone  = "none"
+	DataplaneModeLabel = api.DataplaneModeLabel
+	DataplaneModeValue = api.DataplaneModeNodemesh
+	DataplaneModeNone  = api.DataplaneModeNone
 	SidecarContainer   = input.SidecarContainer
 )
 

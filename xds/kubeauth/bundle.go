@@ -11,12 +11,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/xds/servingcert"
 )
 
 // Publisher keeps the CA bundle that xDS clients verify the controller with
-// in ConfigMap Namespace/Name (key meshauth.CABundleKey), which the node
+// in ConfigMap Namespace/Name (key api.CABundleKey), which the node
 // Envoy DaemonSet mounts: written at startup, then checked every Every (an
 // edited or deleted ConfigMap is put back; a renewed CA file is
 // published).
@@ -41,17 +41,17 @@ func (p *Publisher) Publish(ctx context.Context) error {
 		switch {
 		case apierrors.IsNotFound(err):
 			_, err = cms.Create(ctx, &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "nodemesh"}},
-				Data:       map[string]string{meshauth.CABundleKey: string(bundle)},
+				ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: map[string]string{api.PartOfLabel: api.PartOfValue}},
+				Data:       map[string]string{api.CABundleKey: string(bundle)},
 			}, metav1.CreateOptions{})
 		case err != nil:
-		case bytes.Equal([]byte(cm.Data[meshauth.CABundleKey]), bundle):
+		case bytes.Equal([]byte(cm.Data[api.CABundleKey]), bundle):
 			return nil
 		default:
 			if cm.Data == nil {
 				cm.Data = map[string]string{}
 			}
-			cm.Data[meshauth.CABundleKey] = string(bundle)
+			cm.Data[api.CABundleKey] = string(bundle)
 			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
 		}
 		if err == nil {

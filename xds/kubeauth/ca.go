@@ -10,12 +10,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/xds/servingcert"
 )
 
 // LoadCA returns the controller's CA kept in Secret namespace/name
-// (meshauth.CASecretCertKey, meshauth.CASecretKeyKey). A Secret that is
+// (api.CASecretCertKey, api.CASecretKeyKey). A Secret that is
 // missing, or that has no data (the chart creates it empty, so that the
 // controller needs no right to create Secrets), gets a new self-signed CA;
 // when replicas race, the first write wins and the others read it back
@@ -29,11 +29,11 @@ func LoadCA(ctx context.Context, client kubernetes.Interface, namespace, name st
 		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("CA Secret %s/%s: %w", namespace, name, err)
 		}
-		if err == nil && (len(s.Data[meshauth.CASecretCertKey]) > 0 || len(s.Data[meshauth.CASecretKeyKey]) > 0) {
-			ca, err := servingcert.ParseCA(s.Data[meshauth.CASecretCertKey], s.Data[meshauth.CASecretKeyKey])
+		if err == nil && (len(s.Data[api.CASecretCertKey]) > 0 || len(s.Data[api.CASecretKeyKey]) > 0) {
+			ca, err := servingcert.ParseCA(s.Data[api.CASecretCertKey], s.Data[api.CASecretKeyKey])
 			if err != nil {
 				return nil, fmt.Errorf("CA Secret %s/%s: %w (to have a new CA made, delete the Secret's %s and %s; node proxies trust the CA they started with, so restart them afterwards)",
-					namespace, name, err, meshauth.CASecretCertKey, meshauth.CASecretKeyKey)
+					namespace, name, err, api.CASecretCertKey, api.CASecretKeyKey)
 			}
 			return ca, nil
 		}
@@ -41,10 +41,10 @@ func LoadCA(ctx context.Context, client kubernetes.Interface, namespace, name st
 		if err != nil {
 			return nil, err
 		}
-		data := map[string][]byte{meshauth.CASecretCertKey: ca.CertPEM, meshauth.CASecretKeyKey: ca.KeyPEM}
+		data := map[string][]byte{api.CASecretCertKey: ca.CertPEM, api.CASecretKeyKey: ca.KeyPEM}
 		if s == nil || s.Name == "" {
 			s = &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "nodemesh"}},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{api.PartOfLabel: api.PartOfValue}},
 				Type:       corev1.SecretTypeOpaque,
 				Data:       data,
 			}

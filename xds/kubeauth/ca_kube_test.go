@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
 	"github.com/nodemesh/nodemesh/xds/servingcert"
 )
@@ -28,7 +28,7 @@ func TestLoadCA(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ns := env.Namespace(t, "ca", nil)
 			if chartMade {
-				if _, err := env.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: meshauth.CASecret}}, metav1.CreateOptions{}); err != nil {
+				if _, err := env.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: api.CASecret}}, metav1.CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -37,7 +37,7 @@ func TestLoadCA(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range cas {
 				wg.Go(func() {
-					ca, err := kubeauth.LoadCA(ctx, env.Client, ns, meshauth.CASecret)
+					ca, err := kubeauth.LoadCA(ctx, env.Client, ns, api.CASecret)
 					if err != nil {
 						t.Error(err)
 					}
@@ -48,7 +48,7 @@ func TestLoadCA(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			again, err := kubeauth.LoadCA(ctx, env.Client, ns, meshauth.CASecret)
+			again, err := kubeauth.LoadCA(ctx, env.Client, ns, api.CASecret)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,16 +61,16 @@ func TestLoadCA(t *testing.T) {
 	}
 	t.Run("Secret with something else", func(t *testing.T) {
 		ns := env.Namespace(t, "ca", nil)
-		if _, err := env.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: meshauth.CASecret},
-			Data: map[string][]byte{meshauth.CASecretCertKey: []byte("not a certificate")}}, metav1.CreateOptions{}); err != nil {
+		if _, err := env.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: api.CASecret},
+			Data: map[string][]byte{api.CASecretCertKey: []byte("not a certificate")}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := kubeauth.LoadCA(ctx, env.Client, ns, meshauth.CASecret)
-		if err == nil || !strings.Contains(err.Error(), ns+"/"+meshauth.CASecret) || !strings.Contains(err.Error(), "delete the Secret's") {
+		_, err := kubeauth.LoadCA(ctx, env.Client, ns, api.CASecret)
+		if err == nil || !strings.Contains(err.Error(), ns+"/"+api.CASecret) || !strings.Contains(err.Error(), "delete the Secret's") {
 			t.Fatalf("got %v", err)
 		}
-		s, _ := env.Client.CoreV1().Secrets(ns).Get(ctx, meshauth.CASecret, metav1.GetOptions{})
-		if string(s.Data[meshauth.CASecretCertKey]) != "not a certificate" {
+		s, _ := env.Client.CoreV1().Secrets(ns).Get(ctx, api.CASecret, metav1.GetOptions{})
+		if string(s.Data[api.CASecretCertKey]) != "not a certificate" {
 			t.Error("the Secret was overwritten")
 		}
 	})
@@ -90,18 +90,18 @@ func TestPublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &kubeauth.Publisher{Client: env.Client, Namespace: ns, Name: meshauth.CABundleConfigMap, Source: is}
+	p := &kubeauth.Publisher{Client: env.Client, Namespace: ns, Name: api.CABundleConfigMap, Source: is}
 	cms := env.Client.CoreV1().ConfigMaps(ns)
 	check := func(step string) string {
 		t.Helper()
 		if err := p.Publish(ctx); err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
-		cm, err := cms.Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{})
+		cm, err := cms.Get(ctx, api.CABundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cm.Data[meshauth.CABundleKey] != string(ca.CertPEM) {
+		if cm.Data[api.CABundleKey] != string(ca.CertPEM) {
 			t.Errorf("%s: ConfigMap holds %q", step, cm.Data)
 		}
 		return cm.ResourceVersion
@@ -110,8 +110,8 @@ func TestPublisher(t *testing.T) {
 	if v2 := check("unchanged"); v2 != v1 {
 		t.Error("an unchanged bundle was rewritten")
 	}
-	cm, _ := cms.Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{})
-	cm.Data[meshauth.CABundleKey] = "tampered"
+	cm, _ := cms.Get(ctx, api.CABundleConfigMap, metav1.GetOptions{})
+	cm.Data[api.CABundleKey] = "tampered"
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,20 +10,20 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
 )
 
 // allowDebug gives ServiceAccount ns/sa get services/proxy on the
-// controller's Service, as the chart does for meshauth.DebugServiceAccount.
+// controller's Service, as the chart does for api.DebugServiceAccount.
 func allowDebug(t *testing.T, c *cluster, sa string) {
 	t.Helper()
 	ctx := context.Background()
 	rbac := c.env.Client.RbacV1()
 	if _, err := rbac.Roles(c.ns).Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "debug-" + sa},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"services/proxy"}, ResourceNames: []string{meshauth.ControllerService}, Verbs: []string{"get"}}},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"services/proxy"}, ResourceNames: []string{api.ControllerService}, Verbs: []string{"get"}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -44,20 +44,20 @@ func allowDebug(t *testing.T, c *cluster, sa string) {
 // TestControllerCommand.)
 func TestDebugAuthorization(t *testing.T) {
 	c := newCluster(t)
-	c.serviceAccount(t, c.ns, meshauth.DebugServiceAccount)
+	c.serviceAccount(t, c.ns, api.DebugServiceAccount)
 	c.serviceAccount(t, c.ns, "other")
-	allowDebug(t, c, meshauth.DebugServiceAccount)
+	allowDebug(t, c, api.DebugServiceAccount)
 	ctl := c.controller(t, nil)
-	auth, err := kubeauth.NewDebug(kubeauth.DebugOptions{Client: c.env.Client, Namespace: c.ns, Service: meshauth.ControllerService})
+	auth, err := kubeauth.NewDebug(kubeauth.DebugOptions{Client: c.env.Client, Namespace: c.ns, Service: api.ControllerService})
 	if err != nil {
 		t.Fatal(err)
 	}
 	am := xds.NewAuthMetrics(nil)
 	srv := httptest.NewServer((&xds.Debug{Cache: ctl.cache, Auth: auth, AuthMetrics: am}).Handler())
 	defer srv.Close()
-	debugTok := c.tokenFor(t, c.ns, meshauth.DebugServiceAccount, meshauth.DebugAudience, nil)
-	otherTok := c.tokenFor(t, c.ns, "other", meshauth.DebugAudience, nil)
-	xdsTok := c.token(t, c.ns, "envoy-a", meshauth.XDSAudience)
+	debugTok := c.tokenFor(t, c.ns, api.DebugServiceAccount, api.DebugAudience, nil)
+	otherTok := c.tokenFor(t, c.ns, "other", api.DebugAudience, nil)
+	xdsTok := c.token(t, c.ns, "envoy-a", api.XDSAudience)
 
 	for name, tc := range map[string]struct {
 		header, token string
@@ -65,9 +65,9 @@ func TestDebugAuthorization(t *testing.T) {
 	}{
 		"no token":                 {"", "", 401},
 		"a node proxy's xDS token": {"Authorization", "Bearer " + xdsTok, 401},
-		"the debug account's token, API audience": {meshauth.DebugTokenHeader, c.tokenFor(t, c.ns, meshauth.DebugServiceAccount, "", nil), 401},
-		"an account without the permission":       {meshauth.DebugTokenHeader, otherTok, 403},
-		"the debug account, X-Nodemesh-Token":     {meshauth.DebugTokenHeader, debugTok, 200},
+		"the debug account's token, API audience": {api.DebugTokenHeader, c.tokenFor(t, c.ns, api.DebugServiceAccount, "", nil), 401},
+		"an account without the permission":       {api.DebugTokenHeader, otherTok, 403},
+		"the debug account, X-Nodemesh-Token":     {api.DebugTokenHeader, debugTok, 200},
 		"the debug account, bearer":               {"Authorization", "Bearer " + debugTok, 200},
 	} {
 		t.Run(name, func(t *testing.T) {

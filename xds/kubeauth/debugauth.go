@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/xds"
 )
 
@@ -29,14 +29,14 @@ type DebugOptions struct {
 }
 
 // Debug authorizes requests to the controller's /debug/ endpoints
-// (xds.DebugAuthorizer): a token of audience meshauth.DebugAudience — in
-// the meshauth.DebugTokenHeader header, which survives the API server's
+// (xds.DebugAuthorizer): a token of audience api.DebugAudience — in
+// the api.DebugTokenHeader header, which survives the API server's
 // service proxy, or as "Authorization: Bearer" — whose user may get
 // services/proxy on the controller's Service, asked with a
 // SubjectAccessReview. That is whoever could reach the endpoints through
 // the API server's proxy (which strips the caller's identity, so the
 // caller brings a token of its own): 'nodemesh proxy-config' requests one
-// for meshauth.DebugServiceAccount, which the chart allows exactly that.
+// for api.DebugServiceAccount, which the chart allows exactly that.
 type Debug struct {
 	o        DebugOptions
 	reviewer *reviewer
@@ -64,12 +64,12 @@ func NewDebug(o DebugOptions) (*Debug, error) {
 	return &Debug{o: o, reviewer: r, decisions: newTTLCache[bool](r.cache.max)}, nil
 }
 
-// DebugToken is the debug token of a request: meshauth.DebugTokenHeader,
+// DebugToken is the debug token of a request: api.DebugTokenHeader,
 // else the Authorization header's bearer token.
 func DebugToken(r *http.Request) (string, error) {
-	if v := r.Header.Values(meshauth.DebugTokenHeader); len(v) > 0 {
+	if v := r.Header.Values(api.DebugTokenHeader); len(v) > 0 {
 		if len(v) > 1 || strings.TrimSpace(v[0]) == "" {
-			return "", xds.Refuse(codes.Unauthenticated, xds.ReasonBadToken, "one %s header with a token, please", meshauth.DebugTokenHeader)
+			return "", xds.Refuse(codes.Unauthenticated, xds.ReasonBadToken, "one %s header with a token, please", api.DebugTokenHeader)
 		}
 		return strings.TrimSpace(v[0]), nil
 	}
@@ -78,7 +78,7 @@ func DebugToken(r *http.Request) (string, error) {
 		if ref, ok := err.(*xds.Refusal); ok && ref.Reason == xds.ReasonNoToken {
 			return "", xds.Refuse(codes.Unauthenticated, xds.ReasonNoToken,
 				"no credentials: send a token of audience %q in the %s header (through the API server's service proxy) or as \"Authorization: Bearer\"; 'nodemesh proxy-config' does",
-				meshauth.DebugAudience, meshauth.DebugTokenHeader)
+				api.DebugAudience, api.DebugTokenHeader)
 		}
 		return "", err
 	}
@@ -93,7 +93,7 @@ func (d *Debug) AuthorizeDebug(r *http.Request) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), xds.AuthTimeout)
 	defer cancel()
-	id, err := d.reviewer.review(ctx, tok, meshauth.DebugAudience)
+	id, err := d.reviewer.review(ctx, tok, api.DebugAudience)
 	if err != nil {
 		return "", err
 	}

@@ -2,12 +2,12 @@
 // as istiod does, and keeps the controller's serving CA in Kubernetes.
 //
 //   - XDS authenticates ADS streams: a projected ServiceAccount token of
-//     audience meshauth.XDSAudience, verified with the TokenReview API and
+//     audience api.XDSAudience, verified with the TokenReview API and
 //     bound to a pod; the pod must be a node proxy of this release (its
 //     ServiceAccount) running on the node it asks to be served, or a
 //     proxyless gRPC client asking with its own node ID (nodeid.go).
 //   - Debug authorizes the /debug/ endpoints: a token of audience
-//     meshauth.DebugAudience whose user may get services/proxy on the
+//     api.DebugAudience whose user may get services/proxy on the
 //     controller's Service (a SubjectAccessReview) — whoever could reach
 //     the endpoints through the API server's service proxy.
 //   - Verified tokens are cached until they expire (bounded), so a

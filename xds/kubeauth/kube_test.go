@@ -25,8 +25,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
@@ -69,21 +69,21 @@ func newCluster(t *testing.T) *cluster {
 	c := &cluster{env: env, ns: env.Namespace(t, "nodemesh-system", nil), wns: env.Namespace(t, "shop", nil), pods: map[string]*corev1.Pod{},
 		appIP: "10.1.2.3", clusterDomain: "cluster.local"}
 	c.nodeA, c.nodeB = "node-a-"+c.ns, "node-b-"+c.ns
-	c.controllerDNSNam = meshauth.ControllerService + "." + c.ns + ".svc"
+	c.controllerDNSNam = api.ControllerService + "." + c.ns + ".svc"
 	for _, n := range []string{c.nodeA, c.nodeB} {
 		if _, err := env.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{}) })
 	}
-	c.serviceAccount(t, c.ns, meshauth.NodeProxyServiceAccount)
+	c.serviceAccount(t, c.ns, api.NodeProxyServiceAccount)
 	c.serviceAccount(t, c.wns, "app")
 	// An account named like the node proxies', in another namespace.
-	c.serviceAccount(t, c.wns, meshauth.NodeProxyServiceAccount)
-	c.pod(t, c.ns, "envoy-a", meshauth.NodeProxyServiceAccount, c.nodeA, "192.168.0.10")
-	c.pod(t, c.ns, "envoy-b", meshauth.NodeProxyServiceAccount, c.nodeB, "192.168.0.11")
+	c.serviceAccount(t, c.wns, api.NodeProxyServiceAccount)
+	c.pod(t, c.ns, "envoy-a", api.NodeProxyServiceAccount, c.nodeA, "192.168.0.10")
+	c.pod(t, c.ns, "envoy-b", api.NodeProxyServiceAccount, c.nodeB, "192.168.0.11")
 	c.pod(t, c.wns, appPod, "app", c.nodeA, c.appIP)
-	c.pod(t, c.wns, "fake-envoy", meshauth.NodeProxyServiceAccount, c.nodeA, "10.1.2.4")
+	c.pod(t, c.wns, "fake-envoy", api.NodeProxyServiceAccount, c.nodeA, "10.1.2.4")
 	return c
 }
 
@@ -149,10 +149,10 @@ func (c *cluster) controller(t *testing.T, provider func(*corev3.Node) *xds.Conf
 	t.Helper()
 	ctx := context.Background()
 	// The chart creates the CA Secret empty; the controller fills it.
-	if _, err := c.env.Client.CoreV1().Secrets(c.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: meshauth.CASecret}}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.env.Client.CoreV1().Secrets(c.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: api.CASecret}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	ca, err := kubeauth.LoadCA(ctx, c.env.Client, c.ns, meshauth.CASecret)
+	ca, err := kubeauth.LoadCA(ctx, c.env.Client, c.ns, api.CASecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func (c *cluster) controller(t *testing.T, provider func(*corev3.Node) *xds.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := &kubeauth.Publisher{Client: c.env.Client, Namespace: c.ns, Name: meshauth.CABundleConfigMap, Source: is}
+	pub := &kubeauth.Publisher{Client: c.env.Client, Namespace: c.ns, Name: api.CABundleConfigMap, Source: is}
 	if err := pub.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -199,15 +199,15 @@ func (c *cluster) controller(t *testing.T, provider func(*corev3.Node) *xds.Conf
 	t.Cleanup(stop)
 	// Clients trust what the ConfigMap publishes (what the node Envoys
 	// mount), not what the test holds.
-	cm, err := c.env.Client.CoreV1().ConfigMaps(c.ns).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{})
+	cm, err := c.env.Client.CoreV1().ConfigMaps(c.ns).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(cm.Data[meshauth.CABundleKey])) {
-		t.Fatalf("ConfigMap %s holds no CA: %v", meshauth.CABundleConfigMap, cm.Data)
+	if !pool.AppendCertsFromPEM([]byte(cm.Data[api.CABundleKey])) {
+		t.Fatalf("ConfigMap %s holds no CA: %v", api.CABundleConfigMap, cm.Data)
 	}
-	return &controller{addr: addr, cache: cache, reviews: reviews, podGets: podGets, metrics: m, caPool: pool, caPEM: []byte(cm.Data[meshauth.CABundleKey]), dnsName: c.controllerDNSNam}
+	return &controller{addr: addr, cache: cache, reviews: reviews, podGets: podGets, metrics: m, caPool: pool, caPEM: []byte(cm.Data[api.CABundleKey]), dnsName: c.controllerDNSNam}
 }
 
 // dial is an Envoy's connection: TLS verifying the controller's Service

@@ -15,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/xds"
 	"github.com/nodemesh/nodemesh/xds/kubeauth"
@@ -29,7 +29,7 @@ import (
 func TestNodeProxyServedItsNodeOverTLS(t *testing.T) {
 	c := newCluster(t)
 	ctl := c.controller(t, nil)
-	tok := c.token(t, c.ns, "envoy-a", meshauth.XDSAudience)
+	tok := c.token(t, c.ns, "envoy-a", api.XDSAudience)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, delta := range []bool{false, true} {
@@ -67,21 +67,21 @@ func TestXDSAttacksRefused(t *testing.T) {
 	c := newCluster(t)
 	ctl := c.controller(t, nil)
 	ctx := context.Background()
-	envoyA := c.token(t, c.ns, "envoy-a", meshauth.XDSAudience)
-	app := c.token(t, c.wns, appPod, meshauth.XDSAudience)
+	envoyA := c.token(t, c.ns, "envoy-a", api.XDSAudience)
+	app := c.token(t, c.wns, appPod, api.XDSAudience)
 	// A pod that is gone: its token was valid while it ran.
-	gone := c.pod(t, c.ns, "envoy-gone", meshauth.NodeProxyServiceAccount, c.nodeB, "192.168.0.12")
-	goneTok := c.token(t, c.ns, "envoy-gone", meshauth.XDSAudience)
+	gone := c.pod(t, c.ns, "envoy-gone", api.NodeProxyServiceAccount, c.nodeB, "192.168.0.12")
+	goneTok := c.token(t, c.ns, "envoy-gone", api.XDSAudience)
 	if err := c.env.Client.CoreV1().Pods(c.ns).Delete(ctx, gone.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}
-	unbound := c.tokenFor(t, c.ns, meshauth.NodeProxyServiceAccount, meshauth.XDSAudience, nil)
+	unbound := c.tokenFor(t, c.ns, api.NodeProxyServiceAccount, api.XDSAudience, nil)
 	// A node proxy account's token bound to a Secret, not a pod.
 	sec, err := c.env.Client.CoreV1().Secrets(c.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "some-secret"}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	secretBound := c.tokenFor(t, c.ns, meshauth.NodeProxyServiceAccount, meshauth.XDSAudience,
+	secretBound := c.tokenFor(t, c.ns, api.NodeProxyServiceAccount, api.XDSAudience,
 		&authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: sec.Name, UID: sec.UID})
 
 	for name, tc := range map[string]struct {
@@ -99,7 +99,7 @@ func TestXDSAttacksRefused(t *testing.T) {
 		// Another pod's token, claiming a node.
 		"application pod as node A": {app, xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotNodeProxy},
 		// The node proxies' account name in another namespace is nobody's.
-		"lookalike account as node A": {c.token(t, c.wns, "fake-envoy", meshauth.XDSAudience), xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotNodeProxy},
+		"lookalike account as node A": {c.token(t, c.wns, "fake-envoy", api.XDSAudience), xdstest.EnvoyNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonNotNodeProxy},
 		// A valid node proxy token, another node's name.
 		"node A's proxy as node B":        {envoyA, xdstest.EnvoyNode(c.nodeB), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
 		"node A's proxy as a gRPC client": {envoyA, xdstest.GRPCNode(c.nodeA), nil, "", codes.PermissionDenied, xds.ReasonWrongNode},
@@ -164,7 +164,7 @@ func TestProxylessClientServedAsItself(t *testing.T) {
 	ctl := c.controller(t, func(n *corev3.Node) *xds.Config { return gen.ForNode(n.GetId(), xds.KindOf(n)) })
 	id := kubeauth.ProxylessNodeID(c.appIP, appPod, c.wns, c.clusterDomain)
 	dir := t.TempDir()
-	caFile, tokFile := writeFile(t, dir, "ca.pem", ctl.caPEM), writeFile(t, dir, "token", []byte(c.token(t, c.wns, appPod, meshauth.XDSAudience)))
+	caFile, tokFile := writeFile(t, dir, "ca.pem", ctl.caPEM), writeFile(t, dir, "token", []byte(c.token(t, c.wns, appPod, api.XDSAudience)))
 	client := xdstest.NewGRPCClientWith(t, xdstest.Bootstrap(ctl.addr, id, caFile, tokFile))
 	xdstest.CheckBookinfo(t, ctx, b, client)
 	if !slices.Contains(ctl.cache.Nodes(), id) {
@@ -192,7 +192,7 @@ func TestTokensCached(t *testing.T) {
 		_, err = s.Next()
 		return err
 	}
-	tok := c.token(t, c.ns, "envoy-a", meshauth.XDSAudience)
+	tok := c.token(t, c.ns, "envoy-a", api.XDSAudience)
 	for i := range 5 { // reconnects, each on a new connection
 		if err := serve(tok); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
@@ -202,7 +202,7 @@ func TestTokensCached(t *testing.T) {
 		t.Errorf("5 connections with one token: %d TokenReviews and %d pod lookups, want 1 and 1", n, g)
 	}
 	// Ten streams with a new token at once: one review between them.
-	tok2 := c.token(t, c.ns, "envoy-a", meshauth.XDSAudience)
+	tok2 := c.token(t, c.ns, "envoy-a", api.XDSAudience)
 	var wg sync.WaitGroup
 	errs := make(chan error, 10)
 	for range 10 {
@@ -220,7 +220,7 @@ func TestTokensCached(t *testing.T) {
 	}
 	// Refused tokens are not remembered as accepted: a refused client
 	// stays refused.
-	app := c.token(t, c.wns, appPod, meshauth.XDSAudience)
+	app := c.token(t, c.wns, appPod, api.XDSAudience)
 	for range 2 {
 		if err := serve(app); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("application pod as node A: %v", err)

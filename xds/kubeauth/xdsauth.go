@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/nodemesh/nodemesh/internal/meshauth"
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/xds"
 )
 
@@ -28,7 +28,7 @@ type XDSOptions struct {
 	// there.
 	Namespace string
 	// NodeProxyServiceAccounts are the ServiceAccounts whose pods are node
-	// proxies (default meshauth.NodeProxyServiceAccount).
+	// proxies (default api.NodeProxyServiceAccount).
 	NodeProxyServiceAccounts []string
 	// ClusterDomain is the last part of proxyless node IDs.
 	ClusterDomain string
@@ -62,7 +62,7 @@ func NewXDS(o XDSOptions) (*XDS, error) {
 		o.Reviews = o.Client.AuthenticationV1().TokenReviews()
 	}
 	if len(o.NodeProxyServiceAccounts) == 0 {
-		o.NodeProxyServiceAccounts = []string{meshauth.NodeProxyServiceAccount}
+		o.NodeProxyServiceAccounts = []string{api.NodeProxyServiceAccount}
 	}
 	r := newReviewer(o.Reviews, o.Concurrency, o.CacheSize)
 	return &XDS{o: o, reviewer: r, principals: newTTLCache[xds.Principal](r.cache.max)}, nil
@@ -70,11 +70,11 @@ func NewXDS(o XDSOptions) (*XDS, error) {
 
 // Authenticate implements xds.Authenticator.
 func (a *XDS) Authenticate(ctx context.Context, token string) (xds.Principal, error) {
-	key := keyOf(meshauth.XDSAudience, token)
+	key := keyOf(api.XDSAudience, token)
 	if p, ok := a.principals.get(key, a.reviewer.now()); ok {
 		return p, nil
 	}
-	id, err := a.reviewer.review(ctx, token, meshauth.XDSAudience)
+	id, err := a.reviewer.review(ctx, token, api.XDSAudience)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +96,7 @@ func (a *XDS) Authenticate(ctx context.Context, token string) (xds.Principal, er
 func (a *XDS) principal(ctx context.Context, id *Identity) (xds.Principal, error) {
 	if id.PodName == "" || id.PodUID == "" || id.Namespace == "" {
 		return nil, xds.Refuse(codes.PermissionDenied, xds.ReasonNotPodBound,
-			"%s: the token is not bound to a pod; use a projected ServiceAccount token (audience %q)", id, meshauth.XDSAudience)
+			"%s: the token is not bound to a pod; use a projected ServiceAccount token (audience %q)", id, api.XDSAudience)
 	}
 	var pod *corev1.Pod
 	err := a.reviewer.limited(ctx, func(ctx context.Context) error {

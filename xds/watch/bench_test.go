@@ -30,8 +30,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
-	"github.com/nodemesh/nodemesh/internal/meshauth"
 	"github.com/nodemesh/nodemesh/internal/meshgen"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
@@ -402,7 +402,7 @@ func runControllerProcess(b *testing.B, env *kubetest.Env, bin string, services 
 	if err != nil {
 		b.Fatal(err)
 	}
-	req.Header.Set(meshauth.DebugTokenHeader, access.debugToken)
+	req.Header.Set(api.DebugTokenHeader, access.debugToken)
 	prof, err := http.DefaultClient.Do(req)
 	if err != nil {
 		b.Fatal(err)
@@ -457,20 +457,20 @@ type controllerAccess struct {
 func nodeProxyAccess(b *testing.B, ctx context.Context, env *kubetest.Env, ns string, n int) controllerAccess {
 	b.Helper()
 	core := env.Client.CoreV1()
-	for _, sa := range []string{meshauth.NodeProxyServiceAccount, meshauth.DebugServiceAccount} {
+	for _, sa := range []string{api.NodeProxyServiceAccount, api.DebugServiceAccount} {
 		if _, err := core.ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	rbac := env.Client.RbacV1()
 	if _, err := rbac.Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "bench-debug"}, Rules: []rbacv1.PolicyRule{{
-		APIGroups: []string{""}, Resources: []string{"services/proxy"}, ResourceNames: []string{meshauth.ControllerService}, Verbs: []string{"get"},
+		APIGroups: []string{""}, Resources: []string{"services/proxy"}, ResourceNames: []string{api.ControllerService}, Verbs: []string{"get"},
 	}}}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := rbac.RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bench-debug"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "bench-debug"},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: meshauth.DebugServiceAccount, Namespace: ns}},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: api.DebugServiceAccount, Namespace: ns}},
 	}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -485,22 +485,22 @@ func nodeProxyAccess(b *testing.B, ctx context.Context, env *kubetest.Env, ns st
 		}
 		return tr.Status.Token
 	}
-	a := controllerAccess{debugToken: token(meshauth.DebugServiceAccount, meshauth.DebugAudience, nil)}
+	a := controllerAccess{debugToken: token(api.DebugServiceAccount, api.DebugAudience, nil)}
 	for i := range n {
 		pod, err := core.Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "nodemesh-envoy-" + strconv.Itoa(i)},
-			Spec: corev1.PodSpec{NodeName: "node-" + strconv.Itoa(i), ServiceAccountName: meshauth.NodeProxyServiceAccount,
+			Spec: corev1.PodSpec{NodeName: "node-" + strconv.Itoa(i), ServiceAccountName: api.NodeProxyServiceAccount,
 				AutomountServiceAccountToken: ptr.To(false), Containers: []corev1.Container{{Name: "envoy", Image: "envoyproxy/envoy"}}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		a.tokens = append(a.tokens, token(meshauth.NodeProxyServiceAccount, meshauth.XDSAudience, pod))
+		a.tokens = append(a.tokens, token(api.NodeProxyServiceAccount, api.XDSAudience, pod))
 	}
 	var bundle string
 	for bundle == "" {
-		if cm, err := core.ConfigMaps(ns).Get(ctx, meshauth.CABundleConfigMap, metav1.GetOptions{}); err == nil {
-			bundle = cm.Data[meshauth.CABundleKey]
+		if cm, err := core.ConfigMaps(ns).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{}); err == nil {
+			bundle = cm.Data[api.CABundleKey]
 		}
 		if bundle == "" {
 			if ctx.Err() != nil {
@@ -513,7 +513,7 @@ func nodeProxyAccess(b *testing.B, ctx context.Context, env *kubetest.Env, ns st
 	if !pool.AppendCertsFromPEM([]byte(bundle)) {
 		b.Fatal("the published CA bundle holds no certificate")
 	}
-	a.tls = &tls.Config{RootCAs: pool, ServerName: meshauth.ControllerService + "." + ns + ".svc", MinVersion: tls.VersionTLS12}
+	a.tls = &tls.Config{RootCAs: pool, ServerName: api.ControllerService + "." + ns + ".svc", MinVersion: tls.VersionTLS12}
 	return a
 }
 

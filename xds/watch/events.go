@@ -16,6 +16,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/xds"
@@ -29,7 +30,7 @@ const (
 )
 
 // EventComponent is the source of the controller's Events.
-const EventComponent = "nodemesh-controller"
+const EventComponent = api.ControllerName
 
 // reporter turns translation diagnostics and NACKs into Kubernetes Events on
 // the resources they are about. A diagnostic is reported when it appears; it

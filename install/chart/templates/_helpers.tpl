@@ -7,7 +7,7 @@ chart is installed once per cluster.
 {{- define "nodemesh.agent" -}}nodemesh-agent{{- end -}}
 {{- define "nodemesh.envoy" -}}nodemesh-envoy{{- end -}}
 
-{{/* The controller's authentication objects (internal/meshauth names them for the code). */}}
+{{/* The controller's authentication objects (package api names them for the code). */}}
 {{- define "nodemesh.debug" -}}nodemesh-debug{{- end -}}
 {{- define "nodemesh.caSecret" -}}nodemesh-controller-ca{{- end -}}
 {{- define "nodemesh.caBundle" -}}nodemesh-ca-root-cert{{- end -}}

@@ -1,8 +1,6 @@
-//go:build linux
+package api
 
-package agent
-
-// Capabilities are the Linux capabilities the agent needs, named as a
+// AgentCapabilities are the Linux capabilities the agent needs, named as a
 // container's securityContext names them (without CAP_). The chart grants
 // exactly these and drops every other (install's TestAgentCapabilities),
 // and the end-to-end tests run the agent binary with exactly these in its
@@ -28,4 +26,4 @@ package agent
 // would be needed only for a runtime that passes CNI_NETNS as
 // /proc/<pid>/ns/net of another process; containerd and CRI-O pass bind
 // mounts under /var/run/netns.
-var Capabilities = []string{"NET_ADMIN", "SYS_ADMIN"}
+var AgentCapabilities = []string{"NET_ADMIN", "SYS_ADMIN"}
