@@ -18,14 +18,7 @@ import (
 // DaemonSet and the agent's Roles and ClusterRoles.
 func renderedAgent(t *testing.T) (*appsv1.DaemonSet, []rbacv1.PolicyRule) {
 	t.Helper()
-	c, err := Chart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Render(c, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := renderDefault(t)
 	var ds *appsv1.DaemonSet
 	var rules []rbacv1.PolicyRule
 	for _, obj := range decodeAll(t, out) {

@@ -248,14 +248,7 @@ func TestEmbeddedChartIsTheDirectory(t *testing.T) {
 // ServiceAccount only through the unbound nodemesh-debug-client Role; and
 // the node Envoy without any API access.
 func TestLeastPrivilege(t *testing.T) {
-	c, err := Chart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Render(c, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := renderDefault(t)
 	writes := map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "escalate": true, "bind": true, "impersonate": true}
 	allowedWrites := map[string]bool{"events": true, "identities": true}
 	// Reviews create nothing: the API server answers and forgets.
@@ -389,14 +382,7 @@ func TestChartCRDs(t *testing.T) {
 // privilege, one capability — NET_ADMIN, for the transparent upstream
 // sockets of original_src (datapath.md, "The node proxy hop").
 func TestNodeEnvoyCapabilities(t *testing.T) {
-	c, err := Chart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Render(c, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := renderDefault(t)
 	found := false
 	for _, obj := range decodeAll(t, out) {
 		ds, ok := obj.(*appsv1.DaemonSet)
@@ -624,14 +610,7 @@ func TestLocalAccessSampleMatchesChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Chart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Render(c, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := renderDefault(t)
 	key := func(o runtime.Object) (string, string) {
 		switch o := o.(type) {
 		case *corev1.ServiceAccount:

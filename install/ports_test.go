@@ -92,3 +92,17 @@ func TestChartPorts(t *testing.T) {
 		t.Errorf("values.schema.json refuses agent.metricsPort %v, want %v", taken, hostPorts)
 	}
 }
+
+// renderDefault renders the embedded chart with its default values.
+func renderDefault(t *testing.T) string {
+	t.Helper()
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(c, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
