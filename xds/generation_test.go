@@ -80,6 +80,7 @@ func TestGenerationServesWhatTranslatePrints(t *testing.T) {
 		"source-selectors":        loadBag("../translate/testdata/virtualservice/source-selectors.in.yaml"),
 		"bookinfo+source-classes": loadBag("../samples/bookinfo", "../translate/testdata/nodes/source-classes.in.yaml"),
 		"meshgen":                 func(*testing.T) *translate.Bag { return mesh.Bag() },
+		"same classes, two nodes": loadBag("../translate/testdata/nodes/source-classes.in.yaml", "testdata/same-classes-two-nodes.yaml"),
 	}
 	for name, bagOf := range cases {
 		t.Run(name, func(t *testing.T) {
