@@ -4,7 +4,7 @@
 # release downloads). The binaries are cached outside the repository, so the
 # second build is a cache hit:
 #
-#   $NODEMESH_CACHE/kube/v<version>/{kube-apiserver,etcd,kube-controller-manager,kube-scheduler,kubelet}
+#   $NODEMESH_CACHE/kube/v<version>/{kube-apiserver,etcd,kube-controller-manager,kube-scheduler,kubelet,kubectl}
 #
 # NODEMESH_CACHE defaults to ~/.cache/nodemesh. Cold: ~6 minutes on 2 cores;
 # warm: seconds. FORCE=1 rebuilds.
@@ -47,6 +47,7 @@ build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 # The local cluster (make cluster-up) schedules pods onto real kubelets.
 build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build kubelet k8s.io/kubernetes/cmd/kubelet
+build kubectl k8s.io/kubernetes/cmd/kubectl
 "$BIN/kube-apiserver" --version >&2
 echo "etcd v${ETCD_VERSION}" >&2
 echo "$BIN"

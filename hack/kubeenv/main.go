@@ -3,6 +3,7 @@
 // admin kubeconfig is _output/kube/kubeconfig.
 //
 //	go run ./hack/kubeenv up [--kcm]
+//	go run ./hack/kubeenv up --address 172.30.0.1 --nodes node-a,node-b  (the control plane of make cluster-up)
 //	go run ./hack/kubeenv down
 package main
 
@@ -10,8 +11,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nodemesh/nodemesh/internal/kubetest"
@@ -20,7 +23,18 @@ import (
 func main() {
 	dir := flag.String("dir", "_output/kube", "state directory")
 	kcm := flag.Bool("kcm", os.Getenv("WITH_KCM") == "1", "also run kube-controller-manager")
+	address := flag.String("address", "", "a cluster's control plane: the API server's address for the nodes (then kube-controller-manager allocates pod CIDRs and kube-scheduler runs)")
+	nodes := flag.String("nodes", "", "with --address: comma-separated node names to issue kubelet credentials for (kubeconfig-NODE)")
+	podCIDR := flag.String("pod-cidr", "10.244.0.0/16", "with --address: the cluster's pod range")
 	flag.Parse()
+	var cluster *kubetest.ClusterOptions
+	if *address != "" {
+		a, err := netip.ParseAddr(*address)
+		if err != nil {
+			fail(fmt.Errorf("--address: %w", err))
+		}
+		cluster = &kubetest.ClusterOptions{Address: a, PodCIDR: *podCIDR, Nodes: strings.Split(*nodes, ",")}
+	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		fail(err)
@@ -35,7 +49,7 @@ func main() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		start := time.Now()
-		env, err := kubetest.Start(ctx, kubetest.Options{Dir: abs, WithKCM: *kcm, Detach: true})
+		env, err := kubetest.Start(ctx, kubetest.Options{Dir: abs, WithKCM: *kcm, Detach: true, Cluster: cluster})
 		if err != nil {
 			fail(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,25 @@ type Options struct {
 	Detach bool
 	// ServiceCIDR is the Service ClusterIP range (default 10.96.0.0/16).
 	ServiceCIDR string
+	// Cluster, when set, makes the control plane one that real kubelets
+	// join (make cluster-up): see ClusterOptions.
+	Cluster *ClusterOptions
+}
+
+// ClusterOptions turn the test API into the control plane of a cluster
+// with real nodes: the API server listens on Address (reachable from the
+// nodes' network namespaces) on a fixed port, the kubernetes Service has
+// endpoints, ServiceAccount admission mounts tokens, kube-controller-manager
+// allocates node pod CIDRs and runs every controller (node lifecycle
+// included), kube-scheduler runs, and every node gets a client certificate
+// and a kubeconfig (kubeconfig-NODE) for its kubelet.
+type ClusterOptions struct {
+	Address netip.Addr
+	// Port of the API server (default 6443).
+	Port int
+	// PodCIDR is the cluster's pod range, cut into a /24 per node.
+	PodCIDR string
+	Nodes   []string
 }
 
 // Env is a reachable Kubernetes API.
@@ -141,8 +161,25 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	var extraIPs []net.IP
+	var nodes []string
+	if c := o.Cluster; c != nil {
+		if !c.Address.IsValid() || c.PodCIDR == "" {
+			return nil, errors.New("a cluster control plane needs an address and a pod CIDR")
+		}
+		if c.Port == 0 {
+			c.Port = 6443
+		}
+		extraIPs, nodes = []net.IP{c.Address.AsSlice()}, c.Nodes
+		need = append(need, "kube-controller-manager", "kube-scheduler")
+		for _, b := range need {
+			if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+				return nil, fmt.Errorf("%w: %s missing in %s", ErrNoBinaries, b, o.BinDir)
+			}
+		}
+	}
 	p := pki{dir: filepath.Join(o.Dir, "pki")}
-	if err := p.generate(); err != nil {
+	if err := p.generate(extraIPs, nodes); err != nil {
 		return nil, fmt.Errorf("generate certificates: %w", err)
 	}
 	ports, err := freePorts(3)
@@ -204,17 +241,27 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if err := waitHTTP(ctx, http.DefaultClient, etcdURL+"/health", 30*time.Second); err != nil {
 		return fail(fmt.Errorf("etcd did not become healthy (see %s): %w", filepath.Join(o.Dir, "etcd.log"), err))
 	}
-	if err := run("kube-apiserver",
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort),
-		"--tls-cert-file="+p.path("apiserver.crt"), "--tls-private-key-file="+p.path("apiserver.key"),
-		"--client-ca-file="+p.path("ca.crt"),
+	bind, advertise := "127.0.0.1", "127.0.0.1"
+	apiArgs := []string{"--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount"}
+	if c := o.Cluster; c != nil {
+		// Nodes reach the API server on Address; pods through the
+		// kubernetes Service, whose endpoint the lease reconciler keeps.
+		bind, advertise, apiPort = "0.0.0.0", c.Address.String(), c.Port
+		apiArgs = []string{"--endpoint-reconciler-type=lease",
+			"--kubelet-client-certificate=" + p.path("apiserver-kubelet-client.crt"),
+			"--kubelet-client-key=" + p.path("apiserver-kubelet-client.key"),
+			"--kubelet-preferred-address-types=InternalIP"}
+	}
+	if err := run("kube-apiserver", append([]string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=" + bind, "--advertise-address=" + advertise, "--secure-port=" + strconv.Itoa(apiPort),
+		"--tls-cert-file=" + p.path("apiserver.crt"), "--tls-private-key-file=" + p.path("apiserver.key"),
+		"--client-ca-file=" + p.path("ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+p.path("sa.pub"), "--service-account-signing-key-file="+p.path("sa.key"),
-		"--service-cluster-ip-range="+o.ServiceCIDR,
+		"--service-account-key-file=" + p.path("sa.pub"), "--service-account-signing-key-file=" + p.path("sa.key"),
+		"--service-cluster-ip-range=" + o.ServiceCIDR,
 		"--authorization-mode=Node,RBAC", "--allow-privileged=true",
-		"--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount",
-		"--profiling=false", "--v=1"); err != nil {
+		"--profiling=false", "--v=1"}, apiArgs...)...); err != nil {
 		return fail(err)
 	}
 	e.Kubeconfig = filepath.Join(o.Dir, "kubeconfig")
@@ -229,14 +276,35 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if err := waitHTTP(ctx, client, server+"/readyz", 60*time.Second); err != nil {
 		return fail(fmt.Errorf("kube-apiserver did not become ready (see %s): %w", filepath.Join(o.Dir, "kube-apiserver.log"), err))
 	}
-	if o.WithKCM {
-		if err := run("kube-controller-manager",
-			"--kubeconfig="+e.Kubeconfig, "--authentication-kubeconfig="+e.Kubeconfig, "--authorization-kubeconfig="+e.Kubeconfig,
+	if o.WithKCM || o.Cluster != nil {
+		// Without nodes, the controllers that manage nodes and volumes
+		// have nothing to do (and node lifecycle would taint the test
+		// Nodes some suites create).
+		controllers := []string{"--controllers=*,-nodeipam,-nodelifecycle,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-cloud-node-lifecycle,-ttl"}
+		if c := o.Cluster; c != nil {
+			controllers = []string{"--controllers=*,-cloud-node-lifecycle,-persistentvolume-binder,-persistentvolume-expander",
+				"--allocate-node-cidrs", "--cluster-cidr=" + c.PodCIDR, "--node-cidr-mask-size=24",
+				"--service-cluster-ip-range=" + o.ServiceCIDR, "--node-monitor-grace-period=20s"}
+		}
+		if err := run("kube-controller-manager", append([]string{
+			"--kubeconfig=" + e.Kubeconfig, "--authentication-kubeconfig=" + e.Kubeconfig, "--authorization-kubeconfig=" + e.Kubeconfig,
 			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-			"--service-account-private-key-file="+p.path("sa.key"), "--root-ca-file="+p.path("ca.crt"),
-			"--use-service-account-credentials=false", "--controllers=*,-nodeipam,-nodelifecycle,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-cloud-node-lifecycle,-ttl",
-			"--v=1"); err != nil {
+			"--service-account-private-key-file=" + p.path("sa.key"), "--root-ca-file=" + p.path("ca.crt"),
+			"--use-service-account-credentials=false", "--v=1"}, controllers...)...); err != nil {
 			return fail(err)
+		}
+	}
+	if c := o.Cluster; c != nil {
+		if err := run("kube-scheduler",
+			"--kubeconfig="+e.Kubeconfig, "--authentication-kubeconfig="+e.Kubeconfig, "--authorization-kubeconfig="+e.Kubeconfig,
+			"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1"); err != nil {
+			return fail(err)
+		}
+		nodeServer := "https://" + netip.AddrPortFrom(c.Address, uint16(c.Port)).String()
+		for _, n := range c.Nodes {
+			if err := writeClientKubeconfig(filepath.Join(o.Dir, "kubeconfig-"+n), nodeServer, p, "node-"+n); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	if err := e.connect(); err != nil {
@@ -394,10 +462,16 @@ func adminHTTPClient(p pki) (*http.Client, error) {
 }
 
 func writeKubeconfig(path, server string, p pki) error {
+	return writeClientKubeconfig(path, server, p, "admin")
+}
+
+// writeClientKubeconfig writes a kubeconfig for the client certificate
+// p.path(user+".crt").
+func writeClientKubeconfig(path, server string, p pki, user string) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["nodemesh-test"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: p.path("ca.crt")}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: p.path("admin.crt"), ClientKey: p.path("admin.key")}
-	cfg.Contexts["nodemesh-test"] = &clientcmdapi.Context{Cluster: "nodemesh-test", AuthInfo: "admin"}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificate: p.path(user + ".crt"), ClientKey: p.path(user + ".key")}
+	cfg.Contexts["nodemesh-test"] = &clientcmdapi.Context{Cluster: "nodemesh-test", AuthInfo: user}
 	cfg.CurrentContext = "nodemesh-test"
 	return clientcmd.WriteToFile(*cfg, path)
 }

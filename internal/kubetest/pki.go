@@ -21,9 +21,13 @@ type pki struct {
 
 func (p pki) path(name string) string { return filepath.Join(p.dir, name) }
 
-// generate writes a CA, the API server's serving certificate, an admin client
-// certificate (group system:masters) and the service-account signing key.
-func (p pki) generate() error {
+// generate writes a CA, the API server's serving certificate (for
+// 127.0.0.1, the kubernetes Service address and extraIPs), an admin client
+// certificate (group system:masters), the service-account signing key and,
+// for a cluster with kubelets, the API server's client certificate for the
+// kubelets and one client certificate per node (system:node:NAME in
+// system:nodes, what the Node authorizer expects).
+func (p pki) generate(extraIPs []net.IP, nodes []string) error {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return err
 	}
@@ -70,7 +74,7 @@ func (p pki) generate() error {
 	if err := issue("apiserver", &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")},
+		IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}, extraIPs...),
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 	}); err != nil {
 		return err
@@ -80,6 +84,22 @@ func (p pki) generate() error {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return err
+	}
+	if len(nodes) > 0 {
+		if err := issue("apiserver-kubelet-client", &x509.Certificate{
+			SerialNumber: big.NewInt(4), Subject: pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}); err != nil {
+			return err
+		}
+	}
+	for i, n := range nodes {
+		if err := issue("node-"+n, &x509.Certificate{
+			SerialNumber: big.NewInt(int64(100 + i)), Subject: pkix.Name{CommonName: "system:node:" + n, Organization: []string{"system:nodes"}},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}); err != nil {
+			return err
+		}
 	}
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
