@@ -30,6 +30,8 @@ type Component struct {
 	Updated int32  `json:"updated"`
 	// Missing: the object does not exist.
 	Missing bool `json:"missing,omitempty"`
+	// Disabled: the release does not install it (envoy.enabled=false).
+	Disabled bool `json:"disabled,omitempty"`
 	// Waiting says what the component waits for, when it is not a pod
 	// (its controller has not processed it yet, no pods created, …).
 	Waiting string `json:"waiting,omitempty"`
@@ -48,12 +50,18 @@ type PodState struct {
 
 // IsReady reports whether every desired replica is ready and up to date.
 func (c Component) IsReady() bool {
+	if c.Disabled {
+		return true
+	}
 	return !c.Missing && c.Waiting == "" && c.Ready >= c.Desired && c.Updated >= c.Desired
 }
 
 // Line is the component in one line: "nodemesh-envoy: 1/3 ready — node-2:
 // image pull failed: …".
 func (c Component) Line() string {
+	if c.Disabled {
+		return fmt.Sprintf("%s: disabled (envoy.enabled=false: no node proxy; traffic of opted-in namespaces fails closed)", c.Name)
+	}
 	if c.Missing {
 		return fmt.Sprintf("%s: %s missing", c.Name, c.Kind)
 	}
@@ -98,6 +106,8 @@ func (c *Client) Components(ctx context.Context) ([]Component, error) {
 	for _, name := range []string{api.AgentName, api.EnvoyName} {
 		ds, err := c.Kube.AppsV1().DaemonSets(c.Namespace).Get(ctx, name, metav1.GetOptions{})
 		switch {
+		case apierrors.IsNotFound(err) && name == api.EnvoyName && c.envoyDisabled():
+			out = append(out, Component{Name: name, Kind: "DaemonSet", Disabled: true})
 		case apierrors.IsNotFound(err):
 			out = append(out, Component{Name: name, Kind: "DaemonSet", Missing: true})
 		case err != nil:
@@ -107,7 +117,7 @@ func (c *Client) Components(ctx context.Context) ([]Component, error) {
 		}
 	}
 	for i := range out {
-		if out[i].Missing {
+		if out[i].Missing || out[i].Disabled {
 			continue
 		}
 		pods, err := c.podStates(ctx, out[i].Name)
@@ -282,4 +292,15 @@ func (c *Client) Wait(ctx context.Context, o WaitOptions) error {
 		case <-time.After(orDuration(o.Interval, 2*time.Second)):
 		}
 	}
+}
+
+// envoyDisabled reports whether the installed release says envoy.enabled=false.
+func (c *Client) envoyDisabled() bool {
+	rel, err := c.Current()
+	if err != nil {
+		return false
+	}
+	e, _ := rel.Config["envoy"].(map[string]any)
+	enabled, ok := e["enabled"].(bool)
+	return ok && !enabled
 }

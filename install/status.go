@@ -153,9 +153,16 @@ func (c *Client) nodeStates(ctx context.Context, s *Status) error {
 			r.XDS = "connected"
 		}
 	}
+	noProxy := false
+	for _, comp := range s.Components {
+		noProxy = noProxy || comp.Name == api.EnvoyName && comp.Disabled
+	}
 	for _, r := range rows {
+		if noProxy {
+			r.Envoy, r.XDS = "disabled", "none (no node proxy)"
+		}
 		s.Nodes = append(s.Nodes, *r)
-		if r.Agent != "ready" || r.Envoy != "ready" || r.XDS != "connected" {
+		if r.Agent != "ready" || !noProxy && (r.Envoy != "ready" || r.XDS != "connected") {
 			s.Problems = append(s.Problems, fmt.Sprintf("node %s: agent %s, envoy %s, xDS %s", r.Node, r.Agent, r.Envoy, r.XDS))
 		}
 	}

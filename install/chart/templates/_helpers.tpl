@@ -42,3 +42,13 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- define "nodemesh.xdsAddress" -}}
 {{ include "nodemesh.controller" . }}.{{ .Release.Namespace }}.svc:15010
 {{- end -}}
+
+{{/* The API server address, when k8sServiceHost is set: env entries for a container. */}}
+{{- define "nodemesh.apiServerEnv" -}}
+{{- if .Values.k8sServiceHost }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.k8sServiceHost | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.k8sServicePort | default "443" | toString | quote }}
+{{- end }}
+{{- end -}}
