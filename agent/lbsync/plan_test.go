@@ -31,8 +31,10 @@ func (m *fakeMaps) after() error {
 	}
 	return nil
 }
-func (m *fakeMaps) LBServices() (map[bpf.LBKey]bpf.LBService, error) { return maps.Clone(m.Services), nil }
-func (m *fakeMaps) LBBackends() (map[uint32]bpf.LBBackend, error)    { return maps.Clone(m.Backends), nil }
+func (m *fakeMaps) LBServices() (map[bpf.LBKey]bpf.LBService, error) {
+	return maps.Clone(m.Services), nil
+}
+func (m *fakeMaps) LBBackends() (map[uint32]bpf.LBBackend, error) { return maps.Clone(m.Backends), nil }
 func (m *fakeMaps) PutLBService(k bpf.LBKey, v bpf.LBService) error {
 	m.Services[k] = v
 	return m.after()
