@@ -93,10 +93,16 @@ type Config struct {
 	// DisableProxyReturn turns that off (docs/design/datapath.md).
 	DisableProxyReturn bool
 	Uplinks            []string
-	IdentityGCPeriod   time.Duration
-	IdentityGCGrace    time.Duration
-	DisableIdentityGC  bool
-	Logger             *slog.Logger
+	// DisableSocketLB leaves connections to Services alone (kube-proxy
+	// serves them): the socket load balancing maps are emptied and kept
+	// empty. Enabled, every connect() and UDP sendmsg() to a ClusterIP or a
+	// NodePort on this node's addresses goes to a ready endpoint
+	// (docs/design/datapath.md, "Socket load balancing").
+	DisableSocketLB   bool
+	IdentityGCPeriod  time.Duration
+	IdentityGCGrace   time.Duration
+	DisableIdentityGC bool
+	Logger            *slog.Logger
 }
 
 // Pin layout under BPFFS.
@@ -127,6 +133,8 @@ type Agent struct {
 	endpoints map[string]*endpointRecord
 	cidrs     *policy.CIDRAllocator
 	lastDiags map[string]bool
+	// lastLBDiags are the socket load balancing's diagnostics logged.
+	lastLBDiags map[string]bool
 
 	ready    chan struct{}
 	trigger  chan struct{}

@@ -201,8 +201,8 @@ func TestCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", res)
-	if res.Links != 6 || res.Filters != 2 || res.Pins == 0 || len(res.Files) != 2 {
-		t.Errorf("cleanup result %+v: want 6 links (2 tcx, 4 cgroup), 2 filters, the map pins, 2 files", res)
+	if res.Links != 8 || res.Filters != 2 || res.Pins == 0 || len(res.Files) != 2 {
+		t.Errorf("cleanup result %+v: want 8 links (2 tcx, 6 cgroup), 2 filters, the map pins, 2 files", res)
 	}
 	if tcx, cls, cg := state(); tcx != 0 || cls != 0 || cg != 0 {
 		t.Errorf("after cleanup: %d tcx programs, %d cls_bpf filters, %d cgroup programs left", tcx, cls, cg)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -28,7 +29,8 @@ func everything() labels.Selector { return labels.Everything() }
 
 // informers are the agent's views of the cluster: pods of this node, the
 // addresses and identity keys of every other node's pods (remotePods), and
-// the cluster-wide namespaces, NetworkPolicies, Services and identities.
+// the cluster-wide namespaces, NetworkPolicies, Services, EndpointSlices and
+// identities.
 type watchers struct {
 	podFactory    informers.SharedInformerFactory
 	remoteFactory informers.SharedInformerFactory
@@ -40,6 +42,7 @@ type watchers struct {
 	namespaces corelisters.NamespaceLister
 	policies   networkinglisters.NetworkPolicyLister
 	services   corelisters.ServiceLister
+	slices     discoverylisters.EndpointSliceLister
 	identities cache.SharedIndexInformer
 	traffic    cache.SharedIndexInformer // trafficpolicies.nodemesh.io
 	synced     []cache.InformerSynced
@@ -75,10 +78,13 @@ func newInformers(a *Agent) *watchers {
 	nsInf := i.factory.Core().V1().Namespaces()
 	npInf := i.factory.Networking().V1().NetworkPolicies()
 	svcInf := i.factory.Core().V1().Services()
+	// EndpointSlices feed the socket load balancing: a backend that
+	// becomes ready or goes is in the maps one sync later.
+	sliceInf := i.factory.Discovery().V1().EndpointSlices()
 	idInf := i.dynFactory.ForResource(v1alpha1.IdentityResource).Informer()
 	tpInf := i.dynFactory.ForResource(v1alpha1.TrafficPolicyResource).Informer()
 	_ = idInf.AddIndexers(cache.Indexers{byHashIndex: hashIndex})
-	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), idInf, tpInf} {
+	for _, inf := range []cache.SharedIndexInformer{podInf.Informer(), nsInf.Informer(), npInf.Informer(), svcInf.Informer(), sliceInf.Informer(), idInf, tpInf} {
 		_, _ = inf.AddEventHandler(trigger)
 		i.synced = append(i.synced, inf.HasSynced)
 	}
@@ -102,6 +108,7 @@ func newInformers(a *Agent) *watchers {
 	i.remotePods = remoteInf.Lister()
 	i.pods, i.namespaces, i.policies, i.services, i.identities = podInf.Lister(), nsInf.Lister(), npInf.Lister(), svcInf.Lister(), idInf
 	i.traffic = tpInf
+	i.slices = sliceInf.Lister()
 	return i
 }
 

@@ -24,6 +24,8 @@ type metrics struct {
 	policyEntries       prometheus.Gauge
 	services            prometheus.Gauge
 	optedIn             prometheus.Gauge
+	lbFrontends         prometheus.Gauge
+	lbDiagnostics       prometheus.Gauge
 	diagnostics         prometheus.Gauge
 	remoteEndpoints     *prometheus.GaugeVec
 	identitiesCollected prometheus.Counter
@@ -53,6 +55,8 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.policyEntries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_policy_entries", Help: "Policy map entries written from NetworkPolicies."})
 	m.services = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_redirect_services", Help: "Service addresses redirected for opted-in pods."})
 	m.optedIn = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_redirect_pods", Help: "Pods whose connections to Services go to the node proxy."})
+	m.lbFrontends = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_lb_frontends", Help: "Service frontends (ClusterIP and NodePort addresses, per port and protocol) load balanced at the socket."})
+	m.lbDiagnostics = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_lb_diagnostics", Help: "Services the socket load balancing cannot serve as asked (logged)."})
 	m.diagnostics = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_policy_diagnostics", Help: "Parts of NetworkPolicies the agent cannot express (enforced as deny)."})
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nodemesh_agent_tcx_pending", Help: "Pods whose policy programs are still cls_bpf filters, waiting to move to tcx links (see --tcx-quiet-period)."},
 		func() float64 { return float64(a.upgrades.len()) }))
@@ -68,7 +72,7 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.cleanups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nodemesh_agent_node_cleanups_total",
 		Help: "Removals of nodemesh from the node (at the agent's stop during an uninstall), by result (cleaned, failed); also recorded as an Event on the DaemonSet."}, []string{"result"})
 	f(m.cleanups)
-	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.diagnostics} {
+	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.lbFrontends, m.lbDiagnostics, m.diagnostics} {
 		f(c)
 	}
 	m.packetsDesc = prometheus.NewDesc("nodemesh_datapath_packets_total", "Packets seen by the policy programs, by direction (relative to the pod), reason and action.", []string{"direction", "reason", "action"}, nil)

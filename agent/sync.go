@@ -23,7 +23,8 @@ import (
 )
 
 // Sync reconciles every map with the cluster: identities of local pods,
-// NetworkPolicies, Services and opt-in. It is level-triggered and
+// NetworkPolicies, Services (redirection and socket load balancing) and
+// opt-in. It is level-triggered and
 // idempotent; an unchanged cluster writes nothing.
 func (a *Agent) Sync(ctx context.Context) error {
 	a.mu.Lock()
@@ -45,6 +46,9 @@ func (a *Agent) syncLocked(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if err := a.syncRedirect(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.syncSocketLB(); err != nil {
 		errs = append(errs, err)
 	}
 	a.metrics.syncs.Inc()

@@ -19,10 +19,12 @@ type CgroupAttachment struct {
 	pins  []string
 }
 
-// AttachCgroup attaches connect4, sockops, getsockopt and getpeername4 to the
-// cgroup v2 directory cgroupPath: the cgroup v2 root in production, so that
-// every pod and the node proxy are covered; the programs act only on opted-in
-// network namespaces.
+// AttachCgroup attaches connect4, sendmsg4, recvmsg4, sockops, getsockopt
+// and getpeername4 to the cgroup v2 directory cgroupPath: the cgroup v2 root
+// in production, so that every pod and the node proxy are covered. The
+// redirection acts only on opted-in network namespaces; the socket load
+// balancing on every socket, for the frontends the LB maps hold (none: the
+// programs change nothing).
 //
 // With pinDir set (a directory on a bpffs), the links are pinned there as
 // cgroup_<program>; links already pinned there get the new programs in place,
@@ -35,6 +37,8 @@ func (r *Redirect) AttachCgroup(cgroupPath, pinDir string) (*CgroupAttachment, e
 		prog   *ebpf.Program
 	}{
 		{"connect4", ebpf.AttachCGroupInet4Connect, r.objs.NmConnect4},
+		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, r.objs.NmSendmsg4},
+		{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, r.objs.NmRecvmsg4},
 		{"sockops", ebpf.AttachCGroupSockOps, r.objs.NmSockops},
 		{"getsockopt", ebpf.AttachCGroupGetsockopt, r.objs.NmGetsockopt},
 		{"getpeername4", ebpf.AttachCgroupInet4GetPeername, r.objs.NmGetpeername4},

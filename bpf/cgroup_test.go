@@ -17,7 +17,7 @@ import (
 // cgroup2Root returns a cgroup v2 mount: /sys/fs/cgroup/unified on a hybrid
 // layout, /sys/fs/cgroup on a unified one, or a private mount made for the
 // test (all show the same single hierarchy).
-func cgroup2Root(t *testing.T) string {
+func cgroup2Root(t testing.TB) string {
 	t.Helper()
 	if dir, err := CgroupV2Root(); err == nil {
 		return dir
@@ -52,7 +52,7 @@ func ownCgroup() (string, error) {
 
 // enterTestCgroup creates a child cgroup, moves the whole test process into
 // it and, on cleanup, moves the process back and removes the child.
-func enterTestCgroup(t *testing.T) string {
+func enterTestCgroup(t testing.TB) string {
 	t.Helper()
 	root := cgroup2Root(t)
 	orig, err := ownCgroup()

@@ -117,10 +117,12 @@ func (p *Policy) Usage() ([]MapUsage, error) {
 }
 
 // Usage reports the fill level of the redirection maps (opted-in
-// namespaces, services, hand-over records).
+// namespaces, services, hand-over records) and of the socket load
+// balancing maps.
 func (r *Redirect) Usage() ([]MapUsage, error) {
 	return usage(map[string]*ebpf.Map{
 		"nm_netns": r.objs.NmNetns, "nm_services": r.objs.NmServices, "nm_orig_dst": r.objs.NmOrigDst,
+		"nm_lb_services": r.objs.NmLbServices, "nm_lb_backends": r.objs.NmLbBackends, "nm_lb_revnat": r.objs.NmLbRevnat,
 	})
 }
 

@@ -38,6 +38,9 @@ func TestMapLayouts(t *testing.T) {
 		redirectMapNmNetns:      {redirect, kv{uint64(0), netnsConfig{}}},
 		redirectMapNmServices:   {redirect, kv{serviceKey{}, uint32(0)}},
 		redirectMapNmRedirStats: {redirect, kv{uint32(0), uint64(0)}},
+		redirectMapNmLbServices: {redirect, kv{LBKey{}, LBService{}}},
+		redirectMapNmLbBackends: {redirect, kv{uint32(0), LBBackend{}}},
+		redirectMapNmLbRevnat:   {redirect, kv{lbRevNATKey{}, lbRevNAT{}}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -51,6 +54,12 @@ func TestMapLayouts(t *testing.T) {
 	}
 	if got, want := policy.Maps[policyMapNmPolStats].MaxEntries, uint32(2*reasonSlots); got != want {
 		t.Errorf("%s has %d entries, want 2*%d (REASON_MAX)", policyMapNmPolStats, got, reasonSlots)
+	}
+	if got := redirect.Maps[redirectMapNmLbServices].MaxEntries; got != MaxLBServiceEntries {
+		t.Errorf("%s has %d entries, MaxLBServiceEntries says %d", redirectMapNmLbServices, got, MaxLBServiceEntries)
+	}
+	if got := redirect.Maps[redirectMapNmLbBackends].MaxEntries; got != MaxLBBackends {
+		t.Errorf("%s has %d entries, MaxLBBackends says %d", redirectMapNmLbBackends, got, MaxLBBackends)
 	}
 	if got, want := redirect.Maps[redirectMapNmRedirStats].MaxEntries, uint32(NumRedirectReasons); got < want {
 		t.Errorf("%s has %d entries, fewer than the %d reasons", redirectMapNmRedirStats, got, want)

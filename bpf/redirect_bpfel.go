@@ -17,6 +17,9 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	redirectMapNmIpcache       = "nm_ipcache"
+	redirectMapNmLbBackends    = "nm_lb_backends"
+	redirectMapNmLbRevnat      = "nm_lb_revnat"
+	redirectMapNmLbServices    = "nm_lb_services"
 	redirectMapNmLocalEps      = "nm_local_eps"
 	redirectMapNmNetns         = "nm_netns"
 	redirectMapNmOrigDst       = "nm_orig_dst"
@@ -28,6 +31,8 @@ const (
 	redirectProgNmConnect4     = "nm_connect4"
 	redirectProgNmGetpeername4 = "nm_getpeername4"
 	redirectProgNmGetsockopt   = "nm_getsockopt"
+	redirectProgNmRecvmsg4     = "nm_recvmsg4"
+	redirectProgNmSendmsg4     = "nm_sendmsg4"
 	redirectProgNmSockops      = "nm_sockops"
 )
 
@@ -76,6 +81,8 @@ type redirectProgramSpecs struct {
 	NmConnect4     *ebpf.ProgramSpec `ebpf:"nm_connect4"`
 	NmGetpeername4 *ebpf.ProgramSpec `ebpf:"nm_getpeername4"`
 	NmGetsockopt   *ebpf.ProgramSpec `ebpf:"nm_getsockopt"`
+	NmRecvmsg4     *ebpf.ProgramSpec `ebpf:"nm_recvmsg4"`
+	NmSendmsg4     *ebpf.ProgramSpec `ebpf:"nm_sendmsg4"`
 	NmSockops      *ebpf.ProgramSpec `ebpf:"nm_sockops"`
 }
 
@@ -84,6 +91,9 @@ type redirectProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
 	NmIpcache    *ebpf.MapSpec `ebpf:"nm_ipcache"`
+	NmLbBackends *ebpf.MapSpec `ebpf:"nm_lb_backends"`
+	NmLbRevnat   *ebpf.MapSpec `ebpf:"nm_lb_revnat"`
+	NmLbServices *ebpf.MapSpec `ebpf:"nm_lb_services"`
 	NmLocalEps   *ebpf.MapSpec `ebpf:"nm_local_eps"`
 	NmNetns      *ebpf.MapSpec `ebpf:"nm_netns"`
 	NmOrigDst    *ebpf.MapSpec `ebpf:"nm_orig_dst"`
@@ -121,6 +131,9 @@ func (o *redirectObjects) Close() error {
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
 	NmIpcache    *ebpf.Map `ebpf:"nm_ipcache"`
+	NmLbBackends *ebpf.Map `ebpf:"nm_lb_backends"`
+	NmLbRevnat   *ebpf.Map `ebpf:"nm_lb_revnat"`
+	NmLbServices *ebpf.Map `ebpf:"nm_lb_services"`
 	NmLocalEps   *ebpf.Map `ebpf:"nm_local_eps"`
 	NmNetns      *ebpf.Map `ebpf:"nm_netns"`
 	NmOrigDst    *ebpf.Map `ebpf:"nm_orig_dst"`
@@ -134,6 +147,9 @@ type redirectMaps struct {
 func (m *redirectMaps) Close() error {
 	return _RedirectClose(
 		m.NmIpcache,
+		m.NmLbBackends,
+		m.NmLbRevnat,
+		m.NmLbServices,
 		m.NmLocalEps,
 		m.NmNetns,
 		m.NmOrigDst,
@@ -158,6 +174,8 @@ type redirectPrograms struct {
 	NmConnect4     *ebpf.Program `ebpf:"nm_connect4"`
 	NmGetpeername4 *ebpf.Program `ebpf:"nm_getpeername4"`
 	NmGetsockopt   *ebpf.Program `ebpf:"nm_getsockopt"`
+	NmRecvmsg4     *ebpf.Program `ebpf:"nm_recvmsg4"`
+	NmSendmsg4     *ebpf.Program `ebpf:"nm_sendmsg4"`
 	NmSockops      *ebpf.Program `ebpf:"nm_sockops"`
 }
 
@@ -166,6 +184,8 @@ func (p *redirectPrograms) Close() error {
 		p.NmConnect4,
 		p.NmGetpeername4,
 		p.NmGetsockopt,
+		p.NmRecvmsg4,
+		p.NmSendmsg4,
 		p.NmSockops,
 	)
 }

@@ -152,6 +152,10 @@ const (
 	RedirectOrigDstMiss                             // SO_ORIGINAL_DST asked for an unknown connection
 	RedirectPeernameRewritten                       // getpeername returned the Service address
 	RedirectProxyEgressDenied                       // the node proxy connected for a pod its egress policy denies
+	RedirectLBConnect                               // connect() to a Service frontend went to a backend (socket LB)
+	RedirectLBSendmsg                               // an unconnected UDP datagram to a frontend went to a backend
+	RedirectLBNoBackend                             // connect()/sendmsg() to a frontend without backend: ECONNREFUSED
+	RedirectLBReplyRewritten                        // recvmsg showed a backend's UDP datagram as the frontend's
 	NumRedirectReasons                              // number of reasons; not a reason
 )
 
@@ -159,6 +163,7 @@ var redirectReasonNames = [NumRedirectReasons]string{
 	"redirected", "skip-not-tcp", "skip-uid", "skip-hbone", "skip-mark",
 	"skip-not-service", "skip-no-config", "established",
 	"origdst-answered", "origdst-miss", "peername-rewritten", "proxy-egress-denied",
+	"lb-connect", "lb-sendmsg", "lb-no-backend", "lb-reply-rewritten",
 }
 
 func (r RedirectReason) String() string {

@@ -87,8 +87,8 @@ func TestUninstallCleanup(t *testing.T) {
 	conflist, plugin := filepath.Join(n.cniConf, agent.CNIConfFile), filepath.Join(n.cniBin, cni.PluginType)
 	intact := func(t *testing.T, when string) {
 		t.Helper()
-		if tcx, cg := n.attached(t, vethIndex); tcx != 2 || cg != 4 {
-			t.Fatalf("%s: %d tcx and %d cgroup programs attached, want 2 and 4\n%s", when, tcx, cg, n.logs())
+		if tcx, cg := n.attached(t, vethIndex); tcx != 2 || cg != 6 {
+			t.Fatalf("%s: %d tcx and %d cgroup programs attached, want 2 and 6\n%s", when, tcx, cg, n.logs())
 		}
 		for _, f := range []string{conflist, plugin, filepath.Join(n.bpffs, "nodemesh", "links", veth+"_to_pod")} {
 			if _, err := os.Stat(f); err != nil {
@@ -393,7 +393,7 @@ func (n *node) attached(t *testing.T, ifindex int) (tcx, cg int) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupGetsockopt, ebpf.AttachCgroupInet4GetPeername} {
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCGroupSockOps, ebpf.AttachCGroupGetsockopt, ebpf.AttachCgroupInet4GetPeername} {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			t.Fatal(err)

@@ -65,6 +65,14 @@ func runHelper(mode string) int {
 		err = udpRecv(args)
 	case "rawudp":
 		err = rawUDP(args)
+	case "lbget":
+		err = lbGet(args)
+	case "dnsserve":
+		err = dnsServe()
+	case "dnsq":
+		err = dnsQuery(args)
+	case "resolve":
+		err = resolve(args)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

@@ -15,12 +15,15 @@
  *                      REDIRECT, so an unmodified proxy (Envoy original_dst) works.
  *   cgroup/getpeername4 the app sees the Service address, not the proxy's.
  *
- * All four attach to a cgroup v2 directory (the root in production); they act
- * only on sockets of opted-in network namespaces, and never on port 15008,
- * UID/GID 1337, sockets marked 0x539 or anything but IPv4 TCP.
+ * The redirection acts only on sockets of opted-in network namespaces, and
+ * never on port 15008, UID/GID 1337, sockets marked 0x539 or anything but
+ * IPv4 TCP. Every other connection to a Service is load balanced at the
+ * socket (socklb.h: connect4, sendmsg4, recvmsg4, getpeername4). All the
+ * programs attach to a cgroup v2 directory (the root in production).
  */
 #include "common.h"
 #include "policy_maps.h"
+#include "socklb.h"
 
 #include <linux/in.h>
 
@@ -54,11 +57,16 @@ enum redir_reason {
 	RR_ORIGDST_MISS,        /* SO_ORIGINAL_DST asked for an unknown connection */
 	RR_PEERNAME_REWRITTEN,  /* getpeername showed the Service address */
 	RR_PROXY_EGRESS_DENIED, /* the node proxy connected for a pod its egress policy denies */
+	RR_LB_CONNECT,          /* connect() to a Service went to a backend (socket LB) */
+	RR_LB_SENDMSG,          /* an unconnected UDP datagram to a Service went to a backend */
+	RR_LB_NO_BACKEND,       /* connect()/sendmsg() to a Service without backend: ECONNREFUSED */
+	RR_LB_REPLY_REWRITTEN,  /* recvmsg showed a backend's datagram as the Service's */
 	RR_MAX = 16,
 };
 
 #define ROLE_CLIENT 1 /* the app's socket: getpeername is rewritten */
 #define ROLE_PROXY 2  /* the proxy's accepted socket: SO_ORIGINAL_DST is answered */
+#define ROLE_LB 3     /* a socket load balanced to a backend: getpeername is rewritten */
 
 struct redirect_config {
 	__be32 proxy_ip;
@@ -180,46 +188,40 @@ static __always_inline int proxy_egress_denied(struct bpf_sock_addr *ctx, __u64 
 	return !is_allowed(reason);
 }
 
-SEC("cgroup/connect4")
-int nm_connect4(struct bpf_sock_addr *ctx)
+/* redirect4 sends an opted-in pod's TCP connection to a Service to the node
+ * proxy. Returns 1 when it did. */
+static __always_inline int redirect4(struct bpf_sock_addr *ctx, __u64 netns)
 {
-	__u64 netns = bpf_get_netns_cookie(ctx);
-
-	if (proxy_egress_denied(ctx, netns)) {
-		count(RR_PROXY_EGRESS_DENIED);
-		return 0;
-	}
-
 	/* Not opted in: namespaces without the label, pods with a sidecar or
 	 * dataplane-mode=none, the host netns and so the node proxy itself. */
 	if (!bpf_map_lookup_elem(&nm_netns, &netns))
-		return 1;
+		return 0;
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP) {
 		count(RR_SKIP_NOT_TCP);
-		return 1;
+		return 0;
 	}
 
 	__u64 uidgid = bpf_get_current_uid_gid();
 
 	if ((__u32)uidgid == ISTIO_PROXY_UID || (__u32)(uidgid >> 32) == ISTIO_PROXY_GID) {
 		count(RR_SKIP_UID);
-		return 1;
+		return 0;
 	}
 
 	__u16 dport = bpf_ntohs(ctx->user_port);
 
 	if (dport == HBONE_PORT) {
 		count(RR_SKIP_HBONE);
-		return 1;
+		return 0;
 	}
 
 	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk)
-		return 1;
+		return 0;
 	if (sk->mark == ISTIO_SKIP_MARK) {
 		count(RR_SKIP_MARK);
-		return 1;
+		return 0;
 	}
 
 	__u32 zero = 0;
@@ -227,22 +229,22 @@ int nm_connect4(struct bpf_sock_addr *ctx)
 
 	if (!cfg || !cfg->proxy_ip || !cfg->proxy_port) {
 		count(RR_SKIP_NO_CONFIG);
-		return 1;
+		return 0;
 	}
 
 	__be32 dip = ctx->user_ip4;
 
 	if (dip == cfg->proxy_ip && dport == cfg->proxy_port)
-		return 1;
+		return 0;
 	if (!is_service(dip, dport)) {
 		count(RR_SKIP_NOT_SERVICE);
-		return 1;
+		return 0;
 	}
 
 	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
 	if (!od)
-		return 1; /* cannot remember the destination: do not redirect */
+		return 0; /* cannot remember the destination: do not redirect */
 	od->ip = dip;
 	od->port = dport;
 	od->role = ROLE_CLIENT;
@@ -250,6 +252,140 @@ int nm_connect4(struct bpf_sock_addr *ctx)
 	ctx->user_ip4 = cfg->proxy_ip;
 	ctx->user_port = bpf_htons(cfg->proxy_port);
 	count(RR_REDIRECTED);
+	return 1;
+}
+
+static __always_inline void lb4_forget(struct bpf_sock *sk)
+{
+	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
+
+	if (od && od->role == ROLE_LB)
+		bpf_sk_storage_delete(&nm_sk_dst, sk);
+}
+
+/* lb4_connect load balances a connect() to a Service frontend. Returns 0
+ * when the connect must fail (ECONNREFUSED set), 1 otherwise. */
+static __always_inline int lb4_connect(struct bpf_sock_addr *ctx)
+{
+	__u8 proto = lb4_proto(ctx);
+	struct lb4_backend *be = NULL;
+
+	if (!proto)
+		return 1;
+
+	__be32 vip = ctx->user_ip4;
+	__u16 vport = bpf_ntohs(ctx->user_port);
+
+	struct bpf_sock *sk = ctx->sk;
+
+	switch (lb4_pick(ctx, proto, &be)) {
+	case LB_NOT_SERVICE:
+		/* A UDP socket connected to a Service before and now elsewhere
+		 * must not keep showing the Service as its peer. */
+		if (sk)
+			lb4_forget(sk);
+		return 1;
+	case LB_REFUSED:
+		count(RR_LB_NO_BACKEND);
+		bpf_set_retval(-LB_ECONNREFUSED);
+		return 0;
+	}
+	if (!be)
+		return 1;
+
+	/* getpeername shows the frontend. Without storage (out of memory)
+	 * the connection still goes to the backend: only getpeername differs. */
+	if (sk) {
+		struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+		if (od) {
+			od->ip = vip;
+			od->port = vport;
+			od->role = ROLE_LB;
+		}
+	}
+	if (proto == IPPROTO_UDP)
+		lb4_remember_udp(ctx, be, vip, vport);
+	ctx->user_ip4 = be->address;
+	ctx->user_port = bpf_htons(be->port);
+	count(RR_LB_CONNECT);
+	return 1;
+}
+
+/*
+ * One connect4 program, in this order:
+ *   1. an opted-in pod's TCP connection to a Service goes to the node proxy,
+ *      which does the L7 load balancing (redirect4);
+ *   2. every other connection to a Service frontend goes to one of its
+ *      backends (lb4_connect), or fails with ECONNREFUSED without one;
+ *   3. the node proxy's upstream connection on behalf of a local pod (now
+ *      towards a backend, if it connected to a frontend) is decided by the
+ *      pod's egress policy.
+ */
+SEC("cgroup/connect4")
+int nm_connect4(struct bpf_sock_addr *ctx)
+{
+	__u64 netns = bpf_get_netns_cookie(ctx);
+
+	if (redirect4(ctx, netns))
+		return 1;
+	if (!lb4_connect(ctx))
+		return 0;
+	if (proxy_egress_denied(ctx, netns)) {
+		count(RR_PROXY_EGRESS_DENIED);
+		return 0;
+	}
+	return 1;
+}
+
+/* Unconnected UDP: each datagram to a frontend goes to a backend. */
+SEC("cgroup/sendmsg4")
+int nm_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
+		return 1;
+
+	__be32 vip = ctx->user_ip4;
+	__u16 vport = bpf_ntohs(ctx->user_port);
+	struct lb4_backend *be = NULL;
+
+	switch (lb4_pick(ctx, IPPROTO_UDP, &be)) {
+	case LB_NOT_SERVICE:
+		return 1;
+	case LB_REFUSED:
+		count(RR_LB_NO_BACKEND);
+		bpf_set_retval(-LB_ECONNREFUSED);
+		return 0;
+	}
+	if (!be)
+		return 1;
+	lb4_remember_udp(ctx, be, vip, vport);
+	ctx->user_ip4 = be->address;
+	ctx->user_port = bpf_htons(be->port);
+	count(RR_LB_SENDMSG);
+	return 1;
+}
+
+/* UDP: a datagram from a backend this socket sent to comes from the
+ * frontend, as the application expects (DNS resolvers check it). */
+SEC("cgroup/recvmsg4")
+int nm_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_DGRAM)
+		return 1;
+
+	struct lb4_revnat_key k = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = ctx->user_ip4,
+		.port = bpf_ntohs(ctx->user_port),
+	};
+	struct lb4_revnat *v = bpf_map_lookup_elem(&nm_lb_revnat, &k);
+
+	if (!v)
+		return 1;
+	ctx->user_ip4 = v->address;
+	ctx->user_port = bpf_htons(v->port);
+	count(RR_LB_REPLY_REWRITTEN);
 	return 1;
 }
 
@@ -350,6 +486,8 @@ int nm_getsockopt(struct bpf_sockopt *ctx)
 	return 1;
 }
 
+/* The Service address for a socket redirected to the proxy or load balanced
+ * to a backend. */
 SEC("cgroup/getpeername4")
 int nm_getpeername4(struct bpf_sock_addr *ctx)
 {
@@ -360,7 +498,7 @@ int nm_getpeername4(struct bpf_sock_addr *ctx)
 
 	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
 
-	if (!od || od->role != ROLE_CLIENT)
+	if (!od || (od->role != ROLE_CLIENT && od->role != ROLE_LB))
 		return 1;
 	ctx->user_ip4 = od->ip;
 	ctx->user_port = bpf_htons(od->port);

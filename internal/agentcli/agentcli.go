@@ -78,6 +78,7 @@ type agentOptions struct {
 	identityGCGrace  time.Duration
 	noIdentityGC     bool
 	noProxyReturn    bool
+	socketLB         bool
 	uplinks          []string
 	nodeNetns        string
 	log              clibase.LogFlags
@@ -150,6 +151,7 @@ Examples:
 	f.BoolVar(&o.noProxyReturn, "no-proxy-return", false, "do not hand replies to the node proxy's transparent (original_src) connections back to it: for a node proxy that connects from the node's own address")
 	f.StringSliceVar(&o.uplinks, "uplink", nil, "the node's interfaces to other nodes (repeatable; default: the interfaces of the IPv4 default routes)")
 	f.BoolVar(&o.noIdentityGC, "no-identity-gc", false, "never collect unused identities on this agent")
+	f.BoolVar(&o.socketLB, "socket-lb", true, "load balance connections to Services at the socket (kube-proxy replacement: ClusterIP and NodePort, TCP and UDP, to ready endpoints); false: leave Services to kube-proxy")
 	f.DurationVar(&o.attachMaxDelay, "tcx-max-delay", 2*time.Second, "move a pod's programs to tcx at the latest this long after its ADD, quiet or not")
 	o.log.Add(cmd, "info", "json")
 	f.StringVar(&o.nodeNetns, "node-netns", "", "network namespace of the node (tests; default: the agent's own)")
@@ -191,7 +193,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
-		DisableProxyReturn: o.noProxyReturn, Uplinks: o.uplinks,
+		DisableProxyReturn: o.noProxyReturn, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
 	}
 	if ac.CgroupRoot == "" {
 		if ac.CgroupRoot, err = defaultCgroupRoot(); err != nil {
