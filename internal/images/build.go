@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/nodemesh/nodemesh/api"
 )
@@ -31,7 +32,8 @@ const LayoutDir = "oci"
 type Built struct {
 	Name, Ref, Archive string
 	Digest             v1.Hash
-	Image              v1.Image
+	// Image is read back from the layout written.
+	Image v1.Image
 }
 
 // Build builds every image and writes OutDir/<name>.tar for each and the
@@ -77,8 +79,19 @@ func Build(ctx context.Context, o Options) ([]Built, error) {
 		all[b.Ref] = img
 		out = append(out, b)
 	}
-	if err := WriteLayout(filepath.Join(o.OutDir, LayoutDir), all); err != nil {
+	dir := filepath.Join(o.OutDir, LayoutDir)
+	if err := WriteLayout(dir, all); err != nil {
 		return nil, err
+	}
+	// The images returned are read back from what was written.
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].Image, err = lp.Image(out[i].Digest); err != nil {
+			return nil, fmt.Errorf("read %s back: %w", out[i].Ref, err)
+		}
 	}
 	return out, nil
 }
