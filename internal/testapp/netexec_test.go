@@ -22,17 +22,18 @@ func TestNetexecHandler(t *testing.T) {
 		code   int
 		body   string // exact, or a prefix when it ends with "*"
 	}{
-		"hostname":            {path: "/hostname", code: 200, body: "echo-same-node-7f9c"},
-		"healthz":             {path: "/healthz", code: 200, body: "ok"},
-		"root":                {path: "/", code: 200, body: "NOW: *"},
-		"echo":                {path: "/echo?msg=hello%20mesh", code: 200, body: "hello mesh"},
-		"echo with a status":  {path: "/echo?msg=teapot&code=418", code: 418, body: "teapot"},
-		"echo with a bad one": {path: "/echo?code=99", code: 400, body: `code "99": want a status from 200 to 599`},
-		"clientip":            {path: "/clientip", code: 200, body: "127.0.0.1:*"},
-		"header":              {path: "/header?key=X-Nodemesh-Check", header: http.Header{"X-Nodemesh-Check": {"v2"}}, code: 200, body: "v2"},
-		"no shell":            {path: "/shell?cmd=id", code: 404, body: "*"},
-		"no dial":             {path: "/dial?host=10.0.0.1&port=80&request=hostname", code: 404, body: "*"},
-		"no exit":             {path: "/exit?code=0", code: 404, body: "*"},
+		"hostname":              {path: "/hostname", code: 200, body: "echo-same-node-7f9c"},
+		"healthz":               {path: "/healthz", code: 200, body: "ok"},
+		"root":                  {path: "/", code: 200, body: "NOW: *"},
+		"echo":                  {path: "/echo?msg=hello%20mesh", code: 200, body: "hello mesh"},
+		"echo with a status":    {path: "/echo?msg=teapot&code=418", code: 418, body: "teapot"},
+		"echo with a bad one":   {path: "/echo?code=99", code: 400, body: `code "99": want a status from 200 to 599`},
+		"echo reflects as text": {path: "/echo?msg=%3Chtml%3E%3Cscript%3Ealert(1)%3C/script%3E", code: 200, body: "<html><script>alert(1)</script>"},
+		"clientip":              {path: "/clientip", code: 200, body: "127.0.0.1:*"},
+		"header":                {path: "/header?key=X-Nodemesh-Check", header: http.Header{"X-Nodemesh-Check": {"v2"}}, code: 200, body: "v2"},
+		"no shell":              {path: "/shell?cmd=id", code: 404, body: "*"},
+		"no dial":               {path: "/dial?host=10.0.0.1&port=80&request=hostname", code: 404, body: "*"},
+		"no exit":               {path: "/exit?code=0", code: 404, body: "*"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
