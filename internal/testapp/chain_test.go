@@ -84,7 +84,9 @@ func TestChainFailures(t *testing.T) {
 		}
 	})
 	t.Run("an upstream's error status", func(t *testing.T) {
-		ratings := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "out of stars", http.StatusServiceUnavailable) })
+		ratings := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "out of stars", http.StatusServiceUnavailable)
+		})
 		code, pp, body := get(t, bookinfo(t, ratings), http.Header{})
 		if code != http.StatusBadGateway || pp.Upstreams[1].Status != http.StatusBadGateway ||
 			pp.Upstreams[1].Response.Upstreams[0].Status != 503 || pp.Upstreams[1].Response.Upstreams[0].Body != "out of stars" {
