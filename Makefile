@@ -4,7 +4,8 @@
 GO        ?= go
 GOTOOL    := $(GO) tool -modfile=hack/tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/clibase.Version=$(VERSION)
+LDFLAGS   := -X github.com/nodemesh/nodemesh/internal/clibase.Version=$(VERSION) -X github.com/nodemesh/nodemesh/internal/testapp.Version=$(VERSION)
+IMAGES_OUT ?= _output/images
 FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
@@ -14,13 +15,17 @@ KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./xds/kubeauth/... ./intern
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
+.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
 
 all: build
 
 ## build: the nodemesh binaries into bin/
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+## images: nodemesh's images, offline, tagged ghcr.io/nodemesh/<name>:$(VERSION) (the version 'nodemesh version' prints and 'nodemesh install' deploys): controller, agent (with nodemesh-cni), testapp, curl (from this machine's Debian packages: curl, busybox-static) and pause, as OCI archives $(IMAGES_OUT)/<name>.tar ('ctr -n k8s.io images import', 'crane push') and the OCI layout $(IMAGES_OUT)/oci
+images:
+	$(GO) run ./hack/images --version '$(VERSION)' --out '$(IMAGES_OUT)'
 
 ## test: every test, with a summary (root-only and cluster suites skip with a reason when their prerequisites are missing)
 test:

@@ -14,13 +14,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
-// DefaultProbeImage is the image of the probe Pod: curl and a POSIX shell,
-// running as a non-root user (uid 100).
-const DefaultProbeImage = "curlimages/curl:8.11.1"
+// DefaultProbeImage is the image of the probe Pod at a nodemesh version:
+// nodemesh's curl image (curl and a POSIX shell), which 'make images' builds
+// offline. The Pod runs it as a non-root user (uid 100).
+func DefaultProbeImage(version string) string { return api.ImageRef(api.CurlImage, version) }
 
 // ProbeLabel marks probe Pods (value ProbeLabelValue); apply deletes any it
 // finds left over by an interrupted run before starting one.
@@ -44,8 +46,11 @@ const (
 // the result. The Pod is deleted once read, whatever the outcome.
 type PodProbe struct {
 	Client kubernetes.Interface
-	// Image has curl and /bin/sh (DefaultProbeImage when empty).
+	// Image has curl and /bin/sh (DefaultProbeImage(Version) when empty).
 	Image string
+	// Version is the nodemesh version of the default image ("dev" when
+	// empty).
+	Version string
 	// Timeout bounds the whole probe, from creating the Pod to its end
 	// (2 minutes when zero); the Pod's activeDeadlineSeconds is the same.
 	Timeout time.Duration
@@ -209,7 +214,11 @@ func parseProbeOutput(msg string) probeOutput {
 
 func (p *PodProbe) image() string {
 	if p.Image == "" {
-		return DefaultProbeImage
+		v := p.Version
+		if v == "" {
+			v = "dev"
+		}
+		return DefaultProbeImage(v)
 	}
 	return p.Image
 }

@@ -145,7 +145,7 @@ func TestApplyVerifiesWithController(t *testing.T) {
 	}
 	ctr := probe.Spec.Containers
 	if len(ctr) != 1 || hasSidecar(probe) || probe.Spec.SecurityContext == nil || probe.Spec.SecurityContext.RunAsNonRoot == nil || !*probe.Spec.SecurityContext.RunAsNonRoot ||
-		ctr[0].TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError || ctr[0].Image != DefaultProbeImage ||
+		ctr[0].TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError || ctr[0].Image != DefaultProbeImage("dev") ||
 		!strings.Contains(strings.Join(ctr[0].Args, " "), "reviews."+ns+".svc.cluster.local:9080") {
 		t.Errorf("probe pod: %+v", probe.Spec)
 	}

@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // Runner runs a command in a pod's container and returns its output. A
@@ -79,10 +81,15 @@ type Options struct {
 	Namespace        string
 	PlainNamespace   string
 	SidecarNamespace string
-	ClientImage      string
-	EchoImage        string
-	NodeSelector     map[string]string
-	Tolerations      []corev1.Toleration
+	// ClientImage and EchoImage default to nodemesh's own images at
+	// Version (DefaultClientImage, DefaultEchoImage).
+	ClientImage string
+	EchoImage   string
+	// Version is the nodemesh version whose images are the defaults
+	// ("dev" when empty).
+	Version      string
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
 	// Filters: a regular expression selects tests by name; one starting
 	// with '!' excludes them. Every filter applies.
 	Filters []string
@@ -109,8 +116,9 @@ func (o *Options) defaults() {
 	def(&o.Namespace, "nodemesh-check")
 	def(&o.PlainNamespace, o.Namespace+"-plain")
 	def(&o.SidecarNamespace, o.Namespace+"-sidecar")
-	def(&o.ClientImage, DefaultClientImage)
-	def(&o.EchoImage, DefaultEchoImage)
+	def(&o.Version, "dev")
+	def(&o.ClientImage, DefaultClientImage(o.Version))
+	def(&o.EchoImage, DefaultEchoImage(o.Version))
 	if o.Requests <= 0 {
 		o.Requests = 100
 	}
@@ -128,12 +136,18 @@ func (o *Options) defaults() {
 	}
 }
 
-// Default images: a shell with curl, and agnhost's netexec HTTP server
-// (/hostname answers with the pod name).
-const (
-	DefaultClientImage = "docker.io/curlimages/curl:8.11.1"
-	DefaultEchoImage   = "registry.k8s.io/e2e-test-images/agnhost:2.53"
-)
+// DefaultClientImage is the clients' image at a nodemesh version:
+// nodemesh's curl image (curl and a POSIX shell), which 'make images' builds
+// offline, so that the check needs no registry. Any image with sh and curl
+// does (docker.io/curlimages/curl).
+func DefaultClientImage(version string) string { return api.ImageRef(api.CurlImage, version) }
+
+// DefaultEchoImage is the echo servers' image at a nodemesh version:
+// nodemesh's test app, whose 'netexec' serves the agnhost netexec endpoints
+// the tests use (/hostname answers with the pod name, /healthz). agnhost
+// itself (registry.k8s.io/e2e-test-images/agnhost) runs with the same
+// arguments.
+func DefaultEchoImage(version string) string { return api.ImageRef(api.TestAppImage, version) }
 
 // Suite runs tests against one cluster.
 type Suite struct {

@@ -115,7 +115,17 @@ var rules = map[string]rule{
 		allow:  []string{"cmd/nodemesh-cni", "agent/cni"},
 	},
 
+	"nodemesh-testapp links only the standard library": {
+		pkgs:   []string{"cmd/nodemesh-testapp"},
+		forbid: []string{"*"},
+		allow:  []string{"std", "cmd/nodemesh-testapp", "internal/testapp"},
+	},
+
 	// Tooling.
+	"no nodemesh binary links the image builder": {
+		pkgs: []string{"nodemesh/..."}, skip: []string{"internal/images/...", "hack/..."},
+		forbid: []string{"internal/images/..."},
+	},
 	"product code never imports the test environment": {
 		pkgs: []string{"nodemesh/..."}, skip: []string{"internal/kubetest/...", "hack/..."},
 		forbid: []string{"internal/kubetest/..."},

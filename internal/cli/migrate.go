@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 	"github.com/nodemesh/nodemesh/migration"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -211,7 +212,7 @@ restarts its Deployments, StatefulSets and DaemonSets one at a time (as 'kubectl
 restart'), honouring PodDisruptionBudgets and waiting for each rollout. It then verifies:
 every workload ready, no istio-proxy container left, the controller serving routes for the
 namespace's HTTP Services (through its debug endpoint, when reachable), and a connectivity
-probe: a short-lived Pod (` + migration.DefaultProbeImage + `, non-root) in the namespace, a client
+probe: a short-lived Pod (` + migration.DefaultProbeImage(clibase.Version) + `, non-root) in the namespace, a client
 of the node Envoy like the namespace's own pods, requests every HTTP Service port (by Istio's
 port naming or appProtocol); any HTTP response counts, a failed connection or a timeout does
 not. The Pod is deleted afterwards; --probe=false skips the probe, --probe-image replaces its
@@ -295,7 +296,7 @@ Exit status: 0 when rolled back, 1 when there is nothing to roll back or a step 
 		f.BoolVar(&o.dryRun, "dry-run", false, "print the plan and check the preconditions; change nothing")
 		f.BoolVar(&o.force, "force", false, "move even when analysis finds unsupported resources")
 		f.BoolVar(&o.probe, "probe", true, "verify connectivity with a short-lived probe Pod in the namespace")
-		f.StringVar(&o.probeImage, "probe-image", migration.DefaultProbeImage, "the probe Pod's image (needs curl and /bin/sh; runs as uid 100)")
+		f.StringVar(&o.probeImage, "probe-image", migration.DefaultProbeImage(clibase.Version), "the probe Pod's image (needs curl and /bin/sh; runs as uid 100; make images builds the default)")
 		f.DurationVar(&o.probeTimeout, "probe-timeout", 2*time.Minute, "how long the probe Pod may take, from its creation to its end")
 	}
 	return cmd

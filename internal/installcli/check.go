@@ -2,7 +2,6 @@ package installcli
 
 import (
 	"fmt"
-	"github.com/nodemesh/nodemesh/internal/cli"
 	"os"
 	"strings"
 	"time"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/nodemesh/nodemesh/install"
 	"github.com/nodemesh/nodemesh/install/check"
+	"github.com/nodemesh/nodemesh/internal/cli"
+	"github.com/nodemesh/nodemesh/internal/clibase"
 )
 
 type checkOptions struct {
@@ -119,8 +120,8 @@ did not become ready; 2 wrong flags.`,
 	f.StringArrayVar(&o.opts.Filters, "test", nil, "run only tests matching this regular expression; '!REGEX' skips matching tests (may be repeated)")
 	f.StringVar(&o.junit, "junit", "", "write a JUnit XML report to this file")
 	f.StringVar(&o.opts.Namespace, "test-namespace", "nodemesh-check", "the opted-in namespace for the workloads (NAME-plain and NAME-sidecar are created too)")
-	f.StringVar(&o.opts.ClientImage, "client-image", check.DefaultClientImage, "image with sh and curl for the clients")
-	f.StringVar(&o.opts.EchoImage, "echo-image", check.DefaultEchoImage, "agnhost image for the echo servers (netexec)")
+	f.StringVar(&o.opts.ClientImage, "client-image", check.DefaultClientImage(clibase.Version), "image with sh and curl for the clients (make images builds the default)")
+	f.StringVar(&o.opts.EchoImage, "echo-image", check.DefaultEchoImage(clibase.Version), "image of the echo servers, run with 'netexec --http-port=8080' (make images builds the default; agnhost works too)")
 	f.StringArrayVar(&o.nodeSelector, "node-selector", nil, "KEY=VALUE node selector for the workloads (may be repeated)")
 	f.StringArrayVar(&o.tolerations, "toleration", nil, "toleration for the workloads: KEY[=VALUE]:EFFECT, or Exists (may be repeated)")
 	f.IntVar(&o.opts.Requests, "requests", 100, "requests for the weighted split")

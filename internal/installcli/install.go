@@ -89,6 +89,10 @@ func (r *releaseFlags) chart() (*chart.Chart, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.chartDir == "" {
+		// The embedded chart deploys the images of this build's version.
+		install.WithAppVersion(c, clibase.Version)
+	}
 	if r.version != "" && r.version != c.Metadata.Version {
 		return nil, cli.UsageError("--version %s: this nodemesh carries chart %s; use the nodemesh CLI of release %s, or --chart-dir", r.version, c.Metadata.Version, r.version)
 	}
