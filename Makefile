@@ -15,7 +15,7 @@ KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./xds/kubeauth/... ./intern
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
+.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down cluster-up cluster-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
 
 all: build
 
@@ -43,6 +43,14 @@ kube-binaries:
 ## kube-up: start kube-apiserver + etcd (WITH_KCM=1: + kube-controller-manager) on 127.0.0.1; admin kubeconfig in _output/kube/kubeconfig
 kube-up: kube-binaries
 	$(GO) run ./hack/kubeenv up
+
+## cluster-up: a local two-node cluster (root): control plane + two nodes, each a network namespace with containerd, runc and a real kubelet, make images imported; then: export KUBECONFIG=_output/cluster/kubeconfig; bin/nodemesh install -f _output/cluster/values.yaml --wait; bin/nodemesh check
+cluster-up: kube-binaries images build
+	VERSION='$(VERSION)' hack/cluster/cluster.sh up
+
+## cluster-down: stop the local cluster, delete its namespaces, cgroups and state
+cluster-down:
+	hack/cluster/cluster.sh down
 
 ## kube-down: stop what kube-up started and delete its state (the next kube-up starts empty)
 kube-down:

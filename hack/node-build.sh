@@ -11,7 +11,10 @@
 #   $NODEMESH_CACHE/node/containerd-v<version>/{containerd,containerd-shim-runc-v2,ctr,runc}
 #   $NODEMESH_CACHE/node/cni-plugins-v<version>/{loopback,bridge,ptp,host-local}
 #
-# FORCE=1 rebuilds. Prints the two directories on its last two lines.
+#   $NODEMESH_CACHE/node/coredns-v<version>/coredns
+#
+# FORCE=1 rebuilds. Prints the three directories on its last three lines
+# (CoreDNS, containerd, CNI plugins).
 set -euo pipefail
 cd "$(dirname "$0")/node"
 
@@ -52,6 +55,12 @@ v="-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion
 for p in main/loopback main/bridge main/ptp ipam/host-local; do
   build "$CNI" "${p#*/}" "github.com/containernetworking/plugins/plugins/$p" "$v"
 done
+# CoreDNS, the cluster's DNS server, from its own wrapper module (hack/dns).
+DNS_VERSION=$(sed -n 's/^\(require \)\{0,1\}[[:space:]]*github.com\/coredns\/coredns v\([^ ]*\)$/\2/p' ../dns/go.mod)
+DNS="$CACHE/node/coredns-v${DNS_VERSION}"
+mkdir -p "$DNS"
+(cd ../dns && build "$DNS" coredns github.com/coredns/coredns "")
 "$CTRD/containerd" --version >&2
+echo "$DNS"
 echo "$CTRD"
 echo "$CNI"

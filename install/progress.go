@@ -296,11 +296,30 @@ func (c *Client) Wait(ctx context.Context, o WaitOptions) error {
 
 // envoyDisabled reports whether the installed release says envoy.enabled=false.
 func (c *Client) envoyDisabled() bool {
+	return c.NodeProxy() == NodeProxyDisabled
+}
+
+// The node proxy a release runs.
+const (
+	NodeProxyEnvoy    = "envoy"
+	NodeProxyDisabled = "disabled"
+	NodeProxyStandIn  = "stand-in"
+)
+
+// NodeProxy says what the installed release runs as the node proxy: Envoy,
+// nothing (envoy.enabled=false) or the L4 stand-in (envoy.standIn.enabled).
+func (c *Client) NodeProxy() string {
 	rel, err := c.Current()
 	if err != nil {
-		return false
+		return NodeProxyEnvoy
 	}
 	e, _ := rel.Config["envoy"].(map[string]any)
-	enabled, ok := e["enabled"].(bool)
-	return ok && !enabled
+	if enabled, ok := e["enabled"].(bool); ok && !enabled {
+		return NodeProxyDisabled
+	}
+	si, _ := e["standIn"].(map[string]any)
+	if on, _ := si["enabled"].(bool); on {
+		return NodeProxyStandIn
+	}
+	return NodeProxyEnvoy
 }

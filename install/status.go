@@ -153,16 +153,21 @@ func (c *Client) nodeStates(ctx context.Context, s *Status) error {
 			r.XDS = "connected"
 		}
 	}
-	noProxy := false
+	noProxy, standIn := false, c.NodeProxy() == NodeProxyStandIn
 	for _, comp := range s.Components {
 		noProxy = noProxy || comp.Name == api.EnvoyName && comp.Disabled
 	}
 	for _, r := range rows {
-		if noProxy {
+		switch {
+		case noProxy:
 			r.Envoy, r.XDS = "disabled", "none (no node proxy)"
+		case standIn:
+			// The stand-in takes no xDS: L4 only, said on every row.
+			r.Envoy, r.XDS = r.Envoy+" (L4 stand-in)", "none (stand-in takes no xDS)"
 		}
 		s.Nodes = append(s.Nodes, *r)
-		if r.Agent != "ready" || !noProxy && (r.Envoy != "ready" || r.XDS != "connected") {
+		proxyOK := noProxy || standIn && strings.HasPrefix(r.Envoy, "ready") || r.Envoy == "ready" && r.XDS == "connected"
+		if r.Agent != "ready" || !proxyOK {
 			s.Problems = append(s.Problems, fmt.Sprintf("node %s: agent %s, envoy %s, xDS %s", r.Node, r.Agent, r.Envoy, r.XDS))
 		}
 	}

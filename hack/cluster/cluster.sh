@@ -35,13 +35,16 @@ up() {
     log "already up (state in $dir); make cluster-down first"; exit 1
   fi
   kube_bin=$("$root/hack/kube-build.sh" | tail -n 1)
-  { read -r ctrd; read -r cni; } < <("$root/hack/node-build.sh" | tail -n 2)
+  { read -r dns; read -r ctrd; read -r cni; } < <("$root/hack/node-build.sh" | tail -n 3)
   images=${IMAGES:-$root/_output/images}
   if ! ls "$images"/*.tar >/dev/null 2>&1; then
     log "no images in $images (run make images)"; exit 1
   fi
-  sandbox=$(cat "$images/pause.ref")
-  mkdir -p "$dir"
+  # The images' tag: make cluster-up passes the VERSION make images used.
+  sandbox=ghcr.io/nodemesh/pause:${VERSION:?VERSION (the images tag) is required}
+  mkdir -p "$dir/images"
+  dns_image=localhost/nodemesh-cluster/coredns:v$("$dns/coredns" -version | sed -n 's/^CoreDNS-//p')
+  (cd "$root" && go run ./hack/images --binary "$dns_image=$dns/coredns" --out "$dir/images") >&2
   log "underlay bridge $bridge $gateway/24"
   ip link add "$bridge" type bridge
   ip addr add "$gateway/24" dev "$bridge"
@@ -53,7 +56,7 @@ up() {
   for n in $nodes; do
     log "node $n (172.30.0.$i)"
     mkdir -p "$dir/$n/images"
-    cp "$images"/*.tar "$dir/$n/images/"
+    cp "$images"/*.tar "$dir/images/coredns.tar" "$dir/$n/images/"
     "$root/hack/cluster/node.sh" up "$n" "172.30.0.$i" "$dir/$n" "$dir/kube" "$ctrd" "$cni" "$kube_bin/kubelet" "$sandbox"
     i=$((i + 1))
   done
@@ -73,7 +76,24 @@ up() {
     ip route replace "$cidr" via "$ip" dev "$bridge"
     log "node $n: $ip, pods $cidr"
   done
-  log "up: export KUBECONFIG=$dir/kubeconfig (nodes NotReady until a CNI is installed: nodemesh install)"
+  log "CoreDNS $dns_image as kube-dns (10.96.0.10; running once the CNI is installed)"
+  sed "s#IMAGE#$dns_image#" "$root/hack/cluster/coredns.yaml" | kubectl apply -f - >&2
+  # What nodemesh install needs on this cluster: no kube-proxy (the agent
+  # reaches the API server directly), no Envoy image (the node proxy is
+  # replaced by the L4 stand-in), the hybrid cgroup layout's v2 hierarchy.
+  cat > "$dir/values.yaml" <<YAML
+# Written by make cluster-up for: nodemesh install -f $dir/values.yaml
+k8sServiceHost: "$gateway"
+k8sServicePort: 6443
+agent:
+  cgroupRoot: /sys/fs/cgroup/unified
+envoy:
+  # No Envoy image can be pulled here: nodemesh's L4 stand-in carries the
+  # opted-in namespaces' traffic (and keeps a record of it); no L7 routing.
+  standIn:
+    enabled: true
+YAML
+  log "up: export KUBECONFIG=$dir/kubeconfig; bin/nodemesh install -f $dir/values.yaml --wait (nodes are NotReady until then: no CNI)"
 }
 
 down() {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -30,11 +32,19 @@ Flags:
 	version := fs.String("version", "", "the images' tag and the binaries' version (required; make images passes git describe)")
 	out := fs.String("out", "_output/images", "output directory")
 	noCurl := fs.Bool("no-curl", false, "leave out the curl image (it needs a Debian machine with curl and busybox-static)")
+	binary := fs.String("binary", "", "REF=PATH: instead, build only an image of this one static program (entrypoint /NAME, user 65532) as OUT/NAME.tar — the local cluster's CoreDNS")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			os.Exit(0)
 		}
 		os.Exit(2)
+	}
+	if *binary != "" {
+		if err := binaryImage(*binary, *out); err != nil {
+			fmt.Fprintln(os.Stderr, "images:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if *version == "" || fs.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "images: --version is required and there are no arguments (see --help)")
@@ -59,4 +69,27 @@ Flags:
 	}
 	tw.Flush()
 	fmt.Printf("OCI layout with all images: %s/%s\n", *out, images.LayoutDir)
+}
+
+// binaryImage writes OUT/NAME.tar: one static program on an empty base.
+func binaryImage(spec, out string) error {
+	ref, path, ok := strings.Cut(spec, "=")
+	if !ok || ref == "" || path == "" {
+		return fmt.Errorf("--binary %q: want REF=PATH", spec)
+	}
+	name := filepath.Base(path)
+	img, err := images.Spec{Name: name, Files: []images.File{{Path: "/" + name, Mode: 0o755, Source: path}},
+		Entrypoint: []string{"/" + name}, User: "65532"}.Image()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	archive := filepath.Join(out, name+".tar")
+	if err := images.WriteArchive(archive, ref, img); err != nil {
+		return err
+	}
+	fmt.Println(ref, archive)
+	return nil
 }

@@ -60,7 +60,7 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("kube-apiserver %s ready in %s with Istio's CRDs (kube-controller-manager: %v)\n", v.GitVersion, time.Since(start).Round(100*time.Millisecond), *kcm)
+		fmt.Printf("kube-apiserver %s ready in %s with Istio's CRDs (kube-controller-manager: %v)\n", v.GitVersion, time.Since(start).Round(100*time.Millisecond), *kcm || cluster != nil)
 		fmt.Printf("export KUBECONFIG=%s\n", env.Kubeconfig)
 	case "down":
 		if err := kubetest.StopDir(abs); err != nil {

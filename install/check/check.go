@@ -61,6 +61,8 @@ type Result struct {
 // Pod is a running workload pod.
 type Pod struct {
 	Namespace, Name, Container, IP, Node string
+	// HostIP is its node's address.
+	HostIP string
 }
 
 // Env is what tests see: the namespaces, the workloads' pods and what the
@@ -73,7 +75,11 @@ type Env struct {
 	Pods map[string]Pod
 	// Istio is true when istiod runs (the sidecar tests need it).
 	Istio bool
-	Opts  *Options
+	// NodeProxy is what runs as the node proxy: NodeProxyEnvoy, or
+	// NodeProxyStandIn (nodemesh's L4 stand-in, where no Envoy image
+	// exists) or NodeProxyNone; the L7 tests need Envoy.
+	NodeProxy string
+	Opts      *Options
 }
 
 // Options configure a run.
@@ -266,6 +272,9 @@ func (s *Suite) Run(ctx context.Context) (*Report, error) {
 	env := &Env{Namespace: o.Namespace, PlainNamespace: o.PlainNamespace, SidecarNamespace: o.SidecarNamespace, Opts: o}
 	env.Istio, err = s.istioPresent(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if env.NodeProxy, err = s.nodeProxy(ctx); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Out, "🔭 nodemesh check: %d tests; workloads in %s (opted in) and %s (not opted in)\n", len(tests), o.Namespace, o.PlainNamespace)

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -136,6 +138,7 @@ func runCheck(t *testing.T, skew bool, filters []string) (*Report, string, *mesh
 	defer cancel()
 	var out bytes.Buffer
 	runner := &meshRunner{skew: skew}
+	envoyDaemonSet(ctx, t, env)
 	s, err := NewSuite(env.Config, runner, nil, Options{Namespace: ns, Filters: filters, Out: &out, ReadyTimeout: 30 * time.Second, Requests: 50})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +183,7 @@ func TestCheckFramework(t *testing.T) {
 		"✅ pod-to-pod (2 actions)\n", "✅ pod-to-service (2 actions)\n", "✅ vs-weighted-split (1 actions)\n",
 		"✅ vs-header-match (2 actions)\n", "✅ vs-fault-abort (1 actions)\n", "✅ networkpolicy-deny (2 actions)\n",
 		"✅ not-opted-in-untouched (3 actions)\n", "⏭️  sidecar-interop: skipped (Istio (istiod) is not installed)\n",
-		"📋 ✅ all 7 tests passed (13 actions), 1 skipped",
+		"📋 ✅ all 7 tests passed (13 actions), 2 skipped",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -219,7 +222,7 @@ func TestCheckFramework(t *testing.T) {
 	if err := WriteJUnit(&junit, rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`<testsuites tests="8" failures="0" skipped="1"`, `<testcase name="vs-weighted-split" classname="nodemesh-check"`, `<skipped message="Istio (istiod) is not installed"></skipped>`} {
+	for _, want := range []string{`<testsuites tests="9" failures="0" skipped="2"`, `<testcase name="vs-weighted-split" classname="nodemesh-check"`, `<skipped message="Istio (istiod) is not installed"></skipped>`} {
 		if !strings.Contains(junit.String(), want) {
 			t.Errorf("junit lacks %q:\n%s", want, junit.String())
 		}
@@ -274,9 +277,9 @@ func TestSelect(t *testing.T) {
 		return strings.Join(n, ",")
 	}
 	for filters, want := range map[string]string{
-		"":                "pod-to-pod,pod-to-service,vs-weighted-split,vs-header-match,vs-fault-abort,networkpolicy-deny,not-opted-in-untouched,sidecar-interop",
+		"":                "pod-to-pod,pod-to-service,vs-weighted-split,vs-header-match,vs-fault-abort,networkpolicy-deny,not-opted-in-untouched,not-opted-in-untouched-l4,sidecar-interop",
 		"^vs-":            "vs-weighted-split,vs-header-match,vs-fault-abort",
-		"!^vs-,!sidecar":  "pod-to-pod,pod-to-service,networkpolicy-deny,not-opted-in-untouched",
+		"!^vs-,!sidecar":  "pod-to-pod,pod-to-service,networkpolicy-deny,not-opted-in-untouched,not-opted-in-untouched-l4",
 		"pod,!to-service": "pod-to-pod",
 	} {
 		var fs []string
@@ -293,5 +296,19 @@ func TestSelect(t *testing.T) {
 	}
 	if _, err := Select(all, []string{"("}); err == nil {
 		t.Error("a bad regular expression must be an error")
+	}
+}
+
+// envoyDaemonSet creates the node Envoy DaemonSet of an installed nodemesh
+// (the L7 tests run only where Envoy is the node proxy).
+func envoyDaemonSet(ctx context.Context, t *testing.T, env *kubetest.Env) {
+	t.Helper()
+	labels := map[string]string{"app": api.EnvoyName}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: api.EnvoyName, Namespace: "default"},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "envoy", Image: "envoy", Args: []string{"--config-path=/etc/envoy/bootstrap.yaml"}}}}}}}
+	if _, err := env.Client.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
 	}
 }

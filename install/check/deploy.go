@@ -170,7 +170,7 @@ func (s *Suite) waitReady(ctx context.Context, env *Env) error {
 				p := &pods.Items[i]
 				ok, reason := install.PodReadiness(p)
 				if ok {
-					env.Pods[w.name] = Pod{Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name, IP: p.Status.PodIP, Node: p.Spec.NodeName}
+					env.Pods[w.name] = Pod{Namespace: p.Namespace, Name: p.Name, Container: p.Spec.Containers[0].Name, IP: p.Status.PodIP, Node: p.Spec.NodeName, HostIP: p.Status.HostIP}
 					break
 				}
 				why = reason
@@ -210,6 +210,42 @@ func (s *Suite) istioPresent(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("look for istiod: %w", err)
 	}
 	return len(deps.Items) > 0, nil
+}
+
+// What runs as the node proxy.
+const (
+	NodeProxyEnvoy   = "envoy"
+	NodeProxyStandIn = "stand-in"
+	NodeProxyNone    = "none"
+)
+
+// nodeProxy reads the node proxy DaemonSet: Envoy, the L4 stand-in
+// (envoy.standIn.enabled runs 'node-proxy'), or none (envoy.enabled=false).
+func (s *Suite) nodeProxy(ctx context.Context) (string, error) {
+	dss, err := s.Kube.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + api.EnvoyName})
+	if err != nil {
+		return "", fmt.Errorf("look for the node proxy: %w", err)
+	}
+	if len(dss.Items) == 0 {
+		return NodeProxyNone, nil
+	}
+	for _, c := range dss.Items[0].Spec.Template.Spec.Containers {
+		if len(c.Args) > 0 && c.Args[0] == "node-proxy" {
+			return NodeProxyStandIn, nil
+		}
+	}
+	return NodeProxyEnvoy, nil
+}
+
+// needsEnvoy is the Requires of the tests that need L7 routing.
+func needsEnvoy(e *Env) string {
+	switch e.NodeProxy {
+	case NodeProxyStandIn:
+		return "the node proxy is nodemesh's L4 stand-in (envoy.standIn.enabled): VirtualService routing needs Envoy"
+	case NodeProxyNone:
+		return "no node proxy is installed (envoy.enabled=false): VirtualService routing needs Envoy"
+	}
+	return ""
 }
 
 func ptr[T any](v T) *T { return &v }

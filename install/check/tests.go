@@ -13,7 +13,7 @@ const CheckHeader = "x-nodemesh-check"
 func DefaultTests() []Test {
 	return []Test{
 		podToPod(), podToService(), weightedSplit(), headerMatch(), faultAbort(),
-		networkPolicyDeny(), notOptedInUntouched(), sidecarInterop(),
+		networkPolicyDeny(), notOptedInUntouched(), notOptedInUntouchedL4(), sidecarInterop(),
 	}
 }
 
@@ -51,7 +51,7 @@ spec:
 
 func weightedSplit() Test {
 	return Test{
-		Name: "vs-weighted-split",
+		Name: "vs-weighted-split", Requires: needsEnvoy,
 		Resources: echoSubsets + `---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -74,7 +74,7 @@ spec:
 
 func headerMatch() Test {
 	return Test{
-		Name: "vs-header-match",
+		Name: "vs-header-match", Requires: needsEnvoy,
 		Resources: echoSubsets + `---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -110,7 +110,7 @@ spec:
 `
 
 func faultAbort() Test {
-	return Test{Name: "vs-fault-abort", Resources: faultVS,
+	return Test{Name: "vs-fault-abort", Resources: faultVS, Requires: needsEnvoy,
 		Scenarios: []Scenario{{Name: "fault-abort", Actions: func(e *Env) []Action {
 			return []Action{{Name: "client → echo-same-node aborted with 418", From: e.Pods["client"],
 				Command: curlStatus(serviceURL("echo-same-node", e.Namespace)), Expect: expectStatus(418)}}
@@ -142,7 +142,7 @@ spec:
 // to opted-in clients only; a client in a namespace that is not opted in
 // reaches the server directly, and its own echo server is reachable too.
 func notOptedInUntouched() Test {
-	return Test{Name: "not-opted-in-untouched", Resources: faultVS,
+	return Test{Name: "not-opted-in-untouched", Resources: faultVS, Requires: needsEnvoy,
 		Scenarios: []Scenario{{Name: "plain-namespace", Actions: func(e *Env) []Action {
 			return []Action{
 				{Name: "client-plain → echo-same-node not redirected", From: e.Pods["client-plain"],
@@ -153,6 +153,56 @@ func notOptedInUntouched() Test {
 					Command: curlStatus(serviceURL("echo-plain", e.PlainNamespace)), Expect: expectStatus(200)},
 			}
 		}}}}
+}
+
+// notOptedInUntouchedL4 is not-opted-in-untouched where the node proxy is
+// the L4 stand-in: the stand-in's own record shows the opted-in client's
+// connection and none of the plain client's, which went straight to the
+// server.
+func notOptedInUntouchedL4() Test {
+	return Test{Name: "not-opted-in-untouched-l4",
+		Requires: func(e *Env) string {
+			if e.NodeProxy != NodeProxyStandIn {
+				return "runs where the node proxy is the L4 stand-in (not-opted-in-untouched covers Envoy)"
+			}
+			return ""
+		},
+		Scenarios: []Scenario{{Name: "plain-namespace", Actions: func(e *Env) []Action {
+			client, plain := e.Pods["client"], e.Pods["client-plain"]
+			return []Action{
+				{Name: "client → echo-same-node through the node proxy", From: client,
+					Command: curlStatus(serviceURL("echo-same-node", e.Namespace)), Expect: expectStatus(200)},
+				{Name: "client-plain → echo-same-node", From: plain,
+					Command: curlStatus(serviceURL("echo-same-node", e.Namespace)), Expect: expectStatus(200)},
+				{Name: "client → echo-plain", From: client,
+					Command: curlStatus(serviceURL("echo-plain", e.PlainNamespace)), Expect: expectStatus(200)},
+				{Name: "the node proxy's record has the opted-in client", From: client,
+					Command: recordOf(client.HostIP), Expect: expectRecord(client.IP, true)},
+				{Name: "the node proxy's record does not have the plain client", From: client,
+					Command: recordOf(plain.HostIP), Expect: expectRecord(plain.IP, false)},
+			}
+		}}}}
+}
+
+// recordOf reads the stand-in's record on a node.
+func recordOf(hostIP string) []string {
+	return []string{"curl", "-sS", "--max-time", "5", fmt.Sprintf("http://%s:15090/stats/prometheus", hostIP)}
+}
+
+// expectRecord: the record has (or has not) a connection from ip.
+func expectRecord(ip string, has bool) func(Result) error {
+	return func(r Result) error {
+		if r.Err != nil {
+			return fmt.Errorf("read the stand-in's record: %v", r.Err)
+		}
+		if got := strings.Contains(r.Stdout, `source="`+ip+`"`); got != has {
+			if has {
+				return fmt.Errorf("no connection from %s in the node proxy's record", ip)
+			}
+			return fmt.Errorf("%s went through the node proxy", ip)
+		}
+		return nil
+	}
 }
 
 func sidecarInterop() Test {
