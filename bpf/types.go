@@ -33,7 +33,9 @@ const (
 // Endpoint.Identity), for a pod that policies treat differently from other
 // pods of its identity. The programs never read identities from it: the
 // endpoint's Identity field is only the Endpoint side of its keys.
-func EndpointKey(ifindex int) Identity { return EndpointKeyBase | Identity(uint32(ifindex)&^uint32(EndpointKeyBase)) }
+func EndpointKey(ifindex int) Identity {
+	return EndpointKeyBase | Identity(uint32(ifindex)&^uint32(EndpointKeyBase))
+}
 
 // Direction is a traffic direction relative to the pod, as in NetworkPolicy.
 type Direction uint8

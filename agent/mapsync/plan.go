@@ -112,7 +112,9 @@ func attributionOf(ids map[netip.Prefix]bpf.Identity, eps []bpf.Endpoint) attrib
 	return a
 }
 
-func (a attribution) live(endpoint, peer bpf.Identity) bool { return a.endpoints[endpoint] && a.peers[peer] }
+func (a attribution) live(endpoint, peer bpf.Identity) bool {
+	return a.endpoints[endpoint] && a.peers[peer]
+}
 
 // NewPlan computes the writes that bring the maps from have to want, in an
 // order where no intermediate state allows a flow that neither have nor the
