@@ -75,9 +75,6 @@ type PortRangeKey struct {
 	Block    PortBlock
 }
 
-// group is the key without its block: the entries one lookup chooses from.
-func (k PortRangeKey) group() PortRangeKey { k.Block = PortBlock{}; return k }
-
 // NormalizeRanges removes the allow entries that lie within a deny entry of
 // the same endpoint, peer, direction and protocol. The longest block that
 // contains a port decides, so such an allow would hide the deny; without
