@@ -320,8 +320,10 @@ func (a *Agent) checkLocked(r *endpointRecord) error {
 	if err != nil {
 		return err
 	}
-	if ep.IP != r.IP.As4() || ep.Identity != r.Identity {
-		return fmt.Errorf("endpoint entry of ifindex %d is %+v, want ip %s identity %d", r.HostIfindex, ep, r.IP, r.Identity)
+	// Its entries are under its identity or its own endpoint key.
+	if ep.IP != r.IP.As4() || ep.Identity != r.Identity && ep.Identity != bpf.EndpointKey(r.HostIfindex) {
+		return fmt.Errorf("endpoint entry of ifindex %d is %+v, want ip %s identity %d or endpoint key %#x", r.HostIfindex, ep, r.IP,
+			r.Identity, bpf.EndpointKey(r.HostIfindex))
 	}
 	return a.checkAttached(r)
 }

@@ -184,7 +184,7 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 	}
 	for _, r := range a.liveRecords() {
 		in.Endpoints = append(in.Endpoints, policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
-			Identity: r.Identity, Ports: r.Ports, Redirected: a.redirected(r)})
+			Identity: r.Identity, Key: bpf.EndpointKey(r.HostIfindex), Ports: r.Ports, Redirected: a.redirected(r)})
 		if !seen[r.Identity] {
 			// Just allocated; the informer has not seen it yet.
 			seen[r.Identity] = true
@@ -210,7 +210,8 @@ func (a *Agent) syncPolicy() error {
 	res := policy.Translate(in)
 	a.report(append(res.Diagnostics, diags...))
 
-	want := mapsync.Want{Identities: map[netip.Prefix]bpf.Identity{}, Policies: map[bpf.PolicyKey]bpf.Verdict{}}
+	want := mapsync.Want{Identities: map[netip.Prefix]bpf.Identity{}, Policies: map[bpf.PolicyKey]bpf.Verdict{},
+		Ranges: map[bpf.PortRangeKey]bpf.Verdict{}}
 	maps.Copy(want.Identities, res.CIDRs)
 	remote, unresolved, err := a.remoteIdentities()
 	if err != nil {
@@ -226,10 +227,19 @@ func (a *Agent) syncPolicy() error {
 	}
 	for _, ip := range res.Identities {
 		maps.Copy(want.Policies, ip.Entries)
+		maps.Copy(want.Ranges, ip.Ranges)
 	}
-	for _, r := range recs {
-		pod := mapsync.Pod{Ifindex: r.HostIfindex, IP: r.IP.As4(), Identity: r.Identity, NetnsCookie: r.NetnsCookie}
-		if ip := res.Identities[r.Identity]; ip != nil {
+	// recs are in.Endpoints, in order: each pod's entries are under its
+	// identity, or under its endpoint key when policies treat it unlike
+	// other pods of its identity (the endpoint's Identity field is only
+	// the key of its entries to the programs).
+	if len(recs) != len(res.EndpointKeys) {
+		return fmt.Errorf("policy translated %d endpoints, %d are live", len(res.EndpointKeys), len(recs))
+	}
+	for i, r := range recs {
+		key := res.EndpointKeys[i]
+		pod := mapsync.Pod{Ifindex: r.HostIfindex, IP: r.IP.As4(), Identity: key, NetnsCookie: r.NetnsCookie}
+		if ip := res.Identities[key]; ip != nil {
 			pod.Flags = ip.Flags
 		}
 		want.Pods = append(want.Pods, pod)
@@ -242,7 +252,7 @@ func (a *Agent) syncPolicy() error {
 	if err := mapsync.Apply(a.pol, mapsync.NewPlan(have, want)); err != nil {
 		return fmt.Errorf("write the policy maps: %w", err)
 	}
-	a.metrics.policyEntries.Set(float64(len(want.Policies)))
+	a.metrics.policyEntries.Set(float64(len(want.Policies) + len(want.Ranges)))
 	a.metrics.remoteEndpoints.WithLabelValues("resolved").Set(float64(len(remote)))
 	a.metrics.remoteEndpoints.WithLabelValues("unresolved").Set(float64(unresolved))
 	a.metrics.endpoints.Set(float64(len(recs)))

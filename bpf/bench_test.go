@@ -48,6 +48,17 @@ func BenchmarkPolicyDecision(b *testing.B) {
 	if err := p.PutPolicies(keys, verdicts); err != nil {
 		b.Fatal(err)
 	}
+	// A port range (20000-29999: 8 blocks) for the allowed peer, so that
+	// every new flow also walks a non-empty trie.
+	var rkeys []PortRangeKey
+	var rvs []Verdict
+	for _, blk := range PortBlocks(20000, 29999) {
+		rkeys = append(rkeys, PortRangeKey{Endpoint: podID, Peer: pod2ID, Dir: Ingress, Proto: ProtoTCP, Block: blk})
+		rvs = append(rvs, Allow)
+	}
+	if err := p.PutPortRanges(rkeys, rvs); err != nil {
+		b.Fatal(err)
+	}
 	for ip, id := range map[string]Identity{pod2IP: pod2ID, pod3IP: pod3ID} {
 		if err := p.PutIdentity(prefix32(ip), id); err != nil {
 			b.Fatal(err)
@@ -64,10 +75,12 @@ func BenchmarkPolicyDecision(b *testing.B) {
 		"new flow denied": {syn(pod3IP, 40000, podIP, 8080).bytes(), actDrop, false},
 		// A SYN that an entry allows, and that writes a conntrack entry.
 		"new flow allowed": {syn(pod2IP, 40000, podIP, 8080).bytes(), actPass, false},
+		// A SYN that a port range entry allows (the trie's longest match).
+		"new flow allowed by a range": {syn(pod2IP, 40000, podIP, 25000).bytes(), actPass, false},
 		// Any later packet of an allowed flow: one conntrack lookup.
 		"established": {tcp(pod2IP, 40001, podIP, 8080, tcpACK).bytes(), actPass, true},
 	}
-	for _, name := range []string{"new flow denied", "new flow allowed", "established"} {
+	for _, name := range []string{"new flow denied", "new flow allowed", "new flow allowed by a range", "established"} {
 		tc := cases[name]
 		b.Run(name, func(b *testing.B) {
 			if tc.prime {

@@ -108,11 +108,11 @@ type MapUsage struct {
 }
 
 // Usage reports the fill level of the policy maps whose size matters
-// (endpoints, identities, policy, conntrack).
+// (endpoints, identities, policy, port ranges, conntrack).
 func (p *Policy) Usage() ([]MapUsage, error) {
 	return usage(map[string]*ebpf.Map{
 		"nm_endpoints": p.objs.NmEndpoints, "nm_ipcache": p.objs.NmIpcache,
-		"nm_policy": p.objs.NmPolicy, "nm_ct": p.objs.NmCt,
+		"nm_policy": p.objs.NmPolicy, "nm_policy_ranges": p.objs.NmPolicyRanges, "nm_ct": p.objs.NmCt,
 	})
 }
 

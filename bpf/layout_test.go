@@ -30,6 +30,7 @@ func TestMapLayouts(t *testing.T) {
 		policyMapNmEndpoints:    {policy, kv{uint32(0), Endpoint{}}},
 		policyMapNmIpcache:      {policy, kv{ipcacheKey{}, Identity(0)}},
 		policyMapNmPolicy:       {policy, kv{PolicyKey{}, Verdict(0)}},
+		policyMapNmPolicyRanges: {policy, kv{rangeKey{}, Verdict(0)}},
 		policyMapNmCt:           {policy, kv{ctKey{}, ctEntry{}}},
 		policyMapNmPolStats:     {policy, kv{uint32(0), Count{}}},
 		policyMapNmProxyCfg:     {policy, kv{uint32(0), proxyConfig{}}},

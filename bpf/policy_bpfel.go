@@ -22,6 +22,7 @@ const (
 	policyMapNmLocalEps        = "nm_local_eps"
 	policyMapNmPolStats        = "nm_pol_stats"
 	policyMapNmPolicy          = "nm_policy"
+	policyMapNmPolicyRanges    = "nm_policy_ranges"
 	policyMapNmProxyCfg        = "nm_proxy_cfg"
 	policyProgFromPod          = "from_pod"
 	policyProgFromUplink       = "from_uplink"
@@ -81,13 +82,14 @@ type policyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyMapSpecs struct {
-	NmCt        *ebpf.MapSpec `ebpf:"nm_ct"`
-	NmEndpoints *ebpf.MapSpec `ebpf:"nm_endpoints"`
-	NmIpcache   *ebpf.MapSpec `ebpf:"nm_ipcache"`
-	NmLocalEps  *ebpf.MapSpec `ebpf:"nm_local_eps"`
-	NmPolStats  *ebpf.MapSpec `ebpf:"nm_pol_stats"`
-	NmPolicy    *ebpf.MapSpec `ebpf:"nm_policy"`
-	NmProxyCfg  *ebpf.MapSpec `ebpf:"nm_proxy_cfg"`
+	NmCt           *ebpf.MapSpec `ebpf:"nm_ct"`
+	NmEndpoints    *ebpf.MapSpec `ebpf:"nm_endpoints"`
+	NmIpcache      *ebpf.MapSpec `ebpf:"nm_ipcache"`
+	NmLocalEps     *ebpf.MapSpec `ebpf:"nm_local_eps"`
+	NmPolStats     *ebpf.MapSpec `ebpf:"nm_pol_stats"`
+	NmPolicy       *ebpf.MapSpec `ebpf:"nm_policy"`
+	NmPolicyRanges *ebpf.MapSpec `ebpf:"nm_policy_ranges"`
+	NmProxyCfg     *ebpf.MapSpec `ebpf:"nm_proxy_cfg"`
 }
 
 // policyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -118,13 +120,14 @@ func (o *policyObjects) Close() error {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyMaps struct {
-	NmCt        *ebpf.Map `ebpf:"nm_ct"`
-	NmEndpoints *ebpf.Map `ebpf:"nm_endpoints"`
-	NmIpcache   *ebpf.Map `ebpf:"nm_ipcache"`
-	NmLocalEps  *ebpf.Map `ebpf:"nm_local_eps"`
-	NmPolStats  *ebpf.Map `ebpf:"nm_pol_stats"`
-	NmPolicy    *ebpf.Map `ebpf:"nm_policy"`
-	NmProxyCfg  *ebpf.Map `ebpf:"nm_proxy_cfg"`
+	NmCt           *ebpf.Map `ebpf:"nm_ct"`
+	NmEndpoints    *ebpf.Map `ebpf:"nm_endpoints"`
+	NmIpcache      *ebpf.Map `ebpf:"nm_ipcache"`
+	NmLocalEps     *ebpf.Map `ebpf:"nm_local_eps"`
+	NmPolStats     *ebpf.Map `ebpf:"nm_pol_stats"`
+	NmPolicy       *ebpf.Map `ebpf:"nm_policy"`
+	NmPolicyRanges *ebpf.Map `ebpf:"nm_policy_ranges"`
+	NmProxyCfg     *ebpf.Map `ebpf:"nm_proxy_cfg"`
 }
 
 func (m *policyMaps) Close() error {
@@ -135,6 +138,7 @@ func (m *policyMaps) Close() error {
 		m.NmLocalEps,
 		m.NmPolStats,
 		m.NmPolicy,
+		m.NmPolicyRanges,
 		m.NmProxyCfg,
 	)
 }

@@ -24,6 +24,7 @@ const (
 	redirectMapNmNetns         = "nm_netns"
 	redirectMapNmOrigDst       = "nm_orig_dst"
 	redirectMapNmPolicy        = "nm_policy"
+	redirectMapNmPolicyRanges  = "nm_policy_ranges"
 	redirectMapNmRedirCfg      = "nm_redir_cfg"
 	redirectMapNmRedirStats    = "nm_redir_stats"
 	redirectMapNmServices      = "nm_services"
@@ -90,18 +91,19 @@ type redirectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
-	NmIpcache    *ebpf.MapSpec `ebpf:"nm_ipcache"`
-	NmLbBackends *ebpf.MapSpec `ebpf:"nm_lb_backends"`
-	NmLbRevnat   *ebpf.MapSpec `ebpf:"nm_lb_revnat"`
-	NmLbServices *ebpf.MapSpec `ebpf:"nm_lb_services"`
-	NmLocalEps   *ebpf.MapSpec `ebpf:"nm_local_eps"`
-	NmNetns      *ebpf.MapSpec `ebpf:"nm_netns"`
-	NmOrigDst    *ebpf.MapSpec `ebpf:"nm_orig_dst"`
-	NmPolicy     *ebpf.MapSpec `ebpf:"nm_policy"`
-	NmRedirCfg   *ebpf.MapSpec `ebpf:"nm_redir_cfg"`
-	NmRedirStats *ebpf.MapSpec `ebpf:"nm_redir_stats"`
-	NmServices   *ebpf.MapSpec `ebpf:"nm_services"`
-	NmSkDst      *ebpf.MapSpec `ebpf:"nm_sk_dst"`
+	NmIpcache      *ebpf.MapSpec `ebpf:"nm_ipcache"`
+	NmLbBackends   *ebpf.MapSpec `ebpf:"nm_lb_backends"`
+	NmLbRevnat     *ebpf.MapSpec `ebpf:"nm_lb_revnat"`
+	NmLbServices   *ebpf.MapSpec `ebpf:"nm_lb_services"`
+	NmLocalEps     *ebpf.MapSpec `ebpf:"nm_local_eps"`
+	NmNetns        *ebpf.MapSpec `ebpf:"nm_netns"`
+	NmOrigDst      *ebpf.MapSpec `ebpf:"nm_orig_dst"`
+	NmPolicy       *ebpf.MapSpec `ebpf:"nm_policy"`
+	NmPolicyRanges *ebpf.MapSpec `ebpf:"nm_policy_ranges"`
+	NmRedirCfg     *ebpf.MapSpec `ebpf:"nm_redir_cfg"`
+	NmRedirStats   *ebpf.MapSpec `ebpf:"nm_redir_stats"`
+	NmServices     *ebpf.MapSpec `ebpf:"nm_services"`
+	NmSkDst        *ebpf.MapSpec `ebpf:"nm_sk_dst"`
 }
 
 // redirectVariableSpecs contains global variables before they are loaded into the kernel.
@@ -130,18 +132,19 @@ func (o *redirectObjects) Close() error {
 //
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
-	NmIpcache    *ebpf.Map `ebpf:"nm_ipcache"`
-	NmLbBackends *ebpf.Map `ebpf:"nm_lb_backends"`
-	NmLbRevnat   *ebpf.Map `ebpf:"nm_lb_revnat"`
-	NmLbServices *ebpf.Map `ebpf:"nm_lb_services"`
-	NmLocalEps   *ebpf.Map `ebpf:"nm_local_eps"`
-	NmNetns      *ebpf.Map `ebpf:"nm_netns"`
-	NmOrigDst    *ebpf.Map `ebpf:"nm_orig_dst"`
-	NmPolicy     *ebpf.Map `ebpf:"nm_policy"`
-	NmRedirCfg   *ebpf.Map `ebpf:"nm_redir_cfg"`
-	NmRedirStats *ebpf.Map `ebpf:"nm_redir_stats"`
-	NmServices   *ebpf.Map `ebpf:"nm_services"`
-	NmSkDst      *ebpf.Map `ebpf:"nm_sk_dst"`
+	NmIpcache      *ebpf.Map `ebpf:"nm_ipcache"`
+	NmLbBackends   *ebpf.Map `ebpf:"nm_lb_backends"`
+	NmLbRevnat     *ebpf.Map `ebpf:"nm_lb_revnat"`
+	NmLbServices   *ebpf.Map `ebpf:"nm_lb_services"`
+	NmLocalEps     *ebpf.Map `ebpf:"nm_local_eps"`
+	NmNetns        *ebpf.Map `ebpf:"nm_netns"`
+	NmOrigDst      *ebpf.Map `ebpf:"nm_orig_dst"`
+	NmPolicy       *ebpf.Map `ebpf:"nm_policy"`
+	NmPolicyRanges *ebpf.Map `ebpf:"nm_policy_ranges"`
+	NmRedirCfg     *ebpf.Map `ebpf:"nm_redir_cfg"`
+	NmRedirStats   *ebpf.Map `ebpf:"nm_redir_stats"`
+	NmServices     *ebpf.Map `ebpf:"nm_services"`
+	NmSkDst        *ebpf.Map `ebpf:"nm_sk_dst"`
 }
 
 func (m *redirectMaps) Close() error {
@@ -154,6 +157,7 @@ func (m *redirectMaps) Close() error {
 		m.NmNetns,
 		m.NmOrigDst,
 		m.NmPolicy,
+		m.NmPolicyRanges,
 		m.NmRedirCfg,
 		m.NmRedirStats,
 		m.NmServices,

@@ -22,7 +22,20 @@ const (
 	IdentityWorld Identity = 2
 	// IdentityFirstAllocated is the first identity the agent may allocate.
 	IdentityFirstAllocated Identity = 256
+	// EndpointKeyBase marks endpoint keys (EndpointKey): keys of policy
+	// entries of one endpoint, never an address's identity. Identities are
+	// below it (allocated ones below 2^24, CIDR identities above).
+	EndpointKeyBase Identity = 1 << 31
 )
+
+// EndpointKey is the key of the policy entries of the endpoint of host
+// veth ifindex alone (the Endpoint side of PolicyKey and the value of its
+// Endpoint.Identity), for a pod that policies treat differently from other
+// pods of its identity. The programs never read identities from it: the
+// endpoint's Identity field is only the Endpoint side of its keys.
+func EndpointKey(ifindex int) Identity {
+	return EndpointKeyBase | Identity(uint32(ifindex)&^uint32(EndpointKeyBase))
+}
 
 // Direction is a traffic direction relative to the pod, as in NetworkPolicy.
 type Direction uint8

@@ -35,6 +35,8 @@ func runHelper(mode string) int {
 	switch mode {
 	case "serve":
 		err = serve(args)
+	case "listenports":
+		err = listenPorts(args)
 	case "get":
 		err = get(args)
 	case "proxy":
@@ -121,6 +123,29 @@ func serve(args []string) error {
 	return http.Serve(hl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from %s to %s", name, r.RemoteAddr)
 	}))
+}
+
+// listenPorts listens on each port given and greets every connection with
+// "hello from <port>" (what connect prints); "ready" once all listen.
+func listenPorts(args []string) error {
+	for _, port := range args {
+		l, err := listen(":" + port)
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "hello from %s\n", port)
+				c.Close()
+			}
+		}()
+	}
+	fmt.Println("ready")
+	select {}
 }
 
 func dialer(timeout time.Duration) *net.Dialer {

@@ -23,6 +23,7 @@ type mapState struct {
 	Endpoints  map[int]bpf.Endpoint
 	Identities map[string]bpf.Identity
 	Policies   map[string]bpf.Verdict
+	Ranges     map[bpf.PortRangeKey]bpf.Verdict
 	OptedIn    []uint64
 	Services   []string
 }
@@ -59,6 +60,9 @@ func (n *node) snapshot(t *testing.T) mapState {
 	}
 	for k, v := range pols {
 		s.Policies[fmt.Sprintf("%+v", k)] = v
+	}
+	if s.Ranges, err = pol.PortRanges(); err != nil {
+		t.Fatal(err)
 	}
 	if s.OptedIn, err = red.OptedIn(); err != nil {
 		t.Fatal(err)
@@ -125,6 +129,9 @@ func (n *node) checkEmpty(t *testing.T, pods []*pod) {
 	}
 	if pols, err := pol.Policies(); err != nil || len(pols) != 0 {
 		t.Errorf("policy entries left with no pods: %v %v", pols, err)
+	}
+	if rs, err := pol.PortRanges(); err != nil || len(rs) != 0 {
+		t.Errorf("port range entries left with no pods: %v %v", rs, err)
 	}
 	red, err := bpf.LoadRedirect(bpf.LoadOptions{PinPath: filepath.Join(n.bpffs, "nodemesh", "maps")})
 	if err != nil {

@@ -28,6 +28,10 @@ func (op Op) apply(w Writer) error {
 		return w.PutPolicies(op.Keys, op.Verdicts)
 	case DeletePolicies:
 		return w.DeletePolicies(op.Keys)
+	case PutPortRanges:
+		return w.PutPortRanges(op.RangeKeys, op.Verdicts)
+	case DeletePortRanges:
+		return w.DeletePortRanges(op.RangeKeys)
 	case PutIdentity:
 		return w.PutIdentity(op.Prefix, op.Identity)
 	case DeleteIdentity:
@@ -50,6 +54,10 @@ func (p Plan) Writes() int {
 	for _, op := range p.Ops {
 		if op.Kind == PutPolicies || op.Kind == DeletePolicies {
 			n += len(op.Keys)
+			continue
+		}
+		if op.Kind == PutPortRanges || op.Kind == DeletePortRanges {
+			n += len(op.RangeKeys)
 			continue
 		}
 		n++
@@ -83,6 +91,14 @@ func (op Op) String() string {
 		for _, k := range op.Keys {
 			line("policy %s deleted", keyString(k))
 		}
+	case PutPortRanges:
+		for i, k := range op.RangeKeys {
+			line("range %s = %s", rangeString(k), op.Verdicts[i])
+		}
+	case DeletePortRanges:
+		for _, k := range op.RangeKeys {
+			line("range %s deleted", rangeString(k))
+		}
 	case PutIdentity:
 		line("identity %s = %d", op.Prefix, op.Identity)
 	case DeleteIdentity:
@@ -103,6 +119,10 @@ func (op Op) String() string {
 
 func keyString(k bpf.PolicyKey) string {
 	return fmt.Sprintf("%d %s %d %d/%d", k.Endpoint, k.Dir, k.Peer, k.Port, k.Proto)
+}
+
+func rangeString(k bpf.PortRangeKey) string {
+	return fmt.Sprintf("%d %s %d %s/%d", k.Endpoint, k.Dir, k.Peer, k.Block, k.Proto)
 }
 
 // Lines renders the plan, one line per map entry; the entries of a batch

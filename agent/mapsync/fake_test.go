@@ -25,8 +25,11 @@ var errInjected = errors.New("injected failure")
 func newFake(s State) *fakeMaps { return &fakeMaps{s: clone(s)} }
 
 func clone(s State) State {
-	out := State{Identities: maps.Clone(s.Identities), Policies: maps.Clone(s.Policies),
+	out := State{Identities: maps.Clone(s.Identities), Policies: maps.Clone(s.Policies), Ranges: maps.Clone(s.Ranges),
 		Endpoints: maps.Clone(s.Endpoints), LocalEndpoints: maps.Clone(s.LocalEndpoints)}
+	if out.Ranges == nil {
+		out.Ranges = map[bpf.PortRangeKey]bpf.Verdict{}
+	}
 	if out.Identities == nil {
 		out.Identities = map[netip.Prefix]bpf.Identity{}
 	}
@@ -60,6 +63,28 @@ func (f *fakeMaps) Identities() (map[netip.Prefix]bpf.Identity, error) {
 
 func (f *fakeMaps) Policies() (map[bpf.PolicyKey]bpf.Verdict, error) {
 	return maps.Clone(f.s.Policies), f.readErr
+}
+
+func (f *fakeMaps) PortRanges() (map[bpf.PortRangeKey]bpf.Verdict, error) {
+	return maps.Clone(f.s.Ranges), f.readErr
+}
+
+func (f *fakeMaps) PutPortRanges(keys []bpf.PortRangeKey, verdicts []bpf.Verdict) error {
+	for i, k := range keys {
+		if err := f.write("range", func() { f.s.Ranges[k] = verdicts[i] }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fakeMaps) DeletePortRanges(keys []bpf.PortRangeKey) error {
+	for _, k := range keys {
+		if err := f.write("range", func() { delete(f.s.Ranges, k) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (f *fakeMaps) Endpoints() (map[int]bpf.Endpoint, error) {
@@ -133,10 +158,20 @@ func lookup(s State, addr netip.Addr) bpf.Identity {
 	return id
 }
 
-// decide is decide() of policy_maps.h.
-func decide(pol map[bpf.PolicyKey]bpf.Verdict, ep bpf.Endpoint, dir bpf.Direction, peer bpf.Identity, port uint16, proto uint8) bool {
+// decide is decide() of policy_maps.h: the hash lookups and, for a port,
+// the port range trie's longest match.
+func decide(s State, ep bpf.Endpoint, dir bpf.Direction, peer bpf.Identity, port uint16, proto uint8) bool {
+	pol := s.Policies
 	allowed := false
 	for _, p := range []bpf.Identity{peer, bpf.IdentityAny} {
+		if port != 0 {
+			switch bpf.RangeVerdict(s.Ranges, bpf.PortRangeKey{Endpoint: ep.Identity, Peer: p, Dir: dir, Proto: proto}, port) {
+			case bpf.Deny:
+				return false
+			case bpf.Allow:
+				allowed = true
+			}
+		}
 		var keys []bpf.PolicyKey
 		if port != 0 {
 			keys = append(keys, bpf.PolicyKey{Endpoint: ep.Identity, Peer: p, Port: port, Proto: proto, Dir: dir})
@@ -191,11 +226,11 @@ func judge(s State, f flow) (bool, attr, bpf.Endpoint) {
 		if !ok {
 			return true, attr{peer: peer}, bpf.Endpoint{} // not policed
 		}
-		return decide(s.Policies, lep.Endpoint, bpf.Egress, peer, f.port, bpf.ProtoTCP), attr{true, lep.Endpoint.Identity, peer}, lep.Endpoint
+		return decide(s, lep.Endpoint, bpf.Egress, peer, f.port, bpf.ProtoTCP), attr{true, lep.Endpoint.Identity, peer}, lep.Endpoint
 	}
 	ep, ok := s.Endpoints[f.ifindex]
 	if !ok {
 		return false, attr{peer: peer}, ep // drop-no-endpoint
 	}
-	return decide(s.Policies, ep, f.dir, peer, f.port, f.proto), attr{true, ep.Identity, peer}, ep
+	return decide(s, ep, f.dir, peer, f.port, f.proto), attr{true, ep.Identity, peer}, ep
 }

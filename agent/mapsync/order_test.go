@@ -2,6 +2,7 @@ package mapsync
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -25,7 +26,7 @@ var (
 		for ifindex := 1; ifindex <= 4; ifindex++ {
 			for _, dir := range []bpf.Direction{bpf.Ingress, bpf.Egress} {
 				for _, peer := range peerAddrs {
-					for _, pp := range [][2]uint16{{80, 6}, {443, 6}, {80, 17}} {
+					for _, pp := range [][2]uint16{{80, 6}, {443, 6}, {80, 17}, {1500, 6}, {40000, 6}} {
 						out = append(out, flow{ifindex: ifindex, dir: dir, peer: peer, port: pp[0], proto: uint8(pp[1])})
 					}
 				}
@@ -33,7 +34,7 @@ var (
 		}
 		for n := byte(1); n <= 3; n++ {
 			for _, peer := range peerAddrs {
-				for _, port := range []uint16{80, 443} {
+				for _, port := range []uint16{80, 443, 40000} {
 					out = append(out, flow{proxy: true, src: ip(n), peer: peer, port: port})
 				}
 			}
@@ -97,8 +98,8 @@ func checkOrder(t *testing.T, have State, want Want) {
 			}
 			if a.present && a != before[i].a && a != after[i].a {
 				// Judged with identities neither state gives the flow.
-				if decide(have.Policies, ep, dirOf(fl), a.peer, fl.port, protoOf(fl)) ||
-					decide(final.Policies, ep, dirOf(fl), a.peer, fl.port, protoOf(fl)) {
+				if decide(have, ep, dirOf(fl), a.peer, fl.port, protoOf(fl)) ||
+					decide(final, ep, dirOf(fl), a.peer, fl.port, protoOf(fl)) {
 					continue
 				}
 			}
@@ -135,6 +136,9 @@ func checkFinal(t *testing.T, have State, want Want, final State) {
 	}
 	if fmt.Sprint(final.Policies) != fmt.Sprint(want.Policies) && len(final.Policies)+len(want.Policies) > 0 {
 		t.Errorf("policies %v, want %v", final.Policies, want.Policies)
+	}
+	if fmt.Sprint(final.Ranges) != fmt.Sprint(want.Ranges) && len(final.Ranges)+len(want.Ranges) > 0 {
+		t.Errorf("port ranges %v, want %v", final.Ranges, want.Ranges)
 	}
 	if len(final.Endpoints) != len(want.Pods) {
 		t.Errorf("endpoints %v, want pods %v", final.Endpoints, want.Pods)
@@ -216,6 +220,28 @@ func genPolicies(r *rand.Rand) map[bpf.PolicyKey]bpf.Verdict {
 	return out
 }
 
+// genRanges gives port ranges (normalized, as the agent writes them) that
+// overlap each other and the hash's ports: 1024-65535 (the ephemeral
+// ports), 1000-3001 (unaligned), 40000 alone, 0-65535 as one block.
+func genRanges(r *rand.Rand) map[bpf.PortRangeKey]bpf.Verdict {
+	out := map[bpf.PortRangeKey]bpf.Verdict{}
+	for range r.IntN(5) {
+		rng := [][2]uint16{{1024, 65535}, {1000, 3001}, {40000, 40000}, {32768, 49151}, {0, 65535}, {80, 443}}[r.IntN(6)]
+		base := bpf.PortRangeKey{Endpoint: genIDs[r.IntN(3)], Peer: genPeers[r.IntN(len(genPeers))],
+			Proto: []uint8{6, 17}[r.IntN(2)], Dir: bpf.Direction(r.IntN(2))}
+		v := []bpf.Verdict{bpf.Allow, bpf.Allow, bpf.Deny}[r.IntN(3)]
+		for _, b := range bpf.PortBlocks(rng[0], rng[1]) {
+			k := base
+			k.Block = b
+			if out[k] != bpf.Deny {
+				out[k] = v
+			}
+		}
+	}
+	bpf.NormalizeRanges(out)
+	return out
+}
+
 func genPods(r *rand.Rand) []Pod {
 	var out []Pod
 	used := map[[4]byte]bool{}
@@ -240,8 +266,8 @@ func genPods(r *rand.Rand) []Pod {
 // generate gives a state the maps hold (as a previous plan left it, with
 // revisions) and a wanted state: independent, or a few changes away.
 func generate(r *rand.Rand) (State, Want) {
-	old := Want{Identities: genIdentities(r), Policies: genPolicies(r), Pods: genPods(r)}
-	have := clone(State{Identities: old.Identities, Policies: old.Policies})
+	old := Want{Identities: genIdentities(r), Policies: genPolicies(r), Ranges: genRanges(r), Pods: genPods(r)}
+	have := clone(State{Identities: old.Identities, Policies: old.Policies, Ranges: old.Ranges})
 	for _, p := range old.Pods {
 		ep := bpf.Endpoint{IP: p.IP, Identity: p.Identity, Flags: p.Flags, PolicyRevision: uint32(r.IntN(3))}
 		have.Endpoints[p.Ifindex] = ep
@@ -250,9 +276,10 @@ func generate(r *rand.Rand) (State, Want) {
 		}
 	}
 	if r.IntN(2) == 0 {
-		return have, Want{Identities: genIdentities(r), Policies: genPolicies(r), Pods: genPods(r)}
+		return have, Want{Identities: genIdentities(r), Policies: genPolicies(r), Ranges: genRanges(r), Pods: genPods(r)}
 	}
-	want := Want{Identities: map[netip.Prefix]bpf.Identity{}, Policies: map[bpf.PolicyKey]bpf.Verdict{}, Pods: append([]Pod(nil), old.Pods...)}
+	want := Want{Identities: map[netip.Prefix]bpf.Identity{}, Policies: map[bpf.PolicyKey]bpf.Verdict{},
+		Ranges: maps.Clone(old.Ranges), Pods: append([]Pod(nil), old.Pods...)}
 	for k, v := range old.Identities {
 		want.Identities[k] = v
 	}
@@ -260,7 +287,24 @@ func generate(r *rand.Rand) (State, Want) {
 		want.Policies[k] = v
 	}
 	for range r.IntN(4) + 1 {
-		switch r.IntN(5) {
+		switch r.IntN(7) {
+		case 5:
+			for k, v := range genRanges(r) {
+				if want.Ranges[k] != bpf.Deny {
+					want.Ranges[k] = v
+				}
+			}
+			bpf.NormalizeRanges(want.Ranges)
+		case 6:
+			for k := range want.Ranges {
+				if r.IntN(2) == 0 {
+					delete(want.Ranges, k)
+				} else {
+					want.Ranges[k] = 3 - want.Ranges[k] // allow ↔ deny
+				}
+				break
+			}
+			bpf.NormalizeRanges(want.Ranges)
 		case 0:
 			for k, v := range genIdentities(r) {
 				want.Identities[k] = v

@@ -46,10 +46,13 @@ const (
 	DeleteEndpoint
 	PutLocalEndpoint
 	DeleteLocalEndpoint
+	PutPortRanges
+	DeletePortRanges
 )
 
 // Op is one write of a plan. Which fields are set depends on Kind: Keys
-// (and Verdicts) for policy entries — a batch, in no particular order, whose
+// (and Verdicts) for policy entries, RangeKeys (and Verdicts) for port
+// range entries — a batch, in no particular order, whose
 // entries all restrict or all relax —, Prefix (and Identity) for the identity
 // map, Ifindex (and Endpoint) for endpoints, Endpoint.IP (or IP) and
 // NetnsCookie for local endpoints.
@@ -57,6 +60,7 @@ type Op struct {
 	Phase       Phase
 	Kind        OpKind
 	Keys        []bpf.PolicyKey
+	RangeKeys   []bpf.PortRangeKey
 	Verdicts    []bpf.Verdict
 	Prefix      netip.Prefix
 	Identity    bpf.Identity
@@ -108,7 +112,9 @@ func attributionOf(ids map[netip.Prefix]bpf.Identity, eps []bpf.Endpoint) attrib
 	return a
 }
 
-func (a attribution) live(k bpf.PolicyKey) bool { return a.endpoints[k.Endpoint] && a.peers[k.Peer] }
+func (a attribution) live(endpoint, peer bpf.Identity) bool {
+	return a.endpoints[endpoint] && a.peers[peer]
+}
 
 // NewPlan computes the writes that bring the maps from have to want, in an
 // order where no intermediate state allows a flow that neither have nor the
@@ -140,6 +146,16 @@ func NewPlan(have State, want Want) Plan {
 			revoked[k.Endpoint] = true
 		}
 	}
+	for k, v := range want.Ranges {
+		if hv, ok := have.Ranges[k]; ok && hv != v {
+			revoked[k.Endpoint] = true
+		}
+	}
+	for k := range have.Ranges {
+		if _, ok := want.Ranges[k]; !ok {
+			revoked[k.Endpoint] = true
+		}
+	}
 
 	// The final endpoints and local endpoints.
 	final := make(map[int]bpf.Endpoint, len(want.Pods))
@@ -168,59 +184,37 @@ func NewPlan(have State, want Want) Plan {
 	}
 	before, after := attributionOf(have.Identities, oldEps), attributionOf(want.Identities, newEps)
 
-	// Policy entries: each change with its phase, then one put and one
-	// delete batch per phase. A batch's entries are in no particular order:
-	// they all move the same way (Op.Keys), and sorting tens of thousands of
-	// them would cost more than writing them.
-	type change struct {
-		k     bpf.PolicyKey
-		v     bpf.Verdict // 0: delete
-		phase Phase
-	}
-	phaseOf := func(k bpf.PolicyKey, old, new bpf.Verdict) Phase {
+	// Policy entries and port range entries: each change with its phase,
+	// then one put and one delete batch per phase and map.
+	phaseOf := func(endpoint, peer bpf.Identity, old, new bpf.Verdict) Phase {
 		switch {
-		case !before.live(k):
+		case !before.live(endpoint, peer):
 			return Restrict // inert until the switch
-		case !after.live(k):
+		case !after.live(endpoint, peer):
 			return Relax // inert after the switch
 		case restricts(old, new):
 			return Restrict
 		}
 		return Relax
 	}
-	changes := make([]change, 0, len(want.Policies))
-	var puts, dels [Finalize + 1]int
-	for k, v := range want.Policies {
-		if hv, ok := have.Policies[k]; !ok || hv != v {
-			c := change{k, v, phaseOf(k, effective(hv), effective(v))}
-			changes = append(changes, c)
-			puts[c.phase]++
-		}
-	}
-	for k, hv := range have.Policies {
-		if _, ok := want.Policies[k]; !ok {
-			c := change{k, 0, phaseOf(k, effective(hv), 0)}
-			changes = append(changes, c)
-			dels[c.phase]++
-		}
-	}
+	policyOps := planEntries(have.Policies, want.Policies, func(k bpf.PolicyKey, old, new bpf.Verdict) Phase {
+		return phaseOf(k.Endpoint, k.Peer, old, new)
+	})
+	rangeOps := planEntries(have.Ranges, want.Ranges, func(k bpf.PortRangeKey, old, new bpf.Verdict) Phase {
+		return phaseOf(k.Endpoint, k.Peer, old, new)
+	})
 	for _, ph := range []Phase{Restrict, Relax} {
-		put := Op{Phase: ph, Kind: PutPolicies, Keys: make([]bpf.PolicyKey, 0, puts[ph]), Verdicts: make([]bpf.Verdict, 0, puts[ph])}
-		del := Op{Phase: ph, Kind: DeletePolicies, Keys: make([]bpf.PolicyKey, 0, dels[ph])}
-		for _, c := range changes {
-			switch {
-			case c.phase != ph:
-			case c.v == 0:
-				del.Keys = append(del.Keys, c.k)
-			default:
-				put.Keys, put.Verdicts = append(put.Keys, c.k), append(put.Verdicts, c.v)
-			}
+		if b := policyOps[ph]; len(b.put) > 0 {
+			add(Op{Phase: ph, Kind: PutPolicies, Keys: b.put, Verdicts: b.verdicts})
 		}
-		if len(put.Keys) > 0 {
-			add(put)
+		if b := policyOps[ph]; len(b.del) > 0 {
+			add(Op{Phase: ph, Kind: DeletePolicies, Keys: b.del})
 		}
-		if len(del.Keys) > 0 {
-			add(del)
+		if b := rangeOps[ph]; len(b.put) > 0 {
+			add(Op{Phase: ph, Kind: PutPortRanges, RangeKeys: b.put, Verdicts: b.verdicts})
+		}
+		if b := rangeOps[ph]; len(b.del) > 0 {
+			add(Op{Phase: ph, Kind: DeletePortRanges, RangeKeys: b.del})
 		}
 	}
 
@@ -233,6 +227,33 @@ func NewPlan(have State, want Want) Plan {
 		p.Ops = append(p.Ops, ops[ph]...)
 	}
 	return p
+}
+
+// batch is the entries of one map one phase puts and deletes.
+type batch[K comparable] struct {
+	put, del []K
+	verdicts []bpf.Verdict
+}
+
+// planEntries sorts each change of a map's entries into the phase phaseOf
+// gives it. A batch's entries are in no particular order: they all move
+// the same way, and sorting tens of thousands of them would cost more than
+// writing them.
+func planEntries[K comparable](have, want map[K]bpf.Verdict, phaseOf func(k K, old, new bpf.Verdict) Phase) map[Phase]*batch[K] {
+	out := map[Phase]*batch[K]{Restrict: {}, Relax: {}}
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			b := out[phaseOf(k, effective(hv), effective(v))]
+			b.put, b.verdicts = append(b.put, k), append(b.verdicts, v)
+		}
+	}
+	for k, hv := range have {
+		if _, ok := want[k]; !ok {
+			b := out[phaseOf(k, effective(hv), 0)]
+			b.del = append(b.del, k)
+		}
+	}
+	return out
 }
 
 // planEndpoints: gone endpoints and new ones at the switch; an endpoint

@@ -279,6 +279,7 @@ func TestApply(t *testing.T) {
 // TestRead: the listings become a State; an error names the map.
 func TestRead(t *testing.T) {
 	s := base().have
+	s.Ranges = map[bpf.PortRangeKey]bpf.Verdict{{Endpoint: 300, Peer: 301, Proto: 6, Block: bpf.PortBlock{Port: 1024, Bits: 6}}: bpf.Allow}
 	got, err := Read(newFake(s))
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 type Reader interface {
 	Identities() (map[netip.Prefix]bpf.Identity, error)
 	Policies() (map[bpf.PolicyKey]bpf.Verdict, error)
+	PortRanges() (map[bpf.PortRangeKey]bpf.Verdict, error)
 	Endpoints() (map[int]bpf.Endpoint, error)
 	LocalEndpoints() (map[[4]byte]bpf.Endpoint, map[[4]byte]uint64, error)
 }
@@ -22,6 +23,8 @@ type Writer interface {
 	DeleteIdentity(prefix netip.Prefix) error
 	PutPolicies(keys []bpf.PolicyKey, verdicts []bpf.Verdict) error
 	DeletePolicies(keys []bpf.PolicyKey) error
+	PutPortRanges(keys []bpf.PortRangeKey, verdicts []bpf.Verdict) error
+	DeletePortRanges(keys []bpf.PortRangeKey) error
 	PutEndpoint(ifindex int, ep bpf.Endpoint) error
 	DeleteEndpoint(ifindex int) error
 	PutLocalEndpoint(ep bpf.Endpoint, netnsCookie uint64) error
@@ -49,6 +52,7 @@ type LocalEndpoint struct {
 type State struct {
 	Identities     map[netip.Prefix]bpf.Identity
 	Policies       map[bpf.PolicyKey]bpf.Verdict
+	Ranges         map[bpf.PortRangeKey]bpf.Verdict
 	Endpoints      map[int]bpf.Endpoint
 	LocalEndpoints map[[4]byte]LocalEndpoint
 }
@@ -62,6 +66,9 @@ func Read(r Reader) (State, error) {
 	}
 	if s.Policies, err = r.Policies(); err != nil {
 		return State{}, fmt.Errorf("read the policy map: %w", err)
+	}
+	if s.Ranges, err = r.PortRanges(); err != nil {
+		return State{}, fmt.Errorf("read the port range map: %w", err)
 	}
 	if s.Endpoints, err = r.Endpoints(); err != nil {
 		return State{}, fmt.Errorf("read the endpoint map: %w", err)
@@ -92,5 +99,10 @@ type Pod struct {
 type Want struct {
 	Identities map[netip.Prefix]bpf.Identity
 	Policies   map[bpf.PolicyKey]bpf.Verdict
-	Pods       []Pod
+	// Ranges must be normalized (bpf.NormalizeRanges): no allow block
+	// inside a deny block of its group. Then, as in the hash, adding a deny
+	// or removing an allow only restricts and the reverse only relaxes,
+	// which is what the plan's order relies on.
+	Ranges map[bpf.PortRangeKey]bpf.Verdict
+	Pods   []Pod
 }

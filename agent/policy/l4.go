@@ -18,11 +18,6 @@ import (
 // expanded) and then applied to every local endpoint it selects; named ports
 // resolve per endpoint (ingress) or per peer (egress).
 
-// MaxPortRange is the widest endPort range expanded into single-port
-// entries; a wider one (other than every port) is reported and allows
-// nothing (denies every port of its protocol).
-const MaxPortRange = 1024
-
 // compiledPolicy is a model policy ready to apply to endpoints.
 type compiledPolicy struct {
 	pol *ir.Policy
@@ -62,11 +57,15 @@ type portSpec struct {
 	pp    []portProto
 }
 
-// portProto is a destination port (0 = any) and protocol (0 = any).
+// portProto is a destination port (0 = any) or the range port..end (end
+// 0: the single port), and a protocol (0 = any).
 type portProto struct {
-	port  uint16
-	proto uint8
+	port, end uint16
+	proto     uint8
 }
+
+// last is the range's last port (port for a single port).
+func (pp portProto) last() uint16 { return max(pp.port, pp.end) }
 
 // peerSet is a set of peers: identities, or every peer.
 type peerSet struct {
@@ -311,18 +310,12 @@ func (t *translator) portSpec(src ir.ResourceRef, cr *compiledRule, deny bool, f
 	case last < first:
 		degrade(&cr.diags, src, ir.FallbackMatchNothing, field+".endPort", "endPort %d is below port %d; the port matches nothing", last, first)
 		return portSpec{}, false
-	case last-first+1 > MaxPortRange && deny:
-		degrade(&cr.diags, src, ir.FallbackMatchMore, field+".endPort", "range %d-%d is wider than the %d ports the agent expands; denied on every port", first, last, MaxPortRange)
-		return every, true
-	case last-first+1 > MaxPortRange:
-		degrade(&cr.diags, src, ir.FallbackMatchNothing, field+".endPort", "range %d-%d is wider than the %d ports the agent expands; it matches nothing", first, last, MaxPortRange)
-		return portSpec{}, false
+	case last == first:
+		return portSpec{pp: []portProto{{port: uint16(first), proto: proto}}}, true
 	}
-	s := portSpec{pp: make([]portProto, 0, last-first+1)}
-	for port := first; port <= last; port++ {
-		s.pp = append(s.pp, portProto{port: uint16(port), proto: proto})
-	}
-	return s, true
+	// Held exactly, whatever its width: prefix-aligned blocks in the port
+	// range trie (bpf.PortBlocks).
+	return portSpec{pp: []portProto{{port: uint16(first), end: uint16(last), proto: proto}}}, true
 }
 
 // resolve is the ports of a product on a pod with podPorts (nil: named
@@ -354,10 +347,10 @@ func resolve(specs [][]portSpec, podPorts []NamedPort) []portProto {
 	return out
 }
 
-// intersectPorts is the ports in both lists (0 matches any port or
-// protocol).
+// intersectPorts is the ports in both lists (port 0 matches any port,
+// protocol 0 any protocol; ranges meet in their common ports).
 func intersectPorts(a, b []portProto) []portProto {
-	meet := func(x, y uint16) (uint16, bool) {
+	meetProto := func(x, y uint8) (uint8, bool) {
 		switch {
 		case x == 0:
 			return y, true
@@ -370,9 +363,27 @@ func intersectPorts(a, b []portProto) []portProto {
 	var out []portProto
 	for _, x := range a {
 		for _, y := range b {
-			port, ok1 := meet(x.port, y.port)
-			proto, ok2 := meet(uint16(x.proto), uint16(y.proto))
-			if pp := (portProto{port: port, proto: uint8(proto)}); ok1 && ok2 && !seen[pp] {
+			proto, ok := meetProto(x.proto, y.proto)
+			if !ok {
+				continue
+			}
+			pp := portProto{proto: proto}
+			switch {
+			case x.port == 0:
+				pp.port, pp.end = y.port, y.end
+			case y.port == 0:
+				pp.port, pp.end = x.port, x.end
+			default:
+				lo, hi := max(x.port, y.port), min(x.last(), y.last())
+				if lo > hi {
+					continue
+				}
+				pp.port = lo
+				if hi > lo {
+					pp.end = hi
+				}
+			}
+			if !seen[pp] {
 				seen[pp] = true
 				out = append(out, pp)
 			}
@@ -577,23 +588,39 @@ func (t *translator) egress(pol *IdentityPolicy, self bpf.Identity, p product, v
 	}
 }
 
-// put writes the entries of a product for one port. A deny is never
-// replaced by an allow of the same key (deny wins).
+// put writes the entries of a product for one port or range. A deny is
+// never replaced by an allow of the same key (deny wins; an allow block
+// inside a deny block goes when the endpoint's entries are complete,
+// bpf.NormalizeRanges).
 func put(pol *IdentityPolicy, self bpf.Identity, peers peerSet, pp portProto, dir bpf.Direction, verdict bpf.Verdict) {
-	set := func(k bpf.PolicyKey) {
+	peerIDs := peers.ids
+	if peers.any {
+		peerIDs = []bpf.Identity{bpf.IdentityAny}
+	}
+	if pp.end > pp.port {
+		// The program looks ranges up with the packet's protocol only: a
+		// range of any protocol is one of each protocol with ports.
+		protos := []uint8{pp.proto}
+		if pp.proto == bpf.ProtoAny {
+			protos = []uint8{bpf.ProtoTCP, bpf.ProtoUDP, bpf.ProtoSCTP}
+		}
+		for _, id := range peerIDs {
+			for _, proto := range protos {
+				for _, b := range bpf.PortBlocks(pp.port, pp.end) {
+					k := bpf.PortRangeKey{Endpoint: self, Peer: id, Dir: dir, Proto: proto, Block: b}
+					if pol.Ranges[k] != bpf.Deny {
+						pol.Ranges[k] = verdict
+					}
+				}
+			}
+		}
+		return
+	}
+	for _, id := range peerIDs {
+		k := bpf.PolicyKey{Endpoint: self, Peer: id, Port: pp.port, Proto: pp.proto, Dir: dir}
 		if pol.Entries[k] != bpf.Deny {
 			pol.Entries[k] = verdict
 		}
-	}
-	k := bpf.PolicyKey{Endpoint: self, Port: pp.port, Proto: pp.proto, Dir: dir}
-	if peers.any {
-		k.Peer = bpf.IdentityAny
-		set(k)
-		return
-	}
-	for _, id := range peers.ids {
-		k.Peer = id
-		set(k)
 	}
 }
 
@@ -602,6 +629,11 @@ func unblock(pol *IdentityPolicy, blocked bpf.EndpointFlags) {
 	for k, v := range pol.Entries {
 		if v == bpf.Allow && (k.Dir == bpf.Ingress && blocked&bpf.EnforceIngress != 0 || k.Dir == bpf.Egress && blocked&bpf.EnforceEgress != 0) {
 			delete(pol.Entries, k)
+		}
+	}
+	for k, v := range pol.Ranges {
+		if v == bpf.Allow && (k.Dir == bpf.Ingress && blocked&bpf.EnforceIngress != 0 || k.Dir == bpf.Egress && blocked&bpf.EnforceEgress != 0) {
+			delete(pol.Ranges, k)
 		}
 	}
 }

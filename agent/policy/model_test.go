@@ -237,10 +237,15 @@ func TestIntersectPorts(t *testing.T) {
 	tests := map[string]struct {
 		a, b, want []portProto
 	}{
-		"any meets a port":             {[]portProto{{}}, []portProto{{80, 6}}, []portProto{{80, 6}}},
-		"any port of TCP meets 80/TCP": {[]portProto{{0, 6}}, []portProto{{80, 6}, {53, 17}}, []portProto{{80, 6}}},
-		"different ports":              {[]portProto{{80, 6}}, []portProto{{81, 6}}, nil},
-		"protocols differ":             {[]portProto{{0, 6}}, []portProto{{0, 17}}, nil},
+		"any meets a port":             {[]portProto{{}}, []portProto{{80, 0, 6}}, []portProto{{80, 0, 6}}},
+		"any port of TCP meets 80/TCP": {[]portProto{{0, 0, 6}}, []portProto{{80, 0, 6}, {53, 0, 17}}, []portProto{{80, 0, 6}}},
+		"different ports":              {[]portProto{{80, 0, 6}}, []portProto{{81, 0, 6}}, nil},
+		"protocols differ":             {[]portProto{{0, 0, 6}}, []portProto{{0, 0, 17}}, nil},
+		"ranges overlap":               {[]portProto{{1000, 3000, 6}}, []portProto{{2000, 5000, 6}}, []portProto{{2000, 3000, 6}}},
+		"range meets a port in it":     {[]portProto{{1024, 65535, 6}}, []portProto{{40000, 0, 6}}, []portProto{{40000, 0, 6}}},
+		"range meets a port outside":   {[]portProto{{1024, 65535, 6}}, []portProto{{80, 0, 6}}, nil},
+		"ranges touch in one port":     {[]portProto{{10, 20, 6}}, []portProto{{20, 30, 0}}, []portProto{{20, 0, 6}}},
+		"any port meets a range":       {[]portProto{{0, 0, 0}}, []portProto{{10, 20, 17}}, []portProto{{10, 20, 17}}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

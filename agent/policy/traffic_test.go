@@ -71,11 +71,11 @@ func TestTrafficPolicies(t *testing.T) {
 			spec: map[string]any{"action": "Deny", "ingress": []any{map[string]any{}}},
 			id:   idDB, flags: 0, want: []string{"ingress 0 0/0 deny"},
 		},
-		"a Deny range too wide to expand denies every port": {
+		"a Deny range wider than 1,024 ports denies exactly its ports": {
 			spec: map[string]any{"selector": web, "action": "Deny", "ingress": []any{map[string]any{
-				"ports": []any{map[string]any{"port": int64(1000), "endPort": int64(5000)}},
+				"ports": []any{map[string]any{"port": int64(1024), "endPort": int64(8191)}},
 			}}},
-			id: idWeb, flags: 0, want: []string{"ingress 0 0/6 deny"}, diag: "TrafficPolicy a/tp spec.ingress[0].ports[0].endPort: range 1000-5000",
+			id: idWeb, flags: 0, want: []string{"ingress 0 1024-2047/6 deny", "ingress 0 2048-4095/6 deny", "ingress 0 4096-8191/6 deny"},
 		},
 		"a Deny peer with an invalid selector denies every peer": {
 			spec: map[string]any{"selector": web, "action": "Deny", "ingress": []any{map[string]any{
@@ -84,11 +84,15 @@ func TestTrafficPolicies(t *testing.T) {
 			}}},
 			id: idWeb, flags: 0, want: []string{"ingress 0 22/6 deny"}, diag: "spec.ingress[0].peers[0].podSelector",
 		},
-		"an Allow range too wide allows nothing": {
-			spec: map[string]any{"selector": web, "action": "Allow", "ingress": []any{map[string]any{
-				"ports": []any{map[string]any{"port": int64(1000), "endPort": int64(5000)}},
+		"an Allow range inside a Deny range is dropped (deny wins in the trie)": {
+			spec: map[string]any{"selector": web, "action": "Deny", "ingress": []any{map[string]any{
+				"ports": []any{map[string]any{"port": int64(1024), "endPort": int64(2047)}},
 			}}},
-			id: idWeb, flags: bpf.EnforceIngress, want: nil, diag: "it matches nothing",
+			policies: []*networkingv1.NetworkPolicy{np("allow", "web", func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
+					port(intstr.FromInt32(1536), corev1.ProtocolTCP, i32(1791)), port(intstr.FromInt32(2048), corev1.ProtocolTCP, i32(2049))}}}
+			})},
+			id: idWeb, flags: bpf.EnforceIngress, want: []string{"ingress 0 1024-2047/6 deny", "ingress 0 2048-2049/6 allow"},
 		},
 	}
 	for name, tc := range tests {
@@ -126,10 +130,11 @@ func TestTrafficPolicies(t *testing.T) {
 	}
 }
 
-// TestDenyUnionForSharedIdentity: pods of one identity that policies treat
-// differently get the intersection of their allows and the union of their
-// denies (a deny lost would allow what a policy denies).
-func TestDenyUnionForSharedIdentity(t *testing.T) {
+// TestDenyForSharedIdentity: a Deny selecting one pod of an identity by a
+// label identities keep (track) denies for that pod; with endpoint keys
+// the other pod of the identity keeps its own entries; without, both get
+// the union of the denies (a deny lost would allow what a policy denies).
+func TestDenyForSharedIdentity(t *testing.T) {
 	in := testInput()
 	in.Endpoints = append(in.Endpoints, Endpoint{Namespace: "a", Name: "web-canary",
 		Labels: map[string]string{"app": "web", "track": "canary"}, Identity: idWeb})
@@ -145,8 +150,17 @@ func TestDenyUnionForSharedIdentity(t *testing.T) {
 	if diff := cmp.Diff(want, entries(res.Identities[idWeb])); diff != "" {
 		t.Errorf("entries (-want +got):\n%s", diff)
 	}
-	if len(res.Diagnostics) == 0 || !strings.Contains(res.Diagnostics[0].Message, "share identity") {
+	if len(res.Diagnostics) == 0 || !strings.Contains(res.Diagnostics[0].Message, "no endpoint key") {
 		t.Errorf("the difference is not reported: %v", res.Diagnostics)
+	}
+
+	in.Endpoints[0].Key, in.Endpoints[2].Key = bpf.EndpointKey(3), bpf.EndpointKey(4)
+	res = Translate(in)
+	if diff := cmp.Diff([]string{"ingress 0 80/6 allow"}, entries(res.Identities[bpf.EndpointKey(3)])); diff != "" {
+		t.Errorf("web-1 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, entries(res.Identities[bpf.EndpointKey(4)])); diff != "" {
+		t.Errorf("web-canary (-want +got):\n%s", diff)
 	}
 }
 

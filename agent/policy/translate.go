@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 
@@ -16,8 +17,7 @@ type translator struct {
 	cidrs map[netip.Prefix]bpf.Identity
 }
 
-// Translate computes the policy of every local endpoint identity, in two
-// steps: every NetworkPolicy and TrafficPolicy becomes an ir.Policy
+// Translate computes the policy of every local endpoint, in two steps: every NetworkPolicy and TrafficPolicy becomes an ir.Policy
 // (model.go), and the models become map entries (l4.go).
 func Translate(in Input) *Result {
 	if in.CIDRs == nil {
@@ -48,7 +48,7 @@ func Translate(in Input) *Result {
 
 	perEndpoint := make([]*IdentityPolicy, len(in.Endpoints))
 	for i := range in.Endpoints {
-		perEndpoint[i] = &IdentityPolicy{Entries: map[bpf.PolicyKey]bpf.Verdict{}}
+		perEndpoint[i] = &IdentityPolicy{Entries: map[bpf.PolicyKey]bpf.Verdict{}, Ranges: map[bpf.PortRangeKey]bpf.Verdict{}}
 	}
 	blocked := make([]bpf.EndpointFlags, len(in.Endpoints))
 	var diags []Diagnostic
@@ -64,47 +64,95 @@ func Translate(in Input) *Result {
 		unblock(perEndpoint[i], blocked[i])
 		t.defaults(ep, perEndpoint[i])
 	}
-	res := &Result{Identities: map[bpf.Identity]*IdentityPolicy{}, CIDRs: t.cidrs}
-	// Endpoints of one identity share entries: they get the intersection
-	// of their allows and the union of their denies.
+	for _, pol := range perEndpoint {
+		bpf.NormalizeRanges(pol.Ranges)
+	}
+	res := &Result{Identities: map[bpf.Identity]*IdentityPolicy{}, EndpointKeys: make([]bpf.Identity, len(in.Endpoints)), CIDRs: t.cidrs}
+	// Endpoints of one identity share its entries when policy treats them
+	// all alike (the common case: a Deployment's pods). When it does not —
+	// a selector on a label identities leave out (identity.IgnoredLabel:
+	// statefulset.kubernetes.io/pod-name, pod-template-hash, …), named
+	// ports that differ, a pod with a sidecar — each of them gets entries
+	// of its own under its endpoint key: exactly its own allows and denies.
 	byID := map[bpf.Identity][]int{}
 	for i, ep := range in.Endpoints {
 		byID[ep.Identity] = append(byID[ep.Identity], i)
 	}
 	for id, idx := range byID {
-		merged := perEndpoint[idx[0]]
+		alike := true
 		for _, i := range idx[1:] {
-			other := perEndpoint[i]
-			differ := merged.Flags != other.Flags || len(merged.Entries) != len(other.Entries)
-			out := &IdentityPolicy{Flags: merged.Flags | other.Flags, Entries: map[bpf.PolicyKey]bpf.Verdict{}}
-			for k, v := range merged.Entries {
-				ov, ok := other.Entries[k]
-				if !ok || ov != v {
-					differ = true
-				}
-				if ok && ov == v || v == bpf.Deny {
-					out.Entries[k] = v
-				}
-			}
-			for k, v := range other.Entries {
-				if v == bpf.Deny && merged.Entries[k] != bpf.Deny {
-					out.Entries[k] = v
-					differ = true
-				}
-			}
-			if differ {
-				a, b := in.Endpoints[idx[0]], in.Endpoints[i]
-				res.Diagnostics = append(res.Diagnostics, Diagnostic{Severity: Warning, Namespace: a.Namespace, Name: "*",
-					Field: "spec", Message: fmt.Sprintf("pods %s and %s share identity %d but policies treat them differently "+
-						"(named ports or labels left out of identities); both get only what both are allowed", a.Name, b.Name, id)})
-			}
-			merged = out
+			alike = alike && samePolicy(perEndpoint[idx[0]], perEndpoint[i])
 		}
-		res.Identities[id] = merged
+		if alike {
+			res.Identities[id] = perEndpoint[idx[0]]
+			for _, i := range idx {
+				res.EndpointKeys[i] = id
+			}
+			continue
+		}
+		for _, i := range idx {
+			key := in.Endpoints[i].Key
+			if key == 0 {
+				// No key of its own given: the shared entries, allowing only
+				// what every pod of the identity is allowed.
+				res.Diagnostics = append(res.Diagnostics, Diagnostic{Severity: Warning, Namespace: in.Endpoints[i].Namespace,
+					Name: in.Endpoints[i].Name, Field: "spec", Message: fmt.Sprintf("pods of identity %d are treated differently by "+
+						"policy and this one has no endpoint key; it gets only what every pod of the identity is allowed", id)})
+				res.Identities[id] = intersect(res.Identities[id], perEndpoint[i])
+				res.EndpointKeys[i] = id
+				continue
+			}
+			res.Identities[key] = rekey(perEndpoint[i], key)
+			res.EndpointKeys[i] = key
+		}
 	}
 	res.Diagnostics = append(diags, res.Diagnostics...)
 	sort.SliceStable(res.Diagnostics, func(i, j int) bool { return res.Diagnostics[i].String() < res.Diagnostics[j].String() })
 	return res
+}
+
+// samePolicy reports whether two endpoints' policies are the same.
+func samePolicy(a, b *IdentityPolicy) bool {
+	return a.Flags == b.Flags && maps.Equal(a.Entries, b.Entries) && maps.Equal(a.Ranges, b.Ranges)
+}
+
+// rekey is a policy with its entries under key instead of the identity.
+func rekey(pol *IdentityPolicy, key bpf.Identity) *IdentityPolicy {
+	out := &IdentityPolicy{Flags: pol.Flags, Entries: make(map[bpf.PolicyKey]bpf.Verdict, len(pol.Entries)),
+		Ranges: make(map[bpf.PortRangeKey]bpf.Verdict, len(pol.Ranges))}
+	for k, v := range pol.Entries {
+		k.Endpoint = key
+		out.Entries[k] = v
+	}
+	for k, v := range pol.Ranges {
+		k.Endpoint = key
+		out.Ranges[k] = v
+	}
+	return out
+}
+
+// intersect is what two endpoints sharing entries may get: the union of
+// their isolation and denies, the allows both have (key by key: an allow
+// block one of them lacks goes, which only denies more).
+func intersect(a, b *IdentityPolicy) *IdentityPolicy {
+	if a == nil {
+		return b
+	}
+	out := &IdentityPolicy{Flags: a.Flags | b.Flags, Entries: map[bpf.PolicyKey]bpf.Verdict{}, Ranges: map[bpf.PortRangeKey]bpf.Verdict{}}
+	for _, p := range []*IdentityPolicy{a, b} {
+		for k, v := range p.Entries {
+			if v == bpf.Deny || a.Entries[k] == v && b.Entries[k] == v {
+				out.Entries[k] = v
+			}
+		}
+		for k, v := range p.Ranges {
+			if v == bpf.Deny || a.Ranges[k] == v && b.Ranges[k] == v {
+				out.Ranges[k] = v
+			}
+		}
+	}
+	bpf.NormalizeRanges(out.Ranges)
+	return out
 }
 
 // defaults adds the entries every isolated endpoint gets.

@@ -78,6 +78,10 @@ func entries(p *IdentityPolicy) []string {
 	for k, v := range p.Entries {
 		out = append(out, fmt.Sprintf("%s %d %d/%d %s", k.Dir, k.Peer, k.Port, k.Proto, v))
 	}
+	// Port range blocks as "first-last" (a one-port block as its port).
+	for k, v := range p.Ranges {
+		out = append(out, fmt.Sprintf("%s %d %s/%d %s", k.Dir, k.Peer, k.Block, k.Proto, v))
+	}
 	sort.Strings(out)
 	return out
 }
@@ -170,7 +174,24 @@ func TestTranslate(t *testing.T) {
 				}}
 			})},
 			id: idDB, flags: bpf.EnforceIngress,
-			want: []string{"ingress 300 7000/17 allow", "ingress 300 7001/17 allow", "ingress 300 7002/17 allow"},
+			want: []string{"ingress 300 7000-7001/17 allow", "ingress 300 7002/17 allow"},
+		},
+		"endPort 1024-65535 (ephemeral ports) is held exactly": {
+			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: podSel("web")}},
+					Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromInt32(1024), corev1.ProtocolTCP, i32(65535))},
+				}}
+			})},
+			id: idDB, flags: bpf.EnforceIngress,
+			want: []string{"ingress 300 1024-2047/6 allow", "ingress 300 16384-32767/6 allow", "ingress 300 2048-4095/6 allow",
+				"ingress 300 32768-65535/6 allow", "ingress 300 4096-8191/6 allow", "ingress 300 8192-16383/6 allow"},
+		},
+		"endPort equal to port is a single port": {
+			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromInt32(8080), corev1.ProtocolTCP, i32(8080))}}}
+			})},
+			id: idDB, flags: bpf.EnforceIngress, want: []string{"ingress 0 8080/6 allow"},
 		},
 		"endPort over the whole range is any port": {
 			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
@@ -178,11 +199,15 @@ func TestTranslate(t *testing.T) {
 			})},
 			id: idDB, flags: bpf.EnforceIngress, want: []string{"ingress 0 0/6 allow"},
 		},
-		"too wide endPort is reported and denies": {
+		"a range wider than 1,024 ports (denied before: the review defect)": {
 			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
-				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromInt32(1000), corev1.ProtocolTCP, i32(40000))}}}
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromInt32(1000), corev1.ProtocolTCP, i32(3001))}}}
 			})},
-			id: idDB, flags: bpf.EnforceIngress, want: nil, diag: "wider than",
+			id: idDB, flags: bpf.EnforceIngress,
+			want: []string{"ingress 0 1000-1007/6 allow", "ingress 0 1008-1023/6 allow", "ingress 0 1024-2047/6 allow",
+				"ingress 0 2048-2559/6 allow", "ingress 0 2560-2815/6 allow", "ingress 0 2816-2943/6 allow",
+				"ingress 0 2944-2975/6 allow", "ingress 0 2976-2991/6 allow", "ingress 0 2992-2999/6 allow",
+				"ingress 0 3000-3001/6 allow"},
 		},
 		"namespaceSelector": {
 			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
@@ -314,9 +339,11 @@ func TestTranslate(t *testing.T) {
 	}
 }
 
-// TestSharedIdentityIntersection: two pods of one identity whose named port
-// differs get only what both are allowed, and it is reported.
-func TestSharedIdentityIntersection(t *testing.T) {
+// TestSharedIdentityNamedPorts: two pods of one identity whose named port
+// differs each get their own entries under their endpoint key, exactly
+// what each is allowed; without endpoint keys, only what both are
+// allowed, reported.
+func TestSharedIdentityNamedPorts(t *testing.T) {
 	in := testInput(np("p", "web", func(s *networkingv1.NetworkPolicySpec) {
 		s.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
 			port(intstr.FromString("http"), corev1.ProtocolTCP, nil), port(intstr.FromInt32(9000), corev1.ProtocolTCP, nil),
@@ -326,10 +353,81 @@ func TestSharedIdentityIntersection(t *testing.T) {
 		Identity: idWeb, Ports: []NamedPort{{Name: "http", Port: 8081, Proto: bpf.ProtoTCP}}})
 	res := Translate(in)
 	if diff := cmp.Diff([]string{"ingress 0 9000/6 allow"}, entries(res.Identities[idWeb])); diff != "" {
-		t.Errorf("entries (-want +got):\n%s", diff)
+		t.Errorf("without endpoint keys (-want +got):\n%s", diff)
 	}
-	if len(res.Diagnostics) != 1 || !strings.Contains(res.Diagnostics[0].Message, "share identity") {
+	if len(res.Diagnostics) != 2 || !strings.Contains(res.Diagnostics[0].Message, "no endpoint key") {
 		t.Errorf("diagnostics %v", res.Diagnostics)
+	}
+
+	for i := range in.Endpoints {
+		in.Endpoints[i].Key = bpf.EndpointKey(10 + i)
+	}
+	res = Translate(in)
+	if len(res.Diagnostics) != 0 {
+		t.Errorf("diagnostics %v", res.Diagnostics)
+	}
+	web1, web2 := bpf.EndpointKey(10), bpf.EndpointKey(12)
+	if diff := cmp.Diff([]bpf.Identity{web1, idDB, web2}, res.EndpointKeys); diff != "" {
+		t.Errorf("endpoint keys (-want +got):\n%s", diff)
+	}
+	for key, want := range map[bpf.Identity][]string{
+		web1: {"ingress 0 8080/6 allow", "ingress 0 9000/6 allow"},
+		web2: {"ingress 0 8081/6 allow", "ingress 0 9000/6 allow"},
+	} {
+		if diff := cmp.Diff(want, entries(res.Identities[key])); diff != "" {
+			t.Errorf("entries of %x (-want +got):\n%s", key, diff)
+		}
+		for k := range res.Identities[key].Entries {
+			if k.Endpoint != key {
+				t.Errorf("entry %+v is not under its endpoint key %x", k, key)
+			}
+		}
+	}
+	if _, shared := res.Identities[idWeb]; shared {
+		t.Errorf("identity %d still has shared entries", idWeb)
+	}
+}
+
+// TestSharedIdentityStatefulSet is the review defect: two pods of a
+// StatefulSet have one identity (statefulset.kubernetes.io/pod-name is
+// left out of identities), and policies select them by pod name. Each
+// gets exactly its own allows (before: the intersection, nothing).
+func TestSharedIdentityStatefulSet(t *testing.T) {
+	byName := func(name, pod string, p int32) *networkingv1.NetworkPolicy {
+		return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: name},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"statefulset.kubernetes.io/pod-name": pod}},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
+					port(intstr.FromInt32(p), corev1.ProtocolTCP, nil)}}},
+			}}
+	}
+	in := testInput(byName("to-db-0", "db-0", 5432), byName("to-db-1", "db-1", 1024))
+	in.Policies[1].Spec.Ingress[0].Ports[0].EndPort = i32(65535)
+	in.Endpoints = []Endpoint{
+		{Namespace: "a", Name: "db-0", Labels: map[string]string{"app": "db", "statefulset.kubernetes.io/pod-name": "db-0"}, Identity: idDB, Key: bpf.EndpointKey(7)},
+		{Namespace: "a", Name: "db-1", Labels: map[string]string{"app": "db", "statefulset.kubernetes.io/pod-name": "db-1"}, Identity: idDB, Key: bpf.EndpointKey(8)},
+		{Namespace: "a", Name: "db-2", Labels: map[string]string{"app": "db", "statefulset.kubernetes.io/pod-name": "db-2"}, Identity: idDB, Key: bpf.EndpointKey(9)},
+	}
+	res := Translate(in)
+	for key, want := range map[bpf.Identity][]string{
+		bpf.EndpointKey(7): {"ingress 0 5432/6 allow"},
+		bpf.EndpointKey(8): {"ingress 0 1024-2047/6 allow", "ingress 0 16384-32767/6 allow", "ingress 0 2048-4095/6 allow",
+			"ingress 0 32768-65535/6 allow", "ingress 0 4096-8191/6 allow", "ingress 0 8192-16383/6 allow"},
+		bpf.EndpointKey(9): nil,
+	} {
+		got := res.Identities[key]
+		if got == nil {
+			t.Fatalf("no entries under %x", key)
+		}
+		if diff := cmp.Diff(want, entries(got)); diff != "" {
+			t.Errorf("entries of %x (-want +got):\n%s", key, diff)
+		}
+		if wantFlags := map[bool]bpf.EndpointFlags{true: bpf.EnforceIngress, false: 0}[want != nil]; got.Flags != wantFlags {
+			t.Errorf("flags of %x = %b, want %b", key, got.Flags, wantFlags)
+		}
+	}
+	if diff := cmp.Diff([]bpf.Identity{bpf.EndpointKey(7), bpf.EndpointKey(8), bpf.EndpointKey(9)}, res.EndpointKeys); diff != "" {
+		t.Errorf("endpoint keys (-want +got):\n%s", diff)
 	}
 }
 

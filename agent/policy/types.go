@@ -24,6 +24,11 @@ type Endpoint struct {
 	Labels    map[string]string
 	Identity  bpf.Identity
 	Ports     []NamedPort
+	// Key is the key of its own policy entries (the agent gives
+	// bpf.EndpointKey of its host veth's ifindex), used when policies treat
+	// the pods of its identity differently; 0: it has none, and such pods
+	// share the entries every one of them is allowed.
+	Key bpf.Identity
 	// Redirected pods connect to the node proxy: when isolated for egress
 	// they get an allow entry to it (Input.ProxyPort).
 	Redirected bool
@@ -61,17 +66,27 @@ type Input struct {
 	ProxyPort uint16
 }
 
-// IdentityPolicy is what the maps hold for one endpoint identity.
+// IdentityPolicy is what the maps hold under one endpoint key: an identity
+// whose local pods all have the same policy, or one endpoint.
 type IdentityPolicy struct {
 	Flags   bpf.EndpointFlags
 	Entries map[bpf.PolicyKey]bpf.Verdict
+	// Ranges are the port ranges (endPort), as blocks of the port range
+	// map, normalized (bpf.NormalizeRanges).
+	Ranges map[bpf.PortRangeKey]bpf.Verdict
 }
 
 // Result is a translation.
 type Result struct {
-	// Identities are the policies of the local endpoints' identities; an
-	// identity with no flags and no entries is present too.
+	// Identities are the policies by endpoint key (PolicyKey.Endpoint): the
+	// local endpoints' identities, and the endpoint keys of pods that
+	// policies treat differently from others of their identity. A key with
+	// no flags and no entries is present too.
 	Identities map[bpf.Identity]*IdentityPolicy
+	// EndpointKeys are the keys the endpoints' entries are under (the
+	// value of their bpf.Endpoint.Identity), in the order of
+	// Input.Endpoints.
+	EndpointKeys []bpf.Identity
 	// CIDRs are the prefixes to write to the identity map.
 	CIDRs       map[netip.Prefix]bpf.Identity
 	Diagnostics []Diagnostic

@@ -62,6 +62,24 @@ struct policy_key {
 	__u8 dir;            /* DIR_* */
 };
 
+/* A block of destination ports in the port range trie: NetworkPolicy's
+ * endPort ranges are stored exactly as prefix-aligned power-of-two blocks of
+ * ports (the agent decomposes [port, endPort]), so that a range of any width
+ * costs at most 2 x 15 entries and one lookup per peer. The first 80 bits
+ * (endpoint, peer, direction, protocol) are always fixed; the port is in
+ * network order so that its leading bits are the trie's next bits. Single
+ * ports and "every port" stay in the nm_policy hash. */
+struct policy_range_key {
+	__u32 prefixlen;     /* POLICY_RANGE_FIXED_BITS + leading port bits */
+	__u32 ep_identity;   /* as policy_key */
+	__u32 peer_identity; /* as policy_key */
+	__u8 dir;
+	__u8 proto;
+	__be16 port;         /* first port of the block, network order */
+};
+
+#define POLICY_RANGE_FIXED_BITS 80
+
 /* A local pod by address: its endpoint and its network namespace's cookie
  * (what the redirection programs need to tell the node proxy's sockets bound
  * to the pod's address from the pod's own). */
@@ -84,6 +102,17 @@ struct {
 	__type(value, __u32); /* VERDICT_* */
 	__uint(max_entries, 65536);
 } nm_policy SEC(".maps");
+
+/* The longest block that contains the port decides, so the agent never
+ * stores an allow block inside a deny block of the same endpoint, peer,
+ * direction and protocol (it would hide the deny): deny still wins. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_range_key);
+	__type(value, __u32); /* VERDICT_* */
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} nm_policy_ranges SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -117,10 +146,26 @@ static __always_inline __u32 policy_lookup(__u32 ep, __u32 peer, __u16 port, __u
 	return v ? *v : 0;
 }
 
+/* The verdict of the longest port block containing port, or 0. */
+static __always_inline __u32 range_lookup(__u32 ep, __u32 peer, __u16 port, __u8 proto, __u8 dir)
+{
+	struct policy_range_key k = {
+		.prefixlen = POLICY_RANGE_FIXED_BITS + 16,
+		.ep_identity = ep,
+		.peer_identity = peer,
+		.dir = dir,
+		.proto = proto,
+		.port = bpf_htons(port),
+	};
+	__u32 *v = bpf_map_lookup_elem(&nm_policy_ranges, &k);
+
+	return v ? *v : 0;
+}
+
 /*
  * The policy decision for a new flow. Every key that could match is looked up
- * (peer or any peer) x (port+proto, any port, any proto), because a deny in a
- * wider entry must beat an allow in a narrower one.
+ * (peer or any peer) x (port+proto, port range+proto, any port, any proto),
+ * because a deny in a wider entry must beat an allow in a narrower one.
  */
 static __always_inline __u32 decide(const struct endpoint *ep, __u8 dir, __u32 peer, __u16 port, __u8 proto)
 {
@@ -133,6 +178,10 @@ static __always_inline __u32 decide(const struct endpoint *ep, __u8 dir, __u32 p
 
 		if (port) {
 			v = policy_lookup(ep->identity, peers[i], port, proto, dir);
+			if (v == VERDICT_DENY)
+				return REASON_DENIED_POLICY;
+			allowed |= v == VERDICT_ALLOW;
+			v = range_lookup(ep->identity, peers[i], port, proto, dir);
 			if (v == VERDICT_DENY)
 				return REASON_DENIED_POLICY;
 			allowed |= v == VERDICT_ALLOW;
