@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
 
@@ -28,6 +29,7 @@ var (
 	vsGVR = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}
 	drGVR = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}
 	npGVR = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}
+	tpGVR = schema.GroupVersionResource{Group: "nodemesh.io", Version: "v1alpha1", Resource: "trafficpolicies"}
 )
 
 // meshRunner stands in for a working nodemesh: it answers each command from
@@ -84,6 +86,15 @@ func (m *meshRunner) Exec(ctx context.Context, ns, pod, container string, cmd []
 		return strings.Join(lines, "\n") + "\n", "", nil
 	}
 	url := cmd[len(cmd)-1]
+	blocked := func() (string, string, error) {
+		return "000", "curl: (28) Connection timed out after 2001 milliseconds", errors.New("command terminated with exit code 28")
+	}
+	if strings.Contains(url, e.Pods["echo-other-node"].IP+":") && optedIn && strings.HasPrefix(pod, "client") && exists(tpGVR, "deny-client-to-echo-other-node") {
+		return blocked()
+	}
+	if strings.Contains(url, e.Pods["echo-plain"].IP+":") && optedIn && strings.HasPrefix(pod, "client") && exists(npGVR, "client-egress-dns-and-echo") {
+		return blocked()
+	}
 	if strings.Contains(url, e.Pods["echo-other-node"].IP+":") && exists(npGVR, "deny-echo-other-node") {
 		return "000", "curl: (28) Connection timed out after 2001 milliseconds", errors.New("command terminated with exit code 28")
 	}
@@ -116,7 +127,7 @@ func readyPods(ctx context.Context, t *testing.T, env *kubetest.Env, namespaces 
 				p := &corev1.Pod{
 					ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-7c9d5", Namespace: ns, Labels: d.Spec.Template.Labels},
 					Spec:       *d.Spec.Template.Spec.DeepCopy(),
-					Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.244.0.%d", ip),
+					Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.244.0.%d", ip), HostIP: map[string]string{"node-a": "172.30.0.2", "node-b": "172.30.0.3"}[node],
 						Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 				}
 				p.Spec.NodeName = node
@@ -139,6 +150,9 @@ func runCheck(t *testing.T, skew bool, filters []string) (*Report, string, *mesh
 	var out bytes.Buffer
 	runner := &meshRunner{skew: skew}
 	envoyDaemonSet(ctx, t, env)
+	if err := env.InstallCRDs(ctx, crds.All()); err != nil {
+		t.Fatal(err)
+	}
 	s, err := NewSuite(env.Config, runner, nil, Options{Namespace: ns, Filters: filters, Out: &out, ReadyTimeout: 30 * time.Second, Requests: 50})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +166,7 @@ func runCheck(t *testing.T, skew bool, filters []string) (*Report, string, *mesh
 		defer mu.Unlock()
 		if seen == nil {
 			seen = &Env{Namespace: ns, PlainNamespace: ns + "-plain", Opts: &s.opts, Pods: map[string]Pod{}}
-			for _, w := range []struct{ name, ns string }{{"echo-same-node", ns}, {"echo-other-node", ns}} {
+			for _, w := range []struct{ name, ns string }{{"echo-same-node", ns}, {"echo-other-node", ns}, {"echo-plain", ns + "-plain"}} {
 				p, err := env.Client.CoreV1().Pods(w.ns).Get(ctx, w.name+"-7c9d5", metav1.GetOptions{})
 				if err == nil {
 					seen.Pods[w.name] = Pod{Name: p.Name, IP: p.Status.PodIP}
@@ -183,14 +197,14 @@ func TestCheckFramework(t *testing.T) {
 		"✅ pod-to-pod (2 actions)\n", "✅ pod-to-service (2 actions)\n", "✅ vs-weighted-split (1 actions)\n",
 		"✅ vs-header-match (2 actions)\n", "✅ vs-fault-abort (1 actions)\n", "✅ networkpolicy-deny (2 actions)\n",
 		"✅ not-opted-in-untouched (3 actions)\n", "⏭️  sidecar-interop: skipped (Istio (istiod) is not installed)\n",
-		"📋 ✅ all 7 tests passed (13 actions), 2 skipped",
+		"📋 ✅ all 10 tests passed (19 actions), 2 skipped",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if len(runner.ran) != 13 {
-		t.Errorf("ran %d commands, want 13", len(runner.ran))
+	if len(runner.ran) != 19 {
+		t.Errorf("ran %d commands, want 19", len(runner.ran))
 	}
 	// The workloads were placed as asked and the namespaces labelled.
 	kenv := kubetest.Get(t)
@@ -222,7 +236,7 @@ func TestCheckFramework(t *testing.T) {
 	if err := WriteJUnit(&junit, rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`<testsuites tests="9" failures="0" skipped="2"`, `<testcase name="vs-weighted-split" classname="nodemesh-check"`, `<skipped message="Istio (istiod) is not installed"></skipped>`} {
+	for _, want := range []string{`<testsuites tests="12" failures="0" skipped="2"`, `<testcase name="vs-weighted-split" classname="nodemesh-check"`, `<skipped message="Istio (istiod) is not installed"></skipped>`} {
 		if !strings.Contains(junit.String(), want) {
 			t.Errorf("junit lacks %q:\n%s", want, junit.String())
 		}
@@ -277,10 +291,10 @@ func TestSelect(t *testing.T) {
 		return strings.Join(n, ",")
 	}
 	for filters, want := range map[string]string{
-		"":                "pod-to-pod,pod-to-service,vs-weighted-split,vs-header-match,vs-fault-abort,networkpolicy-deny,not-opted-in-untouched,not-opted-in-untouched-l4,sidecar-interop",
+		"":                "pod-to-pod,pod-to-service,vs-weighted-split,vs-header-match,vs-fault-abort,networkpolicy-deny,trafficpolicy-deny,dns-egress-policy,pod-to-node,not-opted-in-untouched,not-opted-in-untouched-l4,sidecar-interop",
 		"^vs-":            "vs-weighted-split,vs-header-match,vs-fault-abort",
-		"!^vs-,!sidecar":  "pod-to-pod,pod-to-service,networkpolicy-deny,not-opted-in-untouched,not-opted-in-untouched-l4",
-		"pod,!to-service": "pod-to-pod",
+		"!^vs-,!sidecar":  "pod-to-pod,pod-to-service,networkpolicy-deny,trafficpolicy-deny,dns-egress-policy,pod-to-node,not-opted-in-untouched,not-opted-in-untouched-l4",
+		"pod,!to-service": "pod-to-pod,pod-to-node",
 	} {
 		var fs []string
 		if filters != "" {

@@ -1,6 +1,8 @@
 package check
 
 import (
+	"github.com/nodemesh/nodemesh/api"
+
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,7 +15,8 @@ const CheckHeader = "x-nodemesh-check"
 func DefaultTests() []Test {
 	return []Test{
 		podToPod(), podToService(), weightedSplit(), headerMatch(), faultAbort(),
-		networkPolicyDeny(), notOptedInUntouched(), notOptedInUntouchedL4(), sidecarInterop(),
+		networkPolicyDeny(), trafficPolicyDeny(), dnsUnderEgressPolicy(), podToNode(),
+		notOptedInUntouched(), notOptedInUntouchedL4(), sidecarInterop(),
 	}
 }
 
@@ -153,6 +156,83 @@ func notOptedInUntouched() Test {
 					Command: curlStatus(serviceURL("echo-plain", e.PlainNamespace)), Expect: expectStatus(200)},
 			}
 		}}}}
+}
+
+// trafficPolicyDeny: a nodemesh TrafficPolicy with action Deny wins over
+// everything that allows: the client is denied echo-other-node while every
+// other peer still reaches it.
+func trafficPolicyDeny() Test {
+	return Test{
+		Name: "trafficpolicy-deny",
+		Resources: `apiVersion: nodemesh.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: deny-client-to-echo-other-node, namespace: "{{.Namespace}}"}
+spec:
+  selector: {matchLabels: {` + workloadLabel + `: echo-other-node}}
+  action: Deny
+  ingress:
+  - peers: [{podSelector: {matchLabels: {` + workloadLabel + `: client}}}]
+  egress: []
+`,
+		Scenarios: []Scenario{{Name: "deny", Actions: func(e *Env) []Action {
+			return []Action{
+				{Name: "client → echo-other-node denied", From: e.Pods["client"],
+					Command: curlStatus(fmt.Sprintf("http://%s:%d/hostname", e.Pods["echo-other-node"].IP, EchoPort)), Expect: expectBlocked},
+				{Name: "client-plain → echo-other-node still allowed", From: e.Pods["client-plain"],
+					Command: curlStatus(fmt.Sprintf("http://%s:%d/hostname", e.Pods["echo-other-node"].IP, EchoPort)), Expect: expectStatus(200)},
+			}
+		}}},
+	}
+}
+
+// dnsUnderEgressPolicy: the canonical egress rule — allow DNS to kube-dns'
+// pods and the echo servers, nothing else — lets a client resolve through
+// the kube-dns Service address and reach the echo Service (socket load
+// balancing makes the policy see the DNS pod, not the Service address),
+// and stops the rest.
+func dnsUnderEgressPolicy() Test {
+	return Test{
+		Name: "dns-egress-policy",
+		Resources: `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-egress-dns-and-echo, namespace: "{{.Namespace}}"}
+spec:
+  podSelector: {matchLabels: {` + workloadLabel + `: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{namespaceSelector: {}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]
+    ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}, {protocol: UDP, port: 1053}, {protocol: TCP, port: 1053}]
+  - to: [{podSelector: {matchLabels: {` + workloadLabel + `: echo-same-node}}}, {podSelector: {matchLabels: {` + workloadLabel + `: echo-other-node}}}]
+    ports: [{protocol: TCP, port: ` + fmt.Sprint(EchoPort) + `}]
+`,
+		Scenarios: []Scenario{{Name: "egress", Actions: func(e *Env) []Action {
+			return []Action{
+				{Name: "client resolves and reaches service echo-other-node", From: e.Pods["client"],
+					Command: curlStatus(serviceURL("echo-other-node", e.Namespace)), Expect: expectStatus(200)},
+				{Name: "client → echo-plain denied (not in its egress)", From: e.Pods["client"],
+					Command: curlStatus(fmt.Sprintf("http://%s:%d/hostname", e.Pods["echo-plain"].IP, EchoPort)), Expect: expectBlocked},
+			}
+		}}},
+	}
+}
+
+// podToNode: pods reach their own node and the other node (the agent's
+// metrics port listens on every node's address).
+func podToNode() Test {
+	return Test{Name: "pod-to-node", Scenarios: []Scenario{{Name: "pod-to-node", Actions: func(e *Env) []Action {
+		var out []Action
+		seen := map[string]bool{}
+		for _, w := range []string{"echo-same-node", "echo-other-node"} {
+			ip := e.Pods[w].HostIP
+			if ip == "" || seen[ip] {
+				continue
+			}
+			seen[ip] = true
+			out = append(out, Action{Name: "client → node " + e.Pods[w].Node, From: e.Pods["client"],
+				Command: curlStatus(fmt.Sprintf("http://%s:%d/metrics", ip, api.AgentMetricsPort)), Expect: expectStatus(200)})
+		}
+		return out
+	}}}}
 }
 
 // notOptedInUntouchedL4 is not-opted-in-untouched where the node proxy is
