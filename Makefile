@@ -15,7 +15,7 @@ KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./xds/kubeauth/... ./intern
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down cluster-up cluster-down testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
+.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down cluster-up cluster-down test-cluster testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
 
 all: build
 
@@ -47,6 +47,12 @@ kube-up: kube-binaries
 ## cluster-up: a local two-node cluster (root): control plane + two nodes, each a network namespace with containerd, runc and a real kubelet, make images imported; then: export KUBECONFIG=_output/cluster/kubeconfig; bin/nodemesh install -f _output/cluster/values.yaml --wait; bin/nodemesh check
 cluster-up: kube-binaries images build
 	VERSION='$(VERSION)' hack/cluster/cluster.sh up
+
+## test-cluster: nodemesh as a whole on the local cluster (root): cluster up, install from the built images, check with real curl in real pods, the underlay cut and restored, uninstall, cluster down
+test-cluster: kube-binaries
+	@if [ "$$(id -u)" != 0 ]; then echo "test-cluster needs root (network namespaces, mounts, cgroups): run 'sudo make test-cluster'"; exit 1; fi
+	@mkdir -p _output
+	NODEMESH_CLUSTER=required $(GO) test -count=1 -v -timeout 40m ./test/cluster/ 2>&1 | tee _output/test-cluster.txt | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|cluster_test.go'
 
 ## cluster-down: stop the local cluster, delete its namespaces, cgroups and state
 cluster-down:

@@ -1,0 +1,231 @@
+//go:build linux
+
+// Package cluster runs nodemesh as a whole on the local two-node cluster
+// (make cluster-up: real kubelets, containerd and runc, each node its own
+// network, mount and cgroup namespaces): the built images, the real chart
+// through 'nodemesh install', every later pod networked by nodemesh-cni
+// called by the kubelet, and 'nodemesh check' sending real curl requests
+// from real pods. Root only; runs when NODEMESH_CLUSTER is set (make
+// test-cluster sets it to required: a missing prerequisite is then a
+// failure instead of a skip).
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// version tags the images this suite builds and imports.
+const version = "e2e"
+
+var root = func() string {
+	wd, _ := os.Getwd()
+	return filepath.Join(wd, "..", "..")
+}()
+
+func required() bool { return os.Getenv("NODEMESH_CLUSTER") == "required" }
+
+func skip(t *testing.T, why string) {
+	t.Helper()
+	if required() {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// run runs a command from the repository root with the cluster's
+// kubeconfig and returns its combined output.
+func run(t *testing.T, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(root, "_output/cluster/kubeconfig"), "VERSION="+version)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func must(t *testing.T, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	out, err := run(t, timeout, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// junit is the part of 'nodemesh check --junit' this suite reads.
+type junit struct {
+	Suites []struct {
+		Cases []struct {
+			Name    string    `xml:"name,attr"`
+			Failure *struct{} `xml:"failure"`
+			Skipped *struct{} `xml:"skipped"`
+		} `xml:"testcase"`
+	} `xml:"testsuite"`
+}
+
+// check runs 'nodemesh check' with the given filters and returns each
+// test's outcome ("passed", "failed", "skipped"), the output and whether
+// the command failed.
+func check(t *testing.T, filters ...string) (map[string]string, string, error) {
+	t.Helper()
+	report := filepath.Join(t.TempDir(), "check.xml")
+	args := []string{"check", "--junit", report}
+	for _, f := range filters {
+		args = append(args, "--test", f)
+	}
+	out, err := run(t, 10*time.Minute, "bin/nodemesh", args...)
+	data, rerr := os.ReadFile(report)
+	if rerr != nil {
+		t.Fatalf("check wrote no report (%v): %v\n%s", rerr, err, out)
+	}
+	var j junit
+	if err := xml.Unmarshal(data, &j); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	got := map[string]string{}
+	for _, s := range j.Suites {
+		for _, c := range s.Cases {
+			switch {
+			case c.Failure != nil:
+				got[c.Name] = "failed"
+			case c.Skipped != nil:
+				got[c.Name] = "skipped"
+			default:
+				got[c.Name] = "passed"
+			}
+		}
+	}
+	return got, out, err
+}
+
+// cut drops pod traffic (pod addresses both ways, VXLAN) on a node's
+// underlay port.
+func cut(t *testing.T, link string) {
+	t.Helper()
+	must(t, time.Minute, "tc", "qdisc", "add", "dev", link, "clsact")
+	for _, dir := range []string{"ingress", "egress"} {
+		for _, match := range [][]string{{"dst_ip", "10.244.0.0/16"}, {"src_ip", "10.244.0.0/16"}, {"ip_proto", "udp", "dst_port", "8472"}} {
+			args := append([]string{"filter", "add", "dev", link, dir, "protocol", "ip", "flower"}, match...)
+			must(t, time.Minute, "tc", append(args, "action", "drop")...)
+		}
+	}
+}
+
+func restore(t *testing.T, link string) {
+	t.Helper()
+	must(t, time.Minute, "tc", "qdisc", "del", "dev", link, "clsact")
+}
+
+// TestCluster: cluster up, nodemesh installed from the built images, check
+// passes across the two nodes; the underlay cut, check fails naming the
+// cross-node tests, restored it passes again; uninstall leaves the nodes
+// clean.
+func TestCluster(t *testing.T) {
+	if os.Getenv("NODEMESH_CLUSTER") == "" {
+		t.Skip("brings up a whole cluster (minutes): make test-cluster, or NODEMESH_CLUSTER=1")
+	}
+	if os.Getuid() != 0 {
+		skip(t, "the local cluster needs root (network namespaces, mounts, cgroups): sudo make test-cluster")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/unified"); err != nil {
+		skip(t, "the local cluster is written for a hybrid cgroup layout (/sys/fs/cgroup/unified), as this CI machine has")
+	}
+	t.Cleanup(func() {
+		if out, err := run(t, 3*time.Minute, "hack/cluster/cluster.sh", "down"); err != nil {
+			t.Errorf("cluster down: %v\n%s", err, out)
+		}
+		if _, err := os.Stat("/run/netns/nm-node-a"); err == nil {
+			t.Errorf("node namespace nm-node-a left behind")
+		}
+	})
+	run(t, 3*time.Minute, "hack/cluster/cluster.sh", "down") // a cluster left by a crashed run
+	must(t, 20*time.Minute, "make", "cluster-up", "VERSION="+version)
+	out := must(t, 5*time.Minute, "bin/nodemesh", "install", "-f", "_output/cluster/values.yaml", "--wait", "--timeout", "4m")
+	t.Logf("install:\n%s", out)
+	if out := must(t, time.Minute, "bin/nodemesh", "status"); !strings.Contains(out, "healthy") {
+		t.Fatalf("status not healthy:\n%s", out)
+	}
+
+	// The tests this cluster can run (the L7 ones need Envoy; sidecar
+	// interop needs istiod) must all pass.
+	want := []string{"pod-to-pod", "pod-to-service", "networkpolicy-deny", "trafficpolicy-deny",
+		"dns-egress-policy", "pod-to-node", "not-opted-in-untouched-l4"}
+	got, out, err := check(t)
+	for _, name := range want {
+		if got[name] != "passed" {
+			t.Errorf("check %s: %s, want passed", name, got[name])
+		}
+	}
+	if err != nil || t.Failed() {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+
+	t.Run("underlay cut", func(t *testing.T) {
+		// Pod traffic between the nodes is cut where node-b meets the
+		// underlay (tc drops on its bridge port: pod addresses and the
+		// VXLAN port), while the control plane's traffic still passes — so
+		// check can deploy its workloads and must name the tests that fail.
+		cut(t, "nmu-node-b")
+		got, out, err := check(t, "^pod-to-pod$", "^pod-to-service$", "^pod-to-node$")
+		restore(t, "nmu-node-b")
+		if err == nil || got["pod-to-pod"] != "failed" || got["pod-to-service"] != "failed" {
+			t.Errorf("with node-b cut off, check: %v, outcomes %v, want pod-to-pod and pod-to-service failed\n%s", err, got, out)
+		}
+		if !strings.Contains(out, "client → echo-other-node") {
+			t.Errorf("the failure does not name the cross-node action:\n%s", out)
+		}
+		if got["pod-to-node"] != "failed" {
+			t.Errorf("pod-to-node %s with node-b cut off, want failed (the other node is unreachable)", got["pod-to-node"])
+		}
+		// Restored: the node comes back (its lease, its pods) and check
+		// passes again.
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			got, out, err = check(t, "^pod-to-pod$", "^pod-to-service$")
+			if err == nil && got["pod-to-pod"] == "passed" && got["pod-to-service"] == "passed" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after restoring the underlay, check still fails: %v\n%s", err, out)
+			}
+			time.Sleep(5 * time.Second)
+		}
+	})
+
+	t.Run("uninstall", func(t *testing.T) {
+		out := must(t, 5*time.Minute, "bin/nodemesh", "uninstall", "--wait")
+		t.Logf("uninstall:\n%s", out)
+		for _, n := range []string{"node-a", "node-b"} {
+			state := filepath.Join(root, "_output/cluster", n, "root")
+			confs, _ := filepath.Glob(filepath.Join(state, "etc/cni/net.d", "*nodemesh*"))
+			if len(confs) > 0 {
+				t.Errorf("%s: CNI configuration left: %v", n, confs)
+			}
+			pid, err := os.ReadFile(filepath.Join(root, "_output/cluster", n, "pid"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pins, err := exec.Command("nsenter", "-t", strings.TrimSpace(string(pid)), "-m", "ls", "-A", "/sys/fs/bpf").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: read its bpffs: %v %s", n, err, pins)
+			}
+			if s := strings.TrimSpace(string(pins)); s != "" {
+				t.Errorf("%s: bpffs not empty after uninstall: %s", n, s)
+			}
+		}
+		fmt.Fprintln(os.Stderr) // keep the log readable between subtests
+	})
+}
