@@ -8,13 +8,22 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nodemesh/nodemesh/agent/cni"
 )
 
-// CNIConfFile is the name of the conflist the agent writes; "10-" sorts it
-// before the usual defaults, as the runtime uses the first file.
-const CNIConfFile = "10-nodemesh.conflist"
+// CNIConfFile is the name of the conflist the agent writes. nodemesh is
+// the node's CNI (standalone): the runtime uses the first file of the
+// conf dir in lexical order, and "00-" sorts before every CNI's we know
+// of (05-cilium, 10-calico, 10-flannel, 10-kindnet, 10-weave, 10-aws,
+// 15-azure, 87-podman…).
+const CNIConfFile = "00-nodemesh.conflist"
+
+// legacyCNIConfFiles are names earlier agents wrote; the agent and Cleanup
+// remove them (a stale 10-nodemesh.conflist would name the same plugin
+// and socket, but nothing should be left that the agent does not own).
+var legacyCNIConfFiles = []string{"10-nodemesh.conflist"}
 
 // ConfList is the CNI network configuration list pointing the plugin at
 // socket.
@@ -49,7 +58,33 @@ func (a *Agent) installCNI() error {
 	if err := writeFileAtomic(filepath.Join(a.cfg.CNIConfDir, CNIConfFile), data, 0o644); err != nil {
 		return fmt.Errorf("write CNI configuration: %w", err)
 	}
+	for _, f := range legacyCNIConfFiles {
+		if err := os.Remove(filepath.Join(a.cfg.CNIConfDir, f)); err == nil {
+			a.log.Info("removed the configuration of an earlier agent", "file", f)
+		}
+	}
+	if others := otherConfs(a.cfg.CNIConfDir); len(others) > 0 {
+		// Ours sorts first, so the runtime uses it; the others belong to
+		// another CNI (the installer's preflight refuses that case).
+		a.log.Warn("other CNI configurations in the conf dir: nodemesh's sorts first and is the one the runtime uses; pods set up by the other CNI keep its network", "files", others)
+	}
 	return nil
+}
+
+// otherConfs lists the CNI configurations in dir that are not nodemesh's.
+func otherConfs(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || n == CNIConfFile || strings.HasPrefix(n, ".") {
+			continue
+		}
+		if ext := filepath.Ext(n); ext == ".conflist" || ext == ".conf" || ext == ".json" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -80,11 +81,11 @@ func (a *Agent) setupProxyReturn() error {
 		if err := a.sysctls.write("ipv4/conf/lo/accept_local", "1"); err != nil {
 			return err
 		}
-		uplinks := a.cfg.Uplinks
-		if len(uplinks) == 0 {
-			if uplinks, err = defaultRouteLinks(); err != nil {
-				return err
-			}
+		uplinks := a.uplinks
+		if a.cfg.RoutingMode == RoutingVXLAN {
+			// Replies from other nodes come out of the vxlan device,
+			// decapsulated.
+			uplinks = append(slices.Clone(uplinks), VXLANDevice)
 		}
 		want := map[string]bool{}
 		for _, name := range uplinks {
@@ -105,7 +106,7 @@ func (a *Agent) setupProxyReturn() error {
 			att.Close() // the pin keeps it
 			a.log.Info("proxy return path on uplink", "uplink", name, "mode", att.Mode())
 		}
-		if len(uplinks) == 0 {
+		if len(a.uplinks) == 0 {
 			a.log.Warn("no uplink found (no default route, no --uplink): replies from other nodes to the node proxy's connections will not reach it")
 		}
 		return nil
@@ -133,6 +134,15 @@ func (a *Agent) removeUplinkPins(keep map[string]bool) error {
 		a.log.Info("proxy return path off an interface that is no uplink any more", "pin", filepath.Base(p))
 	}
 	return errors.Join(errs...)
+}
+
+// resolveUplinks is configured, or else the interfaces of the default
+// routes of the calling thread's network namespace.
+func resolveUplinks(configured []string) ([]string, error) {
+	if len(configured) > 0 {
+		return configured, nil
+	}
+	return defaultRouteLinks()
 }
 
 // defaultRouteLinks are the interfaces of the IPv4 default routes of the
