@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -113,7 +114,10 @@ func (a *Agent) setupProxyReturn() error {
 	})
 }
 
-func uplinkPin(name string) string { return "uplink_" + name }
+// uplinkPin is the pin name of an uplink's program. bpffs refuses names
+// with a dot (VLAN interfaces have one: eth0.100); ':' is never in an
+// interface name, so the mapping stays one to one.
+func uplinkPin(name string) string { return "uplink_" + strings.ReplaceAll(name, ".", ":") }
 
 // removeUplinkPins unpins (and so detaches) the uplink programs of
 // interfaces that are not uplinks any more, keeping the pins in keep.

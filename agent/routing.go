@@ -25,7 +25,7 @@ const (
 	// iproute2's rt_protos and used by no CNI we know of.
 	RouteProtocol netlink.RouteProtocol = 201
 	// VXLANDevice is the name of the agent's vxlan device.
-	VXLANDevice = "nodemesh.vxlan"
+	VXLANDevice = "nodemesh-vxlan"
 	// DefaultVXLANPort is the Linux kernel's VXLAN port, which Cilium and
 	// flannel use too (IANA's is 4789).
 	DefaultVXLANPort = 8472
