@@ -11,14 +11,12 @@ import (
 	"strings"
 
 	"github.com/nodemesh/nodemesh/agent/cni"
+	"github.com/nodemesh/nodemesh/api"
 )
 
-// CNIConfFile is the name of the conflist the agent writes. nodemesh is
-// the node's CNI (standalone): the runtime uses the first file of the
-// conf dir in lexical order, and "00-" sorts before every CNI's we know
-// of (05-cilium, 10-calico, 10-flannel, 10-kindnet, 10-weave, 10-aws,
-// 15-azure, 87-podman…).
-const CNIConfFile = "00-nodemesh.conflist"
+// CNIConfFile is the name of the conflist the agent writes (see
+// api.CNIConfFile: it sorts first, nodemesh being the node's CNI).
+const CNIConfFile = api.CNIConfFile
 
 // legacyCNIConfFiles are names earlier agents wrote; the agent and Cleanup
 // remove them (a stale 10-nodemesh.conflist would name the same plugin
