@@ -21,6 +21,8 @@ import (
 // policy programs attached, no policy). The underlay is a veth pair of
 // MTU 1500, so native pods have MTU 1500 and VXLAN pods 1450. Run with
 // -benchtime 1x; the rounds (NODEMESH_BENCH_ROUNDS) interleave the paths.
+// Client and server are pinned as in the other datapath benchmarks
+// (NODEMESH_BENCH_CPUS, default CPU 0); the agents are not.
 func BenchmarkCrossNode(b *testing.B) {
 	cgroupV2 := requireDatapath(b)
 	env := kubetest.Get(b)
@@ -36,6 +38,9 @@ func BenchmarkCrossNode(b *testing.B) {
 	var paths []path
 	for i, mode := range []string{agent.RoutingNative, agent.RoutingVXLAN} {
 		c := newCluster(b, env, cgroupV2, mode, 90+i)
+		for _, n := range c.nodes {
+			n.cpus = benchCPUs() // as the other datapath benchmarks
+		}
 		ns := env.Namespace(b, "xbench", nil)
 		client := c.pod(0, ns, "client", map[string]string{"app": "client"})
 		local := c.pod(0, ns, "local", map[string]string{"app": "sink"})
