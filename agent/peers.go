@@ -45,7 +45,9 @@ type peerNode struct {
 // traffic that is not its pods': one that overlaps this node's pod CIDR or
 // another node's (both are left out: which one is right is not known) or
 // contains a node's address (a Node claiming 0.0.0.0/1 would otherwise
-// get half of every destination, the underlay included). Whoever can
+// get half of every destination, the underlay included), and when its
+// address is inside a pod CIDR (the next hop would be a pod) or another
+// Node's address too. Whoever can
 // create a Node object (every kubelet can create its own) must not be able
 // to draw other nodes' traffic to itself by what it writes there.
 func peerNodes(nodes []*corev1.Node, self string, selfCIDR netip.Prefix) (peers []peerNode, skipped map[string]string) {
@@ -68,6 +70,10 @@ func peerNodes(nodes []*corev1.Node, self string, selfCIDR netip.Prefix) (peers 
 			skipped[n.Name] = "no IPv4 pod CIDR (spec.podCIDRs)"
 		case selfCIDR.IsValid() && cidr.Overlaps(selfCIDR):
 			skipped[n.Name] = fmt.Sprintf("pod CIDR %s overlaps this node's %s", cidr, selfCIDR)
+		case selfCIDR.IsValid() && selfCIDR.Contains(ip):
+			// A next hop inside this node's pod CIDR is one of its pods:
+			// the other node's pods' traffic would go to it.
+			skipped[n.Name] = fmt.Sprintf("address %s is in this node's pod CIDR %s", ip, selfCIDR)
 		default:
 			cands = append(cands, peerNode{Name: n.Name, IP: ip, CIDR: cidr})
 		}
@@ -85,6 +91,20 @@ func peerNodes(nodes []*corev1.Node, self string, selfCIDR netip.Prefix) (peers 
 			if p.CIDR.Contains(ip) {
 				bad[p.Name] = true
 				skipped[p.Name] = fmt.Sprintf("pod CIDR %s contains node address %s", p.CIDR, ip)
+			}
+		}
+		for _, q := range cands {
+			if q.Name == p.Name {
+				continue
+			}
+			if q.CIDR.Contains(p.IP) {
+				bad[p.Name] = true
+				skipped[p.Name] = fmt.Sprintf("address %s is in node %s's pod CIDR %s", p.IP, q.Name, q.CIDR)
+			}
+			if q.IP == p.IP {
+				// Which of the two has the address is not known.
+				bad[p.Name] = true
+				skipped[p.Name] = fmt.Sprintf("address %s is node %s's too", p.IP, q.Name)
 			}
 		}
 	}

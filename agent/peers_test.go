@@ -75,6 +75,21 @@ func TestPeerNodes(t *testing.T) {
 			want:        []peerNode{p("c", "192.168.0.4", "10.244.4.0/24")},
 			wantSkipped: []string{"a", "b"},
 		},
+		"an address in this node's pod CIDR (one of its pods as next hop)": {
+			nodes:       []*corev1.Node{testNode("a", "192.168.0.2", "10.244.2.0/24"), testNode("local-pod", "10.244.1.7", "10.244.7.0/24")},
+			want:        []peerNode{p("a", "192.168.0.2", "10.244.2.0/24")},
+			wantSkipped: []string{"local-pod"},
+		},
+		"an address in another node's pod CIDR: both left out (which is wrong is not known)": {
+			nodes:       []*corev1.Node{testNode("a", "192.168.0.2", "10.244.2.0/24"), testNode("remote-pod", "10.244.2.9", "10.244.9.0/24"), testNode("c", "192.168.0.4", "10.244.4.0/24")},
+			want:        []peerNode{p("c", "192.168.0.4", "10.244.4.0/24")},
+			wantSkipped: []string{"a", "remote-pod"},
+		},
+		"two nodes with one address: both left out": {
+			nodes:       []*corev1.Node{testNode("twin-1", "192.168.0.5", "10.244.5.0/24"), testNode("twin-2", "192.168.0.5", "10.244.6.0/24"), testNode("c", "192.168.0.4", "10.244.4.0/24")},
+			want:        []peerNode{p("c", "192.168.0.4", "10.244.4.0/24")},
+			wantSkipped: []string{"twin-1", "twin-2"},
+		},
 		"a CIDR containing a node's address (0.0.0.0/1, the underlay)": {
 			nodes:       []*corev1.Node{testNode("me", "192.168.0.1", "10.244.1.0/24"), testNode("greedy", "192.168.0.9", "128.0.0.0/1"), testNode("under", "192.168.0.8", "192.168.0.0/24")},
 			wantSkipped: []string{"greedy", "under"},

@@ -100,7 +100,18 @@ func (a *Agent) setupProxyReturn() error {
 			if err != nil {
 				return fmt.Errorf("uplink %s: %w", name, err)
 			}
-			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: filepath.Join(a.pinLinks, uplinkPin(name))})
+			pin := filepath.Join(a.pinLinks, uplinkPin(name))
+			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: pin})
+			if err != nil {
+				// The pin may hold the link of an interface of that name
+				// that was deleted since (a vxlan device re-created with
+				// another VNI, a NIC re-plugged): the kernel severed it,
+				// and it cannot be updated. Attach afresh.
+				if rerr := os.Remove(pin); rerr == nil {
+					a.log.Info("uplink's pinned link was stale; attaching afresh", "uplink", name, "error", err)
+					att, err = a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: pin})
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("uplink %s: %w", name, err)
 			}

@@ -228,6 +228,39 @@ func crossNode(t *testing.T, env *kubetest.Env, cgroupV2, mode string, subnet in
 		reach("other0 → server1 once the policy is gone", n0, other0, url(server1), allowed)
 	})
 
+	t.Run("an agent restart keeps the routes and the vxlan device in place", func(t *testing.T) {
+		routes := c.ipOut(0, "ip", "route", "show", "proto", strconv.Itoa(int(agent.RouteProtocol)))
+		links := c.ipOut(0, "ip", "-o", "link", "show")
+		n0.stopAgent(syscall.SIGKILL)
+		n0.startAgent()
+		if got := c.ipOut(0, "ip", "route", "show", "proto", strconv.Itoa(int(agent.RouteProtocol))); got != routes {
+			t.Errorf("routes changed across the restart:\n%s\nwant\n%s", got, routes)
+		}
+		if mode == agent.RoutingVXLAN {
+			// Same ifindex: the device was kept, not re-created.
+			before, after := linkLine(links, agent.VXLANDevice), linkLine(c.ipOut(0, "ip", "-o", "link", "show"), agent.VXLANDevice)
+			if before == "" || strings.Fields(before)[0] != strings.Fields(after+" x")[0] {
+				t.Errorf("%s re-created by the restart: %q, then %q", agent.VXLANDevice, before, after)
+			}
+		}
+		reach("client0 → server1 after the restart", n0, client0, url(server1), allowed)
+	})
+
+	if mode == agent.RoutingVXLAN {
+		t.Run("another VNI: the device is re-created, its pinned uplink program attached afresh", func(t *testing.T) {
+			for _, n := range c.nodes {
+				n.stopAgent(syscall.SIGTERM)
+				n.agentArgs = append(n.agentArgs, "--vxlan-vni", "7")
+				n.startAgent()
+			}
+			if out := c.ipOut(0, "ip", "-d", "-o", "link", "show", agent.VXLANDevice); !strings.Contains(out, "vxlan id 7 ") {
+				t.Errorf("%s: want vxlan id 7: %s", agent.VXLANDevice, out)
+			}
+			reach("client0 → server1 on VNI 7", n0, client0, url(server1), allowed)
+			reach("client1 → server0 on VNI 7", n1, client1, url(server0), allowed)
+		})
+	}
+
 	t.Run("cutting the underlay breaks cross-node traffic, restoring it heals it", func(t *testing.T) {
 		run(t, "ip", "-n", n0.netnsName("node"), "link", "set", "ul0", "down")
 		reach("client0 → server1 with the underlay down", n0, client0, url(server1), denied)
@@ -291,4 +324,14 @@ func crossNode(t *testing.T, env *kubetest.Env, cgroupV2, mode string, subnet in
 			t.Errorf("%s left after cleanup: %s", agent.VXLANDevice, out)
 		}
 	})
+}
+
+// linkLine is the line of `ip -o link show` output for name.
+func linkLine(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.TrimSuffix(f[1], ":") == name {
+			return line
+		}
+	}
+	return ""
 }
