@@ -239,7 +239,7 @@ func crossNode(t *testing.T, env *kubetest.Env, cgroupV2, mode string, subnet in
 		if mode == agent.RoutingVXLAN {
 			// Same ifindex: the device was kept, not re-created.
 			before, after := linkLine(links, agent.VXLANDevice), linkLine(c.ipOut(0, "ip", "-o", "link", "show"), agent.VXLANDevice)
-			if before == "" || strings.Fields(before)[0] != strings.Fields(after+" x")[0] {
+			if before == "" || strings.Fields(before)[0] != strings.Fields(after + " x")[0] {
 				t.Errorf("%s re-created by the restart: %q, then %q", agent.VXLANDevice, before, after)
 			}
 		}
