@@ -99,7 +99,9 @@ type Config struct {
 	// (default), RoutingVXLAN or RoutingNone (routing.go). VXLANVNI and
 	// VXLANPort configure the vxlan device (defaults DefaultVXLANVNI,
 	// DefaultVXLANPort).
-	RoutingMode       string
+	RoutingMode string
+	// CNIMode is CNIStandalone (default) or CNIChained (chained.go).
+	CNIMode           string
 	VXLANVNI          int
 	VXLANPort         int
 	IdentityGCPeriod  time.Duration
@@ -167,6 +169,13 @@ func (c *Config) defaults() error {
 	}
 	if !c.ProxyAddress.IsValid() {
 		c.ProxyAddress = netip.AddrPortFrom(c.PodCIDR.Masked().Addr().Next(), bpf.ProxyOutboundPort)
+	}
+	switch c.CNIMode {
+	case "":
+		c.CNIMode = CNIStandalone
+	case CNIStandalone, CNIChained:
+	default:
+		return fmt.Errorf("CNI mode %q: want one of %v", c.CNIMode, CNIModes)
 	}
 	switch c.RoutingMode {
 	case "":
@@ -460,6 +469,9 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		return err
 	}
 	go a.runTCXUpgrades(ctx)
+	if a.cfg.CNIMode == CNIChained && a.cfg.CNIConfDir != "" {
+		go a.keepChained(ctx, chainCheckPeriod)
+	}
 	if a.cfg.Namespace != "" && !a.cfg.DisableIdentityGC {
 		go a.runIdentityGC(ctx)
 	}

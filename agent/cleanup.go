@@ -115,6 +115,14 @@ func Cleanup(c CleanupConfig) (*CleanupResult, error) {
 			errs = append(errs, err)
 		}
 	}
+	if c.CNIConfDir != "" {
+		changed, err := unchain(c.CNIConfDir)
+		errs = append(errs, err)
+		for _, p := range changed {
+			res.Files = append(res.Files, p+" (nodemesh-cni entry)")
+			log.Info("removed nodemesh-cni from", "file", p)
+		}
+	}
 	var live map[string]bool
 	err := inNetns(c.NodeNetns, func() error {
 		var err error

@@ -49,6 +49,19 @@ func (a *Agent) installCNI() error {
 	if a.cfg.CNIConfDir == "" {
 		return nil
 	}
+	if a.cfg.CNIMode == CNIChained {
+		// Not a conflist of its own: nodemesh-cni goes into the primary
+		// CNI's (keepChained, started once the agent is ready).
+		if err := os.Remove(filepath.Join(a.cfg.CNIConfDir, CNIConfFile)); err == nil {
+			a.log.Info("removed nodemesh's own conflist (chained mode)")
+		}
+		return nil
+	}
+	if changed, err := unchain(a.cfg.CNIConfDir); err != nil {
+		a.log.Warn("remove nodemesh-cni from other conflists (standalone mode)", "error", err)
+	} else if len(changed) > 0 {
+		a.log.Info("removed nodemesh-cni from other conflists (standalone mode)", "files", changed)
+	}
 	data, err := ConfList(a.cfg.CNISocket)
 	if err != nil {
 		return err
