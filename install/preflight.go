@@ -39,12 +39,16 @@ type CheckResult struct {
 // of the TC programs needs Linux 6.6.
 var MinKernel = [2]int{6, 6}
 
-// Preflight runs every check against the cluster. Checks never stop each
+// Preflight runs every check against the cluster, for the chart with the
+// user's values vals (nil: the chart's defaults). Checks never stop each
 // other: a check that cannot read what it needs says so in its line.
-func (c *Client) Preflight(ctx context.Context, ch *chart.Chart) []CheckResult {
+func (c *Client) Preflight(ctx context.Context, ch *chart.Chart, vals map[string]any) []CheckResult {
+	mode := cniMode(ch, vals)
 	checks := []func(context.Context, *chart.Chart) CheckResult{
 		c.checkKubeVersion, c.checkPermissions, c.checkRelease, c.checkNamespace,
-		c.checkIstio, c.checkInjection, c.checkAmbient, c.checkCNI, c.checkNodes,
+		c.checkIstio, c.checkInjection, c.checkAmbient,
+		func(ctx context.Context, _ *chart.Chart) CheckResult { return c.checkCNI(ctx, mode) },
+		c.checkNodes,
 	}
 	var out []CheckResult
 	for _, check := range checks {
@@ -216,13 +220,42 @@ var knownCNIs = map[string]string{
 // configuration of a node, which would be nodemesh's.
 var chainedCNIs = map[string]string{"istio-cni-node": "Istio CNI"}
 
-// checkCNI says what nodemesh will be on the nodes: their CNI
-// (standalone). The agent's 00-nodemesh.conflist sorts before every other
-// CNI's configuration, so the runtime gives new pods nodemesh's network
-// while pods already running keep another CNI's: two networks on one node,
-// with no route between them. Another CNI found is therefore a failure;
-// nodemesh does not chain after another CNI (yet).
-func (c *Client) checkCNI(ctx context.Context, _ *chart.Chart) CheckResult {
+// CNI modes of the chart's agent.cni.mode.
+const (
+	CNIStandalone = "standalone"
+	CNIChained    = "chained"
+)
+
+// cniMode is agent.cni.mode from vals, else the chart's default.
+func cniMode(ch *chart.Chart, vals map[string]any) string {
+	get := func(m map[string]any) string {
+		a, _ := m["agent"].(map[string]any)
+		c, _ := a["cni"].(map[string]any)
+		s, _ := c["mode"].(string)
+		return s
+	}
+	if s := get(vals); s != "" {
+		return s
+	}
+	if ch != nil {
+		if s := get(ch.Values); s != "" {
+			return s
+		}
+	}
+	return CNIStandalone
+}
+
+// checkCNI says what nodemesh will be on the nodes, by agent.cni.mode.
+// Standalone, nodemesh is their CNI: the agent's 00-nodemesh.conflist sorts
+// before every other CNI's configuration, so the runtime would give new
+// pods nodemesh's network while pods already running keep another CNI's —
+// two networks on one node, with no route between them; another CNI found
+// is a failure. Chained, nodemesh-cni is appended to the nodes' first
+// conflist: a primary CNI is needed.
+func (c *Client) checkCNI(ctx context.Context, mode string) CheckResult {
+	if mode == CNIChained {
+		return c.checkChained(ctx)
+	}
 	r := CheckResult{Name: "cni"}
 	dss, err := c.Kube.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -240,9 +273,9 @@ func (c *Client) checkCNI(ctx context.Context, _ *chart.Chart) CheckResult {
 	sort.Strings(found)
 	sort.Strings(chained)
 	if len(found) > 0 {
-		return fail(r, "another CNI runs: "+strings.Join(found, ", ")+"; nodemesh is the nodes' CNI (standalone): its "+api.CNIConfFile+
-			" sorts first, so new pods would get nodemesh's network and running pods keep the other's. Chaining after another CNI is not supported",
-			"install nodemesh on a cluster without another CNI (nodes stay NotReady until the agent writes its configuration)")
+		return fail(r, "another CNI runs: "+strings.Join(found, ", ")+"; with agent.cni.mode=standalone nodemesh is the nodes' CNI: its "+api.CNIConfFile+
+			" sorts first, so new pods would get nodemesh's network and running pods keep the other's",
+			"chain nodemesh after it (--set agent.cni.mode=chained --set agent.routingMode=none), or install nodemesh on a cluster without another CNI")
 	}
 	if len(chained) > 0 {
 		return fail(r, strings.Join(chained, ", ")+" inserts itself into the nodes' first CNI configuration, which would be nodemesh's "+api.CNIConfFile,
@@ -269,6 +302,35 @@ func (c *Client) checkCNI(ctx context.Context, _ *chart.Chart) CheckResult {
 			"make sure no other CNI manages these nodes (managed clusters install theirs outside DaemonSets); nodemesh is a standalone CNI")
 	}
 	return pass(r, "no other CNI: nodemesh will be the nodes' CNI (standalone, "+api.CNIConfFile+")")
+}
+
+// checkChained: chained mode needs a primary CNI whose conflist
+// nodemesh-cni is appended to.
+func (c *Client) checkChained(ctx context.Context) CheckResult {
+	r := CheckResult{Name: "cni"}
+	dss, err := c.Kube.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return warn(r, "cannot list DaemonSets: "+err.Error(), "")
+	}
+	var found, chained []string
+	for _, ds := range dss.Items {
+		if name, ok := knownCNIs[ds.Name]; ok {
+			found = append(found, name)
+		}
+		if name, ok := chainedCNIs[ds.Name]; ok {
+			chained = append(chained, name)
+		}
+	}
+	sort.Strings(found)
+	if len(chained) > 0 {
+		return warn(r, "nodemesh chains after the primary CNI (agent.cni.mode=chained), and so does "+strings.Join(chained, ", ")+": both police the same pods",
+			"opt each namespace into one data plane only")
+	}
+	if len(found) > 0 {
+		return pass(r, "nodemesh chains after "+strings.Join(found, ", ")+" (agent.cni.mode=chained): nodemesh-cni is appended to the nodes' first conflist")
+	}
+	return warn(r, "agent.cni.mode=chained and no known CNI DaemonSet: nodemesh-cni is appended to whatever conflist sorts first on each node, and the agent waits for one",
+		"make sure the nodes have a primary CNI that writes a .conflist")
 }
 
 func (c *Client) checkNodes(ctx context.Context, _ *chart.Chart) CheckResult {

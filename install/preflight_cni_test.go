@@ -30,7 +30,7 @@ func TestCheckCNI(t *testing.T) {
 	}
 	check := func(step string, want CheckStatus, wantIn ...string) {
 		t.Helper()
-		r := c.checkCNI(ctx, nil)
+		r := c.checkCNI(ctx, CNIStandalone)
 		if r.Status != want {
 			t.Errorf("%s: status %s, want %s: %s", step, r.Status, want, r.Message)
 		}
@@ -41,6 +41,9 @@ func TestCheckCNI(t *testing.T) {
 		}
 	}
 	check("no CNI, no node", Pass, "standalone", api.CNIConfFile)
+	if r := c.checkCNI(ctx, CNIChained); r.Status != Warn {
+		t.Errorf("chained with no primary CNI: %s %s, want a warning", r.Status, r.Message)
+	}
 
 	// nodemesh's own agent DaemonSet is no other CNI.
 	if _, err := env.Client.AppsV1().DaemonSets("default").Create(ctx, ds("default", api.AgentName), metav1.CreateOptions{}); err != nil {
@@ -61,7 +64,10 @@ func TestCheckCNI(t *testing.T) {
 	if _, err := env.Client.AppsV1().DaemonSets("kube-system").Create(ctx, ds("kube-system", "calico-node"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	check("Calico runs", Fail, "Calico (kube-system/calico-node)", "not supported")
+	check("Calico runs", Fail, "Calico (kube-system/calico-node)", "agent.cni.mode=chained")
+	if r := c.checkCNI(ctx, CNIChained); r.Status != Pass || !strings.Contains(r.Message, "chains after Calico") {
+		t.Errorf("chained after Calico: %s %s", r.Status, r.Message)
+	}
 	if err := env.Client.AppsV1().DaemonSets("kube-system").Delete(ctx, "calico-node", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
