@@ -150,6 +150,8 @@ type Agent struct {
 	uplinks     []string
 	vxlanIndex  int
 	lastSkipped map[string]string
+	// lastRouteErr is the last route sync's error (logged when it changes).
+	lastRouteErr string
 }
 
 func (c *Config) defaults() error {

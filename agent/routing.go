@@ -86,6 +86,25 @@ func ownRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 	return rs, nil
 }
 
+// othersRoutes are the main table's IPv4 routes that are not the agent's,
+// by destination, with their protocol.
+func othersRoutes(h *netlink.Handle) (map[netip.Prefix]netlink.RouteProtocol, error) {
+	rs, err := h.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	out := map[netip.Prefix]netlink.RouteProtocol{}
+	for _, r := range rs {
+		if r.Protocol == RouteProtocol || r.Type != unix.RTN_UNICAST {
+			continue
+		}
+		if dst, ok := prefixOf(r.Dst); ok {
+			out[dst] = r.Protocol
+		}
+	}
+	return out, nil
+}
+
 // applyRoutes makes the node's routes, neighbours and FDB entries those of
 // want, removing the agent's own that are not wanted. vxlan is the vxlan
 // device's index (0: none). It carries on past errors and returns them
@@ -109,7 +128,17 @@ func applyRoutes(h *netlink.Handle, want routeSet, vxlan int) error {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
 		}
 	}
+	others, err := othersRoutes(h)
+	if err != nil {
+		return err
+	}
 	for dst, via := range want.routes {
+		if proto, taken := others[dst]; taken {
+			// Another's route (a primary CNI's, the cloud's, an
+			// administrator's): replacing it would take its traffic.
+			errs = append(errs, fmt.Errorf("route %s: the node has a route to it already (protocol %s), which nodemesh does not replace", dst, proto))
+			continue
+		}
 		r := &netlink.Route{Dst: ipNet(dst), Gw: via.AsSlice(), Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
 		if vxlan != 0 {
 			r.LinkIndex, r.Flags = vxlan, int(netlink.FLAG_ONLINK)
@@ -298,8 +327,13 @@ func (a *Agent) syncRoutes() {
 	a.metrics.peerNodes.WithLabelValues("skipped").Set(float64(len(skipped)))
 	if err != nil {
 		a.metrics.routeErrors.Inc()
-		a.log.Warn("routes to other nodes' pods; retrying in 10s", "error", err)
+		if err.Error() != a.lastRouteErr {
+			a.log.Warn("routes to other nodes' pods; retrying every 10s", "error", err)
+		}
+		a.lastRouteErr = err.Error()
 		time.AfterFunc(10*time.Second, a.Trigger)
+	} else {
+		a.lastRouteErr = ""
 	}
 }
 

@@ -182,6 +182,34 @@ func crossNode(t *testing.T, env *kubetest.Env, cgroupV2, mode string, subnet in
 		}
 	})
 
+	t.Run("another's route to a Node's pod CIDR is not replaced", func(t *testing.T) {
+		taken, free := fmt.Sprintf("10.%d.9.0/24", subnet), fmt.Sprintf("10.%d.8.0/24", subnet)
+		run(t, "ip", "-n", n0.netnsName("node"), "route", "add", taken, "via", c.nodeIP[1], "proto", "static")
+		for i, cidr := range []string{taken, free} {
+			name := fmt.Sprintf("%s-extra%d", n0.name, i)
+			node, err := env.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("192.168.%d.%d", subnet, 20+i)}}
+			if _, err := env.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			defer env.Client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+		}
+		eventually(t, 20*time.Second, "the free CIDR routed", func() error {
+			if out := c.ipOut(0, "ip", "route", "show", "proto", strconv.Itoa(int(agent.RouteProtocol))); !strings.Contains(out, free) {
+				return fmt.Errorf("no route to %s: %s", free, out)
+			}
+			return nil
+		})
+		if out := c.ipOut(0, "ip", "route", "show", taken); !strings.Contains(out, "via "+c.nodeIP[1]) || !strings.Contains(out, "proto static") {
+			t.Errorf("the static route to %s was replaced: %s", taken, out)
+		}
+		run(t, "ip", "-n", n0.netnsName("node"), "route", "del", taken)
+	})
+
 	t.Run("MTU", func(t *testing.T) {
 		wantMTU := underlayMTU
 		if mode == agent.RoutingVXLAN {
