@@ -105,12 +105,12 @@ bpf-check-generated:
 bench-bpf:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 3 ./bpf/
 
-## bench-datapath: the datapath benchmarks (root; iptables-nft; client and server pinned to CPU 0, NODEMESH_BENCH_CPUS=all to not): pod-to-pod RR/CRR/throughput with no program, nodemesh policy and iptables at 10,000 entries, redirect set-up cost, policy apply and CNI ADD latency; $(DATAPATH_ROUNDS) interleaved rounds, then a summary (median, spread, ratio to the baseline)
+## bench-datapath: the datapath benchmarks (root; iptables-nft; client and server pinned to CPU 0, NODEMESH_BENCH_CPUS=all to not): pod-to-pod RR/CRR/throughput with no program, nodemesh policy and iptables at 10,000 entries, redirect set-up cost, policy apply and CNI ADD latency, same-node vs cross-node native vs VXLAN; $(DATAPATH_ROUNDS) interleaved rounds, then a summary (median, spread, ratio to the baseline)
 DATAPATH_ROUNDS ?= 3
 bench-datapath: kube-binaries
 	@if [ "$$(id -u)" != 0 ]; then echo "bench-datapath needs root (eBPF, network namespaces, cgroups, iptables): run 'sudo make bench-datapath'"; exit 1; fi
 	@mkdir -p _output
-	NODEMESH_KUBE=required NODEMESH_DATAPATH=required NODEMESH_BENCH_ROUNDS=$(DATAPATH_ROUNDS) $(GO) test -run '^$$' -bench 'PodToPod|Redirect|PolicyApply|CNIAdd' -benchtime 1x -count 1 -timeout 40m ./agent/e2e/ | tee _output/bench-datapath.txt
+	NODEMESH_KUBE=required NODEMESH_DATAPATH=required NODEMESH_BENCH_ROUNDS=$(DATAPATH_ROUNDS) $(GO) test -run '^$$' -bench 'PodToPod|Redirect|PolicyApply|CNIAdd|CrossNode' -benchtime 1x -count 1 -timeout 40m ./agent/e2e/ | tee _output/bench-datapath.txt
 	@echo
 	@hack/bench-datapath-summary.sh _output/bench-datapath.txt
 

@@ -70,7 +70,9 @@ type Config struct {
 	// the DaemonSet a hostPath mount of it, /proc/sys being read-only in
 	// an unprivileged container).
 	SysctlNetDir string
-	MTU          int
+	// MTU of pods' interfaces; 0: the uplinks' (the smallest), less
+	// VXLANOverhead in VXLAN mode.
+	MTU int
 	// AllowHostIngress lets the node reach pods isolated for ingress
 	// (kubelet probes).
 	AllowHostIngress bool
@@ -98,7 +100,16 @@ type Config struct {
 	// empty. Enabled, every connect() and UDP sendmsg() to a ClusterIP or a
 	// NodePort on this node's addresses goes to a ready endpoint
 	// (docs/design/datapath.md, "Socket load balancing").
-	DisableSocketLB   bool
+	DisableSocketLB bool
+	// RoutingMode says how pods reach other nodes' pods: RoutingNative
+	// (default), RoutingVXLAN or RoutingNone (routing.go). VXLANVNI and
+	// VXLANPort configure the vxlan device (defaults DefaultVXLANVNI,
+	// DefaultVXLANPort).
+	RoutingMode string
+	// CNIMode is CNIStandalone (default) or CNIChained (chained.go).
+	CNIMode           string
+	VXLANVNI          int
+	VXLANPort         int
 	IdentityGCPeriod  time.Duration
 	IdentityGCGrace   time.Duration
 	DisableIdentityGC bool
@@ -139,6 +150,16 @@ type Agent struct {
 	ready    chan struct{}
 	trigger  chan struct{}
 	upgrades *tcxUpgrades
+
+	// uplinks are the node's interfaces to other nodes (Config.Uplinks
+	// or the default routes'); vxlanIndex is the vxlan device's ifindex
+	// in VXLAN mode; lastSkipped the Nodes last left without a route and
+	// why (logged when it changes).
+	uplinks     []string
+	vxlanIndex  int
+	lastSkipped map[string]string
+	// lastRouteErr is the last route sync's error (logged when it changes).
+	lastRouteErr string
 }
 
 func (c *Config) defaults() error {
@@ -159,8 +180,34 @@ func (c *Config) defaults() error {
 	if !c.ProxyAddress.IsValid() {
 		c.ProxyAddress = netip.AddrPortFrom(c.PodCIDR.Masked().Addr().Next(), bpf.ProxyOutboundPort)
 	}
-	if c.MTU == 0 {
-		c.MTU = 1500
+	switch c.CNIMode {
+	case "":
+		c.CNIMode = CNIStandalone
+	case CNIStandalone, CNIChained:
+	default:
+		return fmt.Errorf("CNI mode %q: want one of %v", c.CNIMode, CNIModes)
+	}
+	switch c.RoutingMode {
+	case "":
+		c.RoutingMode = RoutingNative
+	case RoutingNative, RoutingVXLAN, RoutingNone:
+	default:
+		return fmt.Errorf("routing mode %q: want one of %v", c.RoutingMode, RoutingModes)
+	}
+	if c.VXLANVNI == 0 {
+		c.VXLANVNI = DefaultVXLANVNI
+	}
+	if c.VXLANVNI < 1 || c.VXLANVNI > 1<<24-1 {
+		return fmt.Errorf("VXLAN VNI %d: want 1 to %d", c.VXLANVNI, 1<<24-1)
+	}
+	if c.VXLANPort == 0 {
+		c.VXLANPort = DefaultVXLANPort
+	}
+	if c.VXLANPort < 1 || c.VXLANPort > 65535 {
+		return fmt.Errorf("VXLAN port %d: want 1 to 65535", c.VXLANPort)
+	}
+	if c.MTU < 0 || (c.MTU > 0 && c.MTU < 576) {
+		return fmt.Errorf("MTU %d: want at least 576 (0: the uplinks')", c.MTU)
 	}
 	if c.SysctlNetDir == "" {
 		c.SysctlNetDir = DefaultSysctlNetDir
@@ -233,6 +280,23 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	}
 	if err := inNetns(cfg.NodeNetns, func() error { return a.sysctls.write("ipv4/ip_forward", "1") }); err != nil {
 		return nil, err
+	}
+	if err := inNetns(cfg.NodeNetns, func() error {
+		var err error
+		a.uplinks, err = resolveUplinks(cfg.Uplinks)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if a.cfg.MTU == 0 {
+		mtu, err := uplinkMTU(a.node, a.uplinks)
+		if err != nil {
+			return nil, err
+		}
+		a.cfg.MTU = podMTU(a.cfg.RoutingMode, mtu)
+	}
+	if err := a.setupRouting(); err != nil {
+		return nil, fmt.Errorf("%s routing: %w", a.cfg.RoutingMode, err)
 	}
 	if err := a.setupProxyReturn(); err != nil {
 		return nil, fmt.Errorf("node proxy return path: %w", err)
@@ -389,6 +453,9 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		return ctx.Err()
 	}
 	a.watchOwner(ctx)
+	if err := a.watchUplinks(ctx); err != nil {
+		return err
+	}
 	// First reconcile with the whole picture; until then the pinned state
 	// keeps being enforced as the previous agent left it.
 	for {
@@ -412,11 +479,15 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		return err
 	}
 	go a.runTCXUpgrades(ctx)
+	if a.cfg.CNIMode == CNIChained && a.cfg.CNIConfDir != "" {
+		go a.keepChained(ctx, chainCheckPeriod)
+	}
 	if a.cfg.Namespace != "" && !a.cfg.DisableIdentityGC {
 		go a.runIdentityGC(ctx)
 	}
 	close(a.ready)
-	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress)
+	a.log.Info("agent ready", "node", a.cfg.NodeName, "podCIDR", a.cfg.PodCIDR, "proxy", a.cfg.ProxyAddress,
+		"routing", a.cfg.RoutingMode, "mtu", a.cfg.MTU, "uplinks", a.uplinks)
 	return a.loop(ctx, errs)
 }
 

@@ -71,7 +71,8 @@ type CleanupResult struct {
 // Cleanup removes nodemesh from the node: the CNI configuration (first, so
 // the runtime stops handing new pods to nodemesh), the plugin binary, the
 // cls_bpf filters of kernels without tcx, the node proxy return path's
-// routing rule and table, every pinned link under
+// routing rule and table, the routes to other nodes' pods and the vxlan
+// device once no pod is left (see below), every pinned link under
 // BPFFS/nodemesh (unpinning the last reference detaches the tcx programs
 // from the pods' veths and the redirection programs from the cgroup) and
 // every other pin (the maps), and the directory itself. Nothing may hold
@@ -84,8 +85,9 @@ type CleanupResult struct {
 // deleted, which removes the veth pair with the pod's network namespace.
 // For the same reason the state directory's endpoint records and address
 // leases stay while such a pod is left: an agent installed again takes the
-// pods over from them instead of handing their addresses out twice. With
-// no pod left, they are removed too.
+// pods over from them instead of handing their addresses out twice, and
+// the routes to other nodes' pods stay. With no pod left, they are removed
+// too.
 //
 // Cleanup carries on past errors and returns them all; running it again is
 // safe.
@@ -96,7 +98,11 @@ func Cleanup(c CleanupConfig) (*CleanupResult, error) {
 	}
 	res := &CleanupResult{}
 	var errs []error
-	for _, f := range []struct{ dir, name string }{{c.CNIConfDir, CNIConfFile}, {c.CNIBinDir, cni.PluginType}} {
+	files := []struct{ dir, name string }{{c.CNIConfDir, CNIConfFile}, {c.CNIBinDir, cni.PluginType}}
+	for _, f := range legacyCNIConfFiles {
+		files = append(files, struct{ dir, name string }{c.CNIConfDir, f})
+	}
+	for _, f := range files {
 		if f.dir == "" {
 			continue
 		}
@@ -107,6 +113,14 @@ func Cleanup(c CleanupConfig) (*CleanupResult, error) {
 			log.Info("removed", "file", p)
 		case !errors.Is(err, fs.ErrNotExist):
 			errs = append(errs, err)
+		}
+	}
+	if c.CNIConfDir != "" {
+		changed, err := unchain(c.CNIConfDir)
+		errs = append(errs, err)
+		for _, p := range changed {
+			res.Files = append(res.Files, p+" (nodemesh-cni entry)")
+			log.Info("removed nodemesh-cni from", "file", p)
 		}
 	}
 	var live map[string]bool
@@ -131,6 +145,19 @@ func Cleanup(c CleanupConfig) (*CleanupResult, error) {
 			sysctls = DefaultSysctlNetDir
 		}
 		errs = append(errs, removeProxyReturnRouting(sysctls))
+		// The routes to other nodes' pods and the vxlan device stay while
+		// pods live on the node, for the reason their veths do: they keep
+		// reaching the other nodes' pods (as those nodes' routes to them
+		// stay) until they are deleted. Nothing maintains them any more.
+		if len(live) > 0 {
+			return errors.Join(errs...)
+		}
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		defer h.Delete()
+		errs = append(errs, removeRouting(h))
 		return errors.Join(errs...)
 	})
 	errs = append(errs, err)

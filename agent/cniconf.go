@@ -8,13 +8,20 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nodemesh/nodemesh/agent/cni"
+	"github.com/nodemesh/nodemesh/api"
 )
 
-// CNIConfFile is the name of the conflist the agent writes; "10-" sorts it
-// before the usual defaults, as the runtime uses the first file.
-const CNIConfFile = "10-nodemesh.conflist"
+// CNIConfFile is the name of the conflist the agent writes (see
+// api.CNIConfFile: it sorts first, nodemesh being the node's CNI).
+const CNIConfFile = api.CNIConfFile
+
+// legacyCNIConfFiles are names earlier agents wrote; the agent and Cleanup
+// remove them (a stale 10-nodemesh.conflist would name the same plugin
+// and socket, but nothing should be left that the agent does not own).
+var legacyCNIConfFiles = []string{"10-nodemesh.conflist"}
 
 // ConfList is the CNI network configuration list pointing the plugin at
 // socket.
@@ -42,6 +49,19 @@ func (a *Agent) installCNI() error {
 	if a.cfg.CNIConfDir == "" {
 		return nil
 	}
+	if a.cfg.CNIMode == CNIChained {
+		// Not a conflist of its own: nodemesh-cni goes into the primary
+		// CNI's (keepChained, started once the agent is ready).
+		if err := os.Remove(filepath.Join(a.cfg.CNIConfDir, CNIConfFile)); err == nil {
+			a.log.Info("removed nodemesh's own conflist (chained mode)")
+		}
+		return nil
+	}
+	if changed, err := unchain(a.cfg.CNIConfDir); err != nil {
+		a.log.Warn("remove nodemesh-cni from other conflists (standalone mode)", "error", err)
+	} else if len(changed) > 0 {
+		a.log.Info("removed nodemesh-cni from other conflists (standalone mode)", "files", changed)
+	}
 	data, err := ConfList(a.cfg.CNISocket)
 	if err != nil {
 		return err
@@ -49,7 +69,33 @@ func (a *Agent) installCNI() error {
 	if err := writeFileAtomic(filepath.Join(a.cfg.CNIConfDir, CNIConfFile), data, 0o644); err != nil {
 		return fmt.Errorf("write CNI configuration: %w", err)
 	}
+	for _, f := range legacyCNIConfFiles {
+		if err := os.Remove(filepath.Join(a.cfg.CNIConfDir, f)); err == nil {
+			a.log.Info("removed the configuration of an earlier agent", "file", f)
+		}
+	}
+	if others := otherConfs(a.cfg.CNIConfDir); len(others) > 0 {
+		// Ours sorts first, so the runtime uses it; the others belong to
+		// another CNI (the installer's preflight refuses that case).
+		a.log.Warn("other CNI configurations in the conf dir: nodemesh's sorts first and is the one the runtime uses; pods set up by the other CNI keep its network", "files", others)
+	}
 	return nil
+}
+
+// otherConfs lists the CNI configurations in dir that are not nodemesh's.
+func otherConfs(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || n == CNIConfFile || strings.HasPrefix(n, ".") {
+			continue
+		}
+		if ext := filepath.Ext(n); ext == ".conflist" || ext == ".conf" || ext == ".json" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

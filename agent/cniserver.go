@@ -121,6 +121,9 @@ func (a *Agent) Add(ctx context.Context, req *cni.Request) (res *types100.Result
 	if a.cleaned.Load() {
 		return nil, types.NewError(types.ErrInternal, "nodemesh was removed from this node (uninstall)", "")
 	}
+	if a.cfg.CNIMode == CNIChained {
+		return a.addChained(ctx, req, pod, start)
+	}
 	key := recordKey(req.ContainerID, req.IfName)
 	if r, ok := a.endpoints[key]; ok && !r.gone && r.Netns == req.Netns {
 		// A repeated ADD: answer from what is there if it is intact.
@@ -220,7 +223,18 @@ func (a *Agent) result(r *endpointRecord) *types100.Result {
 // identity entries, opt-in, record file. Errors are logged: teardown goes as
 // far as it can.
 func (a *Agent) teardownLocked(r *endpointRecord) {
-	if err := deleteVeth(a.node, r.HostIfName); err != nil {
+	if r.Chained {
+		// The veth is the previous plugin's (its DEL deletes it): only
+		// the programs come off it.
+		if r.HostIfindex != 0 {
+			if err := inNetns(a.cfg.NodeNetns, func() error {
+				_, err := bpf.RemoveClsBPFFilters(r.HostIfindex)
+				return err
+			}); err != nil {
+				a.log.Debug("remove cls_bpf filters", "veth", r.HostIfName, "error", err)
+			}
+		}
+	} else if err := deleteVeth(a.node, r.HostIfName); err != nil {
 		a.log.Error("delete veth", "veth", r.HostIfName, "error", err)
 	}
 	a.removePins(r.HostIfName)
@@ -266,7 +280,8 @@ func (a *Agent) Del(ctx context.Context, req *cni.Request) (err error) {
 	}
 	r, ok := a.endpoints[recordKey(req.ContainerID, req.IfName)]
 	if !ok {
-		r = &endpointRecord{ContainerID: req.ContainerID, IfName: req.IfName, HostIfName: HostVethName(req.ContainerID, req.IfName)}
+		r = &endpointRecord{ContainerID: req.ContainerID, IfName: req.IfName, HostIfName: HostVethName(req.ContainerID, req.IfName),
+			Chained: a.cfg.CNIMode == CNIChained}
 	}
 	a.teardownLocked(r)
 	if _, _, err := a.ipam.Release(req.ContainerID, req.IfName); err != nil {
@@ -305,12 +320,14 @@ func (a *Agent) Check(ctx context.Context, req *cni.Request) (err error) {
 }
 
 func (a *Agent) checkLocked(r *endpointRecord) error {
-	ip, ok, err := a.ipam.Lookup(r.ContainerID, r.IfName)
-	if err != nil {
-		return err
-	}
-	if !ok || ip != r.IP {
-		return fmt.Errorf("address lease of %s is %v, want %s", r.key(), ip, r.IP)
+	if !r.Chained {
+		ip, ok, err := a.ipam.Lookup(r.ContainerID, r.IfName)
+		if err != nil {
+			return err
+		}
+		if !ok || ip != r.IP {
+			return fmt.Errorf("address lease of %s is %v, want %s", r.key(), ip, r.IP)
+		}
 	}
 	pl := &podLink{hostName: r.HostIfName, hostIndex: r.HostIfindex, podIfName: r.IfName, podAddr: r.IP, netnsPath: r.Netns}
 	if err := checkVeth(a.node, pl); err != nil {

@@ -5,6 +5,7 @@ package agent
 import (
 	"context"
 	"maps"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,11 +35,13 @@ func everything() labels.Selector { return labels.Everything() }
 type watchers struct {
 	podFactory    informers.SharedInformerFactory
 	remoteFactory informers.SharedInformerFactory
+	nodeFactory   informers.SharedInformerFactory
 	factory       informers.SharedInformerFactory
 	dynFactory    dynamicinformer.DynamicSharedInformerFactory
 
 	pods       corelisters.PodLister
 	remotePods corelisters.PodLister
+	nodes      corelisters.NodeLister
 	namespaces corelisters.NamespaceLister
 	policies   networkinglisters.NetworkPolicyLister
 	services   corelisters.ServiceLister
@@ -66,6 +69,9 @@ func newInformers(a *Agent) *watchers {
 			).String()
 		}),
 		informers.WithTransform(remotePod))
+	// Nodes: only what the routes to their pods need (routing.go); their
+	// status heartbeats do not trigger a sync.
+	i.nodeFactory = informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0, informers.WithTransform(routedNode))
 	i.factory = informers.NewSharedInformerFactory(a.cfg.Kube, 0)
 	i.dynFactory = dynamicinformer.NewDynamicSharedInformerFactory(a.cfg.Dynamic, 0)
 
@@ -105,6 +111,20 @@ func newInformers(a *Agent) *watchers {
 		DeleteFunc: func(any) { a.Trigger() },
 	})
 	i.synced = append(i.synced, remoteInf.Informer().HasSynced)
+	nodeInf := i.nodeFactory.Core().V1().Nodes()
+	_, _ = nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { a.Trigger() },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Node)
+			c, ok2 := cur.(*corev1.Node)
+			if !ok1 || !ok2 || nodeChanged(o, c) {
+				a.Trigger()
+			}
+		},
+		DeleteFunc: func(any) { a.Trigger() },
+	})
+	i.synced = append(i.synced, nodeInf.Informer().HasSynced)
+	i.nodes = nodeInf.Lister()
 	i.remotePods = remoteInf.Lister()
 	i.pods, i.namespaces, i.policies, i.services, i.identities = podInf.Lister(), nsInf.Lister(), npInf.Lister(), svcInf.Lister(), idInf
 	i.traffic = tpInf
@@ -123,6 +143,7 @@ func hashIndex(obj any) ([]string, error) {
 func (i *watchers) start(ctx context.Context) {
 	i.podFactory.Start(ctx.Done())
 	i.remoteFactory.Start(ctx.Done())
+	i.nodeFactory.Start(ctx.Done())
 	i.factory.Start(ctx.Done())
 	i.dynFactory.Start(ctx.Done())
 }
@@ -227,6 +248,26 @@ func remotePod(obj any) (any, error) {
 func remoteChanged(o, c *corev1.Pod) bool {
 	return o.Status.PodIP != c.Status.PodIP || o.Status.Phase != c.Status.Phase ||
 		o.Spec.ServiceAccountName != c.Spec.ServiceAccountName || !maps.Equal(o.Labels, c.Labels)
+}
+
+// routedNode keeps of a Node what routes to its pods read: name, pod
+// CIDRs and addresses.
+func routedNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
+}
+
+// nodeChanged reports whether an update changes a Node's routes.
+func nodeChanged(o, c *corev1.Node) bool {
+	return o.Spec.PodCIDR != c.Spec.PodCIDR || !slices.Equal(o.Spec.PodCIDRs, c.Spec.PodCIDRs) ||
+		!slices.Equal(o.Status.Addresses, c.Status.Addresses)
 }
 
 // apiTimeout bounds the agent's direct API calls on the CNI path.

@@ -31,6 +31,8 @@ type metrics struct {
 	identitiesCollected prometheus.Counter
 	uninstallPending    prometheus.Gauge
 	cleanups            *prometheus.CounterVec
+	peerNodes           *prometheus.GaugeVec
+	routeErrors         prometheus.Counter
 
 	packetsDesc, bytesDesc, redirectDesc, mapEntriesDesc, mapCapacityDesc *prometheus.Desc
 }
@@ -72,6 +74,12 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.cleanups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nodemesh_agent_node_cleanups_total",
 		Help: "Removals of nodemesh from the node (at the agent's stop during an uninstall), by result (cleaned, failed); also recorded as an Event on the DaemonSet."}, []string{"result"})
 	f(m.cleanups)
+	m.peerNodes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nodemesh_agent_peer_nodes",
+		Help: "Other nodes whose pod CIDR is routed, or skipped (no address or pod CIDR, or a pod CIDR that overlaps another's or contains a node's address; logged)."}, []string{"state"})
+	f(m.peerNodes)
+	m.routeErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "nodemesh_agent_route_errors_total",
+		Help: "Syncs of the routes to other nodes' pods that failed in part (logged; retried at the next sync)."})
+	f(m.routeErrors)
 	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.lbFrontends, m.lbDiagnostics, m.diagnostics} {
 		f(c)
 	}

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -80,11 +82,11 @@ func (a *Agent) setupProxyReturn() error {
 		if err := a.sysctls.write("ipv4/conf/lo/accept_local", "1"); err != nil {
 			return err
 		}
-		uplinks := a.cfg.Uplinks
-		if len(uplinks) == 0 {
-			if uplinks, err = defaultRouteLinks(); err != nil {
-				return err
-			}
+		uplinks := a.uplinks
+		if a.cfg.RoutingMode == RoutingVXLAN {
+			// Replies from other nodes come out of the vxlan device,
+			// decapsulated.
+			uplinks = append(slices.Clone(uplinks), VXLANDevice)
 		}
 		want := map[string]bool{}
 		for _, name := range uplinks {
@@ -98,21 +100,35 @@ func (a *Agent) setupProxyReturn() error {
 			if err != nil {
 				return fmt.Errorf("uplink %s: %w", name, err)
 			}
-			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: filepath.Join(a.pinLinks, uplinkPin(name))})
+			pin := filepath.Join(a.pinLinks, uplinkPin(name))
+			att, err := a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: pin})
+			if err != nil {
+				// The pin may hold the link of an interface of that name
+				// that was deleted since (a vxlan device re-created with
+				// another VNI, a NIC re-plugged): the kernel severed it,
+				// and it cannot be updated. Attach afresh.
+				if rerr := os.Remove(pin); rerr == nil {
+					a.log.Info("uplink's pinned link was stale; attaching afresh", "uplink", name, "error", err)
+					att, err = a.pol.AttachUplink(l.Attrs().Index, bpf.AttachOptions{PinPath: pin})
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("uplink %s: %w", name, err)
 			}
 			att.Close() // the pin keeps it
 			a.log.Info("proxy return path on uplink", "uplink", name, "mode", att.Mode())
 		}
-		if len(uplinks) == 0 {
+		if len(a.uplinks) == 0 {
 			a.log.Warn("no uplink found (no default route, no --uplink): replies from other nodes to the node proxy's connections will not reach it")
 		}
 		return nil
 	})
 }
 
-func uplinkPin(name string) string { return "uplink_" + name }
+// uplinkPin is the pin name of an uplink's program. bpffs refuses names
+// with a dot (VLAN interfaces have one: eth0.100); ':' is never in an
+// interface name, so the mapping stays one to one.
+func uplinkPin(name string) string { return "uplink_" + strings.ReplaceAll(name, ".", ":") }
 
 // removeUplinkPins unpins (and so detaches) the uplink programs of
 // interfaces that are not uplinks any more, keeping the pins in keep.
@@ -133,6 +149,15 @@ func (a *Agent) removeUplinkPins(keep map[string]bool) error {
 		a.log.Info("proxy return path off an interface that is no uplink any more", "pin", filepath.Base(p))
 	}
 	return errors.Join(errs...)
+}
+
+// resolveUplinks is configured, or else the interfaces of the default
+// routes of the calling thread's network namespace.
+func resolveUplinks(configured []string) ([]string, error) {
+	if len(configured) > 0 {
+		return configured, nil
+	}
+	return defaultRouteLinks()
 }
 
 // defaultRouteLinks are the interfaces of the IPv4 default routes of the

@@ -28,6 +28,9 @@ type endpointRecord struct {
 	HostIfindex int        `json:"hostIfindex"`
 	IP          netip.Addr `json:"ip"`
 	NetnsCookie uint64     `json:"netnsCookie"`
+	// Chained: another CNI made the veth and the address (chained mode);
+	// the agent neither deletes the veth nor holds an address lease.
+	Chained bool `json:"chained,omitempty"`
 
 	// From the pod object, refreshed when it changes.
 	ServiceAccount string             `json:"serviceAccount,omitempty"`

@@ -51,6 +51,7 @@ func (a *Agent) syncLocked(ctx context.Context) error {
 	if err := a.syncSocketLB(); err != nil {
 		errs = append(errs, err)
 	}
+	a.syncRoutes()
 	a.metrics.syncs.Inc()
 	if err := errors.Join(errs...); err != nil {
 		a.metrics.syncErrors.Inc()

@@ -39,12 +39,16 @@ type CheckResult struct {
 // of the TC programs needs Linux 6.6.
 var MinKernel = [2]int{6, 6}
 
-// Preflight runs every check against the cluster. Checks never stop each
+// Preflight runs every check against the cluster, for the chart with the
+// user's values vals (nil: the chart's defaults). Checks never stop each
 // other: a check that cannot read what it needs says so in its line.
-func (c *Client) Preflight(ctx context.Context, ch *chart.Chart) []CheckResult {
+func (c *Client) Preflight(ctx context.Context, ch *chart.Chart, vals map[string]any) []CheckResult {
+	mode := cniMode(ch, vals)
 	checks := []func(context.Context, *chart.Chart) CheckResult{
 		c.checkKubeVersion, c.checkPermissions, c.checkRelease, c.checkNamespace,
-		c.checkIstio, c.checkInjection, c.checkAmbient, c.checkCNI, c.checkNodes,
+		c.checkIstio, c.checkInjection, c.checkAmbient,
+		func(ctx context.Context, _ *chart.Chart) CheckResult { return c.checkCNI(ctx, mode) },
+		c.checkNodes,
 	}
 	var out []CheckResult
 	for _, check := range checks {
@@ -209,38 +213,124 @@ func (c *Client) checkAmbient(ctx context.Context, _ *chart.Chart) CheckResult {
 var knownCNIs = map[string]string{
 	"cilium": "Cilium", "calico-node": "Calico", "kube-flannel-ds": "Flannel", "kube-flannel": "Flannel",
 	"weave-net": "Weave Net", "aws-node": "Amazon VPC CNI", "antrea-agent": "Antrea", "kube-router": "kube-router",
-	"canal": "Canal", "kindnet": "kindnet", "azure-cns": "Azure CNI", "istio-cni-node": "Istio CNI",
+	"canal": "Canal", "kindnet": "kindnet", "azure-cns": "Azure CNI",
 }
 
-func (c *Client) checkCNI(ctx context.Context, _ *chart.Chart) CheckResult {
+// chainedCNIs are plugins that insert themselves into the first CNI
+// configuration of a node, which would be nodemesh's.
+var chainedCNIs = map[string]string{"istio-cni-node": "Istio CNI"}
+
+// CNI modes of the chart's agent.cni.mode.
+const (
+	CNIStandalone = "standalone"
+	CNIChained    = "chained"
+)
+
+// cniMode is agent.cni.mode from vals, else the chart's default.
+func cniMode(ch *chart.Chart, vals map[string]any) string {
+	get := func(m map[string]any) string {
+		a, _ := m["agent"].(map[string]any)
+		c, _ := a["cni"].(map[string]any)
+		s, _ := c["mode"].(string)
+		return s
+	}
+	if s := get(vals); s != "" {
+		return s
+	}
+	if ch != nil {
+		if s := get(ch.Values); s != "" {
+			return s
+		}
+	}
+	return CNIStandalone
+}
+
+// checkCNI says what nodemesh will be on the nodes, by agent.cni.mode.
+// Standalone, nodemesh is their CNI: the agent's 00-nodemesh.conflist sorts
+// before every other CNI's configuration, so the runtime would give new
+// pods nodemesh's network while pods already running keep another CNI's —
+// two networks on one node, with no route between them; another CNI found
+// is a failure. Chained, nodemesh-cni is appended to the nodes' first
+// conflist: a primary CNI is needed.
+func (c *Client) checkCNI(ctx context.Context, mode string) CheckResult {
+	if mode == CNIChained {
+		return c.checkChained(ctx)
+	}
 	r := CheckResult{Name: "cni"}
 	dss, err := c.Kube.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return warn(r, "cannot list DaemonSets: "+err.Error(), "")
 	}
-	var found []string
+	var found, chained []string
 	for _, ds := range dss.Items {
-		name, ok := knownCNIs[ds.Name]
-		if !ok {
-			continue
+		if name, ok := knownCNIs[ds.Name]; ok {
+			found = append(found, fmt.Sprintf("%s (%s/%s)", name, ds.Namespace, ds.Name))
 		}
-		found = append(found, name)
-		if ds.Name == "cilium" {
-			cm, err := c.Kube.CoreV1().ConfigMaps(ds.Namespace).Get(ctx, "cilium-config", metav1.GetOptions{})
-			// cni-exclusive defaults to true: Cilium then renames every other
-			// configuration in the CNI conf dir, including nodemesh's.
-			if err == nil && cm.Data["cni-exclusive"] != "false" {
-				return fail(r, "Cilium owns the CNI configuration exclusively (cni-exclusive is not false) and would disable nodemesh's plugin",
-					"helm upgrade cilium cilium/cilium -n "+ds.Namespace+" --reuse-values --set cni.exclusive=false")
-			}
+		if name, ok := chainedCNIs[ds.Name]; ok {
+			chained = append(chained, fmt.Sprintf("%s (%s/%s)", name, ds.Namespace, ds.Name))
 		}
 	}
 	sort.Strings(found)
-	if len(found) == 0 {
-		return warn(r, "no known CNI DaemonSet found; nodemesh chains its plugin after the node's primary CNI",
-			"make sure the nodes have a primary CNI (managed clusters often install it outside DaemonSets)")
+	sort.Strings(chained)
+	if len(found) > 0 {
+		return fail(r, "another CNI runs: "+strings.Join(found, ", ")+"; with agent.cni.mode=standalone nodemesh is the nodes' CNI: its "+api.CNIConfFile+
+			" sorts first, so new pods would get nodemesh's network and running pods keep the other's",
+			"chain nodemesh after it (--set agent.cni.mode=chained --set agent.routingMode=none), or install nodemesh on a cluster without another CNI")
 	}
-	return pass(r, "primary CNI: "+strings.Join(found, ", ")+" (nodemesh chains after it)")
+	if len(chained) > 0 {
+		return fail(r, strings.Join(chained, ", ")+" inserts itself into the nodes' first CNI configuration, which would be nodemesh's "+api.CNIConfFile,
+			"remove it: nodemesh takes the place of Istio's CNI plugin for opted-in namespaces")
+	}
+	nodes, err := c.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return warn(r, "no known CNI DaemonSet; cannot list nodes: "+err.Error(), "")
+	}
+	var ready []string
+	for _, n := range nodes.Items {
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == "Ready" && cond.Status == "True" {
+				ready = append(ready, n.Name)
+			}
+		}
+	}
+	if len(ready) > 0 {
+		// A kubelet reports Ready only once its runtime has a CNI
+		// configuration: some CNI not run by a known DaemonSet is there.
+		sort.Strings(ready)
+		return warn(r, fmt.Sprintf("no known CNI DaemonSet, but %d nodes are Ready (%s): their runtime already has a CNI configuration, which nodemesh's %s will take precedence over for new pods",
+			len(ready), strings.Join(ready, ", "), api.CNIConfFile),
+			"make sure no other CNI manages these nodes (managed clusters install theirs outside DaemonSets); nodemesh is a standalone CNI")
+	}
+	return pass(r, "no other CNI: nodemesh will be the nodes' CNI (standalone, "+api.CNIConfFile+")")
+}
+
+// checkChained: chained mode needs a primary CNI whose conflist
+// nodemesh-cni is appended to.
+func (c *Client) checkChained(ctx context.Context) CheckResult {
+	r := CheckResult{Name: "cni"}
+	dss, err := c.Kube.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return warn(r, "cannot list DaemonSets: "+err.Error(), "")
+	}
+	var found, chained []string
+	for _, ds := range dss.Items {
+		if name, ok := knownCNIs[ds.Name]; ok {
+			found = append(found, name)
+		}
+		if name, ok := chainedCNIs[ds.Name]; ok {
+			chained = append(chained, name)
+		}
+	}
+	sort.Strings(found)
+	if len(chained) > 0 {
+		return warn(r, "nodemesh chains after the primary CNI (agent.cni.mode=chained), and so does "+strings.Join(chained, ", ")+": both police the same pods",
+			"opt each namespace into one data plane only")
+	}
+	if len(found) > 0 {
+		return pass(r, "nodemesh chains after "+strings.Join(found, ", ")+" (agent.cni.mode=chained): nodemesh-cni is appended to the nodes' first conflist")
+	}
+	return warn(r, "agent.cni.mode=chained and no known CNI DaemonSet: nodemesh-cni is appended to whatever conflist sorts first on each node, and the agent waits for one",
+		"make sure the nodes have a primary CNI that writes a .conflist")
 }
 
 func (c *Client) checkNodes(ctx context.Context, _ *chart.Chart) CheckResult {

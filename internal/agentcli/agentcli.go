@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -72,6 +74,10 @@ type agentOptions struct {
 	metricsAddress   string
 	allowHostIngress bool
 	mtu              int
+	routingMode      string
+	cniMode          string
+	vxlanPort        int
+	vxlanVNI         int
 	attachQuiet      time.Duration
 	attachMaxDelay   time.Duration
 	identityGCPeriod time.Duration
@@ -144,7 +150,11 @@ Examples:
 	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "addresses of this node that policy treats as the host (repeatable; the pod gateway always is)")
 	f.StringVar(&o.metricsAddress, "metrics-address", fmt.Sprintf(":%d", api.AgentMetricsPort), "address of the metrics and health HTTP server; empty: none")
 	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
-	f.IntVar(&o.mtu, "mtu", 1500, "MTU of pod interfaces")
+	f.IntVar(&o.mtu, "mtu", 0, "MTU of pod interfaces (default: the uplinks' smallest MTU, less "+strconv.Itoa(agent.VXLANOverhead)+" bytes in vxlan mode)")
+	f.StringVar(&o.routingMode, "routing-mode", agent.RoutingNative, "how pods reach other nodes' pods: native (a route to each node's pod CIDR via its InternalIP; the nodes share a link), vxlan (encapsulated between the nodes' addresses), none (something else routes pod CIDRs)")
+	f.StringVar(&o.cniMode, "cni-mode", agent.CNIStandalone, "standalone: nodemesh is the node's CNI (writes "+agent.CNIConfFile+", which sorts first); chained: nodemesh-cni is appended to the first conflist of --cni-conf-dir and polices the pods the primary CNI sets up (use --routing-mode none: the primary CNI routes)")
+	f.IntVar(&o.vxlanPort, "vxlan-port", agent.DefaultVXLANPort, "UDP port of the VXLAN overlay (every node must use the same)")
+	f.IntVar(&o.vxlanVNI, "vxlan-vni", agent.DefaultVXLANVNI, "VXLAN network identifier of the pod network (every node must use the same)")
 	f.DurationVar(&o.attachQuiet, "tcx-quiet-period", 200*time.Millisecond, "CNI ADD attaches the policy programs as cls_bpf filters (fast); they move to tcx links once CNI calls have been quiet this long")
 	f.DurationVar(&o.identityGCPeriod, "identity-gc-period", 5*time.Minute, "how often the agent holding the Lease "+agent.IdentityGCLease+" (in --namespace) looks for identities no pod uses")
 	f.DurationVar(&o.identityGCGrace, "identity-gc-grace", 15*time.Minute, "how long an identity must have been unused before it is deleted (keep it above the resync period)")
@@ -194,6 +204,19 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
 		DisableProxyReturn: o.noProxyReturn, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
+		RoutingMode: o.routingMode, VXLANPort: o.vxlanPort, VXLANVNI: o.vxlanVNI, CNIMode: o.cniMode,
+	}
+	if !slices.Contains(agent.CNIModes, o.cniMode) {
+		return clibase.UsageError("--cni-mode %q: want one of %s", o.cniMode, strings.Join(agent.CNIModes, ", "))
+	}
+	if !slices.Contains(agent.RoutingModes, o.routingMode) {
+		return clibase.UsageError("--routing-mode %q: want one of %s", o.routingMode, strings.Join(agent.RoutingModes, ", "))
+	}
+	if o.vxlanPort < 1 || o.vxlanPort > 65535 {
+		return clibase.UsageError("--vxlan-port %d: want 1 to 65535", o.vxlanPort)
+	}
+	if o.vxlanVNI < 1 || o.vxlanVNI > 1<<24-1 {
+		return clibase.UsageError("--vxlan-vni %d: want 1 to 16777215", o.vxlanVNI)
 	}
 	if ac.CgroupRoot == "" {
 		if ac.CgroupRoot, err = defaultCgroupRoot(); err != nil {

@@ -220,7 +220,7 @@ func runInstall(ctx context.Context, o *installOptions, streams cli.IO) error {
 	}
 	if !o.skipPreflight {
 		fmt.Fprintln(streams.Out, "Preflight checks")
-		results := c.Preflight(ctx, ch)
+		results := c.Preflight(ctx, ch, vals)
 		printChecks(streams.Out, results)
 		if install.Failed(results) {
 			return &cli.ExitError{Code: cli.ExitFindings, Err: errors.New("preflight failed: fix the checks marked ❌ (or --skip-preflight)")}
@@ -578,7 +578,7 @@ unreachable; 2 wrong flags.`,
 			if err != nil {
 				return err
 			}
-			results := c.Preflight(cmd.Context(), ch)
+			results := c.Preflight(cmd.Context(), ch, nil)
 			if o.output == "json" {
 				b, err := json.MarshalIndent(results, "", "  ")
 				if err != nil {
