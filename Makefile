@@ -52,7 +52,7 @@ cluster-up: kube-binaries images build
 test-cluster: kube-binaries
 	@if [ "$$(id -u)" != 0 ]; then echo "test-cluster needs root (network namespaces, mounts, cgroups): run 'sudo make test-cluster'"; exit 1; fi
 	@mkdir -p _output
-	NODEMESH_CLUSTER=required $(GO) test -count=1 -v -timeout 40m ./test/cluster/ 2>&1 | tee _output/test-cluster.txt | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|cluster_test.go'
+	bash -o pipefail -c "NODEMESH_CLUSTER=required $(GO) test -count=1 -v -timeout 40m ./test/cluster/ 2>&1 | tee _output/test-cluster.txt | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|cluster_test.go'"
 
 ## cluster-down: stop the local cluster, delete its namespaces, cgroups and state
 cluster-down:

@@ -114,7 +114,13 @@ func ProbeTargets(svcs []corev1.Service) []ProbeTarget {
 // per target; to $OUT (the termination message file, of which the kubelet
 // keeps 4 KiB) it writes only the failed targets' lines and a last line
 // "done <answered> <targets>"; it exits 1 when any target gave no HTTP
-// response of the application. curl without --fail exits 0 on any HTTP
+// response of the application. Then it reads the record of the node proxy
+// on its node ($PROXY, the node's address and port 15090) and writes
+// "proxy <kind> <n>": for nodemesh's L4 stand-in ("stand-in"), the
+// connections it carried from this pod; for Envoy ("envoy"), how many more
+// requests its outbound clusters sent than before the probe; "unreachable"
+// or "none" when there is no record to read. An answer is not enough: the
+// requests must have gone through the node proxy. curl without --fail exits 0 on any HTTP
 // status; its %{http_code} is 000 when there was none. An Envoy local reply
 // for an unreachable upstream is reported with a pseudo exit status
 // (envoyNoHealthyUpstream and the two after it).
@@ -124,6 +130,9 @@ nl='
 '
 n=0
 rc=0
+record() { [ -n "$PROXY" ] && curl -s --connect-timeout 2 -m 5 "http://$PROXY/stats/prometheus"; }
+envoy_rq() { awk '/^envoy_cluster_upstream_rq_total[{]envoy_cluster_name="outbound[|]/ {s+=$NF} END {print s+0}'; }
+before=$(record | envoy_rq)
 for t in "$@"; do
   opt=""
   case "$t" in h2:*) t="${t#h2:}"; opt="--http2-prior-knowledge";; esac
@@ -143,6 +152,19 @@ for t in "$@"; do
   if [ "$code" = 000 ]; then rc=1; echo "$t $code $e" >> "$OUT"; else n=$((n+1)); fi
 done
 echo "done $n $#" >> "$OUT"
+after=$(record)
+if [ -z "$PROXY" ]; then
+  echo "proxy none 0" >> "$OUT"
+elif [ -z "$after" ]; then
+  echo "proxy unreachable 0" >> "$OUT"
+else
+  standin=$(printf '%s\n' "$after" | awk -v p="nodemesh_standin_proxy_connections_total{source=\"$POD_IP\"," 'index($0, p) == 1 {s+=$NF} END {print s+0}')
+  if [ "$standin" -gt 0 ]; then
+    echo "proxy stand-in $standin" >> "$OUT"
+  else
+    echo "proxy envoy $(( $(printf '%s\n' "$after" | envoy_rq) - before ))" >> "$OUT"
+  fi
+fi
 exit $rc
 `
 
@@ -153,6 +175,11 @@ type probeOutput struct {
 	// done: the probe got to its end; answered of targets responded.
 	done              bool
 	answered, targets int
+	// proxy is the node proxy's record of the probe: its kind
+	// ("stand-in", "envoy", "unreachable", "none") and the connections or
+	// requests it counted.
+	proxy      string
+	proxyCount int
 }
 
 // probeResult is one failed target.
@@ -196,6 +223,12 @@ func parseProbeOutput(msg string) probeOutput {
 	for line := range strings.SplitSeq(msg, "\n") {
 		f := strings.Fields(line)
 		if len(f) != 3 {
+			continue
+		}
+		if f[0] == "proxy" {
+			if n, err := strconv.Atoi(f[2]); err == nil {
+				out.proxy, out.proxyCount = f[1], n
+			}
 			continue
 		}
 		a, errA := strconv.Atoi(f[1])
@@ -281,7 +314,11 @@ func (p *PodProbe) probePod(ns string, targets []ProbeTarget) *corev1.Pod {
 			Containers: []corev1.Container{{
 				Name: probeContainer, Image: p.image(), ImagePullPolicy: corev1.PullIfNotPresent,
 				Command: []string{"/bin/sh"}, Args: args,
-				Env:                      []corev1.EnvVar{{Name: "TIMEOUT", Value: strconv.Itoa(int(p.requestTimeout().Seconds()))}},
+				Env: []corev1.EnvVar{{Name: "TIMEOUT", Value: strconv.Itoa(int(p.requestTimeout().Seconds()))},
+					{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+					{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+					// The node proxy (hostNetwork) serves its record there.
+					{Name: "PROXY", Value: "$(HOST_IP):" + strconv.Itoa(api.EnvoyStatsPort)}},
 				TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				SecurityContext: &corev1.SecurityContext{
@@ -410,6 +447,10 @@ func (p *PodProbe) report(ns string, targets []ProbeTarget, pod *corev1.Pod) (st
 		return "", fmt.Errorf("%d of %d Service ports gave no HTTP response to a pod in %s:\n  %s%s", len(failed), len(targets), ns, strings.Join(failed, "\n  "), more)
 	case term.ExitCode != 0 || !out.done || out.answered != len(targets):
 		return "", fmt.Errorf("the probe pod %s/%s exited with %d (%s) without a complete result: %s", ns, pod.Name, term.ExitCode, term.Reason, strings.TrimSpace(term.Message))
+	case out.proxy == "unreachable" || out.proxy == "none" || out.proxy == "":
+		return "", fmt.Errorf("%d Service ports answered a pod in %s, but the node proxy's record (port %d on the pod's node) could not be read, so nothing proves the requests went through it: is the node proxy running there, or does an egress NetworkPolicy of %s stop its pods from reaching their node?", len(targets), ns, api.EnvoyStatsPort, ns)
+	case out.proxyCount < len(targets):
+		return "", fmt.Errorf("%d Service ports answered a pod in %s, but the node proxy (%s) recorded %d of them: the requests did not go through it — is %s redirected (label %s=%s)?", len(targets), ns, out.proxy, out.proxyCount, ns, api.DataplaneModeLabel, api.DataplaneModeNodemesh)
 	}
-	return fmt.Sprintf("%d Service ports answered over HTTP from a pod in %s", len(targets), ns), nil
+	return fmt.Sprintf("%d Service ports answered over HTTP from a pod in %s, through the node proxy (%s: %d recorded)", len(targets), ns, out.proxy, out.proxyCount), nil
 }

@@ -2,6 +2,8 @@ package migration
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -90,8 +92,101 @@ func TestProbeScript(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("script: %v\n%s", err, b)
 	}
-	if msg, _ := os.ReadFile(out); strings.TrimSpace(string(msg)) != "done 1 1" {
-		t.Errorf("termination message %q, want %q", msg, "done 1 1")
+	if msg, _ := os.ReadFile(out); strings.TrimSpace(string(msg)) != "done 1 1\nproxy none 0" {
+		t.Errorf("termination message %q, want %q", msg, "done 1 1\nproxy none 0")
+	}
+}
+
+// TestProbeProxyRecord: the probe reads the node proxy's own record after
+// its requests — the stand-in's connections from the probe pod's address,
+// or Envoy's outbound requests counted after minus before — and report
+// accepts only a record that counts every answered target.
+func TestProbeProxyRecord(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("no curl")
+	}
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer app.Close()
+	appAddr := strings.TrimPrefix(app.URL, "http://")
+	var envoyReads int
+	for name, tc := range map[string]struct {
+		record    func() string
+		wantKind  string
+		wantCount int
+	}{
+		"stand-in carried the probe pod": {record: func() string {
+			return "nodemesh_standin_proxy_connections_total{source=\"10.244.0.9\",destination=\"10.96.0.5:80\"} 2\n" +
+				"nodemesh_standin_proxy_connections_total{source=\"10.244.0.90\",destination=\"10.96.0.5:80\"} 7\n"
+		}, wantKind: "stand-in", wantCount: 2},
+		"stand-in never saw the probe pod": {record: func() string {
+			return "nodemesh_standin_proxy_connections_total{source=\"10.244.0.90\",destination=\"10.96.0.5:80\"} 7\n"
+		}, wantKind: "envoy", wantCount: 0},
+		"envoy counted the requests": {record: func() string {
+			envoyReads++
+			n := 10 + 3*(envoyReads-1) // before: 10, after: 13
+			return fmt.Sprintf("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"outbound|9080||details.shop.svc.cluster.local\"} %d\n"+
+				"envoy_cluster_upstream_rq_total{envoy_cluster_name=\"inbound|9080||\"} 50\n", n)
+		}, wantKind: "envoy", wantCount: 3},
+	} {
+		t.Run(name, func(t *testing.T) {
+			envoyReads = 0
+			proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/stats/prometheus" {
+					http.NotFound(w, r)
+					return
+				}
+				io.WriteString(w, tc.record())
+			}))
+			defer proxy.Close()
+			out := filepath.Join(t.TempDir(), "termination-log")
+			cmd := exec.Command("sh", "-c", probeScript, "nodemesh-probe", appAddr)
+			cmd.Env = append(os.Environ(), "OUT="+out, "TIMEOUT=2", "POD_IP=10.244.0.9", "PROXY="+strings.TrimPrefix(proxy.URL, "http://"))
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("script: %v\n%s", err, b)
+			}
+			msg, _ := os.ReadFile(out)
+			got := parseProbeOutput(string(msg))
+			if got.proxy != tc.wantKind || got.proxyCount != tc.wantCount {
+				t.Errorf("termination message %q: proxy %s %d, want %s %d", msg, got.proxy, got.proxyCount, tc.wantKind, tc.wantCount)
+			}
+		})
+	}
+	// The record unreachable: said so.
+	out := filepath.Join(t.TempDir(), "termination-log")
+	cmd := exec.Command("sh", "-c", probeScript, "nodemesh-probe", appAddr)
+	cmd.Env = append(os.Environ(), "OUT="+out, "TIMEOUT=1", "POD_IP=10.244.0.9", "PROXY=127.0.0.1:1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("script: %v\n%s", err, b)
+	}
+	if msg, _ := os.ReadFile(out); !strings.Contains(string(msg), "proxy unreachable 0") {
+		t.Errorf("termination message %q, want the record unreachable", msg)
+	}
+}
+
+// TestProbeReportNeedsTheProxy: answers without the node proxy's record of
+// them fail the verification, naming why.
+func TestProbeReportNeedsTheProxy(t *testing.T) {
+	p := &PodProbe{}
+	targets := []ProbeTarget{{Service: "details", Port: 9080}, {Service: "reviews", Port: 9080}}
+	pod := func(msg string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probe"}, Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{
+			Name: probeContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: msg}}}}}}
+	}
+	for msg, want := range map[string]string{
+		"done 2 2\nproxy stand-in 2":    "",
+		"done 2 2\nproxy envoy 5":       "",
+		"done 2 2\nproxy stand-in 1":    "recorded 1 of them",
+		"done 2 2\nproxy envoy 0":       "did not go through it",
+		"done 2 2\nproxy unreachable 0": "could not be read",
+		"done 2 2":                      "could not be read",
+	} {
+		_, err := p.report("shop", targets, pod(msg))
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v", msg, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: %v, want an error saying %q", msg, err, want)
+		}
 	}
 }
 
