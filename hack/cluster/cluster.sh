@@ -68,7 +68,9 @@ up() {
       sleep 1
     done
     if [ -z "$cidr" ]; then
-      log "node $n did not register (see $dir/$n/kubelet.log)"; exit 1
+      log "node $n did not register (see $dir/$n/kubelet.log); its last words:"
+      tail -n 20 "$dir/$n/node.log" "$dir/$n/containerd.log" "$dir/$n/kubelet.log" >&2 2>/dev/null || true
+      exit 1
     fi
     ip=$(kubectl get node "$n" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
     # The control plane's host reaches the pods (and their replies to the

@@ -179,6 +179,12 @@ func (s *Suite) waitReady(ctx context.Context, env *Env) error {
 				waiting = append(waiting, w.namespace+"/"+w.name+": "+why)
 			}
 		}
+		// The tests reach Services by name: the cluster DNS (the kube-dns
+		// Service, where there is one) must have a ready endpoint too — on
+		// a cluster just installed, its pods start with the CNI.
+		if why := s.dnsWaiting(ctx); why != "" {
+			waiting = append(waiting, why)
+		}
 		if len(waiting) == 0 {
 			return nil
 		}
@@ -189,6 +195,26 @@ func (s *Suite) waitReady(ctx context.Context, env *Env) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// dnsWaiting says why the cluster DNS is not ready yet, or "" (ready, or
+// no kube-dns Service: the cluster resolves some other way).
+func (s *Suite) dnsWaiting(ctx context.Context) string {
+	if _, err := s.Kube.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{}); err != nil {
+		return ""
+	}
+	slices, err := s.Kube.DiscoveryV1().EndpointSlices("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kube-dns"})
+	if err != nil {
+		return "kube-system/kube-dns: " + err.Error()
+	}
+	for _, sl := range slices.Items {
+		for _, ep := range sl.Endpoints {
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+				return ""
+			}
+		}
+	}
+	return "kube-system/kube-dns (cluster DNS): no ready endpoint"
 }
 
 // cleanup deletes the check's namespaces (and so everything in them).

@@ -204,6 +204,8 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("migration", testMigration)
+
 	t.Run("uninstall", func(t *testing.T) {
 		out := must(t, 5*time.Minute, "bin/nodemesh", "uninstall")
 		t.Logf("uninstall:\n%s", out)
