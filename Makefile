@@ -15,7 +15,7 @@ KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./xds/kubeauth/... ./intern
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down cluster-up cluster-down test-cluster testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
+.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down cluster-up cluster-down test-cluster bench-cluster testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
 
 all: build
 
@@ -53,6 +53,11 @@ test-cluster: kube-binaries
 	@if [ "$$(id -u)" != 0 ]; then echo "test-cluster needs root (network namespaces, mounts, cgroups): run 'sudo make test-cluster'"; exit 1; fi
 	@mkdir -p _output
 	bash -o pipefail -c "NODEMESH_CLUSTER=required $(GO) test -count=1 -v -timeout 40m ./test/cluster/ 2>&1 | tee _output/test-cluster.txt | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|cluster_test.go'"
+
+## bench-cluster: pod start on the local cluster (root): 50 pods at once on one node, creation → Ready p50/p99 (brings the cluster up, installs, measures, tears it down)
+bench-cluster: cluster-up
+	KUBECONFIG=_output/cluster/kubeconfig bin/nodemesh install -f _output/cluster/values.yaml --wait --timeout 4m
+	NODEMESH_CLUSTER=1 VERSION='$(VERSION)' $(GO) test -run '^$$' -bench PodStart -benchtime 1x -count 3 ./test/cluster/ | tee _output/bench-cluster.txt; rc=$$?; hack/cluster/cluster.sh down; exit $$rc
 
 ## cluster-down: stop the local cluster, delete its namespaces, cgroups and state
 cluster-down:

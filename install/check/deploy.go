@@ -62,6 +62,9 @@ func (s *Suite) deploy(ctx context.Context, env *Env) error {
 	for name, labels := range nss {
 		labels[api.PartOfLabel] = partOfValue
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+		if err := s.awaitDeleted(ctx, name); err != nil {
+			return err
+		}
 		if _, err := s.Kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				return fmt.Errorf("namespace %s already exists (a previous check still running or kept with --keep? delete it first)", name)
@@ -192,6 +195,35 @@ func (s *Suite) waitReady(ctx context.Context, env *Env) error {
 		case <-ctx.Done():
 			sort.Strings(waiting)
 			return fmt.Errorf("workloads not ready after %s:\n  %s", s.opts.ReadyTimeout, strings.Join(waiting, "\n  "))
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// awaitDeleted waits (up to the ready timeout) for a namespace that is
+// being deleted — the previous run's — to be gone; one that exists and is
+// not being deleted is left for Create to refuse.
+func (s *Suite) awaitDeleted(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
+	defer cancel()
+	said := false
+	for {
+		ns, err := s.Kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err != nil:
+			return fmt.Errorf("get namespace %s: %w", name, err)
+		case ns.DeletionTimestamp == nil:
+			return nil
+		}
+		if !said {
+			fmt.Fprintf(s.opts.Out, "⌛ namespace %s is still being deleted (a previous check): waiting\n", name)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("namespace %s is still being deleted after %s", name, s.opts.ReadyTimeout)
 		case <-time.After(time.Second):
 		}
 	}

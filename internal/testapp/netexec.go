@@ -127,6 +127,31 @@ func NetexecHandler(host string) http.Handler {
 	mux.HandleFunc("/header", func(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusOK, r.Header.Get(r.URL.Query().Get("key")))
 	})
+	// nodemesh's own: one long response, a numbered line every 100 ms for
+	// ?seconds=N (at most 600) — a long-lived connection whose loss (a
+	// reset, a stall) the client sees as a short or failed transfer.
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		secs, err := strconv.Atoi(r.URL.Query().Get("seconds"))
+		if err != nil || secs < 1 || secs > 600 {
+			text(w, http.StatusBadRequest, "seconds: want 1 to 600")
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fl, _ := w.(http.Flusher)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for i := 1; i <= secs*10; i++ {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-t.C:
+			}
+			fmt.Fprintf(w, "%d\n", i)
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	})
 	return mux
 }
 

@@ -113,3 +113,30 @@ func TestServeUDP(t *testing.T) {
 		t.Errorf("ServeUDP after close: %v", err)
 	}
 }
+
+// TestStream: /stream sends one numbered line per 100 ms for the seconds
+// asked, and refuses a duration out of range.
+func TestStream(t *testing.T) {
+	srv := httptest.NewServer(NetexecHandler("host"))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/stream?seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines := strings.Fields(string(body))
+	if resp.StatusCode != 200 || len(lines) != 10 || lines[9] != "10" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	for _, bad := range []string{"0", "601", "x"} {
+		resp, err := http.Get(srv.URL + "/stream?seconds=" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("seconds=%s: %d, want 400", bad, resp.StatusCode)
+		}
+	}
+}

@@ -204,6 +204,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("agent restart during a stream", testAgentRestart)
 	t.Run("migration", testMigration)
 
 	t.Run("uninstall", func(t *testing.T) {
