@@ -204,6 +204,28 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("vxlan", func(t *testing.T) {
+		// The same cluster moved to the overlay: the agents restart with
+		// routingMode vxlan, replace the native routes with the vxlan
+		// device's, and pods keep reaching the other node; what follows
+		// (agent restart, migration, uninstall) runs on the overlay.
+		out := must(t, 5*time.Minute, "bin/nodemesh", "upgrade", "-f", "_output/cluster/values.yaml", "--set", "agent.routingMode=vxlan", "--wait", "--timeout", "4m")
+		t.Logf("upgrade:\n%s", out)
+		got, out, err := check(t, "^pod-to-pod$", "^pod-to-service$", "^dns-egress-policy$")
+		for _, name := range []string{"pod-to-pod", "pod-to-service", "dns-egress-policy"} {
+			if got[name] != "passed" {
+				t.Errorf("check %s over VXLAN: %s, want passed", name, got[name])
+			}
+		}
+		if err != nil || t.Failed() {
+			t.Fatalf("check over VXLAN: %v\n%s", err, out)
+		}
+		for _, n := range []string{"node-a", "node-b"} {
+			if out, err := run(t, time.Minute, "ip", "-n", "nm-"+n, "-d", "link", "show", "nodemesh-vxlan"); err != nil || !strings.Contains(out, "vxlan id") {
+				t.Errorf("%s has no vxlan device: %v\n%s", n, err, out)
+			}
+		}
+	})
 	t.Run("agent restart during a stream", testAgentRestart)
 	t.Run("migration", testMigration)
 
