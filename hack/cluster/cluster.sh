@@ -45,6 +45,9 @@ up() {
   mkdir -p "$dir/images"
   dns_image=localhost/nodemesh-cluster/coredns:v$("$dns/coredns" -version | sed -n 's/^CoreDNS-//p')
   (cd "$root" && go run ./hack/images --binary "$dns_image=$dns/coredns" --out "$dir/images") >&2
+  # The proxyless gRPC workload of test/cluster (test only, not shipped).
+  (cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$dir/bin/grpcprobe" ./hack/grpcprobe &&
+    go run ./hack/images --binary "localhost/nodemesh-cluster/grpcprobe:dev=$dir/bin/grpcprobe" --out "$dir/images") >&2
   log "underlay bridge $bridge $gateway/24"
   ip link add "$bridge" type bridge
   ip addr add "$gateway/24" dev "$bridge"
@@ -56,7 +59,7 @@ up() {
   for n in $nodes; do
     log "node $n (172.30.0.$i)"
     mkdir -p "$dir/$n/images"
-    cp "$images"/*.tar "$dir/images/coredns.tar" "$dir/$n/images/"
+    cp "$images"/*.tar "$dir/images/coredns.tar" "$dir/images/grpcprobe.tar" "$dir/$n/images/"
     "$root/hack/cluster/node.sh" up "$n" "172.30.0.$i" "$dir/$n" "$dir/kube" "$ctrd" "$cni" "$kube_bin/kubelet" "$sandbox"
     i=$((i + 1))
   done

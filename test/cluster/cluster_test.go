@@ -204,6 +204,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("proxyless gRPC follows the VirtualService", testProxylessGRPC)
 	t.Run("vxlan", func(t *testing.T) {
 		// The same cluster moved to the overlay: the agents restart with
 		// routingMode vxlan, replace the native routes with the vxlan
