@@ -2,20 +2,9 @@ package migration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -24,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admission/v1"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,7 +59,7 @@ func getCluster(t *testing.T) *cluster {
 		if c.dyn, err = dynamic.NewForConfig(env.Config); err != nil {
 			t.Fatal(err)
 		}
-		c.startInjector(t)
+		kubetest.StartSidecarInjector(t, c.env.Client, "docker.io/istio/proxyv2:1.27.1")
 		go c.kubelet()
 		ctx := context.Background()
 		env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "nodemesh-system"}}, metav1.CreateOptions{})
@@ -187,73 +174,6 @@ func (c *cluster) kubelet() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// startInjector serves a mutating webhook that adds an istio-proxy
-// container to Pods created in namespaces labelled istio-injection=enabled,
-// as Istio's injector does (the container only; its other changes do not
-// matter here).
-func (c *cluster) startInjector(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "injector"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(inject), TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}}
-	go srv.ServeTLS(ln, "", "")
-	url := "https://" + ln.Addr().String() + "/inject"
-	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
-	_, err = c.env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "istio-sidecar-injector"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "sidecar-injector.istio.io",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: certPEM},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{InjectionLabel: "enabled"}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func inject(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil || review.Request == nil {
-		http.Error(w, "bad review", http.StatusBadRequest)
-		return
-	}
-	var pod corev1.Pod
-	json.Unmarshal(review.Request.Object.Raw, &pod)
-	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
-	if !hasSidecar(&pod) && pod.Labels[PodInjectLabel] != "false" {
-		patch, _ := json.Marshal([]map[string]any{
-			{"op": "add", "path": "/spec/containers/-", "value": corev1.Container{Name: SidecarContainer, Image: "docker.io/istio/proxyv2:1.27.1"}},
-		})
-		pt := admissionv1.PatchTypeJSONPatch
-		resp.Patch, resp.PatchType = patch, &pt
-	}
-	review.Response = resp
-	review.Request = nil
-	json.NewEncoder(w).Encode(&review)
 }
 
 // bookinfo creates the project's bookinfo app in a fresh namespace labelled

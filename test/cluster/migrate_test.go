@@ -4,109 +4,20 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admission/v1"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
-
-// The stand-in for Istio's sidecar injector: no istiod image exists here,
-// so a mutating webhook served by this test adds an istio-proxy container
-// (the pause image: it only has to run) to pods of namespaces labelled
-// istio-injection=enabled, as istiod's injector does. Everything else is
-// real: the kubelet starts and restarts the pods, the CNI networks them,
-// the node proxy stand-in carries the migrated traffic.
-func startInjector(t *testing.T, kube kubernetes.Interface, sidecarImage string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "injector"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0") // the API server runs in this network namespace
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inject(w, r, sidecarImage)
-	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	url := "https://" + ln.Addr().String() + "/inject"
-	fail, none := admissionregistrationv1.Fail, admissionregistrationv1.SideEffectClassNone
-	ctx := context.Background()
-	_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "istio-sidecar-injector"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:         "sidecar-injector.istio.io",
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
-			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"istio-injection": "enabled"}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "istio-sidecar-injector", metav1.DeleteOptions{})
-	})
-}
-
-func inject(w http.ResponseWriter, r *http.Request, image string) {
-	body, _ := io.ReadAll(r.Body)
-	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil || review.Request == nil {
-		http.Error(w, "bad review", http.StatusBadRequest)
-		return
-	}
-	var pod corev1.Pod
-	json.Unmarshal(review.Request.Object.Raw, &pod)
-	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
-	has := false
-	for _, c := range pod.Spec.Containers {
-		has = has || c.Name == "istio-proxy"
-	}
-	if !has && pod.Labels["sidecar.istio.io/inject"] != "false" {
-		patch, _ := json.Marshal([]map[string]any{{"op": "add", "path": "/spec/containers/-",
-			"value": corev1.Container{Name: "istio-proxy", Image: image, ImagePullPolicy: corev1.PullIfNotPresent}}})
-		pt := admissionv1.PatchTypeJSONPatch
-		resp.Patch, resp.PatchType = patch, &pt
-	}
-	review.Response, review.Request = resp, nil
-	json.NewEncoder(w).Encode(&review)
-}
 
 // bookinfo is a bookinfo-like app of nodemesh-testapp chain services:
 // productpage → details, productpage → reviews → ratings.
@@ -156,7 +67,11 @@ func testMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	kube := kubernetes.NewForConfigOrDie(cfg)
-	startInjector(t, kube, "ghcr.io/nodemesh/pause:"+version)
+	// Istio's injector stands in (no istiod image exists here): it adds an
+	// istio-proxy container running the pause image. The kubelet starts and
+	// restarts the pods, the CNI networks them, the node proxy stand-in
+	// carries the migrated traffic.
+	defer kubetest.StartSidecarInjector(t, kube, "ghcr.io/nodemesh/pause:"+version)()
 	const ns = "shop"
 	manifest := filepath.Join(t.TempDir(), "bookinfo.yaml")
 	app := "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n" +
