@@ -23,9 +23,10 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 # The node's own bpffs instance: the agent's pins are the node's.
 mount -t bpf bpf /sys/fs/bpf
 
-# Per-node state over the paths everything expects.
+# Per-node state over the paths everything expects (containerd's NRI socket
+# included: two containerds cannot share /var/run/nri/nri.sock).
 for d in etc/cni/net.d opt/cni/bin var/lib/kubelet var/lib/containerd run/containerd \
-         var/lib/nodemesh var/run/nodemesh var/run/netns var/log/pods var/log/containers; do
+         var/lib/nodemesh var/run/nodemesh var/run/netns var/run/nri var/log/pods var/log/containers; do
   mkdir -p "$state/root/$d" "/$d"
   mount --bind "$state/root/$d" "/$d"
 done
