@@ -235,11 +235,11 @@ func (s *Suite) dnsWaiting(ctx context.Context) string {
 	if _, err := s.Kube.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{}); err != nil {
 		return ""
 	}
-	slices, err := s.Kube.DiscoveryV1().EndpointSlices("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kube-dns"})
+	eps, err := s.Kube.DiscoveryV1().EndpointSlices("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kube-dns"})
 	if err != nil {
 		return "kube-system/kube-dns: " + err.Error()
 	}
-	for _, sl := range slices.Items {
+	for _, sl := range eps.Items {
 		for _, ep := range sl.Endpoints {
 			if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
 				return ""
