@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -246,7 +247,10 @@ func TestEmbeddedChartIsTheDirectory(t *testing.T) {
 // Secret anyone may touch —, get and update the CA bundle ConfigMap);
 // token and access reviews, which only ask; tokens of the debug
 // ServiceAccount only through the unbound nodemesh-debug-client Role; and
-// the node Envoy without any API access.
+// the node Envoy without any API access. With
+// controller.xds.caBundleInAllNamespaces (the default) the controller may
+// also create ConfigMaps anywhere (create cannot be named) and get, list,
+// watch and update the bundle ConfigMap by name in every namespace.
 func TestLeastPrivilege(t *testing.T) {
 	out := renderDefault(t)
 	writes := map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "escalate": true, "bind": true, "impersonate": true}
@@ -259,7 +263,7 @@ func TestLeastPrivilege(t *testing.T) {
 		verbs map[string]bool
 	}{
 		"secrets":               {api.CASecret, map[string]bool{"get": true, "update": true}},
-		"configmaps":            {api.CABundleConfigMap, map[string]bool{"get": true, "update": true}},
+		"configmaps":            {api.CABundleConfigMap, map[string]bool{"get": true, "update": true, "list": true, "watch": true}},
 		"serviceaccounts/token": {api.DebugServiceAccount, map[string]bool{"create": true}},
 	}
 	bound := map[string]bool{}
@@ -289,6 +293,10 @@ func TestLeastPrivilege(t *testing.T) {
 				if res == "*" {
 					t.Errorf("%s may access %q", name, res)
 				}
+				bundleEverywhere := res == "configmaps" && !namespaced && name == api.ControllerName
+				if bundleEverywhere && len(r.ResourceNames) == 0 && slices.Equal(r.Verbs, []string{"create"}) {
+					continue
+				}
 				if n, ok := byName[res]; ok {
 					// Secrets are pinned for any verb, the others for writes.
 					pinned := res == "secrets"
@@ -298,7 +306,7 @@ func TestLeastPrivilege(t *testing.T) {
 					if !pinned {
 						continue
 					}
-					if !namespaced || len(r.ResourceNames) != 1 || r.ResourceNames[0] != n.name {
+					if (!namespaced && !bundleEverywhere) || len(r.ResourceNames) != 1 || r.ResourceNames[0] != n.name {
 						t.Errorf("%s may access %s other than %s in the release namespace: %+v", name, res, n.name, r)
 					}
 					for _, v := range r.Verbs {
@@ -641,5 +649,47 @@ func TestLocalAccessSampleMatchesChart(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("the sample has %d of the debug account's objects, want 3", n)
+	}
+}
+
+// TestCABundleInAllNamespaces: the controller's flag and the cluster-wide
+// ConfigMap rights come and go together with the value (the rights without
+// the flag are unused privilege; the flag without them, errors forever).
+func TestCABundleInAllNamespaces(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, on := range map[string]bool{"default (on)": true, "off": false} {
+		t.Run(name, func(t *testing.T) {
+			var vals map[string]any
+			if !on {
+				vals = map[string]any{"controller": map[string]any{"xds": map[string]any{"caBundleInAllNamespaces": false}}}
+			}
+			out, err := Render(c, RenderOptions{Values: vals})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var flag, create, watch bool
+			for _, obj := range decodeAll(t, out) {
+				switch o := obj.(type) {
+				case *appsv1.Deployment:
+					for _, ctr := range o.Spec.Template.Spec.Containers {
+						flag = flag || slices.Contains(ctr.Args, "--xds-ca-bundle-all-namespaces")
+					}
+				case *rbacv1.ClusterRole:
+					for _, r := range o.Rules {
+						if !slices.Contains(r.Resources, "configmaps") {
+							continue
+						}
+						create = create || slices.Contains(r.Verbs, "create")
+						watch = watch || slices.Contains(r.Verbs, "watch") && slices.Equal(r.ResourceNames, []string{api.CABundleConfigMap})
+					}
+				}
+			}
+			if flag != on || create != on || watch != on {
+				t.Errorf("flag %v, create ConfigMaps %v, watch the bundle cluster-wide %v: want all %v", flag, create, watch, on)
+			}
+		})
 	}
 }

@@ -145,7 +145,7 @@ func releaseSecrets(ctx context.Context, t *testing.T, c *Client) int {
 // server: every object is created and accepted, an upgrade changes only the
 // objects its value affects, and uninstall removes everything.
 func TestLifecycle(t *testing.T) {
-	_, c := connectTest(t)
+	env, c := connectTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ch, err := Chart()
@@ -280,14 +280,31 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("reset changed %v, want the controller Deployment and the Envoy DaemonSet", res.Changed)
 	}
 
+	// The copies of the CA bundle the controller publishes in other
+	// namespaces (no controller runs here: made as it makes them), and a
+	// same-named ConfigMap that is someone else's.
+	published, users := env.Namespace(t, "published", nil), env.Namespace(t, "users", nil)
+	for ns, labels := range map[string]map[string]string{published: {api.PartOfLabel: api.PartOfValue}, users: nil} {
+		if _, err := c.Kube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: api.CABundleConfigMap, Labels: labels}},
+			metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Uninstall: everything but the CRDs is gone.
 	var out bytes.Buffer
 	ures, err := c.Uninstall(ctx, ch, UninstallOptions{Out: &out, CleanupTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ures.ReleaseRemoved || len(ures.CRDsDeleted) != 0 {
+	if !ures.ReleaseRemoved || len(ures.CRDsDeleted) != 0 || ures.CABundlesDeleted != 1 {
 		t.Errorf("uninstall result %+v", ures)
+	}
+	if _, err := c.Kube.CoreV1().ConfigMaps(published).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the published CA bundle in %s after uninstall: %v", published, err)
+	}
+	if _, err := c.Kube.CoreV1().ConfigMaps(users).Get(ctx, api.CABundleConfigMap, metav1.GetOptions{}); err != nil {
+		t.Errorf("someone else's ConfigMap %s/%s was deleted: %v", users, api.CABundleConfigMap, err)
 	}
 	for o := range versions {
 		_, err := get(ctx, c, o)

@@ -43,6 +43,9 @@ type UninstallResult struct {
 	// finishes on its own.
 	CRDsTerminating  []string
 	NamespaceDeleted bool
+	// CABundlesDeleted counts the copies of the CA bundle the controller
+	// published in other namespaces (controller.xds.caBundleInAllNamespaces).
+	CABundlesDeleted int
 }
 
 // Uninstall deletes the agent DaemonSet first, so that every agent cleans
@@ -71,6 +74,12 @@ func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOpti
 			return res, fmt.Errorf("uninstall release %s: %w", c.Release, err)
 		}
 		res.ReleaseRemoved = true
+		// The controller is gone: the copies of its CA bundle it kept in
+		// every namespace would otherwise stay for good (helm never knew
+		// them).
+		if res.CABundlesDeleted, err = c.deleteCABundles(ctx); err != nil {
+			return res, err
+		}
 	}
 	if !o.Purge {
 		return res, nil
@@ -97,6 +106,31 @@ func (c *Client) Uninstall(ctx context.Context, ch *chart.Chart, o UninstallOpti
 		res.NamespaceDeleted = true
 	}
 	return res, nil
+}
+
+// deleteCABundles deletes the CA bundle ConfigMaps nodemesh published
+// outside the release namespace (by name and nodemesh's label: a
+// same-named ConfigMap of someone else stays).
+func (c *Client) deleteCABundles(ctx context.Context) (int, error) {
+	cms, err := c.Kube.CoreV1().ConfigMaps(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", api.CABundleConfigMap).String(),
+		LabelSelector: api.PartOfLabel + "=" + api.PartOfValue,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list the published CA bundles (ConfigMaps %s): %w", api.CABundleConfigMap, err)
+	}
+	n := 0
+	for _, cm := range cms.Items {
+		if cm.Namespace == c.Namespace {
+			continue // the release's own, which helm removed (or keeps)
+		}
+		err := c.Kube.CoreV1().ConfigMaps(cm.Namespace).Delete(ctx, cm.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return n, fmt.Errorf("delete ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // cleanNodes deletes the agent DaemonSet and waits until the agent of

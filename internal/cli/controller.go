@@ -57,16 +57,17 @@ type controllerOptions struct {
 	profiling         bool
 	shutdownGrace     time.Duration
 
-	namespace         string
-	service           string
-	nodeProxyAccounts []string
-	caSecret          string
-	caBundle          string
-	tlsCertFile       string
-	tlsKeyFile        string
-	tlsCAFile         string
-	insecurePlaintext bool
-	maxConnectionAge  time.Duration
+	namespace          string
+	service            string
+	nodeProxyAccounts  []string
+	caSecret           string
+	caBundle           string
+	caBundleEverywhere bool
+	tlsCertFile        string
+	tlsKeyFile         string
+	tlsCAFile          string
+	insecurePlaintext  bool
+	maxConnectionAge   time.Duration
 }
 
 func newControllerRunCommand(streams IO) *cobra.Command {
@@ -128,6 +129,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.StringSliceVar(&o.nodeProxyAccounts, "node-proxy-service-account", []string{api.NodeProxyServiceAccount}, "ServiceAccounts (in --namespace) whose pods are served as the node they run on")
 	f.StringVar(&o.caSecret, "xds-ca-secret", api.CASecret, "Secret (in --namespace) keeping the controller's CA")
 	f.StringVar(&o.caBundle, "xds-ca-bundle", api.CABundleConfigMap, "ConfigMap (in --namespace) the CA certificate is published in")
+	f.BoolVar(&o.caBundleEverywhere, "xds-ca-bundle-all-namespaces", false, "publish the CA bundle in --xds-ca-bundle of every namespace (but kube-system, kube-public, kube-node-lease), as istiod does with istio-ca-root-cert, for proxyless gRPC clients to mount")
 	f.StringVar(&o.tlsCertFile, "xds-tls-cert-file", "", "serve xDS with this certificate (PEM) instead of one from the controller's CA")
 	f.StringVar(&o.tlsKeyFile, "xds-tls-key-file", "", "the key of --xds-tls-cert-file")
 	f.StringVar(&o.tlsCAFile, "xds-tls-ca-file", "", "the CA bundle clients verify --xds-tls-cert-file with (published in --xds-ca-bundle)")
@@ -194,6 +196,13 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	}
 	if sec.publisher != nil {
 		go sec.publisher.Run(ctx)
+	}
+	if sec.everywhere != nil {
+		go func() {
+			if err := sec.everywhere.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("publish the CA bundle in every namespace", "error", err)
+			}
+		}()
 	}
 	debug := &xds.Debug{Cache: cache, Gatherer: reg, Ready: ctl.Ready, Diagnostics: func() any {
 		if g := ctl.Generation(); g != nil {

@@ -24,6 +24,9 @@ type controllerSecurity struct {
 	// tls is nil with --xds-insecure-plaintext.
 	tls       *tls.Config
 	publisher *kubeauth.Publisher
+	// everywhere publishes the bundle in every namespace (nil: only in
+	// the controller's).
+	everywhere *kubeauth.NamespacePublisher
 }
 
 // defaultNamespace is the controller's namespace: the pod's (the chart
@@ -86,6 +89,14 @@ func (o *controllerOptions) security(ctx context.Context, kube kubernetes.Interf
 	// serving, and fail loudly if that is not possible.
 	if err := s.publisher.Publish(ctx); err != nil {
 		return nil, fmt.Errorf("%w (the controller needs get and update on ConfigMap %s/%s)", err, o.namespace, o.caBundle)
+	}
+	if o.caBundleEverywhere {
+		skip := map[string]bool{o.namespace: true} // Publisher keeps the chart's
+		for _, ns := range kubeauth.IgnoredNamespaces {
+			skip[ns] = true
+		}
+		s.everywhere = &kubeauth.NamespacePublisher{Client: kube, Name: o.caBundle, Source: src, Skip: skip, Every: time.Minute,
+			OnError: func(err error) { log.Error("publish the CA bundle", "error", err) }}
 	}
 	return s, nil
 }

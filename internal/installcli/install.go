@@ -395,6 +395,9 @@ func runUninstall(ctx context.Context, o *uninstallOptions, streams cli.IO) erro
 		if res.ReleaseRemoved {
 			fmt.Fprintf(streams.Out, "✅ release %s removed from %s\n", o.rel.release, o.rel.namespace)
 		}
+		if res.CABundlesDeleted > 0 {
+			fmt.Fprintf(streams.Out, "✅ CA bundle (ConfigMap %s) deleted from %d other namespaces\n", api.CABundleConfigMap, res.CABundlesDeleted)
+		}
 		if len(res.CRDsDeleted) > 0 {
 			fmt.Fprintf(streams.Out, "✅ CRDs deleted: %v\n", res.CRDsDeleted)
 			for _, t := range res.CRDsTerminating {

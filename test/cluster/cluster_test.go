@@ -244,8 +244,14 @@ func TestCluster(t *testing.T) {
 		must(t, time.Minute, kubectl, "apply", "-f", manifest)
 		must(t, 2*time.Minute, kubectl, "-n", "survivors", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=110s")
 		ip := strings.TrimSpace(must(t, time.Minute, kubectl, "-n", "survivors", "get", "pod", "server", "-o", "jsonpath={.status.podIP}"))
+		if _, err := run(t, time.Minute, kubectl, "-n", "survivors", "get", "configmap", "nodemesh-ca-root-cert"); err != nil {
+			t.Errorf("the controller's CA bundle is not published in namespace survivors: %v", err)
+		}
 		out := must(t, 5*time.Minute, "bin/nodemesh", "uninstall")
 		t.Logf("uninstall:\n%s", out)
+		if out, err := run(t, time.Minute, kubectl, "-n", "survivors", "get", "configmap", "nodemesh-ca-root-cert"); err == nil || !strings.Contains(out, "NotFound") {
+			t.Errorf("the published CA bundle outlived the uninstall: %v\n%s", err, out)
+		}
 		for _, n := range []string{"node-a", "node-b"} {
 			state := filepath.Join(root, "_output/cluster", n, "root")
 			confs, _ := filepath.Glob(filepath.Join(state, "etc/cni/net.d", "*nodemesh*"))
@@ -274,4 +280,5 @@ func TestCluster(t *testing.T) {
 		}
 		fmt.Fprintln(os.Stderr) // keep the log readable between subtests
 	})
+	t.Run("chained after the reference ptp plugin", testChained)
 }

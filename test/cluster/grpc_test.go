@@ -102,13 +102,20 @@ func testProxylessGRPC(t *testing.T) {
 	}
 	must(t, time.Minute, kubectl, "apply", "-f", manifest)
 	defer run(t, 2*time.Minute, kubectl, "delete", "namespace", "grpc", "--wait=true", "--timeout=100s")
-	// The controller's CA bundle, where the client can mount it.
-	ca := must(t, time.Minute, kubectl, "-n", "nodemesh-system", "get", "configmap", "nodemesh-ca-root-cert", "-o", "jsonpath={.data.root-cert\\.pem}")
-	caFile := filepath.Join(t.TempDir(), "root-cert.pem")
-	if err := os.WriteFile(caFile, []byte(ca), 0o644); err != nil {
-		t.Fatal(err)
+	// The controller publishes its CA bundle in every namespace (as
+	// istiod does istio-ca-root-cert): the client pod mounts it from its
+	// own namespace, which nobody copied it into.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := run(t, time.Minute, kubectl, "-n", "grpc", "get", "configmap", "nodemesh-ca-root-cert", "-o", "jsonpath={.data.root-cert\\.pem}")
+		if err == nil && strings.Contains(out, "BEGIN CERTIFICATE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the controller did not publish its CA bundle in namespace grpc: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
 	}
-	must(t, time.Minute, kubectl, "-n", "grpc", "create", "configmap", "nodemesh-ca-root-cert", "--from-file=root-cert.pem="+caFile)
 	must(t, 3*time.Minute, kubectl, "-n", "grpc", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=170s")
 	call := func(extra ...string) string {
 		args := append([]string{"-n", "grpc", "exec", "client", "--", "/grpcprobe", "client", "--target", "grpc-echo.grpc.svc.cluster.local:9090", "--calls", "20"}, extra...)

@@ -12,8 +12,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodemesh/nodemesh/api"
-	"github.com/nodemesh/nodemesh/xds/servingcert"
 )
+
+// BundleSource gives the CA bundle to publish (servingcert.Source does).
+type BundleSource interface {
+	CABundle() ([]byte, error)
+}
 
 // Publisher keeps the CA bundle that xDS clients verify the controller with
 // in ConfigMap Namespace/Name (key api.CABundleKey), which the node
@@ -23,7 +27,7 @@ import (
 type Publisher struct {
 	Client          kubernetes.Interface
 	Namespace, Name string
-	Source          servingcert.Source
+	Source          BundleSource
 	Every           time.Duration
 	// OnError is told of a failed publication (Run keeps trying).
 	OnError func(error)
