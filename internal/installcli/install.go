@@ -552,22 +552,28 @@ func printStatus(w io.Writer, s *install.Status) {
 
 type preflightOptions struct {
 	rel    releaseFlags
+	values install.ValueOptions
 	output string
 }
 
 func newPreflightCommand(streams cli.IO) *cobra.Command {
 	o := &preflightOptions{}
 	cmd := &cobra.Command{
-		Use:   "preflight [-o text|json]",
+		Use:   "preflight [--set k=v] [-f values.yaml] [-o text|json]",
 		Short: "Run the checks 'nodemesh install' runs first, without installing",
 		Long: `Preflight checks the cluster for nodemesh, one line each, with the fix for any
 warning or failure: Kubernetes version, your permissions, an existing release, the
 namespace's Pod Security level, Istio (its CRDs, istiod and its version), namespaces
 with sidecar injection, Istio ambient, the primary CNI (and whether it would remove
-nodemesh's CNI configuration), and the nodes' kernels.
+nodemesh's CNI configuration), and the nodes' kernels. The checks judge the values
+you would install with: give the same -f/--set as to 'nodemesh install' (for example
+--set agent.cni.mode=chained changes what the CNI check expects).
 
 Exit status: 0 no check failed (warnings allowed); 1 a check failed or the cluster is
-unreachable; 2 wrong flags.`,
+unreachable; 2 wrong flags or invalid values.`,
+		Example: `  nodemesh preflight
+  nodemesh preflight -f my-values.yaml -o json
+  nodemesh preflight --set agent.cni.mode=chained --set agent.routingMode=none`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.output != "text" && o.output != "json" {
@@ -577,11 +583,18 @@ unreachable; 2 wrong flags.`,
 			if err != nil {
 				return err
 			}
+			vals, err := userValues(o.values)
+			if err != nil {
+				return err
+			}
+			if err := install.Validate(ch, vals); err != nil {
+				return err
+			}
 			c, err := o.rel.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			results := c.Preflight(cmd.Context(), ch, nil)
+			results := c.Preflight(cmd.Context(), ch, vals)
 			if o.output == "json" {
 				b, err := json.MarshalIndent(results, "", "  ")
 				if err != nil {
@@ -598,6 +611,7 @@ unreachable; 2 wrong flags.`,
 		},
 	}
 	o.rel.add(cmd, true)
+	addValueFlags(cmd.Flags(), &o.values)
 	cmd.Flags().StringVarP(&o.output, "output", "o", "text", "text or json")
 	return cmd
 }

@@ -67,3 +67,31 @@ func TestInstallCommands(t *testing.T) {
 		t.Errorf("status after uninstall: exit %d %s", code, errOut)
 	}
 }
+
+// TestPreflightValues: preflight judges the values given to it, as install
+// does — chained mode changes what the CNI check says — and refuses values
+// the chart would refuse.
+func TestPreflightValues(t *testing.T) {
+	env := kubetest.Dedicated(t, "chart")
+	common := []string{"--kubeconfig", env.Kubeconfig, "-n", "nodemesh-preflight"}
+	cniLine := func(out string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, " cni ") {
+				return l
+			}
+		}
+		return ""
+	}
+	_, out, errOut := run(t, "", append([]string{"preflight"}, common...)...)
+	if l := cniLine(out); l == "" || strings.Contains(l, "chained") {
+		t.Errorf("preflight with the defaults: CNI line %q, want the standalone check\n%s%s", l, out, errOut)
+	}
+	_, out, errOut = run(t, "", append([]string{"preflight", "--set", "agent.cni.mode=chained"}, common...)...)
+	if l := cniLine(out); !strings.Contains(l, "agent.cni.mode=chained") {
+		t.Errorf("preflight --set agent.cni.mode=chained: CNI line %q, want the chained check\n%s%s", l, out, errOut)
+	}
+	code, _, errOut := run(t, "", append([]string{"preflight", "--set", "agent.cni.mode=sideways"}, common...)...)
+	if code != cli.ExitUsage || !strings.Contains(errOut, "mode") {
+		t.Errorf("preflight with an invalid value: exit %d %s, want %d naming the value", code, errOut, cli.ExitUsage)
+	}
+}
