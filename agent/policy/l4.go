@@ -2,12 +2,16 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/nodemesh/nodemesh/agent/identity"
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -413,6 +417,40 @@ func selectorOf(s *ir.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(ls)
 }
 
+// ignoredKeys are the label keys of a selector that identities leave out
+// (identity.IgnoredLabel), sorted.
+func ignoredKeys(s *ir.LabelSelector) []string {
+	seen := map[string]bool{}
+	for k := range s.MatchLabels {
+		if identity.IgnoredLabel(k) {
+			seen[k] = true
+		}
+	}
+	for _, e := range s.MatchExpressions {
+		if identity.IgnoredLabel(e.Key) {
+			seen[e.Key] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// withoutKeys is a selector without its requirements on keys: it matches
+// everything the selector matches, and more.
+func withoutKeys(s *ir.LabelSelector, keys []string) *ir.LabelSelector {
+	out := &ir.LabelSelector{MatchLabels: map[string]string{}}
+	for k, v := range s.MatchLabels {
+		if !slices.Contains(keys, k) {
+			out.MatchLabels[k] = v
+		}
+	}
+	for _, e := range s.MatchExpressions {
+		if !slices.Contains(keys, e.Key) {
+			out.MatchExpressions = append(out.MatchExpressions, e)
+		}
+	}
+	return out
+}
+
 // workloads resolves a match's workload selectors to identities. A
 // selector that does not parse (the model's producer should have caught
 // it) matches nothing for an allow and every peer for a deny.
@@ -422,7 +460,23 @@ func (t *translator) workloads(pol *ir.Policy, cr *compiledRule, m ir.PolicyMatc
 		podSel, nsSel := labels.Everything(), labels.Selector(nil)
 		var err error
 		if w.Labels != nil {
-			podSel, err = selectorOf(w.Labels)
+			sel := w.Labels
+			// Identities leave some pod labels out (pod-name, pod-template-
+			// hash, …): a requirement on one cannot be decided per identity.
+			// NotIn and DoesNotExist would match every identity, In and
+			// equality none. An allow matches nothing then; a deny matches
+			// every peer the rest of the selector matches.
+			if keys := ignoredKeys(sel); len(keys) > 0 {
+				if !pol.Action.Denies() {
+					degrade(&cr.diags, pol.Source, ir.FallbackMatchNothing, m.Field, "the peer selector uses %s, which identities leave out "+
+						"(it differs between the pods of one workload): the peer matches nothing", strings.Join(keys, ", "))
+					continue
+				}
+				degrade(&cr.diags, pol.Source, ir.FallbackMatchMore, m.Field, "the peer selector uses %s, which identities leave out "+
+					"(it differs between the pods of one workload): the rule denies every peer the rest of the selector matches", strings.Join(keys, ", "))
+				sel = withoutKeys(sel, keys)
+			}
+			podSel, err = selectorOf(sel)
 		}
 		if err == nil && w.NamespaceLabels != nil {
 			nsSel, err = selectorOf(w.NamespaceLabels)

@@ -84,6 +84,17 @@ func TestTrafficPolicies(t *testing.T) {
 			}}},
 			id: idWeb, flags: 0, want: []string{"ingress 0 22/6 deny"}, diag: "spec.ingress[0].peers[0].podSelector",
 		},
+		// A label identities leave out cannot be decided per identity: a
+		// Deny on it denies every peer the rest of the selector matches
+		// (before: In matched no identity, the deny denied nothing).
+		"a Deny peer on a label identities leave out denies the rest of the selector's peers": {
+			spec: map[string]any{"selector": web, "action": "Deny", "ingress": []any{map[string]any{
+				"peers": []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{
+					"app": "db", "statefulset.kubernetes.io/pod-name": "db-0"}}}},
+				"ports": []any{map[string]any{"port": int64(22)}},
+			}}},
+			id: idWeb, flags: 0, want: []string{"ingress 301 22/6 deny"}, diag: "statefulset.kubernetes.io/pod-name, which identities leave out",
+		},
 		"an Allow range inside a Deny range is dropped (deny wins in the trie)": {
 			spec: map[string]any{"selector": web, "action": "Deny", "ingress": []any{map[string]any{
 				"ports": []any{map[string]any{"port": int64(1024), "endPort": int64(2047)}},

@@ -127,6 +127,27 @@ func TestTranslate(t *testing.T) {
 			})},
 			id: idDB, flags: bpf.EnforceIngress, want: []string{"ingress 300 5432/6 allow"},
 		},
+		// Identities leave pod-name out: NotIn and DoesNotExist on it would
+		// match every identity — web-0 included — so the peer matches
+		// nothing (denies more), and says so.
+		"peer NotIn a label identities leave out matches nothing": {
+			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"},
+						MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "statefulset.kubernetes.io/pod-name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"web-0"}}}}}},
+				}}
+			})},
+			id: idDB, flags: bpf.EnforceIngress, want: nil, diag: "statefulset.kubernetes.io/pod-name, which identities leave out",
+		},
+		"peer DoesNotExist on a label identities leave out matches nothing": {
+			policies: []*networkingv1.NetworkPolicy{np("p", "db", func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{
+						MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pod-template-hash", Operator: metav1.LabelSelectorOpDoesNotExist}}}}},
+				}}
+			})},
+			id: idDB, flags: bpf.EnforceIngress, want: nil, diag: "pod-template-hash, which identities leave out",
+		},
 		"allow all ingress": {
 			policies: []*networkingv1.NetworkPolicy{np("p", "", func(s *networkingv1.NetworkPolicySpec) {
 				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{}}
