@@ -263,6 +263,10 @@ func hasAuthority(h *networking.Headers) bool {
 
 type failFunc func(field ir.Path, format string, args ...any)
 
+// jwtClaimPrefix starts a header match on a claim of the request's
+// validated JWT (Istio: "@request.auth.claims.groups").
+const jwtClaimPrefix = "@request.auth.claims"
+
 func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail failFunc) {
 	if m == nil {
 		return
@@ -282,6 +286,11 @@ func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail fa
 				fail(f, "header name must not be empty")
 			case strings.ToLower(k) != k:
 				fail(f, "header name %q must be lower case", k)
+			case strings.HasPrefix(k, jwtClaimPrefix):
+				// Istio matches these against the claims of a JWT that
+				// RequestAuthentication validated, not against a header;
+				// matched as a literal header, anyone could send one.
+				fail(f, "%s matches a JWT claim, which needs RequestAuthentication: nodemesh does not validate JWTs yet (issue 14)", k)
 			}
 			v.stringMatch(f, sm, true, fail)
 		}
