@@ -160,9 +160,9 @@ func masquerade(t *testing.T, env *kubetest.Env, cgroupV2, mode string, subnet i
 		}()
 		to := nodeExt + ":" + strconv.Itoa(port)
 		for _, send := range [][]string{
-			{far + ":9999", to, "forged-port"},   // right remote, wrong port
+			{far + ":9999", to, "forged-port"},    // right remote, wrong port
 			{excluded + ":9001", to, "forged-ip"}, // wrong remote, right port
-			{far + ":9001", to, "legit"},         // the tuple of the translation
+			{far + ":9001", to, "legit"},          // the tuple of the translation
 		} {
 			if out, err := n0.execIn(outside, outCG, "udpsend", send...); err != nil {
 				t.Fatalf("udpsend %v: %v %s", send, err, out)
