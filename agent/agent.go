@@ -107,13 +107,22 @@ type Config struct {
 	// DefaultVXLANPort).
 	RoutingMode string
 	// CNIMode is CNIStandalone (default) or CNIChained (chained.go).
-	CNIMode           string
-	VXLANVNI          int
-	VXLANPort         int
-	IdentityGCPeriod  time.Duration
-	IdentityGCGrace   time.Duration
-	DisableIdentityGC bool
-	Logger            *slog.Logger
+	CNIMode   string
+	VXLANVNI  int
+	VXLANPort int
+	// Masquerade SNATs this node's pods' IPv4 traffic leaving through an
+	// uplink to a destination outside the cluster to the uplink's address
+	// (masq.go); NonMasqueradeCIDRs are destinations left alone besides
+	// pod CIDRs, Node addresses and link-local. MasqueradePortRange
+	// ("min-max") is the NAT source port range; empty: the ports above
+	// the node's ephemeral range.
+	Masquerade          bool
+	NonMasqueradeCIDRs  []netip.Prefix
+	MasqueradePortRange string
+	IdentityGCPeriod    time.Duration
+	IdentityGCGrace     time.Duration
+	DisableIdentityGC   bool
+	Logger              *slog.Logger
 }
 
 // Pin layout under BPFFS.
@@ -125,6 +134,7 @@ type Agent struct {
 	log  *slog.Logger
 	pol  *bpf.Policy
 	red  *bpf.Redirect
+	masq *bpf.Masq
 	cg   *bpf.CgroupAttachment
 	ipam *ipam.Store
 	node *netlink.Handle
@@ -193,6 +203,14 @@ func (c *Config) defaults() error {
 	case RoutingNative, RoutingVXLAN, RoutingNone:
 	default:
 		return fmt.Errorf("routing mode %q: want one of %v", c.RoutingMode, RoutingModes)
+	}
+	if c.Masquerade && c.CNIMode == CNIChained {
+		return errors.New("masquerading is the primary CNI's in chained mode: turn one of them off")
+	}
+	for _, p := range c.NonMasqueradeCIDRs {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return fmt.Errorf("non-masquerade CIDR %s: want an IPv4 prefix", p)
+		}
 	}
 	if c.VXLANVNI == 0 {
 		c.VXLANVNI = DefaultVXLANVNI
@@ -266,6 +284,11 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	if a.red, err = bpf.LoadRedirect(opts); err != nil {
 		return nil, err
 	}
+	// Loaded even when masquerading is off, to turn off what an earlier
+	// agent left pinned.
+	if a.masq, err = bpf.LoadMasq(opts, bpf.MasqLifetimes{}); err != nil {
+		return nil, err
+	}
 	if a.cg, err = a.red.AttachCgroup(cfg.CgroupRoot, filepath.Join(pinRoot, "cgroup")); err != nil {
 		return nil, err
 	}
@@ -300,6 +323,9 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	}
 	if err := a.setupProxyReturn(); err != nil {
 		return nil, fmt.Errorf("node proxy return path: %w", err)
+	}
+	if err := a.setupMasquerade(); err != nil {
+		return nil, fmt.Errorf("masquerading: %w", err)
 	}
 	existing, err := a.pol.Identities()
 	if err != nil {
@@ -548,6 +574,9 @@ func (a *Agent) Close() error {
 	}
 	if a.red != nil {
 		errs = append(errs, a.red.Close())
+	}
+	if a.masq != nil {
+		errs = append(errs, a.masq.Close())
 	}
 	if a.pol != nil {
 		errs = append(errs, a.pol.Close())

@@ -52,6 +52,9 @@ func (a *Agent) syncLocked(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	a.syncRoutes()
+	if err := a.syncMasquerade(); err != nil {
+		errs = append(errs, err)
+	}
 	a.metrics.syncs.Inc()
 	if err := errors.Join(errs...); err != nil {
 		a.metrics.syncErrors.Inc()

@@ -47,6 +47,11 @@ type AttachOptions struct {
 	// without a program, which is what an agent restart needs); otherwise the
 	// new link is pinned there, so it outlives the process.
 	PinPath string
+	// First (tcx only) attaches a new link before every program already
+	// at the hook instead of after them: a program whose rewrite the
+	// others must see (masq_in before from_uplink). Replacing the program
+	// of a pinned link keeps its place.
+	First bool
 }
 
 // clsBPFPriority and clsBPFHandle identify nodemesh's cls_bpf filters, so
@@ -73,7 +78,7 @@ type TCAttachment struct {
 // filter lasts until it is deleted, whatever happens to the process.
 func AttachTC(prog *ebpf.Program, ifindex int, dir Direction, opts AttachOptions) (*TCAttachment, error) {
 	if opts.Mode != AttachClsBPF {
-		a, err := attachTCX(prog, ifindex, dir, opts.PinPath)
+		a, err := attachTCX(prog, ifindex, dir, opts.PinPath, opts.First)
 		if err == nil || opts.Mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
 			return a, err
 		}
@@ -81,7 +86,7 @@ func AttachTC(prog *ebpf.Program, ifindex int, dir Direction, opts AttachOptions
 	return attachClsBPF(prog, ifindex, dir)
 }
 
-func attachTCX(prog *ebpf.Program, ifindex int, dir Direction, pin string) (*TCAttachment, error) {
+func attachTCX(prog *ebpf.Program, ifindex int, dir Direction, pin string, first bool) (*TCAttachment, error) {
 	attach := ebpf.AttachTCXIngress
 	if dir == Ingress {
 		attach = ebpf.AttachTCXEgress
@@ -99,7 +104,11 @@ func attachTCX(prog *ebpf.Program, ifindex int, dir Direction, pin string) (*TCA
 			return nil, fmt.Errorf("load pinned tcx link %s: %w", pin, err)
 		}
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach})
+	topts := link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach}
+	if first {
+		topts.Anchor = link.Head()
+	}
+	l, err := link.AttachTCX(topts)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s program to ifindex %d with tcx: %w", dir, ifindex, err)
 	}

@@ -8,3 +8,4 @@ package bpf
 
 //go:generate go tool bpf2go -tags linux -target bpfel -no-global-types -cflags "-O2 -g -Wall -I/usr/include/x86_64-linux-gnu" policy c/policy.c
 //go:generate go tool bpf2go -tags linux -target bpfel -no-global-types -cflags "-O2 -g -Wall -I/usr/include/x86_64-linux-gnu" redirect c/redirect.c
+//go:generate go tool bpf2go -tags linux -target bpfel -no-global-types -cflags "-O2 -g -Wall -I/usr/include/x86_64-linux-gnu" masq c/masq.c

@@ -75,6 +75,16 @@ func runHelper(mode string) int {
 		err = dnsQuery(args)
 	case "resolve":
 		err = resolve(args)
+	case "udpwho":
+		err = udpWho(args)
+	case "udpask":
+		err = udpAsk(args)
+	case "udpsend":
+		err = udpSend(args)
+	case "ping":
+		err = ping(args)
+	case "getfrom":
+		err = getFrom(args)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

@@ -85,6 +85,9 @@ type agentOptions struct {
 	noIdentityGC     bool
 	noProxyReturn    bool
 	socketLB         bool
+	masquerade       bool
+	nonMasqCIDRs     []string
+	masqPorts        string
 	uplinks          []string
 	nodeNetns        string
 	log              clibase.LogFlags
@@ -160,6 +163,9 @@ Examples:
 	f.DurationVar(&o.identityGCGrace, "identity-gc-grace", 15*time.Minute, "how long an identity must have been unused before it is deleted (keep it above the resync period)")
 	f.BoolVar(&o.noProxyReturn, "no-proxy-return", false, "do not hand replies to the node proxy's transparent (original_src) connections back to it: for a node proxy that connects from the node's own address")
 	f.StringSliceVar(&o.uplinks, "uplink", nil, "the node's interfaces to other nodes (repeatable; default: the interfaces of the IPv4 default routes)")
+	f.BoolVar(&o.masquerade, "masquerade", false, "SNAT this node's pods' IPv4 traffic leaving through an uplink to a destination outside the cluster (not a pod CIDR, a Node's address, link-local or --non-masquerade-cidr) to the uplink's address, in eBPF")
+	f.StringSliceVar(&o.nonMasqCIDRs, "non-masquerade-cidr", nil, "destinations (IPv4 CIDRs) pods reach with their own address even with --masquerade (repeatable or comma-separated)")
+	f.StringVar(&o.masqPorts, "masquerade-port-range", "", "NAT source ports (min-max) for --masquerade, outside the node's net.ipv4.ip_local_port_range (default: the ports above it)")
 	f.BoolVar(&o.noIdentityGC, "no-identity-gc", false, "never collect unused identities on this agent")
 	f.BoolVar(&o.socketLB, "socket-lb", true, "load balance connections to Services at the socket (kube-proxy replacement: ClusterIP and NodePort, TCP and UDP, to ready endpoints); false: leave Services to kube-proxy")
 	f.DurationVar(&o.attachMaxDelay, "tcx-max-delay", 2*time.Second, "move a pod's programs to tcx at the latest this long after its ADD, quiet or not")
@@ -206,6 +212,14 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		DisableProxyReturn: o.noProxyReturn, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
 		RoutingMode: o.routingMode, VXLANPort: o.vxlanPort, VXLANVNI: o.vxlanVNI, CNIMode: o.cniMode,
 	}
+	for _, c := range o.nonMasqCIDRs {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil || !p.Addr().Is4() {
+			return clibase.UsageError("--non-masquerade-cidr %q: want an IPv4 CIDR such as 10.0.0.0/8", c)
+		}
+		ac.NonMasqueradeCIDRs = append(ac.NonMasqueradeCIDRs, p)
+	}
+	ac.Masquerade, ac.MasqueradePortRange = o.masquerade, o.masqPorts
 	if !slices.Contains(agent.CNIModes, o.cniMode) {
 		return clibase.UsageError("--cni-mode %q: want one of %s", o.cniMode, strings.Join(agent.CNIModes, ", "))
 	}
