@@ -97,11 +97,13 @@ const (
 	MasqDropNoPort                      // out: no free NAT port for that remote
 	MasqDropNoAddr                      // out: the uplink has no IPv4 address
 	MasqDropMalformed                   // out: truncated header
+	MasqDirect                          // out: a reply of a flow opened from outside, untouched
+	MasqDirectIn                        // in: a flow from outside to a pod, recorded
 	NumMasqReasons                      // number of reasons; not a reason
 )
 
 var masqReasonNames = [NumMasqReasons]string{"snat", "reverse-snat", "excluded", "in-no-entry", "drop-fragment",
-	"drop-protocol", "drop-no-port", "drop-no-address", "drop-malformed"}
+	"drop-protocol", "drop-no-port", "drop-no-address", "drop-malformed", "direct", "direct-in"}
 
 func (r MasqReason) String() string {
 	if r < NumMasqReasons {

@@ -18,6 +18,7 @@ import (
 const (
 	masqMapNmMasqAddrs           = "nm_masq_addrs"
 	masqMapNmMasqCfg             = "nm_masq_cfg"
+	masqMapNmMasqDirect          = "nm_masq_direct"
 	masqMapNmMasqIn              = "nm_masq_in"
 	masqMapNmMasqOut             = "nm_masq_out"
 	masqMapNmMasqSkip            = "nm_masq_skip"
@@ -79,12 +80,13 @@ type masqProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type masqMapSpecs struct {
-	NmMasqAddrs *ebpf.MapSpec `ebpf:"nm_masq_addrs"`
-	NmMasqCfg   *ebpf.MapSpec `ebpf:"nm_masq_cfg"`
-	NmMasqIn    *ebpf.MapSpec `ebpf:"nm_masq_in"`
-	NmMasqOut   *ebpf.MapSpec `ebpf:"nm_masq_out"`
-	NmMasqSkip  *ebpf.MapSpec `ebpf:"nm_masq_skip"`
-	NmMasqStats *ebpf.MapSpec `ebpf:"nm_masq_stats"`
+	NmMasqAddrs  *ebpf.MapSpec `ebpf:"nm_masq_addrs"`
+	NmMasqCfg    *ebpf.MapSpec `ebpf:"nm_masq_cfg"`
+	NmMasqDirect *ebpf.MapSpec `ebpf:"nm_masq_direct"`
+	NmMasqIn     *ebpf.MapSpec `ebpf:"nm_masq_in"`
+	NmMasqOut    *ebpf.MapSpec `ebpf:"nm_masq_out"`
+	NmMasqSkip   *ebpf.MapSpec `ebpf:"nm_masq_skip"`
+	NmMasqStats  *ebpf.MapSpec `ebpf:"nm_masq_stats"`
 }
 
 // masqVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,18 +118,20 @@ func (o *masqObjects) Close() error {
 //
 // It can be passed to loadMasqObjects or ebpf.CollectionSpec.LoadAndAssign.
 type masqMaps struct {
-	NmMasqAddrs *ebpf.Map `ebpf:"nm_masq_addrs"`
-	NmMasqCfg   *ebpf.Map `ebpf:"nm_masq_cfg"`
-	NmMasqIn    *ebpf.Map `ebpf:"nm_masq_in"`
-	NmMasqOut   *ebpf.Map `ebpf:"nm_masq_out"`
-	NmMasqSkip  *ebpf.Map `ebpf:"nm_masq_skip"`
-	NmMasqStats *ebpf.Map `ebpf:"nm_masq_stats"`
+	NmMasqAddrs  *ebpf.Map `ebpf:"nm_masq_addrs"`
+	NmMasqCfg    *ebpf.Map `ebpf:"nm_masq_cfg"`
+	NmMasqDirect *ebpf.Map `ebpf:"nm_masq_direct"`
+	NmMasqIn     *ebpf.Map `ebpf:"nm_masq_in"`
+	NmMasqOut    *ebpf.Map `ebpf:"nm_masq_out"`
+	NmMasqSkip   *ebpf.Map `ebpf:"nm_masq_skip"`
+	NmMasqStats  *ebpf.Map `ebpf:"nm_masq_stats"`
 }
 
 func (m *masqMaps) Close() error {
 	return _MasqClose(
 		m.NmMasqAddrs,
 		m.NmMasqCfg,
+		m.NmMasqDirect,
 		m.NmMasqIn,
 		m.NmMasqOut,
 		m.NmMasqSkip,

@@ -132,6 +132,35 @@ func masquerade(t *testing.T, env *kubetest.Env, cgroupV2, mode string, subnet i
 		}
 	})
 
+	t.Run("a flow opened from outside is answered from the pod's address", func(t *testing.T) {
+		// A network that routes pod CIDRs to the nodes: the outside opens
+		// flows to the pod itself. Masquerading is for flows pods open:
+		// the pod's replies keep its address (TCP, UDP, ping), which is
+		// what the outside's connected sockets accept.
+		run(t, "ip", "-n", outside, "route", "add", n0.podCIDR, "via", nodeExt)
+		defer run(t, "ip", "-n", outside, "route", "del", n0.podCIDR, "via", nodeExt)
+		n0.daemon(client0.netns, client0.cgroup, "serve", "client0")
+		n0.daemon(client0.netns, client0.cgroup, "udpwho", "9002")
+		eventually(t, 20*time.Second, "outside → client0 (TCP)", func() error {
+			out, err := n0.execIn(outside, outCG, "get", "http://"+client0.ip+":8080/", "700ms")
+			if err != nil || !strings.Contains(out, "hello from client0 to "+far+":") {
+				return fmt.Errorf("want client0's answer to %s: %v %q", far, err, out)
+			}
+			return nil
+		})
+		if out, err := n0.execIn(outside, outCG, "udpask", client0.ip+":9002", "0", "2s"); err != nil || !strings.HasPrefix(out, "from "+far+":") {
+			t.Errorf("outside → client0 (UDP): %v %q", err, out)
+		}
+		if out, err := n0.execIn(outside, outCG, "ping", client0.ip, "2s"); err != nil {
+			t.Errorf("outside pings client0: %v %s", err, out)
+		}
+		// And the pod's own flows to the same remote are still masqueraded.
+		out, err := n0.exec(client0, "get", "http://"+far+":8080/", "2s")
+		if err != nil || !strings.Contains(out, "to "+nodeExt+":") {
+			t.Errorf("client0 → outside while the outside's flows live: %v %q", err, out)
+		}
+	})
+
 	t.Run("pod to pod across nodes keeps the pod's address", func(t *testing.T) {
 		eventually(t, 20*time.Second, "client0 → server1", func() error {
 			out, err := n0.exec(client0, "get", "http://"+server1.ip+":8080/", "700ms")

@@ -14,7 +14,10 @@
  * (policy.c): a TCP or UDP packet or ICMP echo reply addressed to the
  * uplink's address whose tuple matches a live entry of nm_masq_in gets the
  * pod's address and port back. Nothing else is changed: what matches no
- * live entry goes to the node's own stack as it came, never to a pod.
+ * live entry goes to the node's own stack as it came, never to a pod. A
+ * packet addressed to a pod itself (a network that routes pod CIDRs to the
+ * nodes) is recorded in nm_masq_direct, so that the pod's replies are not
+ * masqueraded: masquerading is for flows pods open.
  *
  * No nf_conntrack: the two LRU maps are the translation state. Passing
  * returns TC_ACT_UNSPEC (TCX_NEXT); dropping returns TC_ACT_SHOT.
@@ -123,6 +126,18 @@ struct {
 	__type(value, struct masq_entry);
 } nm_masq_in SEC(".maps");
 
+/* Flows a remote outside the node opened to one of its pods, untranslated
+ * (the network routes the pod CIDR to the node): keyed as the pod's
+ * replies leave (pod -> remote), so that masq_out lets them go with the
+ * pod's address — as Cilium's SNAT leaves replies of connections opened
+ * from outside alone. Value: expiry, the remote's address and port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct masq_key);
+	__type(value, struct masq_entry);
+} nm_masq_direct SEC(".maps");
+
 enum masq_reason {
 	MASQ_SNAT = 0,       /* out: translated */
 	MASQ_RNAT,           /* in: translated back */
@@ -133,6 +148,8 @@ enum masq_reason {
 	MASQ_DROP_NO_PORT,   /* out: no free NAT port for that remote */
 	MASQ_DROP_NO_ADDR,   /* out: the uplink has no masquerading address */
 	MASQ_DROP_MALFORMED, /* out: truncated header */
+	MASQ_DIRECT,         /* out: a reply of a flow opened from outside, untouched */
+	MASQ_DIRECT_IN,      /* in: a flow from outside to a pod, recorded */
 	MASQ_REASON_MAX,
 };
 
@@ -344,10 +361,7 @@ int masq_out(struct __sk_buff *skb)
 
 	if (rc < 0)
 		return count(MASQ_DROP_MALFORMED, TC_ACT_SHOT);
-	/* Only what can be translated back leaves: an ICMP echo reply or
-	 * error from a pod would need the reverse of a translation that never
-	 * happened. */
-	if (rc > 0 || (p.ip.protocol == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO))
+	if (rc > 0)
 		return count(MASQ_DROP_PROTO, TC_ACT_SHOT);
 
 	struct masq_key ok = {
@@ -357,6 +371,24 @@ int masq_out(struct __sk_buff *skb)
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u16 nat_port = 0;
 	struct masq_entry *oe = bpf_map_lookup_elem(&nm_masq_out, &ok);
+
+	/* A reply of a flow the remote opened (no live translation of the
+	 * tuple): it leaves as it is, from the pod's address, which the
+	 * remote sent to. A translation wins: a forged "opening" from outside
+	 * cannot take a pod's translated flow away from it. */
+	if (!(oe && oe->expires > now)) {
+		struct masq_entry *de = bpf_map_lookup_elem(&nm_masq_direct, &ok);
+
+		if (de && de->expires > now) {
+			refresh(de, &p, now);
+			return count(MASQ_DIRECT, TC_ACT_UNSPEC);
+		}
+	}
+	/* Only what can be translated back leaves: an ICMP echo reply or
+	 * error from a pod would need the reverse of a translation that never
+	 * happened. */
+	if (p.ip.protocol == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
+		return count(MASQ_DROP_PROTO, TC_ACT_SHOT);
 
 	if (oe && oe->addr == nat_addr) {
 		/* Still ours if the reply side holds it for this pod (LRU may
@@ -411,6 +443,49 @@ int masq_out(struct __sk_buff *skb)
 	return count(MASQ_SNAT, TC_ACT_UNSPEC);
 }
 
+/* Records a packet from outside the node to one of its pods (addressed to
+ * the pod itself, so not a translated reply) in nm_masq_direct: the remote
+ * may have opened a flow, whose replies must keep the pod's address. Only
+ * remotes masq_out would translate for (not in nm_masq_skip) and whole
+ * TCP, UDP packets and echo requests are recorded. */
+static __always_inline void track_direct(struct __sk_buff *skb, struct pkt *p)
+{
+	if (p->ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return;
+
+	struct lpm_v4_key lk = {.prefixlen = 32, .addr = p->ip.saddr};
+
+	if (bpf_map_lookup_elem(&nm_masq_skip, &lk))
+		return;
+	if (load_l4(skb, p) != 0)
+		return;
+
+	struct masq_key dk = {.saddr = p->ip.daddr, .daddr = p->ip.saddr, .proto = p->ip.protocol};
+
+	if (p->ip.protocol == IPPROTO_ICMP) {
+		if (p->icmp_type != ICMP_ECHO)
+			return;
+		dk.sport = p->sport; /* the identifier, where masq_out reads it from the reply */
+	} else {
+		dk.sport = p->dport;
+		dk.dport = p->sport;
+	}
+
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct masq_entry *de = bpf_map_lookup_elem(&nm_masq_direct, &dk);
+
+	if (de && de->expires > now) {
+		refresh(de, p, now);
+		return;
+	}
+
+	struct masq_entry ne = {.addr = p->ip.saddr, .port = p->sport};
+
+	ne.expires = now + (p->ip.protocol == IPPROTO_TCP ? masq_lifetime_tcp_ns : masq_lifetime_other_ns);
+	bpf_map_update_elem(&nm_masq_direct, &dk, &ne, BPF_ANY);
+	count(MASQ_DIRECT_IN, 0);
+}
+
 SEC("tc")
 int masq_in(struct __sk_buff *skb)
 {
@@ -424,7 +499,13 @@ int masq_in(struct __sk_buff *skb)
 	__u32 ifindex = skb->ifindex;
 	__be32 *nat = bpf_map_lookup_elem(&nm_masq_addrs, &ifindex);
 
-	if (!nat || p.ip.daddr != *nat)
+	if (!nat)
+		return TC_ACT_UNSPEC;
+	if ((p.ip.daddr & cfg->pod_mask) == cfg->pod_net) {
+		track_direct(skb, &p);
+		return TC_ACT_UNSPEC;
+	}
+	if (p.ip.daddr != *nat)
 		return TC_ACT_UNSPEC;
 	/* Fragments go to the node's stack as they came: only a whole packet
 	 * is matched against a translation (docs: "Masquerading"). */

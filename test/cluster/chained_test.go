@@ -140,6 +140,16 @@ func testChained(t *testing.T) {
 		}
 	}
 
+	// The control of the masquerade subtest: here nothing masquerades
+	// (chained mode leaves it to the primary CNI; this ptp does not), and
+	// the outside host cannot answer a pod.
+	must(t, time.Minute, kubectl, "-n", "outside", "run", "chained-client", "--image=ghcr.io/nodemesh/nodemesh-curl:"+version,
+		"--overrides", `{"spec":{"nodeName":"node-a"}}`, "--command", "--", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+	must(t, 2*time.Minute, kubectl, "-n", "outside", "wait", "--for=condition=Ready", "pod/chained-client", "--timeout=110s")
+	if got, err := clientIPFromOutside(t, "outside", "chained-client"); err == nil {
+		t.Errorf("without masquerading the outside host answered a pod (it saw %s): the masquerade subtest proves nothing", got)
+	}
+
 	out = must(t, 5*time.Minute, "bin/nodemesh", "uninstall")
 	t.Logf("uninstall (chained):\n%s", out)
 	for _, n := range nodes {

@@ -205,6 +205,8 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("proxyless gRPC follows the VirtualService", testProxylessGRPC)
+	startOutside(t)
+	t.Run("masquerade", testMasquerade)
 	t.Run("vxlan", func(t *testing.T) {
 		// The same cluster moved to the overlay: the agents restart with
 		// routingMode vxlan, replace the native routes with the vxlan
@@ -226,6 +228,7 @@ func TestCluster(t *testing.T) {
 				t.Errorf("%s has no vxlan device: %v\n%s", n, err, out)
 			}
 		}
+		checkMasqueraded(t) // the overlay is not the uplink: leaving the cluster is masqueraded as before
 	})
 	t.Run("agent restart during a stream", testAgentRestart)
 	t.Run("migration", testMigration)
