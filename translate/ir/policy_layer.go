@@ -79,7 +79,7 @@ func Restrict(action PolicyAction, src ResourceRef, r PolicyRule, what string, s
 				Severity: SeverityWarning, Code: CodeDeniesMore, Resource: src, Field: field,
 				Message: what + " (" + fields + "): the " + strings.ToLower(string(action)) + " never matches"}})
 		}
-		out.Clauses = append(out.Clauses, PolicyClause{Matches: kept})
+		out.Clauses = append(out.Clauses, PolicyClause{Field: c.Field, Matches: kept})
 	}
 	return out
 }
