@@ -42,7 +42,7 @@ type authzCase struct {
 }
 
 var authzCases = map[string]authzCase{
-	"http/simple-policy-multiple-td-aliases":    {td: "td1", aliases: []string{"cluster.local", "some-td"}},
+	"http/simple-policy-multiple-td-aliases":     {td: "td1", aliases: []string{"cluster.local", "some-td"}},
 	"http/simple-policy-principal-with-wildcard": {td: "td1", aliases: []string{"foobar"}},
 	"http/td-aliases-source-principal":           {td: "new-td", aliases: []string{"old-td", "some-trustdomain"}},
 	// istiod's test runs this input against CUSTOM providers nodemesh does

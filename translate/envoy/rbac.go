@@ -2,15 +2,17 @@ package envoy
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
+	"sync"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
@@ -149,33 +151,160 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 		if g.action == ir.PolicyDeny && !g.custom {
 			prefix = "istio_dry_run_deny_"
 		}
-		var cfg proto.Message
+		var cfg interface {
+			proto.Message
+			validatable
+		}
 		if forTCP {
 			cfg = &rbacnetv3.RBAC{Rules: g.rules, ShadowRules: g.shadows, ShadowRulesStatPrefix: prefix, StatPrefix: "tcp."}
 		} else {
 			cfg = &rbachttpv3.RBAC{Rules: g.rules, ShadowRules: g.shadows, ShadowRulesStatPrefix: prefix}
 		}
-		if err := ValidateMessage(cfg); err != nil {
-			return nil, diags, err
+		if err := validateRBAC(cfg, g.rules, g.shadows); err != nil {
+			return nil, diags, fmt.Errorf("%s filter: %w", g.action, err)
 		}
 		out = append(out, RBACFilter{Action: g.action, Custom: g.custom, Config: cfg})
 	}
 	return out, diags, nil
 }
 
-// ValidateMessage checks a configuration that is not a resource of its own
-// (a filter's) the way Validate checks resources: protoc-gen-validate on it
-// and on every message packed in an Any inside it, regular expressions.
-func ValidateMessage(m proto.Message) error {
-	c := &checker{validator: &validator{own: &Refs{}, extra: &Refs{}}, plans: map[protoreflect.MessageDescriptor][]protoreflect.FieldDescriptor{}}
-	c.deep(Problem{Chain: -1, VHost: -1}, m)
-	if len(c.problems) > 0 {
-		msgs := make([]string, 0, len(c.problems))
-		for _, p := range c.problems {
-			msgs = append(msgs, p.Message)
-		}
-		return fmt.Errorf("invalid %s: %s", m.ProtoReflect().Descriptor().FullName(), strings.Join(msgs, "; "))
+// validateRBAC checks a filter configuration as Validate checks resources:
+// protoc-gen-validate on it, then a typed walk of its policies for what PGV
+// cannot see — regular expressions (RE2, as Envoy's) and the messages packed
+// in an Any (a path template's). Typed rather than Validate's reflective
+// walk: a node's RBAC can hold ten thousand policies (BenchmarkAuthorizationPolicies).
+func validateRBAC(cfg validatable, sets ...*rbacv3.RBAC) error {
+	if err := cfg.ValidateAll(); err != nil {
+		return fmt.Errorf("invalid RBAC: %w", err)
 	}
+	for _, set := range sets {
+		for name, p := range set.GetPolicies() {
+			for _, pe := range p.GetPermissions() {
+				if err := checkPermission(pe, 0); err != nil {
+					return fmt.Errorf("invalid RBAC policy %q: %w", name, err)
+				}
+			}
+			for _, pr := range p.GetPrincipals() {
+				if err := checkPrincipal(pr, 0); err != nil {
+					return fmt.Errorf("invalid RBAC policy %q: %w", name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+const maxRBACDepth = 32
+
+func checkPermission(p *rbacv3.Permission, depth int) error {
+	if depth > maxRBACDepth {
+		return fmt.Errorf("permission nests too deeply")
+	}
+	switch r := p.GetRule().(type) {
+	case *rbacv3.Permission_AndRules:
+		for _, c := range r.AndRules.GetRules() {
+			if err := checkPermission(c, depth+1); err != nil {
+				return err
+			}
+		}
+	case *rbacv3.Permission_OrRules:
+		for _, c := range r.OrRules.GetRules() {
+			if err := checkPermission(c, depth+1); err != nil {
+				return err
+			}
+		}
+	case *rbacv3.Permission_NotRule:
+		return checkPermission(r.NotRule, depth+1)
+	case *rbacv3.Permission_Header:
+		return checkStringMatcher(r.Header.GetStringMatch())
+	case *rbacv3.Permission_UrlPath:
+		return checkStringMatcher(r.UrlPath.GetPath())
+	case *rbacv3.Permission_RequestedServerName:
+		return checkStringMatcher(r.RequestedServerName)
+	case *rbacv3.Permission_Metadata:
+		return checkValueMatcher(r.Metadata.GetValue(), 0)
+	case *rbacv3.Permission_UriTemplate:
+		inner, err := r.UriTemplate.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("cannot unpack %s: %w", r.UriTemplate.GetTypedConfig().GetTypeUrl(), err)
+		}
+		if v, ok := inner.(validatable); ok {
+			return v.ValidateAll()
+		}
+	}
+	return nil
+}
+
+func checkPrincipal(p *rbacv3.Principal, depth int) error {
+	if depth > maxRBACDepth {
+		return fmt.Errorf("principal nests too deeply")
+	}
+	switch r := p.GetIdentifier().(type) {
+	case *rbacv3.Principal_AndIds:
+		for _, c := range r.AndIds.GetIds() {
+			if err := checkPrincipal(c, depth+1); err != nil {
+				return err
+			}
+		}
+	case *rbacv3.Principal_OrIds:
+		for _, c := range r.OrIds.GetIds() {
+			if err := checkPrincipal(c, depth+1); err != nil {
+				return err
+			}
+		}
+	case *rbacv3.Principal_NotId:
+		return checkPrincipal(r.NotId, depth+1)
+	case *rbacv3.Principal_Authenticated_:
+		return checkStringMatcher(r.Authenticated.GetPrincipalName())
+	case *rbacv3.Principal_Header:
+		return checkStringMatcher(r.Header.GetStringMatch())
+	case *rbacv3.Principal_Metadata:
+		return checkValueMatcher(r.Metadata.GetValue(), 0)
+	}
+	return nil
+}
+
+func checkValueMatcher(v *matcherv3.ValueMatcher, depth int) error {
+	if depth > maxRBACDepth {
+		return fmt.Errorf("value matcher nests too deeply")
+	}
+	switch m := v.GetMatchPattern().(type) {
+	case *matcherv3.ValueMatcher_StringMatch:
+		return checkStringMatcher(m.StringMatch)
+	case *matcherv3.ValueMatcher_ListMatch:
+		return checkValueMatcher(m.ListMatch.GetOneOf(), depth+1)
+	case *matcherv3.ValueMatcher_OrMatch:
+		for _, c := range m.OrMatch.GetValueMatchers() {
+			if err := checkValueMatcher(c, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// regexOK caches which regular expressions compile: a policy set repeats
+// the same few (namespace and principal patterns) many times.
+var regexOK sync.Map // string → error (nil: compiles)
+
+func checkStringMatcher(m *matcherv3.StringMatcher) error {
+	re := m.GetSafeRegex()
+	if re == nil {
+		return nil
+	}
+	if v, ok := regexOK.Load(re.GetRegex()); ok {
+		if v != nil {
+			return v.(error)
+		}
+		return nil
+	}
+	_, err := regexp.Compile(re.GetRegex())
+	if err != nil {
+		err = fmt.Errorf("regular expression %q does not compile: %w", re.GetRegex(), err)
+		regexOK.Store(re.GetRegex(), err)
+		return err
+	}
+	regexOK.Store(re.GetRegex(), nil)
 	return nil
 }
 

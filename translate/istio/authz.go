@@ -50,15 +50,12 @@ func AuthorizationPolicies(aps []*securityv1.AuthorizationPolicy, opts AuthzOpti
 		opts.TrustDomain = defaultTrustDomain
 	}
 	a := &authz{opts: opts, tds: dedupe(append([]string{opts.TrustDomain}, opts.TrustDomainAliases...))}
-	sorted := slices.Clone(aps)
+	sorted := slices.DeleteFunc(slices.Clone(aps), func(ap *securityv1.AuthorizationPolicy) bool { return ap == nil })
 	slices.SortFunc(sorted, func(x, y *securityv1.AuthorizationPolicy) int {
 		return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
 	})
 	var out []ir.Policy
 	for _, ap := range sorted {
-		if ap == nil {
-			continue
-		}
 		if p, ok := a.policy(ap); ok {
 			out = append(out, p)
 		}
@@ -235,11 +232,12 @@ func (b *matchBuilder) finish(pol *ir.Policy, r *ir.PolicyRule) (ir.PolicyMatch,
 }
 
 func (a *authz) rule(ap *securityv1.AuthorizationPolicy, pol *ir.Policy, i int, r *securityapi.Rule) ir.PolicyRule {
-	base := fmt.Sprintf("spec.rules[%d]", i)
+	base := "spec.rules[" + strconv.Itoa(i) + "]"
 	out := ir.PolicyRule{Direction: ir.PolicyIngress, Field: base}
 	if r == nil {
 		return out
 	}
+	out.Clauses = make([]ir.PolicyClause, 0, boolInt(len(r.From) > 0)+boolInt(len(r.To) > 0)+len(r.When))
 	add := func(c ir.PolicyClause, mb *matchBuilder) ir.PolicyClause {
 		if m, ok := mb.finish(pol, &out); ok {
 			c.Matches = append(c.Matches, m)
@@ -247,9 +245,9 @@ func (a *authz) rule(ap *securityv1.AuthorizationPolicy, pol *ir.Policy, i int, 
 		return c
 	}
 	if len(r.From) > 0 {
-		c := ir.PolicyClause{Field: base + ".from"}
+		c := ir.PolicyClause{Field: base + ".from", Matches: make([]ir.PolicyMatch, 0, len(r.From))}
 		for j, f := range r.From {
-			field := fmt.Sprintf("%s.from[%d].source", base, j)
+			field := base + ".from[" + strconv.Itoa(j) + "].source"
 			mb := &matchBuilder{a: a, ref: pol.Source, field: field}
 			mb.m.Field = field
 			mb.source(ap.Namespace, f.GetSource())
@@ -258,9 +256,9 @@ func (a *authz) rule(ap *securityv1.AuthorizationPolicy, pol *ir.Policy, i int, 
 		out.Clauses = append(out.Clauses, c)
 	}
 	if len(r.To) > 0 {
-		c := ir.PolicyClause{Field: base + ".to"}
+		c := ir.PolicyClause{Field: base + ".to", Matches: make([]ir.PolicyMatch, 0, len(r.To))}
 		for j, t := range r.To {
-			field := fmt.Sprintf("%s.to[%d].operation", base, j)
+			field := base + ".to[" + strconv.Itoa(j) + "].operation"
 			mb := &matchBuilder{a: a, ref: pol.Source, field: field}
 			mb.m.Field = field
 			mb.operation(t.GetOperation())
@@ -269,7 +267,7 @@ func (a *authz) rule(ap *securityv1.AuthorizationPolicy, pol *ir.Policy, i int, 
 		out.Clauses = append(out.Clauses, c)
 	}
 	for k, w := range r.When {
-		field := fmt.Sprintf("%s.when[%d]", base, k)
+		field := base + ".when[" + strconv.Itoa(k) + "]"
 		mb := &matchBuilder{a: a, ref: pol.Source, field: field}
 		mb.m.Field = field
 		mb.condition(ap.Namespace, w)

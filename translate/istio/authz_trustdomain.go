@@ -20,12 +20,11 @@ type trustDomains []string
 func (t trustDomains) principals(in []string) []string {
 	var out []string
 	for _, p := range in {
-		parts := strings.Split(p, "/")
-		if len(parts) != 5 || parts[0] == "*" {
+		td, rest, _ := strings.Cut(p, "/")
+		if strings.Count(p, "/") != 4 || td == "*" {
 			out = append(out, p)
 			continue
 		}
-		td := parts[0]
 		if !t.matches(td) && td != defaultTrustDomain {
 			out = append(out, p)
 			continue
@@ -34,7 +33,7 @@ func (t trustDomains) principals(in []string) []string {
 		for _, member := range t {
 			np := p
 			if !suffixMatch(member, td) {
-				np = member + "/" + strings.Join(parts[1:], "/")
+				np = member + "/" + rest
 			}
 			if !slices.Contains(these, np) {
 				these = append(these, np)
