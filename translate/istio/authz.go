@@ -492,7 +492,7 @@ func (b *matchBuilder) condition(ns string, w *securityapi.Condition) {
 	switch {
 	case strings.HasPrefix(key, "request.headers["):
 		name, ok := bracketed(strings.TrimPrefix(key, "request.headers"))
-		if !ok || len(name) != 1 {
+		if !ok || len(name) != 1 || !headerToken(name[0]) {
 			b.invalid(f+".key", "%q: request.headers[NAME]", key)
 			return
 		}
@@ -542,6 +542,22 @@ func (b *matchBuilder) condition(ns string, w *securityapi.Condition) {
 	default:
 		b.invalid(f+".key", "unknown condition key %q (istiod rejects the rule)", key)
 	}
+}
+
+// headerToken reports whether s is an HTTP header name (RFC 9110 token;
+// Envoy also takes the pseudo-headers, ":authority" and the like).
+func headerToken(s string) bool {
+	s = strings.TrimPrefix(s, ":")
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // bracketed splits "[a][b]" into [a b]; false unless the whole string is

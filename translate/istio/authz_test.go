@@ -149,6 +149,10 @@ func TestAuthorizationPolicyTranslation(t *testing.T) {
 			in:    ap("  rules: [{from: [{source: {principals: [\"a*b\"]}}]}]\n"),
 			check: authzCheck{diags: []string{"error spec.rules[0].from[0].source.principals[0]"}, degraded: []ir.Fallback{ir.FallbackMatchNothing}},
 		},
+		"a header name that is not a token is invalid": {
+			in:    ap("  rules: [{when: [{key: \"request.headers[bad name]\", values: [x]}]}]\n"),
+			check: authzCheck{diags: []string{"error spec.rules[0].when[0].key"}, degraded: []ir.Fallback{ir.FallbackMatchNothing}},
+		},
 		"a condition without values is invalid": {
 			in:    ap("  rules: [{when: [{key: source.ip}]}]\n"),
 			check: authzCheck{diags: []string{"error spec.rules[0].when[0]"}, degraded: []ir.Fallback{ir.FallbackMatchNothing}},
