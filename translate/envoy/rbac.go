@@ -97,6 +97,17 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 		{action: ir.PolicyAllow},
 		{action: ir.PolicyAudit},
 	}
+	// The policies are rendered and validated in parallel (a node can have
+	// ten thousand), then put into their filters in order.
+	type job struct {
+		set  *rbacv3.RBAC
+		name string
+		src  ir.ResourceRef
+		rule *ir.PolicyRule // nil: the policy has no rules
+		out  *rbacv3.Policy
+		err  error
+	}
+	var jobs []job
 	for i := range pols {
 		p := &pols[i]
 		if p.Gate != ir.GateAuthorization {
@@ -121,74 +132,105 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 		if len(p.Rules) == 0 {
 			// No rules: matches nothing (an ALLOW policy without rules still
 			// makes its workloads default-deny: the filter exists).
-			(*set).Policies[RBACName(p, 0)] = &rbacv3.Policy{
-				Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_NotRule{NotRule: permAny()}}},
-				Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_NotId{NotId: princAny()}}},
-			}
+			jobs = append(jobs, job{set: *set, name: RBACName(p, 0), src: p.Source})
 			continue
 		}
-		for j, r := range p.Rules {
+		for j := range p.Rules {
+			r := &p.Rules[j]
 			if forTCP {
-				var keep bool
-				r, keep = tcpRule(p, r, &diags)
+				tr, keep := tcpRule(p, *r, &diags)
 				if !keep {
 					continue
 				}
+				r = &tr
 			}
-			pol, err := rbacPolicy(r)
-			if err != nil {
-				return nil, diags, fmt.Errorf("%s %s: %w", p.Source, r.Field, err)
-			}
-			(*set).Policies[RBACName(p, j)] = pol
+			jobs = append(jobs, job{set: *set, name: RBACName(p, j), src: p.Source, rule: r})
 		}
+	}
+	parallelWith(len(jobs), func() struct{} { return struct{}{} }, func(_ struct{}, i int) {
+		jb := &jobs[i]
+		if jb.rule == nil {
+			jb.out = &rbacv3.Policy{
+				Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_NotRule{NotRule: permAny()}}},
+				Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_NotId{NotId: princAny()}}},
+			}
+			return
+		}
+		jb.out, jb.err = rbacPolicy(*jb.rule)
+		if jb.err != nil {
+			jb.err = fmt.Errorf("%s %s: %w", jb.src, jb.rule.Field, jb.err)
+			return
+		}
+		if err := validatePolicy(jb.out); err != nil {
+			jb.err = fmt.Errorf("%s %s: RBAC policy %q: %w", jb.src, jb.rule.Field, jb.name, err)
+		}
+	})
+	for i := range jobs {
+		if jobs[i].err != nil {
+			return nil, diags, jobs[i].err
+		}
+		jobs[i].set.Policies[jobs[i].name] = jobs[i].out
 	}
 	var out []RBACFilter
 	for _, g := range groups {
 		if g.rules == nil && g.shadows == nil {
 			continue
 		}
+		// istiod's stat prefix: deny for a filter holding dry-run denies.
 		prefix := "istio_dry_run_allow_"
-		if g.action == ir.PolicyDeny && !g.custom {
+		if g.action == ir.PolicyDeny && !g.custom && g.shadows != nil {
 			prefix = "istio_dry_run_deny_"
 		}
 		var cfg interface {
 			proto.Message
 			validatable
 		}
+		// Validate the filter around its policies (each is validated
+		// above): the same checks as validating the whole, once.
+		rules, shadows := policyless(g.rules), policyless(g.shadows)
 		if forTCP {
-			cfg = &rbacnetv3.RBAC{Rules: g.rules, ShadowRules: g.shadows, ShadowRulesStatPrefix: prefix, StatPrefix: "tcp."}
+			cfg = &rbacnetv3.RBAC{Rules: rules, ShadowRules: shadows, ShadowRulesStatPrefix: prefix, StatPrefix: "tcp."}
 		} else {
-			cfg = &rbachttpv3.RBAC{Rules: g.rules, ShadowRules: g.shadows, ShadowRulesStatPrefix: prefix}
+			cfg = &rbachttpv3.RBAC{Rules: rules, ShadowRules: shadows, ShadowRulesStatPrefix: prefix}
 		}
-		if err := validateRBAC(cfg, g.rules, g.shadows); err != nil {
-			return nil, diags, fmt.Errorf("%s filter: %w", g.action, err)
+		if err := cfg.ValidateAll(); err != nil {
+			return nil, diags, fmt.Errorf("invalid %s RBAC filter: %w", g.action, err)
+		}
+		if rules != nil {
+			rules.Policies = g.rules.Policies
+		}
+		if shadows != nil {
+			shadows.Policies = g.shadows.Policies
 		}
 		out = append(out, RBACFilter{Action: g.action, Custom: g.custom, Config: cfg})
 	}
 	return out, diags, nil
 }
 
-// validateRBAC checks a filter configuration as Validate checks resources:
-// protoc-gen-validate on it, then a typed walk of its policies for what PGV
-// cannot see — regular expressions (RE2, as Envoy's) and the messages packed
-// in an Any (a path template's). Typed rather than Validate's reflective
-// walk: a node's RBAC can hold ten thousand policies (BenchmarkAuthorizationPolicies).
-func validateRBAC(cfg validatable, sets ...*rbacv3.RBAC) error {
-	if err := cfg.ValidateAll(); err != nil {
-		return fmt.Errorf("invalid RBAC: %w", err)
+func policyless(r *rbacv3.RBAC) *rbacv3.RBAC {
+	if r == nil {
+		return nil
 	}
-	for _, set := range sets {
-		for name, p := range set.GetPolicies() {
-			for _, pe := range p.GetPermissions() {
-				if err := checkPermission(pe, 0); err != nil {
-					return fmt.Errorf("invalid RBAC policy %q: %w", name, err)
-				}
-			}
-			for _, pr := range p.GetPrincipals() {
-				if err := checkPrincipal(pr, 0); err != nil {
-					return fmt.Errorf("invalid RBAC policy %q: %w", name, err)
-				}
-			}
+	return &rbacv3.RBAC{Action: r.Action, AuditLoggingOptions: r.AuditLoggingOptions}
+}
+
+// validatePolicy checks one RBAC policy as Validate checks resources:
+// protoc-gen-validate on it, then a typed walk for what PGV cannot see —
+// regular expressions (RE2, as Envoy's) and the messages packed in an Any
+// (a path template's). Typed rather than Validate's reflective walk: a
+// node's RBAC can hold ten thousand policies (BenchmarkAuthorizationPolicies).
+func validatePolicy(p *rbacv3.Policy) error {
+	if err := p.ValidateAll(); err != nil {
+		return err
+	}
+	for _, pe := range p.GetPermissions() {
+		if err := checkPermission(pe, 0); err != nil {
+			return err
+		}
+	}
+	for _, pr := range p.GetPrincipals() {
+		if err := checkPrincipal(pr, 0); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -67,7 +67,7 @@ func TestBuildRBAC(t *testing.T) {
 		},
 		"an invalid header name fails validation": {
 			pols:    []ir.Policy{authzPolicy("a", ir.PolicyAllow, one("spec.rules[0]", get(ir.L7Condition{Attribute: ir.L7Header, Name: "bad\nname", Values: []ir.Glob{"x"}})))},
-			wantErr: "invalid RBAC",
+			wantErr: "HeaderMatcher.Name",
 		},
 		"an invalid address fails, never matches more": {
 			pols:    []ir.Policy{authzPolicy("a", ir.PolicyAllow, one("spec.rules[0]", get(ir.L7Condition{Attribute: ir.L7DestinationIP, Values: []ir.Glob{"nope"}})))},

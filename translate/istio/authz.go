@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	securityapi "istio.io/api/security/v1beta1"
 	typeapi "istio.io/api/type/v1beta1"
@@ -49,18 +52,46 @@ func AuthorizationPolicies(aps []*securityv1.AuthorizationPolicy, opts AuthzOpti
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = defaultTrustDomain
 	}
-	a := &authz{opts: opts, tds: dedupe(append([]string{opts.TrustDomain}, opts.TrustDomainAliases...))}
+	tds := dedupe(append([]string{opts.TrustDomain}, opts.TrustDomainAliases...))
 	sorted := slices.DeleteFunc(slices.Clone(aps), func(ap *securityv1.AuthorizationPolicy) bool { return ap == nil })
 	slices.SortFunc(sorted, func(x, y *securityv1.AuthorizationPolicy) int {
 		return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
 	})
-	var out []ir.Policy
-	for _, ap := range sorted {
-		if p, ok := a.policy(ap); ok {
-			out = append(out, p)
-		}
+	// Policies are independent: translate them on every core, each with
+	// its own diagnostics, and assemble in order.
+	type result struct {
+		pol   ir.Policy
+		ok    bool
+		diags ir.Diagnostics
 	}
-	return out, a.diags
+	results := make([]result, len(sorted))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(sorted)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(sorted) {
+					return
+				}
+				a := &authz{opts: opts, tds: tds}
+				p, ok := a.policy(sorted[i])
+				results[i] = result{p, ok, a.diags}
+			}
+		}()
+	}
+	wg.Wait()
+	var out []ir.Policy
+	var diags ir.Diagnostics
+	for _, r := range results {
+		if r.ok {
+			out = append(out, r.pol)
+		}
+		diags = append(diags, r.diags...)
+	}
+	return out, diags
 }
 
 type authz struct {
