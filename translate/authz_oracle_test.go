@@ -15,7 +15,6 @@ import (
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -333,5 +332,3 @@ func literalRegex(v any) map[string]any {
 	}
 	return map[string]any{kind: lit, "ignoreCase": true}
 }
-
-var _ proto.Message = (*rbacv3.Policy)(nil)

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -113,6 +114,63 @@ func TestWorkloadRBAC(t *testing.T) {
 			slices.Sort(got)
 			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 				t.Errorf("policies %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestBookinfoSecurityAuthz: Istio's bookinfo authorization samples
+// (../shared/conformance/istio-bookinfo/security) translate without
+// errors, and each bookinfo workload gets the RBAC of the policies Istio
+// applies to it; on a TCP port the GET-only allows are left out, so only
+// allow-nothing remains (deny all), as istiod's TCP filter has it.
+func TestBookinfoSecurityAuthz(t *testing.T) {
+	conf := needShared(t)
+	bookinfo := filepath.Join(conf, "istio-bookinfo")
+	l := input.NewLoader("default")
+	l.KeepIgnored = true
+	for _, f := range []string{"platform/kube/bookinfo.yaml", "security/authz-http-bookinfo.yaml", "security/ambient-bookinfo-authz.yaml"} {
+		if err := l.LoadPath(filepath.Join(bookinfo, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.Diagnostics().HasErrors() {
+		t.Fatal(l.Diagnostics())
+	}
+	bag := l.Bag()
+	pols, diags := AuthorizationPolicies(bag, AuthzOptions{})
+	if diags.HasErrors() {
+		t.Fatalf("diagnostics: %v", diags)
+	}
+	tests := map[string]struct {
+		app  string
+		tcp  bool
+		want []string
+	}{
+		"productpage: allow-nothing, GET, the gateway's principal, the waypoint's": {app: "productpage", want: []string{
+			"rules[ALLOW] ns[default]-policy[allow-nothing]-rule[0]", "rules[ALLOW] ns[default]-policy[productpage-viewer]-rule[0]",
+			"rules[ALLOW] ns[default]-policy[productpage-waypoint]-rule[0]", "rules[ALLOW] ns[default]-policy[productpage-ztunnel]-rule[0]"}},
+		"details: allow-nothing and GET from productpage": {app: "details", want: []string{
+			"rules[ALLOW] ns[default]-policy[allow-nothing]-rule[0]", "rules[ALLOW] ns[default]-policy[details-viewer]-rule[0]"}},
+		"ratings on a TCP port: only allow-nothing is left": {app: "ratings", tcp: true, want: []string{
+			"rules[ALLOW] ns[default]-policy[allow-nothing]-rule[0]"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			pod := &input.Pod{Name: tc.app + "-0", Namespace: "default", Labels: map[string]string{"app": tc.app, "version": "v1"}}
+			filters, _, err := WorkloadRBAC(pols, bag, pod, tc.tcp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for k := range flattenOurs(t, filters) {
+				if strings.Contains(k, " ") {
+					got = append(got, k)
+				}
+			}
+			slices.Sort(got)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("policies\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
 	}
