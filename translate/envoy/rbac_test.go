@@ -8,6 +8,8 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	uritemplatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -131,5 +133,43 @@ func TestRBACName(t *testing.T) {
 	p.Custom = "ext"
 	if got := RBACName(&p, 0); got != "istio-ext-authz-ext-ns[foo]-policy[httpbin]-rule[0]-deny-due-to-bad-CUSTOM-action" {
 		t.Errorf("CUSTOM name %q", got)
+	}
+}
+
+// TestValidatePolicy: what protoc-gen-validate cannot see is checked — a
+// regular expression Envoy (RE2) would reject, a packed path template
+// that does not unpack or validate — at any depth.
+func TestValidatePolicy(t *testing.T) {
+	bad := func(re string) *rbacv3.Principal {
+		return notID(orIds([]*rbacv3.Principal{authenticated(regexMatcher(re))}))
+	}
+	badTemplate := pathPermission("/a/{*}")
+	badTemplate.GetUriTemplate().TypedConfig.Value = []byte{0xff}
+	emptyTemplate := pathPermission("/a/{*}")
+	a, err := anypb.New(&uritemplatev3.UriTemplateMatchConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyTemplate.GetUriTemplate().TypedConfig = a
+	tests := map[string]struct {
+		pol     *rbacv3.Policy
+		wantErr string
+	}{
+		"a path template that does not validate": {pol: &rbacv3.Policy{Permissions: []*rbacv3.Permission{emptyTemplate}, Principals: []*rbacv3.Principal{princAny()}},
+			wantErr: "PathTemplate"},
+		"valid": {pol: &rbacv3.Policy{Permissions: []*rbacv3.Permission{pathPermission("/a/{*}")}, Principals: []*rbacv3.Principal{bad(".*/ns/a/.*")}}},
+		"a regex that does not compile, nested": {pol: &rbacv3.Policy{Permissions: []*rbacv3.Permission{permAny()}, Principals: []*rbacv3.Principal{bad("(")}},
+			wantErr: "does not compile"},
+		"a path template that does not unpack": {pol: &rbacv3.Policy{Permissions: []*rbacv3.Permission{notRule(orRules([]*rbacv3.Permission{badTemplate}))}, Principals: []*rbacv3.Principal{princAny()}},
+			wantErr: "unpack"},
+		"no principals (PGV)": {pol: &rbacv3.Policy{Permissions: []*rbacv3.Permission{permAny()}}, wantErr: "Principals"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := validatePolicy(tc.pol)
+			if (err != nil) != (tc.wantErr != "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }
