@@ -44,7 +44,7 @@ Envoy per node instead of a sidecar per pod, with eBPF for networking and policy
 It keeps your Istio configuration: 'nodemesh translate' shows what a node Envoy would
 be given for a set of manifests, with Istio's names and defaults, and tells you what
 it cannot honour.`)
-	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newMigrateCommand(streams))
+	root.AddCommand(newTranslateCommand(streams), newProxyConfigCommand(streams), newMigrateCommand(streams), newAuthzCommand(streams))
 	for _, more := range extra {
 		root.AddCommand(more(streams)...)
 	}

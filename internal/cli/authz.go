@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodemesh/nodemesh/translate"
+	"github.com/nodemesh/nodemesh/translate/input"
+	"github.com/nodemesh/nodemesh/translate/ir"
+	"github.com/nodemesh/nodemesh/translate/istio"
+)
+
+// AuthzCheck is what 'nodemesh authz check' reports for one pod: the
+// AuthorizationPolicies that apply to its inbound traffic, in Istio's
+// evaluation order, and where each rule is enforced. JSON is a stable
+// contract (fields may be added).
+type AuthzCheck struct {
+	Pod       string `json:"pod"`
+	Namespace string `json:"namespace"`
+	Node      string `json:"node,omitempty"`
+	// Isolated: an ALLOW policy applies, so only what an ALLOW rule
+	// admits passes (after the DENY rules).
+	Isolated bool           `json:"isolated"`
+	Policies []AuthzPolicy  `json:"policies"`
+	Problems ir.Diagnostics `json:"problems,omitempty"`
+}
+
+// AuthzPolicy is one applying policy.
+type AuthzPolicy struct {
+	Name      string      `json:"name"`
+	Namespace string      `json:"namespace"`
+	Action    string      `json:"action"`
+	DryRun    bool        `json:"dryRun,omitempty"`
+	Rules     []AuthzRule `json:"rules"`
+}
+
+// AuthzRule is one rule and where it runs.
+type AuthzRule struct {
+	Field string `json:"field"`
+	// Layer is L4 (peer identity, namespace, address, port) or L7
+	// (request facts: method, path, host, headers, JWT).
+	Layer ir.PolicyLayer `json:"layer"`
+	// EnforcedAt says which back end decides it, and what it does.
+	EnforcedAt string `json:"enforcedAt"`
+	// DeniesMore lists what the back end cannot evaluate exactly and how
+	// it errs towards denying.
+	DeniesMore []string `json:"deniesMore,omitempty"`
+}
+
+// actionOrder is Istio's evaluation order: CUSTOM, DENY, ALLOW (AUDIT
+// decides nothing).
+func actionOrder(p *ir.Policy) int {
+	switch {
+	case p.Custom != "":
+		return 0
+	case p.Action == ir.PolicyDeny:
+		return 1
+	case p.Action == ir.PolicyAllow:
+		return 2
+	}
+	return 3
+}
+
+// authzCheck works out a pod's AuthzCheck from an inventory's objects.
+func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name string) (*AuthzCheck, error) {
+	var pod *input.Pod
+	for _, p := range bag.Pods {
+		if p.Namespace == ns && p.Name == name {
+			pod = p
+		}
+	}
+	if pod == nil {
+		return nil, fmt.Errorf("pod %s/%s not found", ns, name)
+	}
+	out := &AuthzCheck{Pod: name, Namespace: ns, Node: pod.NodeName, Policies: []AuthzPolicy{}}
+	var mine []*ir.Policy
+	for i := range pols {
+		if pols[i].Gate == ir.GateAuthorization && translate.AppliesTo(&pols[i], pod, bag.Services) {
+			mine = append(mine, &pols[i])
+		}
+	}
+	slices.SortStableFunc(mine, func(a, b *ir.Policy) int {
+		if d := actionOrder(a) - actionOrder(b); d != 0 {
+			return d
+		}
+		return strings.Compare(a.Source.Namespace+"/"+a.Source.Name, b.Source.Namespace+"/"+b.Source.Name)
+	})
+	where := "eBPF at the pod's veth"
+	if pod.NodeName != "" {
+		where += " on node " + pod.NodeName
+	}
+	for _, p := range mine {
+		action := string(p.Action)
+		if p.Custom != "" {
+			action = "Custom (" + p.Custom + ": no external authorizer, enforced as Deny)"
+		}
+		if p.Action == ir.PolicyAllow && !p.DryRun {
+			out.Isolated = true
+		}
+		ap := AuthzPolicy{Name: p.Source.Name, Namespace: p.Source.Namespace, Action: action, DryRun: p.DryRun, Rules: []AuthzRule{}}
+		for _, d := range p.Degradations {
+			out.Problems = append(out.Problems, d.Diagnostic)
+		}
+		for _, r := range p.Rules {
+			ar := AuthzRule{Field: r.Field, Layer: r.Layer()}
+			switch {
+			case p.Action == ir.PolicyAudit:
+				ar.EnforcedAt = "nowhere: AUDIT decides nothing, and nodemesh logs no audit records yet"
+			case p.DryRun:
+				ar.EnforcedAt = "nowhere: dry run (istio.io/dry-run)"
+			case ar.Layer == ir.LayerL4:
+				ar.EnforcedAt = where
+			default:
+				// The node Envoy's inbound RBAC is not placed yet: the
+				// rule runs as its L4 projection, Istio's TCP behaviour.
+				ar.EnforcedAt = where + ", as its L4 projection (the node Envoy's inbound RBAC for request facts is not in place yet)"
+				for _, d := range ir.ProjectL4(p.Action, p.Source, r).Degradations {
+					ar.DeniesMore = append(ar.DeniesMore, d.Diagnostic.Message)
+				}
+			}
+			for _, d := range r.Degradations {
+				ar.DeniesMore = append(ar.DeniesMore, d.Diagnostic.Message)
+			}
+			ap.Rules = append(ap.Rules, ar)
+		}
+		out.Policies = append(out.Policies, ap)
+	}
+	for _, d := range diags {
+		if slices.ContainsFunc(mine, func(p *ir.Policy) bool { return p.Source == d.Resource }) {
+			out.Problems = append(out.Problems, d)
+		}
+	}
+	return out, nil
+}
+
+func writeAuthzCheck(w io.Writer, c *AuthzCheck, format string) error {
+	switch format {
+	case "json":
+		b, err := json.MarshalIndent(c, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(c)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	node := c.Node
+	if node == "" {
+		node = "(not scheduled)"
+	}
+	fmt.Fprintf(w, "Pod %s/%s on %s\n", c.Namespace, c.Pod, node)
+	switch {
+	case len(c.Policies) == 0:
+		fmt.Fprintln(w, "No AuthorizationPolicy applies: every request is allowed (as far as Istio authorization goes; NetworkPolicy and TrafficPolicy decide separately).")
+		return nil
+	case c.Isolated:
+		fmt.Fprintln(w, "An ALLOW policy applies: a request passes only if no DENY rule matches it and an ALLOW rule does.")
+	default:
+		fmt.Fprintln(w, "No ALLOW policy applies: a request passes unless a DENY rule matches it.")
+	}
+	t := NewTable(w, "POLICY", "ACTION", "RULE", "LAYER", "ENFORCED AT")
+	for _, p := range c.Policies {
+		action := p.Action
+		if p.DryRun {
+			action += " (dry run)"
+		}
+		if len(p.Rules) == 0 {
+			effect := "no rules: allows nothing by itself"
+			if !strings.HasPrefix(p.Action, "Allow") {
+				effect = "no rules: matches nothing"
+			}
+			t.Row(p.Namespace+"/"+p.Name, action, "-", "-", effect)
+		}
+		for _, r := range p.Rules {
+			t.Row(p.Namespace+"/"+p.Name, action, r.Field, string(r.Layer), r.EnforcedAt)
+		}
+	}
+	t.Flush()
+	for _, p := range c.Policies {
+		for _, r := range p.Rules {
+			for _, d := range r.DeniesMore {
+				fmt.Fprintf(w, "⚠️  %s/%s %s: %s\n", p.Namespace, p.Name, r.Field, d)
+			}
+		}
+	}
+	for _, d := range c.Problems {
+		fmt.Fprintf(w, "⚠️  %s\n", d)
+	}
+	return nil
+}
+
+type authzOptions struct {
+	migrateOptions
+	namespace    string
+	trustDomain  string
+	tdAliases    []string
+	outputFormat string
+}
+
+func newAuthzCommand(streams IO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "authz",
+		Short: "Istio authorization as nodemesh enforces it",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newAuthzCheckCommand(streams))
+	return cmd
+}
+
+func newAuthzCheckCommand(streams IO) *cobra.Command {
+	o := &authzOptions{}
+	cmd := &cobra.Command{
+		Use:   "check POD [-n NS] [-f PATH ... | --kubeconfig ...] [-o table|json|yaml]",
+		Short: "Show the AuthorizationPolicies that apply to a pod, in Istio's order, and where each rule is enforced",
+		Long: `check lists, for one pod, the AuthorizationPolicies that apply to its inbound traffic
+(mesh-wide ones from the root namespace, its namespace's, selector and targetRefs), in
+Istio's evaluation order (CUSTOM, DENY, ALLOW; AUDIT decides nothing), and for every
+rule where nodemesh enforces it: peer identity, namespace, address and port facts (L4)
+in eBPF at the pod's veth on its node; request facts (L7: methods, paths, hosts,
+headers, JWT) would need the node Envoy's inbound RBAC, which is not in place yet, so
+such a rule runs as its L4 projection — an ALLOW rule with a request fact matches
+nothing, a DENY rule ignores its request facts — and check says what that denies more.
+Like 'istioctl x authz check', from the cluster or from manifests (-f).
+
+Exit status: 0 the pod was found; 1 it was not (or the cluster cannot be read); 2 wrong
+flags.`,
+		Example: `  nodemesh authz check productpage-v1-7d9c7b8f5-abcde -n bookinfo
+  nodemesh authz check ratings-v1 -n bookinfo -f bookinfo.yaml -f policies.yaml -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(o.outputFormat); err != nil {
+				return err
+			}
+			inv, err := o.inventory(cmd.Context(), streams)
+			if err != nil {
+				return err
+			}
+			ns := o.namespace
+			if ns == "" {
+				ns = "default"
+				if len(o.files) == 0 {
+					if n, _, err := o.kube.Loader().Namespace(); err == nil && n != "" {
+						ns = n
+					}
+				}
+			}
+			pols, diags := istio.AuthorizationPolicies(inv.AuthorizationPolicies, istio.AuthzOptions{
+				RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases})
+			c, err := authzCheck(inv.Bag, pols, diags, ns, args[0])
+			if err != nil {
+				return &ExitError{Code: ExitFindings, Err: err}
+			}
+			return writeAuthzCheck(streams.Out, c, o.outputFormat)
+		},
+	}
+	o.addInputFlags(cmd)
+	f := cmd.Flags()
+	f.StringVarP(&o.namespace, "namespace", "n", "", "the pod's namespace (default: the kubeconfig context's, or default with -f)")
+	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "the mesh's trust domain (meshConfig.trustDomain)")
+	f.StringSliceVar(&o.tdAliases, "trust-domain-alias", nil, "trust domains the mesh also answers to (meshConfig.trustDomainAliases); repeatable")
+	f.StringVarP(&o.outputFormat, "output", "o", "table", "table, json or yaml")
+	return cmd
+}

@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const authzManifests = `apiVersion: v1
+kind: Pod
+metadata: {name: ratings-1, namespace: default, labels: {app: ratings}}
+spec: {nodeName: node-1, serviceAccountName: bookinfo-ratings, containers: [{name: r, image: ratings}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: details-1, namespace: default, labels: {app: details}}
+spec: {nodeName: node-2, containers: [{name: d, image: details}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: default}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/bookinfo-reviews"]}}]
+    to: [{operation: {methods: ["GET"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-legacy, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {namespaces: ["legacy"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: details-only, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  rules:
+  - from: [{source: {namespaces: ["default"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: elsewhere, namespace: other}
+spec: {action: DENY, rules: [{}]}
+`
+
+// TestAuthzCheck: for one pod, the policies that apply (its namespace's,
+// the root namespace's; not another pod's, not another namespace's), in
+// Istio's order (DENY before ALLOW), each rule with where it is enforced:
+// L4 rules in eBPF on the pod's node, a rule with a request fact as its L4
+// projection, saying that the ALLOW then never matches.
+func TestAuthzCheck(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "m.yaml")
+	if err := os.WriteFile(file, []byte(authzManifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file, "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var c AuthzCheck
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var names []string
+	for _, p := range c.Policies {
+		names = append(names, p.Namespace+"/"+p.Name+":"+p.Action)
+	}
+	if got, want := strings.Join(names, " "), "istio-system/deny-legacy:Deny default/allow-nothing:Allow default/ratings-viewer:Allow"; got != want {
+		t.Errorf("policies %q, want %q", got, want)
+	}
+	if !c.Isolated || c.Node != "node-1" {
+		t.Errorf("isolated %v node %q, want true node-1", c.Isolated, c.Node)
+	}
+	if len(c.Policies) == 3 {
+		deny := c.Policies[0].Rules
+		if len(deny) != 1 || deny[0].Layer != "L4" || deny[0].EnforcedAt != "eBPF at the pod's veth on node node-1" || len(deny[0].DeniesMore) != 0 {
+			t.Errorf("deny-legacy's rule: %+v", deny)
+		}
+		viewer := c.Policies[2].Rules
+		if len(viewer) != 1 || viewer[0].Layer != "L7" || !strings.Contains(viewer[0].EnforcedAt, "L4 projection") ||
+			len(viewer[0].DeniesMore) == 0 || !strings.Contains(viewer[0].DeniesMore[0], "never matches") {
+			t.Errorf("ratings-viewer's rule: %+v", viewer)
+		}
+		if len(c.Policies[1].Rules) != 0 {
+			t.Errorf("allow-nothing has rules: %+v", c.Policies[1].Rules)
+		}
+	}
+
+	code, out, _ = run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file)
+	for _, want := range []string{"Pod default/ratings-1 on node-1", "An ALLOW policy applies", "default/allow-nothing", "no rules: allows nothing by itself",
+		"⚠️  default/ratings-viewer spec.rules[0]"} {
+		if code != ExitOK || !strings.Contains(out, want) {
+			t.Errorf("table output lacks %q (exit %d):\n%s", want, code, out)
+		}
+	}
+
+	code, _, errOut = run(t, "", "authz", "check", "nope", "-n", "default", "-f", file)
+	if code != ExitFindings || !strings.Contains(errOut, "pod default/nope not found") {
+		t.Errorf("missing pod: exit %d %s", code, errOut)
+	}
+}
