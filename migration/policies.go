@@ -13,6 +13,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
+	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 // The migration checks of the kinds the translator does not read. Each
@@ -127,75 +128,96 @@ func gatewayOnlyEnvoyFilter(patches []*networkingapi.EnvoyFilter_EnvoyConfigObje
 	return true
 }
 
-// l7Fields lists the HTTP-only attributes an AuthorizationPolicy rule uses.
-func l7Fields(rules []*securityapi.Rule) []string {
-	var out []string
-	for i, r := range rules {
-		base := fmt.Sprintf("spec.rules[%d]", i)
-		for j, f := range r.From {
-			s := f.GetSource()
-			if s == nil {
-				continue
-			}
-			if len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0 {
-				out = append(out, fmt.Sprintf("%s.from[%d].source.requestPrincipals", base, j))
-			}
-		}
-		for j, t := range r.To {
-			op := t.GetOperation()
-			if op == nil {
-				continue
-			}
-			p := fmt.Sprintf("%s.to[%d].operation", base, j)
-			for name, set := range map[string]int{
-				"methods": len(op.Methods) + len(op.NotMethods),
-				"paths":   len(op.Paths) + len(op.NotPaths),
-				"hosts":   len(op.Hosts) + len(op.NotHosts),
-			} {
-				if set > 0 {
-					out = append(out, p+"."+name)
-				}
-			}
-		}
-		for j, c := range r.When {
-			if strings.HasPrefix(c.Key, "request.") {
-				out = append(out, fmt.Sprintf("%s.when[%d].key", base, j))
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
+// authorizationPolicies reports, per policy and rule, how nodemesh enforces
+// each AuthorizationPolicy after the move (docs/design/policy.md): rules of
+// L4 facts — principals (the identity's namespace and service account),
+// namespaces, ipBlocks, ports — in eBPF at the destination pods, the same
+// decisions as the sidecar; rules with request facts (methods, paths,
+// hosts, headers, JWT) as their L4 projection, which denies more (an
+// ALLOW rule never matches, a DENY rule ignores them) until the node
+// Envoy's inbound RBAC is in place; CUSTOM as a deny. Only what is not
+// enforced identically is unsupported, by the field that makes it so.
 func (a *analysis) authorizationPolicies() {
+	pols, diags := istio.AuthorizationPolicies(a.inv.AuthorizationPolicies, istio.AuthzOptions{RootNamespace: a.opts.rootNamespace()})
+	byRef := map[ir.ResourceRef]*ir.Policy{}
+	for i := range pols {
+		byRef[pols[i].Source] = &pols[i]
+	}
 	for _, ap := range a.inv.AuthorizationPolicies {
 		ref := input.Ref("AuthorizationPolicy", ap)
 		spec := &ap.Spec
-		if len(spec.TargetRefs) > 0 || spec.TargetRef != nil {
-			a.addAt(ap.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached", "attached with targetRefs to a gateway or waypoint, which nodemesh does not change", "")
+		pol := byRef[ref]
+		namespaces := a.appliesTo(ap, spec.Selector)
+		if pol != nil && len(pol.Scope.Services) > 0 {
+			// targetRefs to Services: the policy's namespace, its
+			// Services' workloads (a sidecar ignores targetRefs; a
+			// waypoint enforced them).
+			namespaces = []string{ap.Namespace}
+		}
+		if pol == nil {
+			if len(spec.TargetRefs) > 0 || spec.TargetRef != nil {
+				a.addAt(ap.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached", "attached with targetRefs to a gateway, which nodemesh does not change", "")
+				continue
+			}
+			// Rejected by the translation: its errors say why.
+			for _, ns := range namespaces {
+				for _, d := range diags {
+					if d.Resource == ref && d.Severity == ir.SeverityError {
+						a.addAt(ns, ref, d.Field, Unsupported, "InvalidAuthorizationPolicy", d.Message, "fix the policy; istiod rejects it too")
+					}
+				}
+			}
 			continue
 		}
-		action := spec.Action.String()
-		l7 := l7Fields(spec.Rules)
-		for _, ns := range a.appliesTo(ap, spec.Selector) {
-			effect := "everything it does not allow becomes allowed"
-			switch spec.Action {
-			case securityapi.AuthorizationPolicy_DENY:
-				effect = "what it denies becomes allowed"
-			case securityapi.AuthorizationPolicy_CUSTOM:
-				effect = "the external authorizer is no longer called"
-			case securityapi.AuthorizationPolicy_AUDIT:
-				effect = "requests are no longer audited"
-			}
-			a.addAt(ns, ref, "spec", Unsupported, "AuthorizationPolicy",
-				fmt.Sprintf("%s policy for %s is not enforced once their sidecars are gone (nodemesh does not translate AuthorizationPolicy yet): %s", action, scope(ap, ns), effect),
-				"keep the namespace on sidecars until nodemesh enforces AuthorizationPolicy, or enforce it at an ingress gateway")
-			for _, f := range l7 {
-				a.addAt(ns, ref, f, Unsupported, "L7AuthorizationPolicy",
-					"HTTP attribute: needs an L7 proxy on the server side; Istio ambient fails such ALLOW rules closed (DENY) and silently never fires such DENY rules, nodemesh does not enforce it at all yet",
-					"keep the namespace on sidecars; do not replace it with an L4-only rule without reviewing what it protected")
-			}
+		for _, ns := range namespaces {
+			a.authorizationPolicy(ns, ap, ref, pol, diags)
 		}
+	}
+}
+
+func (a *analysis) authorizationPolicy(ns string, ap *securityv1.AuthorizationPolicy, ref ir.ResourceRef, pol *ir.Policy, diags ir.Diagnostics) {
+	where := "enforced for " + scope(ap, ns) + " in eBPF at the destination pods, as the sidecar enforced it"
+	switch {
+	case pol.Custom != "":
+		a.addAt(ns, ref, "spec.provider", Unsupported, "CustomAuthorization",
+			fmt.Sprintf("CUSTOM (provider %q): nodemesh has no external authorizer; it denies every request the policy selects instead of asking %q", pol.Custom, pol.Custom),
+			"keep the namespace on sidecars, or move the external authorization to an ingress gateway")
+		return
+	case pol.Action == ir.PolicyAudit:
+		a.addAt(ns, ref, "spec.action", Changed, "AuditAuthorization", "AUDIT decides nothing either way; nodemesh writes no audit records yet, so "+scope(ap, ns)+" are no longer audited", "")
+		return
+	case pol.DryRun:
+		a.addAt(ns, ref, "metadata.annotations", Changed, "DryRunAuthorization", "dry run (istio.io/dry-run): nodemesh neither enforces nor logs it (the sidecar logged its shadow decisions)", "")
+		return
+	case len(pol.Scope.Services) > 0:
+		a.addAt(ns, ref, "spec.targetRefs", Changed, "ServiceTargetedAuthorization",
+			"targetRefs to Services: nodemesh enforces it at the Services' workloads; sidecars ignored such a policy (a waypoint enforced it)", "")
+	}
+	for _, d := range diags {
+		if d.Resource == ref && d.Severity == ir.SeverityError {
+			a.addAt(ns, ref, d.Field, Unsupported, "InvalidAuthorizationPolicy", d.Message+" (nodemesh enforces the rest of the policy, denying more)", "fix the policy")
+		}
+	}
+	if len(pol.Rules) == 0 {
+		effect := "allow-nothing: no request is allowed by it"
+		if pol.Action != ir.PolicyAllow {
+			effect = "no rules: it matches nothing"
+		}
+		a.addAt(ns, ref, "spec", Supported, "AuthorizationPolicy", effect+"; "+where, "")
+		return
+	}
+	for _, r := range pol.Rules {
+		if r.Layer() == ir.LayerL4 {
+			a.addAt(ns, ref, r.Field, Supported, "AuthorizationPolicy", strings.ToUpper(string(pol.Action))+" rule "+where, "")
+			continue
+		}
+		var why []string
+		for _, d := range ir.ProjectL4(pol.Action, pol.Source, r).Degradations {
+			why = append(why, d.Diagnostic.Message)
+		}
+		a.addAt(ns, ref, r.Field, Unsupported, "L7AuthorizationPolicy",
+			fmt.Sprintf("request facts need the node Envoy's inbound RBAC, which nodemesh does not place yet; in eBPF the rule runs as its L4 projection: %s", strings.Join(why, "; ")),
+			"keep the namespace on sidecars until L7 authorization lands; do not replace the rule with an L4-only one without reviewing what it protected")
 	}
 }
 
