@@ -79,7 +79,7 @@ testdata:
 ## bench: the translator benchmarks, $(BENCHCOUNT) runs each (benchstat needs 6 for a confidence interval), summarised by benchstat
 bench:
 	@mkdir -p _output
-	$(GO) test -run '^$$' -bench 'BenchmarkTranslate|BenchmarkDecode' -benchtime 10x -count $(BENCHCOUNT) ./translate/ | tee _output/bench.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkTranslate|BenchmarkDecode|BenchmarkAuthorizationPolicies' -benchtime 10x -count $(BENCHCOUNT) ./translate/ | tee _output/bench.txt
 	@echo
 	$(GOTOOL) benchstat _output/bench.txt
 

@@ -65,7 +65,12 @@ type Policy struct {
 	Action PolicyAction `json:"action"`
 	// DryRun rules are evaluated and reported, never enforced (Istio's
 	// istio.io/dry-run annotation; Envoy shadow rules).
-	DryRun bool        `json:"dryRun,omitempty"`
+	DryRun bool `json:"dryRun,omitempty"`
+	// Custom is the provider of an Istio CUSTOM policy, which is
+	// translated as a Deny (nodemesh has no external authorizer); the RBAC
+	// policy names say so, as istiod's do for a CUSTOM action it cannot
+	// honour.
+	Custom string      `json:"custom,omitempty"`
 	Scope  PolicyScope `json:"scope"`
 	// Isolates lists the directions in which a selected workload becomes
 	// default-deny: only the allow rules of the gate admit flows then.
@@ -132,6 +137,9 @@ type PolicyRule struct {
 // PolicyClause matches when any of its matches does; a clause without
 // matches matches nothing (every alternative it had was unusable).
 type PolicyClause struct {
+	// Field is where the clause is in its source (spec.rules[0].from,
+	// spec.rules[0].when[1]).
+	Field   string        `json:"field,omitempty"`
 	Matches []PolicyMatch `json:"matches"`
 }
 
@@ -151,6 +159,11 @@ type PolicyMatch struct {
 	NotNamespaces []Glob             `json:"notNamespaces,omitempty"`
 	IPBlocks      []IPBlock          `json:"ipBlocks,omitempty"`
 	NotIPBlocks   []IPBlock          `json:"notIPBlocks,omitempty"`
+	// TrustDomains are the trust domain of the peer's principal (Istio's
+	// source.trustDomains): a part of the principal the L4 back end reads
+	// from the identity, like Principals.
+	TrustDomains    []Glob `json:"trustDomains,omitempty"`
+	NotTrustDomains []Glob `json:"notTrustDomains,omitempty"`
 
 	// The flow's destination port, enforced at L4.
 	Ports    []PortMatch `json:"ports,omitempty"`
@@ -164,7 +177,8 @@ type PolicyMatch struct {
 func (m *PolicyMatch) IsEmpty() bool {
 	return len(m.Workloads) == 0 && len(m.Principals) == 0 && len(m.NotPrincipals) == 0 &&
 		len(m.Namespaces) == 0 && len(m.NotNamespaces) == 0 && len(m.IPBlocks) == 0 &&
-		len(m.NotIPBlocks) == 0 && len(m.Ports) == 0 && len(m.NotPorts) == 0 && len(m.L7) == 0
+		len(m.NotIPBlocks) == 0 && len(m.TrustDomains) == 0 && len(m.NotTrustDomains) == 0 &&
+		len(m.Ports) == 0 && len(m.NotPorts) == 0 && len(m.L7) == 0
 }
 
 // WorkloadSelector selects peer workloads by namespace and labels.
@@ -237,17 +251,36 @@ const (
 	L7Header           L7Attribute = "header"           // Name: the header
 	L7RequestPrincipal L7Attribute = "requestPrincipal" // JWT iss/sub
 	L7RemoteIP         L7Attribute = "remoteIP"         // after X-Forwarded-For
-	L7Claim            L7Attribute = "claim"            // Name: the claim path, dot-separated
+	L7Claim            L7Attribute = "claim"            // Path: the claim's nested keys
 	L7Audience         L7Attribute = "audience"
 	L7Presenter        L7Attribute = "presenter"
 	L7SNI              L7Attribute = "sni"
+	// L7DestinationIP is the address the client connected to (Istio's
+	// destination.ip): an L3 fact, but one the eBPF maps are not keyed by.
+	L7DestinationIP L7Attribute = "destinationIP"
+	// L7Metadata is Envoy dynamic metadata (Istio's experimental.envoy.*
+	// keys): Name is the filter, Path the keys.
+	L7Metadata L7Attribute = "metadata"
 )
+
+// ConnectionFact reports whether Envoy's network (TCP) RBAC filter can
+// evaluate the attribute: a fact of the connection, not of an HTTP request.
+// istiod keeps exactly these in the RBAC of a TCP port
+// (../shared/conformance/istio-authz/tcp/audit-both-http-tcp).
+func (a L7Attribute) ConnectionFact() bool {
+	switch a {
+	case L7RemoteIP, L7SNI, L7DestinationIP, L7Metadata:
+		return true
+	}
+	return false
+}
 
 // L7Condition matches a request attribute against globs (any of Values,
 // none of NotValues).
 type L7Condition struct {
 	Attribute L7Attribute `json:"attribute"`
 	Name      string      `json:"name,omitempty"`
+	Path      []string    `json:"path,omitempty"`
 	Values    []Glob      `json:"values,omitempty"`
 	NotValues []Glob      `json:"notValues,omitempty"`
 }

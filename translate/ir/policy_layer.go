@@ -79,21 +79,50 @@ func Restrict(action PolicyAction, src ResourceRef, r PolicyRule, what string, s
 				Severity: SeverityWarning, Code: CodeDeniesMore, Resource: src, Field: field,
 				Message: what + " (" + fields + "): the " + strings.ToLower(string(action)) + " never matches"}})
 		}
-		out.Clauses = append(out.Clauses, PolicyClause{Matches: kept})
+		out.Clauses = append(out.Clauses, PolicyClause{Field: c.Field, Matches: kept})
 	}
 	return out
 }
 
 // ProjectL4 is the rule as eBPF enforces it on a port whose traffic the
 // node Envoy does not see (a TCP port, or a pod whose inbound traffic is
-// not captured): Istio's behaviour for a TCP port — an allow rule with a
-// request condition never matches, a deny rule ignores its request
-// conditions (docs/design/policy.md §5).
+// not captured): Istio's behaviour for a TCP port — an allow (or audit)
+// rule with a request condition anywhere never matches, not even through
+// its other alternatives (istiod's TCP filter and ztunnel leave such a
+// rule out), a deny rule ignores its request conditions
+// (docs/design/policy.md §5).
 func ProjectL4(action PolicyAction, src ResourceRef, r PolicyRule) PolicyRule {
 	if r.Layer() == LayerL4 {
 		return r
 	}
-	return Restrict(action, src, r, "request conditions cannot be enforced without the node Envoy", stripL7)
+	const what = "request conditions cannot be enforced without the node Envoy"
+	if action.Denies() {
+		return Restrict(action, src, r, what, stripL7)
+	}
+	var names []string
+	for _, c := range r.Clauses {
+		for _, m := range c.Matches {
+			names = append(names, stripL7(&m)...)
+		}
+	}
+	out := r
+	out.Clauses = []PolicyClause{{Field: r.Field}}
+	out.Degradations = append(append([]Degradation(nil), r.Degradations...), Degradation{Instead: FallbackMatchNothing, Diagnostic: Diagnostic{
+		Severity: SeverityWarning, Code: CodeDeniesMore, Resource: src, Field: r.Field,
+		Message: what + " (" + strings.Join(dedupeNames(names), ", ") + "): the " + strings.ToLower(string(action)) + " rule never matches"}})
+	return out
+}
+
+func dedupeNames(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range in {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func stripL7(m *PolicyMatch) []string {

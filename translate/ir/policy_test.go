@@ -135,6 +135,12 @@ func TestProjectL4(t *testing.T) {
 		{Matches: []PolicyMatch{{Field: "spec.rules[0].to[0]", Ports: []PortMatch{{Protocol: IPProtocolTCP, Port: 80}},
 			L7: []L7Condition{{Attribute: L7Method, NotValues: []Glob{"GET"}}}}}},
 	}}}
+	l4OrL7 := []PolicyRule{{Direction: PolicyIngress, Field: "spec.rules[0]", Clauses: []PolicyClause{
+		{Matches: []PolicyMatch{
+			{Field: "spec.rules[0].from[0]", Namespaces: []Glob{"ns-1"}},
+			{Field: "spec.rules[0].from[1]", L7: []L7Condition{l7(L7RequestPrincipal, "iss/sub")}},
+		}},
+	}}}
 	l4Only := []PolicyRule{{Direction: PolicyIngress, Field: "spec.rules[0]", Clauses: []PolicyClause{
 		{Matches: []PolicyMatch{{Namespaces: []Glob{"ns-1"}}}},
 	}}}
@@ -149,16 +155,25 @@ func TestProjectL4(t *testing.T) {
 	}{
 		"allow with only HTTP fields matches nothing (allow-only-http)": {
 			action: PolicyAllow, rules: onlyHTTP, want: nil,
-			degrad: []Fallback{FallbackMatchNothing, FallbackMatchNothing, FallbackMatchNothing},
+			degrad: []Fallback{FallbackMatchNothing, FallbackMatchNothing},
 		},
 		"deny with only HTTP fields ignores them (deny-groups)": {
 			action: PolicyDeny, rules: onlyHTTP,
 			want:   []string{"ns-1/db:80", "ns-1/db:8080", "ns-1/web:80", "ns-1/web:8080", "ns-2/db:80", "ns-2/db:8080", "ns-2/web:80", "ns-2/web:8080"},
 			degrad: []Fallback{FallbackMatchMore, FallbackMatchMore, FallbackMatchMore},
 		},
-		"allow keeps its L4 alternatives, drops the L7 ones": {
-			action: PolicyAllow, rules: mixed, want: nil, // the ports clause had only an L7 match
-			degrad: []Fallback{FallbackMatchNothing, FallbackMatchNothing},
+		"an allow with an L7 fact anywhere never matches": {
+			action: PolicyAllow, rules: mixed, want: nil,
+			degrad: []Fallback{FallbackMatchNothing},
+		},
+		"an allow's L4 alternative does not survive an L7 one (istiod's TCP filter, ztunnel)": {
+			action: PolicyAllow, rules: l4OrL7, want: nil,
+			degrad: []Fallback{FallbackMatchNothing},
+		},
+		"a deny keeps its L4 alternative and widens the L7 one": {
+			action: PolicyDeny, rules: l4OrL7,
+			want:   []string{"ns-1/db:80", "ns-1/db:8080", "ns-1/web:80", "ns-1/web:8080", "ns-2/db:80", "ns-2/db:8080", "ns-2/web:80", "ns-2/web:8080"},
+			degrad: []Fallback{FallbackMatchMore},
 		},
 		"deny widens each L7 match to its L4 part": {
 			action: PolicyDeny, rules: mixed,
