@@ -30,7 +30,7 @@ type compiledPolicy struct {
 	verdict  bpf.Verdict
 	isolates bpf.EndpointFlags
 	// gate is the index of the policy's gate (gateIndex).
-	gate int
+	gate  int
 	rules []*compiledRule
 	// diags are the policy's own degradations, reported always.
 	diags []ir.Degradation
