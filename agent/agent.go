@@ -76,6 +76,17 @@ type Config struct {
 	// AllowHostIngress lets the node reach pods isolated for ingress
 	// (kubelet probes).
 	AllowHostIngress bool
+	// RootNamespace is Istio's root namespace (default istio-system): its
+	// AuthorizationPolicies apply to every namespace.
+	RootNamespace string
+	// TrustDomain is the mesh's trust domain (default cluster.local), the
+	// trust domain of every pod's principal, and TrustDomainAliases the
+	// ones it also answers to (meshConfig trustDomainAliases).
+	TrustDomain        string
+	TrustDomainAliases []string
+	// AuthzDiscoveryPeriod is how often the agent asks whether the API
+	// serves AuthorizationPolicies while it does not (default 30s).
+	AuthzDiscoveryPeriod time.Duration
 	// ResyncPeriod is how often everything is reconciled without a change.
 	ResyncPeriod time.Duration
 	// ADD attaches the policy programs as cls_bpf filters; they move to
@@ -140,6 +151,7 @@ type Agent struct {
 	node *netlink.Handle
 
 	records   recordStore
+	authz     authzWatch
 	pinLinks  string
 	sysctls   netSysctls
 	allocator *identity.Allocator
@@ -244,6 +256,15 @@ func (c *Config) defaults() error {
 	}
 	if c.ResyncPeriod == 0 {
 		c.ResyncPeriod = 5 * time.Minute
+	}
+	if c.RootNamespace == "" {
+		c.RootNamespace = "istio-system"
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "cluster.local"
+	}
+	if c.AuthzDiscoveryPeriod == 0 {
+		c.AuthzDiscoveryPeriod = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -474,7 +495,17 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		}
 	}()
 
+	watching, err := a.startAuthz()
+	if err != nil {
+		return err
+	}
 	a.informers.start(ctx)
+	if watching {
+		a.informers.synced = append(a.informers.synced, a.authz.informer().HasSynced)
+	} else {
+		a.log.Info("the API serves no AuthorizationPolicies (Istio is not installed); asking again", "every", a.cfg.AuthzDiscoveryPeriod)
+		go a.awaitAuthz(ctx, a.cfg.AuthzDiscoveryPeriod)
+	}
 	if !a.informers.waitForSync(ctx) {
 		return ctx.Err()
 	}

@@ -160,6 +160,7 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 		CIDRs:            a.cidrs,
 		AllowHostIngress: a.cfg.AllowHostIngress,
 		ProxyPort:        a.cfg.ProxyAddress.Port(),
+		TrustDomain:      a.cfg.TrustDomain,
 	}
 	nss, err := a.informers.namespaces.List(everything())
 	if err != nil {
@@ -181,10 +182,20 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 		diags = append(diags, policy.Diagnostic{Severity: policy.Warning, Kind: policy.KindTrafficPolicy, Namespace: u.GetNamespace(),
 			Name: u.GetName(), Field: "spec", Message: fmt.Sprintf("cannot be read (%v): every pod of the namespace is isolated, no rule of it applies", err)})
 	}
+	authzModels, authzDiags := a.authorizationPolicies()
+	in.Models = append(in.Models, authzModels...)
+	diags = append(diags, authzDiags...)
+	svcs, err := a.informers.services.List(everything())
+	if err != nil {
+		return in, nil, err
+	}
+	for _, s := range svcs {
+		in.Services = append(in.Services, policy.Service{Namespace: s.Namespace, Name: s.Name, Selector: s.Spec.Selector})
+	}
 	seen := map[bpf.Identity]bool{}
 	for _, id := range a.informers.allIdentities() {
 		seen[id.ID] = true
-		in.Identities = append(in.Identities, policy.Identity{ID: id.ID, Namespace: id.Key.Namespace, Labels: id.Key.Labels})
+		in.Identities = append(in.Identities, policy.Identity{ID: id.ID, Namespace: id.Key.Namespace, ServiceAccount: id.Key.ServiceAccount, Labels: id.Key.Labels})
 	}
 	for _, r := range a.liveRecords() {
 		in.Endpoints = append(in.Endpoints, policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
@@ -193,7 +204,7 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 			// Just allocated; the informer has not seen it yet.
 			seen[r.Identity] = true
 			k := identity.KeyOf(r.Namespace, r.ServiceAccount, r.Labels)
-			in.Identities = append(in.Identities, policy.Identity{ID: r.Identity, Namespace: r.Namespace, Labels: k.Labels})
+			in.Identities = append(in.Identities, policy.Identity{ID: r.Identity, Namespace: r.Namespace, ServiceAccount: k.ServiceAccount, Labels: k.Labels})
 		}
 	}
 	return in, diags, nil
@@ -211,16 +222,25 @@ func (a *Agent) syncPolicy() error {
 	if err != nil {
 		return err
 	}
+	remote, unresolved, err := a.remoteIdentities()
+	if err != nil {
+		return err
+	}
+	// Istio's ipBlocks match pods' addresses too: the authorization gate
+	// needs which addresses each identity's pods have.
+	in.PeerAddrs = map[bpf.Identity][]netip.Addr{}
+	for pfx, id := range remote {
+		in.PeerAddrs[id] = append(in.PeerAddrs[id], pfx.Addr())
+	}
+	for _, r := range a.liveRecords() {
+		in.PeerAddrs[r.Identity] = append(in.PeerAddrs[r.Identity], r.IP)
+	}
 	res := policy.Translate(in)
 	a.report(append(res.Diagnostics, diags...))
 
 	want := mapsync.Want{Identities: map[netip.Prefix]bpf.Identity{}, Policies: map[bpf.PolicyKey]bpf.Verdict{},
 		Ranges: map[bpf.PortRangeKey]bpf.Verdict{}}
 	maps.Copy(want.Identities, res.CIDRs)
-	remote, unresolved, err := a.remoteIdentities()
-	if err != nil {
-		return err
-	}
 	maps.Copy(want.Identities, remote)
 	for _, ip := range append([]netip.Addr{a.ipam.Gateway()}, a.cfg.NodeIPs...) {
 		want.Identities[netip.PrefixFrom(ip, 32)] = bpf.IdentityHost

@@ -268,6 +268,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	bound := map[string]bool{}
 	roleBound := map[string][]string{} // role → subjects
+	var agentAuthz []string
 	for _, obj := range decodeAll(t, out) {
 		var rules []rbacv1.PolicyRule
 		var name string
@@ -289,6 +290,9 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 		}
 		for _, r := range rules {
+			if name == api.AgentName && slices.Contains(r.APIGroups, "security.istio.io") && slices.Contains(r.Resources, "authorizationpolicies") {
+				agentAuthz = append(agentAuthz, r.Verbs...)
+			}
 			for _, res := range r.Resources {
 				if res == "*" {
 					t.Errorf("%s may access %q", name, res)
@@ -336,6 +340,11 @@ func TestLeastPrivilege(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The agent enforces AuthorizationPolicies' L4 part: it reads them,
+	// never writes them.
+	if got := agentAuthz; !slices.Equal(got, []string{"get", "list", "watch"}) {
+		t.Errorf("the agent's verbs on security.istio.io authorizationpolicies: %v, want get, list, watch", got)
 	}
 	if !bound[api.ControllerName] || !bound[api.AgentName] {
 		t.Errorf("controller and agent must be bound to their roles: %v", bound)

@@ -6,12 +6,15 @@
 //
 // It works in two steps (docs/design/policy.md): each object becomes an
 // ir.Policy, nodemesh's policy model, with a record of what it cannot
-// express (model.go: what depends on the object alone); the models become
-// map entries (l4.go, the L4 back end: identities, named ports, port
-// ranges). Input.Models takes policies already in the model; the back end
-// degrades what it does not evaluate yet (request conditions, principals,
-// namespaces by name, complements, gates other than NetworkPolicy's)
-// towards denying more.
+// express (model.go: what depends on the object alone; Istio's
+// AuthorizationPolicies through translate/authz, authz.go); the models
+// become map entries (l4.go, the L4 back end: identities, named ports, port
+// ranges; peers.go: principals, namespaces, trust domains and the exact
+// complements of the Not* fields). Each gate's entries are computed apart
+// and combined (gates.go): a flow must pass the network gate
+// (NetworkPolicy, TrafficPolicy) and the authorization gate
+// (AuthorizationPolicy). Request conditions are degraded towards denying
+// more (ir.ProjectL4).
 //
 // It is plain data in, plain data out: the caller passes the node's local
 // endpoints, the cluster's identities (agent/identity), the namespaces'
@@ -40,6 +43,7 @@
 // they get the intersection and the policy is reported.
 //
 // The package imports the bpf package for its key types, api/v1alpha1 (the
-// TrafficPolicy type), k8s.io/api and translate/ir (the model); it must not
-// import client-go or any other part of translate.
+// TrafficPolicy type), k8s.io/api, translate/ir (the model), translate/authz
+// and Istio's API types (AuthorizationPolicy); it must not import client-go
+// or any other part of translate.
 package policy

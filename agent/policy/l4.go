@@ -29,9 +29,8 @@ type compiledPolicy struct {
 	scope    labels.Selector
 	verdict  bpf.Verdict
 	isolates bpf.EndpointFlags
-	// block: an allow policy of a gate this back end does not implement;
-	// its pods are isolated in isolates and keep no allow entry there.
-	block bool
+	// gate is the index of the policy's gate (gateIndex).
+	gate  int
 	rules []*compiledRule
 	// diags are the policy's own degradations, reported always.
 	diags []ir.Degradation
@@ -131,7 +130,7 @@ func (t *translator) compile(pol *ir.Policy) *compiledPolicy {
 	if pol.Action == ir.PolicyAudit || pol.DryRun {
 		return nil
 	}
-	cp := &compiledPolicy{pol: pol, scope: labels.Everything(), verdict: bpf.Allow,
+	cp := &compiledPolicy{pol: pol, scope: labels.Everything(), verdict: bpf.Allow, gate: t.gateIndex(pol.Gate),
 		diags: append([]ir.Degradation(nil), pol.Degradations...)}
 	deny := pol.Action.Denies()
 	if deny {
@@ -149,9 +148,6 @@ func (t *translator) compile(pol *ir.Policy) *compiledPolicy {
 			cp.scope = sel
 		}
 	}
-	if len(pol.Scope.Services) > 0 {
-		scopeErr = "Service targets are not enforced by the eBPF back end yet"
-	}
 	if scopeErr != "" {
 		// Which pods it selects is unknown: every pod of the namespace.
 		if !deny {
@@ -161,12 +157,11 @@ func (t *translator) compile(pol *ir.Policy) *compiledPolicy {
 		}
 		degrade(&cp.diags, pol.Source, ir.FallbackMatchMore, "spec", "%s: the policy's rules deny for every pod of the namespace", scopeErr)
 	}
-	if pol.Gate != ir.GateNetwork && !deny {
-		// Its allows must be intersected with the network gate's, which
-		// this back end does not do yet: allowing nothing is the safe side.
-		cp.block = true
+	if _, known := gateOrder[pol.Gate]; !known && !deny {
+		// A gate this back end does not know: its allows cannot be
+		// judged, allowing nothing is the safe side.
 		degrade(&cp.diags, pol.Source, ir.FallbackIsolate, "spec",
-			"policies of the %s gate are not enforced by the eBPF back end yet: the selected pods are isolated and allowed nothing there", pol.Gate)
+			"policies of the %s gate are not enforced by the eBPF back end: the selected pods are isolated and allowed nothing there", pol.Gate)
 		return cp
 	}
 	for i := range pol.Rules {
@@ -176,35 +171,16 @@ func (t *translator) compile(pol *ir.Policy) *compiledPolicy {
 }
 
 // unsupportedL4 strips the match fields the eBPF back end does not
-// evaluate yet (issue 14: principals and namespaces through identities'
-// service accounts and namespaces, complements through the identity list).
+// evaluate: named ports in notPorts (no source writes them; a name
+// resolves per pod, its complement would not).
 func unsupportedL4(m *ir.PolicyMatch) []string {
-	var names []string
-	strip := func(n int, name string) bool {
-		if n > 0 {
-			names = append(names, name)
+	for _, p := range m.NotPorts {
+		if p.Name != "" {
+			m.NotPorts = nil
+			return []string{"notPorts (named)"}
 		}
-		return n > 0
 	}
-	if strip(len(m.Principals), "principals") {
-		m.Principals = nil
-	}
-	if strip(len(m.NotPrincipals), "notPrincipals") {
-		m.NotPrincipals = nil
-	}
-	if strip(len(m.Namespaces), "namespaces") {
-		m.Namespaces = nil
-	}
-	if strip(len(m.NotNamespaces), "notNamespaces") {
-		m.NotNamespaces = nil
-	}
-	if strip(len(m.NotIPBlocks), "notIpBlocks") {
-		m.NotIPBlocks = nil
-	}
-	if strip(len(m.NotPorts), "notPorts") {
-		m.NotPorts = nil
-	}
-	return names
+	return nil
 }
 
 func (t *translator) compileRule(pol *ir.Policy, r ir.PolicyRule) *compiledRule {
@@ -212,7 +188,7 @@ func (t *translator) compileRule(pol *ir.Policy, r ir.PolicyRule) *compiledRule 
 		// No L7 back end yet: every port is a port without L7 enforcement.
 		r = ir.ProjectL4(pol.Action, pol.Source, r)
 	}
-	r = ir.Restrict(pol.Action, pol.Source, r, "not enforced by the eBPF back end yet", unsupportedL4)
+	r = ir.Restrict(pol.Action, pol.Source, r, "not enforced by the eBPF back end", unsupportedL4)
 	cr := &compiledRule{dir: bpfDirection(r.Direction), diags: r.Degradations}
 	acc := []product{{peers: peerSet{any: true}}}
 	for _, c := range r.Clauses {
@@ -249,6 +225,13 @@ func (t *translator) compileRule(pol *ir.Policy, r ir.PolicyRule) *compiledRule 
 		}
 		acc = next
 	}
+	if pol.Gate == ir.GateAuthorization {
+		// Istio authorizes TCP connections only (Envoy and ztunnel see
+		// nothing else): the gate's rules are about TCP.
+		for i := range acc {
+			acc[i].ports = append(acc[i].ports, []portSpec{{pp: []portProto{{proto: bpf.ProtoTCP}}}})
+		}
+	}
 	cr.products = acc
 	return cr
 }
@@ -270,8 +253,9 @@ func (t *translator) compileMatch(pol *ir.Policy, cr *compiledRule, m ir.PolicyM
 		p.peers = p.peers.intersect(t.workloads(pol, cr, m))
 	}
 	if len(m.IPBlocks) > 0 {
-		p.peers = p.peers.intersect(t.ipBlocks(pol, cr, m))
+		p.peers = p.peers.intersect(t.addressPeers(pol, cr, m.Field, m.IPBlocks, false))
 	}
+	p.peers = t.identityPeers(pol, cr, m, p.peers)
 	if p.peers.empty() {
 		return p, false
 	}
@@ -287,7 +271,66 @@ func (t *translator) compileMatch(pol *ir.Policy, cr *compiledRule, m ir.PolicyM
 		}
 		p.ports = [][]portSpec{specs}
 	}
+	if len(m.NotPorts) > 0 {
+		rest, ok := notPorts(m.NotPorts)
+		if !ok {
+			return p, false
+		}
+		p.ports = append(p.ports, rest)
+	}
 	return p, true
+}
+
+// notPorts is the complement of numbered ports, per protocol: the ranges
+// of every other port of the protocols the list names (any protocol: TCP,
+// UDP and SCTP). ok is false when no port is left.
+func notPorts(list []ir.PortMatch) ([]portSpec, bool) {
+	excluded := map[uint8][][2]int{}
+	var protos []uint8
+	for _, pm := range list {
+		proto := bpfProto(pm.Protocol)
+		ps := []uint8{proto}
+		if proto == bpf.ProtoAny {
+			ps = []uint8{bpf.ProtoTCP, bpf.ProtoUDP, bpf.ProtoSCTP}
+		}
+		first, last := int(pm.Port), int(max(pm.Port, pm.EndPort))
+		if pm.Port == 0 {
+			first, last = 1, 65535
+		}
+		for _, p := range ps {
+			if _, ok := excluded[p]; !ok {
+				protos = append(protos, p)
+			}
+			excluded[p] = append(excluded[p], [2]int{first, last})
+		}
+	}
+	var out []portSpec
+	for _, proto := range protos {
+		spans := excluded[proto]
+		slices.SortFunc(spans, func(a, b [2]int) int { return a[0] - b[0] })
+		next := 1
+		var pp []portProto
+		for _, sp := range spans {
+			if sp[0] > next {
+				pp = append(pp, span(next, sp[0]-1, proto))
+			}
+			next = max(next, sp[1]+1)
+		}
+		if next <= 65535 {
+			pp = append(pp, span(next, 65535, proto))
+		}
+		if len(pp) > 0 {
+			out = append(out, portSpec{pp: pp})
+		}
+	}
+	return out, len(out) > 0
+}
+
+func span(first, last int, proto uint8) portProto {
+	if first == last {
+		return portProto{port: uint16(first), proto: proto}
+	}
+	return portProto{port: uint16(first), end: uint16(last), proto: proto}
 }
 
 // portSpec expands a numbered port or range; ok is false when it matches
@@ -561,18 +604,30 @@ func (t *translator) ipBlock(b ir.IPBlock) []bpf.Identity {
 	return out
 }
 
-// apply writes a compiled policy's entries for every endpoint it selects;
-// blocked collects the directions of endpoints whose allows must go.
-func (t *translator) apply(cp *compiledPolicy, perEndpoint []*IdentityPolicy, blocked []bpf.EndpointFlags) {
+// apply writes a compiled policy's entries into its gate's part of every
+// endpoint it selects.
+func (t *translator) apply(cp *compiledPolicy, parts [][]*IdentityPolicy) {
 	for i, ep := range t.in.Endpoints {
-		if ns := cp.pol.Scope.Namespace; ns != "" && ep.Namespace != ns || !cp.scope.Matches(labels.Set(ep.Labels)) {
+		if !t.selects(cp, ep) {
 			continue
 		}
-		pol := perEndpoint[i]
+		for len(parts[i]) <= cp.gate {
+			parts[i] = append(parts[i], nil)
+		}
+		pol := parts[i][cp.gate]
+		if pol == nil {
+			pol = &IdentityPolicy{Entries: map[bpf.PolicyKey]bpf.Verdict{}, Ranges: map[bpf.PortRangeKey]bpf.Verdict{}}
+			parts[i][cp.gate] = pol
+		}
 		pol.Flags |= cp.isolates
-		if cp.block {
-			blocked[i] |= cp.isolates
-			continue
+		if cp.pol.Gate == ir.GateAuthorization && cp.isolates&bpf.EnforceIngress != 0 {
+			// Istio authorizes TCP only: what is not TCP passes this gate
+			// (the network gate still decides it). Protocols without an
+			// entry here (neither UDP, SCTP nor ICMP) stay denied: the
+			// datapath has no "any protocol but TCP" key.
+			for _, proto := range []uint8{bpf.ProtoUDP, bpf.ProtoSCTP, bpf.ProtoICMP} {
+				put(pol, ep.Identity, peerSet{any: true}, portProto{proto: proto}, bpf.Ingress, bpf.Allow)
+			}
 		}
 		for _, r := range cp.rules {
 			r.used = true
@@ -587,6 +642,26 @@ func (t *translator) apply(cp *compiledPolicy, perEndpoint []*IdentityPolicy, bl
 			}
 		}
 	}
+}
+
+// selects reports whether a policy applies to a local endpoint: its
+// namespace, its selector, and for Service targets (AuthorizationPolicy
+// targetRefs) one of the named Services of the endpoint's namespace
+// selecting it.
+func (t *translator) selects(cp *compiledPolicy, ep Endpoint) bool {
+	if ns := cp.pol.Scope.Namespace; ns != "" && ep.Namespace != ns || !cp.scope.Matches(labels.Set(ep.Labels)) {
+		return false
+	}
+	if len(cp.pol.Scope.Services) == 0 {
+		return true
+	}
+	for _, s := range t.in.Services {
+		if s.Namespace == ep.Namespace && len(s.Selector) > 0 && slices.Contains(cp.pol.Scope.Services, s.Name) &&
+			labels.SelectorFromSet(s.Selector).Matches(labels.Set(ep.Labels)) {
+			return true
+		}
+	}
+	return false
 }
 
 // egress writes an egress product: named ports resolve on each peer.
@@ -674,20 +749,6 @@ func put(pol *IdentityPolicy, self bpf.Identity, peers peerSet, pp portProto, di
 		k := bpf.PolicyKey{Endpoint: self, Peer: id, Port: pp.port, Proto: pp.proto, Dir: dir}
 		if pol.Entries[k] != bpf.Deny {
 			pol.Entries[k] = verdict
-		}
-	}
-}
-
-// unblock removes an endpoint's allow entries in the blocked directions.
-func unblock(pol *IdentityPolicy, blocked bpf.EndpointFlags) {
-	for k, v := range pol.Entries {
-		if v == bpf.Allow && (k.Dir == bpf.Ingress && blocked&bpf.EnforceIngress != 0 || k.Dir == bpf.Egress && blocked&bpf.EnforceEgress != 0) {
-			delete(pol.Entries, k)
-		}
-	}
-	for k, v := range pol.Ranges {
-		if v == bpf.Allow && (k.Dir == bpf.Ingress && blocked&bpf.EnforceIngress != 0 || k.Dir == bpf.Egress && blocked&bpf.EnforceEgress != 0) {
-			delete(pol.Ranges, k)
 		}
 	}
 }

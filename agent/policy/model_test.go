@@ -131,9 +131,10 @@ func TestDenyDegradesToMore(t *testing.T) {
 
 // TestModelsBeyondKubernetes: what the L4 back end does with model
 // features no NetworkPolicy or TrafficPolicy produces (AuthorizationPolicy,
-// issue 14): request conditions, peer facts it does not evaluate yet and
-// policies of another gate all deny more, with a diagnostic; audit and dry
-// run change nothing.
+// issue 14): request conditions and policies of a gate it does not know
+// deny more, with a diagnostic; principals resolve to identities; audit
+// and dry run change nothing (authz_test.go has the AuthorizationPolicy
+// cases).
 func TestModelsBeyondKubernetes(t *testing.T) {
 	src := ir.ResourceRef{Kind: "AuthorizationPolicy", Namespace: "a", Name: "ap"}
 	db := &ir.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
@@ -141,6 +142,8 @@ func TestModelsBeyondKubernetes(t *testing.T) {
 	get := ir.PolicyMatch{Field: "spec.rules[0].to[0]", Ports: []ir.PortMatch{{Protocol: ir.IPProtocolTCP, Port: 5432}},
 		L7: []ir.L7Condition{{Attribute: ir.L7Method, Values: []ir.Glob{"GET"}}}}
 	principal := ir.PolicyMatch{Field: "spec.rules[0].from[0]", Principals: []ir.Glob{"cluster.local/ns/a/sa/web"}}
+	// The test cluster's identities have no service account: "default".
+	principalDefault := ir.PolicyMatch{Field: "spec.rules[0].from[0]", Principals: []ir.Glob{"cluster.local/ns/a/sa/default"}}
 	rule := func(ms ...ir.PolicyMatch) []ir.PolicyRule {
 		r := ir.PolicyRule{Direction: ir.PolicyIngress, Field: "spec.rules[0]"}
 		for _, m := range ms {
@@ -174,21 +177,25 @@ func TestModelsBeyondKubernetes(t *testing.T) {
 			model: policy(ir.GateNetwork, ir.PolicyDeny, rule(fromWeb, get)),
 			want:  []string{"ingress 300 5432/6 deny"}, flags: bpf.EnforceIngress, diag: "the deny ignores them",
 		},
-		"a deny by principal, not evaluated yet, denies every peer": {
-			model: policy(ir.GateNetwork, ir.PolicyDeny, rule(principal)),
-			want:  []string{"ingress 0 0/0 deny", "ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress, diag: "not enforced by the eBPF back end yet (principals)",
+		"a deny by principal denies the service account's identities": {
+			model: policy(ir.GateNetwork, ir.PolicyDeny, rule(principalDefault)),
+			want:  []string{"ingress 300 0/0 deny", "ingress 300 5432/6 allow", "ingress 301 0/0 deny"}, flags: bpf.EnforceIngress,
 		},
-		"an allow by principal, not evaluated yet, allows nothing": {
+		"an allow by a principal no identity has allows nothing more": {
 			model: policy(ir.GateNetwork, ir.PolicyAllow, rule(principal)),
-			want:  []string{"ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress, diag: "the allow never matches",
+			want:  []string{"ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress,
 		},
-		"an allow of another gate isolates and keeps no allow": {
+		"an allow of the authorization gate meets the network gate's": {
 			model: policy(ir.GateAuthorization, ir.PolicyAllow, rule(fromWeb)),
-			want:  nil, flags: bpf.EnforceIngress, diag: "policies of the authorization gate are not enforced",
+			want:  []string{"ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress,
 		},
-		"a deny of another gate denies": {
+		"an allow of a gate the back end does not know isolates and keeps no allow": {
+			model: policy("mesh-x", ir.PolicyAllow, rule(fromWeb)),
+			want:  nil, flags: bpf.EnforceIngress, diag: "policies of the mesh-x gate are not enforced",
+		},
+		"a deny of the authorization gate denies TCP": {
 			model: policy(ir.GateAuthorization, ir.PolicyDeny, rule(fromWeb)),
-			want:  []string{"ingress 300 0/0 deny", "ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress, // the deny of every port wins in the datapath
+			want:  []string{"ingress 300 0/6 deny", "ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress, // the deny of every port wins in the datapath
 		},
 		"an audit changes nothing": {
 			model: policy(ir.GateNetwork, ir.PolicyAudit, rule(principal)),
@@ -198,13 +205,13 @@ func TestModelsBeyondKubernetes(t *testing.T) {
 			model: func() ir.Policy { p := policy(ir.GateNetwork, ir.PolicyDeny, rule()); p.DryRun = true; return p }(),
 			want:  []string{"ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress,
 		},
-		"Service targets, not evaluated yet, isolate the namespace": {
+		"Service targets of no Service select nothing": {
 			model: func() ir.Policy {
-				p := policy(ir.GateNetwork, ir.PolicyAllow, rule())
+				p := policy(ir.GateNetwork, ir.PolicyDeny, rule())
 				p.Scope.Services = []string{"db"}
 				return p
 			}(),
-			want: []string{"ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress | bpf.EnforceEgress, diag: "Service targets",
+			want: []string{"ingress 300 5432/6 allow"}, flags: bpf.EnforceIngress,
 		},
 	}
 	for name, tc := range tests {

@@ -15,6 +15,12 @@ import (
 type translator struct {
 	in    *Input
 	cidrs map[netip.Prefix]bpf.Identity
+	// facts are the peer facts of every pod identity (peers.go); universe
+	// is every identity an address can have.
+	facts    map[bpf.Identity]peerFacts
+	universe []bpf.Identity
+	// extraGates index the gates beyond the known ones (gateIndex).
+	extraGates map[ir.PolicyGate]int
 }
 
 // Translate computes the policy of every local endpoint, in two steps: every NetworkPolicy and TrafficPolicy becomes an ir.Policy
@@ -45,23 +51,23 @@ func Translate(in Input) *Result {
 
 	t := &translator{in: &in}
 	t.cidrs = in.CIDRs.assign(collectPrefixes(&in, in.Models))
+	t.indexPeers()
 
-	perEndpoint := make([]*IdentityPolicy, len(in.Endpoints))
-	for i := range in.Endpoints {
-		perEndpoint[i] = &IdentityPolicy{Entries: map[bpf.PolicyKey]bpf.Verdict{}, Ranges: map[bpf.PortRangeKey]bpf.Verdict{}}
-	}
-	blocked := make([]bpf.EndpointFlags, len(in.Endpoints))
+	// Each gate's entries apart (parts[endpoint][gate]), then combined:
+	// a flow must pass every gate (gates.go).
+	parts := make([][]*IdentityPolicy, len(in.Endpoints))
 	var diags []Diagnostic
 	for i := range models {
 		cp := t.compile(&models[i])
 		if cp == nil {
 			continue
 		}
-		t.apply(cp, perEndpoint, blocked)
+		t.apply(cp, parts)
 		diags = append(diags, cp.diagnostics()...)
 	}
+	perEndpoint := make([]*IdentityPolicy, len(in.Endpoints))
 	for i, ep := range in.Endpoints {
-		unblock(perEndpoint[i], blocked[i])
+		perEndpoint[i] = combine(ep.Identity, parts[i])
 		t.defaults(ep, perEndpoint[i])
 	}
 	for _, pol := range perEndpoint {

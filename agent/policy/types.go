@@ -34,12 +34,25 @@ type Endpoint struct {
 	Redirected bool
 }
 
-// Identity is a security identity of the cluster: the namespace and the
-// (filtered) labels of the pods that have it.
+// Identity is a security identity of the cluster: the namespace, service
+// account and (filtered) labels of the pods that have it.
 type Identity struct {
 	ID        bpf.Identity
 	Namespace string
-	Labels    map[string]string
+	// ServiceAccount is the pods' service account: with the namespace and
+	// Input.TrustDomain it is the peer's Istio principal
+	// (TD/ns/NS/sa/SA), which AuthorizationPolicies match. "" stands for
+	// "default", as the API server's admission fills it in.
+	ServiceAccount string
+	Labels         map[string]string
+}
+
+// Service is a Service of the cluster, for AuthorizationPolicies whose
+// targetRefs name Services: they apply to the pods its selector selects.
+type Service struct {
+	Namespace string
+	Name      string
+	Selector  map[string]string
 }
 
 // Input is everything a translation reads.
@@ -64,6 +77,18 @@ type Input struct {
 	AllowHostIngress bool
 	// ProxyPort is the node proxy's port redirected pods connect to (0: none).
 	ProxyPort uint16
+	// TrustDomain is the cluster's trust domain (default cluster.local):
+	// the trust domain of every identity's principal. The authorization
+	// policies' principals are already rewritten for its aliases
+	// (translate/authz), so a principal of another trust domain matches
+	// no identity.
+	TrustDomain string
+	// Services are the cluster's Services (targetRefs of authorization
+	// policies).
+	Services []Service
+	// PeerAddrs are the addresses of the pods of each identity (local and
+	// remote): Istio's ipBlocks match pods' addresses too.
+	PeerAddrs map[bpf.Identity][]netip.Addr
 }
 
 // IdentityPolicy is what the maps hold under one endpoint key: an identity
@@ -99,12 +124,15 @@ const (
 	// Warning: part of a policy could not be expressed; it is enforced as
 	// deny.
 	Warning Severity = "Warning"
+	// Error: part of a policy is invalid (its source rejects it); what is
+	// enforced instead denies more.
+	Error Severity = "Error"
 )
 
 // Diagnostic is a problem with one policy.
 type Diagnostic struct {
 	Severity Severity
-	// Kind is NetworkPolicy or TrafficPolicy.
+	// Kind is NetworkPolicy, TrafficPolicy or AuthorizationPolicy.
 	Kind      string
 	Namespace string
 	Name      string

@@ -73,6 +73,9 @@ type agentOptions struct {
 	nodeIPs          []string
 	metricsAddress   string
 	allowHostIngress bool
+	rootNamespace    string
+	trustDomain      string
+	tdAliases        []string
 	mtu              int
 	routingMode      string
 	cniMode          string
@@ -153,6 +156,9 @@ Examples:
 	f.StringSliceVar(&o.nodeIPs, "node-ip", nil, "addresses of this node that policy treats as the host (repeatable; the pod gateway always is)")
 	f.StringVar(&o.metricsAddress, "metrics-address", fmt.Sprintf(":%d", api.AgentMetricsPort), "address of the metrics and health HTTP server; empty: none")
 	f.BoolVar(&o.allowHostIngress, "allow-host-ingress", true, "let the node (kubelet probes) reach pods that NetworkPolicies isolate for ingress")
+	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its AuthorizationPolicies apply to every namespace")
+	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "the mesh's trust domain: AuthorizationPolicy principals of another trust domain (not an alias) match no pod")
+	f.StringSliceVar(&o.tdAliases, "trust-domain-alias", nil, "trust domains the mesh also answers to (Istio's meshConfig trustDomainAliases; repeatable)")
 	f.IntVar(&o.mtu, "mtu", 0, "MTU of pod interfaces (default: the uplinks' smallest MTU, less "+strconv.Itoa(agent.VXLANOverhead)+" bytes in vxlan mode)")
 	f.StringVar(&o.routingMode, "routing-mode", agent.RoutingNative, "how pods reach other nodes' pods: native (a route to each node's pod CIDR via its InternalIP; the nodes share a link), vxlan (encapsulated between the nodes' addresses), none (something else routes pod CIDRs)")
 	f.StringVar(&o.cniMode, "cni-mode", agent.CNIStandalone, "standalone: nodemesh is the node's CNI (writes "+agent.CNIConfFile+", which sorts first); chained: nodemesh-cni is appended to the first conflist of --cni-conf-dir and polices the pods the primary CNI sets up (use --routing-mode none: the primary CNI routes)")
@@ -207,6 +213,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		NodeName: o.nodeName, Namespace: o.namespace, PodName: o.podName, SysctlNetDir: o.sysctlNetDir, Kube: kube, Dynamic: dyn, BPFFS: o.bpffs, CgroupRoot: o.cgroupRoot,
 		StateDir: o.stateDir, CNIConfDir: o.cniConfDir, CNIBinDir: o.cniBinDir, CNIPlugin: o.cniPlugin,
 		CNISocket: o.cniSocket, NodeNetns: o.nodeNetns, MTU: o.mtu, AllowHostIngress: o.allowHostIngress, Logger: log,
+		RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
 		DisableProxyReturn: o.noProxyReturn, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,

@@ -53,6 +53,12 @@ var rules = map[string]rule{
 		pkgs:   []string{"translate/..."},
 		forbid: []string{"xds/...", "agent/...", "bpf/...", "install/...", "migration/...", "internal/cli/...", "internal/installcli/...", "internal/agentcli/...", "k8s.io/client-go/...", "helm.sh/..."},
 	},
+	"translate/authz is the AuthorizationPolicy translation the agent shares": {
+		pkgs: []string{"translate/authz"},
+		forbid: []string{"nodemesh/...", "github.com/envoyproxy/...", "istio.io/client-go/pkg/clientset/...", "istio.io/client-go/pkg/informers/...",
+			"istio.io/client-go/pkg/listers/...", "google.golang.org/grpc/..."},
+		allow: []string{"translate/authz", "translate/ir", "api"},
+	},
 	"translate/input decodes, it does not translate": {
 		pkgs: []string{"translate/input"}, forbid: []string{"translate/istio", "translate/envoy", "github.com/envoyproxy/..."},
 	},
@@ -82,7 +88,9 @@ var rules = map[string]rule{
 		pkgs: []string{"agent/..."},
 		forbid: []string{"xds/...", "translate/...", "install/...", "migration/...", "internal/cli/...", "internal/installcli/...",
 			"helm.sh/...", "github.com/envoyproxy/...", "istio.io/..."},
-		allow: []string{"translate/ir"},
+		// The AuthorizationPolicy translation and Istio's API types it
+		// reads: the agent enforces the policies' L4 part itself.
+		allow: []string{"translate/ir", "translate/authz", "istio.io/api/...", "istio.io/client-go/pkg/apis/..."},
 	},
 	"the CNI plugin imports only the CNI library": {
 		pkgs: []string{"agent/cni"}, direct: true, forbid: []string{"*"},
@@ -103,7 +111,7 @@ var rules = map[string]rule{
 	"nodemesh-agent links no translator, xDS server, Helm or go-control-plane": {
 		pkgs:   []string{"cmd/nodemesh-agent"},
 		forbid: []string{"translate/...", "xds/...", "install/...", "migration/...", "helm.sh/...", "github.com/envoyproxy/..."},
-		allow:  []string{"translate/ir"},
+		allow:  []string{"translate/ir", "translate/authz"},
 	},
 	"nodemesh-controller links no Helm and no datapath": {
 		pkgs:   []string{"cmd/nodemesh-controller"},

@@ -13,5 +13,7 @@
 // computed per source class (see ARCHITECTURE.md); offline translation without
 // pods uses one default class, a client with no labels and no namespace.
 //
-// This package may import translate/input, translate/ir and api, never Envoy.
+// This package may import translate/input, translate/authz (the
+// AuthorizationPolicy translation the agent shares), translate/ir and api,
+// never Envoy.
 package istio

@@ -1,4 +1,4 @@
-package istio
+package authz
 
 import (
 	"slices"
@@ -25,7 +25,7 @@ func (t trustDomains) principals(in []string) []string {
 			out = append(out, p)
 			continue
 		}
-		if !t.matches(td) && td != defaultTrustDomain {
+		if !t.matches(td) && td != DefaultTrustDomain {
 			out = append(out, p)
 			continue
 		}
@@ -95,5 +95,3 @@ func dedupe(in []string) []string {
 	}
 	return out
 }
-
-const defaultTrustDomain = "cluster.local"

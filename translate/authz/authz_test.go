@@ -1,4 +1,4 @@
-package istio
+package authz
 
 import (
 	"encoding/json"
@@ -52,7 +52,7 @@ type authzCheck struct {
 func TestAuthorizationPolicyTranslation(t *testing.T) {
 	tests := map[string]struct {
 		in    string
-		opts  AuthzOptions
+		opts  Options
 		check authzCheck
 	}{
 		"allow-nothing: an ALLOW without rules isolates and allows nothing": {
@@ -118,7 +118,7 @@ func TestAuthorizationPolicyTranslation(t *testing.T) {
 		},
 		"trust domain aliases rewrite principals": {
 			in:    ap("  rules: [{from: [{source: {principals: [cluster.local/ns/a/sa/web, other.td/ns/a/sa/x, \"*/ns/a/sa/y\"]}}]}]\n"),
-			opts:  AuthzOptions{TrustDomain: "td1", TrustDomainAliases: []string{"old-td"}},
+			opts:  Options{TrustDomain: "td1", TrustDomainAliases: []string{"old-td"}},
 			check: authzCheck{want: []string{`"principals":["td1/ns/a/sa/web","old-td/ns/a/sa/web","other.td/ns/a/sa/x","*/ns/a/sa/y"]`}},
 		},
 		"serviceAccounts are principals of any trust domain": {
@@ -255,7 +255,7 @@ func TestAuthorizationPoliciesIndependent(t *testing.T) {
 		strings.Replace(ap("  action: DENY\n  rules: [{}]\n"), "name: p", "name: q", 1))
 	aps = append(aps, nil, &securityv1.AuthorizationPolicy{})
 	aps[len(aps)-1].Spec.Rules = append(aps[len(aps)-1].Spec.Rules, nil)
-	pols, diags := AuthorizationPolicies(aps, AuthzOptions{})
+	pols, diags := AuthorizationPolicies(aps, Options{})
 	if len(pols) != 3 || !diags.HasErrors() {
 		t.Fatalf("got %d policies, diagnostics %v", len(pols), diags)
 	}

@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/cache"
+
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+
+	"github.com/nodemesh/nodemesh/agent/policy"
+	"github.com/nodemesh/nodemesh/translate/ir"
+)
+
+// Istio's AuthorizationPolicies (security.istio.io): the agent enforces
+// their L4 part in the eBPF maps (docs/design/policy.md §3, §7) and so
+// watches them itself, as it watches NetworkPolicies.
+//
+// Istio may not be installed (then there is no such kind), or be installed
+// after nodemesh. The agent asks the API server's discovery at start; when
+// the kind is served its informer is part of the initial sync (the first
+// map write already has the policies: a restarted agent never drops their
+// entries for a moment). When it is not, the agent asks again every
+// AuthzDiscoveryPeriod and starts the informer once the kind appears —
+// Istio's CRDs exist before any AuthorizationPolicy can.
+
+// authzVersions are the versions of security.istio.io the agent reads, in
+// order of preference (v1beta1: Istio before 1.22; the schema is the same).
+var authzVersions = []string{"v1", "v1beta1"}
+
+// authzWatch is the AuthorizationPolicy informer, once there is one.
+type authzWatch struct {
+	mu  sync.Mutex
+	inf cache.SharedIndexInformer
+	gvr schema.GroupVersionResource
+}
+
+func (w *authzWatch) informer() cache.SharedIndexInformer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inf
+}
+
+// authzResource is the AuthorizationPolicy resource the API server serves;
+// ok is false when it serves none (Istio is not installed).
+func (a *Agent) authzResource() (gvr schema.GroupVersionResource, ok bool, err error) {
+	for _, v := range authzVersions {
+		gv := schema.GroupVersion{Group: "security.istio.io", Version: v}
+		list, err := a.cfg.Kube.Discovery().ServerResourcesForGroupVersion(gv.String())
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return gvr, false, fmt.Errorf("discover %s: %w", gv, err)
+		}
+		for _, r := range list.APIResources {
+			if r.Name == "authorizationpolicies" {
+				return gv.WithResource(r.Name), true, nil
+			}
+		}
+	}
+	return gvr, false, nil
+}
+
+// startAuthz creates the informer when the kind is served, before the
+// factories start (so it is part of the initial sync). An API server that
+// does not answer discovery is an error: the agent cannot know whether
+// policies exist, and enforcing without them could allow more than before.
+func (a *Agent) startAuthz() (bool, error) {
+	gvr, ok, err := a.authzResource()
+	if err != nil || !ok {
+		return false, err
+	}
+	a.addAuthzInformer(gvr)
+	return true, nil
+}
+
+func (a *Agent) addAuthzInformer(gvr schema.GroupVersionResource) cache.SharedIndexInformer {
+	inf := a.informers.dynFactory.ForResource(gvr).Informer()
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.Trigger() },
+		UpdateFunc: func(any, any) { a.Trigger() },
+		DeleteFunc: func(any) { a.Trigger() },
+	})
+	a.authz.mu.Lock()
+	a.authz.inf, a.authz.gvr = inf, gvr
+	a.authz.mu.Unlock()
+	return inf
+}
+
+// awaitAuthz asks discovery every period until the kind is served, then
+// starts its informer and re-syncs once it has listed the policies.
+func (a *Agent) awaitAuthz(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		gvr, ok, err := a.authzResource()
+		if err != nil {
+			a.log.Warn("AuthorizationPolicy discovery failed; retrying", "error", err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		inf := a.addAuthzInformer(gvr)
+		a.informers.dynFactory.Start(ctx.Done())
+		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+			a.log.Info("watching AuthorizationPolicies", "resource", gvr.String())
+			a.Trigger()
+		}
+		return
+	}
+}
+
+// authorizationPolicies are the policies' models for policy.Input. Until
+// the informer has listed them (the kind appeared while the agent runs)
+// there are none. A policy that does not decode is enforced as the
+// safest thing it could be: every pod of its namespace (of the mesh, in
+// the root namespace) isolated for ingress with nothing allowed by it.
+func (a *Agent) authorizationPolicies() ([]ir.Policy, []policy.Diagnostic) {
+	inf := a.authz.informer()
+	if inf == nil || !inf.HasSynced() {
+		return nil, nil
+	}
+	var us []*unstructured.Unstructured
+	for _, o := range inf.GetStore().List() {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			us = append(us, u)
+		}
+	}
+	sort.Slice(us, func(i, j int) bool {
+		return us[i].GetNamespace()+"/"+us[i].GetName() < us[j].GetNamespace()+"/"+us[j].GetName()
+	})
+	opts := a.authzOptions()
+	var aps []*securityv1.AuthorizationPolicy
+	var models []ir.Policy
+	var diags []policy.Diagnostic
+	for _, u := range us {
+		ap, err := policy.DecodeAuthorizationPolicy(u.Object)
+		if err == nil {
+			aps = append(aps, ap)
+			continue
+		}
+		ref := ir.ResourceRef{Kind: policy.KindAuthorizationPolicy, Namespace: u.GetNamespace(), Name: u.GetName()}
+		m := ir.Policy{Source: ref, Gate: ir.GateAuthorization, Action: ir.PolicyAllow, Isolates: []ir.PolicyDirection{ir.PolicyIngress}}
+		if ref.Namespace != opts.RootNamespace {
+			m.Scope.Namespace = ref.Namespace
+		}
+		models = append(models, m)
+		diags = append(diags, policy.Diagnostic{Severity: policy.Error, Kind: policy.KindAuthorizationPolicy, Namespace: ref.Namespace,
+			Name: ref.Name, Field: "spec", Message: fmt.Sprintf("cannot be read (%v): every pod of its namespace is isolated for ingress, no rule of it applies", err)})
+	}
+	ms, ds := policy.AuthorizationPolicyModels(aps, opts)
+	return append(models, ms...), append(diags, ds...)
+}
+
+func (a *Agent) authzOptions() policy.AuthzOptions {
+	return policy.AuthzOptions{RootNamespace: a.cfg.RootNamespace, TrustDomain: a.cfg.TrustDomain, TrustDomainAliases: a.cfg.TrustDomainAliases}
+}
