@@ -207,6 +207,7 @@ func TestCluster(t *testing.T) {
 	t.Run("proxyless gRPC follows the VirtualService", testProxylessGRPC)
 	startOutside(t)
 	t.Run("masquerade", testMasquerade)
+	t.Run("authorization policy", testAuthorizationPolicy)
 	t.Run("vxlan", func(t *testing.T) {
 		// The same cluster moved to the overlay: the agents restart with
 		// routingMode vxlan, replace the native routes with the vxlan
