@@ -198,8 +198,9 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 		in.Identities = append(in.Identities, policy.Identity{ID: id.ID, Namespace: id.Key.Namespace, ServiceAccount: id.Key.ServiceAccount, Labels: id.Key.Labels})
 	}
 	for _, r := range a.liveRecords() {
+		redirected := a.redirected(r)
 		in.Endpoints = append(in.Endpoints, policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
-			Identity: r.Identity, Key: bpf.EndpointKey(r.HostIfindex), Ports: r.Ports, Redirected: a.redirected(r)})
+			Identity: r.Identity, Key: bpf.EndpointKey(r.HostIfindex), Ports: r.Ports, Redirected: redirected, Meshed: redirected})
 		if !seen[r.Identity] {
 			// Just allocated; the informer has not seen it yet.
 			seen[r.Identity] = true

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/install/chart/crds"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 )
@@ -43,7 +44,7 @@ func TestAuthorizationPolicyL4(t *testing.T) {
 	}
 	n := newNode(t, cgroupV2, env.Kubeconfig)
 	buildBinaries(t, n.bin)
-	nsA := env.Namespace(t, "e2e-authz-a", nil)
+	nsA := env.Namespace(t, "e2e-authz-a", map[string]string{api.DataplaneModeLabel: api.DataplaneModeNodemesh}) // Istio authorizes meshed pods only
 	nsB := env.Namespace(t, "e2e-authz-b", nil)
 	for _, p := range []struct{ ns, name, sa, app string }{
 		{nsA, "server", "server", "server"},

@@ -87,6 +87,9 @@ func authzPolicy(ns, spec string) string {
 // identity when a policy names it.
 func authzInput(nps ...*networkingv1.NetworkPolicy) Input {
 	in := testInput(nps...)
+	for i := range in.Endpoints {
+		in.Endpoints[i].Meshed = true // opted in, no sidecar: Istio's policies apply
+	}
 	sas := map[bpf.Identity]string{idWeb: "web", idDB: "db", idOther: "client", idMon: "prom"}
 	for i := range in.Identities {
 		in.Identities[i].ServiceAccount = sas[in.Identities[i].ID]
@@ -353,6 +356,40 @@ func TestAuthorizationPolicyL4(t *testing.T) {
 			}
 			if tc.diag != "" && !strings.Contains(strings.Join(ds, "\n"), tc.diag) {
 				t.Errorf("diagnostics %q lack %q", ds, tc.diag)
+			}
+		})
+	}
+}
+
+// TestAuthorizationPolicyOnlyMeshed: Istio authorizes only the pods it
+// proxies. A pod with a sidecar (or outside the mesh) is not Meshed: an
+// AuthorizationPolicy selecting it changes nothing in eBPF — its sidecar
+// decides, with the HTTP facts the L4 projection would turn into a deny
+// of everything (a sidecar namespace with a GET-only ALLOW must keep
+// working once nodemesh is installed). NetworkPolicy still applies to it.
+func TestAuthorizationPolicyOnlyMeshed(t *testing.T) {
+	getOnly := authzPolicy("a", `{selector: {matchLabels: {app: db}}, rules: [{to: [{operation: {methods: [GET]}}]}]}`)
+	denyB := authzPolicy("a", `{action: DENY, rules: [{from: [{source: {namespaces: [b]}}]}]}`)
+	for name, meshed := range map[string]bool{"meshed": true, "sidecar or outside the mesh": false} {
+		t.Run(name, func(t *testing.T) {
+			in := authzInput()
+			for i := range in.Endpoints {
+				in.Endpoints[i].Meshed = meshed
+			}
+			in.CIDRs = NewCIDRAllocator(nil)
+			models, _ := AuthorizationPolicyModels(aps(t, getOnly, denyB), AuthzOptions{})
+			in.Models = models
+			got := Translate(in).Identities[idDB]
+			if got == nil {
+				t.Fatal("no policy for db")
+			}
+			fromWeb := decide(got, idDB, bpf.Ingress, idWeb, 5432, tcp)
+			fromB := decide(got, idDB, bpf.Ingress, idOther, 5432, tcp)
+			if meshed && (fromWeb || fromB) {
+				t.Errorf("meshed: web %v, b %v; want both denied (GET-only ALLOW projects to nothing, DENY b)", fromWeb, fromB)
+			}
+			if !meshed && (!fromWeb || !fromB || got.Flags != 0) {
+				t.Errorf("not meshed: web %v, b %v, flags %v; want both allowed and nothing isolated (the sidecar decides)", fromWeb, fromB, got.Flags)
 			}
 		})
 	}

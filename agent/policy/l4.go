@@ -644,11 +644,15 @@ func (t *translator) apply(cp *compiledPolicy, parts [][]*IdentityPolicy) {
 	}
 }
 
-// selects reports whether a policy applies to a local endpoint: its
-// namespace, its selector, and for Service targets (AuthorizationPolicy
+// selects reports whether a policy applies to a local endpoint: an
+// AuthorizationPolicy only to a meshed one; its namespace, its selector,
+// and for Service targets (AuthorizationPolicy
 // targetRefs) one of the named Services of the endpoint's namespace
 // selecting it.
 func (t *translator) selects(cp *compiledPolicy, ep Endpoint) bool {
+	if cp.pol.Gate == ir.GateAuthorization && !ep.Meshed {
+		return false // Istio's policies: only for pods nodemesh proxies (Endpoint.Meshed)
+	}
 	if ns := cp.pol.Scope.Namespace; ns != "" && ep.Namespace != ns || !cp.scope.Matches(labels.Set(ep.Labels)) {
 		return false
 	}

@@ -217,6 +217,9 @@ func TestModelsBeyondKubernetes(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			in := testInput(base)
+			for i := range in.Endpoints {
+				in.Endpoints[i].Meshed = true
+			}
 			in.Models = []ir.Policy{tc.model}
 			res := Translate(in)
 			got := res.Identities[idDB]

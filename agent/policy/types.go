@@ -32,6 +32,14 @@ type Endpoint struct {
 	// Redirected pods connect to the node proxy: when isolated for egress
 	// they get an allow entry to it (Input.ProxyPort).
 	Redirected bool
+	// Meshed pods are in nodemesh's mesh: an opted-in namespace and no
+	// sidecar (the agent's redirected()). Istio's own policies
+	// (AuthorizationPolicy) apply to them only, as Istio applies them only
+	// to pods it proxies: a pod with a sidecar is authorized by its sidecar
+	// — the L4 projection here as well would deny what the sidecar allows
+	// by HTTP facts, breaking namespaces not yet moved — and a pod outside
+	// the mesh is not authorized by Istio at all.
+	Meshed bool
 }
 
 // Identity is a security identity of the cluster: the namespace, service

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
@@ -24,6 +25,11 @@ type AuthzCheck struct {
 	Pod       string `json:"pod"`
 	Namespace string `json:"namespace"`
 	Node      string `json:"node,omitempty"`
+	// EnforcedBy is who authorizes the pod's inbound requests: "nodemesh"
+	// (an opted-in namespace, no sidecar), "sidecar" (the pod has Istio's
+	// proxy: nodemesh leaves its authorization to it) or "none" (outside
+	// the mesh: Istio authorizes no request to it).
+	EnforcedBy string `json:"enforcedBy"`
 	// Isolated: an ALLOW policy applies, so only what an ALLOW rule
 	// admits passes (after the DENY rules).
 	Isolated bool           `json:"isolated"`
@@ -78,7 +84,19 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name
 	if pod == nil {
 		return nil, fmt.Errorf("pod %s/%s not found", ns, name)
 	}
-	out := &AuthzCheck{Pod: name, Namespace: ns, Node: pod.NodeName, Policies: []AuthzPolicy{}}
+	out := &AuthzCheck{Pod: name, Namespace: ns, Node: pod.NodeName, Policies: []AuthzPolicy{}, EnforcedBy: "none"}
+	meshed := false
+	for _, n := range bag.Namespaces {
+		if n.Name == ns {
+			meshed = n.Labels[api.DataplaneModeLabel] == api.DataplaneModeNodemesh
+		}
+	}
+	switch {
+	case pod.Sidecar:
+		out.EnforcedBy = "sidecar"
+	case meshed && pod.Labels[api.DataplaneModeLabel] != api.DataplaneModeNone:
+		out.EnforcedBy = "nodemesh"
+	}
 	var mine []*ir.Policy
 	for i := range pols {
 		if pols[i].Gate == ir.GateAuthorization && translate.AppliesTo(&pols[i], pod, bag.Services) {
@@ -94,6 +112,12 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name
 	where := "eBPF at the pod's veth"
 	if pod.NodeName != "" {
 		where += " on node " + pod.NodeName
+	}
+	switch out.EnforcedBy {
+	case "sidecar":
+		where = "the pod's sidecar (nodemesh leaves it to Istio until the pod moves)"
+	case "none":
+		where = "nowhere: the pod is not in the mesh (its namespace is not labelled " + api.DataplaneModeLabel + "=" + api.DataplaneModeNodemesh + ")"
 	}
 	for _, p := range mine {
 		action := string(p.Action)
@@ -114,7 +138,7 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name
 				ar.EnforcedAt = "nowhere: AUDIT decides nothing, and nodemesh logs no audit records yet"
 			case p.DryRun:
 				ar.EnforcedAt = "nowhere: dry run (istio.io/dry-run)"
-			case ar.Layer == ir.LayerL4:
+			case ar.Layer == ir.LayerL4 || out.EnforcedBy != "nodemesh":
 				ar.EnforcedAt = where
 			default:
 				// The node Envoy's inbound RBAC is not placed yet: the
@@ -160,7 +184,7 @@ func writeAuthzCheck(w io.Writer, c *AuthzCheck, format string) error {
 	if node == "" {
 		node = "(not scheduled)"
 	}
-	fmt.Fprintf(w, "Pod %s/%s on %s\n", c.Namespace, c.Pod, node)
+	fmt.Fprintf(w, "Pod %s/%s on %s, authorized by %s\n", c.Namespace, c.Pod, node, c.EnforcedBy)
 	switch {
 	case len(c.Policies) == 0:
 		fmt.Fprintln(w, "No AuthorizationPolicy applies: every request is allowed (as far as Istio authorization goes; NetworkPolicy and TrafficPolicy decide separately).")

@@ -9,6 +9,20 @@ import (
 )
 
 const authzManifests = `apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {istio.io/dataplane-mode: nodemesh}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sidecar-1, namespace: default, labels: {app: ratings}}
+spec: {nodeName: node-1, containers: [{name: r, image: ratings}, {name: istio-proxy, image: proxyv2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: outside-1, namespace: other, labels: {app: ratings}}
+spec: {nodeName: node-1, containers: [{name: r, image: ratings}]}
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: ratings-1, namespace: default, labels: {app: ratings}}
 spec: {nodeName: node-1, serviceAccountName: bookinfo-ratings, containers: [{name: r, image: ratings}]}
@@ -79,8 +93,8 @@ func TestAuthzCheck(t *testing.T) {
 	if got, want := strings.Join(names, " "), "istio-system/deny-legacy:Deny default/allow-nothing:Allow default/ratings-viewer:Allow"; got != want {
 		t.Errorf("policies %q, want %q", got, want)
 	}
-	if !c.Isolated || c.Node != "node-1" {
-		t.Errorf("isolated %v node %q, want true node-1", c.Isolated, c.Node)
+	if !c.Isolated || c.Node != "node-1" || c.EnforcedBy != "nodemesh" {
+		t.Errorf("isolated %v node %q enforced by %q, want true node-1 nodemesh", c.Isolated, c.Node, c.EnforcedBy)
 	}
 	if len(c.Policies) == 3 {
 		deny := c.Policies[0].Rules
@@ -98,10 +112,31 @@ func TestAuthzCheck(t *testing.T) {
 	}
 
 	code, out, _ = run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file)
-	for _, want := range []string{"Pod default/ratings-1 on node-1", "An ALLOW policy applies", "default/allow-nothing", "no rules: allows nothing by itself",
+	for _, want := range []string{"Pod default/ratings-1 on node-1, authorized by nodemesh", "An ALLOW policy applies", "default/allow-nothing", "no rules: allows nothing by itself",
 		"⚠️  default/ratings-viewer spec.rules[0]"} {
 		if code != ExitOK || !strings.Contains(out, want) {
 			t.Errorf("table output lacks %q (exit %d):\n%s", want, code, out)
+		}
+	}
+
+	// A pod with a sidecar is its sidecar's to authorize, a pod outside
+	// the mesh nobody's: check says so for every rule.
+	for pod, want := range map[string]string{"default/sidecar-1": "sidecar", "other/outside-1": "none"} {
+		ns, name, _ := strings.Cut(pod, "/")
+		code, out, errOut := run(t, "", "authz", "check", name, "-n", ns, "-f", file, "-o", "json")
+		var c AuthzCheck
+		if err := json.Unmarshal([]byte(out), &c); code != ExitOK || err != nil {
+			t.Fatalf("%s: exit %d %v %s", pod, code, err, errOut)
+		}
+		if c.EnforcedBy != want {
+			t.Errorf("%s enforced by %q, want %q", pod, c.EnforcedBy, want)
+		}
+		for _, p := range c.Policies {
+			for _, r := range p.Rules {
+				if strings.Contains(r.EnforcedAt, "eBPF") {
+					t.Errorf("%s: rule %s %s claimed by eBPF: %s", pod, p.Name, r.Field, r.EnforcedAt)
+				}
+			}
 		}
 	}
 

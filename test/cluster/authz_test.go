@@ -16,7 +16,7 @@ import (
 // account on node-a, and a client in a namespace a DENY names.
 const authzApp = `apiVersion: v1
 kind: Namespace
-metadata: {name: authz}
+metadata: {name: authz, labels: {istio.io/dataplane-mode: nodemesh}}
 ---
 apiVersion: v1
 kind: Namespace
@@ -80,7 +80,8 @@ spec:
 `
 
 // testAuthorizationPolicy: Istio AuthorizationPolicies on the running
-// cluster, enforced by the agents in eBPF across the two nodes: an ALLOW by
+// cluster, enforced by the agents in eBPF across the two nodes for the
+// pods of an opted-in namespace (Istio authorizes only pods it proxies): an ALLOW by
 // principal admits the client's service account and nobody else's, a DENY
 // by namespace wins over an ALLOW naming that namespace's principal, and
 // deleting the ALLOW opens the server to the other service account.
