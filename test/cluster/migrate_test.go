@@ -58,6 +58,16 @@ spec:
 	return b.String()
 }
 
+// detailsPolicy opens details to the shop's own principal only.
+const detailsPolicy = `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: details-from-shop, namespace: shop}
+spec:
+  selector: {matchLabels: {app: details}}
+  rules: [{from: [{source: {principals: ["cluster.local/ns/shop/sa/default"]}}], to: [{operation: {ports: ["9080"]}}]}]
+`
+
 // testMigration moves the bookinfo-like app, deployed with (stand-in)
 // sidecars on real nodes, with 'nodemesh migrate apply', then back with
 // 'migrate rollback'.
@@ -75,7 +85,7 @@ func testMigration(t *testing.T) {
 	const ns = "shop"
 	manifest := filepath.Join(t.TempDir(), "bookinfo.yaml")
 	app := "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n" +
-		bookinfo(ns, "ghcr.io/nodemesh/nodemesh-testapp:"+version)
+		bookinfo(ns, "ghcr.io/nodemesh/nodemesh-testapp:"+version) + detailsPolicy
 	if err := os.WriteFile(manifest, []byte(app), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +129,29 @@ func testMigration(t *testing.T) {
 	}
 	if nsObj.Labels["istio.io/dataplane-mode"] != "nodemesh" {
 		t.Errorf("namespace labels after the migration: %v", nsObj.Labels)
+	}
+
+	// The AuthorizationPolicy moved with the namespace: the shop's own
+	// pods reach details (the probe did, and productpage's call does), a
+	// pod of another namespace is refused — by nodemesh now, in eBPF.
+	fromOutside := func() error {
+		out, err := run(t, time.Minute, kubectl, "-n", "outside", "exec", "on-node-a", "--", "curl", "-sS", "--connect-timeout", "2", "--max-time", "4",
+			"http://details.shop:9080/")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for fromOutside() == nil {
+		if time.Now().After(deadline) {
+			t.Error("after the migration a pod of namespace outside still reaches details, which the AuthorizationPolicy opens to the shop's own principal only")
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if out, err := run(t, time.Minute, kubectl, "-n", "outside", "exec", "on-node-b", "--", "curl", "-sS", "--max-time", "10", "http://productpage.shop:9080/"); err != nil || !strings.Contains(out, `"service":"details"`) {
+		t.Errorf("productpage (allowed to call details) after the migration: %v\n%s", err, out)
 	}
 
 	out = must(t, 10*time.Minute, "bin/nodemesh", "migrate", "rollback", "-n", ns, "--yes")
