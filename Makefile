@@ -80,6 +80,7 @@ testdata:
 bench:
 	@mkdir -p _output
 	$(GO) test -run '^$$' -bench 'BenchmarkTranslate|BenchmarkDecode|BenchmarkAuthorizationPolicies' -benchtime 10x -count $(BENCHCOUNT) ./translate/ | tee _output/bench.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkAuthorizationPolicyL4' -benchtime 10x -count $(BENCHCOUNT) ./agent/policy/ | tee -a _output/bench.txt
 	@echo
 	$(GOTOOL) benchstat _output/bench.txt
 

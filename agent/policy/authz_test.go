@@ -394,3 +394,50 @@ func TestAuthorizationPolicyOnlyMeshed(t *testing.T) {
 		})
 	}
 }
+
+// TestUnion: the sorted merge of two peer sets (addressPeers' CIDR and pod
+// identities).
+func TestUnion(t *testing.T) {
+	ids := func(v ...bpf.Identity) peerSet { return peerSet{ids: v} }
+	for name, tc := range map[string]struct{ a, b, want peerSet }{
+		"disjoint":   {ids(1, 5, 9), ids(2, 3, 10), ids(1, 2, 3, 5, 9, 10)},
+		"overlap":    {ids(1, 2, 3), ids(2, 3, 4), ids(1, 2, 3, 4)},
+		"one empty":  {ids(), ids(7, 8), ids(7, 8)},
+		"both empty": {ids(), ids(), ids()},
+		"any":        {peerSet{any: true}, ids(1), peerSet{any: true}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := union(tc.a, tc.b)
+			if got.any != tc.want.any || !slices.Equal(got.ids, tc.want.ids) && len(got.ids)+len(tc.want.ids) > 0 {
+				t.Errorf("union(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPeerMemoKeepsFactsApart: the memo of peer sets is per fact — the same
+// glob as a principal (matching no identity here) and as a namespace
+// (matching namespace a) in one sync must not share a set.
+func TestPeerMemoKeepsFactsApart(t *testing.T) {
+	in := authzInput()
+	in.CIDRs = NewCIDRAllocator(nil)
+	deny := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a-deny, namespace: a}\n" +
+		"spec: {selector: {matchLabels: {app: db}}, action: DENY, rules: [{from: [{source: {principals: [\"a*\"]}}]}]}"
+	allow := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b-allow, namespace: a}\n" +
+		"spec: {selector: {matchLabels: {app: db}}, rules: [{from: [{source: {namespaces: [\"a*\"]}}]}]}"
+	models, diags := AuthorizationPolicyModels(aps(t, deny, allow), AuthzOptions{})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	in.Models = models
+	got := Translate(in).Identities[idDB]
+	if got == nil {
+		t.Fatal("no policy for db")
+	}
+	if !decide(got, idDB, bpf.Ingress, idWeb, 5432, tcp) {
+		t.Errorf("web (namespace a) denied: the namespace glob got the principal glob's empty set\n%v", entries(got))
+	}
+	if decide(got, idDB, bpf.Ingress, idOther, 5432, tcp) {
+		t.Errorf("b allowed: only namespace a* is")
+	}
+}

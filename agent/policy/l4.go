@@ -164,6 +164,13 @@ func (t *translator) compile(pol *ir.Policy) *compiledPolicy {
 			"policies of the %s gate are not enforced by the eBPF back end: the selected pods are isolated and allowed nothing there", pol.Gate)
 		return cp
 	}
+	// Rules are compiled only for a policy that selects a local endpoint:
+	// a node's agent reads every policy of the cluster, and most select
+	// pods elsewhere (their rules' diagnostics are reported by the nodes
+	// they apply on).
+	if !slices.ContainsFunc(t.in.Endpoints, func(ep Endpoint) bool { return t.selects(cp, ep) }) {
+		return cp
+	}
 	for i := range pol.Rules {
 		cp.rules = append(cp.rules, t.compileRule(pol, pol.Rules[i]))
 	}

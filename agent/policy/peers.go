@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/nodemesh/nodemesh/bpf"
 	"github.com/nodemesh/nodemesh/translate/ir"
@@ -53,10 +55,32 @@ func (t *translator) indexPeers() {
 		}
 	}
 	slices.Sort(t.universe)
+	t.memo = map[string]peerSet{}
+	t.addrIDs = slices.Sorted(maps.Keys(t.in.PeerAddrs))
 }
 
-// peersWhere is the identities whose fact matches one of the globs.
-func (t *translator) peersWhere(globs []ir.Glob, fact func(peerFacts) string) peerSet {
+// peersWhere is the identities whose fact (named kind, for the memo)
+// matches one of the globs.
+func (t *translator) peersWhere(kind string, globs []ir.Glob, fact func(peerFacts) string) peerSet {
+	key := kind + "\x00" + globsKey(globs)
+	if p, ok := t.memo[key]; ok {
+		return p
+	}
+	p := t.scanPeers(globs, fact)
+	t.memo[key] = p
+	return p
+}
+
+func globsKey(globs []ir.Glob) string {
+	var b strings.Builder
+	for _, g := range globs {
+		b.WriteString(string(g))
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+func (t *translator) scanPeers(globs []ir.Glob, fact func(peerFacts) string) peerSet {
 	seen := map[bpf.Identity]bool{}
 	for id, f := range t.facts {
 		v := fact(f)
@@ -73,6 +97,35 @@ func (t *translator) peersWhere(globs []ir.Glob, fact func(peerFacts) string) pe
 	return sortedSet(seen)
 }
 
+// split is an identity only some of whose pods are in an address set.
+type split struct {
+	id     bpf.Identity
+	n, all int
+}
+
+// union is the identities of a or b: a merge of the two sorted lists.
+func union(a, b peerSet) peerSet {
+	if a.any || b.any {
+		return peerSet{any: true}
+	}
+	out := peerSet{ids: make([]bpf.Identity, 0, len(a.ids)+len(b.ids))}
+	i, j := 0, 0
+	for i < len(a.ids) || j < len(b.ids) {
+		switch {
+		case j == len(b.ids) || i < len(a.ids) && a.ids[i] < b.ids[j]:
+			out.ids = append(out.ids, a.ids[i])
+			i++
+		case i == len(a.ids) || b.ids[j] < a.ids[i]:
+			out.ids = append(out.ids, b.ids[j])
+			j++
+		default: // equal
+			out.ids = append(out.ids, a.ids[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
 // complement is every identity of the universe not in s. For the
 // authorization gate the node (HOST) is left out when the agent lets the
 // node in (AllowHostIngress): Istio never applies AuthorizationPolicy to
@@ -87,7 +140,7 @@ func (t *translator) complement(pol *ir.Policy, s peerSet) peerSet {
 		if id == bpf.IdentityHost && pol.Gate == ir.GateAuthorization && t.in.AllowHostIngress {
 			continue
 		}
-		if !slices.Contains(s.ids, id) {
+		if _, found := slices.BinarySearch(s.ids, id); !found { // peer sets are sorted
 			out.ids = append(out.ids, id)
 		}
 	}
@@ -101,22 +154,22 @@ func (t *translator) identityPeers(pol *ir.Policy, cr *compiledRule, m ir.Policy
 	namespace := func(f peerFacts) string { return f.namespace }
 	trustDomain := func(f peerFacts) string { return f.trustDomain }
 	if len(m.Principals) > 0 {
-		p = p.intersect(t.peersWhere(m.Principals, principal))
+		p = p.intersect(t.peersWhere("principal", m.Principals, principal))
 	}
 	if len(m.NotPrincipals) > 0 {
-		p = p.intersect(t.complement(pol, t.peersWhere(m.NotPrincipals, principal)))
+		p = p.intersect(t.complement(pol, t.peersWhere("principal", m.NotPrincipals, principal)))
 	}
 	if len(m.Namespaces) > 0 {
-		p = p.intersect(t.peersWhere(m.Namespaces, namespace))
+		p = p.intersect(t.peersWhere("namespace", m.Namespaces, namespace))
 	}
 	if len(m.NotNamespaces) > 0 {
-		p = p.intersect(t.complement(pol, t.peersWhere(m.NotNamespaces, namespace)))
+		p = p.intersect(t.complement(pol, t.peersWhere("namespace", m.NotNamespaces, namespace)))
 	}
 	if len(m.TrustDomains) > 0 {
-		p = p.intersect(t.peersWhere(m.TrustDomains, trustDomain))
+		p = p.intersect(t.peersWhere("trustDomain", m.TrustDomains, trustDomain))
 	}
 	if len(m.NotTrustDomains) > 0 {
-		p = p.intersect(t.complement(pol, t.peersWhere(m.NotTrustDomains, trustDomain)))
+		p = p.intersect(t.complement(pol, t.peersWhere("trustDomain", m.NotTrustDomains, trustDomain)))
 	}
 	if len(m.NotIPBlocks) > 0 {
 		p = p.intersect(t.complement(pol, t.addressPeers(pol, cr, m.Field, m.NotIPBlocks, true)))
@@ -155,25 +208,38 @@ func (t *translator) addressPeers(pol *ir.Policy, cr *compiledRule, field string
 		return false
 	}
 	wide := pol.Action.Denies() != not
-	seen := map[bpf.Identity]bool{}
-	for _, id := range out.ids {
-		seen[id] = true
-	}
-	for _, id := range slices.Sorted(maps.Keys(t.in.PeerAddrs)) {
-		n := 0
-		for _, a := range t.in.PeerAddrs[id] {
-			if in(a) {
-				n++
+	// The pods' side depends only on the blocks and on wide: memoized, its
+	// split identities remembered so that every rule still reports them.
+	key := fmt.Sprintf("addr\x00%v\x00%v", wide, blocks)
+	pods, ok := t.memo[key]
+	splits := t.splits[key]
+	if !ok {
+		seen := map[bpf.Identity]bool{}
+		for _, id := range t.addrIDs {
+			n := 0
+			for _, a := range t.in.PeerAddrs[id] {
+				if in(a) {
+					n++
+				}
+			}
+			all := len(t.in.PeerAddrs[id])
+			if n > 0 && n < all {
+				splits = append(splits, split{id: id, n: n, all: all})
+			}
+			if n > 0 && (wide || n == all) {
+				seen[id] = true
 			}
 		}
-		all := len(t.in.PeerAddrs[id])
-		if n > 0 && n < all {
-			degrade(&cr.diags, pol.Source, ir.FallbackMatchMore, field, "%d of the %d pods of identity %d have an address in the blocks; "+
-				"the eBPF back end decides by identity, so it counts as %s, which denies more", n, all, id, map[bool]string{true: "in", false: "out"}[wide])
+		pods = sortedSet(seen)
+		t.memo[key] = pods
+		if t.splits == nil {
+			t.splits = map[string][]split{}
 		}
-		if n > 0 && (wide || n == all) {
-			seen[id] = true
-		}
+		t.splits[key] = splits
 	}
-	return sortedSet(seen)
+	for _, sp := range splits {
+		degrade(&cr.diags, pol.Source, ir.FallbackMatchMore, field, "%d of the %d pods of identity %d have an address in the blocks; "+
+			"the eBPF back end decides by identity, so it counts as %s, which denies more", sp.n, sp.all, sp.id, map[bool]string{true: "in", false: "out"}[wide])
+	}
+	return union(out, pods)
 }

@@ -19,6 +19,15 @@ type translator struct {
 	// is every identity an address can have.
 	facts    map[bpf.Identity]peerFacts
 	universe []bpf.Identity
+	// memo caches the peer sets of identity facts (peersWhere) and of
+	// address blocks (addressPeers) within one translation: a node's
+	// policies name the same principals, namespaces and blocks over and
+	// over, and each set is a scan of every identity.
+	memo map[string]peerSet
+	// addrIDs are the identities of PeerAddrs, sorted once; splits the
+	// identities an address set cut in two, by memo key.
+	addrIDs []bpf.Identity
+	splits  map[string][]split
 	// extraGates index the gates beyond the known ones (gateIndex).
 	extraGates map[ir.PolicyGate]int
 }
