@@ -247,7 +247,8 @@ func TestEmbeddedChartIsTheDirectory(t *testing.T) {
 // Secret anyone may touch —, get and update the CA bundle ConfigMap);
 // token and access reviews, which only ask; tokens of the debug
 // ServiceAccount only through the unbound nodemesh-debug-client Role; and
-// the node Envoy without any API access. With
+// the node Envoy without any API access; agent and controller read
+// AuthorizationPolicies only. With
 // controller.xds.caBundleInAllNamespaces (the default) the controller may
 // also create ConfigMaps anywhere (create cannot be named) and get, list,
 // watch and update the bundle ConfigMap by name in every namespace.
@@ -268,7 +269,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	bound := map[string]bool{}
 	roleBound := map[string][]string{} // role → subjects
-	var agentAuthz []string
+	var agentAuthz, controllerAuthz []string
 	for _, obj := range decodeAll(t, out) {
 		var rules []rbacv1.PolicyRule
 		var name string
@@ -292,6 +293,9 @@ func TestLeastPrivilege(t *testing.T) {
 		for _, r := range rules {
 			if name == api.AgentName && slices.Contains(r.APIGroups, "security.istio.io") && slices.Contains(r.Resources, "authorizationpolicies") {
 				agentAuthz = append(agentAuthz, r.Verbs...)
+			}
+			if name == api.ControllerName && slices.Contains(r.APIGroups, "security.istio.io") && slices.Contains(r.Resources, "authorizationpolicies") {
+				controllerAuthz = append(controllerAuthz, r.Verbs...)
 			}
 			for _, res := range r.Resources {
 				if res == "*" {
@@ -345,6 +349,11 @@ func TestLeastPrivilege(t *testing.T) {
 	// never writes them.
 	if got := agentAuthz; !slices.Equal(got, []string{"get", "list", "watch"}) {
 		t.Errorf("the agent's verbs on security.istio.io authorizationpolicies: %v, want get, list, watch", got)
+	}
+	// The controller reports their status as Events: it reads them, never
+	// writes them (no status subresource either).
+	if got := controllerAuthz; !slices.Equal(got, []string{"get", "list", "watch"}) {
+		t.Errorf("the controller's verbs on security.istio.io authorizationpolicies: %v, want get, list, watch", got)
 	}
 	if !bound[api.ControllerName] || !bound[api.AgentName] {
 		t.Errorf("controller and agent must be bound to their roles: %v", bound)

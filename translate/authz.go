@@ -1,12 +1,8 @@
 package translate
 
 import (
-	"slices"
-
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/translate/input"
@@ -71,42 +67,6 @@ func locateDegradations(sources map[ir.ResourceRef]*input.Source, ds []ir.Degrad
 // port, the network filters (Istio's TCP semantics) otherwise.
 func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, error) {
 	return envoy.BuildRBAC(pols, forTCP)
-}
-
-// AppliesTo reports whether an authorization policy applies to a pod's
-// inbound traffic: the pod is in the policy's namespace (any namespace for
-// a policy of the root namespace), has the labels of its selector, and,
-// with targetRefs, is selected by one of the named Services of its
-// namespace. The controller uses it to place each pod's RBAC on the
-// inbound listener of the pod's node.
-func AppliesTo(p *ir.Policy, pod *input.Pod, services []*corev1.Service) bool {
-	if p.Scope.Namespace != "" && p.Scope.Namespace != pod.Namespace {
-		return false
-	}
-	if w := p.Scope.Workloads; w != nil {
-		sel, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: w.MatchLabels, MatchExpressions: requirements(w.MatchExpressions)})
-		if err != nil {
-			// The translator only writes valid selectors; a selector that
-			// does not parse widens the scope (every policy action denies
-			// more on more pods: allow isolates, deny denies).
-			return true
-		}
-		if !sel.Matches(labels.Set(pod.Labels)) {
-			return false
-		}
-	}
-	if len(p.Scope.Services) == 0 {
-		return true
-	}
-	for _, s := range services {
-		if s.Namespace != pod.Namespace || !slices.Contains(p.Scope.Services, s.Name) || len(s.Spec.Selector) == 0 {
-			continue
-		}
-		if labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(pod.Labels)) {
-			return true
-		}
-	}
-	return false
 }
 
 func requirements(rs []ir.LabelRequirement) []metav1.LabelSelectorRequirement {

@@ -85,18 +85,13 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name
 		return nil, fmt.Errorf("pod %s/%s not found", ns, name)
 	}
 	out := &AuthzCheck{Pod: name, Namespace: ns, Node: pod.NodeName, Policies: []AuthzPolicy{}, EnforcedBy: "none"}
-	meshed := false
+	var nsLabels map[string]string
 	for _, n := range bag.Namespaces {
 		if n.Name == ns {
-			meshed = n.Labels[api.DataplaneModeLabel] == api.DataplaneModeNodemesh
+			nsLabels = n.Labels
 		}
 	}
-	switch {
-	case pod.Sidecar:
-		out.EnforcedBy = "sidecar"
-	case meshed && pod.Labels[api.DataplaneModeLabel] != api.DataplaneModeNone:
-		out.EnforcedBy = "nodemesh"
-	}
+	out.EnforcedBy = string(translate.AuthorizerOf(pod, nsLabels))
 	var mine []*ir.Policy
 	for i := range pols {
 		if pols[i].Gate == ir.GateAuthorization && translate.AppliesTo(&pols[i], pod, bag.Services) {
@@ -131,25 +126,22 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name
 		for _, d := range p.Degradations {
 			out.Problems = append(out.Problems, d.Diagnostic)
 		}
-		for _, r := range p.Rules {
-			ar := AuthzRule{Field: r.Field, Layer: r.Layer()}
+		for _, r := range translate.AuthzRules(p, translate.Authorizer(out.EnforcedBy)) {
+			ar := AuthzRule{Field: r.Field, Layer: r.Layer}
 			switch {
 			case p.Action == ir.PolicyAudit:
 				ar.EnforcedAt = "nowhere: AUDIT decides nothing, and nodemesh logs no audit records yet"
 			case p.DryRun:
 				ar.EnforcedAt = "nowhere: dry run (istio.io/dry-run)"
-			case ar.Layer == ir.LayerL4 || out.EnforcedBy != "nodemesh":
-				ar.EnforcedAt = where
-			default:
+			case r.Projected:
 				// The node Envoy's inbound RBAC is not placed yet: the
 				// rule runs as its L4 projection, Istio's TCP behaviour.
 				ar.EnforcedAt = where + ", as its L4 projection (the node Envoy's inbound RBAC for request facts is not in place yet)"
-				for _, d := range ir.ProjectL4(p.Action, p.Source, r).Degradations {
-					ar.DeniesMore = append(ar.DeniesMore, d.Diagnostic.Message)
-				}
+			default:
+				ar.EnforcedAt = where
 			}
-			for _, d := range r.Degradations {
-				ar.DeniesMore = append(ar.DeniesMore, d.Diagnostic.Message)
+			for _, d := range r.DeniesMore {
+				ar.DeniesMore = append(ar.DeniesMore, d.Message)
 			}
 			ap.Rules = append(ap.Rules, ar)
 		}

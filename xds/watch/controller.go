@@ -45,8 +45,14 @@ type Options struct {
 	// ProbeInterval is how often the API server's readiness is checked.
 	ProbeInterval time.Duration
 	Istio         translate.IstioOptions
-	Logger        *slog.Logger
-	Metrics       *xds.Metrics
+	// Authz are the options of the AuthorizationPolicy translation behind
+	// the policies' status Events (default: Istio's root namespace).
+	Authz translate.AuthzOptions
+	// AuthzDiscoveryPeriod is how often the API server is asked whether it
+	// serves AuthorizationPolicies, while it does not.
+	AuthzDiscoveryPeriod time.Duration
+	Logger               *slog.Logger
+	Metrics              *xds.Metrics
 }
 
 func (o Options) withDefaults() Options {
@@ -58,6 +64,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.Authz.RootNamespace == "" {
+		o.Authz.RootNamespace = o.Istio.RootNamespace
+	}
+	if o.AuthzDiscoveryPeriod <= 0 {
+		o.AuthzDiscoveryPeriod = authzDiscoveryPeriod
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -165,6 +177,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("caches synced; serving", "generation", c.gen.Load().ID)
 
 	go c.probe(ctx)
+	go c.watchAuthz(ctx)
 	return c.loop(ctx)
 }
 
@@ -264,6 +277,12 @@ func (c *Controller) loop(ctx context.Context) error {
 // translation at all.
 func (c *Controller) process(ch change) {
 	g := c.gen.Load()
+	if g != nil && ch.authz && !ch.full && !ch.nodes && len(ch.services) == 0 {
+		// Only AuthorizationPolicies changed: xDS does not carry them
+		// (the agents enforce them), only their status is out of date.
+		c.reportAuthz()
+		return
+	}
 	switch {
 	case g == nil || ch.full:
 		g = c.translate(ch)
@@ -277,6 +296,10 @@ func (c *Controller) process(ch change) {
 	c.push(g, ch.first)
 	// Classes computed for nodes may have added diagnostics.
 	c.rep.diagnostics(g.Diagnostics())
+	if ch.full || ch.authz {
+		// Pods, namespaces and Services decide where policies run.
+		c.reportAuthz()
+	}
 }
 
 // updateEndpoints recomputes only the endpoints of the Services in ch (nil

@@ -44,6 +44,8 @@ type reporter struct {
 
 	mu       sync.Mutex
 	reported map[string]bool
+	// authzReported are the policy status Events of the last report.
+	authzReported map[string]bool
 }
 
 func newReporter(kube kubernetes.Interface, src *sources, log *slog.Logger) *reporter {
@@ -53,7 +55,7 @@ func newReporter(kube kubernetes.Interface, src *sources, log *slog.Logger) *rep
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	return &reporter{
-		log: log, broadcaster: b, src: src, reported: map[string]bool{},
+		log: log, broadcaster: b, src: src, reported: map[string]bool{}, authzReported: map[string]bool{},
 		recorder: b.NewRecorder(scheme, corev1.EventSource{Component: EventComponent}),
 	}
 }
@@ -138,4 +140,31 @@ func (r *reporter) nack(n xds.NACK) {
 	if found == 0 {
 		r.log.Warn("rejected configuration traced to no resource", "node", n.Node, "type", short, "version", n.Version)
 	}
+}
+
+// authz reports the AuthorizationPolicy status Events that were not in the
+// previous report: a policy whose placement, degradations and diagnostics
+// are unchanged is not reported again, one whose degradation went away and
+// came back is. An Event about a policy the informer no longer has is
+// dropped (it was deleted meanwhile).
+func (r *reporter) authz(evs []authzEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := make(map[string]bool, len(evs))
+	for _, e := range evs {
+		key := e.ref.String() + "\x00" + e.typ + "\x00" + e.reason + "\x00" + e.message
+		now[key] = true
+		if r.authzReported[key] {
+			continue
+		}
+		obj, ok := r.src.object(e.ref.Kind, e.ref.Namespace, e.ref.Name)
+		if !ok {
+			continue
+		}
+		r.recorder.Event(obj.(runtime.Object), e.typ, e.reason, e.message)
+		if e.typ == corev1.EventTypeWarning {
+			r.log.Warn("authorization policy", "policy", e.ref.String(), "reason", e.reason, "message", e.message)
+		}
+	}
+	r.authzReported = now
 }

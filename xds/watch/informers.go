@@ -3,6 +3,7 @@ package watch
 import (
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 	"unique"
 
@@ -27,6 +28,16 @@ type sources struct {
 	services, slices, pods, namespaces, nodes cache.SharedIndexInformer
 	virtualServices, destinationRules         cache.SharedIndexInformer
 	serviceEntries                            cache.SharedIndexInformer
+	// authz is the AuthorizationPolicy informer once the kind is served
+	// and it has synced (authz.go); nil before.
+	authz atomic.Pointer[cache.SharedIndexInformer]
+}
+
+func (s *sources) authzInformer() cache.SharedIndexInformer {
+	if p := s.authz.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func newSources(kube kubernetes.Interface, ic istioclient.Interface) *sources {
@@ -89,7 +100,12 @@ func (s *sources) object(kind, namespace, name string) (any, bool) {
 		inf = s.pods
 	case "Namespace":
 		inf = s.namespaces
+	case authzKind:
+		inf = s.authzInformer()
 	default:
+		return nil, false
+	}
+	if inf == nil {
 		return nil, false
 	}
 	key := name
@@ -176,6 +192,9 @@ type change struct {
 	full bool
 	// nodes is set when Nodes came or went: pushes, no translation.
 	nodes bool
+	// authz is set when AuthorizationPolicies changed: their status is
+	// reported again, nothing is translated or pushed.
+	authz bool
 	// services are the Services ("namespace/name") whose endpoints changed.
 	services map[string]bool
 	// first is when the first event of the batch arrived.
@@ -190,6 +209,7 @@ func (c *change) merge(o change) {
 	}
 	c.full = c.full || o.full
 	c.nodes = c.nodes || o.nodes
+	c.authz = c.authz || o.authz
 	c.events += o.events
 	if len(o.services) > 0 && c.services == nil {
 		c.services = map[string]bool{}

@@ -43,6 +43,13 @@ type controller struct {
 // startController starts one (debounce 0: the default).
 func startController(t testing.TB, cfg *rest.Config, debounce time.Duration) *controller {
 	t.Helper()
+	return startControllerWith(t, cfg, watch.Options{Debounce: debounce})
+}
+
+// startControllerWith starts one with options (its probe interval, logger
+// and metrics are the test's).
+func startControllerWith(t testing.TB, cfg *rest.Config, opts watch.Options) *controller {
+	t.Helper()
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -57,9 +64,8 @@ func startController(t testing.TB, cfg *rest.Config, debounce time.Duration) *co
 	}
 	c := &controller{metrics: xds.NewMetrics(nil)}
 	c.cache = xds.NewCache(logger, c.metrics)
-	c.Controller = watch.New(kube, ic, c.cache, watch.Options{
-		Debounce: debounce, ProbeInterval: 200 * time.Millisecond, Logger: logger, Metrics: c.metrics,
-	})
+	opts.ProbeInterval, opts.Logger, opts.Metrics = 200*time.Millisecond, logger, c.metrics
+	c.Controller = watch.New(kube, ic, c.cache, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
