@@ -136,6 +136,16 @@ func testAuthorizationPolicy(t *testing.T) {
 	if err := get("authz", "allowed"); err != nil {
 		t.Errorf("the allowed client after the denials: %v", err)
 	}
+	// The controller says where the policy runs, on the policy (kubectl
+	// describe shows it).
+	eventually("the controller's Enforced Event on the policy", func() error {
+		out, err := run(t, time.Minute, kubectl, "-n", "authz", "get", "events", "--field-selector", "involvedObject.name=server-from-client,reason=Enforced",
+			"-o", "jsonpath={.items[*].message}")
+		if err != nil || !strings.Contains(out, "enforced in eBPF for 1 pod on node node-b") {
+			return fmt.Errorf("%v %q", err, out)
+		}
+		return nil
+	})
 	must(t, time.Minute, kubectl, "-n", "authz", "delete", "authorizationpolicy", "server-from-client")
 	eventually("without the ALLOW, another service account → server", func() error { return get("authz", "other-sa") })
 	eventually("without the ALLOW, the DENY still refuses authz-legacy", denied("authz-legacy", "legacy"))
