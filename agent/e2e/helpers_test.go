@@ -167,8 +167,12 @@ func dialer(timeout time.Duration) *net.Dialer {
 // get: URL, timeout. Prints "200 <body>".
 func get(args []string) error {
 	timeout, _ := time.ParseDuration(args[1])
-	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dialer(timeout).DialContext, DisableKeepAlives: true}}
-	resp, err := c.Get(args[0])
+	return printGet(&http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dialer(timeout).DialContext, DisableKeepAlives: true}}, args[0])
+}
+
+// printGet GETs url and prints "<status> <body>".
+func printGet(c *http.Client, url string) error {
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}

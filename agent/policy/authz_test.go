@@ -441,3 +441,26 @@ func TestPeerMemoKeepsFactsApart(t *testing.T) {
 		t.Errorf("b allowed: only namespace a* is")
 	}
 }
+
+// TestNotIPBlocksByPodAddress: Istio's ipBlocks and notIpBlocks match
+// pods' addresses; notIpBlocks carves a pod's address out of the block.
+func TestNotIPBlocksByPodAddress(t *testing.T) {
+	in := authzInput()
+	in.CIDRs = NewCIDRAllocator(nil)
+	allow := authzPolicy("a", `{selector: {matchLabels: {app: db}}, rules: [{from: [{source: {ipBlocks: ["10.244.0.0/16"], notIpBlocks: ["10.244.0.10/32"]}}]}]}`)
+	models, diags := AuthorizationPolicyModels(aps(t, allow), AuthzOptions{})
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	in.Models = models
+	got := Translate(in).Identities[idDB]
+	if got == nil {
+		t.Fatal("no policy for db")
+	}
+	if decide(got, idDB, bpf.Ingress, idWeb, 5432, tcp) {
+		t.Error("web (10.244.0.10, in notIpBlocks) allowed")
+	}
+	if !decide(got, idDB, bpf.Ingress, idOther, 5432, tcp) {
+		t.Error("b's client (10.244.1.20, in the block) denied")
+	}
+}

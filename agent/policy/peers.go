@@ -193,19 +193,7 @@ func (t *translator) addressPeers(pol *ir.Policy, cr *compiledRule, field string
 		return out
 	}
 	in := func(a netip.Addr) bool {
-		for _, b := range blocks {
-			if !b.CIDR.Contains(a) {
-				continue
-			}
-			excluded := false
-			for _, e := range b.Except {
-				excluded = excluded || e.Contains(a)
-			}
-			if !excluded {
-				return true
-			}
-		}
-		return false
+		return slices.ContainsFunc(blocks, func(b ir.IPBlock) bool { return b.Contains(a) })
 	}
 	wide := pol.Action.Denies() != not
 	// The pods' side depends only on the blocks and on wide: memoized, its

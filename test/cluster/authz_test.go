@@ -4,7 +4,6 @@ package cluster
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,16 +86,8 @@ spec:
 // deleting the ALLOW opens the server to the other service account.
 func testAuthorizationPolicy(t *testing.T) {
 	kubectl := filepath.Join(kubeBin(t), "kubectl")
-	manifest := filepath.Join(t.TempDir(), "authz.yaml")
-	app := strings.NewReplacer("TESTAPP", "ghcr.io/nodemesh/nodemesh-testapp:"+version, "CURL", "ghcr.io/nodemesh/nodemesh-curl:"+version).Replace(authzApp)
-	if err := os.WriteFile(manifest, []byte(app), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	must(t, time.Minute, kubectl, "apply", "-f", manifest)
 	defer run(t, 2*time.Minute, kubectl, "delete", "namespace", "authz", "authz-legacy", "--wait=true", "--timeout=100s")
-	for _, ns := range []string{"authz", "authz-legacy"} {
-		must(t, 2*time.Minute, kubectl, "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=110s")
-	}
+	deploy(t, authzApp, "authz", "authz-legacy")
 	ip := strings.TrimSpace(must(t, time.Minute, kubectl, "-n", "authz", "get", "pod", "server", "-o", "jsonpath={.status.podIP}"))
 	get := func(ns, pod string) error {
 		out, err := run(t, time.Minute, kubectl, "-n", ns, "exec", pod, "--", "curl", "-sS", "--connect-timeout", "2", "--max-time", "4", "http://"+ip+":8080/hostname")

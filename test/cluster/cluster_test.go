@@ -129,6 +129,23 @@ func restore(t *testing.T, links ...string) {
 	}
 }
 
+// deploy applies a manifest of the suite's own (TESTAPP and CURL stand for
+// the built test images) and waits until every pod of the namespaces is
+// Ready.
+func deploy(t *testing.T, manifest string, namespaces ...string) {
+	t.Helper()
+	kubectl := filepath.Join(kubeBin(t), "kubectl")
+	file := filepath.Join(t.TempDir(), "manifest.yaml")
+	app := strings.NewReplacer("TESTAPP", "ghcr.io/nodemesh/nodemesh-testapp:"+version, "CURL", "ghcr.io/nodemesh/nodemesh-curl:"+version).Replace(manifest)
+	if err := os.WriteFile(file, []byte(app), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must(t, time.Minute, kubectl, "apply", "-f", file)
+	for _, ns := range namespaces {
+		must(t, 2*time.Minute, kubectl, "-n", ns, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=110s")
+	}
+}
+
 // TestCluster: cluster up, nodemesh installed from the built images, check
 // passes across the two nodes; the underlay cut, check fails naming the
 // cross-node tests, restored it passes again; uninstall leaves the nodes
@@ -240,13 +257,7 @@ func TestCluster(t *testing.T) {
 		// without policy; new pods need another CNI. Services need
 		// kube-proxy or another load balancer once nodemesh's is gone.
 		kubectl := filepath.Join(kubeBin(t), "kubectl")
-		manifest := filepath.Join(t.TempDir(), "survivors.yaml")
-		app := strings.NewReplacer("TESTAPP", "ghcr.io/nodemesh/nodemesh-testapp:"+version, "CURL", "ghcr.io/nodemesh/nodemesh-curl:"+version).Replace(strings.ReplaceAll(streamApp, "stream", "survivors"))
-		if err := os.WriteFile(manifest, []byte(app), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		must(t, time.Minute, kubectl, "apply", "-f", manifest)
-		must(t, 2*time.Minute, kubectl, "-n", "survivors", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=110s")
+		deploy(t, strings.ReplaceAll(streamApp, "stream", "survivors"), "survivors")
 		ip := strings.TrimSpace(must(t, time.Minute, kubectl, "-n", "survivors", "get", "pod", "server", "-o", "jsonpath={.status.podIP}"))
 		if _, err := run(t, time.Minute, kubectl, "-n", "survivors", "get", "configmap", "nodemesh-ca-root-cert"); err != nil {
 			t.Errorf("the controller's CA bundle is not published in namespace survivors: %v", err)

@@ -94,13 +94,7 @@ func clientIPFromOutside(t *testing.T, ns, name string) (netip.AddrPort, error) 
 // default in standalone mode. Without it (the chained subtest's control)
 // the same request gets no answer.
 func testMasquerade(t *testing.T) {
-	kubectl := filepath.Join(kubeBin(t), "kubectl")
-	manifest := filepath.Join(t.TempDir(), "outside.yaml")
-	if err := os.WriteFile(manifest, []byte(strings.ReplaceAll(outsidePods, "CURL", "ghcr.io/nodemesh/nodemesh-curl:"+version)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	must(t, time.Minute, kubectl, "apply", "-f", manifest)
-	must(t, 2*time.Minute, kubectl, "-n", "outside", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=110s")
+	deploy(t, outsidePods, "outside")
 	checkMasqueraded(t)
 }
 

@@ -4,7 +4,6 @@ package cluster
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,14 +53,8 @@ spec:
 // while the agents are gone and after they are back.
 func testAgentRestart(t *testing.T) {
 	kubectl := filepath.Join(kubeBin(t), "kubectl")
-	manifest := filepath.Join(t.TempDir(), "stream.yaml")
-	app := strings.NewReplacer("TESTAPP", "ghcr.io/nodemesh/nodemesh-testapp:"+version, "CURL", "ghcr.io/nodemesh/nodemesh-curl:"+version).Replace(streamApp)
-	if err := os.WriteFile(manifest, []byte(app), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	must(t, time.Minute, kubectl, "apply", "-f", manifest)
 	defer run(t, 2*time.Minute, kubectl, "delete", "namespace", "stream", "--wait=true", "--timeout=100s")
-	must(t, 2*time.Minute, kubectl, "-n", "stream", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=110s")
+	deploy(t, streamApp, "stream")
 	ip := strings.TrimSpace(must(t, time.Minute, kubectl, "-n", "stream", "get", "pod", "server", "-o", "jsonpath={.status.podIP}"))
 	url := fmt.Sprintf("http://%s:8080/stream?seconds=20", ip)
 	denied := func() error {

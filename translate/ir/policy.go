@@ -199,6 +199,20 @@ type IPBlock struct {
 	Except []netip.Prefix `json:"except,omitempty"`
 }
 
+// Contains reports whether a is in the prefix and in none of the
+// exceptions.
+func (b IPBlock) Contains(a netip.Addr) bool {
+	if !b.CIDR.Contains(a) {
+		return false
+	}
+	for _, e := range b.Except {
+		if e.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
 // IPProtocol of a port match; "" is every protocol.
 type IPProtocol string
 

@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -259,5 +260,14 @@ func TestRestrictLeavesInputAlone(t *testing.T) {
 	_ = ProjectL4(PolicyDeny, ResourceRef{}, r)
 	if len(r.Clauses[0].Matches[0].L7) != 1 || len(r.Degradations) != 0 {
 		t.Errorf("ProjectL4 modified its input: %+v", r)
+	}
+}
+
+func TestIPBlockContains(t *testing.T) {
+	b := IPBlock{CIDR: netip.MustParsePrefix("10.0.0.0/8"), Except: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+	for addr, want := range map[string]bool{"10.2.3.4": true, "10.1.2.3": false, "11.0.0.1": false} {
+		if got := b.Contains(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Contains(%s) = %v, want %v", addr, got, want)
+		}
 	}
 }
