@@ -172,77 +172,90 @@ func (a *authz) policy(ap *securityv1.AuthorizationPolicy) (ir.Policy, bool) {
 // scope fills the policy's scope; false when the policy applies to no
 // workload nodemesh serves.
 func (a *authz) scope(ap *securityv1.AuthorizationPolicy, pol *ir.Policy) bool {
-	ref := pol.Source
 	spec := &ap.Spec
-	if ap.Namespace != a.opts.RootNamespace {
-		pol.Scope.Namespace = ap.Namespace
-	}
-	refs := spec.GetTargetRefs()
-	field := "spec.targetRefs"
-	if spec.GetTargetRef() != nil {
-		refs = append([]*typeapi.PolicyTargetReference{spec.GetTargetRef()}, refs...)
-		field = "spec.targetRef"
-	}
-	sel := spec.GetSelector().GetMatchLabels()
-	wide := func(msg string) {
+	scope, field, widened, applies := TargetScope(pol.Source, a.opts.RootNamespace, spec.GetSelector().GetMatchLabels(),
+		spec.GetTargetRef(), spec.GetTargetRefs(), &a.diags)
+	pol.Scope = scope
+	if widened != "" {
 		// The scope cannot be known: the whole namespace (mesh, in the
 		// root namespace), which denies more for every action.
 		instead := ir.FallbackMatchMore
 		if pol.Action == ir.PolicyAllow {
 			instead = ir.FallbackIsolate
 		}
-		pol.Degradations = append(pol.Degradations, degrade(instead, ref, field, msg+": the policy applies to every workload of its namespace"))
-		pol.Scope.Workloads, pol.Scope.Services = nil, nil
+		pol.Degradations = append(pol.Degradations, degrade(instead, pol.Source, field, widened+": the policy applies to every workload of its namespace"))
+	}
+	return applies
+}
+
+// TargetScope is the scope of an Istio policy of the security API
+// (AuthorizationPolicy, RequestAuthentication): its namespace (every one
+// for the root namespace), selector labels, or targetRef(s) to Services of
+// its namespace. applies is false when it targets only gateways (a
+// diagnostic says so). widened is not empty when the scope cannot be known
+// (selector and targetRefs both set, a targetRef to another namespace,
+// without a name, of an unknown kind — errors in diags): the scope is then
+// the whole namespace, and widened says why, for the caller to decide what
+// that means for its kind; field is the field at fault.
+func TargetScope(ref ir.ResourceRef, rootNamespace string, sel map[string]string, targetRef *typeapi.PolicyTargetReference,
+	targetRefs []*typeapi.PolicyTargetReference, diags *ir.Diagnostics) (scope ir.PolicyScope, field, widened string, applies bool) {
+	if ref.Namespace != rootNamespace {
+		scope.Namespace = ref.Namespace
+	}
+	refs := targetRefs
+	field = "spec.targetRefs"
+	if targetRef != nil {
+		refs = append([]*typeapi.PolicyTargetReference{targetRef}, refs...)
+		field = "spec.targetRef"
+	}
+	wide := func(msg string) (ir.PolicyScope, string, string, bool) {
+		return ir.PolicyScope{Namespace: scope.Namespace}, field, msg, true
 	}
 	if len(refs) > 0 && len(sel) > 0 {
-		a.diags.Errorf(ir.CodeInvalidValue, ref, field, "targetRefs and selector cannot both be set (istiod rejects the policy)")
-		wide("targetRefs and selector both set")
-		return true
+		diags.Errorf(ir.CodeInvalidValue, ref, field, "targetRefs and selector cannot both be set (istiod rejects the %s)", ref.Kind)
+		return wide("targetRefs and selector both set")
 	}
 	if len(sel) > 0 {
-		pol.Scope.Workloads = &ir.LabelSelector{MatchLabels: maps.Clone(sel)}
+		scope.Workloads = &ir.LabelSelector{MatchLabels: maps.Clone(sel)}
 	}
 	if len(refs) == 0 {
-		return true
+		return scope, "", "", true
 	}
 	gatewayOnly := true
 	for i, t := range refs {
 		f := field
 		if field == "spec.targetRefs" || i > 0 {
-			f = fmt.Sprintf("spec.targetRefs[%d]", i-boolInt(spec.GetTargetRef() != nil))
+			f = fmt.Sprintf("spec.targetRefs[%d]", i-boolInt(targetRef != nil))
 		}
 		if t == nil {
 			continue
 		}
 		switch {
 		case t.GetKind() == "Service" && (t.GetGroup() == "" || t.GetGroup() == "core"):
-			if t.GetNamespace() != "" && t.GetNamespace() != ap.Namespace {
-				a.diags.Errorf(ir.CodeInvalidValue, ref, f+".namespace", "a targetRef must be in the policy's namespace %q", ap.Namespace)
-				wide("a targetRef in another namespace")
-				return true
+			if t.GetNamespace() != "" && t.GetNamespace() != ref.Namespace {
+				diags.Errorf(ir.CodeInvalidValue, ref, f+".namespace", "a targetRef must be in the %s's namespace %q", ref.Kind, ref.Namespace)
+				return wide("a targetRef in another namespace")
 			}
 			if t.GetName() == "" {
-				a.diags.Errorf(ir.CodeInvalidValue, ref, f+".name", "a targetRef needs a name")
-				wide("a targetRef without a name")
-				return true
+				diags.Errorf(ir.CodeInvalidValue, ref, f+".name", "a targetRef needs a name")
+				return wide("a targetRef without a name")
 			}
 			gatewayOnly = false
-			if !slices.Contains(pol.Scope.Services, t.GetName()) {
-				pol.Scope.Services = append(pol.Scope.Services, t.GetName())
+			if !slices.Contains(scope.Services, t.GetName()) {
+				scope.Services = append(scope.Services, t.GetName())
 			}
 		case t.GetKind() == "Gateway" || t.GetKind() == "GatewayClass" || t.GetKind() == "ServiceEntry":
-			a.diags.Infof(ir.CodeGatewayOnly, ref, f, "targetRef %s %q applies to a gateway or waypoint, not to workloads' inbound traffic", t.GetKind(), t.GetName())
+			diags.Infof(ir.CodeGatewayOnly, ref, f, "targetRef %s %q applies to a gateway or waypoint, not to workloads' inbound traffic", t.GetKind(), t.GetName())
 		default:
-			a.diags.Errorf(ir.CodeInvalidValue, ref, f+".kind", "targetRef kind %q (group %q) is not one Istio supports", t.GetKind(), t.GetGroup())
-			wide("an unknown targetRef kind")
-			return true
+			diags.Errorf(ir.CodeInvalidValue, ref, f+".kind", "targetRef kind %q (group %q) is not one Istio supports", t.GetKind(), t.GetGroup())
+			return wide("an unknown targetRef kind")
 		}
 	}
 	if gatewayOnly {
-		return false
+		return scope, "", "", false
 	}
-	slices.Sort(pol.Scope.Services)
-	return true
+	slices.Sort(scope.Services)
+	return scope, "", "", true
 }
 
 func boolInt(b bool) int {
