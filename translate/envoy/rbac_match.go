@@ -123,9 +123,69 @@ func metadataID(m *matcherv3.MetadataMatcher) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Metadata{Metadata: m}}
 }
 
-// requestPrincipal is istiod's iss/sub pair for a request principal glob.
+// requestPrincipal matches a request principal glob against the token
+// jwt_authn verified. Istio's principal is "iss/sub", and both may hold a
+// "/" (an issuer is usually a URL): istiod splits the value at its last
+// "/" only, so "https://idp/users/alice" never matches sub "users/alice" of
+// issuer "https://idp" — and a DENY naming it does not fire. nodemesh
+// matches the principal exactly: an OR over every split at a "/" (for a
+// glob, every way the iss/sub boundary can fall inside or outside the
+// literal part), the first alternative being istiod's own, so that a value
+// with at most one split renders exactly as istiod's (the oracle tests
+// compare them). A value without "/" keeps istiod's iss-only form.
 func requestPrincipal(g ir.Glob) *rbacv3.Principal {
 	v := string(g)
+	alts := []*rbacv3.Principal{istiodRequestPrincipal(v)}
+	if v != "*" && strings.Contains(v, "/") {
+		any := regexMatcher(".+")
+		exact := func(s string) *matcherv3.StringMatcher {
+			return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
+		}
+		orAny := func(m *matcherv3.StringMatcher, lit string) *matcherv3.StringMatcher {
+			if lit == "" {
+				return any
+			}
+			return m
+		}
+		// splits calls f with every position of a "/" in s but the last
+		// (istiod's alternative covers that one).
+		splits := func(s string, f func(k int)) {
+			last := strings.LastIndex(s, "/")
+			for k := 0; k < last; k++ {
+				if s[k] == '/' {
+					f(k)
+				}
+			}
+		}
+		switch {
+		case strings.HasPrefix(v, "*"): // the principal ends with s
+			s := v[1:]
+			// The boundary is before s: sub ends with s.
+			alts = append(alts, issSub(any, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s}}))
+			splits(s, func(k int) {
+				alts = append(alts, issSub(orAny(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s[:k]}}, s[:k]), exact(s[k+1:])))
+			})
+		case strings.HasSuffix(v, "*"): // the principal starts with s
+			s := v[:len(v)-1]
+			// The boundary is after s: iss starts with s.
+			alts = append(alts, issSub(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s}}, any))
+			splits(s, func(k int) {
+				alts = append(alts, issSub(exact(s[:k]), orAny(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s[k+1:]}}, s[k+1:])))
+			})
+		default:
+			splits(v, func(k int) { alts = append(alts, issSub(exact(v[:k]), exact(v[k+1:]))) })
+		}
+	}
+	if len(alts) == 1 {
+		return alts[0]
+	}
+	return orIds(alts)
+}
+
+// istiodRequestPrincipal is istiod's iss/sub pair for a request principal
+// glob (pilot/pkg/security/authz/model requestPrincipalGenerator): the
+// value split at its last "/".
+func istiodRequestPrincipal(v string) *rbacv3.Principal {
 	any := regexMatcher(".+")
 	exact := func(s string) *matcherv3.StringMatcher {
 		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
@@ -163,9 +223,13 @@ func requestPrincipal(g ir.Glob) *rbacv3.Principal {
 	default:
 		mi, ms = exact(iss), exact(sub)
 	}
+	return issSub(mi, ms)
+}
+
+func issSub(iss, sub *matcherv3.StringMatcher) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: []*rbacv3.Principal{
-		metadataID(jwtMetadata([]string{"iss"}, stringValue(mi))),
-		metadataID(jwtMetadata([]string{"sub"}, stringValue(ms))),
+		metadataID(jwtMetadata([]string{"iss"}, stringValue(iss))),
+		metadataID(jwtMetadata([]string{"sub"}, stringValue(sub))),
 	}}}}
 }
 
