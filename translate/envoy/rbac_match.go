@@ -137,15 +137,12 @@ func requestPrincipal(g ir.Glob) *rbacv3.Principal {
 	v := string(g)
 	alts := []*rbacv3.Principal{istiodRequestPrincipal(v)}
 	if v != "*" && strings.Contains(v, "/") {
-		any := regexMatcher(".+")
-		exact := func(s string) *matcherv3.StringMatcher {
-			return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
-		}
-		orAny := func(m *matcherv3.StringMatcher, lit string) *matcherv3.StringMatcher {
-			if lit == "" {
-				return any
-			}
-			return m
+		// In the alternatives beyond istiod's, a side the glob leaves
+		// free is any value (present), an empty one included.
+		present := &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_PresentMatch{PresentMatch: true}}
+		str := func(m *matcherv3.StringMatcher) *matcherv3.ValueMatcher { return stringValue(m) }
+		exact := func(s string) *matcherv3.ValueMatcher {
+			return str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}})
 		}
 		// splits calls f with every position of a "/" in s but the last
 		// (istiod's alternative covers that one).
@@ -161,19 +158,23 @@ func requestPrincipal(g ir.Glob) *rbacv3.Principal {
 		case strings.HasPrefix(v, "*"): // the principal ends with s
 			s := v[1:]
 			// The boundary is before s: sub ends with s.
-			alts = append(alts, issSub(any, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s}}))
+			alts = append(alts, issSubValues(present, str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s}})))
 			splits(s, func(k int) {
-				alts = append(alts, issSub(orAny(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s[:k]}}, s[:k]), exact(s[k+1:])))
+				iss := present // "*/…": any issuer
+				if k > 0 {
+					iss = str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: s[:k]}})
+				}
+				alts = append(alts, issSubValues(iss, exact(s[k+1:])))
 			})
 		case strings.HasSuffix(v, "*"): // the principal starts with s
 			s := v[:len(v)-1]
 			// The boundary is after s: iss starts with s.
-			alts = append(alts, issSub(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s}}, any))
+			alts = append(alts, issSubValues(str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s}}), present))
 			splits(s, func(k int) {
-				alts = append(alts, issSub(exact(s[:k]), orAny(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s[k+1:]}}, s[k+1:])))
+				alts = append(alts, issSubValues(exact(s[:k]), str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s[k+1:]}})))
 			})
 		default:
-			splits(v, func(k int) { alts = append(alts, issSub(exact(v[:k]), exact(v[k+1:]))) })
+			splits(v, func(k int) { alts = append(alts, issSubValues(exact(v[:k]), exact(v[k+1:]))) })
 		}
 	}
 	if len(alts) == 1 {
@@ -227,9 +228,13 @@ func istiodRequestPrincipal(v string) *rbacv3.Principal {
 }
 
 func issSub(iss, sub *matcherv3.StringMatcher) *rbacv3.Principal {
+	return issSubValues(stringValue(iss), stringValue(sub))
+}
+
+func issSubValues(iss, sub *matcherv3.ValueMatcher) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: []*rbacv3.Principal{
-		metadataID(jwtMetadata([]string{"iss"}, stringValue(iss))),
-		metadataID(jwtMetadata([]string{"sub"}, stringValue(sub))),
+		metadataID(jwtMetadata([]string{"iss"}, iss)),
+		metadataID(jwtMetadata([]string{"sub"}, sub)),
 	}}}}
 }
 
