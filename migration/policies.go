@@ -64,19 +64,7 @@ func scope(obj metav1.Object, ns string) string {
 func (a *analysis) policyFindings() {
 	a.authorizationPolicies()
 	a.peerAuthentications()
-	for _, ra := range a.inv.RequestAuthentications {
-		ref := input.Ref("RequestAuthentication", ra)
-		if len(ra.Spec.TargetRefs) > 0 || ra.Spec.TargetRef != nil {
-			a.addAt(ra.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached",
-				"attached with targetRefs to a gateway or waypoint, which nodemesh does not change", "")
-			continue
-		}
-		for _, ns := range a.appliesTo(ra, ra.Spec.Selector) {
-			a.addAt(ns, ref, "spec.jwtRules", Unsupported, "RequestAuthentication",
-				"JWTs are not validated for "+scope(ra, ns)+" once their sidecars are gone: requests with invalid tokens are accepted and request.auth.* attributes are empty",
-				"keep the namespace on sidecars, or validate tokens in an ingress gateway (a RequestAuthentication bound to it with targetRefs)")
-		}
-	}
+	a.requestAuthentications()
 	for _, ef := range a.inv.EnvoyFilters {
 		ref := input.Ref("EnvoyFilter", ef)
 		if gatewayOnlyEnvoyFilter(ef.Spec.ConfigPatches) {
@@ -369,6 +357,61 @@ func (a *analysis) sidecars() {
 					"ingress listeners are not applied: nodemesh has no inbound proxy yet, so the ports and TLS settings they configure are gone",
 					"keep the namespace on sidecars")
 			}
+		}
+	}
+}
+
+// requestAuthentications: the node Envoy validates tokens with jwt_authn
+// built as istiod builds a sidecar's (translate.WorkloadJWT), so a valid
+// RequestAuthentication with inline keys is enforced identically. What
+// cannot be: an invalid rule (nodemesh rejects its tokens; istiod rejects
+// the resource), and a key set nodemesh would have to fetch (jwksUri, or
+// the issuer's discovery document) — the controller does not fetch yet, so
+// those tokens are rejected where the sidecar accepted them.
+func (a *analysis) requestAuthentications() {
+	ras, diags := istio.RequestAuthentications(a.inv.RequestAuthentications, istio.AuthzOptions{RootNamespace: a.opts.rootNamespace()})
+	byRef := map[ir.ResourceRef]*ir.RequestAuthn{}
+	for i := range ras {
+		byRef[ras[i].Source] = &ras[i]
+	}
+	for _, ra := range a.inv.RequestAuthentications {
+		ref := input.Ref("RequestAuthentication", ra)
+		m := byRef[ref]
+		if m == nil {
+			a.addAt(ra.Namespace, ref, "spec.targetRefs", Supported, "GatewayAttached",
+				"attached with targetRefs to a gateway or waypoint, which nodemesh does not change", "")
+			continue
+		}
+		namespaces := a.appliesTo(ra, ra.Spec.Selector)
+		if len(m.Scope.Services) > 0 {
+			namespaces = []string{ra.Namespace}
+		}
+		for _, ns := range namespaces {
+			blocked := false
+			for _, d := range diags {
+				if d.Resource == ref && (d.Severity == ir.SeverityError || d.Severity == ir.SeverityWarning) {
+					blocked = true
+					a.addAt(ns, ref, d.Field, Unsupported, "InvalidRequestAuthentication", d.Message, "fix the RequestAuthentication; istiod rejects it")
+				}
+			}
+			for _, r := range m.Rules {
+				if r.JWKS == "" && !r.RejectTokens {
+					blocked = true
+					a.addAt(ns, ref, r.Field+".jwksUri", Unsupported, "JWKSFetch",
+						fmt.Sprintf("nodemesh does not fetch key sets yet (jwksUri, or the issuer's OpenID discovery): tokens of issuer %q are rejected (401) for %s, where the sidecar accepted valid ones", r.Issuer, scope(ra, ns)),
+						"put the issuer's key set inline in jwks")
+				}
+			}
+			if blocked {
+				continue
+			}
+			msg := "tokens are validated for " + scope(ra, ns) + " by the node Envoy's jwt_authn on their inbound HTTP ports, as the sidecar validated them; requestPrincipals and request.auth.* match as on a sidecar"
+			if len(m.Scope.Services) > 0 {
+				a.addAt(ns, ref, "spec.targetRefs", Changed, "ServiceTargetedRequestAuthentication",
+					msg+"; targetRefs to Services: applied at the Services' workloads (sidecars ignored such a RequestAuthentication)", "")
+				continue
+			}
+			a.addAt(ns, ref, "spec.jwtRules", Supported, "RequestAuthentication", msg, "")
 		}
 	}
 }
