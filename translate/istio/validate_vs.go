@@ -289,8 +289,11 @@ func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail fa
 			case strings.HasPrefix(k, jwtClaimPrefix):
 				// Istio matches these against the claims of a JWT that
 				// RequestAuthentication validated, not against a header;
-				// matched as a literal header, anyone could send one.
-				fail(f, "%s matches a JWT claim, which needs RequestAuthentication: nodemesh does not validate JWTs yet (issue 14)", k)
+				// matched as a literal header, anyone could send one. The
+				// node Envoy validates tokens on the destination's inbound
+				// listener (RequestAuthentication); routing happens on the
+				// source's outbound one, where no token was validated.
+				fail(f, "%s matches a JWT claim: the node Envoy validates tokens at the destination (inbound), after the route is chosen at the source (outbound), so nodemesh cannot route on claims", k)
 			}
 			v.stringMatch(f, sm, true, fail)
 		}
