@@ -176,6 +176,13 @@ func (np *NodePart) MTLSClusters(shared []*clusterv3.Cluster) []*clusterv3.Clust
 		}
 		out = append(out, nc)
 	}
+	// Validated as the shared ones were; one that fails stays as shared.
+	bad := map[string]bool{}
+	for _, p := range envoy.ValidateWith(&envoy.Resources{Clusters: out}, np.g.refs) {
+		bad[p.Name] = true
+		diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Cluster", Name: p.Name}, "", "Istio mTLS: %s; the cluster presents no client certificate", p.Message)
+	}
+	out = slices.DeleteFunc(out, func(c *clusterv3.Cluster) bool { return bad[c.GetName()] })
 	np.g.addPartDiags(diags)
 	return out
 }

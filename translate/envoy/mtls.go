@@ -314,3 +314,44 @@ func shareClientAddressFilter() (*listenerv3.Filter, error) {
 	}
 	return &listenerv3.Filter{Name: filterSetFilterState, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
 }
+
+// matcherSocketNames are the transport socket names a matcher's actions
+// select (an action of another type yields its type URL, which names no
+// socket: the validator reports it).
+func matcherSocketNames(m *xdsmatcherv3.Matcher) []string {
+	var out []string
+	var onMatch func(om *xdsmatcherv3.Matcher_OnMatch)
+	var walk func(m *xdsmatcherv3.Matcher)
+	onMatch = func(om *xdsmatcherv3.Matcher_OnMatch) {
+		switch {
+		case om == nil:
+		case om.GetMatcher() != nil:
+			walk(om.GetMatcher())
+		case om.GetAction() != nil:
+			var a tsinputv3.TransportSocketNameAction
+			if err := om.GetAction().GetTypedConfig().UnmarshalTo(&a); err != nil {
+				out = append(out, om.GetAction().GetTypedConfig().GetTypeUrl())
+				return
+			}
+			out = append(out, a.GetName())
+		}
+	}
+	walk = func(m *xdsmatcherv3.Matcher) {
+		if m == nil {
+			return
+		}
+		onMatch(m.GetOnNoMatch())
+		tree := m.GetMatcherTree()
+		for _, om := range tree.GetExactMatchMap().GetMap() {
+			onMatch(om)
+		}
+		for _, om := range tree.GetPrefixMatchMap().GetMap() {
+			onMatch(om)
+		}
+		for _, fm := range m.GetMatcherList().GetMatchers() {
+			onMatch(fm.GetOnMatch())
+		}
+	}
+	walk(m)
+	return out
+}
