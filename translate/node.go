@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 
@@ -185,6 +186,16 @@ func (np *NodePart) MTLSClusters(shared []*clusterv3.Cluster) []*clusterv3.Clust
 	out = slices.DeleteFunc(out, func(c *clusterv3.Cluster) bool { return bad[c.GetName()] })
 	np.g.addPartDiags(diags)
 	return out
+}
+
+// MTLSClusterNames are the names of the shared clusters MTLSClusters
+// replaces for this node (none when the node has no client identity),
+// sorted: what a caller that keeps clusters encoded decodes for it.
+func (np *NodePart) MTLSClusterNames() []string {
+	if len(np.Identities) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(np.g.prepared.IstioMTLS()))
 }
 
 // ForNode is the whole configuration of one node, as a server assembles it
