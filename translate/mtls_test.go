@@ -560,3 +560,36 @@ func msgs[T proto.Message](in []T) []proto.Message {
 }
 
 func templateMust(s string) *template.Template { return template.Must(template.New("").Parse(s)) }
+
+// TestEndpointTLSModeOnlyForSidecars: only a pod with Istio's tlsMode label
+// and an istio-proxy container carries tlsMode istio in EDS; a label alone
+// (a pod whose injection was undone) or a proxy alone does not, and neither
+// does a migrated pod.
+func TestEndpointTLSModeOnlyForSidecars(t *testing.T) {
+	pod := func(name, ip string, label, proxy bool) string {
+		l, c := "", ""
+		if label {
+			l = ", security.istio.io/tlsMode: istio"
+		}
+		if proxy {
+			c = ", {name: istio-proxy, image: p}"
+		}
+		return "---\napiVersion: v1\nkind: Pod\nmetadata: {name: " + name + ", namespace: shop, labels: {app: s" + l + "}}\nspec: {containers: [{name: app, image: a}" + c + "]}\nstatus: {phase: Running, podIP: " + ip + "}\n"
+	}
+	manifests := "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop}\nspec: {ports: [{name: http, port: 80}], selector: {app: s}}\n" +
+		pod("both", "10.3.0.1", true, true) + pod("label-only", "10.3.0.2", true, false) + pod("proxy-only", "10.3.0.3", false, true) + pod("migrated", "10.3.0.4", false, false)
+	res := translateMTLS(t, nil, manifests, "", true)
+	got := map[string]bool{}
+	for _, cla := range res.XDS.Endpoints {
+		for _, l := range cla.GetEndpoints() {
+			for _, e := range l.GetLbEndpoints() {
+				md := e.GetMetadata().GetFilterMetadata()["envoy.transport_socket_match"].GetFields()["tlsMode"].GetStringValue()
+				got[e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()] = md == "istio"
+			}
+		}
+	}
+	want := map[string]bool{"10.3.0.1": true, "10.3.0.2": false, "10.3.0.3": false, "10.3.0.4": false}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("tlsMode istio by address (-want +got):\n%s", d)
+	}
+}
