@@ -93,10 +93,10 @@ func matcherInput(tc interface {
 				return "", false, err
 			}
 			st := meta.GetFilterMetadata()[in.GetFilter()]
-			var v *structpb.Value = structpb.NewStructValue(st)
 			if st == nil {
 				return "", false, nil
 			}
+			v := structpb.NewStructValue(st)
 			for _, seg := range in.GetPath() {
 				v = v.GetStructValue().GetFields()[seg.GetKey()]
 				if v == nil {
