@@ -2,9 +2,11 @@ package translate
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -22,12 +24,19 @@ type NodeClasses struct {
 	// and route configurations.
 	Key     string
 	classes []*istio.Class
+	// identities are the client pods' workload identities and addresses
+	// (with Istio mTLS only): they are part of Key.
+	identities []ir.ClientIdentity
 }
 
 // NodeClasses groups a node's client pods into source classes.
 func (g *Generation) NodeClasses(node string) NodeClasses {
 	g.mu.Lock()
 	classes := g.prepared.NodeClasses(node)
+	var ids []ir.ClientIdentity
+	if g.prepared.IstioMTLS() != nil {
+		ids = g.prepared.NodeIdentities(node)
+	}
 	g.mu.Unlock()
 	var b strings.Builder
 	for _, c := range classes {
@@ -36,7 +45,16 @@ func (g *Generation) NodeClasses(node string) NodeClasses {
 		b.WriteString(strings.Join(c.SourcePrefixes, ","))
 		b.WriteByte(';')
 	}
-	return NodeClasses{Key: b.String(), classes: classes}
+	// Nodes whose clients have the same identities at the same addresses
+	// share their clusters too ("|" and "=" appear in no SPIFFE ID or
+	// address).
+	for _, id := range ids {
+		b.WriteByte('|')
+		b.WriteString(id.SPIFFE)
+		b.WriteByte('=')
+		b.WriteString(strings.Join(id.Addresses, ","))
+	}
+	return NodeClasses{Key: b.String(), classes: classes, identities: ids}
 }
 
 // NodePart is what a node's configuration adds to the default class's: the
@@ -54,6 +72,10 @@ type NodePart struct {
 	// that classes, nodes and generations that see the same routing share
 	// them.
 	ClassRoutes []string
+	// Identities are the node's client identities (Istio mTLS only); when
+	// there are any, the node's clusters with Istio mTLS differ from the
+	// shared ones (MTLSClusters).
+	Identities []ir.ClientIdentity
 }
 
 // NodePart computes a node's model from its classes.
@@ -61,7 +83,7 @@ func (g *Generation) NodePart(nc NodeClasses) *NodePart {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.prepared.Node(nc.classes)
-	np := &NodePart{g: g, model: m, Classes: m.SourceClasses}
+	np := &NodePart{g: g, model: m, Classes: m.SourceClasses, Identities: nc.identities}
 	for _, rc := range m.RouteConfigs {
 		if !g.prepared.IsBaseRoute(rc.Name) {
 			np.ClassRoutes = append(np.ClassRoutes, rc.Name)
@@ -122,6 +144,60 @@ func (np *NodePart) BuildListeners(exists func(routeConfig string) bool) (listen
 	return part.Listeners, slices.Compact(routes)
 }
 
+// MTLSClusters are the node's versions of the shared clusters that carry
+// Istio mTLS: each with a socket per client identity of the node and the
+// matcher that picks it by client address. shared are the shared clusters
+// (as New returned them, or decoded again; not modified); only those that
+// carry Istio mTLS are read. It returns nil when the node has no client
+// identity (the shared clusters are the node's). A cluster that cannot be
+// built is left as shared — no client certificate, which denies more —
+// and reported.
+func (np *NodePart) MTLSClusters(shared []*clusterv3.Cluster) []*clusterv3.Cluster {
+	if len(np.Identities) == 0 {
+		return nil
+	}
+	specs := np.g.prepared.IstioMTLS()
+	ids, err := envoy.NewMTLSIdentities(np.Identities)
+	var diags ir.Diagnostics
+	if err != nil {
+		diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Node"}, "", "Istio mTLS: %v; the node's clusters present no client certificate", err)
+		np.g.addPartDiags(diags)
+		return nil
+	}
+	out := make([]*clusterv3.Cluster, 0, len(specs))
+	for _, c := range shared {
+		m := specs[c.GetName()]
+		if m == nil {
+			continue
+		}
+		nc, err := envoy.WithIstioMTLS(c, m, ids)
+		if err != nil {
+			diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Cluster", Name: c.GetName()}, "", "Istio mTLS: %v; the cluster presents no client certificate", err)
+			continue
+		}
+		out = append(out, nc)
+	}
+	// Validated as the shared ones were; one that fails stays as shared.
+	bad := map[string]bool{}
+	for _, p := range envoy.ValidateWith(&envoy.Resources{Clusters: out}, np.g.refs) {
+		bad[p.Name] = true
+		diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Cluster", Name: p.Name}, "", "Istio mTLS: %s; the cluster presents no client certificate", p.Message)
+	}
+	out = slices.DeleteFunc(out, func(c *clusterv3.Cluster) bool { return bad[c.GetName()] })
+	np.g.addPartDiags(diags)
+	return out
+}
+
+// MTLSClusterNames are the names of the shared clusters MTLSClusters
+// replaces for this node (none when the node has no client identity),
+// sorted: what a caller that keeps clusters encoded decodes for it.
+func (np *NodePart) MTLSClusterNames() []string {
+	if len(np.Identities) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(np.g.prepared.IstioMTLS()))
+}
+
 // ForNode is the whole configuration of one node, as a server assembles it
 // from shared (what New returned) and the node's part: the default class's
 // clusters and assignments, the node's listener, and the route
@@ -136,6 +212,19 @@ func (g *Generation) ForNode(node string, shared *Resources) (*NodePart, *Resour
 	}
 	listeners, uses := np.BuildListeners(func(n string) bool { return built[n] })
 	r := &Resources{Listeners: listeners, Clusters: shared.Clusters, Endpoints: shared.Endpoints}
+	if mc := np.MTLSClusters(shared.Clusters); len(mc) > 0 {
+		byName := make(map[string]*clusterv3.Cluster, len(mc))
+		for _, c := range mc {
+			byName[c.GetName()] = c
+		}
+		r.Clusters = make([]*clusterv3.Cluster, len(shared.Clusters))
+		for i, c := range shared.Clusters {
+			if n := byName[c.GetName()]; n != nil {
+				c = n
+			}
+			r.Clusters[i] = c
+		}
+	}
 	for _, rc := range slices.Concat(shared.Routes, classRoutes) {
 		if _, used := slices.BinarySearch(uses, rc.GetName()); used {
 			r.Routes = append(r.Routes, rc)

@@ -183,8 +183,10 @@ func TestIstioOracleClusters(t *testing.T) {
 					t.Errorf("cluster %q missing", name)
 					continue
 				}
-				// Auto-mTLS transport sockets and Istio's metadata-exchange filter
-				// are Istio-proxy features a node Envoy does not use (docs/parity.md).
+				// Auto-mTLS transport sockets are compared per client, with Istio
+				// mTLS on, by TestIstioOracleTransportSockets (this translation has
+				// it off); Istio's metadata-exchange filter is an Istio-proxy
+				// feature a node Envoy does not use (docs/parity.md).
 				w := proto.Clone(want).(*clusterv3.Cluster)
 				w.TransportSocketMatches = nil
 				w.Filters = nil

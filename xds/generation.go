@@ -70,6 +70,11 @@ type Generation struct {
 type nodePart struct {
 	classes               []ir.SourceClass
 	listenerSet, routeSet *resourceSet
+	// clusterSet is the shared clusters, or with Istio mTLS and client
+	// identities on the node, the shared ones with the node's versions of
+	// those that carry Istio mTLS (nodes with the same identities at the
+	// same addresses share it: they have the same key).
+	clusterSet *resourceSet
 }
 
 // NewGeneration translates a Bag for every node. decodeDiags are the
@@ -182,7 +187,7 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	c := newConfig(node, EnvoyNode, map[string]*resourceSet{
 		resourcev3.ListenerType: np.listenerSet,
 		resourcev3.RouteType:    np.routeSet,
-		resourcev3.ClusterType:  g.clusters,
+		resourcev3.ClusterType:  np.clusterSet,
 		resourcev3.EndpointType: g.endpoints,
 	})
 	c.Generation, c.Classes = g.ID, np.classes
@@ -218,7 +223,10 @@ func (g *Generation) nodePart(node string) *nodePart {
 		_, ok := classRoutes.items[n] // (one that failed to build is not there)
 		return ok
 	})
-	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(listeners), routeSet: g.routes}
+	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(listeners), routeSet: g.routes, clusterSet: g.clusters}
+	if names := part.MTLSClusterNames(); len(names) > 0 {
+		np.clusterSet = g.mtlsClusters(part, names)
+	}
 	// Serve exactly the route configurations the listener uses (see
 	// BuildListeners): the shared set when it is that.
 	used := make(map[string]bool, len(uses))
@@ -235,6 +243,29 @@ func (g *Generation) nodePart(node string) *nodePart {
 	}
 	g.nodeParts[nc.Key] = np
 	return np
+}
+
+// mtlsClusters is the shared cluster set with a node's versions of the
+// clusters named (see translate.NodePart.MTLSClusters). A shared cluster
+// that does not decode stays as it is (no client certificate) and is
+// reported.
+func (g *Generation) mtlsClusters(part *translate.NodePart, names []string) *resourceSet {
+	shared := make([]*clusterv3.Cluster, 0, len(names))
+	for _, n := range names {
+		it, ok := g.clusters.items[n]
+		if !ok {
+			continue // withheld by validation
+		}
+		m, err := decode(it.Resource)
+		if err != nil {
+			g.mu.Lock()
+			g.serveDiags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Cluster", Name: n}, "", "%v", err)
+			g.mu.Unlock()
+			continue
+		}
+		shared = append(shared, m.(*clusterv3.Cluster))
+	}
+	return with(g.clusters, part.MTLSClusters(shared))
 }
 
 // sameNames says whether a set holds exactly the names given.

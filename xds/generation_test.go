@@ -1,8 +1,10 @@
 package xds_test
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,10 +84,19 @@ func TestGenerationServesWhatTranslatePrints(t *testing.T) {
 		"meshgen":                 func(*testing.T) *translate.Bag { return mesh.Bag() },
 		"same classes, two nodes": loadBag("../translate/testdata/nodes/source-classes.in.yaml", "testdata/same-classes-two-nodes.yaml"),
 	}
+	// With Istio mTLS, nodes' clusters differ by their clients' identities.
 	for name, bagOf := range cases {
+		for _, mtls := range []bool{false, true} {
+			testServesWhatTranslatePrints(t, fmt.Sprintf("%s mtls=%v", name, mtls), bagOf, translate.Options{Istio: translate.IstioOptions{IstioMTLS: mtls}})
+		}
+	}
+}
+
+func testServesWhatTranslatePrints(t *testing.T, name string, bagOf func(t *testing.T) *translate.Bag, opts translate.Options) {
+	{
 		t.Run(name, func(t *testing.T) {
 			bag := bagOf(t)
-			g := xds.NewGeneration(1, time.Now(), bag, nil, translate.Options{})
+			g := xds.NewGeneration(1, time.Now(), bag, nil, opts)
 			nodes := []string{"node-without-pods"}
 			for _, p := range bag.Pods {
 				if p.NodeName != "" && !slices.Contains(nodes, p.NodeName) {
@@ -97,7 +108,9 @@ func TestGenerationServesWhatTranslatePrints(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				printed := translate.Translate(bag, nil, translate.Options{Node: node}).XDS
+				o := opts
+				o.Node = node
+				printed := translate.Translate(bag, nil, o).XDS
 				for typ, pair := range map[string][2][]proto.Message{
 					"Listener":              {messages(printed.Listeners), messages(served.Listeners)},
 					"RouteConfiguration":    {messages(printed.Routes), messages(served.Routes)},
@@ -143,4 +156,65 @@ func encodings(t *testing.T, ms []proto.Message) map[string]string {
 		out[cachev3.GetResourceName(m)] = string(data)
 	}
 	return out
+}
+
+// TestNodeClustersCarryTheirClientsIdentities: with Istio mTLS, a node is
+// served clusters with a socket for each identity of its client pods and no
+// other's; nodes with the same identities at the same addresses share the
+// cluster set; a node without client pods gets the shared clusters.
+func TestNodeClustersCarryTheirClientsIdentities(t *testing.T) {
+	bag := loadBag("../translate/testdata/nodes/source-classes.in.yaml", "testdata/same-classes-two-nodes.yaml")(t)
+	g := xds.NewGeneration(1, time.Now(), bag, nil, translate.Options{Istio: translate.IstioOptions{IstioMTLS: true}})
+	optedIn := map[string]bool{}
+	for _, ns := range bag.Namespaces {
+		optedIn[ns.Name] = ns.Labels["istio.io/dataplane-mode"] == "nodemesh"
+	}
+	want := map[string][]string{} // node → identities
+	for _, p := range bag.Pods {
+		if p.NodeName != "" && optedIn[p.Namespace] && len(p.IPs) > 0 && !p.Sidecar {
+			id := "spiffe://cluster.local/ns/" + p.Namespace + "/sa/" + p.IdentityAccount()
+			if !slices.Contains(want[p.NodeName], id) {
+				want[p.NodeName] = append(want[p.NodeName], id)
+			}
+		}
+	}
+	if len(want) < 2 {
+		t.Fatalf("the input has client pods on %d nodes, want several", len(want))
+	}
+	versions := map[string]string{}
+	for node, ids := range want {
+		c := g.ForNode(node, xds.EnvoyNode)
+		versions[node] = c.Version(resourcev3.ClusterType)
+		r, err := c.Resources()
+		if err != nil {
+			t.Fatal(err)
+		}
+		withMTLS := 0
+		for _, cl := range r.Clusters {
+			if cl.GetTransportSocketMatcher() == nil {
+				continue
+			}
+			withMTLS++
+			var got []string
+			for _, m := range cl.GetTransportSocketMatches() {
+				if id, ok := strings.CutPrefix(m.GetName(), "tlsMode-istio~"); ok {
+					got = append(got, id)
+				}
+			}
+			slices.Sort(got)
+			w := slices.Sorted(slices.Values(ids))
+			if !slices.Equal(got, w) {
+				t.Fatalf("node %s cluster %s: identities %v, want %v", node, cl.GetName(), got, w)
+			}
+		}
+		if withMTLS == 0 {
+			t.Fatalf("node %s: no cluster with Istio mTLS", node)
+		}
+	}
+	empty := g.ForNode("node-without-pods", xds.EnvoyNode).Version(resourcev3.ClusterType)
+	for node, v := range versions {
+		if v == empty {
+			t.Errorf("node %s is served the clusters of a node without clients", node)
+		}
+	}
 }

@@ -116,6 +116,14 @@ func buildCluster(c *ir.Cluster, services map[*ir.ServiceRef]*structpb.Value) (*
 		}
 		out.TransportSocket = &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
 	}
+	if c.IstioMTLS != nil {
+		// The shared configuration knows no client: every connection gets
+		// the fallback socket until the node's step (WithIstioMTLS) adds
+		// its clients' identities.
+		if err := applyIstioMTLS(out, c.IstioMTLS, nil); err != nil {
+			return nil, err
+		}
+	}
 	if c.Service != nil {
 		out.Metadata = clusterMetadata(c, services[c.Service])
 	}
@@ -206,6 +214,23 @@ func upstreamTLS(t *ir.UpstreamTLS) *tlsv3.UpstreamTlsContext {
 		TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
 		AlpnProtocols: t.ALPN,
 	}
+	if t.CredentialName != "" {
+		// Istio's ApplyCustomSDSToClientCommonTLSContext: the certificate
+		// (MUTUAL) and the CA (NAME-cacert) over SDS.
+		if t.Mode == ir.TLSMutual {
+			common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsSecret(t.CredentialName)}
+		}
+		if !t.InsecureSkipVerify {
+			vc := &tlsv3.CertificateValidationContext{}
+			for _, san := range t.SubjectAltNames {
+				vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}})
+			}
+			common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext: vc, ValidationContextSdsSecretConfig: sdsSecret(t.CredentialName + "-cacert"),
+			}}
+		}
+		return &tlsv3.UpstreamTlsContext{CommonTlsContext: common, Sni: t.SNI}
+	}
 	if t.Mode == ir.TLSMutual && t.ClientCertificate != "" {
 		common.TlsCertificates = []*tlsv3.TlsCertificate{{
 			CertificateChain: fileSource(t.ClientCertificate),
@@ -270,6 +295,9 @@ func sharedEndpoints(m *ir.Model) map[endpointKey]*endpointv3.LbEndpoint {
 	socks := make([]corev3.SocketAddress, n)
 	ports := make([]corev3.SocketAddress_PortValue, n)
 	for i, e := range todo {
+		if e.IstioMTLS {
+			lbs[i].Metadata = endpointTLSModeIstio
+		}
 		ports[i].PortValue = e.Port
 		socks[i].Address, socks[i].PortSpecifier = e.Address, &ports[i]
 		sockAddrs[i].SocketAddress = &socks[i]

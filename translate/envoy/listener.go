@@ -71,14 +71,14 @@ func buildListener(l ir.Listener) (*listenerv3.Listener, error) {
 		out.ContinueOnListenerFiltersTimeout = true
 	}
 	for _, fc := range l.FilterChains {
-		c, err := buildFilterChain(fc)
+		c, err := buildFilterChain(fc, l.ShareClientAddress)
 		if err != nil {
 			return nil, fmt.Errorf("filter chain %s: %w", fc.Name, err)
 		}
 		out.FilterChains = append(out.FilterChains, c)
 	}
 	if l.DefaultChain != nil {
-		c, err := buildFilterChain(*l.DefaultChain)
+		c, err := buildFilterChain(*l.DefaultChain, l.ShareClientAddress)
 		if err != nil {
 			return nil, fmt.Errorf("default filter chain: %w", err)
 		}
@@ -118,7 +118,7 @@ func notHTTPPorts(chains []ir.FilterChain) *listenerv3.ListenerFilterChainMatchP
 	return &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: httpPort}}
 }
 
-func buildFilterChain(fc ir.FilterChain) (*listenerv3.FilterChain, error) {
+func buildFilterChain(fc ir.FilterChain, shareClientAddress bool) (*listenerv3.FilterChain, error) {
 	out := &listenerv3.FilterChain{Name: fc.Name}
 	m := fc.Match
 	if m.DestinationPort != 0 || len(m.DestinationPrefixes) > 0 || len(m.ApplicationProtocols) > 0 || len(m.SourcePrefixes) > 0 {
@@ -148,6 +148,13 @@ func buildFilterChain(fc ir.FilterChain) (*listenerv3.FilterChain, error) {
 			return nil, err
 		}
 		out.Filters = []*listenerv3.Filter{f}
+	}
+	if shareClientAddress && len(out.Filters) > 0 {
+		f, err := shareClientAddressFilter()
+		if err != nil {
+			return nil, err
+		}
+		out.Filters = append([]*listenerv3.Filter{f}, out.Filters...)
 	}
 	return out, nil
 }

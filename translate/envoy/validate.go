@@ -521,6 +521,20 @@ func (v *checker) cluster(i int, c *clusterv3.Cluster, dup bool) {
 			v.add(p, "ORIGINAL_DST cluster needs lb_policy CLUSTER_PROVIDED")
 		}
 	}
+	if m := c.GetTransportSocketMatcher(); m != nil {
+		names := map[string]bool{}
+		for _, tsm := range c.GetTransportSocketMatches() {
+			if names[tsm.GetName()] {
+				v.add(p, "duplicate transport socket match name %q (the matcher selects by name)", tsm.GetName())
+			}
+			names[tsm.GetName()] = true
+		}
+		for _, n := range matcherSocketNames(m) {
+			if !names[n] {
+				v.add(p, "transport socket matcher selects %q, which is not among the transport socket matches", n)
+			}
+		}
+	}
 	switch c.GetLbPolicy() {
 	case clusterv3.Cluster_MAGLEV:
 		if ts := c.GetMaglevLbConfig().GetTableSize(); ts != nil && !prime(ts.GetValue()) {

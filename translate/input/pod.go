@@ -44,6 +44,9 @@ type Pod struct {
 	Ports []NamedPort `json:"ports,omitempty"`
 	// Sidecar says the Pod has an Istio proxy container or native sidecar.
 	Sidecar bool `json:"sidecar,omitempty"`
+	// ServiceAccount is spec.serviceAccountName ("" reads as "default"):
+	// the pod's Istio identity.
+	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 
 // NamedPort is a named container port.
@@ -58,6 +61,7 @@ func PodFrom(p *corev1.Pod) *Pod {
 		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 		Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
 		NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, Phase: p.Status.Phase,
+		ServiceAccount: p.Spec.ServiceAccountName,
 	}
 	if len(p.Status.PodIPs) > 0 {
 		out.IPs = make([]string, len(p.Status.PodIPs))
@@ -104,7 +108,8 @@ func (p *Pod) Equal(o *Pod) bool {
 	return a.Name == b.Name && a.Namespace == b.Namespace && a.UID == b.UID &&
 		maps.Equal(a.Labels, b.Labels) && a.DeletionTimestamp.Equal(b.DeletionTimestamp) &&
 		a.NodeName == b.NodeName && a.HostNetwork == b.HostNetwork && a.Phase == b.Phase && a.Ready == b.Ready &&
-		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && a.Sidecar == b.Sidecar
+		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && a.Sidecar == b.Sidecar &&
+		a.ServiceAccount == b.ServiceAccount
 }
 
 // DeepCopy copies a Pod.
@@ -142,3 +147,24 @@ func (p *Pod) GetName() string { return p.Name }
 
 // GetNamespace is the Pod's namespace.
 func (p *Pod) GetNamespace() string { return p.Namespace }
+
+// IstioTLSModeLabel is the label Istio's injector puts on a Pod it gave a
+// sidecar; the value istio means the sidecar accepts Istio mTLS.
+const IstioTLSModeLabel = "security.istio.io/tlsMode"
+
+// AcceptsIstioMTLS says the Pod has an Istio sidecar that accepts Istio
+// mTLS: the injector's tlsMode label says istio and the proxy container is
+// really there (a label alone, on a pod without a proxy, would make clients
+// send TLS that nothing terminates).
+func (p *Pod) AcceptsIstioMTLS() bool {
+	return p.Sidecar && p.Labels[IstioTLSModeLabel] == "istio"
+}
+
+// IdentityAccount is the Pod's service account, "default" when unset (as
+// the API server defaults it).
+func (p *Pod) IdentityAccount() string {
+	if p.ServiceAccount == "" {
+		return "default"
+	}
+	return p.ServiceAccount
+}

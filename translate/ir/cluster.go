@@ -87,6 +87,38 @@ type Cluster struct {
 	TCPKeepalive          *TCPKeepalive     `json:"tcpKeepalive,omitempty"`
 	Outlier               *OutlierDetection `json:"outlierDetection,omitempty"`
 	TLS                   *UpstreamTLS      `json:"tls,omitempty"`
+	// IstioMTLS is Istio mutual TLS with the client pod's own workload
+	// certificate (auto-mTLS, or DestinationRule ISTIO_MUTUAL): the
+	// certificate depends on the client, so the socket is chosen per client
+	// on each node (see ClientIdentity). Only with Options.IstioMTLS.
+	IstioMTLS *IstioMTLS `json:"istioMTLS,omitempty"`
+}
+
+// IstioMTLS is Istio's ISTIO_MUTUAL client TLS of a cluster, without the
+// certificate (which is the client's).
+type IstioMTLS struct {
+	// Auto is Istio's auto-mTLS: only endpoints that carry tlsMode istio
+	// (pods with a sidecar) get mTLS, the others plaintext. Otherwise
+	// (DestinationRule ISTIO_MUTUAL) every endpoint gets mTLS.
+	Auto bool `json:"auto,omitempty"`
+	// SNI is outbound_.PORT_.SUBSET_.HOST unless the DestinationRule sets one.
+	SNI string `json:"sni"`
+	// SubjectAltNames are the destination's SPIFFE IDs (its service
+	// accounts) unless the DestinationRule sets them.
+	SubjectAltNames []string `json:"subjectAltNames,omitempty"`
+	ALPN            []string `json:"alpn"`
+	// InsecureSkipVerify is the DestinationRule's (SAN check off).
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// ClientIdentity is a workload identity of client pods on a node and the
+// addresses of those pods: connections from those addresses present that
+// identity's certificate.
+type ClientIdentity struct {
+	// SPIFFE is spiffe://TRUST_DOMAIN/ns/NS/sa/SA; it names the SDS
+	// certificate.
+	SPIFFE    string   `json:"spiffe"`
+	Addresses []string `json:"addresses"`
 }
 
 // LoadBalancer is the cluster's balancing algorithm and its tuning.
@@ -179,6 +211,10 @@ type UpstreamTLS struct {
 	PrivateKey         string   `json:"privateKey,omitempty"`
 	InsecureSkipVerify bool     `json:"insecureSkipVerify,omitempty"`
 	ALPN               []string `json:"alpn,omitempty"`
+	// CredentialName is the DestinationRule's credentialName: the client
+	// certificate and CA come over SDS as Istio names them (kubernetes://NAME,
+	// kubernetes://NAME-cacert) instead of files.
+	CredentialName string `json:"credentialName,omitempty"`
 }
 
 // ClusterEndpoints is one EDS resource.
@@ -196,4 +232,9 @@ type Endpoint struct {
 	Node string `json:"node,omitempty"`
 	// Pod is namespace/name when known.
 	Pod string `json:"pod,omitempty"`
+	// IstioMTLS marks a pod with an Istio sidecar (label
+	// security.istio.io/tlsMode=istio and an istio-proxy container): its
+	// endpoint metadata says tlsMode istio, which auto-mTLS keys on. Only
+	// with Options.IstioMTLS.
+	IstioMTLS bool `json:"istioMTLS,omitempty"`
 }

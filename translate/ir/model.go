@@ -38,6 +38,11 @@ type Listener struct {
 	// client's identity rather than the node's; the agent hands the replies
 	// back to the proxy (docs/design/datapath.md, "The node proxy hop").
 	PreserveClientAddress bool `json:"preserveClientAddress,omitempty"`
+	// ShareClientAddress stores the client's address in filter state shared
+	// with the upstream (ClientAddressKey), where the clusters' transport
+	// socket matchers read it to pick the client's own certificate (Istio
+	// mTLS; see IstioMTLS).
+	ShareClientAddress bool `json:"shareClientAddress,omitempty"`
 	// SniffHTTP enables HTTP detection for chains that match on it.
 	SniffHTTP    bool          `json:"sniffHTTP,omitempty"`
 	FilterChains []FilterChain `json:"filterChains"`

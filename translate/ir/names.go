@@ -157,3 +157,17 @@ func ParseConfigPath(path string) (ResourceRef, bool) {
 func TraceOperation(host string, port uint32, path string) string {
 	return host + ":" + strconv.FormatUint(uint64(port), 10) + path
 }
+
+// IstioMTLSSNI is Istio's SNI for ISTIO_MUTUAL (model.BuildDNSSrvSubsetKey):
+// outbound_.<port>_.<subset>_.<fqdn>.
+func IstioMTLSSNI(port uint32, subset, fqdn string) string {
+	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_." + subset + "_." + fqdn
+}
+
+// SPIFFEID is Istio's workload identity: spiffe://<trust domain>/ns/<ns>/sa/<sa>.
+func SPIFFEID(trustDomain, namespace, serviceAccount string) string {
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
+}
+
+// DefaultTrustDomain is Istio's default trust domain.
+const DefaultTrustDomain = "cluster.local"

@@ -74,7 +74,7 @@ func (t *translator) clusterEndpoints(s *service, name string, port uint32, ss *
 		subsetLabels = ss.selector
 	}
 	all := t.endpoints[s]
-	eps := subsetEndpoints(all, port, subsetLabels)
+	eps := subsetEndpoints(all, port, subsetLabels, t.opts.IstioMTLS)
 	if ss != nil && len(eps) == 0 && len(all) > 0 {
 		d := t.epDiags[s]
 		d.Warnf(ir.CodeNoEndpoints, ss.dr.ref, string(ss.field.Field("labels")),
@@ -118,14 +118,27 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 		c.Discovery = ir.DiscoveryOriginalDst
 		c.LoadBalancer.Policy = ir.LBClusterProvided
 	}
+	var tp *networking.TrafficPolicy
 	if dr != nil {
 		// Istio points every cluster of a host at the merged rule's first
 		// DestinationRule.
 		c.Origin = &dr.owner.ref
-		applyTrafficPolicy(&c, dr.trafficPolicy(p.port, ss), p.protocol)
+		tp = dr.trafficPolicy(p.port, ss)
+		applyTrafficPolicy(&c, tp, p.protocol)
 		if s.headless && c.LoadBalancer.Policy != ir.LBClusterProvided {
 			c.LoadBalancer = ir.LoadBalancer{Policy: ir.LBClusterProvided}
 		}
+	}
+	if t.opts.IstioMTLS {
+		t.applyIstioMTLS(&c, s, tp.GetTls())
+		if c.TLS != nil && c.TLS.CredentialName != "" && dr != nil {
+			// The Secret is the DestinationRule's namespace's, named as
+			// Istio's kubernetes://NAMESPACE/NAME: one node Envoy serves
+			// clients of many namespaces, so the name alone is ambiguous.
+			c.TLS.CredentialName = "kubernetes://" + dr.owner.ref.Namespace + "/" + c.TLS.CredentialName
+		}
+	} else if c.TLS != nil {
+		c.TLS.CredentialName = "" // not loaded without the SDS server (reported)
 	}
 	m.Clusters = append(m.Clusters, c)
 	if c.Discovery != ir.DiscoveryEDS {
@@ -341,7 +354,7 @@ func applyTLS(c *ir.Cluster, tls *networking.ClientTLSSettings, proto ir.Protoco
 		mode = ir.TLSSimple
 	case networking.ClientTLSSettings_MUTUAL:
 		mode = ir.TLSMutual
-	default: // DISABLE; ISTIO_MUTUAL is reported and stays plaintext for now
+	default: // DISABLE; ISTIO_MUTUAL is applyIstioMTLS's (plaintext without Options.IstioMTLS, reported)
 		c.TLS = nil
 		return
 	}
@@ -352,6 +365,7 @@ func applyTLS(c *ir.Cluster, tls *networking.ClientTLSSettings, proto ir.Protoco
 		CACertificates:     tls.CaCertificates,
 		CACRL:              tls.CaCrl,
 		InsecureSkipVerify: tls.InsecureSkipVerify.GetValue(),
+		CredentialName:     tls.CredentialName,
 	}
 	if mode == ir.TLSMutual {
 		u.ClientCertificate, u.PrivateKey = tls.ClientCertificate, tls.PrivateKey

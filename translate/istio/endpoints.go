@@ -18,6 +18,11 @@ type endpoint struct {
 	node    string
 	zone    string
 	pod     string // namespace/name
+	// account is the pod's service account (its Istio identity), "" when
+	// the endpoint names no known pod; sidecar says the pod accepts Istio
+	// mTLS (input.Pod.AcceptsIstioMTLS).
+	account string
+	sidecar bool
 	// ports maps Service port numbers to the backend's ports.
 	ports portMap
 }
@@ -133,7 +138,7 @@ func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[
 				continue
 			}
 			var lbls map[string]string
-			pod := ""
+			pod, account, sidecar := "", "", false
 			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
 				ns := e.TargetRef.Namespace
 				if ns == "" {
@@ -142,6 +147,7 @@ func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[
 				pod = ns + "/" + e.TargetRef.Name
 				if p := pods[pod]; p != nil {
 					lbls = p.Labels
+					account, sidecar = p.IdentityAccount(), p.AcceptsIstioMTLS()
 				}
 			}
 			node := ""
@@ -159,7 +165,7 @@ func endpointsFromSlices(s *service, ess []*discoveryv1.EndpointSlice, pods map[
 					}
 					continue
 				}
-				ep := &endpoint{address: addr, labels: lbls, node: node, zone: zone, pod: pod, ports: slices.Clone(slicePorts)}
+				ep := &endpoint{address: addr, labels: lbls, node: node, zone: zone, pod: pod, account: account, sidecar: sidecar, ports: slices.Clone(slicePorts)}
 				seen[key{pod, addr}] = ep
 				out = append(out, ep)
 			}
@@ -226,7 +232,8 @@ func endpointsFromPods(s *service, pods []*input.Pod) []*endpoint {
 				portBlock = append(portBlock, portPair{sp.port, tp})
 			}
 		}
-		ep := endpoint{labels: p.Labels, node: p.NodeName, pod: p.Namespace + "/" + p.Name, ports: portBlock[start:len(portBlock):len(portBlock)]}
+		ep := endpoint{labels: p.Labels, node: p.NodeName, pod: p.Namespace + "/" + p.Name, account: p.IdentityAccount(), sidecar: p.AcceptsIstioMTLS(),
+			ports: portBlock[start:len(portBlock):len(portBlock)]}
 		for _, ip := range p.IPs {
 			ep.address = ip
 			block = append(block, ep)
@@ -262,8 +269,9 @@ func resolveTargetPort(sp servicePort, p *input.Pod) (uint32, bool) {
 	return uint32(port), ok
 }
 
-// subsetEndpoints filters a Service's endpoints by subset labels for a port.
-func subsetEndpoints(endpoints []*endpoint, port uint32, subsetLabels selector) []ir.Endpoint {
+// subsetEndpoints filters a Service's endpoints by subset labels for a port;
+// mtls marks the endpoints of pods that accept Istio mTLS.
+func subsetEndpoints(endpoints []*endpoint, port uint32, subsetLabels selector, mtls bool) []ir.Endpoint {
 	n := 0
 	for _, e := range endpoints {
 		if _, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
@@ -276,7 +284,7 @@ func subsetEndpoints(endpoints []*endpoint, port uint32, subsetLabels selector) 
 	out := make([]ir.Endpoint, 0, n)
 	for _, e := range endpoints {
 		if tp, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
-			out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod})
+			out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod, IstioMTLS: mtls && e.sidecar})
 		}
 	}
 	return out

@@ -83,6 +83,11 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 	at := p.endpointIndex()
 	for _, s := range affected {
 		eps, diags := t2.serviceEndpoints(s, slicesBySvc[s.namespace+"/"+s.name], pods, index)
+		if t.opts.IstioMTLS && !slices.Equal(accountsOf(t.opts.TrustDomain, eps), accountsOf(t.opts.TrustDomain, t.endpoints[s])) {
+			// The clusters' SANs (the pods' identities) changed: the
+			// clusters change, not only their endpoints.
+			return nil, nil, false
+		}
 		t2.endpoints[s] = eps
 		t2.epDiags[s] = diags
 		t2.noEndpoints(s)
@@ -114,7 +119,7 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 		}
 	}
 	next = &Prepared{t: &t2, Base: &m, sourceLabels: p.sourceLabels, classes: maps.Clone(p.classes), endpointAt: at,
-		routingNamespaces: p.routingNamespaces, exactClasses: p.exactClasses, baseRoutes: p.baseRoutes}
+		routingNamespaces: p.routingNamespaces, exactClasses: p.exactClasses, baseRoutes: p.baseRoutes, mtls: p.mtls}
 	return next, changed, true
 }
 

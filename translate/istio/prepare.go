@@ -48,6 +48,8 @@ type Prepared struct {
 	// endpointAt indexes Base.Endpoints by cluster name (WithEndpoints);
 	// after Compact it only says which clusters have assignments.
 	endpointAt map[string]int
+	// mtls are the clusters with Istio mTLS (IstioMTLS).
+	mtls map[string]*ir.IstioMTLS
 	// baseRoutes are the digests of the default class's route
 	// configurations, by name, once Compact has dropped them.
 	baseRoutes map[string][sha256.Size]byte
@@ -113,8 +115,17 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	m.RouteConfigs = t.routeConfigs(def)
 	m.Listeners = []ir.Listener{t.listener(def)}
 	sortModel(m)
+	var mtls map[string]*ir.IstioMTLS
+	for i := range m.Clusters {
+		if c := &m.Clusters[i]; c.IstioMTLS != nil {
+			if mtls == nil {
+				mtls = map[string]*ir.IstioMTLS{}
+			}
+			mtls[c.Name] = c.IstioMTLS
+		}
+	}
 	return &Prepared{t: t, Base: m, sourceLabels: t.sourceLabels(), classes: map[string]*ClassRouting{},
-		routingNamespaces: t.routingNamespaces(), exactClasses: t.opts.PerProxy}
+		routingNamespaces: t.routingNamespaces(), exactClasses: t.opts.PerProxy, mtls: mtls}
 }
 
 // routingNamespaces lists the namespaces whose clients can be routed

@@ -21,11 +21,24 @@ type Options struct {
 	// class, so that classes share the default class's routes (docs/parity.md).
 	// The migration toolkit uses it to show what a sidecar sees.
 	PerProxy bool
+	// IstioMTLS speaks Istio mTLS to pods that have a sidecar, with each
+	// client pod's own workload certificate (auto-mTLS and DestinationRule
+	// ISTIO_MUTUAL), and loads DestinationRule credentialName over SDS. The
+	// certificates come from the node agent's SDS server, so this is off
+	// until that server runs: without it, nothing refers to an SDS secret
+	// and the output is what it was before the option existed.
+	IstioMTLS bool
+	// TrustDomain is Istio's trust domain (default cluster.local): it
+	// prefixes the SPIFFE IDs of clients and of destinations.
+	TrustDomain string
 }
 
 func (o Options) withDefaults() Options {
 	if o.ClusterDomain == "" {
 		o.ClusterDomain = ir.DefaultClusterDomain
+	}
+	if o.TrustDomain == "" {
+		o.TrustDomain = ir.DefaultTrustDomain
 	}
 	if o.RootNamespace == "" {
 		o.RootNamespace = "istio-system"
@@ -44,6 +57,9 @@ type translator struct {
 	// externalHosts are hosts declared by ServiceEntries, which are not
 	// translated yet; references to them are warnings, not errors.
 	externalHosts map[string]ir.ResourceRef
+
+	// sans are the SPIFFE IDs of each Service's pods (serviceAccounts).
+	sans map[*service][]string
 
 	drsByNS map[string]*namespaceDRs
 	drMemo  map[drKey]*mergedDR

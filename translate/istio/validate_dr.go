@@ -3,6 +3,7 @@ package istio
 import (
 	"regexp"
 	"slices"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -249,14 +250,23 @@ func (t *translator) validTrafficPolicy(ref ir.ResourceRef, path ir.Path, tp *ne
 		f := path.Field("tls")
 		switch tls.Mode {
 		case networking.ClientTLSSettings_ISTIO_MUTUAL:
-			unsupported(f.Field("mode"), "ISTIO_MUTUAL needs Istio's workload certificates, which nodemesh does not use until mTLS interop lands; connections stay plaintext")
+			if !t.opts.IstioMTLS {
+				unsupported(f.Field("mode"), "ISTIO_MUTUAL needs Istio's workload certificates, which nodemesh serves only with Istio mTLS enabled (chart value istioMTLS.enabled); connections stay plaintext")
+			}
 		case networking.ClientTLSSettings_MUTUAL:
 			if tls.CredentialName == "" && (tls.ClientCertificate == "" || tls.PrivateKey == "") {
 				bad(f, "MUTUAL needs clientCertificate and privateKey (or credentialName)")
 			}
 		}
 		if tls.CredentialName != "" && tls.Mode != networking.ClientTLSSettings_DISABLE {
-			unsupported(f.Field("credentialName"), "credentialName needs a Secret discovery service, which nodemesh does not serve yet; the certificates are not loaded")
+			switch {
+			case !t.opts.IstioMTLS:
+				unsupported(f.Field("credentialName"), "credentialName needs the node agent's Secret discovery service, which nodemesh uses only with Istio mTLS enabled (chart value istioMTLS.enabled); the certificates are not loaded")
+			case strings.Contains(tls.CredentialName, "/") || strings.Contains(tls.CredentialName, ":"):
+				// A namespace or another secret type in the name could make
+				// the node's SDS server load a Secret of another namespace.
+				bad(f.Field("credentialName"), "credentialName must name a Secret of the DestinationRule's namespace (no namespace/ and no scheme://)")
+			}
 		}
 	}
 	return ok
