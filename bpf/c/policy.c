@@ -350,14 +350,20 @@ static __always_inline struct bpf_sock *owning_socket(struct __sk_buff *skb, con
 	return sk;
 }
 
-/* Hands a TCP packet addressed to a local pod to the node-netns socket that
- * owns its tuple, if there is one (a proxy's transparent upstream socket). */
-static __always_inline void proxy_return(struct __sk_buff *skb, struct flow *f)
+/* Hands a TCP packet to the node-netns socket that owns its tuple, if there
+ * is one (a proxy's transparent upstream socket). any_dst: the packet is a
+ * reply of a flow a socket of the node opened towards a local pod, so its
+ * destination may be a pod of another node (the inbound proxy connects with
+ * a remote client's address); otherwise only packets to this node's pods
+ * are looked up. */
+static __always_inline void proxy_return(struct __sk_buff *skb, struct flow *f, int any_dst)
 {
 	__u32 zero = 0;
 	struct proxy_cfg *cfg = bpf_map_lookup_elem(&nm_proxy_cfg, &zero);
 
-	if (!cfg || !cfg->enabled || f->proto != IPPROTO_TCP || (f->daddr & cfg->pod_mask) != cfg->pod_net)
+	if (!cfg || !cfg->enabled || f->proto != IPPROTO_TCP)
+		return;
+	if (!any_dst && (f->daddr & cfg->pod_mask) != cfg->pod_net)
 		return;
 
 	struct bpf_sock *sk = owning_socket(skb, f);
@@ -604,7 +610,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct flow *
 			/* A reply of a flow a socket of the node opened towards
 			 * the pod: the node proxy's, perhaps. */
 			if (dir == DIR_EGRESS && origin == DIR_INGRESS && ce->local_origin)
-				proxy_return(skb, f);
+				proxy_return(skb, f, 1);
 			return account(skb, dir, REASON_CT_ESTABLISHED);
 		}
 
@@ -708,6 +714,6 @@ int from_uplink(struct __sk_buff *skb)
 
 	if (c >= 0)
 		return c;
-	proxy_return(skb, &f);
+	proxy_return(skb, &f, 0);
 	return TC_ACT_UNSPEC;
 }
