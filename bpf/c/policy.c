@@ -20,7 +20,11 @@
  *   allow -> pass and create a conntrack entry; endpoint isolated in this
  *   direction -> drop; else pass and create a conntrack entry. A TCP packet
  *   other than a SYN creates a mid-stream entry that carries its own
- *   direction only.
+ *   direction only;
+ *   from_pod, passed: a reply handed to a node proxy's upstream socket goes
+ *   there; else TCP to a {pod, port} in nm_inbound is captured into the node
+ *   proxy's inbound listener, or dropped when no socket of the proxy's can
+ *   take it (from_uplink does the same capture).
  *
  * Passing returns TC_ACT_UNSPEC (TCX_NEXT) so that later programs in the tcx
  * chain or later cls_bpf filters still run; dropping returns TC_ACT_SHOT.
