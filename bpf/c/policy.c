@@ -412,22 +412,22 @@ static __always_inline int proxy_local_return(struct __sk_buff *skb, const struc
 	return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
 }
 
-/* Whether sk, found for a captured packet, is the node proxy's. A full
- * socket must carry the proxy's socket mark: SO_MARK needs CAP_NET_ADMIN
- * (or CAP_NET_RAW), so a process of the node or a pod that binds the
- * inbound port, or a pod's address with IP_FREEBIND, gets nothing. A
- * request socket (handshake in progress) has no mark to read; it is only
- * found for the exact tuple of a pod's address, which the node never
- * delivers locally except through this program (to a listener checked here)
- * or to a transparent socket (CAP_NET_ADMIN), so it is taken as the proxy's. */
+/* Whether sk, found for a captured packet, is the node proxy's: a socket
+ * carrying the proxy's socket mark — its listener, or a connection the
+ * listener accepted (which inherits the mark) — or a request socket (a
+ * handshake in progress) of such a listener. SO_MARK needs CAP_NET_ADMIN
+ * (or CAP_NET_RAW), so a process of the node or of a host-network pod that
+ * binds the inbound port, or a pod's address with IP_FREEBIND, gets
+ * nothing. */
 static __always_inline int proxy_owned(struct bpf_sock *sk, const struct inbound_cfg *cfg)
 {
+	struct bpf_sock *owner;
+
 	if (sk->state == BPF_TCP_NEW_SYN_RECV)
-		return 1;
-
-	struct bpf_sock *full = bpf_sk_fullsock(sk);
-
-	return full && full->mark == cfg->sock_mark;
+		owner = bpf_get_listener_sock(sk); /* no reference to release */
+	else
+		owner = bpf_sk_fullsock(sk);
+	return owner && owner->mark == cfg->sock_mark;
 }
 
 /* Inbound capture of a TCP packet already allowed by the hook's own checks.
