@@ -113,6 +113,7 @@ func (p *Policy) Usage() ([]MapUsage, error) {
 	return usage(map[string]*ebpf.Map{
 		"nm_endpoints": p.objs.NmEndpoints, "nm_ipcache": p.objs.NmIpcache,
 		"nm_policy": p.objs.NmPolicy, "nm_policy_ranges": p.objs.NmPolicyRanges, "nm_ct": p.objs.NmCt,
+		"nm_inbound": p.objs.NmInbound,
 	})
 }
 

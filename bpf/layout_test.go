@@ -35,6 +35,8 @@ func TestMapLayouts(t *testing.T) {
 		policyMapNmPolStats:     {policy, kv{uint32(0), Count{}}},
 		policyMapNmProxyCfg:     {policy, kv{uint32(0), proxyConfig{}}},
 		policyMapNmLocalEps:     {policy, kv{[4]byte{}, localEndpoint{}}},
+		policyMapNmInbound:      {policy, kv{inboundKey{}, uint32(0)}},
+		policyMapNmInboundCfg:   {policy, kv{uint32(0), inboundConfig{}}},
 		redirectMapNmRedirCfg:   {redirect, kv{uint32(0), redirectConfig{}}},
 		redirectMapNmNetns:      {redirect, kv{uint64(0), netnsConfig{}}},
 		redirectMapNmServices:   {redirect, kv{serviceKey{}, uint32(0)}},
@@ -55,6 +57,9 @@ func TestMapLayouts(t *testing.T) {
 	}
 	if got, want := policy.Maps[policyMapNmPolStats].MaxEntries, uint32(2*reasonSlots); got != want {
 		t.Errorf("%s has %d entries, want 2*%d (REASON_MAX)", policyMapNmPolStats, got, reasonSlots)
+	}
+	if got := policy.Maps[policyMapNmInbound].MaxEntries; got != MaxInboundCaptures {
+		t.Errorf("%s has %d entries, MaxInboundCaptures says %d", policyMapNmInbound, got, MaxInboundCaptures)
 	}
 	if got := redirect.Maps[redirectMapNmLbServices].MaxEntries; got != MaxLBServiceEntries {
 		t.Errorf("%s has %d entries, MaxLBServiceEntries says %d", redirectMapNmLbServices, got, MaxLBServiceEntries)

@@ -18,6 +18,8 @@ import (
 const (
 	policyMapNmCt              = "nm_ct"
 	policyMapNmEndpoints       = "nm_endpoints"
+	policyMapNmInbound         = "nm_inbound"
+	policyMapNmInboundCfg      = "nm_inbound_cfg"
 	policyMapNmIpcache         = "nm_ipcache"
 	policyMapNmLocalEps        = "nm_local_eps"
 	policyMapNmPolStats        = "nm_pol_stats"
@@ -84,6 +86,8 @@ type policyProgramSpecs struct {
 type policyMapSpecs struct {
 	NmCt           *ebpf.MapSpec `ebpf:"nm_ct"`
 	NmEndpoints    *ebpf.MapSpec `ebpf:"nm_endpoints"`
+	NmInbound      *ebpf.MapSpec `ebpf:"nm_inbound"`
+	NmInboundCfg   *ebpf.MapSpec `ebpf:"nm_inbound_cfg"`
 	NmIpcache      *ebpf.MapSpec `ebpf:"nm_ipcache"`
 	NmLocalEps     *ebpf.MapSpec `ebpf:"nm_local_eps"`
 	NmPolStats     *ebpf.MapSpec `ebpf:"nm_pol_stats"`
@@ -122,6 +126,8 @@ func (o *policyObjects) Close() error {
 type policyMaps struct {
 	NmCt           *ebpf.Map `ebpf:"nm_ct"`
 	NmEndpoints    *ebpf.Map `ebpf:"nm_endpoints"`
+	NmInbound      *ebpf.Map `ebpf:"nm_inbound"`
+	NmInboundCfg   *ebpf.Map `ebpf:"nm_inbound_cfg"`
 	NmIpcache      *ebpf.Map `ebpf:"nm_ipcache"`
 	NmLocalEps     *ebpf.Map `ebpf:"nm_local_eps"`
 	NmPolStats     *ebpf.Map `ebpf:"nm_pol_stats"`
@@ -134,6 +140,8 @@ func (m *policyMaps) Close() error {
 	return _PolicyClose(
 		m.NmCt,
 		m.NmEndpoints,
+		m.NmInbound,
+		m.NmInboundCfg,
 		m.NmIpcache,
 		m.NmLocalEps,
 		m.NmPolStats,

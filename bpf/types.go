@@ -106,6 +106,8 @@ const (
 	ReasonPassICMPError                   // ICMP unreachable, time exceeded, parameter problem
 	ReasonDropIPv6                        // IPv6: not policed, so dropped both ways
 	ReasonDropEthertype                   // VLAN-tagged, or neither IPv4, ARP nor IPv6
+	ReasonCaptured                        // TCP to a {pod, port} under L7 policy handed to the node proxy (counted as Ingress, besides the hook's own reason)
+	ReasonDropNoListener                  // such TCP with no socket of the proxy's to take it: dropped (Ingress)
 	NumReasons                            // number of reasons; not a reason
 )
 
@@ -119,6 +121,7 @@ var reasonNames = [NumReasons]string{
 	"drop-spoofed", "drop-no-endpoint", "drop-malformed",
 	"pass-arp", "pass-fragment", "pass-icmp-error",
 	"ipv6-unpoliced", "drop-ethertype",
+	"captured", "drop-no-listener",
 }
 
 func (r Reason) String() string {
@@ -132,7 +135,7 @@ func (r Reason) String() string {
 func (r Reason) Dropped() bool {
 	switch r {
 	case ReasonDeniedPolicy, ReasonDeniedDefault, ReasonDropSpoofed, ReasonDropNoEndpoint, ReasonDropMalformed,
-		ReasonDropIPv6, ReasonDropEthertype:
+		ReasonDropIPv6, ReasonDropEthertype, ReasonDropNoListener:
 		return true
 	}
 	return false

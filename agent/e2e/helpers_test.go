@@ -85,6 +85,10 @@ func runHelper(mode string) int {
 		err = ping(args)
 	case "getfrom":
 		err = getFrom(args)
+	case "inbound":
+		err = inbound(args)
+	case "post":
+		err = post(args)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

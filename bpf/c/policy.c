@@ -20,7 +20,11 @@
  *   allow -> pass and create a conntrack entry; endpoint isolated in this
  *   direction -> drop; else pass and create a conntrack entry. A TCP packet
  *   other than a SYN creates a mid-stream entry that carries its own
- *   direction only.
+ *   direction only;
+ *   from_pod, passed: a reply handed to a node proxy's upstream socket goes
+ *   there; else TCP to a {pod, port} in nm_inbound is captured into the node
+ *   proxy's inbound listener, or dropped when no socket of the proxy's can
+ *   take it (from_uplink does the same capture).
  *
  * Passing returns TC_ACT_UNSPEC (TCX_NEXT) so that later programs in the tcx
  * chain or later cls_bpf filters still run; dropping returns TC_ACT_SHOT.
@@ -154,11 +158,47 @@ struct {
 	__uint(max_entries, 1);
 } nm_proxy_cfg SEC(".maps");
 
+/* Inbound capture (docs/design/datapath.md, "Inbound capture"): TCP to a
+ * {local pod, port} under L7 (HTTP) AuthorizationPolicy is handed to the
+ * node proxy's inbound listener, which enforces it and connects on to the
+ * pod with the client's address. Keyed by the destination; the agent writes
+ * only this node's pods. The value (flags) is not read yet. */
+struct inbound_key {
+	__be32 addr;  /* the pod's IPv4 address */
+	__be16 port;  /* the pod's port, network order */
+	__u8 proto;   /* IPPROTO_TCP: nothing else is captured */
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct inbound_key);
+	__type(value, __u32); /* flags, none yet */
+	__uint(max_entries, 65536);
+} nm_inbound SEC(".maps");
+
+/* The proxy's inbound listener. Unset (port 0) while nm_inbound has
+ * entries: their traffic is dropped, never delivered around the proxy. */
+struct inbound_cfg {
+	__u32 pkt_mark;  /* set on a captured packet: policy routing delivers it locally */
+	__u32 sock_mark; /* SO_MARK of the proxy's inbound listener (its accepted sockets inherit it) */
+	__u16 port;      /* the listener's port, host order; 0: not configured */
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct inbound_cfg);
+	__uint(max_entries, 1);
+} nm_inbound_cfg SEC(".maps");
+
 struct flow {
 	__be32 saddr, daddr;
 	__u16 sport, dport; /* host order */
 	__u8 proto;
 	__u8 syn_only;      /* TCP SYN without ACK: always a new flow */
+	__u8 handed;        /* proxy_return gave the packet to a proxy socket */
 };
 
 static __always_inline int account(struct __sk_buff *skb, __u8 dir, __u32 reason)
@@ -178,6 +218,7 @@ static __always_inline int account(struct __sk_buff *skb, __u8 dir, __u32 reason
 	case REASON_DROP_MALFORMED:
 	case REASON_DROP_IPV6:
 	case REASON_DROP_ETHERTYPE:
+	case REASON_DROP_NO_LISTENER:
 		return TC_ACT_SHOT;
 	}
 	return TC_ACT_UNSPEC;
@@ -313,22 +354,30 @@ static __always_inline struct bpf_sock *owning_socket(struct __sk_buff *skb, con
 	return sk;
 }
 
-/* Hands a TCP packet addressed to a local pod to the node-netns socket that
- * owns its tuple, if there is one (a proxy's transparent upstream socket). */
-static __always_inline void proxy_return(struct __sk_buff *skb, const struct flow *f)
+/* Hands a TCP packet to the node-netns socket that owns its tuple, if there
+ * is one (a proxy's transparent upstream socket). any_dst: the packet is a
+ * reply of a flow a socket of the node opened towards a local pod, so its
+ * destination may be a pod of another node (the inbound proxy connects with
+ * a remote client's address); otherwise only packets to this node's pods
+ * are looked up. */
+static __always_inline void proxy_return(struct __sk_buff *skb, struct flow *f, int any_dst)
 {
 	__u32 zero = 0;
 	struct proxy_cfg *cfg = bpf_map_lookup_elem(&nm_proxy_cfg, &zero);
 
-	if (!cfg || !cfg->enabled || f->proto != IPPROTO_TCP || (f->daddr & cfg->pod_mask) != cfg->pod_net)
+	if (!cfg || !cfg->enabled || f->proto != IPPROTO_TCP)
+		return;
+	if (!any_dst && (f->daddr & cfg->pod_mask) != cfg->pod_net)
 		return;
 
 	struct bpf_sock *sk = owning_socket(skb, f);
 
 	if (!sk)
 		return;
-	if (bpf_sk_assign(skb, sk, 0) == 0)
+	if (bpf_sk_assign(skb, sk, 0) == 0) {
 		skb->mark = cfg->mark;
+		f->handed = 1;
+	}
 	bpf_sk_release(sk);
 }
 
@@ -363,7 +412,88 @@ static __always_inline int proxy_local_return(struct __sk_buff *skb, const struc
 	return bpf_redirect(LOOPBACK_IFINDEX, BPF_F_INGRESS);
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+/* Whether sk, found for a captured packet, is the node proxy's: a socket
+ * carrying the proxy's socket mark — its listener, or a connection the
+ * listener accepted (which inherits the mark) — or a request socket (a
+ * handshake in progress) of such a listener. SO_MARK needs CAP_NET_ADMIN
+ * (or CAP_NET_RAW), so a process of the node or of a host-network pod that
+ * binds the inbound port, or a pod's address with IP_FREEBIND, gets
+ * nothing. */
+static __always_inline int proxy_owned(struct bpf_sock *sk, const struct inbound_cfg *cfg)
+{
+	struct bpf_sock *owner;
+
+	if (sk->state == BPF_TCP_NEW_SYN_RECV)
+		owner = bpf_get_listener_sock(sk); /* no reference to release */
+	else
+		owner = bpf_sk_fullsock(sk);
+	return owner && owner->mark == cfg->sock_mark;
+}
+
+/* Inbound capture of a TCP packet already allowed by the hook's own checks.
+ * Returns -1 when the packet is not captured, else the tc verdict: handed
+ * to the proxy's socket for its exact tuple (the connection the proxy
+ * accepted) or to the proxy's listener, and marked for policy routing to
+ * deliver it locally; dropped when there is no such socket. */
+static __always_inline int inbound_capture(struct __sk_buff *skb, const struct flow *f)
+{
+	if (f->proto != IPPROTO_TCP)
+		return -1;
+
+	struct inbound_key k = { .addr = f->daddr, .port = bpf_htons(f->dport), .proto = IPPROTO_TCP };
+
+	if (!bpf_map_lookup_elem(&nm_inbound, &k))
+		return -1;
+
+	__u32 zero = 0;
+	struct inbound_cfg *cfg = bpf_map_lookup_elem(&nm_inbound_cfg, &zero);
+
+	/* Not configured: the pod is under L7 policy that nothing enforces. */
+	if (!cfg || !cfg->port || !cfg->pkt_mark || !cfg->sock_mark)
+		return account(skb, DIR_INGRESS, REASON_DROP_NO_LISTENER);
+
+	struct bpf_sock_tuple t = {};
+
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = bpf_htons(f->sport);
+	t.ipv4.dport = bpf_htons(f->dport);
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+
+	/* The exact tuple finds a listener of the node on the pod's port (never
+	 * the proxy's) when no connection owns it, and a TIME_WAIT socket of an
+	 * earlier connection on the same ports, which would pass a new SYN to a
+	 * listener on the pod's port: both are left for the proxy's listener. */
+	if (sk && (sk->state == BPF_TCP_LISTEN || sk->state == BPF_TCP_TIME_WAIT)) {
+		bpf_sk_release(sk);
+		sk = NULL;
+	}
+	if (!sk) {
+		t.ipv4.dport = bpf_htons(cfg->port);
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return account(skb, DIR_INGRESS, REASON_DROP_NO_LISTENER);
+		if (sk->state != BPF_TCP_LISTEN) {
+			bpf_sk_release(sk);
+			return account(skb, DIR_INGRESS, REASON_DROP_NO_LISTENER);
+		}
+	}
+	if (!proxy_owned(sk, cfg)) {
+		bpf_sk_release(sk);
+		return account(skb, DIR_INGRESS, REASON_DROP_NO_LISTENER);
+	}
+	long err = bpf_sk_assign(skb, sk, 0);
+
+	bpf_sk_release(sk);
+	if (err)
+		return account(skb, DIR_INGRESS, REASON_DROP_NO_LISTENER);
+	skb->mark = cfg->pkt_mark;
+	return account(skb, DIR_INGRESS, REASON_CAPTURED);
+}
+
+/* The policy verdict; f is filled in once the packet is parsed (proto stays 0
+ * when it is not, as for ARP and non-first fragments). */
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct flow *f)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -412,12 +542,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return account(skb, dir, REASON_PASS_FRAGMENT);
 
-	struct flow f = {
-		.saddr = ip->saddr,
-		.daddr = ip->daddr,
-		.proto = ip->protocol,
-	};
-	int rc = parse_l4(&f, ip, data_end);
+	f->saddr = ip->saddr;
+	f->daddr = ip->daddr;
+	f->proto = ip->protocol;
+	int rc = parse_l4(f, ip, data_end);
 
 	if (rc < 0)
 		return account(skb, dir, REASON_DROP_MALFORMED);
@@ -428,34 +556,34 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	 * packets of a flow and its replies. */
 	struct ct_key ck = {
 		.ifindex = ifindex,
-		.proto = f.proto,
+		.proto = f->proto,
 	};
 	if (dir == DIR_EGRESS) {
-		ck.local = f.saddr;
-		ck.remote = f.daddr;
-		ck.lport = f.sport;
-		ck.rport = f.dport;
+		ck.local = f->saddr;
+		ck.remote = f->daddr;
+		ck.lport = f->sport;
+		ck.rport = f->dport;
 	} else {
-		ck.local = f.daddr;
-		ck.remote = f.saddr;
-		ck.lport = f.dport;
-		ck.rport = f.sport;
+		ck.local = f->daddr;
+		ck.remote = f->saddr;
+		ck.lport = f->dport;
+		ck.rport = f->sport;
 	}
 
 	__u64 now = bpf_ktime_get_coarse_ns();
-	__u64 lifetime = ct_lifetime(f.proto);
+	__u64 lifetime = ct_lifetime(f->proto);
 	__u32 peer = lookup_identity(ck.remote);
 	__u32 reason = REASON_MAX; /* not decided yet */
 
-	if (dir == DIR_INGRESS && peer == IDENTITY_HOST && f.proto == IPPROTO_TCP) {
-		int rc = proxy_local_return(skb, &f);
+	if (dir == DIR_INGRESS && peer == IDENTITY_HOST && f->proto == IPPROTO_TCP) {
+		int rc = proxy_local_return(skb, f);
 
 		if (rc >= 0)
 			return rc;
 	}
 
 	/* A SYN always opens a new flow, so a reused tuple is checked again. */
-	struct ct_entry *ce = f.syn_only ? NULL : bpf_map_lookup_elem(&nm_ct, &ck);
+	struct ct_entry *ce = f->syn_only ? NULL : bpf_map_lookup_elem(&nm_ct, &ck);
 
 	if (ce && ce->expires > now) {
 		__u8 origin = ce->origin == DIR_EGRESS ? DIR_EGRESS : DIR_INGRESS;
@@ -473,7 +601,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				 * so that no packet of the flow re-opens it. */
 				__u16 odport = origin == DIR_EGRESS ? ck.rport : ck.lport;
 
-				reason = decide(ep, origin, peer, policy_port(f.proto, odport), f.proto);
+				reason = decide(ep, origin, peer, policy_port(f->proto, odport), f->proto);
 				ce->flags = is_allowed(reason) ? 0 : CT_F_REVOKED;
 				if (dir != origin)
 					reason = REASON_MAX;
@@ -486,7 +614,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			/* A reply of a flow a socket of the node opened towards
 			 * the pod: the node proxy's, perhaps. */
 			if (dir == DIR_EGRESS && origin == DIR_INGRESS && ce->local_origin)
-				proxy_return(skb, &f);
+				proxy_return(skb, f, 1);
 			return account(skb, dir, REASON_CT_ESTABLISHED);
 		}
 
@@ -495,7 +623,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		 * direction, as a packet, never as the opening of a flow — so a
 		 * reply of a revoked flow cannot legitimise it again. */
 		if (reason == REASON_MAX)
-			reason = decide(ep, dir, peer, policy_port(f.proto, f.dport), f.proto);
+			reason = decide(ep, dir, peer, policy_port(f->proto, f->dport), f->proto);
 		if (is_allowed(reason)) {
 			if (ce->flags & CT_F_MIDSTREAM)
 				ce->flags |= ct_dir_ok(dir);
@@ -505,7 +633,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return account(skb, dir, reason);
 	}
 
-	reason = decide(ep, dir, peer, policy_port(f.proto, f.dport), f.proto);
+	reason = decide(ep, dir, peer, policy_port(f->proto, f->dport), f->proto);
 	if (is_allowed(reason)) {
 		struct ct_entry ne = {
 			.expires = now + lifetime,
@@ -521,28 +649,46 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		 * expired): the entry carries this direction only, the other
 		 * one needs its own policy. Otherwise the reply of a revoked
 		 * flow would re-open it in the reply's direction. */
-		if (f.proto == IPPROTO_TCP && !f.syn_only)
+		if (f->proto == IPPROTO_TCP && !f->syn_only)
 			ne.flags = CT_F_MIDSTREAM | ct_dir_ok(dir);
 		bpf_map_update_elem(&nm_ct, &ck, &ne, BPF_ANY);
 	}
 	return account(skb, dir, reason);
 }
 
+/* Leaving a pod: its egress policy (and anti-spoofing) first, then the
+ * inbound capture of the destination, unless the packet is a reply handed
+ * to one of the proxy's upstream sockets. */
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_EGRESS);
+	struct flow f = {};
+	int rc = handle(skb, DIR_EGRESS, &f);
+
+	if (rc != TC_ACT_UNSPEC || f.handed)
+		return rc;
+
+	int c = inbound_capture(skb, &f);
+
+	return c < 0 ? rc : c;
 }
 
+/* Entering a pod. No capture here: sk_assign is for ingress hooks only, and
+ * what reaches this hook without passing from_pod or from_uplink comes from
+ * the node itself (the proxy's own upstream connections among them). */
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	struct flow f = {};
+
+	return handle(skb, DIR_INGRESS, &f);
 }
 
-/* At the ingress of the node's uplinks (Ethernet): replies from pods on
- * other nodes to a connection the node proxy opened for a local client. No
- * policy here: the destination pod's to_pod polices what goes on to it. */
+/* At the ingress of the node's uplinks (Ethernet): connections from other
+ * nodes to a {pod, port} under L7 policy go to the node proxy (inbound
+ * capture); replies from pods on other nodes to a connection the node proxy
+ * opened for a local client go to its socket. No policy here: the
+ * destination pod's to_pod polices what goes on to it. */
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
@@ -565,7 +711,13 @@ int from_uplink(struct __sk_buff *skb)
 		.proto = ip->protocol,
 	};
 
-	if (parse_l4(&f, ip, data_end) == 0)
-		proxy_return(skb, &f);
+	if (parse_l4(&f, ip, data_end) != 0)
+		return TC_ACT_UNSPEC;
+
+	int c = inbound_capture(skb, &f);
+
+	if (c >= 0)
+		return c;
+	proxy_return(skb, &f, 0);
 	return TC_ACT_UNSPEC;
 }

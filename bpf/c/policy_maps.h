@@ -39,6 +39,8 @@ enum reason {
 	REASON_PASS_ICMP_ERROR,      /* ICMP unreachable / time exceeded / parameter problem */
 	REASON_DROP_IPV6,            /* IPv6: not policed yet, so never passed */
 	REASON_DROP_ETHERTYPE,       /* VLAN-tagged frame, or neither IPv4, ARP nor IPv6 */
+	REASON_CAPTURED,             /* TCP to a {pod, port} under L7 policy handed to the node proxy */
+	REASON_DROP_NO_LISTENER,     /* such TCP, but no socket of the proxy's to hand it to */
 	REASON_MAX = 16,
 };
 

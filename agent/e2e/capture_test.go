@@ -1,0 +1,337 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/nodemesh/nodemesh/agent"
+	"github.com/nodemesh/nodemesh/bpf"
+	"github.com/nodemesh/nodemesh/install/chart/crds"
+	"github.com/nodemesh/nodemesh/internal/kubetest"
+)
+
+// standIn is a running inbound stand-in (helper mode "inbound") and what
+// it has printed so far.
+type standIn struct {
+	p     *proc
+	mu    sync.Mutex
+	lines []string
+}
+
+func (n *node) startInbound(mark uint32) *standIn {
+	n.t.Helper()
+	p, sc := n.daemon(n.netnsName("node"), filepath.Join(n.cgroupRoot, "proxy"), "inbound", fmt.Sprint(mark))
+	s := &standIn{p: p}
+	go func() {
+		for sc.Scan() {
+			s.mu.Lock()
+			s.lines = append(s.lines, sc.Text())
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// stop ends the stand-in and waits, so that its port is free.
+func (s *standIn) stop() {
+	s.p.Kill()
+	s.p.Wait()
+}
+
+// events are the lines of kind ("accepted", "upstream", ...), their
+// fields after the kind.
+func (s *standIn) events(kind string) [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]string
+	for _, l := range s.lines {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == kind {
+			out = append(out, f[1:])
+		}
+	}
+	return out
+}
+
+// saw reports whether the stand-in accepted a connection from client (an
+// address) to pod (address:port).
+func (s *standIn) saw(client, pod string) bool {
+	for _, e := range s.events("accepted") {
+		if len(e) == 2 && strings.HasPrefix(e[0], client+":") && e[1] == pod {
+			return true
+		}
+	}
+	return false
+}
+
+// TestInboundCapture: TCP to a {pod, port} in nm_inbound (a pod under L7
+// AuthorizationPolicy) goes to the node proxy's inbound listener — here a
+// Go stand-in for the node Envoy (helper mode "inbound": transparent
+// listener on 15006 with the proxy's socket mark, original_src towards the
+// pod, a 403 for anything but a GET standing for RBAC) — from a pod of the
+// node and from another node, and nowhere else: not around the proxy when
+// it is down, not to a listener that is not the proxy's. The agent does not
+// write nm_inbound yet: the test writes the pinned maps the agent shares.
+func TestInboundCapture(t *testing.T) {
+	cgroupV2 := requireDatapath(t)
+	env := kubetest.Get(t)
+	ctx := context.Background()
+	if err := env.InstallCRDs(ctx, crds.All()); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, cgroupV2, env.Kubeconfig)
+	buildBinaries(t, n.bin)
+	ns := env.Namespace(t, "e2e-capture", nil)
+	for _, p := range []struct{ name, app string }{{"server", "server"}, {"client", "client"}, {"other", "other"}} {
+		if _, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p.name, Labels: map[string]string{"app": p.app}},
+			Spec:       corev1.PodSpec{NodeName: n.name, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app"}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The other node: a netns routed from the node's over a veth, the
+	// agent's uplink (from_uplink), holding the address of its client pod.
+	const remoteIP, remoteGW = "10.244.78.5", "10.244.78.1"
+	rns, link := n.netnsName("remote"), n.id+"-rn"
+	run(t, "ip", "netns", "add", rns) // n.cleanup deletes it, and with it both ends of the link
+	node := n.netnsName("node")
+	run(t, "ip", "-n", node, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", rns)
+	run(t, "ip", "-n", node, "addr", "add", remoteGW+"/32", "dev", link)
+	run(t, "ip", "-n", node, "link", "set", link, "up")
+	run(t, "ip", "-n", node, "route", "add", remoteIP+"/32", "dev", link)
+	run(t, "ip", "-n", rns, "link", "set", "lo", "up")
+	run(t, "ip", "-n", rns, "addr", "add", remoteIP+"/32", "dev", "eth0")
+	run(t, "ip", "-n", rns, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", rns, "route", "add", remoteGW+"/32", "dev", "eth0", "scope", "link")
+	run(t, "ip", "-n", rns, "route", "add", "default", "via", remoteGW)
+	remote := &pod{namespace: ns, name: "remote", netns: rns, cgroup: filepath.Join(n.cgroupRoot, "remote")}
+
+	n.agentArgs = []string{"--uplink", link}
+	n.startAgent()
+	server, client, other := n.addPod(ns, "server"), n.addPod(ns, "client"), n.addPod(ns, "other")
+	n.daemon(server.netns, server.cgroup, "serve", "server")
+
+	// The server's L4 ingress policy: client pods and the remote address
+	// on 8080 and 9000; other is not allowed.
+	tcp := corev1.ProtocolTCP
+	ports := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr(intstr.FromInt32(8080))}, {Protocol: &tcp, Port: ptr(intstr.FromInt32(9000))}}
+	if _, err := env.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "server-ingress"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{
+				{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}}, Ports: ports},
+				{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: remoteIP + "/32"}}}, Ports: ports},
+			},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	pol, err := bpf.LoadPolicy(bpf.LoadOptions{PinPath: filepath.Join(n.bpffs, "nodemesh", "maps")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pol.Close()
+	if err := pol.SetInboundProxy(bpf.InboundProxy{Port: bpf.ProxyInboundPort, Mark: agent.ProxyReturnMark, SocketMark: bpf.ProxyInboundSocketMark}); err != nil {
+		t.Fatal(err)
+	}
+	counter := func(r bpf.Reason) uint64 {
+		t.Helper()
+		c, err := pol.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c[bpf.Ingress][r].Packets
+	}
+
+	serverIP := netip.MustParseAddr(server.ip)
+	httpURL := "http://" + server.ip + ":8080/"
+	serverHTTP, serverEcho := server.ip+":8080", server.ip+":9000"
+	// get GETs (or POSTs) httpURL from p until the outcome is want: a 200
+	// answered by the server to p's own address, or a failure.
+	get := func(t *testing.T, what string, p *pod, from string, want bool) {
+		t.Helper()
+		eventually(t, 15*time.Second, what, func() error {
+			out, err := n.exec(p, "get", httpURL, "1s")
+			switch {
+			case want && err != nil:
+				return fmt.Errorf("want a 200, got %v: %s", err, out)
+			case want && !strings.HasPrefix(out, "200 hello from server to "+from+":"):
+				return fmt.Errorf("want a 200 the server answered to %s, got %q", from, out)
+			case !want && err == nil:
+				return fmt.Errorf("want a failure, got through: %s", out)
+			}
+			return nil
+		})
+	}
+
+	proxy := n.startInbound(bpf.ProxyInboundSocketMark)
+	defer func() { proxy.stop() }()
+
+	t.Run("a port not in the map is not captured", func(t *testing.T) {
+		get(t, "client→server:8080 direct", client, client.ip, allowed)
+		if out, err := n.exec(client, "echo", serverEcho, "2s"); err != nil || out != "hello" {
+			t.Errorf("echo: %v: %q", err, out)
+		}
+		if ev := proxy.events("accepted"); len(ev) != 0 {
+			t.Errorf("the stand-in accepted %v", ev)
+		}
+	})
+
+	t.Run("a captured port goes through the proxy stand-in", func(t *testing.T) {
+		captured := counter(bpf.ReasonCaptured)
+		if err := pol.PutInboundCapture(serverIP, 8080); err != nil {
+			t.Fatal(err)
+		}
+		get(t, "client→server:8080 through the stand-in", client, client.ip, allowed)
+		if !proxy.saw(client.ip, serverHTTP) {
+			t.Fatalf("the stand-in did not see the client's connection: %v", proxy.events("accepted"))
+		}
+		if counter(bpf.ReasonCaptured) == captured {
+			t.Error("no packet counted as captured")
+		}
+		// Standing for RBAC: the stand-in refuses what is not a GET.
+		out, err := n.exec(client, "post", httpURL, "2s")
+		if err != nil || !strings.HasPrefix(out, "403 ") {
+			t.Errorf("POST through the stand-in: %v: %q, want a 403", err, out)
+		}
+		// Another port of the same pod is not in the map.
+		accepted := len(proxy.events("accepted"))
+		if out, err := n.exec(client, "echo", serverEcho, "2s"); err != nil || out != "hello" {
+			t.Errorf("echo on 9000: %v: %q", err, out)
+		}
+		if got := len(proxy.events("accepted")); got != accepted {
+			t.Errorf("the stand-in accepted a connection to 9000: %v", proxy.events("accepted"))
+		}
+		if got, err := pol.InboundCaptures(); err != nil || len(got) != 1 || got[0] != netip.AddrPortFrom(serverIP, 8080) {
+			t.Errorf("InboundCaptures() = %v, %v", got, err)
+		}
+	})
+
+	t.Run("the stand-in's own upstream connection is not captured (no loop)", func(t *testing.T) {
+		// The upstream connection leaves from the node's netns with the
+		// client's address: were it captured, the stand-in would accept it
+		// and connect again from the same address, for ever.
+		ups := proxy.events("upstream")
+		if len(ups) == 0 {
+			t.Fatal("no upstream connection yet")
+		}
+		for _, u := range ups {
+			for _, a := range proxy.events("accepted") {
+				if a[0] == u[0] {
+					t.Errorf("the stand-in accepted its own upstream connection %s", u[0])
+				}
+			}
+		}
+		// One accepted connection per request: nothing came back around.
+		if acc, up := len(proxy.events("accepted")), len(ups)+len(proxy.events("refused"))+len(proxy.events("upstream-error")); acc != up {
+			t.Errorf("%d connections accepted for %d handled", acc, up)
+		}
+	})
+
+	t.Run("the server's L4 ingress policy applies to the captured connection", func(t *testing.T) {
+		deniedBefore := counter(bpf.ReasonDeniedDefault)
+		get(t, "other→server:8080 refused through the stand-in", other, other.ip, denied)
+		if !proxy.saw(other.ip, serverHTTP) {
+			t.Errorf("other's connection did not reach the stand-in: %v", proxy.events("accepted"))
+		}
+		// The stand-in gives up on its upstream connection (dropped at
+		// the server's veth) after its own timeout.
+		eventually(t, 15*time.Second, "the stand-in's upstream connection for other refused", func() error {
+			for _, e := range proxy.events("upstream-error") {
+				if strings.HasPrefix(e[0], other.ip+":") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no upstream error for other: %v", proxy.events("upstream-error"))
+		})
+		if counter(bpf.ReasonDeniedDefault) == deniedBefore {
+			t.Error("to_pod counted no denied-default")
+		}
+	})
+
+	t.Run("a client on another node is captured", func(t *testing.T) {
+		get(t, "remote→server:8080 through the stand-in", remote, remoteIP, allowed)
+		if !proxy.saw(remoteIP, serverHTTP) {
+			t.Errorf("the stand-in did not see the remote client: %v", proxy.events("accepted"))
+		}
+		out, err := n.exec(remote, "post", httpURL, "2s")
+		if err != nil || !strings.HasPrefix(out, "403 ") {
+			t.Errorf("POST from the other node: %v: %q, want a 403", err, out)
+		}
+	})
+
+	t.Run("a transparent listener without the proxy's mark gets nothing", func(t *testing.T) {
+		proxy.stop()
+		drops := counter(bpf.ReasonDropNoListener)
+		impostor := n.startInbound(0)
+		defer impostor.stop()
+		get(t, "client→server:8080 with an impostor on 15006", client, client.ip, denied)
+		get(t, "remote→server:8080 with an impostor on 15006", remote, remoteIP, denied)
+		if ev := impostor.events("accepted"); len(ev) != 0 {
+			t.Errorf("the impostor accepted %v", ev)
+		}
+		if counter(bpf.ReasonDropNoListener) == drops {
+			t.Error("no drop-no-listener counted")
+		}
+	})
+
+	t.Run("no listener: the connection fails and the drop is counted", func(t *testing.T) {
+		drops := counter(bpf.ReasonDropNoListener)
+		get(t, "client→server:8080 with no proxy", client, client.ip, denied)
+		get(t, "remote→server:8080 with no proxy", remote, remoteIP, denied)
+		if counter(bpf.ReasonDropNoListener) == drops {
+			t.Error("no drop-no-listener counted")
+		}
+		body := httpGet(t, "http://"+n.metrics+"/metrics")
+		if !strings.Contains(body, `reason="drop-no-listener"`) || !strings.Contains(body, `reason="captured"`) {
+			t.Error("the agent's metrics lack the capture reasons")
+		}
+	})
+
+	t.Run("no proxy configured: dropped, never around the proxy", func(t *testing.T) {
+		proxy = n.startInbound(bpf.ProxyInboundSocketMark)
+		if err := pol.SetInboundProxy(bpf.InboundProxy{}); err != nil {
+			t.Fatal(err)
+		}
+		get(t, "client→server:8080 with no proxy configured", client, client.ip, denied)
+		if ev := proxy.events("accepted"); len(ev) != 0 {
+			t.Errorf("the stand-in accepted %v while unconfigured", ev)
+		}
+		if err := pol.SetInboundProxy(bpf.InboundProxy{Port: bpf.ProxyInboundPort, Mark: agent.ProxyReturnMark, SocketMark: bpf.ProxyInboundSocketMark}); err != nil {
+			t.Fatal(err)
+		}
+		get(t, "client→server:8080 through the stand-in again", client, client.ip, allowed)
+	})
+
+	t.Run("removing the entry stops capture for new connections", func(t *testing.T) {
+		if err := pol.DeleteInboundCapture(serverIP, 8080); err != nil {
+			t.Fatal(err)
+		}
+		accepted := len(proxy.events("accepted"))
+		get(t, "client→server:8080 direct again", client, client.ip, allowed)
+		get(t, "remote→server:8080 direct again", remote, remoteIP, allowed)
+		if got := len(proxy.events("accepted")); got != accepted {
+			t.Errorf("the stand-in still accepted connections: %v", proxy.events("accepted")[accepted:])
+		}
+		get(t, "other→server:8080 still refused by the L4 policy", other, other.ip, denied)
+		if got, err := pol.InboundCaptures(); err != nil || len(got) != 0 {
+			t.Errorf("InboundCaptures() = %v, %v", got, err)
+		}
+	})
+}
