@@ -51,7 +51,9 @@ func pa(ns, name string, age int, sel map[string]string, mode string, ports ...s
 
 // effString is an effective setting as "MODE level name; port=MODE level name…".
 func effString(e EffectivePeerAuthn) string {
-	s := func(x PeerAuthnSetting) string { return strings.TrimSpace(fmt.Sprintf("%s %s %s", x.Mode, x.Level, x.From.Name)) }
+	s := func(x PeerAuthnSetting) string {
+		return strings.TrimSpace(fmt.Sprintf("%s %s %s", x.Mode, x.Level, x.From.Name))
+	}
 	parts := []string{s(e.Workload)}
 	for _, p := range e.SortedPorts() {
 		parts = append(parts, fmt.Sprintf("%d=%s", p, s(e.Ports[p])))
