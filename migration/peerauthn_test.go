@@ -77,6 +77,25 @@ spec:
 			level:    Changed,
 			findings: []string{"PeerAuthenticationStrict istio-system/mesh spec.mtls: decides web: STRICT"},
 		},
+		"a caller outside the mesh is named: nodemesh will admit its plaintext": {
+			policies: pa("app", "default", "01", `{mtls: {mode: STRICT}}`) + `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec: {selector: {app: web}, ports: [{port: 8080}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: curl, namespace: legacy}
+spec:
+  selector: {matchLabels: {app: curl}}
+  template:
+    metadata: {labels: {app: curl}}
+    spec: {containers: [{name: c, image: curl, args: ["http://web.app.svc.cluster.local:8080/"]}]}
+---
+`,
+			level:    Changed,
+			findings: []string{"StrictCallerOutsideMesh app/default spec.mtls: legacy, outside the mesh, calls app: Istio refuses its plaintext"},
+		},
 		"a younger namespace-level policy is ignored, as istiod does": {
 			policies: pa("app", "old", "01", `{mtls: {mode: PERMISSIVE}}`) + pa("app", "young", "09", `{mtls: {mode: STRICT}}`),
 			level:    Supported,
@@ -104,7 +123,7 @@ spec:
 			codes := map[string]bool{}
 			level := Supported
 			for _, f := range ns.Findings {
-				if !strings.HasPrefix(f.Code, "PeerAuthentication") {
+				if !strings.HasPrefix(f.Code, "PeerAuthentication") && !strings.HasPrefix(f.Code, "Strict") {
 					continue
 				}
 				codes[f.Code] = true

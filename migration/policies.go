@@ -2,6 +2,7 @@ package migration
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -331,6 +332,7 @@ func (a *analysis) peerAuthentications() {
 		modes     []string
 	}
 	for _, ns := range analysed {
+		var strictRef *ir.ResourceRef
 		byRef := map[ir.ResourceRef]*decided{}
 		var order []ir.ResourceRef
 		for _, t := range a.peerAuthnTargets(ns) {
@@ -366,12 +368,34 @@ func (a *analysis) peerAuthentications() {
 					"decides "+strings.Join(d.modes, "; ")+": no STRICT port, so nothing is enforced, as with sidecars (sidecar clients send plaintext to pods without a sidecar)", "")
 				continue
 			}
+			if strictRef == nil {
+				strictRef = &ref
+			}
 			a.addAt(ns, ref, field, Changed, "PeerAuthenticationStrict",
 				"decides "+strings.Join(d.modes, "; ")+". STRICT is enforced by nodemesh in eBPF at the pod, by attested identity instead of mTLS: "+
 					"connections from addresses that are not pods of the cluster are refused; pods of the cluster are admitted without encryption on the wire, "+
 					"and so are the node (host-network processes, not only kubelet probes) and pods outside the mesh, whose plaintext Istio refuses; "+
 					"sidecar clients reach these pods in plaintext (auto mTLS sees no sidecar) until nodemesh terminates Istio mTLS",
 				"nothing to do if the cluster's own pods are the peers you trust; a NetworkPolicy or an AuthorizationPolicy narrows which of them may connect")
+		}
+		if strictRef != nil {
+			a.strict[ns] = *strictRef
+		}
+	}
+}
+
+// strictCallers names the namespaces outside the mesh that the manifests
+// show calling a namespace with STRICT ports: Istio refuses their plaintext
+// there, nodemesh will admit it once the namespace moves.
+func (a *analysis) strictCallers() {
+	for _, ns := range slices.Sorted(maps.Keys(a.strict)) {
+		for _, caller := range slices.Sorted(maps.Keys(a.graph)) {
+			if caller == ns || !a.graph[caller][ns] || a.dataplaneOf(caller) != "none" {
+				continue
+			}
+			a.addAt(ns, a.strict[ns], "spec.mtls", Changed, "StrictCallerOutsideMesh",
+				fmt.Sprintf("%s, outside the mesh, calls %s: Istio refuses its plaintext on the STRICT ports; once %s moves, nodemesh admits it (a pod of the cluster, by its attested identity)", caller, ns, ns),
+				fmt.Sprintf("if %s must stay refused, deny it with an AuthorizationPolicy (DENY from namespace %s) or a NetworkPolicy before the move", caller, caller))
 		}
 	}
 }
