@@ -152,6 +152,7 @@ type Agent struct {
 
 	records   recordStore
 	authz     authzWatch
+	peerAuthn authzWatch
 	pinLinks  string
 	sysctls   netSysctls
 	allocator *identity.Allocator
@@ -281,6 +282,8 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, sysctls: netSysctls(cfg.SysctlNetDir), endpoints: map[string]*endpointRecord{},
 		lastDiags: map[string]bool{}, ready: make(chan struct{}), trigger: make(chan struct{}, 1), upgrades: newTCXUpgrades()}
+	a.authz.resource, a.authz.kind = "authorizationpolicies", "AuthorizationPolicy"
+	a.peerAuthn.resource, a.peerAuthn.kind = "peerauthentications", "PeerAuthentication"
 	ok := false
 	defer func() {
 		if !ok {
@@ -495,16 +498,21 @@ func (a *Agent) run(ctx context.Context, metricsAddr string) error {
 		}
 	}()
 
-	watching, err := a.startAuthz()
-	if err != nil {
-		return err
+	watches := a.istioWatches()
+	watching := make([]bool, len(watches))
+	for i, w := range watches {
+		if watching[i], err = a.startAuthz(w); err != nil {
+			return err
+		}
 	}
 	a.informers.start(ctx)
-	if watching {
-		a.informers.synced = append(a.informers.synced, a.authz.informer().HasSynced)
-	} else {
-		a.log.Info("the API serves no AuthorizationPolicies (Istio is not installed); asking again", "every", a.cfg.AuthzDiscoveryPeriod)
-		go a.awaitAuthz(ctx, a.cfg.AuthzDiscoveryPeriod)
+	for i, w := range watches {
+		if watching[i] {
+			a.informers.synced = append(a.informers.synced, w.informer().HasSynced)
+			continue
+		}
+		a.log.Info("the API serves no "+w.kind+"s (Istio is not installed); asking again", "every", a.cfg.AuthzDiscoveryPeriod)
+		go a.awaitAuthz(ctx, w, a.cfg.AuthzDiscoveryPeriod)
 	}
 	if !a.informers.waitForSync(ctx) {
 		return ctx.Err()

@@ -34,11 +34,14 @@ import (
 // order of preference (v1beta1: Istio before 1.22; the schema is the same).
 var authzVersions = []string{"v1", "v1beta1"}
 
-// authzWatch is the AuthorizationPolicy informer, once there is one.
+// authzWatch is the informer of one of Istio's security kinds
+// (AuthorizationPolicy, PeerAuthentication), once there is one.
 type authzWatch struct {
-	mu  sync.Mutex
-	inf cache.SharedIndexInformer
-	gvr schema.GroupVersionResource
+	// resource and kind name what it watches (set by New).
+	resource, kind string
+	mu             sync.Mutex
+	inf            cache.SharedIndexInformer
+	gvr            schema.GroupVersionResource
 }
 
 func (w *authzWatch) informer() cache.SharedIndexInformer {
@@ -47,9 +50,12 @@ func (w *authzWatch) informer() cache.SharedIndexInformer {
 	return w.inf
 }
 
-// authzResource is the AuthorizationPolicy resource the API server serves;
-// ok is false when it serves none (Istio is not installed).
-func (a *Agent) authzResource() (gvr schema.GroupVersionResource, ok bool, err error) {
+// istioWatches are the security.istio.io kinds the agent enforces.
+func (a *Agent) istioWatches() []*authzWatch { return []*authzWatch{&a.authz, &a.peerAuthn} }
+
+// authzResource is the watch's resource as the API server serves it; ok
+// is false when it serves none (Istio is not installed).
+func (a *Agent) authzResource(w *authzWatch) (gvr schema.GroupVersionResource, ok bool, err error) {
 	for _, v := range authzVersions {
 		gv := schema.GroupVersion{Group: "security.istio.io", Version: v}
 		list, err := a.cfg.Kube.Discovery().ServerResourcesForGroupVersion(gv.String())
@@ -60,7 +66,7 @@ func (a *Agent) authzResource() (gvr schema.GroupVersionResource, ok bool, err e
 			return gvr, false, fmt.Errorf("discover %s: %w", gv, err)
 		}
 		for _, r := range list.APIResources {
-			if r.Name == "authorizationpolicies" {
+			if r.Name == w.resource {
 				return gv.WithResource(r.Name), true, nil
 			}
 		}
@@ -72,31 +78,31 @@ func (a *Agent) authzResource() (gvr schema.GroupVersionResource, ok bool, err e
 // factories start (so it is part of the initial sync). An API server that
 // does not answer discovery is an error: the agent cannot know whether
 // policies exist, and enforcing without them could allow more than before.
-func (a *Agent) startAuthz() (bool, error) {
-	gvr, ok, err := a.authzResource()
+func (a *Agent) startAuthz(w *authzWatch) (bool, error) {
+	gvr, ok, err := a.authzResource(w)
 	if err != nil || !ok {
 		return false, err
 	}
-	a.addAuthzInformer(gvr)
+	a.addAuthzInformer(w, gvr)
 	return true, nil
 }
 
-func (a *Agent) addAuthzInformer(gvr schema.GroupVersionResource) cache.SharedIndexInformer {
+func (a *Agent) addAuthzInformer(w *authzWatch, gvr schema.GroupVersionResource) cache.SharedIndexInformer {
 	inf := a.informers.dynFactory.ForResource(gvr).Informer()
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.Trigger() },
 		UpdateFunc: func(any, any) { a.Trigger() },
 		DeleteFunc: func(any) { a.Trigger() },
 	})
-	a.authz.mu.Lock()
-	a.authz.inf, a.authz.gvr = inf, gvr
-	a.authz.mu.Unlock()
+	w.mu.Lock()
+	w.inf, w.gvr = inf, gvr
+	w.mu.Unlock()
 	return inf
 }
 
 // awaitAuthz asks discovery every period until the kind is served, then
 // starts its informer and re-syncs once it has listed the policies.
-func (a *Agent) awaitAuthz(ctx context.Context, period time.Duration) {
+func (a *Agent) awaitAuthz(ctx context.Context, w *authzWatch, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -105,33 +111,30 @@ func (a *Agent) awaitAuthz(ctx context.Context, period time.Duration) {
 			return
 		case <-t.C:
 		}
-		gvr, ok, err := a.authzResource()
+		gvr, ok, err := a.authzResource(w)
 		if err != nil {
-			a.log.Warn("AuthorizationPolicy discovery failed; retrying", "error", err)
+			a.log.Warn(w.kind+" discovery failed; retrying", "error", err)
 			continue
 		}
 		if !ok {
 			continue
 		}
-		inf := a.addAuthzInformer(gvr)
+		inf := a.addAuthzInformer(w, gvr)
 		a.informers.dynFactory.Start(ctx.Done())
 		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-			a.log.Info("watching AuthorizationPolicies", "resource", gvr.String())
+			a.log.Info("watching "+w.kind+"s", "resource", gvr.String())
 			a.Trigger()
 		}
 		return
 	}
 }
 
-// authorizationPolicies are the policies' models for policy.Input. Until
-// the informer has listed them (the kind appeared while the agent runs)
-// there are none. A policy that does not decode is enforced as the
-// safest thing it could be: every pod of its namespace (of the mesh, in
-// the root namespace) isolated for ingress with nothing allowed by it.
-func (a *Agent) authorizationPolicies() ([]ir.Policy, []policy.Diagnostic) {
-	inf := a.authz.informer()
+// listed is the watch's objects sorted by namespace and name; nil until
+// the informer has listed them (the kind appeared while the agent runs).
+func (w *authzWatch) listed() []*unstructured.Unstructured {
+	inf := w.informer()
 	if inf == nil || !inf.HasSynced() {
-		return nil, nil
+		return nil
 	}
 	var us []*unstructured.Unstructured
 	for _, o := range inf.GetStore().List() {
@@ -142,6 +145,16 @@ func (a *Agent) authorizationPolicies() ([]ir.Policy, []policy.Diagnostic) {
 	sort.Slice(us, func(i, j int) bool {
 		return us[i].GetNamespace()+"/"+us[i].GetName() < us[j].GetNamespace()+"/"+us[j].GetName()
 	})
+	return us
+}
+
+// authorizationPolicies are the policies' models for policy.Input. Until
+// the informer has listed them (the kind appeared while the agent runs)
+// there are none. A policy that does not decode is enforced as the
+// safest thing it could be: every pod of its namespace (of the mesh, in
+// the root namespace) isolated for ingress with nothing allowed by it.
+func (a *Agent) authorizationPolicies() ([]ir.Policy, []policy.Diagnostic) {
+	us := a.authz.listed()
 	opts := a.authzOptions()
 	var aps []*securityv1.AuthorizationPolicy
 	var models []ir.Policy

@@ -185,6 +185,9 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 	authzModels, authzDiags := a.authorizationPolicies()
 	in.Models = append(in.Models, authzModels...)
 	diags = append(diags, authzDiags...)
+	peerAuthn, peerAuthnDiags := a.peerAuthentications()
+	in.PeerAuthn = peerAuthn
+	diags = append(diags, peerAuthnDiags...)
 	svcs, err := a.informers.services.List(everything())
 	if err != nil {
 		return in, nil, err

@@ -269,7 +269,8 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	bound := map[string]bool{}
 	roleBound := map[string][]string{} // role → subjects
-	var agentAuthz, controllerAuthz []string
+	// security.istio.io verbs by role and resource.
+	istioVerbs := map[string][]string{}
 	for _, obj := range decodeAll(t, out) {
 		var rules []rbacv1.PolicyRule
 		var name string
@@ -291,11 +292,10 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 		}
 		for _, r := range rules {
-			if name == api.AgentName && slices.Contains(r.APIGroups, "security.istio.io") && slices.Contains(r.Resources, "authorizationpolicies") {
-				agentAuthz = append(agentAuthz, r.Verbs...)
-			}
-			if name == api.ControllerName && slices.Contains(r.APIGroups, "security.istio.io") && slices.Contains(r.Resources, "authorizationpolicies") {
-				controllerAuthz = append(controllerAuthz, r.Verbs...)
+			if slices.Contains(r.APIGroups, "security.istio.io") {
+				for _, res := range r.Resources {
+					istioVerbs[name+" "+res] = append(istioVerbs[name+" "+res], r.Verbs...)
+				}
 			}
 			for _, res := range r.Resources {
 				if res == "*" {
@@ -345,15 +345,25 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	// The agent enforces AuthorizationPolicies' L4 part: it reads them,
-	// never writes them.
-	if got := agentAuthz; !slices.Equal(got, []string{"get", "list", "watch"}) {
-		t.Errorf("the agent's verbs on security.istio.io authorizationpolicies: %v, want get, list, watch", got)
+	// The agent enforces AuthorizationPolicies' L4 part and
+	// PeerAuthentication: it reads them, never writes them. The controller
+	// reports their status as Events: it reads them, never writes them (no
+	// status subresource either). Nothing else of security.istio.io.
+	want := map[string][]string{
+		api.AgentName + " authorizationpolicies":      {"get", "list", "watch"},
+		api.AgentName + " peerauthentications":        {"get", "list", "watch"},
+		api.ControllerName + " authorizationpolicies": {"get", "list", "watch"},
+		api.ControllerName + " peerauthentications":   {"get", "list", "watch"},
 	}
-	// The controller reports their status as Events: it reads them, never
-	// writes them (no status subresource either).
-	if got := controllerAuthz; !slices.Equal(got, []string{"get", "list", "watch"}) {
-		t.Errorf("the controller's verbs on security.istio.io authorizationpolicies: %v, want get, list, watch", got)
+	for k, verbs := range want {
+		if got := istioVerbs[k]; !slices.Equal(got, verbs) {
+			t.Errorf("%s (security.istio.io): verbs %v, want %v", k, got, verbs)
+		}
+	}
+	for k, got := range istioVerbs {
+		if _, ok := want[k]; !ok {
+			t.Errorf("%s (security.istio.io): verbs %v, want none", k, got)
+		}
 	}
 	if !bound[api.ControllerName] || !bound[api.AgentName] {
 		t.Errorf("controller and agent must be bound to their roles: %v", bound)

@@ -41,13 +41,16 @@ type analysis struct {
 	byNS map[string][]Finding
 	// graph is who calls whom, by namespace.
 	graph map[string]map[string]bool
+	// strict are the analysed namespaces with STRICT ports, by the first
+	// PeerAuthentication deciding one (peerAuthentications).
+	strict map[string]ir.ResourceRef
 }
 
 // Analyze judges every namespace of the inventory: what the translator
 // reports about its resources, the migration checks, route parity for its
 // client workloads, a verdict, and the order namespaces can move in.
 func Analyze(inv *Inventory, opts Options) *Report {
-	a := &analysis{inv: inv, opts: opts, byNS: map[string][]Finding{}, graph: map[string]map[string]bool{}}
+	a := &analysis{inv: inv, opts: opts, byNS: map[string][]Finding{}, graph: map[string]map[string]bool{}, strict: map[string]ir.ResourceRef{}}
 	a.result = translate.Translate(inv.Bag, inv.Diagnostics, translate.Options{Istio: opts.Istio})
 	a.translatorFindings()
 	a.supportedFindings()
@@ -55,6 +58,7 @@ func Analyze(inv *Inventory, opts Options) *Report {
 	a.workloadFindings()
 	a.callGraph()
 	a.strictCallees()
+	a.strictCallers()
 	a.identityCallers()
 	a.parityFindings()
 

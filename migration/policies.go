@@ -2,6 +2,7 @@ package migration
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -11,6 +12,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nodemesh/nodemesh/translate/authz"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -292,24 +294,137 @@ func (a *analysis) strictIn(ns string) (ir.ResourceRef, bool) {
 	return ir.ResourceRef{}, false
 }
 
+// peerAuthentications reports how each PeerAuthentication is enforced
+// for the analysed namespaces' workloads once they move (docs/design/
+// policy.md §10): the effective mode of every workload's ports with
+// istiod's precedence (translate/authz), attributed to the policies that
+// decide it. STRICT is enforced by the agent in eBPF by attested pod
+// identity instead of mTLS — a change, said precisely, not a block:
+// nothing a STRICT port refused in Istio but a pod of the cluster, the
+// node, or a pod outside the mesh gets in, and no peer Istio admitted is
+// refused (the mesh has no peer outside the cluster nodemesh could not
+// attest: VMs and other clusters are not supported at all). PERMISSIVE and
+// DISABLE change nothing. What istiod itself ignores is reported as such.
 func (a *analysis) peerAuthentications() {
-	for _, pa := range a.inv.PeerAuthentications {
-		ref := input.Ref("PeerAuthentication", pa)
-		strict := modeOf(pa.Spec.Mtls) == securityapi.PeerAuthentication_MutualTLS_STRICT
-		for _, m := range pa.Spec.PortLevelMtls {
-			strict = strict || modeOf(m) == securityapi.PeerAuthentication_MutualTLS_STRICT
-		}
-		for _, ns := range a.appliesTo(pa, pa.Spec.Selector) {
-			if !strict {
-				a.addAt(ns, ref, "spec.mtls", Supported, "PeerAuthentication",
-					"not STRICT: sidecar clients fall back to plaintext for pods without a sidecar (auto mTLS), so calls keep working", "")
-				continue
-			}
-			a.addAt(ns, ref, "spec.mtls.mode", Unsupported, "PeerAuthenticationStrict",
-				"STRICT mTLS is not enforced for "+scope(pa, ns)+" once their sidecars are gone: nodemesh does not terminate Istio mTLS yet, so they accept plaintext",
-				"accept the downgrade explicitly (set PERMISSIVE for the namespace before moving it), or keep it on sidecars until mTLS interop lands")
+	idx := authz.NewPeerAuthentications(a.inv.PeerAuthentications, a.opts.rootNamespace(), nil)
+	analysed := a.namespaces()
+	for _, d := range idx.Diagnostics {
+		if slices.Contains(analysed, d.Resource.Namespace) {
+			a.addAt(d.Resource.Namespace, d.Resource, d.Field, Supported, "PeerAuthenticationIgnored", d.Message, "")
 		}
 	}
+	type decided struct {
+		ref       ir.ResourceRef
+		strict    bool
+		workloads []string
+		modes     []string
+	}
+	for _, ns := range analysed {
+		var strictRef *ir.ResourceRef
+		byRef := map[ir.ResourceRef]*decided{}
+		var order []ir.ResourceRef
+		for _, t := range a.peerAuthnTargets(ns) {
+			eff := idx.For(ns, t.labels)
+			seen := map[ir.ResourceRef]bool{}
+			note := func(ref ir.ResourceRef, strict bool) {
+				if ref.Name == "" {
+					return
+				}
+				d := byRef[ref]
+				if d == nil {
+					d = &decided{ref: ref}
+					byRef[ref] = d
+					order = append(order, ref)
+				}
+				d.strict = d.strict || strict
+				if !seen[ref] {
+					seen[ref] = true
+					d.workloads = append(d.workloads, t.name)
+					d.modes = append(d.modes, t.name+": "+describePorts(eff))
+				}
+			}
+			note(eff.Workload.From, eff.Workload.Mode == authz.ModeStrict)
+			for _, p := range eff.SortedPorts() {
+				note(eff.Ports[p].From, eff.Ports[p].Mode == authz.ModeStrict)
+			}
+		}
+		for _, ref := range order {
+			d := byRef[ref]
+			field := "spec.mtls"
+			if !d.strict {
+				a.addAt(ns, ref, field, Supported, "PeerAuthentication",
+					"decides "+strings.Join(d.modes, "; ")+": no STRICT port, so nothing is enforced, as with sidecars (sidecar clients send plaintext to pods without a sidecar)", "")
+				continue
+			}
+			if strictRef == nil {
+				strictRef = &ref
+			}
+			a.addAt(ns, ref, field, Changed, "PeerAuthenticationStrict",
+				"decides "+strings.Join(d.modes, "; ")+". STRICT is enforced by nodemesh in eBPF at the pod, by attested identity instead of mTLS: "+
+					"connections from addresses that are not pods of the cluster are refused; pods of the cluster are admitted without encryption on the wire, "+
+					"and so are the node (host-network processes, not only kubelet probes) and pods outside the mesh, whose plaintext Istio refuses; "+
+					"sidecar clients reach these pods in plaintext (auto mTLS sees no sidecar) until nodemesh terminates Istio mTLS",
+				"nothing to do if the cluster's own pods are the peers you trust; a NetworkPolicy or an AuthorizationPolicy narrows which of them may connect")
+		}
+		if strictRef != nil {
+			a.strict[ns] = *strictRef
+		}
+	}
+}
+
+// strictCallers names the namespaces outside the mesh that the manifests
+// show calling a namespace with STRICT ports: Istio refuses their plaintext
+// there, nodemesh will admit it once the namespace moves.
+func (a *analysis) strictCallers() {
+	for _, ns := range slices.Sorted(maps.Keys(a.strict)) {
+		for _, caller := range slices.Sorted(maps.Keys(a.graph)) {
+			if caller == ns || !a.graph[caller][ns] || a.dataplaneOf(caller) != "none" {
+				continue
+			}
+			a.addAt(ns, a.strict[ns], "spec.mtls", Changed, "StrictCallerOutsideMesh",
+				fmt.Sprintf("%s, outside the mesh, calls %s: Istio refuses its plaintext on the STRICT ports; once %s moves, nodemesh admits it (a pod of the cluster, by its attested identity)", caller, ns, ns),
+				fmt.Sprintf("if %s must stay refused, deny it with an AuthorizationPolicy (DENY from namespace %s) or a NetworkPolicy before the move", caller, caller))
+		}
+	}
+}
+
+// peerAuthnTarget is a workload (or, without workloads, a pod) of a
+// namespace, by its pod labels; a namespace with neither has one target
+// without labels.
+type peerAuthnTarget struct {
+	name   string
+	labels map[string]string
+}
+
+func (a *analysis) peerAuthnTargets(ns string) []peerAuthnTarget {
+	var out []peerAuthnTarget
+	for _, w := range a.inv.workloadsOf(ns) {
+		out = append(out, peerAuthnTarget{name: w.Ref.Name, labels: w.Template.Labels})
+	}
+	if len(out) == 0 {
+		for _, p := range a.inv.podsOf(ns) {
+			out = append(out, peerAuthnTarget{name: p.Name, labels: p.Labels})
+		}
+	}
+	slices.SortFunc(out, func(x, y peerAuthnTarget) int { return strings.Compare(x.name, y.name) })
+	if len(out) == 0 {
+		// Nothing deployed yet: what the namespace's pods will get from
+		// namespace- and mesh-level policies.
+		out = []peerAuthnTarget{{name: "its pods"}}
+	}
+	return out
+}
+
+// describePorts is a workload's effective modes: "STRICT" or "PERMISSIVE,
+// port 9090 STRICT".
+func describePorts(e authz.EffectivePeerAuthn) string {
+	parts := []string{string(e.Workload.Mode)}
+	for _, p := range e.SortedPorts() {
+		if m := e.Ports[p].Mode; m != e.Workload.Mode {
+			parts = append(parts, fmt.Sprintf("port %d %s", p, m))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // strictCallees reports, for each analysed namespace, the namespaces it calls

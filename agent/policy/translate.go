@@ -76,6 +76,7 @@ func Translate(in Input) *Result {
 	}
 	perEndpoint := make([]*IdentityPolicy, len(in.Endpoints))
 	for i, ep := range in.Endpoints {
+		parts[i] = t.peerAuthn(ep, parts[i])
 		perEndpoint[i] = combine(ep.Identity, parts[i])
 		t.defaults(ep, perEndpoint[i])
 	}

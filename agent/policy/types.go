@@ -7,6 +7,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/nodemesh/nodemesh/bpf"
+	"github.com/nodemesh/nodemesh/translate/authz"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
@@ -97,6 +98,10 @@ type Input struct {
 	// PeerAddrs are the addresses of the pods of each identity (local and
 	// remote): Istio's ipBlocks match pods' addresses too.
 	PeerAddrs map[bpf.Identity][]netip.Addr
+	// PeerAuthn are the cluster's PeerAuthentications (nil: none): a
+	// meshed endpoint's STRICT ports refuse peers without a pod identity
+	// (peerauthn.go).
+	PeerAuthn *authz.PeerAuthentications
 }
 
 // IdentityPolicy is what the maps hold under one endpoint key: an identity
@@ -140,7 +145,8 @@ const (
 // Diagnostic is a problem with one policy.
 type Diagnostic struct {
 	Severity Severity
-	// Kind is NetworkPolicy, TrafficPolicy or AuthorizationPolicy.
+	// Kind is NetworkPolicy, TrafficPolicy, AuthorizationPolicy or
+	// PeerAuthentication.
 	Kind      string
 	Namespace string
 	Name      string

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
+	"github.com/nodemesh/nodemesh/translate/authz"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -35,6 +36,70 @@ type AuthzCheck struct {
 	Isolated bool           `json:"isolated"`
 	Policies []AuthzPolicy  `json:"policies"`
 	Problems ir.Diagnostics `json:"problems,omitempty"`
+	// PeerAuthentication is the pod's effective mutual TLS mode per port
+	// (Istio checks it before authorization).
+	PeerAuthentication PeerAuthnCheck `json:"peerAuthentication"`
+}
+
+// PeerAuthnCheck is a pod's effective PeerAuthentication with istiod's
+// precedence (workload > namespace > mesh, the oldest of a level).
+type PeerAuthnCheck struct {
+	// Default is the mode of every port not listed in Ports.
+	Default PeerAuthnMode `json:"default"`
+	// Ports are the ports a workload-level policy sets apart and the
+	// pod's named container ports.
+	Ports []PeerAuthnMode `json:"ports,omitempty"`
+	// EnforcedAt says who enforces STRICT for this pod, and how.
+	EnforcedAt string `json:"enforcedAt"`
+}
+
+// PeerAuthnMode is one effective mode and the policy that decided it.
+type PeerAuthnMode struct {
+	Port uint32 `json:"port,omitempty"`
+	// Name is the container port's name, when it has one.
+	Name string `json:"name,omitempty"`
+	// Mode is STRICT, PERMISSIVE or DISABLE.
+	Mode string `json:"mode"`
+	// Level is default (no policy), mesh, namespace, workload or port.
+	Level  string `json:"level"`
+	Policy string `json:"policy,omitempty"`
+}
+
+func peerAuthnMode(port uint32, name string, s authz.PeerAuthnSetting) PeerAuthnMode {
+	m := PeerAuthnMode{Port: port, Name: name, Mode: string(s.Mode), Level: string(s.Level)}
+	if s.From.Name != "" {
+		m.Policy = s.From.Namespace + "/" + s.From.Name
+	}
+	return m
+}
+
+// peerAuthnCheck is a pod's effective peer authentication.
+func peerAuthnCheck(pod *input.Pod, pas *authz.PeerAuthentications, enforcedBy string) PeerAuthnCheck {
+	eff := pas.For(pod.Namespace, pod.Labels)
+	out := PeerAuthnCheck{Default: peerAuthnMode(0, "", eff.Workload)}
+	names := map[uint32]string{}
+	for _, p := range pod.Ports {
+		names[uint32(p.Port)] = p.Name
+	}
+	ports := eff.SortedPorts()
+	for p := range names {
+		if !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	slices.Sort(ports)
+	for _, p := range ports {
+		out.Ports = append(out.Ports, peerAuthnMode(p, names[p], eff.Port(p)))
+	}
+	switch enforcedBy {
+	case "nodemesh":
+		out.EnforcedAt = "eBPF at the pod's veth: a STRICT port refuses every peer that is not a pod of the cluster (attested identity, no mTLS on the wire); PERMISSIVE and DISABLE add nothing"
+	case "sidecar":
+		out.EnforcedAt = "the pod's sidecar (Istio mTLS)"
+	default:
+		out.EnforcedAt = "nowhere: the pod is not in the mesh"
+	}
+	return out
 }
 
 // AuthzPolicy is one applying policy.
@@ -74,7 +139,7 @@ func actionOrder(p *ir.Policy) int {
 }
 
 // authzCheck works out a pod's AuthzCheck from an inventory's objects.
-func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name string) (*AuthzCheck, error) {
+func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, pas *authz.PeerAuthentications, ns, name string) (*AuthzCheck, error) {
 	var pod *input.Pod
 	for _, p := range bag.Pods {
 		if p.Namespace == ns && p.Name == name {
@@ -92,6 +157,12 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, ns, name
 		}
 	}
 	out.EnforcedBy = string(translate.AuthorizerOf(pod, nsLabels))
+	out.PeerAuthentication = peerAuthnCheck(pod, pas, out.EnforcedBy)
+	for _, d := range pas.Diagnostics {
+		if d.Resource.Namespace == ns || d.Resource.Namespace == pas.RootNamespace() {
+			out.Problems = append(out.Problems, d)
+		}
+	}
 	var mine []*ir.Policy
 	for i := range pols {
 		if pols[i].Gate == ir.GateAuthorization && translate.AppliesTo(&pols[i], pod, bag.Services) {
@@ -177,9 +248,13 @@ func writeAuthzCheck(w io.Writer, c *AuthzCheck, format string) error {
 		node = "(not scheduled)"
 	}
 	fmt.Fprintf(w, "Pod %s/%s on %s, authorized by %s\n", c.Namespace, c.Pod, node, c.EnforcedBy)
+	writePeerAuthn(w, c.PeerAuthentication)
 	switch {
 	case len(c.Policies) == 0:
 		fmt.Fprintln(w, "No AuthorizationPolicy applies: every request is allowed (as far as Istio authorization goes; NetworkPolicy and TrafficPolicy decide separately).")
+		for _, d := range c.Problems {
+			fmt.Fprintf(w, "⚠️  %s\n", d)
+		}
 		return nil
 	case c.Isolated:
 		fmt.Fprintln(w, "An ALLOW policy applies: a request passes only if no DENY rule matches it and an ALLOW rule does.")
@@ -217,6 +292,32 @@ func writeAuthzCheck(w io.Writer, c *AuthzCheck, format string) error {
 	return nil
 }
 
+// writePeerAuthn is the table form of a pod's peer authentication.
+func writePeerAuthn(w io.Writer, p PeerAuthnCheck) {
+	desc := func(m PeerAuthnMode) string {
+		if m.Policy == "" {
+			return m.Mode + " (" + m.Level + ")"
+		}
+		return m.Mode + " (" + m.Level + ": " + m.Policy + ")"
+	}
+	fmt.Fprintf(w, "Peer authentication: %s by default", desc(p.Default))
+	if len(p.Ports) == 0 {
+		fmt.Fprintln(w, ".")
+	} else {
+		fmt.Fprintln(w, "; per port:")
+		t := NewTable(w, "PORT", "NAME", "MODE")
+		for _, m := range p.Ports {
+			name := m.Name
+			if name == "" {
+				name = "-"
+			}
+			t.Row(fmt.Sprint(m.Port), name, desc(m))
+		}
+		t.Flush()
+	}
+	fmt.Fprintf(w, "Enforced by %s.\n", p.EnforcedAt)
+}
+
 type authzOptions struct {
 	migrateOptions
 	namespace    string
@@ -239,7 +340,7 @@ func newAuthzCheckCommand(streams IO) *cobra.Command {
 	o := &authzOptions{}
 	cmd := &cobra.Command{
 		Use:   "check POD [-n NS] [-f PATH ... | --kubeconfig ...] [-o table|json|yaml]",
-		Short: "Show the AuthorizationPolicies that apply to a pod, in Istio's order, and where each rule is enforced",
+		Short: "Show a pod's effective PeerAuthentication and the AuthorizationPolicies that apply to it, in Istio's order, and where each is enforced",
 		Long: `check lists, for one pod, the AuthorizationPolicies that apply to its inbound traffic
 (mesh-wide ones from the root namespace, its namespace's, selector and targetRefs), in
 Istio's evaluation order (CUSTOM, DENY, ALLOW; AUDIT decides nothing), and for every
@@ -248,6 +349,10 @@ in eBPF at the pod's veth on its node; request facts (L7: methods, paths, hosts,
 headers, JWT) would need the node Envoy's inbound RBAC, which is not in place yet, so
 such a rule runs as its L4 projection — an ALLOW rule with a request fact matches
 nothing, a DENY rule ignores its request facts — and check says what that denies more.
+Before them, the pod's effective PeerAuthentication (Istio checks it first): the mTLS
+mode of every port with istiod's precedence (workload > namespace > mesh, the oldest
+of a level, UNSET inheriting), the policy that decides it, and who enforces it — for a
+migrated pod, eBPF refuses every peer that is not a pod of the cluster on a STRICT port.
 Like 'istioctl x authz check', from the cluster or from manifests (-f).
 
 Exit status: 0 the pod was found; 1 it was not (or the cluster cannot be read); 2 wrong
@@ -274,7 +379,8 @@ flags.`,
 			}
 			pols, diags := istio.AuthorizationPolicies(inv.AuthorizationPolicies, istio.AuthzOptions{
 				RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases})
-			c, err := authzCheck(inv.Bag, pols, diags, ns, args[0])
+			pas := authz.NewPeerAuthentications(inv.PeerAuthentications, o.rootNamespace, nil)
+			c, err := authzCheck(inv.Bag, pols, diags, pas, ns, args[0])
 			if err != nil {
 				return &ExitError{Code: ExitFindings, Err: err}
 			}

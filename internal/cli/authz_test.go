@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,7 @@ spec: {nodeName: node-1, containers: [{name: r, image: ratings}]}
 apiVersion: v1
 kind: Pod
 metadata: {name: ratings-1, namespace: default, labels: {app: ratings}}
-spec: {nodeName: node-1, serviceAccountName: bookinfo-ratings, containers: [{name: r, image: ratings}]}
+spec: {nodeName: node-1, serviceAccountName: bookinfo-ratings, containers: [{name: r, image: ratings, ports: [{name: http, containerPort: 9080}]}]}
 ---
 apiVersion: v1
 kind: Pod
@@ -66,6 +67,18 @@ apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: elsewhere, namespace: other}
 spec: {action: DENY, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ratings, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  portLevelMtls: {"15000": {mode: DISABLE}}
 `
 
 // TestAuthzCheck: for one pod, the policies that apply (its namespace's,
@@ -111,8 +124,23 @@ func TestAuthzCheck(t *testing.T) {
 		}
 	}
 
+	// Peer authentication: the mesh's STRICT, inherited by the workload
+	// policy (no mtls), which sets port 15000 apart; the named port 9080.
+	pa := c.PeerAuthentication
+	if got := fmt.Sprintf("%+v", pa.Default); got != "{Port:0 Name: Mode:STRICT Level:mesh Policy:istio-system/default}" {
+		t.Errorf("peer authentication default %s", got)
+	}
+	if got := fmt.Sprintf("%+v", pa.Ports); got != "[{Port:9080 Name:http Mode:STRICT Level:mesh Policy:istio-system/default} "+
+		"{Port:15000 Name: Mode:DISABLE Level:port Policy:default/ratings}]" {
+		t.Errorf("peer authentication ports %s", got)
+	}
+	if !strings.HasPrefix(pa.EnforcedAt, "eBPF at the pod's veth") {
+		t.Errorf("peer authentication enforced at %q", pa.EnforcedAt)
+	}
+
 	code, out, _ = run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file)
-	for _, want := range []string{"Pod default/ratings-1 on node-1, authorized by nodemesh", "An ALLOW policy applies", "default/allow-nothing", "no rules: allows nothing by itself",
+	for _, want := range []string{"Pod default/ratings-1 on node-1, authorized by nodemesh",
+		"Peer authentication: STRICT (mesh: istio-system/default) by default; per port:", "15000   -      DISABLE (port: default/ratings)", "An ALLOW policy applies", "default/allow-nothing", "no rules: allows nothing by itself",
 		"⚠️  default/ratings-viewer spec.rules[0]"} {
 		if code != ExitOK || !strings.Contains(out, want) {
 			t.Errorf("table output lacks %q (exit %d):\n%s", want, code, out)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodemesh/nodemesh/translate"
@@ -59,9 +61,9 @@ const authzDiscoveryPeriod = 30 * time.Second
 // maxNodesNamed bounds the node list of a message.
 const maxNodesNamed = 5
 
-// authzServed reports whether the API server serves security.istio.io/v1
-// AuthorizationPolicies.
-func (c *Controller) authzServed() (bool, error) {
+// authzServed reports whether the API server serves a security.istio.io/v1
+// resource (authorizationpolicies, peerauthentications).
+func (c *Controller) authzServed(resource string) (bool, error) {
 	list, err := c.kube.Discovery().ServerResourcesForGroupVersion(securityv1.SchemeGroupVersion.String())
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -70,21 +72,33 @@ func (c *Controller) authzServed() (bool, error) {
 		return false, fmt.Errorf("discover %s: %w", securityv1.SchemeGroupVersion, err)
 	}
 	for _, r := range list.APIResources {
-		if r.Name == "authorizationpolicies" {
+		if r.Name == resource {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
-// watchAuthz waits for the kind to be served, starts its informer and
+// watchAuthz watches AuthorizationPolicies and PeerAuthentications for
+// status, each once its kind is served.
+func (c *Controller) watchAuthz(ctx context.Context) {
+	go c.watchSecurity(ctx, "peerauthentications", peerAuthnKind, func() cache.SharedIndexInformer {
+		return c.src.istio.Security().V1().PeerAuthentications().Informer()
+	}, &c.src.peerAuthn)
+	c.watchSecurity(ctx, "authorizationpolicies", authzKind, func() cache.SharedIndexInformer {
+		return c.src.istio.Security().V1().AuthorizationPolicies().Informer()
+	}, &c.src.authz)
+}
+
+// watchSecurity waits for the kind to be served, starts its informer and
 // reports the policies once it has listed them; from then on every change
 // of a policy is a change to report.
-func (c *Controller) watchAuthz(ctx context.Context) {
+func (c *Controller) watchSecurity(ctx context.Context, resource, kind string, informer func() cache.SharedIndexInformer,
+	store *atomic.Pointer[cache.SharedIndexInformer]) {
 	for {
-		ok, err := c.authzServed()
+		ok, err := c.authzServed(resource)
 		if err != nil {
-			c.log.Warn("AuthorizationPolicy discovery failed; retrying", "error", err)
+			c.log.Warn(kind+" discovery failed; retrying", "error", err)
 		}
 		if ok {
 			break
@@ -95,7 +109,7 @@ func (c *Controller) watchAuthz(ctx context.Context) {
 		case <-time.After(c.opts.AuthzDiscoveryPeriod):
 		}
 	}
-	inf := c.src.istio.Security().V1().AuthorizationPolicies().Informer()
+	inf := informer()
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) {
 		c.log.Warn("watch failed; retrying", "reflector", r.TypeDescription(), "error", err)
 	})
@@ -107,36 +121,47 @@ func (c *Controller) watchAuthz(ctx context.Context) {
 			}
 		},
 		UpdateFunc: func(o, n any) {
-			if o.(*securityv1.AuthorizationPolicy).ResourceVersion != n.(*securityv1.AuthorizationPolicy).ResourceVersion {
+			if o.(metav1.Object).GetResourceVersion() != n.(metav1.Object).GetResourceVersion() {
 				report()
 			}
 		},
 		DeleteFunc: func(any) { report() },
 	}); err != nil {
-		c.log.Error("AuthorizationPolicy informer", "error", err)
+		c.log.Error(kind+" informer", "error", err)
 		return
 	}
 	c.src.istio.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return
 	}
-	c.src.authz.Store(&inf)
-	c.log.Info("watching AuthorizationPolicies for status")
+	store.Store(&inf)
+	c.log.Info("watching " + kind + "s for status")
 	report()
 }
 
 // reportAuthz works out every policy's status and reports what changed.
 func (c *Controller) reportAuthz() {
-	inf := c.src.authzInformer()
-	if inf == nil {
+	var evs []authzEvent
+	if inf := c.src.authzInformer(); inf != nil {
+		var aps []*securityv1.AuthorizationPolicy
+		for _, o := range inf.GetStore().List() {
+			aps = append(aps, o.(*securityv1.AuthorizationPolicy))
+		}
+		sts, diags := translate.AuthorizationStatus(c.src.bag(), aps, c.opts.Authz)
+		evs = authzEvents(sts, diags)
+	}
+	if inf := c.src.peerAuthnInformer(); inf != nil {
+		var pas []*securityv1.PeerAuthentication
+		for _, o := range inf.GetStore().List() {
+			pas = append(pas, o.(*securityv1.PeerAuthentication))
+		}
+		sts, diags := translate.PeerAuthenticationStatus(c.src.bag(), pas, c.opts.Authz.RootNamespace)
+		evs = append(evs, peerAuthnEvents(sts, diags)...)
+	}
+	if evs == nil && c.src.authzInformer() == nil && c.src.peerAuthnInformer() == nil {
 		return
 	}
-	var aps []*securityv1.AuthorizationPolicy
-	for _, o := range inf.GetStore().List() {
-		aps = append(aps, o.(*securityv1.AuthorizationPolicy))
-	}
-	sts, diags := translate.AuthorizationStatus(c.src.bag(), aps, c.opts.Authz)
-	c.rep.authz(authzEvents(sts, diags))
+	c.rep.authz(evs)
 }
 
 // authzEvent is one Event about a policy.

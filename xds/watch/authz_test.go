@@ -271,7 +271,7 @@ spec:
 
 // TestAuthorizationPolicyStatusWithoutCRD: without Istio's security CRDs
 // the controller serves xDS as before; once they are installed it watches
-// AuthorizationPolicies and reports them.
+// AuthorizationPolicies and PeerAuthentications and reports them.
 func TestAuthorizationPolicyStatusWithoutCRD(t *testing.T) {
 	env := kubetest.Private(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -280,14 +280,15 @@ func TestAuthorizationPolicyStatusWithoutCRD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const crd = "authorizationpolicies.security.istio.io"
-	if err := crds.ApiextensionsV1().CustomResourceDefinitions().Delete(ctx, crd, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
+	for _, crd := range []string{"authorizationpolicies.security.istio.io", "peerauthentications.security.istio.io"} {
+		if err := crds.ApiextensionsV1().CustomResourceDefinitions().Delete(ctx, crd, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "the CRD gone from discovery", func() bool {
+			_, err := crds.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd, metav1.GetOptions{})
+			return err != nil
+		})
 	}
-	waitFor(t, 30*time.Second, "the CRD gone from discovery", func() bool {
-		_, err := crds.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd, metav1.GetOptions{})
-		return err != nil
-	})
 	ns := env.Namespace(t, "authz-late", map[string]string{api.DataplaneModeLabel: api.DataplaneModeNodemesh})
 	c := startControllerWith(t, env.Config, watch.Options{Debounce: 20 * time.Millisecond, AuthzDiscoveryPeriod: 100 * time.Millisecond})
 	if err := c.Ready(); err != nil {
@@ -304,4 +305,11 @@ func TestAuthorizationPolicyStatusWithoutCRD(t *testing.T) {
 		return err == nil
 	})
 	wantEvent(t, ctx, env, ns, "late", corev1.EventTypeNormal, watch.ReasonNoPods, "no pod selected")
+	// PeerAuthentications too, on their own watch.
+	waitFor(t, 30*time.Second, "a PeerAuthentication created", func() bool {
+		_, err := env.Istio.SecurityV1().PeerAuthentications(ns).Create(ctx, &securityv1.PeerAuthentication{
+			ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns}}, metav1.CreateOptions{})
+		return err == nil
+	})
+	wantPeerAuthnEvent(t, ctx, env, ns, "late", corev1.EventTypeNormal, watch.ReasonNoPods, "decides for no pod")
 }

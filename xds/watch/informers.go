@@ -31,6 +31,15 @@ type sources struct {
 	// authz is the AuthorizationPolicy informer once the kind is served
 	// and it has synced (authz.go); nil before.
 	authz atomic.Pointer[cache.SharedIndexInformer]
+	// peerAuthn is the PeerAuthentication informer, likewise.
+	peerAuthn atomic.Pointer[cache.SharedIndexInformer]
+}
+
+func (s *sources) peerAuthnInformer() cache.SharedIndexInformer {
+	if p := s.peerAuthn.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (s *sources) authzInformer() cache.SharedIndexInformer {
@@ -102,6 +111,8 @@ func (s *sources) object(kind, namespace, name string) (any, bool) {
 		inf = s.namespaces
 	case authzKind:
 		inf = s.authzInformer()
+	case peerAuthnKind:
+		inf = s.peerAuthnInformer()
 	default:
 		return nil, false
 	}
