@@ -11,7 +11,7 @@ import (
 )
 
 // Istio's PeerAuthentications: the agent enforces the STRICT ports of its
-// meshed pods in the eBPF maps (docs/design/policy.md §9), watching them as
+// meshed pods in the eBPF maps (docs/design/policy.md §10), watching them as
 // it watches AuthorizationPolicies (authz.go: discovered, v1 else v1beta1).
 
 // peerAuthentications are the PeerAuthentications for policy.Input (nil

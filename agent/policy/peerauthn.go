@@ -11,7 +11,7 @@ import (
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
-// PeerAuthentication on meshed pods (docs/design/policy.md §9). A migrated
+// PeerAuthentication on meshed pods (docs/design/policy.md §10). A migrated
 // pod has no sidecar to terminate mutual TLS; what STRICT guarantees in
 // Istio — the peer proved a workload identity of the mesh — the datapath
 // guarantees by attestation instead: every pod address maps to its

@@ -13,7 +13,7 @@ import (
 )
 
 // PeerAuthentication (security.istio.io v1/v1beta1): which mutual TLS mode a
-// workload's port has, with istiod's precedence (docs/design/policy.md §9).
+// workload's port has, with istiod's precedence (docs/design/policy.md §10).
 // The rules are istiod's own, read from istio.io/istio:
 //
 //   - pilot/pkg/model/authentication.go getConfigsForWorkload: the policies of

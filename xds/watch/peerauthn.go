@@ -9,7 +9,7 @@ import (
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
-// PeerAuthentication status (docs/design/policy.md §9): as for
+// PeerAuthentication status (docs/design/policy.md §10): as for
 // AuthorizationPolicy, the agents enforce, the controller sees the cluster
 // and says on each PeerAuthentication, as Events, for which pods it decides
 // the mode and where that is enforced — and how STRICT differs from
