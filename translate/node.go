@@ -22,13 +22,18 @@ type NodeClasses struct {
 	// and route configurations.
 	Key     string
 	classes []*istio.Class
+	// inbound are the node's pods whose ports its inbound listener
+	// captures (part of Key).
+	inbound []inboundPod
 }
 
 // NodeClasses groups a node's client pods into source classes.
 func (g *Generation) NodeClasses(node string) NodeClasses {
 	g.mu.Lock()
 	classes := g.prepared.NodeClasses(node)
+	bag := g.bag
 	g.mu.Unlock()
+	inKey, inbound := g.authz.inbound(bag, node)
 	var b strings.Builder
 	for _, c := range classes {
 		b.WriteString(c.Name)
@@ -36,7 +41,11 @@ func (g *Generation) NodeClasses(node string) NodeClasses {
 		b.WriteString(strings.Join(c.SourcePrefixes, ","))
 		b.WriteByte(';')
 	}
-	return NodeClasses{Key: b.String(), classes: classes}
+	if inKey != "" {
+		b.WriteString("|inbound:")
+		b.WriteString(inKey)
+	}
+	return NodeClasses{Key: b.String(), classes: classes, inbound: inbound}
 }
 
 // NodePart is what a node's configuration adds to the default class's: the
@@ -54,6 +63,7 @@ type NodePart struct {
 	// that classes, nodes and generations that see the same routing share
 	// them.
 	ClassRoutes []string
+	inbound     []inboundPod
 }
 
 // NodePart computes a node's model from its classes.
@@ -61,7 +71,7 @@ func (g *Generation) NodePart(nc NodeClasses) *NodePart {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.prepared.Node(nc.classes)
-	np := &NodePart{g: g, model: m, Classes: m.SourceClasses}
+	np := &NodePart{g: g, model: m, Classes: m.SourceClasses, inbound: nc.inbound}
 	for _, rc := range m.RouteConfigs {
 		if !g.prepared.IsBaseRoute(rc.Name) {
 			np.ClassRoutes = append(np.ClassRoutes, rc.Name)
@@ -122,6 +132,21 @@ func (np *NodePart) BuildListeners(exists func(routeConfig string) bool) (listen
 	return part.Listeners, slices.Compact(routes)
 }
 
+// BuildInbound builds and validates the node's inbound listener and its
+// clusters (Istio's inbound|PORT|| ORIGINAL_DST clusters): one filter
+// chain per captured {pod, port} with the pod's RBAC. A node without
+// captured pods gets none (empty Resources): no listener that could accept
+// a connection nobody decided to capture.
+func (np *NodePart) BuildInbound() *Resources {
+	if len(np.inbound) == 0 {
+		return &Resources{}
+	}
+	chains, diags := np.g.authz.chains(np.inbound)
+	r, bdiags := envoy.BuildInbound(chains)
+	np.g.addPartDiags(append(diags, bdiags...))
+	return r
+}
+
 // ForNode is the whole configuration of one node, as a server assembles it
 // from shared (what New returned) and the node's part: the default class's
 // clusters and assignments, the node's listener, and the route
@@ -135,7 +160,13 @@ func (g *Generation) ForNode(node string, shared *Resources) (*NodePart, *Resour
 		built[rc.GetName()] = true
 	}
 	listeners, uses := np.BuildListeners(func(n string) bool { return built[n] })
-	r := &Resources{Listeners: listeners, Clusters: shared.Clusters, Endpoints: shared.Endpoints}
+	in := np.BuildInbound()
+	r := &Resources{Listeners: append(listeners, in.Listeners...), Clusters: shared.Clusters, Endpoints: shared.Endpoints}
+	if len(in.Clusters) > 0 {
+		// (after the shared ones, whose order is the translator's)
+		r.Clusters = slices.Concat(shared.Clusters, in.Clusters)
+	}
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	for _, rc := range slices.Concat(shared.Routes, classRoutes) {
 		if _, used := slices.BinarySearch(uses, rc.GetName()); used {
 			r.Routes = append(r.Routes, rc)

@@ -70,6 +70,9 @@ type Generation struct {
 type nodePart struct {
 	classes               []ir.SourceClass
 	listenerSet, routeSet *resourceSet
+	// clusterSet is the shared clusters, with the inbound listener's when
+	// the node has one.
+	clusterSet *resourceSet
 }
 
 // NewGeneration translates a Bag for every node. decodeDiags are the
@@ -182,7 +185,7 @@ func (g *Generation) ForNode(node string, kind NodeKind) *Config {
 	c := newConfig(node, EnvoyNode, map[string]*resourceSet{
 		resourcev3.ListenerType: np.listenerSet,
 		resourcev3.RouteType:    np.routeSet,
-		resourcev3.ClusterType:  g.clusters,
+		resourcev3.ClusterType:  np.clusterSet,
 		resourcev3.EndpointType: g.endpoints,
 	})
 	c.Generation, c.Classes = g.ID, np.classes
@@ -218,7 +221,13 @@ func (g *Generation) nodePart(node string) *nodePart {
 		_, ok := classRoutes.items[n] // (one that failed to build is not there)
 		return ok
 	})
-	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(listeners), routeSet: g.routes}
+	// The inbound listener (pods whose authorization needs HTTP facts) and
+	// its clusters are the node's own.
+	in := part.BuildInbound()
+	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(append(listeners, in.Listeners...)), routeSet: g.routes, clusterSet: g.clusters}
+	if len(in.Clusters) > 0 {
+		np.clusterSet = with(g.clusters, in.Clusters)
+	}
 	// Serve exactly the route configurations the listener uses (see
 	// BuildListeners): the shared set when it is that.
 	used := make(map[string]bool, len(uses))

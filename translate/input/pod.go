@@ -44,6 +44,10 @@ type Pod struct {
 	Ports []NamedPort `json:"ports,omitempty"`
 	// Sidecar says the Pod has an Istio proxy container or native sidecar.
 	Sidecar bool `json:"sidecar,omitempty"`
+	// ServiceAccount is spec.serviceAccountName: the pod's Istio principal
+	// (TD/ns/NS/sa/SA), which the node Envoy's inbound RBAC matches by the
+	// pod's addresses.
+	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 
 // NamedPort is a named container port.
@@ -58,6 +62,7 @@ func PodFrom(p *corev1.Pod) *Pod {
 		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 		Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
 		NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, Phase: p.Status.Phase,
+		ServiceAccount: p.Spec.ServiceAccountName,
 	}
 	if len(p.Status.PodIPs) > 0 {
 		out.IPs = make([]string, len(p.Status.PodIPs))
@@ -104,7 +109,8 @@ func (p *Pod) Equal(o *Pod) bool {
 	return a.Name == b.Name && a.Namespace == b.Namespace && a.UID == b.UID &&
 		maps.Equal(a.Labels, b.Labels) && a.DeletionTimestamp.Equal(b.DeletionTimestamp) &&
 		a.NodeName == b.NodeName && a.HostNetwork == b.HostNetwork && a.Phase == b.Phase && a.Ready == b.Ready &&
-		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && a.Sidecar == b.Sidecar
+		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports) && a.Sidecar == b.Sidecar &&
+		a.ServiceAccount == b.ServiceAccount
 }
 
 // DeepCopy copies a Pod.

@@ -16,9 +16,10 @@ import (
 )
 
 // AuthorizationPolicy status (docs/design/policy.md §6): the controller
-// does not enforce AuthorizationPolicies (the agents do, in eBPF), but it
-// sees the whole cluster, so it says for each policy where it runs and what
-// it denies more, as Events on the policy — `kubectl describe
+// serves the RBAC of pods whose policies need HTTP facts on their nodes'
+// inbound listeners (§7.2); the agents enforce the rest in eBPF. It sees
+// the whole cluster, so it says for each policy where it runs and what it
+// denies more, as Events on the policy — `kubectl describe
 // authorizationpolicy` is where users look.
 //
 // Istio may be installed without its security CRDs, or after nodemesh; the
@@ -99,7 +100,9 @@ func (c *Controller) watchAuthz(ctx context.Context) {
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) {
 		c.log.Warn("watch failed; retrying", "reflector", r.TypeDescription(), "error", err)
 	})
-	report := func() { c.enqueue(change{authz: true, first: time.Now(), events: 1}) }
+	// A policy decides the inbound listeners of the nodes of the pods it
+	// applies to: a full translation (policies change seldom).
+	report := func() { c.enqueue(change{authz: true, full: true, first: time.Now(), events: 1}) }
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(_ any, initial bool) {
 			if !initial {

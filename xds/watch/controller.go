@@ -277,12 +277,6 @@ func (c *Controller) loop(ctx context.Context) error {
 // translation at all.
 func (c *Controller) process(ch change) {
 	g := c.gen.Load()
-	if g != nil && ch.authz && !ch.full && !ch.nodes && len(ch.services) == 0 {
-		// Only AuthorizationPolicies changed: xDS does not carry them
-		// (the agents enforce them), only their status is out of date.
-		c.reportAuthz()
-		return
-	}
 	switch {
 	case g == nil || ch.full:
 		g = c.translate(ch)
@@ -321,7 +315,7 @@ func (c *Controller) updateEndpoints(g *xds.Generation, ch change) *xds.Generati
 func (c *Controller) translate(ch change) *xds.Generation {
 	start := time.Now()
 	bag := c.src.bag()
-	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio})
+	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio, Authz: c.opts.Authz})
 	c.opts.Metrics.Translations.WithLabelValues("full").Inc()
 	c.opts.Metrics.TranslationTime.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	sev := map[ir.Severity]float64{ir.SeverityError: 0, ir.SeverityWarning: 0, ir.SeverityInfo: 0}
