@@ -472,10 +472,10 @@ func TestInboundVsIstioOracle(t *testing.T) {
 	lm := proto.Clone(l).(*listenerv3.Listener)
 	lm.FilterChains = nil
 	compareFields(t, "listener", asMap(t, lm), istioListener, map[string]string{
-		"transparent":                      "connections keep the pod's address (bpf_sk_assign): the socket must accept non-local addresses",
-		"listenerFilters":                  "original_src (the pod sees its client's address) instead of tls_inspector and http_inspector (no mTLS, HTTP ports only)",
-		"listenerFiltersTimeout":           "no inspector waits for bytes",
-		"continueOnListenerFiltersTimeout": "no inspector waits for bytes",
+		"transparent":                          "connections keep the pod's address (bpf_sk_assign): the socket must accept non-local addresses",
+		"listenerFilters":                      "original_src (the pod sees its client's address) instead of tls_inspector and http_inspector (no mTLS, HTTP ports only)",
+		"listenerFiltersTimeout":               "no inspector waits for bytes",
+		"continueOnListenerFiltersTimeout":     "no inspector waits for bytes",
 		"maxConnectionsToAcceptPerSocketEvent": "Envoy's default",
 	})
 	h := chainHCM(t, fc)

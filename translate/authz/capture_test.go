@@ -76,8 +76,8 @@ func TestCapturePorts(t *testing.T) {
 		"an HTTP port with an L7 ALLOW": {[]ir.Policy{allowGET}, []*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
 		"an L4-only policy captures nothing": {[]ir.Policy{capturePolicy("shop", "ns", ir.PolicyAllow, false)},
 			[]*corev1.Service{httpSvc}, webPod, meshedNS, "none"},
-		"no policy": {nil, []*corev1.Service{httpSvc}, webPod, meshedNS, "none"},
-		"an L7 DENY": {[]ir.Policy{capturePolicy("shop", "d", ir.PolicyDeny, true)}, []*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
+		"no policy":   {nil, []*corev1.Service{httpSvc}, webPod, meshedNS, "none"},
+		"an L7 DENY":  {[]ir.Policy{capturePolicy("shop", "d", ir.PolicyDeny, true)}, []*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
 		"an L7 AUDIT": {[]ir.Policy{capturePolicy("shop", "a", ir.PolicyAudit, true)}, []*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
 		"a dry-run L7 ALLOW": {[]ir.Policy{capturePolicy("shop", "dry", ir.PolicyAllow, true, func(p *ir.Policy) { p.DryRun = true })},
 			[]*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
@@ -85,7 +85,7 @@ func TestCapturePorts(t *testing.T) {
 			[]*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
 		"a NetworkPolicy-gate policy with an L7 fact is not Istio's": {[]ir.Policy{capturePolicy("shop", "np", ir.PolicyAllow, true, func(p *ir.Policy) { p.Gate = ir.GateNetwork })},
 			[]*corev1.Service{httpSvc}, webPod, meshedNS, "none"},
-		"the L7 policy of another namespace": {[]ir.Policy{capturePolicy("other", "get", ir.PolicyAllow, true)}, []*corev1.Service{httpSvc}, webPod, meshedNS, "none"},
+		"the L7 policy of another namespace":     {[]ir.Policy{capturePolicy("other", "get", ir.PolicyAllow, true)}, []*corev1.Service{httpSvc}, webPod, meshedNS, "none"},
 		"a mesh-wide L7 policy (root namespace)": {[]ir.Policy{capturePolicy("", "get", ir.PolicyAllow, true)}, []*corev1.Service{httpSvc}, webPod, meshedNS, "8080/HTTP"},
 		"a selector that selects another workload": {[]ir.Policy{capturePolicy("shop", "get", ir.PolicyAllow, true, func(p *ir.Policy) {
 			p.Scope.Workloads = &ir.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
@@ -121,11 +121,11 @@ func TestCapturePorts(t *testing.T) {
 			[]*corev1.Service{httpSvc, svc("shop", "web-2", web, sp("http-alt", 8080, intstr.FromString("web")))}, webPod, meshedNS, "8080/HTTP"},
 		"a UDP port named http neither captures nor conflicts": {[]ir.Policy{allowGET},
 			[]*corev1.Service{httpSvc, svc("shop", "dns", web, corev1.ServicePort{Name: "http", Port: 8080, Protocol: corev1.ProtocolUDP})}, webPod, meshedNS, "8080/HTTP"},
-		"a Service without selector": {[]ir.Policy{allowGET}, []*corev1.Service{svc("shop", "web", nil, sp("http", 80, intstr.FromInt32(8080)))}, webPod, meshedNS, "none"},
-		"a Service of another namespace": {[]ir.Policy{allowGET}, []*corev1.Service{svc("other", "web", web, sp("http", 80, intstr.FromInt32(8080)))}, webPod, meshedNS, "none"},
+		"a Service without selector":        {[]ir.Policy{allowGET}, []*corev1.Service{svc("shop", "web", nil, sp("http", 80, intstr.FromInt32(8080)))}, webPod, meshedNS, "none"},
+		"a Service of another namespace":    {[]ir.Policy{allowGET}, []*corev1.Service{svc("other", "web", web, sp("http", 80, intstr.FromInt32(8080)))}, webPod, meshedNS, "none"},
 		"a Service that selects other pods": {[]ir.Policy{allowGET}, []*corev1.Service{svc("shop", "db", map[string]string{"app": "db"}, sp("http", 80, intstr.FromInt32(8080)))}, webPod, meshedNS, "none"},
-		"a pod with a sidecar": {[]ir.Policy{allowGET}, []*corev1.Service{httpSvc}, func() Workload { w := webPod; w.Sidecar = true; return w }(), meshedNS, "none"},
-		"a pod on the host network": {[]ir.Policy{allowGET}, []*corev1.Service{httpSvc}, func() Workload { w := webPod; w.HostNetwork = true; return w }(), meshedNS, "none"},
+		"a pod with a sidecar":              {[]ir.Policy{allowGET}, []*corev1.Service{httpSvc}, func() Workload { w := webPod; w.Sidecar = true; return w }(), meshedNS, "none"},
+		"a pod on the host network":         {[]ir.Policy{allowGET}, []*corev1.Service{httpSvc}, func() Workload { w := webPod; w.HostNetwork = true; return w }(), meshedNS, "none"},
 		"a pod opted out": {[]ir.Policy{allowGET}, []*corev1.Service{httpSvc}, func() Workload {
 			w := webPod
 			w.Labels = map[string]string{"app": "web", api.DataplaneModeLabel: api.DataplaneModeNone}
