@@ -23,6 +23,7 @@ import (
 )
 
 const (
+	inboundNS       = "testdata/inbound/namespace-default.yaml"
 	inboundBookinfo = "testdata/inbound/bookinfo-nodemesh.yaml"
 	authzHTTPSample = "../../shared/conformance/istio-bookinfo/security/authz-http-bookinfo.yaml"
 	oracleLDS       = "../../shared/conformance/istio-oracle/bookinfo-baseline/lds.json"
@@ -138,7 +139,7 @@ func TestInboundBookinfoAuthz(t *testing.T) {
 	)
 	nodes := map[string]*listenerv3.Listener{}
 	for _, n := range []string{"node-1", "node-2"} {
-		r := forNode(t, n, inboundBookinfo, authzHTTPSample)
+		r := forNode(t, n, inboundNS, inboundBookinfo, authzHTTPSample)
 		for _, d := range r.Diagnostics {
 			if d.Severity == ir.SeverityError {
 				t.Errorf("%s: %v", n, d)
@@ -325,7 +326,7 @@ status: {phase: Running, podIP: 10.0.0.10}`), "default")
 // inbound listener and no inbound cluster, and its key is that of a node
 // without policies (nodes keep sharing their parts).
 func TestNoInboundWithoutCapture(t *testing.T) {
-	r := forNode(t, "node-1", inboundBookinfo)
+	r := forNode(t, "node-1", inboundNS, inboundBookinfo)
 	if inboundOf(r) != nil {
 		t.Error("an inbound listener without any policy")
 	}
@@ -333,9 +334,13 @@ func TestNoInboundWithoutCapture(t *testing.T) {
 kind: AuthorizationPolicy
 metadata: {name: l4, namespace: default}
 spec: {rules: [{from: [{source: {namespaces: [default]}}]}]}`
-	data, err := os.ReadFile(inboundBookinfo)
-	if err != nil {
-		t.Fatal(err)
+	var data []byte
+	for _, f := range []string{inboundNS, inboundBookinfo} {
+		d, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(append(data, d...), "\n---\n"...)
 	}
 	r = forNodeYAML(t, "node-1", string(data), l4)
 	if inboundOf(r) != nil {
@@ -463,7 +468,7 @@ func compareFields(t *testing.T, what string, ours, istio map[string]any, diffs 
 // docs/parity.md), each of which must still be a difference.
 func TestInboundVsIstioOracle(t *testing.T) {
 	istioListener, istioHCM, istioCluster := oracleInbound(t)
-	r := forNode(t, "node-1", inboundBookinfo, authzHTTPSample)
+	r := forNode(t, "node-1", inboundNS, inboundBookinfo, authzHTTPSample)
 	l := inboundOf(r)
 	if l == nil {
 		t.Fatal("no inbound listener")
@@ -538,4 +543,28 @@ func TestInboundVsIstioOracle(t *testing.T) {
 		"metadata":                      "one cluster serves every pod of the node on the port: no Service metadata",
 		"typedExtensionProtocolOptions": "the client's HTTP version upstream (Istio's inbound is per Service protocol)",
 	})
+}
+
+// TestInboundDeterministic: the inbound listener's encoding is the same
+// every time it is built — its RBAC policies are a map packed in an Any,
+// whose bytes resource versions digest (a new version each time would push
+// unchanged configuration to Envoy) and which `nodemesh translate` and the
+// controller must print and serve byte for byte.
+func TestInboundDeterministic(t *testing.T) {
+	var first []byte
+	for i := range 20 {
+		l := inboundOf(forNode(t, "node-1", inboundNS, inboundBookinfo, authzHTTPSample))
+		if l == nil {
+			t.Fatal("no inbound listener")
+		}
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = data
+		} else if !slices.Equal(first, data) {
+			t.Fatalf("build %d encodes differently from the first", i)
+		}
+	}
 }

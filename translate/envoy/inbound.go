@@ -164,7 +164,7 @@ func inboundChain(c *InboundChain) (*listenerv3.FilterChain, error) {
 	if c.DenyAll {
 		// An ALLOW filter without policies: every request is denied (403),
 		// as istiod's allow-nothing.
-		a, err := anypb.New(&rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
+		a, err := toAny(&rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
 		if err != nil {
 			return nil, err
 		}

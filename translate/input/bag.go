@@ -149,7 +149,13 @@ func (b *Bag) Objects() []any {
 	out = appendAll(out, b.DestinationRules)
 	out = appendAll(out, b.VirtualServices)
 	out = appendAll(out, b.ServiceEntries)
-	return appendAll(out, b.Gateways)
+	out = appendAll(out, b.Gateways)
+	for _, o := range b.Other {
+		if ap, ok := o.Typed.(*securityv1.AuthorizationPolicy); ok {
+			out = append(out, ap) // (what Add keeps typed in Other)
+		}
+	}
+	return out
 }
 
 func appendAll[T any](out []any, objs []T) []any {

@@ -96,6 +96,17 @@ func (c *Controller) watchAuthz(ctx context.Context) {
 		case <-time.After(c.opts.AuthzDiscoveryPeriod):
 		}
 	}
+	if c.startAuthz(ctx) {
+		c.enqueue(change{authz: true, full: true, first: time.Now(), events: 1})
+	}
+}
+
+// startAuthz starts the AuthorizationPolicy informer and waits for its
+// first list (false: ctx ended, or the informer could not be set up). Run
+// calls it before the first translation when the kind is served at start,
+// so that a restarted controller never serves nodes without their inbound
+// listeners (the agent syncs its policies the same way).
+func (c *Controller) startAuthz(ctx context.Context) bool {
 	inf := c.src.istio.Security().V1().AuthorizationPolicies().Informer()
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) {
 		c.log.Warn("watch failed; retrying", "reflector", r.TypeDescription(), "error", err)
@@ -117,15 +128,15 @@ func (c *Controller) watchAuthz(ctx context.Context) {
 		DeleteFunc: func(any) { report() },
 	}); err != nil {
 		c.log.Error("AuthorizationPolicy informer", "error", err)
-		return
+		return false
 	}
 	c.src.istio.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return
+		return false
 	}
 	c.src.authz.Store(&inf)
-	c.log.Info("watching AuthorizationPolicies for status")
-	report()
+	c.log.Info("watching AuthorizationPolicies")
+	return true
 }
 
 // reportAuthz works out every policy's status and reports what changed.

@@ -167,6 +167,17 @@ func (c *Controller) Run(ctx context.Context) error {
 			return fmt.Errorf("cache of %v did not sync (are Istio's CRDs installed?): %w", t, context.Cause(ctx))
 		}
 	}
+	// AuthorizationPolicies decide the nodes' inbound listeners: when the
+	// kind is served now, they are part of the initial sync.
+	authzStarted := false
+	if ok, err := c.authzServed(); err != nil {
+		c.log.Warn("AuthorizationPolicy discovery failed; watching for the kind", "error", err)
+	} else if ok {
+		if !c.startAuthz(ctx) {
+			return fmt.Errorf("cache of AuthorizationPolicies did not sync: %w", context.Cause(ctx))
+		}
+		authzStarted = true
+	}
 	first := c.take()
 	first.full = true
 	if first.first.IsZero() {
@@ -177,7 +188,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("caches synced; serving", "generation", c.gen.Load().ID)
 
 	go c.probe(ctx)
-	go c.watchAuthz(ctx)
+	if !authzStarted {
+		go c.watchAuthz(ctx)
+	}
 	return c.loop(ctx)
 }
 
