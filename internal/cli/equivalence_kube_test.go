@@ -58,11 +58,11 @@ var equivalenceCases = map[string]struct {
 	// (the controller compares digests, having dropped them; the CLI
 	// compares them).
 	"bookinfo+source-classes": {inputs: []string{sample, "../../translate/testdata/nodes/source-classes.in.yaml"}, classes: true},
+	// AuthorizationPolicies with HTTP facts: inbound listeners on node-1
+	// (productpage, details), principals by pod address.
+	"inbound": {inputs: []string{"../../translate/testdata/inbound/bookinfo-nodemesh.yaml", "../../translate/testdata/inbound/authz-http.yaml"}, inbound: true},
 	// node-3 and node-4 have the same classes with different addresses:
 	// the controller may not share one's listener with the other.
-	// AuthorizationPolicies with HTTP facts: inbound listeners on node-1
-	// (productpage, details) and node-2, principals by pod address.
-	"inbound":                 {inputs: []string{"../../translate/testdata/inbound/bookinfo-nodemesh.yaml", "../../translate/testdata/inbound/authz-http.yaml"}, inbound: true},
 	"same classes, two nodes": {inputs: []string{"../../translate/testdata/nodes/source-classes.in.yaml", "../../xds/testdata/same-classes-two-nodes.yaml"}, classes: true},
 	"meshgen":                 {mesh: &meshgen.Options{Services: 40, PodsPerService: 4, Nodes: 3, Namespaces: 4, OptIn: true, EndpointSlices: true}},
 }
