@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -88,6 +89,10 @@ type authzState struct {
 	// peers are the pods with an identity (TD/ns/NS/sa/SA) and the
 	// addresses it is known by, for principals in the inbound RBAC.
 	peers []peer
+	// byAddr memoizes byAddress per policy (it does not depend on the
+	// destination pod; nodes are built in parallel).
+	mu     sync.Mutex
+	byAddr map[int]ir.Policy
 }
 
 type peer struct {
@@ -172,7 +177,7 @@ func (s *authzState) chains(pods []inboundPod) ([]envoy.InboundChain, ir.Diagnos
 	for _, ip := range pods {
 		pols := make([]ir.Policy, 0, len(ip.policies))
 		for _, i := range ip.policies {
-			pols = append(pols, s.byAddress(s.pols[i]))
+			pols = append(pols, s.resolved(i))
 		}
 		filters, ds, err := envoy.BuildRBAC(pols, false)
 		diags = append(diags, ds...)
@@ -188,6 +193,24 @@ func (s *authzState) chains(pods []inboundPod) ([]envoy.InboundChain, ir.Diagnos
 		}
 	}
 	return out, diags
+}
+
+// resolved is policy i with its peers by address (byAddress), computed once.
+func (s *authzState) resolved(i int) ir.Policy {
+	s.mu.Lock()
+	p, ok := s.byAddr[i]
+	s.mu.Unlock()
+	if ok {
+		return p
+	}
+	p = s.byAddress(s.pols[i])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAddr == nil {
+		s.byAddr = map[int]ir.Policy{}
+	}
+	s.byAddr[i] = p
+	return p
 }
 
 // byAddress rewrites a policy's peer identity facts (principals,
