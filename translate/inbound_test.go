@@ -447,6 +447,9 @@ func compareFields(t *testing.T, what string, ours, istio map[string]any, diffs 
 	for k := range istio {
 		keys[k] = true
 	}
+	for k := range diffs {
+		keys[k] = true // (a difference both left out is no difference)
+	}
 	for k := range keys {
 		same := reflect.DeepEqual(ours[k], istio[k])
 		if _, intended := diffs[k]; intended {
