@@ -19,6 +19,15 @@ func TestInboundValidation(t *testing.T) {
 	if diags.HasErrors() || len(r.Listeners) != 1 || len(r.Listeners[0].GetFilterChains()) != 1 || len(r.Clusters) != 1 {
 		t.Fatalf("a good chain: %v, %v", r, diags)
 	}
+	l := r.Listeners[0]
+	var lf []string
+	for _, f := range l.GetListenerFilters() {
+		lf = append(lf, f.GetName())
+	}
+	if strings.Join(lf, " ") != "envoy.filters.listener.original_dst envoy.filters.listener.original_src" ||
+		!l.GetTransparent().GetValue() || l.GetAddress().GetSocketAddress().GetPortValue() != 15006 {
+		t.Errorf("listener filters %v, transparent %v, address %v: want original_dst and original_src (the pod sees its client), transparent, :15006", lf, l.GetTransparent(), l.GetAddress())
+	}
 	if r.Listeners[0].GetDefaultFilterChain() != nil {
 		t.Error("a default chain: an unmatched captured connection must be closed")
 	}
