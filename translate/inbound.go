@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -174,13 +175,27 @@ func (s *authzState) inbound(bag *Bag, node string) (string, []inboundPod) {
 func (s *authzState) chains(pods []inboundPod) ([]envoy.InboundChain, ir.Diagnostics) {
 	var out []envoy.InboundChain
 	var diags ir.Diagnostics
+	type built struct {
+		filters []envoy.RBACFilter
+		err     error
+	}
+	// Pods of one workload have the same policies: their RBAC is built
+	// (and its diagnostics reported) once.
+	bySet := map[string]built{}
 	for _, ip := range pods {
-		pols := make([]ir.Policy, 0, len(ip.policies))
-		for _, i := range ip.policies {
-			pols = append(pols, s.resolved(i))
+		set := fmt.Sprint(ip.policies)
+		b, ok := bySet[set]
+		if !ok {
+			pols := make([]ir.Policy, 0, len(ip.policies))
+			for _, i := range ip.policies {
+				pols = append(pols, s.resolved(i))
+			}
+			var ds ir.Diagnostics
+			b.filters, ds, b.err = envoy.BuildRBAC(pols, false)
+			diags = append(diags, ds...)
+			bySet[set] = b
 		}
-		filters, ds, err := envoy.BuildRBAC(pols, false)
-		diags = append(diags, ds...)
+		filters, err := b.filters, b.err
 		ref := ir.ResourceRef{Kind: "Pod", Namespace: ip.pod.Namespace, Name: ip.pod.Name}
 		if err != nil {
 			diags.Errorf(ir.CodeInvalidXDS, ref, "", "the inbound RBAC of the pod cannot be built, its captured ports deny every request: %v", err)
