@@ -2,7 +2,6 @@ package translate
 
 import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodemesh/nodemesh/translate/envoy"
 	"github.com/nodemesh/nodemesh/translate/input"
@@ -67,14 +66,6 @@ func locateDegradations(sources map[ir.ResourceRef]*input.Source, ds []ir.Degrad
 // port, the network filters (Istio's TCP semantics) otherwise.
 func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, error) {
 	return envoy.BuildRBAC(pols, forTCP)
-}
-
-func requirements(rs []ir.LabelRequirement) []metav1.LabelSelectorRequirement {
-	out := make([]metav1.LabelSelectorRequirement, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, metav1.LabelSelectorRequirement{Key: r.Key, Operator: metav1.LabelSelectorOperator(r.Operator), Values: r.Values})
-	}
-	return out
 }
 
 // WorkloadRBAC builds the RBAC filters of one pod's inbound port from the

@@ -5,10 +5,8 @@ import (
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/nodemesh/nodemesh/api"
+	"github.com/nodemesh/nodemesh/translate/authz"
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/translate/istio"
@@ -42,10 +40,7 @@ func AuthorizerOf(pod *input.Pod, nsLabels map[string]string) Authorizer {
 	switch {
 	case pod.Sidecar:
 		return AuthorizedBySidecar
-	case pod.HostNetwork, pod.Labels[api.DataplaneModeLabel] == api.DataplaneModeNone,
-		nsLabels[api.DataplaneModeLabel] != api.DataplaneModeNodemesh,
-		// A namespace still injected with sidecars is left to Istio.
-		nsLabels[api.IstioInjectionLabel] == api.IstioInjectionEnabled, nsLabels[api.IstioRevisionLabel] != "":
+	case !authz.Meshed(workload(pod), nsLabels):
 		return AuthorizedByNone
 	}
 	return AuthorizedByNodemesh
@@ -174,38 +169,6 @@ func AppliesTo(p *ir.Policy, pod *input.Pod, services []*corev1.Service) bool {
 
 // appliesFunc is AppliesTo for many pods: the selector is parsed once.
 func appliesFunc(p *ir.Policy, services []*corev1.Service) func(pod *input.Pod) bool {
-	var sel labels.Selector
-	if w := p.Scope.Workloads; w != nil {
-		s, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: w.MatchLabels, MatchExpressions: requirements(w.MatchExpressions)})
-		if err != nil {
-			// The translator only writes valid selectors; a selector that
-			// does not parse widens the scope (every policy action denies
-			// more on more pods: allow isolates, deny denies).
-			s = labels.Everything()
-		}
-		sel = s
-	}
-	var targets []*corev1.Service
-	for _, s := range services {
-		if slices.Contains(p.Scope.Services, s.Name) && len(s.Spec.Selector) > 0 {
-			targets = append(targets, s)
-		}
-	}
-	return func(pod *input.Pod) bool {
-		if p.Scope.Namespace != "" && p.Scope.Namespace != pod.Namespace {
-			return false
-		}
-		if sel != nil && !sel.Matches(labels.Set(pod.Labels)) {
-			return false
-		}
-		if len(p.Scope.Services) == 0 {
-			return true
-		}
-		for _, s := range targets {
-			if s.Namespace == pod.Namespace && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(pod.Labels)) {
-				return true
-			}
-		}
-		return false
-	}
+	applies := authz.Applies(p, services)
+	return func(pod *input.Pod) bool { return applies(pod.Namespace, pod.Labels) }
 }

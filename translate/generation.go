@@ -31,6 +31,9 @@ type Generation struct {
 	// partDiags those of parts built since (class route configurations,
 	// node listeners, the gRPC view).
 	decodeDiags, buildDiags, partDiags ir.Diagnostics
+	// authz are the authorization policies behind the nodes' inbound
+	// listeners (nil: none).
+	authz *authzState
 }
 
 // New translates a Bag: Istio semantics, then the default class's Envoy
@@ -41,7 +44,12 @@ type Generation struct {
 func New(bag *input.Bag, decodeDiags ir.Diagnostics, opts Options) (*Generation, *Resources) {
 	p := istio.Prepare(bag, opts.Istio)
 	shared, diags := envoy.Build(p.Base)
-	return &Generation{bag: bag, prepared: p, refs: envoy.RefsOf(shared), decodeDiags: decodeDiags, buildDiags: diags}, shared
+	ao := opts.Authz
+	if ao.RootNamespace == "" {
+		ao.RootNamespace = opts.Istio.RootNamespace
+	}
+	return &Generation{bag: bag, prepared: p, refs: envoy.RefsOf(shared), decodeDiags: decodeDiags, buildDiags: diags,
+		authz: newAuthzState(bag, ao)}, shared
 }
 
 // Compact drops the default class's model — its clusters, assignments and
@@ -86,6 +94,9 @@ func (g *Generation) WithEndpoints(bag *input.Bag, services []string) (next *Gen
 	next = &Generation{
 		bag: bag, prepared: p, refs: g.refs, decodeDiags: g.decodeDiags,
 		buildDiags: append(buildDiags, diags...), partDiags: partDiags,
+		// Only endpoints changed: policies, pods' addresses and labels and
+		// Services are g's (xds/watch translates anew for any of those).
+		authz: g.authz,
 	}
 	return next, replaced, true
 }

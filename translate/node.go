@@ -27,6 +27,9 @@ type NodeClasses struct {
 	// identities are the client pods' workload identities and addresses
 	// (with Istio mTLS only): they are part of Key.
 	identities []ir.ClientIdentity
+	// inbound are the node's pods whose ports its inbound listener
+	// captures (part of Key).
+	inbound []inboundPod
 }
 
 // NodeClasses groups a node's client pods into source classes.
@@ -37,7 +40,9 @@ func (g *Generation) NodeClasses(node string) NodeClasses {
 	if g.prepared.IstioMTLS() != nil {
 		ids = g.prepared.NodeIdentities(node)
 	}
+	bag := g.bag
 	g.mu.Unlock()
+	inKey, inbound := g.authz.inbound(bag, node)
 	var b strings.Builder
 	for _, c := range classes {
 		b.WriteString(c.Name)
@@ -54,7 +59,11 @@ func (g *Generation) NodeClasses(node string) NodeClasses {
 		b.WriteByte('=')
 		b.WriteString(strings.Join(id.Addresses, ","))
 	}
-	return NodeClasses{Key: b.String(), classes: classes, identities: ids}
+	if inKey != "" {
+		b.WriteString("|inbound:")
+		b.WriteString(inKey)
+	}
+	return NodeClasses{Key: b.String(), classes: classes, inbound: inbound, identities: ids}
 }
 
 // NodePart is what a node's configuration adds to the default class's: the
@@ -76,6 +85,7 @@ type NodePart struct {
 	// there are any, the node's clusters with Istio mTLS differ from the
 	// shared ones (MTLSClusters).
 	Identities []ir.ClientIdentity
+	inbound    []inboundPod
 }
 
 // NodePart computes a node's model from its classes.
@@ -83,7 +93,7 @@ func (g *Generation) NodePart(nc NodeClasses) *NodePart {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.prepared.Node(nc.classes)
-	np := &NodePart{g: g, model: m, Classes: m.SourceClasses, Identities: nc.identities}
+	np := &NodePart{g: g, model: m, Classes: m.SourceClasses, Identities: nc.identities, inbound: nc.inbound}
 	for _, rc := range m.RouteConfigs {
 		if !g.prepared.IsBaseRoute(rc.Name) {
 			np.ClassRoutes = append(np.ClassRoutes, rc.Name)
@@ -198,6 +208,21 @@ func (np *NodePart) MTLSClusterNames() []string {
 	return slices.Sorted(maps.Keys(np.g.prepared.IstioMTLS()))
 }
 
+// BuildInbound builds and validates the node's inbound listener and its
+// clusters (Istio's inbound|PORT|| ORIGINAL_DST clusters): one filter
+// chain per captured {pod, port} with the pod's RBAC. A node without
+// captured pods gets none (empty Resources): no listener that could accept
+// a connection nobody decided to capture.
+func (np *NodePart) BuildInbound() *Resources {
+	if len(np.inbound) == 0 {
+		return &Resources{}
+	}
+	chains, diags := np.g.authz.chains(np.inbound)
+	r, bdiags := envoy.BuildInbound(chains)
+	np.g.addPartDiags(append(diags, bdiags...))
+	return r
+}
+
 // ForNode is the whole configuration of one node, as a server assembles it
 // from shared (what New returned) and the node's part: the default class's
 // clusters and assignments, the node's listener, and the route
@@ -211,7 +236,8 @@ func (g *Generation) ForNode(node string, shared *Resources) (*NodePart, *Resour
 		built[rc.GetName()] = true
 	}
 	listeners, uses := np.BuildListeners(func(n string) bool { return built[n] })
-	r := &Resources{Listeners: listeners, Clusters: shared.Clusters, Endpoints: shared.Endpoints}
+	in := np.BuildInbound()
+	r := &Resources{Listeners: append(listeners, in.Listeners...), Clusters: shared.Clusters, Endpoints: shared.Endpoints}
 	if mc := np.MTLSClusters(shared.Clusters); len(mc) > 0 {
 		byName := make(map[string]*clusterv3.Cluster, len(mc))
 		for _, c := range mc {
@@ -225,6 +251,11 @@ func (g *Generation) ForNode(node string, shared *Resources) (*NodePart, *Resour
 			r.Clusters[i] = c
 		}
 	}
+	if len(in.Clusters) > 0 {
+		// (after the shared ones, whose order is the translator's)
+		r.Clusters = slices.Concat(r.Clusters, in.Clusters)
+	}
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	for _, rc := range slices.Concat(shared.Routes, classRoutes) {
 		if _, used := slices.BinarySearch(uses, rc.GetName()); used {
 			r.Routes = append(r.Routes, rc)

@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -454,6 +455,20 @@ func chainTarget(fc *listenerv3.FilterChain) string {
 		a := f.GetTypedConfig()
 		h := &hcmv3.HttpConnectionManager{}
 		if a.MessageIs(h) && a.UnmarshalTo(h) == nil {
+			if rc := h.GetRouteConfig(); rc != nil {
+				// An inbound chain: its inline route and RBAC filters.
+				to := "routes " + strconv.Quote(rc.GetName()) + " (inline)"
+				for _, hf := range h.GetHttpFilters() {
+					r := &rbachttpv3.RBAC{}
+					if hf.GetName() == envoy.FilterHTTPRBAC && hf.GetTypedConfig().UnmarshalTo(r) == nil {
+						to += fmt.Sprintf("; rbac %s %d", r.GetRules().GetAction(), len(r.GetRules().GetPolicies()))
+						if n := len(r.GetShadowRules().GetPolicies()); n > 0 {
+							to += fmt.Sprintf(" (+%d dry-run)", n)
+						}
+					}
+				}
+				return to
+			}
 			return "routes " + strconv.Quote(h.GetRds().GetRouteConfigName())
 		}
 		t := &tcpproxyv3.TcpProxy{}

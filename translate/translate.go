@@ -11,6 +11,10 @@ import (
 // Options tune a translation.
 type Options struct {
 	Istio IstioOptions
+	// Authz are the options of the AuthorizationPolicy translation behind
+	// the nodes' inbound listeners (the root namespace defaults to
+	// Istio.RootNamespace).
+	Authz AuthzOptions
 	// Node, when set, makes Translate translate for that node: the default
 	// class plus a source class per group of the node's client pods (Pods
 	// with spec.nodeName in opted-in namespaces). A Generation serves every
@@ -57,6 +61,9 @@ func Translate(bag *input.Bag, decodeDiags ir.Diagnostics, opts Options) *Result
 // for paths that cannot be read at all; problems inside files are diagnostics.
 func Load(paths []string, stdin io.Reader, defaultNamespace string) (*Bag, ir.Diagnostics, error) {
 	l := input.NewLoader(defaultNamespace)
+	// AuthorizationPolicies (kept with the other kinds translation does not
+	// read) decide the nodes' inbound listeners.
+	l.KeepIgnored = true
 	for _, p := range paths {
 		var err error
 		if p == "-" {
@@ -75,6 +82,7 @@ func Load(paths []string, stdin io.Reader, defaultNamespace string) (*Bag, ir.Di
 // name.
 func LoadBytes(name string, data []byte, defaultNamespace string) (*Bag, ir.Diagnostics) {
 	l := input.NewLoader(defaultNamespace)
+	l.KeepIgnored = true
 	l.LoadBytes(name, data)
 	return l.Bag(), l.Diagnostics()
 }

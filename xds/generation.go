@@ -70,10 +70,11 @@ type Generation struct {
 type nodePart struct {
 	classes               []ir.SourceClass
 	listenerSet, routeSet *resourceSet
-	// clusterSet is the shared clusters, or with Istio mTLS and client
-	// identities on the node, the shared ones with the node's versions of
-	// those that carry Istio mTLS (nodes with the same identities at the
-	// same addresses share it: they have the same key).
+	// clusterSet is the shared clusters; with Istio mTLS and client
+	// identities on the node, the node's versions of those that carry
+	// Istio mTLS replace them (nodes with the same identities at the same
+	// addresses share it: they have the same key); with an inbound
+	// listener, its clusters are added.
 	clusterSet *resourceSet
 }
 
@@ -223,9 +224,15 @@ func (g *Generation) nodePart(node string) *nodePart {
 		_, ok := classRoutes.items[n] // (one that failed to build is not there)
 		return ok
 	})
-	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(listeners), routeSet: g.routes, clusterSet: g.clusters}
+	// The inbound listener (pods whose authorization needs HTTP facts) and
+	// its clusters are the node's own.
+	in := part.BuildInbound()
+	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(append(listeners, in.Listeners...)), routeSet: g.routes, clusterSet: g.clusters}
 	if names := part.MTLSClusterNames(); len(names) > 0 {
 		np.clusterSet = g.mtlsClusters(part, names)
+	}
+	if len(in.Clusters) > 0 {
+		np.clusterSet = with(np.clusterSet, in.Clusters)
 	}
 	// Serve exactly the route configurations the listener uses (see
 	// BuildListeners): the shared set when it is that.

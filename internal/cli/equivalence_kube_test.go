@@ -43,6 +43,8 @@ var equivalenceCases = map[string]struct {
 	inputs  []string
 	mesh    *meshgen.Options
 	classes bool
+	// inbound says some node must be served an inbound listener.
+	inbound bool
 }{
 	"bookinfo":       {inputs: []string{sample}},
 	"source-classes": {inputs: []string{"../../translate/testdata/nodes/source-classes.in.yaml"}, classes: true},
@@ -56,6 +58,9 @@ var equivalenceCases = map[string]struct {
 	// (the controller compares digests, having dropped them; the CLI
 	// compares them).
 	"bookinfo+source-classes": {inputs: []string{sample, "../../translate/testdata/nodes/source-classes.in.yaml"}, classes: true},
+	// AuthorizationPolicies with HTTP facts: inbound listeners on node-1
+	// (productpage, details), principals by pod address.
+	"inbound": {inputs: []string{"../../translate/testdata/inbound/bookinfo-nodemesh.yaml", "../../translate/testdata/inbound/authz-http.yaml"}, inbound: true},
 	// node-3 and node-4 have the same classes with different addresses:
 	// the controller may not share one's listener with the other.
 	"same classes, two nodes": {inputs: []string{"../../translate/testdata/nodes/source-classes.in.yaml", "../../xds/testdata/same-classes-two-nodes.yaml"}, classes: true},
@@ -105,7 +110,7 @@ func TestCLIAndControllerServeTheSame(t *testing.T) {
 				}
 			}
 			slices.Sort(nodes)
-			classRoutes := 0
+			classRoutes, inbound := 0, 0
 			for _, node := range nodes {
 				served, err := gen.ForNode(node, xds.EnvoyNode).Resources()
 				if err != nil {
@@ -118,6 +123,14 @@ func TestCLIAndControllerServeTheSame(t *testing.T) {
 						classRoutes++
 					}
 				}
+				for _, l := range served.Listeners {
+					if l.GetName() == "virtualInbound" {
+						inbound++
+					}
+				}
+			}
+			if tc.inbound && inbound == 0 {
+				t.Errorf("no node of %v got an inbound listener: the case does not exercise it", nodes)
 			}
 			if tc.classes && classRoutes == 0 {
 				t.Errorf("no node of %v got a class route configuration: the case does not exercise source classes", nodes)
@@ -178,6 +191,7 @@ var clusterKinds = []schema.GroupVersionResource{
 	{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"},
 	{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"},
 	{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"},
+	{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"},
 }
 
 // dumpCluster writes every object of those kinds in every namespace to a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,6 +38,8 @@ func (e *Env) Create(ctx context.Context, obj any) (any, error) {
 		return e.Istio.NetworkingV1().DestinationRules(o.Namespace).Create(ctx, o, opts)
 	case *networkingv1.ServiceEntry:
 		return e.Istio.NetworkingV1().ServiceEntries(o.Namespace).Create(ctx, o, opts)
+	case *securityv1.AuthorizationPolicy:
+		return e.Istio.SecurityV1().AuthorizationPolicies(o.Namespace).Create(ctx, o, opts)
 	}
 	return nil, fmt.Errorf("kubetest: cannot create %T", obj)
 }

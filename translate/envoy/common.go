@@ -38,9 +38,21 @@ const maxDirectResponseBody = 1 << 20
 // toAny packs a message. Marshalling only fails on invalid UTF-8 in a string
 // field, which the caller reports as an invalid resource.
 func toAny(m proto.Message) (*anypb.Any, error) {
-	a, err := anypb.New(m)
+	a, err := packDeterministic(m)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	return a, nil
+}
+
+// packDeterministic packs a message with its map entries in a fixed order
+// (an RBAC filter's policies are a map): the packed bytes are what
+// resource versions digest and what `nodemesh translate` and the controller
+// must print and serve identically.
+func packDeterministic(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
 	}
 	return a, nil
 }

@@ -13,7 +13,6 @@ import (
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -48,7 +47,7 @@ type RBACFilter struct {
 
 // HTTPFilter packs an HTTP RBAC filter for an HTTP connection manager.
 func (f RBACFilter) HTTPFilter() (*hcmv3.HttpFilter, error) {
-	a, err := anypb.New(f.Config)
+	a, err := packDeterministic(f.Config)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", FilterHTTPRBAC, err)
 	}
@@ -57,7 +56,7 @@ func (f RBACFilter) HTTPFilter() (*hcmv3.HttpFilter, error) {
 
 // NetworkFilter packs a network RBAC filter for a filter chain.
 func (f RBACFilter) NetworkFilter() (*listenerv3.Filter, error) {
-	a, err := anypb.New(f.Config)
+	a, err := packDeterministic(f.Config)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", FilterNetworkRBAC, err)
 	}

@@ -382,6 +382,19 @@ func (v *checker) hcm(p Problem, h *hcmv3.HttpConnectionManager) {
 	if rds := h.GetRds(); rds != nil && !v.hasRoute(rds.GetRouteConfigName()) {
 		v.add(p, "route configuration %q does not exist", rds.GetRouteConfigName())
 	}
+	// An inline route configuration (the inbound listener's) is part of
+	// the chain: its routes' clusters must exist like an RDS one's.
+	for _, vh := range h.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			a := r.GetRoute()
+			if c := a.GetCluster(); c != "" {
+				v.clusterRef(p, c)
+			}
+			for _, c := range a.GetWeightedClusters().GetClusters() {
+				v.clusterRef(p, c.GetName())
+			}
+		}
+	}
 	filters := h.GetHttpFilters()
 	for i, f := range filters {
 		last := i == len(filters)-1

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -125,6 +126,10 @@ func (b *Bag) Add(obj any) bool {
 		b.Namespaces = append(b.Namespaces, o)
 	case *discoveryv1.EndpointSlice:
 		b.EndpointSlices = append(b.EndpointSlices, o)
+	case *securityv1.AuthorizationPolicy:
+		// Not translated into routing: kept typed, as a Loader with
+		// KeepIgnored keeps it (the inbound listeners read it).
+		b.Other = append(b.Other, &Object{Ref: Ref("AuthorizationPolicy", o), APIVersion: securityv1.SchemeGroupVersion.String(), Typed: o})
 	default:
 		return false
 	}
@@ -144,7 +149,13 @@ func (b *Bag) Objects() []any {
 	out = appendAll(out, b.DestinationRules)
 	out = appendAll(out, b.VirtualServices)
 	out = appendAll(out, b.ServiceEntries)
-	return appendAll(out, b.Gateways)
+	out = appendAll(out, b.Gateways)
+	for _, o := range b.Other {
+		if ap, ok := o.Typed.(*securityv1.AuthorizationPolicy); ok {
+			out = append(out, ap) // (what Add keeps typed in Other)
+		}
+	}
+	return out
 }
 
 func appendAll[T any](out []any, objs []T) []any {

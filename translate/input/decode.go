@@ -117,8 +117,14 @@ func (l *Loader) decodeObject(file string, n *yaml.Node, depth int, budget *budg
 			ref.Namespace = l.DefaultNamespace
 		}
 		l.ignored = append(l.ignored, ref)
+		msg := fmt.Sprintf("%s is not translated by nodemesh; ignored", apiVersion+" "+kind)
+		if kind == "AuthorizationPolicy" && info.group == group {
+			// Not routing, but not ignored either: with --node its HTTP
+			// rules are the inbound listener's RBAC (the agents enforce the rest).
+			msg = fmt.Sprintf("%s is not part of routing: it is the RBAC of the node inbound listeners of the pods it applies to (with --node), and the agents' eBPF policy", apiVersion+" "+kind)
+		}
 		l.diags = append(l.diags, ir.Diagnostic{Severity: ir.SeverityInfo, Code: ir.CodeIgnoredKind, Resource: ref,
-			Message: fmt.Sprintf("%s is not translated by nodemesh; ignored", apiVersion+" "+kind), File: file, Line: n.Line})
+			Message: msg, File: file, Line: n.Line})
 		if l.KeepIgnored {
 			if js, err := toJSON(n, budget); err == nil {
 				o := &Object{Ref: ref, APIVersion: apiVersion, JSON: js, Source: src}

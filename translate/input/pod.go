@@ -45,7 +45,9 @@ type Pod struct {
 	// Sidecar says the Pod has an Istio proxy container or native sidecar.
 	Sidecar bool `json:"sidecar,omitempty"`
 	// ServiceAccount is spec.serviceAccountName ("" reads as "default"):
-	// the pod's Istio identity.
+	// the pod's Istio identity (TD/ns/NS/sa/SA) — its client certificate's
+	// with Istio mTLS, and what the node Envoy's inbound RBAC matches by
+	// the pod's addresses.
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 

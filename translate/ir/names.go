@@ -15,6 +15,14 @@ const (
 	// OutboundCapturePort is where the node agent redirects opted-in traffic.
 	OutboundCapturePort = api.OutboundCapturePort
 
+	// InboundListenerName is the listener on InboundCapturePort that
+	// receives the connections the agent captures to pods whose
+	// authorization needs HTTP facts: Istio's name for a sidecar's inbound
+	// listener, as the outbound one keeps Istio's virtualOutbound.
+	InboundListenerName = "virtualInbound"
+	// InboundCapturePort is where those connections are assigned.
+	InboundCapturePort = api.InboundCapturePort
+
 	PassthroughCluster = "PassthroughCluster"
 	BlackHoleCluster   = "BlackHoleCluster"
 

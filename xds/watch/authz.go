@@ -18,9 +18,10 @@ import (
 )
 
 // AuthorizationPolicy status (docs/design/policy.md §6): the controller
-// does not enforce AuthorizationPolicies (the agents do, in eBPF), but it
-// sees the whole cluster, so it says for each policy where it runs and what
-// it denies more, as Events on the policy — `kubectl describe
+// serves the RBAC of pods whose policies need HTTP facts on their nodes'
+// inbound listeners (§7.2); the agents enforce the rest in eBPF. It sees
+// the whole cluster, so it says for each policy where it runs and what it
+// denies more, as Events on the policy — `kubectl describe
 // authorizationpolicy` is where users look.
 //
 // Istio may be installed without its security CRDs, or after nodemesh; the
@@ -79,22 +80,29 @@ func (c *Controller) authzServed(resource string) (bool, error) {
 	return false, nil
 }
 
-// watchAuthz watches AuthorizationPolicies and PeerAuthentications for
-// status, each once its kind is served.
-func (c *Controller) watchAuthz(ctx context.Context) {
-	go c.watchSecurity(ctx, "peerauthentications", peerAuthnKind, func() cache.SharedIndexInformer {
-		return c.src.istio.Security().V1().PeerAuthentications().Informer()
-	}, &c.src.peerAuthn)
-	c.watchSecurity(ctx, "authorizationpolicies", authzKind, func() cache.SharedIndexInformer {
-		return c.src.istio.Security().V1().AuthorizationPolicies().Informer()
-	}, &c.src.authz)
+// watchAuthz watches AuthorizationPolicies and PeerAuthentications, each
+// once its kind is served; authzStarted: Run already started the
+// AuthorizationPolicy informer (the kind was served at start).
+func (c *Controller) watchAuthz(ctx context.Context, authzStarted bool) {
+	go c.watchSecurity(ctx, "peerauthentications", peerAuthnKind, c.peerAuthnInformer, &c.src.peerAuthn, false)
+	if !authzStarted {
+		c.watchSecurity(ctx, "authorizationpolicies", authzKind, c.authzInformer, &c.src.authz, true)
+	}
+}
+
+func (c *Controller) authzInformer() cache.SharedIndexInformer {
+	return c.src.istio.Security().V1().AuthorizationPolicies().Informer()
+}
+
+func (c *Controller) peerAuthnInformer() cache.SharedIndexInformer {
+	return c.src.istio.Security().V1().PeerAuthentications().Informer()
 }
 
 // watchSecurity waits for the kind to be served, starts its informer and
 // reports the policies once it has listed them; from then on every change
 // of a policy is a change to report.
 func (c *Controller) watchSecurity(ctx context.Context, resource, kind string, informer func() cache.SharedIndexInformer,
-	store *atomic.Pointer[cache.SharedIndexInformer]) {
+	store *atomic.Pointer[cache.SharedIndexInformer], full bool) {
 	for {
 		ok, err := c.authzServed(resource)
 		if err != nil {
@@ -109,11 +117,32 @@ func (c *Controller) watchSecurity(ctx context.Context, resource, kind string, i
 		case <-time.After(c.opts.AuthzDiscoveryPeriod):
 		}
 	}
+	if c.startSecurity(ctx, kind, informer, store, full) {
+		c.enqueue(change{authz: true, full: full, first: time.Now(), events: 1})
+	}
+}
+
+// startAuthz starts the AuthorizationPolicy informer and waits for its
+// first list (false: ctx ended, or the informer could not be set up). Run
+// calls it before the first translation when the kind is served at start,
+// so that a restarted controller never serves nodes without their inbound
+// listeners (the agent syncs its policies the same way).
+func (c *Controller) startAuthz(ctx context.Context) bool {
+	return c.startSecurity(ctx, authzKind, c.authzInformer, &c.src.authz, true)
+}
+
+// startSecurity starts a security.istio.io informer and waits for its
+// first list. full: a change of the kind needs a full translation (an
+// AuthorizationPolicy decides the inbound listeners of the nodes of the
+// pods it applies to; policies change seldom); otherwise only the status
+// Events are out of date.
+func (c *Controller) startSecurity(ctx context.Context, kind string, informer func() cache.SharedIndexInformer,
+	store *atomic.Pointer[cache.SharedIndexInformer], full bool) bool {
 	inf := informer()
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) {
 		c.log.Warn("watch failed; retrying", "reflector", r.TypeDescription(), "error", err)
 	})
-	report := func() { c.enqueue(change{authz: true, first: time.Now(), events: 1}) }
+	report := func() { c.enqueue(change{authz: true, full: full, first: time.Now(), events: 1}) }
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(_ any, initial bool) {
 			if !initial {
@@ -128,15 +157,15 @@ func (c *Controller) watchSecurity(ctx context.Context, resource, kind string, i
 		DeleteFunc: func(any) { report() },
 	}); err != nil {
 		c.log.Error(kind+" informer", "error", err)
-		return
+		return false
 	}
 	c.src.istio.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return
+		return false
 	}
 	store.Store(&inf)
-	c.log.Info("watching " + kind + "s for status")
-	report()
+	c.log.Info("watching " + kind + "s")
+	return true
 }
 
 // reportAuthz works out every policy's status and reports what changed.

@@ -167,6 +167,17 @@ func (c *Controller) Run(ctx context.Context) error {
 			return fmt.Errorf("cache of %v did not sync (are Istio's CRDs installed?): %w", t, context.Cause(ctx))
 		}
 	}
+	// AuthorizationPolicies decide the nodes' inbound listeners: when the
+	// kind is served now, they are part of the initial sync.
+	authzStarted := false
+	if ok, err := c.authzServed("authorizationpolicies"); err != nil {
+		c.log.Warn("AuthorizationPolicy discovery failed; watching for the kind", "error", err)
+	} else if ok {
+		if !c.startAuthz(ctx) {
+			return fmt.Errorf("cache of AuthorizationPolicies did not sync: %w", context.Cause(ctx))
+		}
+		authzStarted = true
+	}
 	first := c.take()
 	first.full = true
 	if first.first.IsZero() {
@@ -177,7 +188,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("caches synced; serving", "generation", c.gen.Load().ID)
 
 	go c.probe(ctx)
-	go c.watchAuthz(ctx)
+	go c.watchAuthz(ctx, authzStarted)
 	return c.loop(ctx)
 }
 
@@ -277,12 +288,6 @@ func (c *Controller) loop(ctx context.Context) error {
 // translation at all.
 func (c *Controller) process(ch change) {
 	g := c.gen.Load()
-	if g != nil && ch.authz && !ch.full && !ch.nodes && len(ch.services) == 0 {
-		// Only AuthorizationPolicies changed: xDS does not carry them
-		// (the agents enforce them), only their status is out of date.
-		c.reportAuthz()
-		return
-	}
 	switch {
 	case g == nil || ch.full:
 		g = c.translate(ch)
@@ -321,7 +326,7 @@ func (c *Controller) updateEndpoints(g *xds.Generation, ch change) *xds.Generati
 func (c *Controller) translate(ch change) *xds.Generation {
 	start := time.Now()
 	bag := c.src.bag()
-	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio})
+	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio, Authz: c.opts.Authz})
 	c.opts.Metrics.Translations.WithLabelValues("full").Inc()
 	c.opts.Metrics.TranslationTime.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	sev := map[ir.Severity]float64{ir.SeverityError: 0, ir.SeverityWarning: 0, ir.SeverityInfo: 0}

@@ -77,6 +77,12 @@ func (s *sources) bag() *translate.Bag {
 			b.Add(o)
 		}
 	}
+	if inf := s.authzInformer(); inf != nil {
+		// They decide the nodes' inbound listeners.
+		for _, o := range inf.GetStore().List() {
+			b.Add(o)
+		}
+	}
 	b.Sort()
 	return b
 }
@@ -204,7 +210,8 @@ type change struct {
 	// nodes is set when Nodes came or went: pushes, no translation.
 	nodes bool
 	// authz is set when AuthorizationPolicies changed: their status is
-	// reported again, nothing is translated or pushed.
+	// reported again (and, as they decide the nodes' inbound listeners,
+	// everything is translated: it comes with full).
 	authz bool
 	// services are the Services ("namespace/name") whose endpoints changed.
 	services map[string]bool
