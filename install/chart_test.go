@@ -347,13 +347,16 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	// The agent enforces AuthorizationPolicies' L4 part and
 	// PeerAuthentication: it reads them, never writes them. The controller
-	// reports their status as Events: it reads them, never writes them (no
-	// status subresource either). Nothing else of security.istio.io.
+	// reports their status as Events and builds the inbound listeners'
+	// RBAC and jwt_authn (RequestAuthentication): it reads them, never
+	// writes them (no status subresource either). Nothing else of
+	// security.istio.io.
 	want := map[string][]string{
-		api.AgentName + " authorizationpolicies":      {"get", "list", "watch"},
-		api.AgentName + " peerauthentications":        {"get", "list", "watch"},
-		api.ControllerName + " authorizationpolicies": {"get", "list", "watch"},
-		api.ControllerName + " peerauthentications":   {"get", "list", "watch"},
+		api.AgentName + " authorizationpolicies":       {"get", "list", "watch"},
+		api.AgentName + " peerauthentications":         {"get", "list", "watch"},
+		api.ControllerName + " authorizationpolicies":  {"get", "list", "watch"},
+		api.ControllerName + " peerauthentications":    {"get", "list", "watch"},
+		api.ControllerName + " requestauthentications": {"get", "list", "watch"},
 	}
 	for k, verbs := range want {
 		if got := istioVerbs[k]; !slices.Equal(got, verbs) {

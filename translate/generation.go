@@ -49,7 +49,7 @@ func New(bag *input.Bag, decodeDiags ir.Diagnostics, opts Options) (*Generation,
 		ao.RootNamespace = opts.Istio.RootNamespace
 	}
 	return &Generation{bag: bag, prepared: p, refs: envoy.RefsOf(shared), decodeDiags: decodeDiags, buildDiags: diags,
-		authz: newAuthzState(bag, ao)}, shared
+		authz: newAuthzState(bag, ao, opts.JWKS)}, shared
 }
 
 // Compact drops the default class's model — its clusters, assignments and

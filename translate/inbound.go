@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/nodemesh/nodemesh/translate/authz"
@@ -94,6 +95,12 @@ type authzState struct {
 	// destination pod; nodes are built in parallel).
 	mu     sync.Mutex
 	byAddr map[int]ir.Policy
+	// ras are the RequestAuthentications: the jwt_authn filter of the
+	// pods they apply to (before the RBAC filters), whose keys jwks
+	// fetches; bag is what their scopes are resolved against.
+	ras  []ir.RequestAuthn
+	jwks JWKSFunc
+	bag  *Bag
 }
 
 type peer struct {
@@ -101,16 +108,23 @@ type peer struct {
 	addrs                []netip.Addr
 }
 
-// newAuthzState translates the bag's authorization policies (none: nil).
-func newAuthzState(bag *Bag, opts AuthzOptions) *authzState {
+// newAuthzState translates the bag's authorization policies and
+// RequestAuthentications (none: nil).
+func newAuthzState(bag *Bag, opts AuthzOptions, jwks JWKSFunc) *authzState {
 	pols, _ := AuthorizationPolicies(bag, opts) // their diagnostics are the policies' status (xds/watch)
-	if len(pols) == 0 {
+	ras, _ := RequestAuthentications(bag, opts)
+	if len(pols) == 0 && len(ras) == 0 {
 		return nil
 	}
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = authz.DefaultTrustDomain
 	}
-	s := &authzState{opts: opts, pols: pols, capture: authz.NewCapture(pols, bag.Services)}
+	scopes := make([]ir.PolicyScope, len(ras))
+	for i := range ras {
+		scopes[i] = ras[i].Scope
+	}
+	s := &authzState{opts: opts, pols: pols, capture: authz.NewCapture(pols, bag.Services).WithAuthn(scopes, bag.Services),
+		ras: ras, jwks: jwks, bag: bag}
 	for i := range pols {
 		s.applies = append(s.applies, authz.Applies(&pols[i], bag.Services))
 	}
@@ -163,6 +177,12 @@ func (s *authzState) inbound(bag *Bag, node string) (string, []inboundPod) {
 				key.WriteString(strconv.Itoa(i) + ",")
 			}
 		}
+		key.WriteByte('~')
+		for i := range s.ras {
+			if AppliesTo(&ir.Policy{Scope: s.ras[i].Scope}, pod, bag.Services) {
+				key.WriteString(strconv.Itoa(i) + ",")
+			}
+		}
 		key.WriteByte(';')
 		out = append(out, ip)
 	}
@@ -200,10 +220,21 @@ func (s *authzState) chains(pods []inboundPod) ([]envoy.InboundChain, ir.Diagnos
 		if err != nil {
 			diags.Errorf(ir.CodeInvalidXDS, ref, "", "the inbound RBAC of the pod cannot be built, its captured ports deny every request: %v", err)
 		}
+		// The pod's RequestAuthentications: jwt_authn before the RBAC
+		// filters (every HTTP port of the pod, as on a sidecar). A filter
+		// that cannot be built denies every request of the pod.
+		var authn []*hcmv3.HttpFilter
+		jwt, jds, jerr := WorkloadJWT(s.ras, s.bag, ip.pod, s.jwks)
+		diags = append(diags, jds...)
+		if jerr != nil {
+			diags.Errorf(ir.CodeInvalidXDS, ref, "", "the JWT validation of the pod cannot be built, its captured ports deny every request: %v", jerr)
+		} else if jwt != nil {
+			authn = []*hcmv3.HttpFilter{jwt}
+		}
 		for _, p := range ip.ports {
 			out = append(out, envoy.InboundChain{
 				Pod: ref, Addresses: ip.pod.IPs, Port: p.Port, Protocol: p.Protocol,
-				RBAC: filters, DenyAll: err != nil,
+				Authn: authn, RBAC: filters, DenyAll: err != nil || jerr != nil,
 			})
 		}
 	}

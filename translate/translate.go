@@ -15,6 +15,11 @@ type Options struct {
 	// the nodes' inbound listeners (the root namespace defaults to
 	// Istio.RootNamespace).
 	Authz AuthzOptions
+	// JWKS fetches the key sets of RequestAuthentication rules without
+	// inline jwks (the controller's xds/jwks resolver); nil: such rules
+	// reject their issuer's tokens (deny more), as istiod does when it
+	// cannot fetch.
+	JWKS JWKSFunc
 	// Node, when set, makes Translate translate for that node: the default
 	// class plus a source class per group of the node's client pods (Pods
 	// with spec.nodeName in opted-in namespaces). A Generation serves every

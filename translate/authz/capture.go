@@ -100,6 +100,19 @@ func NewCapture(pols []ir.Policy, services []*corev1.Service) *Capture {
 	return c
 }
 
+// WithAuthn adds RequestAuthentications' scopes to the decision: a pod a
+// RequestAuthentication applies to has its HTTP ports captured too — the
+// node Envoy's jwt_authn rejects requests with invalid tokens (401), as a
+// sidecar does, even when no authorization policy needs HTTP facts. It
+// returns c.
+func (c *Capture) WithAuthn(scopes []ir.PolicyScope, services []*corev1.Service) *Capture {
+	for _, sc := range scopes {
+		p := &ir.Policy{Scope: sc, Gate: ir.GateAuthorization}
+		c.l7 = append(c.l7, selector{p: p, applies: Applies(p, services)})
+	}
+	return c
+}
+
 func hasL7Rule(p *ir.Policy) bool {
 	for i := range p.Rules {
 		if p.Rules[i].Layer() == ir.LayerL7 {

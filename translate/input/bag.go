@@ -130,6 +130,9 @@ func (b *Bag) Add(obj any) bool {
 		// Not translated into routing: kept typed, as a Loader with
 		// KeepIgnored keeps it (the inbound listeners read it).
 		b.Other = append(b.Other, &Object{Ref: Ref("AuthorizationPolicy", o), APIVersion: securityv1.SchemeGroupVersion.String(), Typed: o})
+	case *securityv1.RequestAuthentication:
+		// Likewise: the inbound listeners' jwt_authn.
+		b.Other = append(b.Other, &Object{Ref: Ref("RequestAuthentication", o), APIVersion: securityv1.SchemeGroupVersion.String(), Typed: o})
 	default:
 		return false
 	}
@@ -151,8 +154,11 @@ func (b *Bag) Objects() []any {
 	out = appendAll(out, b.ServiceEntries)
 	out = appendAll(out, b.Gateways)
 	for _, o := range b.Other {
-		if ap, ok := o.Typed.(*securityv1.AuthorizationPolicy); ok {
-			out = append(out, ap) // (what Add keeps typed in Other)
+		switch t := o.Typed.(type) { // (what Add keeps typed in Other)
+		case *securityv1.AuthorizationPolicy:
+			out = append(out, t)
+		case *securityv1.RequestAuthentication:
+			out = append(out, t)
 		}
 	}
 	return out

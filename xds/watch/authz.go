@@ -85,6 +85,9 @@ func (c *Controller) authzServed(resource string) (bool, error) {
 // AuthorizationPolicy informer (the kind was served at start).
 func (c *Controller) watchAuthz(ctx context.Context, authzStarted bool) {
 	go c.watchSecurity(ctx, "peerauthentications", peerAuthnKind, c.peerAuthnInformer, &c.src.peerAuthn, false)
+	// RequestAuthentications decide the jwt_authn filter of the inbound
+	// listeners: a full translation.
+	go c.watchSecurity(ctx, "requestauthentications", "RequestAuthentication", c.reqAuthnInformer, &c.src.reqAuthn, true)
 	if !authzStarted {
 		c.watchSecurity(ctx, "authorizationpolicies", authzKind, c.authzInformer, &c.src.authz, true)
 	}
@@ -92,6 +95,10 @@ func (c *Controller) watchAuthz(ctx context.Context, authzStarted bool) {
 
 func (c *Controller) authzInformer() cache.SharedIndexInformer {
 	return c.src.istio.Security().V1().AuthorizationPolicies().Informer()
+}
+
+func (c *Controller) reqAuthnInformer() cache.SharedIndexInformer {
+	return c.src.istio.Security().V1().RequestAuthentications().Informer()
 }
 
 func (c *Controller) peerAuthnInformer() cache.SharedIndexInformer {

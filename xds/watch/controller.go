@@ -27,6 +27,7 @@ import (
 	"github.com/nodemesh/nodemesh/translate"
 	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/xds"
+	"github.com/nodemesh/nodemesh/xds/jwks"
 )
 
 // Defaults of Options.
@@ -99,6 +100,12 @@ type Controller struct {
 
 	synced atomic.Bool
 	apiErr atomic.Pointer[error]
+
+	// jwks fetches the key sets of RequestAuthentication rules that name
+	// a jwksUri or only an issuer (istiod's default: the controller
+	// fetches, the nodes get them inline); a key set that arrives or
+	// changes is a full translation.
+	jwks *jwks.Resolver
 }
 
 // New makes a controller serving cache. It also becomes the cache's
@@ -111,6 +118,9 @@ func New(kube kubernetes.Interface, ic istioclient.Interface, c *xds.Cache, opts
 		kick: make(chan struct{}, 1),
 	}
 	ctl.rep = newReporter(kube, ctl.src, opts.Logger)
+	ctl.jwks = jwks.New(jwks.Options{OnChange: func() {
+		ctl.enqueue(change{full: true, first: time.Now(), events: 1})
+	}})
 	c.Provider = ctl.Config
 	c.OnNACK = ctl.rep.nack
 	return ctl
@@ -188,6 +198,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("caches synced; serving", "generation", c.gen.Load().ID)
 
 	go c.probe(ctx)
+	go c.jwks.Run(ctx)
 	go c.watchAuthz(ctx, authzStarted)
 	return c.loop(ctx)
 }
@@ -326,7 +337,7 @@ func (c *Controller) updateEndpoints(g *xds.Generation, ch change) *xds.Generati
 func (c *Controller) translate(ch change) *xds.Generation {
 	start := time.Now()
 	bag := c.src.bag()
-	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio, Authz: c.opts.Authz})
+	g := xds.NewGeneration(c.ids.Add(1), ch.first, bag, nil, translate.Options{Istio: c.opts.Istio, Authz: c.opts.Authz, JWKS: c.jwks.Lookup})
 	c.opts.Metrics.Translations.WithLabelValues("full").Inc()
 	c.opts.Metrics.TranslationTime.WithLabelValues("full").Observe(time.Since(start).Seconds())
 	sev := map[ir.Severity]float64{ir.SeverityError: 0, ir.SeverityWarning: 0, ir.SeverityInfo: 0}

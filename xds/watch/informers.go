@@ -33,6 +33,15 @@ type sources struct {
 	authz atomic.Pointer[cache.SharedIndexInformer]
 	// peerAuthn is the PeerAuthentication informer, likewise.
 	peerAuthn atomic.Pointer[cache.SharedIndexInformer]
+	// reqAuthn is the RequestAuthentication informer, likewise.
+	reqAuthn atomic.Pointer[cache.SharedIndexInformer]
+}
+
+func (s *sources) reqAuthnInformer() cache.SharedIndexInformer {
+	if p := s.reqAuthn.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (s *sources) peerAuthnInformer() cache.SharedIndexInformer {
@@ -77,7 +86,10 @@ func (s *sources) bag() *translate.Bag {
 			b.Add(o)
 		}
 	}
-	if inf := s.authzInformer(); inf != nil {
+	for _, inf := range []cache.SharedIndexInformer{s.authzInformer(), s.reqAuthnInformer()} {
+		if inf == nil {
+			continue
+		}
 		// They decide the nodes' inbound listeners.
 		for _, o := range inf.GetStore().List() {
 			b.Add(o)
