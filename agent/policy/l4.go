@@ -636,19 +636,78 @@ func (t *translator) apply(cp *compiledPolicy, parts [][]*IdentityPolicy) {
 				put(pol, ep.Identity, peerSet{any: true}, portProto{proto: proto}, bpf.Ingress, bpf.Allow)
 			}
 		}
+		// On the ports the node Envoy captures, it enforces the
+		// AuthorizationPolicies (Endpoint.Captured).
+		captured := cp.pol.Gate == ir.GateAuthorization && cp.pol.Source.Kind == KindAuthorizationPolicy && len(ep.Captured) > 0
 		for _, r := range cp.rules {
 			r.used = true
 			for _, p := range r.products {
 				if r.dir == bpf.Ingress {
 					for _, pp := range resolve(p.ports, ep.Ports) {
-						put(pol, ep.Identity, p.peers, pp, r.dir, cp.verdict)
+						if !captured {
+							put(pol, ep.Identity, p.peers, pp, r.dir, cp.verdict)
+							continue
+						}
+						for _, q := range withoutPorts(pp, ep.Captured) {
+							put(pol, ep.Identity, p.peers, q, r.dir, cp.verdict)
+						}
 					}
 					continue
 				}
 				t.egress(pol, ep.Identity, p, cp.verdict)
 			}
 		}
+		if captured && cp.isolates&bpf.EnforceIngress != 0 {
+			for _, port := range ep.Captured {
+				pp := portProto{port: port, proto: bpf.ProtoTCP}
+				put(pol, ep.Identity, peerSet{any: true}, pp, bpf.Ingress, bpf.Allow)
+				if !t.in.AllowHostIngress {
+					put(pol, ep.Identity, peerSet{ids: []bpf.Identity{bpf.IdentityHost}}, pp, bpf.Ingress, bpf.Deny)
+				}
+			}
+		}
 	}
+}
+
+// withoutPorts is pp without the TCP ports in ports (sorted, unique): the
+// other protocols' part unchanged, TCP's split around them.
+func withoutPorts(pp portProto, ports []uint16) []portProto {
+	if pp.proto != bpf.ProtoTCP && pp.proto != bpf.ProtoAny {
+		return []portProto{pp}
+	}
+	var out []portProto
+	if pp.proto == bpf.ProtoAny {
+		for _, proto := range []uint8{bpf.ProtoUDP, bpf.ProtoSCTP} {
+			q := pp
+			q.proto = proto
+			out = append(out, q)
+		}
+		if pp.port == 0 {
+			out = append(out, portProto{proto: bpf.ProtoICMP})
+		}
+	}
+	first, last := int(pp.port), int(pp.last())
+	if pp.port == 0 { // every port
+		first, last = 1, 65535
+	}
+	next := first
+	for _, c := range ports {
+		if int(c) < next || int(c) > last {
+			continue
+		}
+		if int(c) > next {
+			out = append(out, span(next, int(c)-1, bpf.ProtoTCP))
+		}
+		next = int(c) + 1
+	}
+	if next <= last {
+		if next == first && pp.port == 0 {
+			out = append(out, portProto{proto: bpf.ProtoTCP}) // nothing captured in it
+		} else {
+			out = append(out, span(next, last, bpf.ProtoTCP))
+		}
+	}
+	return out
 }
 
 // selects reports whether a policy applies to a local endpoint: an

@@ -41,6 +41,18 @@ type Endpoint struct {
 	// by HTTP facts, breaking namespaces not yet moved — and a pod outside
 	// the mesh is not authorized by Istio at all.
 	Meshed bool
+	// Captured are the pod's TCP ports the node Envoy's inbound listener
+	// captures (translate/authz.Capture: HTTP ports under a policy with
+	// HTTP facts). The Envoy enforces every AuthorizationPolicy there — L4
+	// rules included — and its upstream connection carries the client's
+	// address, so the authorization gate leaves those ports to it: no
+	// projection of AuthorizationPolicy rules on them (the projection of an
+	// L7 ALLOW matches nothing and would deny what the Envoy allowed).
+	// PeerAuthentication, NetworkPolicy and TrafficPolicy still apply.
+	// Connections the node itself opens are not captured: without
+	// AllowHostIngress, HOST is denied on these ports (they would pass
+	// around the Envoy's policy).
+	Captured []uint16
 }
 
 // Identity is a security identity of the cluster: the namespace, service
