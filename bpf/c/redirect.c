@@ -209,6 +209,32 @@ static __always_inline int proxy_egress_denied(struct bpf_sock_addr *ctx, const 
 	return !is_allowed(reason);
 }
 
+/* Whether the socket listening where inbound4 would send sk is the node
+ * proxy's: it carries the proxy's socket mark (as inbound_capture checks in
+ * policy.c). Any process of the node may listen on the inbound port while
+ * the proxy is down; it must not be handed the proxy's upstream connections
+ * with their original destination. */
+static __always_inline int inbound_listener_is_proxys(struct bpf_sock_addr *ctx, struct bpf_sock *sk, __be32 proxy_ip,
+						      const struct inbound_cfg *cfg)
+{
+	struct bpf_sock_tuple t = {};
+
+	t.ipv4.saddr = sk->src_ip4;
+	t.ipv4.sport = bpf_htons((__u16)sk->src_port);
+	t.ipv4.daddr = proxy_ip;
+	t.ipv4.dport = bpf_htons(cfg->port);
+
+	struct bpf_sock *l = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+
+	if (!l)
+		return 0;
+
+	int ok = l->state == BPF_TCP_LISTEN && l->mark == cfg->sock_mark;
+
+	bpf_sk_release(l);
+	return ok;
+}
+
 /*
  * inbound4: the node proxy's upstream connection (proxy_upstream_of) to a
  * {pod, port} of this node under L7 policy (nm_inbound) goes to the proxy's
@@ -227,8 +253,9 @@ static __always_inline int proxy_egress_denied(struct bpf_sock_addr *ctx, const 
  *
  * Returns 1 when rewritten, 0 when the connection goes where it was going,
  * -1 when it must fail (EPERM: Envoy answers 503): a pod under L7 policy
- * with no inbound listener to enforce it, or no room to record the original
- * destination, is not reached around it.
+ * with no inbound listener of the proxy's to enforce it (not configured,
+ * not listening, or a listener without the proxy's socket mark), or no room
+ * to record the original destination, is not reached around it.
  */
 static __always_inline int inbound4(struct bpf_sock_addr *ctx)
 {
@@ -252,7 +279,11 @@ static __always_inline int inbound4(struct bpf_sock_addr *ctx)
 	struct inbound_cfg *icfg = bpf_map_lookup_elem(&nm_inbound_cfg, &zero);
 	struct redirect_config *rcfg = bpf_map_lookup_elem(&nm_redir_cfg, &zero);
 
-	if (!icfg || !icfg->port || !rcfg || !rcfg->proxy_ip) {
+	if (!icfg || !icfg->port || !icfg->sock_mark || !rcfg || !rcfg->proxy_ip) {
+		count(RR_INBOUND_REFUSED);
+		return -1;
+	}
+	if (!inbound_listener_is_proxys(ctx, sk, rcfg->proxy_ip, icfg)) {
 		count(RR_INBOUND_REFUSED);
 		return -1;
 	}
