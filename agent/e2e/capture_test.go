@@ -112,9 +112,17 @@ func TestInboundCapture(t *testing.T) {
 	n := newNode(t, cgroupV2, env.Kubeconfig)
 	buildBinaries(t, n.bin)
 	ns := env.Namespace(t, "e2e-capture", nil)
-	for _, p := range []struct{ name, app string }{{"server", "server"}, {"client", "client"}, {"other", "other"}} {
+	// locked is a client the server allows, isolated for egress with no
+	// egress allowed.
+	for _, p := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"server", map[string]string{"app": "server"}}, {"client", map[string]string{"app": "client"}},
+		{"other", map[string]string{"app": "other"}}, {"locked", map[string]string{"app": "client", "egress": "none"}},
+	} {
 		if _, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p.name, Labels: map[string]string{"app": p.app}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p.name, Labels: p.labels},
 			Spec:       corev1.PodSpec{NodeName: n.name, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app"}}},
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -140,7 +148,7 @@ func TestInboundCapture(t *testing.T) {
 
 	n.agentArgs = []string{"--uplink", link}
 	n.startAgent()
-	server, client, other := n.addPod(ns, "server"), n.addPod(ns, "client"), n.addPod(ns, "other")
+	server, client, other, locked := n.addPod(ns, "server"), n.addPod(ns, "client"), n.addPod(ns, "other"), n.addPod(ns, "locked")
 	n.daemon(server.netns, server.cgroup, "serve", "server")
 
 	// The server's L4 ingress policy: client pods and the remote address
@@ -155,6 +163,16 @@ func TestInboundCapture(t *testing.T) {
 				{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}}, Ports: ports},
 				{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: remoteIP + "/32"}}}, Ports: ports},
 			},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := env.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "locked-egress"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"egress": "none"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
 		},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -293,6 +311,31 @@ func TestInboundCapture(t *testing.T) {
 		// cluster's mark and goes to the pod.
 		if redirCount(bpf.RedirectInboundSkipMark) == skipped {
 			t.Error("the stand-in's marked upstream was not counted as skipped")
+		}
+	})
+
+	t.Run("the client's egress policy still decides the node proxy's upstream", func(t *testing.T) {
+		// locked may not connect anywhere: the proxy's upstream on its
+		// behalf fails at connect() (EPERM, Envoy's 503) before it could be
+		// sent to the inbound listener — which, were it, would let it reach
+		// the server, whose ingress policy allows app=client.
+		captured := redirCount(bpf.RedirectInboundCaptured)
+		eventually(t, 15*time.Second, "the proxy's upstream for locked refused", func() error {
+			denied := redirCount(bpf.RedirectProxyEgressDenied)
+			out, err := upstream("GET", httpURL, locked.ip)
+			if err == nil || !strings.Contains(out, "operation not permitted") {
+				return fmt.Errorf("want EPERM, got %v: %q", err, out)
+			}
+			if redirCount(bpf.RedirectProxyEgressDenied) == denied {
+				return fmt.Errorf("proxy-egress-denied not counted")
+			}
+			return nil
+		})
+		if proxy.saw(locked.ip, serverHTTP) {
+			t.Errorf("the stand-in accepted locked's connection: %v", proxy.events("accepted"))
+		}
+		if got := redirCount(bpf.RedirectInboundCaptured); got != captured {
+			t.Errorf("inbound-captured went from %d to %d for a denied connection", captured, got)
 		}
 	})
 
