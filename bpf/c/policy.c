@@ -644,7 +644,10 @@ int from_pod(struct __sk_buff *skb)
 
 /* Entering a pod. No capture here: sk_assign is for ingress hooks only, and
  * what reaches this hook without passing from_pod or from_uplink comes from
- * the node itself (the proxy's own upstream connections among them). */
+ * the node itself: the inbound listener's own upstream connections (to the
+ * pod, as they must), the node's processes with a node address (L4 policy
+ * only). The node proxy's outbound upstream to a captured pod port was sent
+ * to the inbound listener at connect() (redirect.c, inbound4). */
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
