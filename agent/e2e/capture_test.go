@@ -151,6 +151,15 @@ func TestInboundCapture(t *testing.T) {
 	server, client, other, locked := n.addPod(ns, "server"), n.addPod(ns, "client"), n.addPod(ns, "other"), n.addPod(ns, "locked")
 	n.daemon(server.netns, server.cgroup, "serve", "server")
 
+	// The policies go with the test: its namespace stays Terminating
+	// without kube-controller-manager, and the ipBlock of the remote address
+	// would give it a CIDR identity in the agents of the tests that follow
+	// (TestDatapath uses the same address for a pod it expects unknown).
+	for _, name := range []string{"server-ingress", "locked-egress"} {
+		t.Cleanup(func() {
+			env.Client.NetworkingV1().NetworkPolicies(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
+	}
 	// The server's L4 ingress policy: client pods and the remote address
 	// on 8080 and 9000; other is not allowed.
 	tcp := corev1.ProtocolTCP
