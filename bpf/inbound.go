@@ -29,6 +29,16 @@ const (
 	// (agent.ProxyReturnMark), which would route the proxy's own replies
 	// back to it.
 	ProxyInboundSocketMark uint32 = 0x0800_0000
+	// ProxyInboundUpstreamMark is the SO_MARK the node proxy's inbound
+	// cluster must set on its upstream connections to the pod (Envoy: the
+	// inbound listener's original_src filter, mark 0x539 — Istio's "do not
+	// capture again"). cgroup/connect4 sends the node proxy's other upstream
+	// connections to a captured {pod, port} of this node to the inbound
+	// listener; this one must reach the pod, or it would loop. Setting it
+	// needs CAP_NET_ADMIN. The outbound listener's original_src must not set
+	// it: its upstream connections to a pod of this node would skip the
+	// pod's L7 policy.
+	ProxyInboundUpstreamMark uint32 = api.IstioSkipMark
 	// MaxInboundCaptures is the size of nm_inbound.
 	MaxInboundCaptures = 65536
 )

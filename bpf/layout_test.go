@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -69,6 +70,50 @@ func TestMapLayouts(t *testing.T) {
 	}
 	if got, want := redirect.Maps[redirectMapNmRedirStats].MaxEntries, uint32(NumRedirectReasons); got < want {
 		t.Errorf("%s has %d entries, fewer than the %d reasons", redirectMapNmRedirStats, got, want)
+	}
+}
+
+// TestSharedMapsAgree: the maps both objects define (c/policy_maps.h:
+// policy, identities, local endpoints, inbound capture) are one map once
+// pinned, so their definitions must be the same, or the second load fails
+// with ebpf.ErrMapIncompatible.
+func TestSharedMapsAgree(t *testing.T) {
+	policy, err := loadPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	redirect, err := loadRedirect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The redirection programs read these for the node proxy's upstream
+	// connections (egress decision, inbound capture at connect()).
+	for _, name := range []string{policyMapNmIpcache, policyMapNmPolicy, policyMapNmPolicyRanges, policyMapNmLocalEps,
+		redirectMapNmInbound, redirectMapNmInboundCfg} {
+		if redirect.Maps[name] == nil {
+			t.Errorf("the redirection object has no %s", name)
+		}
+	}
+	for name, rm := range redirect.Maps {
+		pm := policy.Maps[name]
+		if pm == nil || strings.HasPrefix(name, ".") {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			if pm.Type != rm.Type || pm.MaxEntries != rm.MaxEntries || pm.Flags != rm.Flags {
+				t.Errorf("policy: %v/%d/%#x, redirect: %v/%d/%#x", pm.Type, pm.MaxEntries, pm.Flags, rm.Type, rm.MaxEntries, rm.Flags)
+			}
+			for _, kv := range []struct {
+				what   string
+				pt, rt btf.Type
+			}{{"key", pm.Key, rm.Key}, {"value", pm.Value, rm.Value}} {
+				ps, perr := btf.Sizeof(kv.pt)
+				rs, rerr := btf.Sizeof(kv.rt)
+				if perr != nil || rerr != nil || ps != rs {
+					t.Errorf("%s size: policy %d (%v), redirect %d (%v)", kv.what, ps, perr, rs, rerr)
+				}
+			}
+		})
 	}
 }
 

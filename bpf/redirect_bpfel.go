@@ -16,6 +16,8 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	redirectMapNmInbound       = "nm_inbound"
+	redirectMapNmInboundCfg    = "nm_inbound_cfg"
 	redirectMapNmIpcache       = "nm_ipcache"
 	redirectMapNmLbBackends    = "nm_lb_backends"
 	redirectMapNmLbRevnat      = "nm_lb_revnat"
@@ -91,6 +93,8 @@ type redirectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
+	NmInbound      *ebpf.MapSpec `ebpf:"nm_inbound"`
+	NmInboundCfg   *ebpf.MapSpec `ebpf:"nm_inbound_cfg"`
 	NmIpcache      *ebpf.MapSpec `ebpf:"nm_ipcache"`
 	NmLbBackends   *ebpf.MapSpec `ebpf:"nm_lb_backends"`
 	NmLbRevnat     *ebpf.MapSpec `ebpf:"nm_lb_revnat"`
@@ -132,6 +136,8 @@ func (o *redirectObjects) Close() error {
 //
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
+	NmInbound      *ebpf.Map `ebpf:"nm_inbound"`
+	NmInboundCfg   *ebpf.Map `ebpf:"nm_inbound_cfg"`
 	NmIpcache      *ebpf.Map `ebpf:"nm_ipcache"`
 	NmLbBackends   *ebpf.Map `ebpf:"nm_lb_backends"`
 	NmLbRevnat     *ebpf.Map `ebpf:"nm_lb_revnat"`
@@ -149,6 +155,8 @@ type redirectMaps struct {
 
 func (m *redirectMaps) Close() error {
 	return _RedirectClose(
+		m.NmInbound,
+		m.NmInboundCfg,
 		m.NmIpcache,
 		m.NmLbBackends,
 		m.NmLbRevnat,

@@ -30,6 +30,12 @@ func listenTCP(t *testing.T, name, addr string) *acceptor {
 	if err != nil {
 		t.Fatalf("listen %s on %s: %v", name, addr, err)
 	}
+	return acceptFrom(t, name, ln)
+}
+
+// acceptFrom hands the connections ln accepts to an acceptor.
+func acceptFrom(t *testing.T, name string, ln net.Listener) *acceptor {
+	t.Helper()
 	a := &acceptor{name: name, ln: ln, conns: make(chan net.Conn, 8)}
 	go func() {
 		for {

@@ -172,6 +172,9 @@ const (
 	RedirectLBSendmsg                               // an unconnected UDP datagram to a frontend went to a backend
 	RedirectLBNoBackend                             // connect()/sendmsg() to a frontend without backend: ECONNREFUSED
 	RedirectLBReplyRewritten                        // recvmsg showed a backend's UDP datagram as the frontend's
+	RedirectInboundCaptured                         // the node proxy's upstream to a captured pod port went to its inbound listener
+	RedirectInboundSkipMark                         // the inbound listener's own upstream (marked ProxyInboundUpstreamMark) went to the pod
+	RedirectInboundRefused                          // the node proxy's upstream to a captured pod port failed: no inbound listener configured
 	NumRedirectReasons                              // number of reasons; not a reason
 )
 
@@ -180,6 +183,7 @@ var redirectReasonNames = [NumRedirectReasons]string{
 	"skip-not-service", "skip-no-config", "established",
 	"origdst-answered", "origdst-miss", "peername-rewritten", "proxy-egress-denied",
 	"lb-connect", "lb-sendmsg", "lb-no-backend", "lb-reply-rewritten",
+	"inbound-captured", "inbound-skip-mark", "inbound-refused",
 }
 
 func (r RedirectReason) String() string {

@@ -87,6 +87,8 @@ func runHelper(mode string) int {
 		err = getFrom(args)
 	case "inbound":
 		err = inbound(args)
+	case "upstream":
+		err = upstream(args)
 	case "post":
 		err = post(args)
 	default:

@@ -158,40 +158,9 @@ struct {
 	__uint(max_entries, 1);
 } nm_proxy_cfg SEC(".maps");
 
-/* Inbound capture (docs/design/datapath.md, "Inbound capture"): TCP to a
- * {local pod, port} under L7 (HTTP) AuthorizationPolicy is handed to the
- * node proxy's inbound listener, which enforces it and connects on to the
- * pod with the client's address. Keyed by the destination; the agent writes
- * only this node's pods. The value (flags) is not read yet. */
-struct inbound_key {
-	__be32 addr;  /* the pod's IPv4 address */
-	__be16 port;  /* the pod's port, network order */
-	__u8 proto;   /* IPPROTO_TCP: nothing else is captured */
-	__u8 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct inbound_key);
-	__type(value, __u32); /* flags, none yet */
-	__uint(max_entries, 65536);
-} nm_inbound SEC(".maps");
-
-/* The proxy's inbound listener. Unset (port 0) while nm_inbound has
- * entries: their traffic is dropped, never delivered around the proxy. */
-struct inbound_cfg {
-	__u32 pkt_mark;  /* set on a captured packet: policy routing delivers it locally */
-	__u32 sock_mark; /* SO_MARK of the proxy's inbound listener (its accepted sockets inherit it) */
-	__u16 port;      /* the listener's port, host order; 0: not configured */
-	__u16 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct inbound_cfg);
-	__uint(max_entries, 1);
-} nm_inbound_cfg SEC(".maps");
+/* nm_inbound and nm_inbound_cfg are in policy_maps.h: the redirection
+ * programs read them too (the node proxy's upstream connections to a pod
+ * of this node, cgroup/connect4). */
 
 struct flow {
 	__be32 saddr, daddr;
@@ -675,7 +644,10 @@ int from_pod(struct __sk_buff *skb)
 
 /* Entering a pod. No capture here: sk_assign is for ingress hooks only, and
  * what reaches this hook without passing from_pod or from_uplink comes from
- * the node itself (the proxy's own upstream connections among them). */
+ * the node itself: the inbound listener's own upstream connections (to the
+ * pod, as they must), the node's processes with a node address (L4 policy
+ * only). The node proxy's outbound upstream to a captured pod port was sent
+ * to the inbound listener at connect() (redirect.c, inbound4). */
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {

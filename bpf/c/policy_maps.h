@@ -123,6 +123,44 @@ struct {
 	__uint(max_entries, 1024);
 } nm_local_eps SEC(".maps");
 
+/* Inbound capture (docs/design/datapath.md, "Inbound capture"): TCP to a
+ * {local pod, port} under L7 (HTTP) AuthorizationPolicy is handed to the
+ * node proxy's inbound listener, which enforces it and connects on to the
+ * pod with the client's address. Keyed by the destination; the agent writes
+ * only this node's pods. The value (flags) is not read yet. The TC programs
+ * capture at tc ingress (from_pod, from_uplink); the redirection programs
+ * send the node proxy's own upstream connections to these ports to the
+ * inbound listener at connect() (redirect.c, inbound4). */
+struct inbound_key {
+	__be32 addr;  /* the pod's IPv4 address */
+	__be16 port;  /* the pod's port, network order */
+	__u8 proto;   /* IPPROTO_TCP: nothing else is captured */
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct inbound_key);
+	__type(value, __u32); /* flags, none yet */
+	__uint(max_entries, 65536);
+} nm_inbound SEC(".maps");
+
+/* The proxy's inbound listener. Unset (port 0) while nm_inbound has
+ * entries: their traffic is dropped, never delivered around the proxy. */
+struct inbound_cfg {
+	__u32 pkt_mark;  /* set on a captured packet: policy routing delivers it locally */
+	__u32 sock_mark; /* SO_MARK of the proxy's inbound listener (its accepted sockets inherit it) */
+	__u16 port;      /* the listener's port, host order; 0: not configured */
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct inbound_cfg);
+	__uint(max_entries, 1);
+} nm_inbound_cfg SEC(".maps");
+
 static __always_inline __u32 lookup_identity(__be32 addr)
 {
 	struct ipcache_key k = { .prefixlen = 32, .addr = addr };

@@ -15,6 +15,12 @@
  *                      REDIRECT, so an unmodified proxy (Envoy original_dst) works.
  *   cgroup/getpeername4 the app sees the Service address, not the proxy's.
  *
+ * The same connect4 program sends the node proxy's own upstream connection
+ * to a pod port under L7 policy on this node (nm_inbound) to the proxy's
+ * inbound listener (inbound4): the connection never passes a tc ingress
+ * hook, where inbound capture happens for every other client. The record,
+ * sockops and SO_ORIGINAL_DST work as for a redirected pod's connection.
+ *
  * The redirection acts only on sockets of opted-in network namespaces, and
  * never on port 15008, UID/GID 1337, sockets marked 0x539 or anything but
  * IPv4 TCP. Every other connection to a Service is load balanced at the
@@ -61,12 +67,16 @@ enum redir_reason {
 	RR_LB_SENDMSG,          /* an unconnected UDP datagram to a Service went to a backend */
 	RR_LB_NO_BACKEND,       /* connect()/sendmsg() to a Service without backend: ECONNREFUSED */
 	RR_LB_REPLY_REWRITTEN,  /* recvmsg showed a backend's datagram as the Service's */
-	RR_MAX = 16,
+	RR_INBOUND_CAPTURED,    /* the node proxy's upstream to a captured pod port went to its inbound listener */
+	RR_INBOUND_SKIP_MARK,   /* ... but it is the inbound listener's own upstream (marked 0x539): to the pod */
+	RR_INBOUND_REFUSED,     /* ... and it cannot go to the listener (not configured, no storage): EPERM */
+	RR_MAX = 32,
 };
 
 #define ROLE_CLIENT 1 /* the app's socket: getpeername is rewritten */
 #define ROLE_PROXY 2  /* the proxy's accepted socket: SO_ORIGINAL_DST is answered */
 #define ROLE_LB 3     /* a socket load balanced to a backend: getpeername is rewritten */
+#define ROLE_INBOUND 4 /* the node proxy's upstream sent to its inbound listener: as ROLE_CLIENT */
 
 struct redirect_config {
 	__be32 proxy_ip;
@@ -160,32 +170,138 @@ static __always_inline int is_service(__be32 ip, __u16 port)
 	return bpf_map_lookup_elem(&nm_services, &k) != NULL;
 }
 
-/* An upstream connection of the node proxy on behalf of a local pod: a
- * socket of another network namespace (the node's) bound to the pod's
- * address (Envoy original_src). The pod's egress policy decides, as if the
- * pod connected itself; denied, the connect fails with EPERM. */
-static __always_inline int proxy_egress_denied(struct bpf_sock_addr *ctx, __u64 netns)
+/* The local pod on whose behalf a socket connects, when it is an upstream
+ * connection of the node proxy: a TCP socket of another network namespace
+ * than the pod's (the node's) bound to the pod's address (Envoy
+ * original_src). NULL otherwise: a pod's own socket, a socket of the node
+ * with a node address. Binding another pod's address from a pod's netns
+ * (IP_FREEBIND) makes such a socket too, but its packets leave through the
+ * pod's veth, where from_pod drops them as spoofed. */
+static __always_inline struct local_ep *proxy_upstream_of(struct bpf_sock_addr *ctx, __u64 netns)
 {
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return NULL;
+
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return NULL;
+
+	__be32 src = sk->src_ip4;
+
+	if (!src)
+		return NULL;
+
+	struct local_ep *lep = bpf_map_lookup_elem(&nm_local_eps, &src);
+
+	if (!lep || lep->netns_cookie == netns)
+		return NULL;
+	return lep;
+}
+
+/* The pod's egress policy decides the node proxy's upstream connection on
+ * its behalf, as if the pod connected itself; denied, the connect fails
+ * with EPERM. */
+static __always_inline int proxy_egress_denied(struct bpf_sock_addr *ctx, const struct local_ep *lep)
+{
+	__u32 reason = decide(&lep->ep, DIR_EGRESS, lookup_identity(ctx->user_ip4), bpf_ntohs(ctx->user_port), IPPROTO_TCP);
+
+	return !is_allowed(reason);
+}
+
+/* Whether the socket listening where inbound4 would send sk is the node
+ * proxy's: it carries the proxy's socket mark (as inbound_capture checks in
+ * policy.c). Any process of the node may listen on the inbound port while
+ * the proxy is down; it must not be handed the proxy's upstream connections
+ * with their original destination. */
+static __always_inline int inbound_listener_is_proxys(struct bpf_sock_addr *ctx, struct bpf_sock *sk, __be32 proxy_ip,
+						      const struct inbound_cfg *cfg)
+{
+	struct bpf_sock_tuple t = {};
+
+	t.ipv4.saddr = sk->src_ip4;
+	t.ipv4.sport = bpf_htons((__u16)sk->src_port);
+	t.ipv4.daddr = proxy_ip;
+	t.ipv4.dport = bpf_htons(cfg->port);
+
+	struct bpf_sock *l = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+
+	if (!l)
+		return 0;
+
+	int ok = l->state == BPF_TCP_LISTEN && l->mark == cfg->sock_mark;
+
+	bpf_sk_release(l);
+	return ok;
+}
+
+/*
+ * inbound4: the node proxy's upstream connection (proxy_upstream_of) to a
+ * {pod, port} of this node under L7 policy (nm_inbound) goes to the proxy's
+ * inbound listener instead — node proxy address (nm_redir_cfg, SetProxy) :
+ * inbound port (nm_inbound_cfg) — with the pod:port recorded as the
+ * original destination (role inbound: sockops hands it to the accepted
+ * socket, cgroup/getsockopt answers SO_ORIGINAL_DST with it). The socket
+ * stays bound to the client pod's address, so the listener sees the client
+ * as its peer; the replies of the node's own address to that address are
+ * routed towards the pod and come back through lo (to_pod,
+ * proxy_local_return), as for a host-network server.
+ *
+ * Not for the inbound listener's own upstream connection to the pod, which
+ * must reach it: the inbound cluster marks it 0x539 (Envoy original_src
+ * mark, Istio's "do not capture again"; SO_MARK needs CAP_NET_ADMIN).
+ *
+ * Returns 1 when rewritten, 0 when the connection goes where it was going,
+ * -1 when it must fail (EPERM: Envoy answers 503): a pod under L7 policy
+ * with no inbound listener of the proxy's to enforce it (not configured,
+ * not listening, or a listener without the proxy's socket mark), or no room
+ * to record the original destination, is not reached around it.
+ */
+static __always_inline int inbound4(struct bpf_sock_addr *ctx)
+{
+	__be32 dip = ctx->user_ip4;
+	__u16 dport = bpf_ntohs(ctx->user_port);
+	struct inbound_key k = { .addr = dip, .port = bpf_htons(dport), .proto = IPPROTO_TCP };
+
+	if (!bpf_map_lookup_elem(&nm_inbound, &k))
 		return 0;
 
 	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk)
+		return -1;
+	if (sk->mark == ISTIO_SKIP_MARK) {
+		count(RR_INBOUND_SKIP_MARK);
 		return 0;
+	}
 
-	__be32 src = sk->src_ip4;
+	__u32 zero = 0;
+	struct inbound_cfg *icfg = bpf_map_lookup_elem(&nm_inbound_cfg, &zero);
+	struct redirect_config *rcfg = bpf_map_lookup_elem(&nm_redir_cfg, &zero);
 
-	if (!src)
-		return 0;
+	if (!icfg || !icfg->port || !icfg->sock_mark || !rcfg || !rcfg->proxy_ip) {
+		count(RR_INBOUND_REFUSED);
+		return -1;
+	}
+	if (!inbound_listener_is_proxys(ctx, sk, rcfg->proxy_ip, icfg)) {
+		count(RR_INBOUND_REFUSED);
+		return -1;
+	}
 
-	struct local_ep *lep = bpf_map_lookup_elem(&nm_local_eps, &src);
+	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
-	if (!lep || lep->netns_cookie == netns)
-		return 0;
-	__u32 reason = decide(&lep->ep, DIR_EGRESS, lookup_identity(ctx->user_ip4), bpf_ntohs(ctx->user_port), IPPROTO_TCP);
+	if (!od) {
+		count(RR_INBOUND_REFUSED);
+		return -1;
+	}
+	od->ip = dip;
+	od->port = dport;
+	od->role = ROLE_INBOUND;
 
-	return !is_allowed(reason);
+	ctx->user_ip4 = rcfg->proxy_ip;
+	ctx->user_port = bpf_htons(icfg->port);
+	count(RR_INBOUND_CAPTURED);
+	return 1;
 }
 
 /* redirect4 sends an opted-in pod's TCP connection to a Service to the node
@@ -320,7 +436,9 @@ static __always_inline int lb4_connect(struct bpf_sock_addr *ctx)
  *      backends (lb4_connect), or fails with ECONNREFUSED without one;
  *   3. the node proxy's upstream connection on behalf of a local pod (now
  *      towards a backend, if it connected to a frontend) is decided by the
- *      pod's egress policy.
+ *      pod's egress policy;
+ *   4. allowed, and to a pod port of this node under L7 policy, it goes to
+ *      the proxy's inbound listener (inbound4), or fails.
  */
 SEC("cgroup/connect4")
 int nm_connect4(struct bpf_sock_addr *ctx)
@@ -331,11 +449,16 @@ int nm_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 	if (!lb4_connect(ctx))
 		return 0;
-	if (proxy_egress_denied(ctx, netns)) {
+
+	struct local_ep *lep = proxy_upstream_of(ctx, netns);
+
+	if (!lep)
+		return 1;
+	if (proxy_egress_denied(ctx, lep)) {
 		count(RR_PROXY_EGRESS_DENIED);
 		return 0;
 	}
-	return 1;
+	return inbound4(ctx) >= 0;
 }
 
 /* Unconnected UDP: each datagram to a frontend goes to a backend. */
@@ -407,7 +530,7 @@ int nm_sockops(struct bpf_sock_ops *skops)
 		if (!sk)
 			return 1;
 		od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
-		if (!od || od->role != ROLE_CLIENT)
+		if (!od || (od->role != ROLE_CLIENT && od->role != ROLE_INBOUND))
 			return 1;
 		k.client_ip = skops->local_ip4;
 		k.client_port = (__u16)skops->local_port;
@@ -487,7 +610,8 @@ int nm_getsockopt(struct bpf_sockopt *ctx)
 }
 
 /* The Service address for a socket redirected to the proxy or load balanced
- * to a backend. */
+ * to a backend; the pod's address for the node proxy's upstream sent to its
+ * inbound listener. */
 SEC("cgroup/getpeername4")
 int nm_getpeername4(struct bpf_sock_addr *ctx)
 {
@@ -498,7 +622,7 @@ int nm_getpeername4(struct bpf_sock_addr *ctx)
 
 	struct orig_dst *od = bpf_sk_storage_get(&nm_sk_dst, sk, 0, 0);
 
-	if (!od || (od->role != ROLE_CLIENT && od->role != ROLE_LB))
+	if (!od || (od->role != ROLE_CLIENT && od->role != ROLE_LB && od->role != ROLE_INBOUND))
 		return 1;
 	ctx->user_ip4 = od->ip;
 	ctx->user_port = bpf_htons(od->port);
