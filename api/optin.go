@@ -28,4 +28,9 @@ const (
 	// IstioSkipMark is the socket mark of traffic Istio's proxies send
 	// that must not be captured again.
 	IstioSkipMark = 0x539
+	// InboundListenerMark is the SO_MARK of the node Envoy's inbound
+	// listener (socket_options SOL_SOCKET/SO_MARK, STATE_PREBIND), which the
+	// connections it accepts inherit: the eBPF capture hands packets only to
+	// sockets that carry it (bpf.ProxyInboundSocketMark).
+	InboundListenerMark = 0x0800_0000
 )

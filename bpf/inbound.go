@@ -28,7 +28,7 @@ const (
 	// port gets nothing. It shares no bit with the proxy return mark
 	// (agent.ProxyReturnMark), which would route the proxy's own replies
 	// back to it.
-	ProxyInboundSocketMark uint32 = 0x0800_0000
+	ProxyInboundSocketMark uint32 = api.InboundListenerMark
 	// ProxyInboundUpstreamMark is the SO_MARK the node proxy's inbound
 	// cluster must set on its upstream connections to the pod (Envoy: the
 	// inbound listener's original_src filter, mark 0x539 — Istio's "do not

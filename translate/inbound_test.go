@@ -486,6 +486,7 @@ func TestInboundVsIstioOracle(t *testing.T) {
 		"listenerFiltersTimeout":               "no inspector waits for bytes",
 		"continueOnListenerFiltersTimeout":     "no inspector waits for bytes",
 		"maxConnectionsToAcceptPerSocketEvent": "Envoy's default",
+		"socketOptions":                        "SO_MARK 0x08000000: the eBPF capture hands packets only to a socket with the proxy's mark",
 	})
 	h := chainHCM(t, fc)
 	ours := asMap(t, h)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
@@ -94,6 +95,17 @@ func BuildInbound(chains []InboundChain) (*Resources, ir.Diagnostics) {
 		// (bpf_sk_assign keeps the tuple): the socket must accept them.
 		Transparent:      wrapperspb.Bool(true),
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		// The eBPF capture hands packets only to sockets with this mark
+		// (setting it needs CAP_NET_ADMIN): a process that merely binds
+		// the port gets nothing (docs/design/datapath.md, "Inbound
+		// capture").
+		SocketOptions: []*corev3.SocketOption{{
+			Description: "nodemesh inbound listener mark",
+			Level:       1,  // SOL_SOCKET
+			Name:        36, // SO_MARK
+			Value:       &corev3.SocketOption_IntValue{IntValue: api.InboundListenerMark},
+			State:       corev3.SocketOption_STATE_PREBIND,
+		}},
 	}
 	odst, err := toAny(&originaldstv3.OriginalDst{})
 	if err != nil {
@@ -103,7 +115,10 @@ func BuildInbound(chains []InboundChain) (*Resources, ir.Diagnostics) {
 	// that pooled upstream connections (one pool per client address) never
 	// collide on a tuple; the pod sees its client's address, which its eBPF
 	// policy and its logs read.
-	osrc, err := toAny(&originalsrcv3.OriginalSrc{BindPort: false})
+	// Mark 0x539 (Istio's "do not capture again"): the agent's
+	// cgroup/connect4 sends the node Envoy's other upstream connections to
+	// a captured pod of this node here; this one must reach the pod.
+	osrc, err := toAny(&originalsrcv3.OriginalSrc{BindPort: false, Mark: api.IstioSkipMark})
 	if err != nil {
 		return nil, append(diags, inboundError(err))
 	}
