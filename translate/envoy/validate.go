@@ -522,17 +522,12 @@ func (v *checker) cluster(i int, c *clusterv3.Cluster, dup bool) {
 		}
 	}
 	if m := c.GetTransportSocketMatcher(); m != nil {
-		names := map[string]bool{}
+		names := make([]string, 0, len(c.GetTransportSocketMatches()))
 		for _, tsm := range c.GetTransportSocketMatches() {
-			if names[tsm.GetName()] {
-				v.add(p, "duplicate transport socket match name %q (the matcher selects by name)", tsm.GetName())
-			}
-			names[tsm.GetName()] = true
+			names = append(names, tsm.GetName())
 		}
-		for _, n := range matcherSocketNames(m) {
-			if !names[n] {
-				v.add(p, "transport socket matcher selects %q, which is not among the transport socket matches", n)
-			}
+		for _, msg := range socketMatcherProblems(names, matcherSocketNames(m)) {
+			v.add(p, "%s", msg)
 		}
 	}
 	switch c.GetLbPolicy() {
