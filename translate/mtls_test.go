@@ -313,9 +313,9 @@ func TestMTLSMatcher(t *testing.T) {
 	}
 	shared := &clusterv3.Cluster{Name: "outbound|80||s.shop.svc.cluster.local"}
 	for _, tc := range []struct {
-		name   string
-		auto   bool
-		meta   *corev3.Metadata
+		name     string
+		auto     bool
+		meta     *corev3.Metadata
 		identity string
 		socket   string
 		cert     string

@@ -64,7 +64,7 @@ type Generation struct {
 	// client identity set (translate.NodeClasses.ClusterKey): a node whose
 	// pods change but whose identities do not keeps its clusters.
 	clusterSets map[string]*resourceSet
-	grpc      *Config
+	grpc        *Config
 	// serveDiags are problems of serving, not of translation (an encoding
 	// that does not decode).
 	serveDiags ir.Diagnostics
