@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -330,6 +331,7 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 	}
 
 	matches := map[string]string{}
+	sources := map[string]string{}
 	names := map[string]bool{}
 	for j, fc := range chains {
 		cp := p
@@ -345,6 +347,25 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 			continue
 		}
 		matches[string(key)] = fc.GetName()
+		// Envoy also rejects two chains whose matches differ only in source
+		// prefixes that share one (the source step could not choose).
+		if ranges := fc.GetFilterChainMatch().GetSourcePrefixRanges(); len(ranges) > 0 {
+			rest := proto.Clone(fc.GetFilterChainMatch()).(*listenerv3.FilterChainMatch)
+			rest.SourcePrefixRanges = nil
+			rk, _ := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
+			overlap := ""
+			for _, r := range ranges {
+				k := string(rk) + "|" + r.GetAddressPrefix() + "/" + strconv.Itoa(int(r.GetPrefixLen().GetValue()))
+				if prev, dup := sources[k]; dup && prev != fc.GetName() && overlap == "" {
+					overlap = fmt.Sprintf("source prefix %s/%d is also chain %q's, with the same other criteria (Envoy rejects the listener)", r.GetAddressPrefix(), r.GetPrefixLen().GetValue(), prev)
+				}
+				sources[k] = fc.GetName()
+			}
+			if overlap != "" {
+				v.add(cp, "%s", overlap)
+				continue
+			}
+		}
 		v.filterChain(cp, fc)
 	}
 	if def != nil {
