@@ -56,7 +56,7 @@ func wantIdentities(bag *Bag, node string) map[netip.Addr]string {
 		}
 		id := "spiffe://cluster.local/ns/" + p.Namespace + "/sa/" + p.IdentityAccount()
 		for _, s := range p.IPs {
-			a := netip.MustParseAddr(s).Unmap()
+			a := netip.MustParseAddr(s)
 			if have, ok := out[a]; ok && have != id {
 				id = ""
 			}
@@ -141,7 +141,7 @@ func TestIdentitySplitKeepsRouting(t *testing.T) {
 				}
 				for _, p := range bag.Pods {
 					for _, s := range p.IPs {
-						if a := netip.MustParseAddr(s).Unmap(); !slices.Contains(sources, a) {
+						if a := netip.MustParseAddr(s); !slices.Contains(sources, a) {
 							sources = append(sources, a)
 						}
 					}

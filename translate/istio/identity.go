@@ -118,7 +118,6 @@ func identityOwners(ids []ir.ClientIdentity) map[netip.Addr]string {
 			if err != nil {
 				continue
 			}
-			a = a.Unmap()
 			if o, ok := owner[a]; ok && o != id.SPIFFE || disputed[a] {
 				delete(owner, a)
 				disputed[a] = true
