@@ -532,7 +532,7 @@ func contains(s []string, v string) bool {
 
 // TestIstioMTLSOffIsToday: with the option off nothing refers to an SDS
 // secret, no cluster has transport socket matches, no endpoint carries
-// tlsMode and no listener shares the client's address, even with sidecar
+// tlsMode and no listener chain stores a client identity, even with sidecar
 // pods and ISTIO_MUTUAL and credentialName rules in the input (the golden
 // files, all translated with the option off, hold the rest of today's
 // output byte for byte).
