@@ -215,13 +215,17 @@ func reachesMTLS(fc ir.FilterChain, mtls map[string]*ir.IstioMTLS) bool {
 	return false
 }
 
-// SplitByIdentity splits the listener of a node's model (as Node returns
-// it) by its client identities (NodeIdentities); see splitByIdentity.
+// SplitByIdentity splits the outbound listener of a node's model (as Node
+// returns it) by its client identities (NodeIdentities); see
+// splitByIdentity. Only the outbound listener: its chains are the clients'.
 func (p *Prepared) SplitByIdentity(m *ir.Model, ids []ir.ClientIdentity) {
 	if len(ids) == 0 || len(p.mtls) == 0 {
 		return
 	}
 	for i := range m.Listeners {
+		if m.Listeners[i].Name != ir.OutboundListenerName {
+			continue
+		}
 		l := m.Listeners[i]
 		l.FilterChains = slices.Clone(l.FilterChains)
 		splitByIdentity(&l, ids, p.mtls)
