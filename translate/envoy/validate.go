@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -331,7 +330,7 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 	}
 
 	matches := map[string]string{}
-	sources := map[string]string{}
+	overlaps := sourceOverlaps(chains)
 	names := map[string]bool{}
 	for j, fc := range chains {
 		cp := p
@@ -347,24 +346,9 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 			continue
 		}
 		matches[string(key)] = fc.GetName()
-		// Envoy also rejects two chains whose matches differ only in source
-		// prefixes that share one (the source step could not choose).
-		if ranges := fc.GetFilterChainMatch().GetSourcePrefixRanges(); len(ranges) > 0 {
-			rest := proto.Clone(fc.GetFilterChainMatch()).(*listenerv3.FilterChainMatch)
-			rest.SourcePrefixRanges = nil
-			rk, _ := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
-			overlap := ""
-			for _, r := range ranges {
-				k := string(rk) + "|" + r.GetAddressPrefix() + "/" + strconv.Itoa(int(r.GetPrefixLen().GetValue()))
-				if prev, dup := sources[k]; dup && prev != fc.GetName() && overlap == "" {
-					overlap = fmt.Sprintf("source prefix %s/%d is also chain %q's, with the same other criteria (Envoy rejects the listener)", r.GetAddressPrefix(), r.GetPrefixLen().GetValue(), prev)
-				}
-				sources[k] = fc.GetName()
-			}
-			if overlap != "" {
-				v.add(cp, "%s", overlap)
-				continue
-			}
+		if msg, ok := overlaps[j]; ok {
+			v.add(cp, "%s", msg)
+			continue
 		}
 		v.filterChain(cp, fc)
 	}
@@ -373,6 +357,56 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 		cp.Chain, cp.FilterChain = DefaultChain, def.GetName()
 		v.filterChain(cp, def)
 	}
+}
+
+// sourceOverlaps finds chains that Envoy rejects because they share a
+// source prefix with an earlier chain whose other criteria are the same
+// (the source step could not choose), by chain index. Chains are grouped by
+// those other criteria first: a listener split by client identity holds
+// thousands of source prefixes, but few per group.
+func sourceOverlaps(chains []*listenerv3.FilterChain) map[int]string {
+	groups := map[string][]int{}
+	var order []string
+	for j, fc := range chains {
+		m := fc.GetFilterChainMatch()
+		ranges := m.GetSourcePrefixRanges()
+		if len(ranges) == 0 {
+			continue
+		}
+		// (the listener is this task's own while it is checked)
+		m.SourcePrefixRanges = nil
+		rk, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		m.SourcePrefixRanges = ranges
+		if _, ok := groups[string(rk)]; !ok {
+			order = append(order, string(rk))
+		}
+		groups[string(rk)] = append(groups[string(rk)], j)
+	}
+	type sourceKey struct {
+		prefix string
+		bits   uint32
+	}
+	out := map[int]string{}
+	for _, k := range order {
+		members := groups[k]
+		if len(members) < 2 {
+			continue
+		}
+		seen := map[sourceKey]int{}
+		for _, j := range members {
+			for _, r := range chains[j].GetFilterChainMatch().GetSourcePrefixRanges() {
+				sk := sourceKey{r.GetAddressPrefix(), r.GetPrefixLen().GetValue()}
+				if prev, dup := seen[sk]; dup && prev != j {
+					if _, have := out[j]; !have {
+						out[j] = fmt.Sprintf("source prefix %s/%d is also chain %q's, with the same other criteria (Envoy rejects the listener)", sk.prefix, sk.bits, chains[prev].GetName())
+					}
+					continue
+				}
+				seen[sk] = j
+			}
+		}
+	}
+	return out
 }
 
 func (v *checker) filterChain(p Problem, fc *listenerv3.FilterChain) {
