@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nodemesh/nodemesh/internal/meshgen"
@@ -94,57 +95,88 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkNodeIstioMTLS is the per-node step of Istio mTLS: a node's
-// versions of the shared clusters with a socket per client identity
-// (NodePart.MTLSClusters, validation included) for 1,000 Services (4,000
-// clusters with their DestinationRule subsets) and 20 identities on the
-// node. The matcher maps every client address of the node, so the cost
-// grows with clusters × client pods: clients=100 (5 pods per identity;
+// BenchmarkNodeIstioMTLS is the per-node cost of Istio mTLS for 1,000
+// Services (4,000 clusters with their DestinationRule subsets) and 20
+// client identities on the node, clients=100 (5 pods per identity;
 // Kubernetes' default maximum is 110 pods per node) and clients=1000
-// (meshgen's node-0). node-cluster-bytes is the encoded size of the node's
-// clusters, shared-cluster-bytes that of the shared ones.
+// (meshgen's node-0):
+//
+//   - node: what a new node key costs — the node part, its listener (a
+//     chain per identity of each chain that reaches a cluster with Istio
+//     mTLS) and the node's versions of the clusters (NodePart.MTLSClusters,
+//     validation included);
+//   - listener: what a node whose pods change but whose identities do not
+//     costs (its clusters are kept: they depend on the identity set only).
+//
+// With protocol=tcp every Service's port is TCP (a chain per Service, each
+// split by identity) instead of HTTP (one chain for the port). Reported:
+// listener-bytes and chains of the node's listener, node-cluster-bytes
+// (the node's clusters) and shared-cluster-bytes (the shared ones).
 func BenchmarkNodeIstioMTLS(b *testing.B) {
-	bag := meshgen.New(meshgen.Options{Services: 1000, PodsPerService: 3, Nodes: 3, Namespaces: 20, OptIn: true}).Bag()
-	g, shared := New(bag, nil, Options{Istio: IstioOptions{IstioMTLS: true}})
-	g.Compact()
-	nc := g.NodeClasses("node-0")
-	if len(nc.identities) != 20 {
-		b.Fatalf("identities = %d, want 20", len(nc.identities))
-	}
-	for _, clients := range []int{100, 1000} {
-		b.Run("clients="+strconv.Itoa(clients), func(b *testing.B) {
-			np := g.NodePart(nc)
-			np.Identities = slices.Clone(np.Identities)
+	for _, protocol := range []string{"http", "tcp"} {
+		mesh := meshgen.New(meshgen.Options{Services: 1000, PodsPerService: 3, Nodes: 3, Namespaces: 20, OptIn: true})
+		if protocol == "tcp" {
+			for _, s := range mesh.Services {
+				s.Spec.Ports[0].Name = "tcp"
+			}
+			mesh.VirtualServices = nil
+		}
+		bag := mesh.Bag()
+		g, shared := New(bag, nil, Options{Istio: IstioOptions{IstioMTLS: true}})
+		if d := g.Diagnostics(); d.HasErrors() {
+			b.Fatalf("errors: %v", d)
+		}
+		g.Compact()
+		all := g.NodeClasses("node-0")
+		if len(all.identities) != 20 {
+			b.Fatalf("identities = %d, want 20", len(all.identities))
+		}
+		for _, clients := range []int{100, 1000} {
+			nc := all
+			nc.identities = slices.Clone(all.identities)
 			n := 0
-			for i := range np.Identities {
-				id := &np.Identities[i]
-				id.Addresses = id.Addresses[:min(len(id.Addresses), clients/len(np.Identities))]
+			for i := range nc.identities {
+				id := &nc.identities[i]
+				id.Addresses = id.Addresses[:min(len(id.Addresses), clients/len(nc.identities))]
 				n += len(id.Addresses)
 			}
 			if n != clients {
 				b.Fatalf("client addresses = %d, want %d", n, clients)
 			}
-			var out []*clusterv3.Cluster
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				out = np.MTLSClusters(shared.Clusters)
-			}
-			b.StopTimer()
-			if len(out) != 4000 {
-				b.Fatalf("node clusters = %d, want 4000", len(out))
-			}
-			if d := g.Diagnostics(); d.HasErrors() {
-				b.Fatalf("errors: %v", d)
-			}
-			size := func(cs []*clusterv3.Cluster) (n int) {
-				for _, c := range cs {
-					n += proto.Size(c)
+			exists := func(string) bool { return true }
+			b.Run("protocol="+protocol+"/clients="+strconv.Itoa(clients)+"/node", func(b *testing.B) {
+				var ls []*listenerv3.Listener
+				var out []*clusterv3.Cluster
+				b.ReportAllocs()
+				for b.Loop() {
+					np := g.NodePart(nc)
+					ls, _ = np.BuildListeners(exists)
+					out = np.MTLSClusters(shared.Clusters)
 				}
-				return n
-			}
-			b.ReportMetric(float64(size(out)), "node-cluster-bytes")
-			b.ReportMetric(float64(size(shared.Clusters)), "shared-cluster-bytes")
-		})
+				b.StopTimer()
+				if len(out) != 4000 || len(ls) != 1 {
+					b.Fatalf("node clusters = %d, want 4000; listeners %d", len(out), len(ls))
+				}
+				if d := g.Diagnostics(); d.HasErrors() {
+					b.Fatalf("errors: %v", d)
+				}
+				size := func(cs []*clusterv3.Cluster) (n int) {
+					for _, c := range cs {
+						n += proto.Size(c)
+					}
+					return n
+				}
+				b.ReportMetric(float64(proto.Size(ls[0])), "listener-bytes")
+				b.ReportMetric(float64(len(ls[0].GetFilterChains())), "chains")
+				b.ReportMetric(float64(size(out)), "node-cluster-bytes")
+				b.ReportMetric(float64(size(shared.Clusters)), "shared-cluster-bytes")
+			})
+			b.Run("protocol="+protocol+"/clients="+strconv.Itoa(clients)+"/listener", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					g.NodePart(nc).BuildListeners(exists)
+				}
+			})
+		}
 	}
 }

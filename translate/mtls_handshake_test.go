@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"net/url"
 	"testing"
 	"time"
@@ -176,7 +177,12 @@ status: {phase: Running, podIP: 10.1.0.5}
 		if c.GetName() != "outbound|9080||reviews.default.svc.cluster.local" {
 			continue
 		}
-		sel, err := selectSocket(c, istioEndpoint, productpageAddr)
+		// productpage's connection: its chain's identity, then the socket.
+		identity, err := clientIdentity(listenerOf(t, res.XDS), conn{dst: netip.MustParseAddrPort("10.255.0.1:9080"), alpn: "http/1.1", src: netip.MustParseAddr(productpageAddr)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel, err := selectSocket(c, istioEndpoint, identity)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,7 +204,7 @@ status: {phase: Running, podIP: 10.1.0.5}
 		if err != nil {
 			t.Fatal(err)
 		}
-		sel, err = selectSocket(ec, nil, productpageAddr)
+		sel, err = selectSocket(ec, nil, identity)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,14 +26,14 @@ import (
 
 // selectSocket evaluates a cluster's transport_socket_matcher as Envoy's
 // generic matcher does for one upstream connection: endpointMeta is the
-// endpoint's metadata (nil: none), clientAddr the downstream address the
-// listener shared in filter state ("" when it shared none). It supports
+// endpoint's metadata (nil: none), identity the client's SPIFFE ID the
+// listener's chain shared in filter state ("" when it shared none). It supports
 // what nodemesh emits — matcher trees with exact match maps on the
 // endpoint_metadata and transport_socket_filter_state inputs, on_no_match —
 // and fails on anything else, so that emitting something it cannot read
 // fails the tests. It returns the selected transport socket match.
-func selectSocket(c *clusterv3.Cluster, endpointMeta *corev3.Metadata, clientAddr string) (*clusterv3.Cluster_TransportSocketMatch, error) {
-	name, err := evalMatcher(c.GetTransportSocketMatcher(), endpointMeta, clientAddr)
+func selectSocket(c *clusterv3.Cluster, endpointMeta *corev3.Metadata, identity string) (*clusterv3.Cluster_TransportSocketMatch, error) {
+	name, err := evalMatcher(c.GetTransportSocketMatcher(), endpointMeta, identity)
 	if err != nil {
 		return nil, err
 	}
@@ -44,12 +45,12 @@ func selectSocket(c *clusterv3.Cluster, endpointMeta *corev3.Metadata, clientAdd
 	return nil, fmt.Errorf("matcher selected %q, which is no transport socket match", name)
 }
 
-func evalMatcher(m *xdsmatcherv3.Matcher, meta *corev3.Metadata, clientAddr string) (string, error) {
+func evalMatcher(m *xdsmatcherv3.Matcher, meta *corev3.Metadata, identity string) (string, error) {
 	if m == nil {
 		return "", fmt.Errorf("no matcher")
 	}
 	if tree := m.GetMatcherTree(); tree != nil {
-		value, ok, err := matcherInput(tree.GetInput().GetTypedConfig(), meta, clientAddr)
+		value, ok, err := matcherInput(tree.GetInput().GetTypedConfig(), meta, identity)
 		if err != nil {
 			return "", err
 		}
@@ -57,7 +58,7 @@ func evalMatcher(m *xdsmatcherv3.Matcher, meta *corev3.Metadata, clientAddr stri
 			return "", fmt.Errorf("only exact match maps are evaluated")
 		}
 		if om, hit := tree.GetExactMatchMap().GetMap()[value]; ok && hit {
-			return onMatch(om, meta, clientAddr)
+			return onMatch(om, meta, identity)
 		}
 	} else if m.GetMatcherList() != nil {
 		return "", fmt.Errorf("matcher lists are not evaluated")
@@ -65,12 +66,12 @@ func evalMatcher(m *xdsmatcherv3.Matcher, meta *corev3.Metadata, clientAddr stri
 	if m.GetOnNoMatch() == nil {
 		return "", fmt.Errorf("no match and no on_no_match")
 	}
-	return onMatch(m.GetOnNoMatch(), meta, clientAddr)
+	return onMatch(m.GetOnNoMatch(), meta, identity)
 }
 
-func onMatch(om *xdsmatcherv3.Matcher_OnMatch, meta *corev3.Metadata, clientAddr string) (string, error) {
+func onMatch(om *xdsmatcherv3.Matcher_OnMatch, meta *corev3.Metadata, identity string) (string, error) {
 	if sub := om.GetMatcher(); sub != nil {
-		return evalMatcher(sub, meta, clientAddr)
+		return evalMatcher(sub, meta, identity)
 	}
 	var a tsinputv3.TransportSocketNameAction
 	if err := om.GetAction().GetTypedConfig().UnmarshalTo(&a); err != nil {
@@ -83,7 +84,7 @@ func onMatch(om *xdsmatcherv3.Matcher_OnMatch, meta *corev3.Metadata, clientAddr
 // no match).
 func matcherInput(tc interface {
 	GetTypeUrl() string
-}, meta *corev3.Metadata, clientAddr string) (string, bool, error) {
+}, meta *corev3.Metadata, identity string) (string, bool, error) {
 	switch any := tc.(type) {
 	case interface{ UnmarshalTo(proto.Message) error }:
 		switch {
@@ -113,10 +114,10 @@ func matcherInput(tc interface {
 			if err := any.UnmarshalTo(&in); err != nil {
 				return "", false, err
 			}
-			if in.GetKey() != envoy.ClientAddressKey {
+			if in.GetKey() != envoy.ClientIdentityKey {
 				return "", false, fmt.Errorf("filter state key %q is not the listener's", in.GetKey())
 			}
-			return clientAddr, clientAddr != "", nil
+			return identity, identity != "", nil
 		}
 	}
 	return "", false, fmt.Errorf("input %s is not evaluated", tc.GetTypeUrl())
@@ -196,7 +197,8 @@ func translateMTLS(t *testing.T, inputs []string, extra string, node string, on 
 // TestIstioOracleTransportSockets compares the node Envoy's transport
 // sockets with Istio's auto-mTLS transportSocketMatches for the oracle's
 // client (productpage, a migrated pod): for an endpoint with tlsMode istio
-// the socket the matcher selects for productpage's address is Istio's
+// the socket selected for productpage's connection (its address → the
+// listener's chain → the SPIFFE ID it stores → the cluster's matcher) is Istio's
 // tlsMode-istio socket, except the certificate's SDS name (Istio's sidecar
 // has one identity, "default"; the node Envoy names it by SPIFFE ID —
 // docs/parity.md); for any other endpoint, Istio's tlsMode-disabled.
@@ -239,7 +241,15 @@ func TestIstioOracleTransportSockets(t *testing.T) {
 					{"plain endpoint", nil, productpageAddr, "tlsMode-disabled", nil},
 					{"sidecar endpoint, unknown client", istioEndpoint, "10.1.0.99", "tlsMode-disabled", nil},
 				} {
-					sel, err := selectSocket(got, tc.meta, tc.client)
+					// The client's connection to the cluster's port: the
+					// listener's chain decides the identity, the cluster's
+					// matcher the socket.
+					identity, err := clientIdentity(listenerOf(t, res.XDS), conn{dst: netip.AddrPortFrom(netip.MustParseAddr("10.255.0.1"), clusterPort(t, want.GetName())), alpn: "http/1.1", src: netip.MustParseAddr(tc.client)})
+					if err != nil {
+						t.Errorf("%s %s: %v", want.GetName(), tc.name, err)
+						continue
+					}
+					sel, err := selectSocket(got, tc.meta, identity)
 					if err != nil {
 						t.Errorf("%s %s: %v", want.GetName(), tc.name, err)
 						continue
@@ -284,15 +294,17 @@ func TestIstioOracleTransportSockets(t *testing.T) {
 }
 
 // TestMTLSMatcher evaluates the emitted matcher for each kind of endpoint
-// and client: a client gets its own identity's certificate and never
-// another's; an unknown client gets plaintext (auto-mTLS) or no
+// and client identity (as the listener's chain stored it): a client gets
+// its own identity's certificate and never another's; no identity, or one
+// the node's clusters do not know, gets plaintext (auto-mTLS) or no
 // certificate (ISTIO_MUTUAL), never a certificate.
 func TestMTLSMatcher(t *testing.T) {
 	const (
-		a = "spiffe://cluster.local/ns/shop/sa/a"
-		b = "spiffe://cluster.local/ns/shop/sa/b"
+		a        = "spiffe://cluster.local/ns/shop/sa/a"
+		b        = "spiffe://cluster.local/ns/shop/sa/b"
+		stranger = "spiffe://cluster.local/ns/shop/sa/c"
 	)
-	ids, err := envoy.NewMTLSIdentities([]ir.ClientIdentity{{SPIFFE: b, Addresses: []string{"10.0.0.2", "fd00::2"}}, {SPIFFE: a, Addresses: []string{"10.0.0.1"}}})
+	ids, err := envoy.NewMTLSIdentities([]string{b, a})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,24 +313,24 @@ func TestMTLSMatcher(t *testing.T) {
 	}
 	shared := &clusterv3.Cluster{Name: "outbound|80||s.shop.svc.cluster.local"}
 	for _, tc := range []struct {
-		name   string
-		auto   bool
-		meta   *corev3.Metadata
-		client string
-		socket string
-		cert   string
+		name     string
+		auto     bool
+		meta     *corev3.Metadata
+		identity string
+		socket   string
+		cert     string
 	}{
-		{"auto, sidecar endpoint, client a", true, istioEndpoint, "10.0.0.1", envoy.SocketIstioPrefix + a, a},
-		{"auto, sidecar endpoint, client b", true, istioEndpoint, "10.0.0.2", envoy.SocketIstioPrefix + b, b},
-		{"auto, sidecar endpoint, client b over IPv6", true, istioEndpoint, "fd00::2", envoy.SocketIstioPrefix + b, b},
-		{"auto, sidecar endpoint, unknown client", true, istioEndpoint, "10.0.0.3", envoy.SocketDisabled, ""},
-		{"auto, sidecar endpoint, no client address", true, istioEndpoint, "", envoy.SocketDisabled, ""},
-		{"auto, plain endpoint, client a", true, nil, "10.0.0.1", envoy.SocketDisabled, ""},
+		{"auto, sidecar endpoint, client a", true, istioEndpoint, a, envoy.SocketIstioPrefix + a, a},
+		{"auto, sidecar endpoint, client b", true, istioEndpoint, b, envoy.SocketIstioPrefix + b, b},
+		{"auto, sidecar endpoint, identity not of the node", true, istioEndpoint, stranger, envoy.SocketDisabled, ""},
+		{"auto, sidecar endpoint, no identity", true, istioEndpoint, "", envoy.SocketDisabled, ""},
+		{"auto, plain endpoint, client a", true, nil, a, envoy.SocketDisabled, ""},
 		{"auto, other tlsMode, client a", true, &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-			"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue("disabled")}}}}, "10.0.0.1", envoy.SocketDisabled, ""},
-		{"ISTIO_MUTUAL, plain endpoint, client a", false, nil, "10.0.0.1", envoy.SocketIstioPrefix + a, a},
-		{"ISTIO_MUTUAL, sidecar endpoint, client b", false, istioEndpoint, "10.0.0.2", envoy.SocketIstioPrefix + b, b},
-		{"ISTIO_MUTUAL, unknown client", false, istioEndpoint, "10.0.0.3", envoy.SocketNoIdentity, ""},
+			"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue("disabled")}}}}, a, envoy.SocketDisabled, ""},
+		{"ISTIO_MUTUAL, plain endpoint, client a", false, nil, a, envoy.SocketIstioPrefix + a, a},
+		{"ISTIO_MUTUAL, sidecar endpoint, client b", false, istioEndpoint, b, envoy.SocketIstioPrefix + b, b},
+		{"ISTIO_MUTUAL, identity not of the node", false, istioEndpoint, stranger, envoy.SocketNoIdentity, ""},
+		{"ISTIO_MUTUAL, no identity", false, istioEndpoint, "", envoy.SocketNoIdentity, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := envoy.WithIstioMTLS(shared, spec(tc.auto), ids)
@@ -328,7 +340,7 @@ func TestMTLSMatcher(t *testing.T) {
 			if p := envoy.ValidateWith(&envoy.Resources{Clusters: []*clusterv3.Cluster{c}}, &envoy.Refs{Endpoints: map[string]bool{c.GetName(): true}}); len(p) > 0 {
 				t.Fatalf("invalid: %v", p)
 			}
-			sel, err := selectSocket(c, tc.meta, tc.client)
+			sel, err := selectSocket(c, tc.meta, tc.identity)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -366,7 +378,7 @@ func TestMTLSMatcher(t *testing.T) {
 // pick an identity's socket — that would give every client the first
 // identity's certificate.
 func TestMTLSLegacyEnvoyDeniesMore(t *testing.T) {
-	ids, err := envoy.NewMTLSIdentities([]ir.ClientIdentity{{SPIFFE: "spiffe://cluster.local/ns/x/sa/a", Addresses: []string{"10.0.0.1"}}})
+	ids, err := envoy.NewMTLSIdentities([]string{"spiffe://cluster.local/ns/x/sa/a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +532,7 @@ func contains(s []string, v string) bool {
 
 // TestIstioMTLSOffIsToday: with the option off nothing refers to an SDS
 // secret, no cluster has transport socket matches, no endpoint carries
-// tlsMode and no listener shares the client's address, even with sidecar
+// tlsMode and no listener chain stores a client identity, even with sidecar
 // pods and ISTIO_MUTUAL and credentialName rules in the input (the golden
 // files, all translated with the option off, hold the rest of today's
 // output byte for byte).
@@ -543,7 +555,7 @@ spec: {host: details.default.svc.cluster.local, trafficPolicy: {tls: {mode: MUTU
 			}
 		}
 		out := b.String()
-		for _, s := range []string{"sdsConfig", "transportSocketMatch", "envoy.transport_socket_match", "set_filter_state", envoy.ClientAddressKey} {
+		for _, s := range []string{"sdsConfig", "transportSocketMatch", "envoy.transport_socket_match", "set_filter_state", envoy.ClientIdentityKey} {
 			if strings.Contains(out, s) != on {
 				t.Errorf("option %s: output contains %q: %v", name, s, !on)
 			}

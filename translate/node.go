@@ -19,13 +19,19 @@ import (
 // opted-in namespaces, without a sidecar) grouped by what routing can tell
 // apart.
 type NodeClasses struct {
-	// Key identifies what a node's part depends on — its classes and their
-	// pods' addresses: nodes with the same key are served the same listener
-	// and route configurations.
-	Key     string
-	classes []*istio.Class
+	// Key identifies what a node's listener and route configurations depend
+	// on — its classes and their pods' addresses, and with Istio mTLS its
+	// client identities and their pods' addresses: nodes with the same key
+	// are served the same listener and route configurations.
+	Key string
+	// ClusterKey identifies what a node's clusters depend on: with Istio
+	// mTLS, the set of its client identities (not their addresses: a pod
+	// that comes, goes or changes address changes the listener only);
+	// otherwise "" (every node is served the shared clusters).
+	ClusterKey string
+	classes    []*istio.Class
 	// identities are the client pods' workload identities and addresses
-	// (with Istio mTLS only): they are part of Key.
+	// (with Istio mTLS only).
 	identities []ir.ClientIdentity
 	// inbound are the node's pods whose ports its inbound listener
 	// captures (part of Key).
@@ -50,20 +56,22 @@ func (g *Generation) NodeClasses(node string) NodeClasses {
 		b.WriteString(strings.Join(c.SourcePrefixes, ","))
 		b.WriteByte(';')
 	}
-	// Nodes whose clients have the same identities at the same addresses
-	// share their clusters too ("|" and "=" appear in no SPIFFE ID or
-	// address).
+	// The listener's identity chains match the identities' addresses ("|"
+	// and "=" appear in no SPIFFE ID or address).
+	var ck strings.Builder
 	for _, id := range ids {
 		b.WriteByte('|')
 		b.WriteString(id.SPIFFE)
 		b.WriteByte('=')
 		b.WriteString(strings.Join(id.Addresses, ","))
+		ck.WriteByte('|')
+		ck.WriteString(id.SPIFFE)
 	}
 	if inKey != "" {
 		b.WriteString("|inbound:")
 		b.WriteString(inKey)
 	}
-	return NodeClasses{Key: b.String(), classes: classes, inbound: inbound, identities: ids}
+	return NodeClasses{Key: b.String(), ClusterKey: ck.String(), classes: classes, inbound: inbound, identities: ids}
 }
 
 // NodePart is what a node's configuration adds to the default class's: the
@@ -81,9 +89,10 @@ type NodePart struct {
 	// that classes, nodes and generations that see the same routing share
 	// them.
 	ClassRoutes []string
-	// Identities are the node's client identities (Istio mTLS only); when
-	// there are any, the node's clusters with Istio mTLS differ from the
-	// shared ones (MTLSClusters).
+	// Identities are the node's client identities and their addresses
+	// (Istio mTLS only): the listener has a copy of its chains for each
+	// (istio.Prepared.SplitByIdentity), and when there are any, the node's
+	// clusters with Istio mTLS differ from the shared ones (MTLSClusters).
 	Identities []ir.ClientIdentity
 	inbound    []inboundPod
 }
@@ -93,6 +102,7 @@ func (g *Generation) NodePart(nc NodeClasses) *NodePart {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.prepared.Node(nc.classes)
+	g.prepared.SplitByIdentity(m, nc.identities)
 	np := &NodePart{g: g, model: m, Classes: m.SourceClasses, Identities: nc.identities, inbound: nc.inbound}
 	for _, rc := range m.RouteConfigs {
 		if !g.prepared.IsBaseRoute(rc.Name) {
@@ -156,18 +166,23 @@ func (np *NodePart) BuildListeners(exists func(routeConfig string) bool) (listen
 
 // MTLSClusters are the node's versions of the shared clusters that carry
 // Istio mTLS: each with a socket per client identity of the node and the
-// matcher that picks it by client address. shared are the shared clusters
-// (as New returned them, or decoded again; not modified); only those that
-// carry Istio mTLS are read. It returns nil when the node has no client
-// identity (the shared clusters are the node's). A cluster that cannot be
-// built is left as shared — no client certificate, which denies more —
-// and reported.
+// matcher that picks it by the identity the listener decided. They depend
+// on the node's identity set only (NodeClasses.ClusterKey). shared are the
+// shared clusters (as New returned them, or decoded again; not modified);
+// only those that carry Istio mTLS are read. It returns nil when the node
+// has no client identity (the shared clusters are the node's). A cluster
+// that cannot be built or fails validation is left as shared — no client
+// certificate, which denies more — and reported.
 func (np *NodePart) MTLSClusters(shared []*clusterv3.Cluster) []*clusterv3.Cluster {
 	if len(np.Identities) == 0 {
 		return nil
 	}
 	specs := np.g.prepared.IstioMTLS()
-	ids, err := envoy.NewMTLSIdentities(np.Identities)
+	spiffes := make([]string, len(np.Identities))
+	for i, id := range np.Identities {
+		spiffes[i] = id.SPIFFE
+	}
+	ids, err := envoy.NewMTLSIdentities(spiffes)
 	var diags ir.Diagnostics
 	if err != nil {
 		diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Node"}, "", "Istio mTLS: %v; the node's clusters present no client certificate", err)
@@ -180,6 +195,8 @@ func (np *NodePart) MTLSClusters(shared []*clusterv3.Cluster) []*clusterv3.Clust
 		if m == nil {
 			continue
 		}
+		// Validated as the shared ones were, for what differs from them
+		// (see envoy.WithIstioMTLS).
 		nc, err := envoy.WithIstioMTLS(c, m, ids)
 		if err != nil {
 			diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Cluster", Name: c.GetName()}, "", "Istio mTLS: %v; the cluster presents no client certificate", err)
@@ -187,13 +204,6 @@ func (np *NodePart) MTLSClusters(shared []*clusterv3.Cluster) []*clusterv3.Clust
 		}
 		out = append(out, nc)
 	}
-	// Validated as the shared ones were; one that fails stays as shared.
-	bad := map[string]bool{}
-	for _, p := range envoy.ValidateWith(&envoy.Resources{Clusters: out}, np.g.refs) {
-		bad[p.Name] = true
-		diags.Errorf(ir.CodeInvalidValue, ir.ResourceRef{Kind: "Cluster", Name: p.Name}, "", "Istio mTLS: %s; the cluster presents no client certificate", p.Message)
-	}
-	out = slices.DeleteFunc(out, func(c *clusterv3.Cluster) bool { return bad[c.GetName()] })
 	np.g.addPartDiags(diags)
 	return out
 }

@@ -60,7 +60,11 @@ type Generation struct {
 	// nodeParts are the listener and route configurations of nodes, by the
 	// source classes they serve (nodes with the same classes share them).
 	nodeParts map[string]*nodePart
-	grpc      *Config
+	// clusterSets are the cluster sets of nodes with Istio mTLS, by their
+	// client identity set (translate.NodeClasses.ClusterKey): a node whose
+	// pods change but whose identities do not keeps its clusters.
+	clusterSets map[string]*resourceSet
+	grpc        *Config
 	// serveDiags are problems of serving, not of translation (an encoding
 	// that does not decode).
 	serveDiags ir.Diagnostics
@@ -71,10 +75,9 @@ type nodePart struct {
 	classes               []ir.SourceClass
 	listenerSet, routeSet *resourceSet
 	// clusterSet is the shared clusters; with Istio mTLS and client
-	// identities on the node, the node's versions of those that carry
-	// Istio mTLS replace them (nodes with the same identities at the same
-	// addresses share it: they have the same key); with an inbound
-	// listener, its clusters are added.
+	// identities on the node, the shared ones with the node's versions of
+	// those that carry Istio mTLS (one of clusterSets); with an inbound
+	// listener, its clusters added (a new set: the cached one is kept).
 	clusterSet *resourceSet
 }
 
@@ -87,7 +90,7 @@ func NewGeneration(id int64, changed time.Time, bag *translate.Bag, decodeDiags 
 	t.Compact()
 	g := &Generation{
 		ID: id, Changed: changed, t: t,
-		classRoutes: encodeSet[types.Resource](nil), nodeParts: map[string]*nodePart{},
+		classRoutes: encodeSet[types.Resource](nil), nodeParts: map[string]*nodePart{}, clusterSets: map[string]*resourceSet{},
 	}
 	g.listeners = encodeSet(shared.Listeners)
 	g.clusters = encodeSet(shared.Clusters)
@@ -115,6 +118,8 @@ func (g *Generation) WithEndpoints(id int64, changed time.Time, bag *translate.B
 		ID: id, Changed: changed, t: t,
 		listeners: g.listeners, clusters: g.clusters, routes: g.routes,
 		classRoutes: g.classRoutes, nodeParts: maps.Clone(g.nodeParts), serveDiags: slices.Clone(g.serveDiags),
+		// (the clusters are g's, so are their node versions)
+		clusterSets: maps.Clone(g.clusterSets),
 	}
 	g.mu.Unlock()
 	n.endpoints = with(g.endpoints, replaced)
@@ -229,7 +234,7 @@ func (g *Generation) nodePart(node string) *nodePart {
 	in := part.BuildInbound()
 	np := &nodePart{classes: part.Classes, listenerSet: encodeSet(append(listeners, in.Listeners...)), routeSet: g.routes, clusterSet: g.clusters}
 	if names := part.MTLSClusterNames(); len(names) > 0 {
-		np.clusterSet = g.mtlsClusters(part, names)
+		np.clusterSet = g.mtlsClusters(nc.ClusterKey, part, names)
 	}
 	if len(in.Clusters) > 0 {
 		np.clusterSet = with(np.clusterSet, in.Clusters)
@@ -253,10 +258,16 @@ func (g *Generation) nodePart(node string) *nodePart {
 }
 
 // mtlsClusters is the shared cluster set with a node's versions of the
-// clusters named (see translate.NodePart.MTLSClusters). A shared cluster
-// that does not decode stays as it is (no client certificate) and is
-// reported.
-func (g *Generation) mtlsClusters(part *translate.NodePart, names []string) *resourceSet {
+// clusters named (see translate.NodePart.MTLSClusters), computed once per
+// identity set (key). A shared cluster that does not decode stays as it is
+// (no client certificate) and is reported.
+func (g *Generation) mtlsClusters(key string, part *translate.NodePart, names []string) *resourceSet {
+	g.mu.Lock()
+	set, ok := g.clusterSets[key]
+	g.mu.Unlock()
+	if ok {
+		return set
+	}
 	shared := make([]*clusterv3.Cluster, 0, len(names))
 	for _, n := range names {
 		it, ok := g.clusters.items[n]
@@ -272,7 +283,14 @@ func (g *Generation) mtlsClusters(part *translate.NodePart, names []string) *res
 		}
 		shared = append(shared, m.(*clusterv3.Cluster))
 	}
-	return with(g.clusters, part.MTLSClusters(shared))
+	set = with(g.clusters, part.MTLSClusters(shared))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if have, ok := g.clusterSets[key]; ok {
+		return have // computed meanwhile by a node with the same identities
+	}
+	g.clusterSets[key] = set
+	return set
 }
 
 // sameNames says whether a set holds exactly the names given.

@@ -120,7 +120,11 @@ func buildCluster(c *ir.Cluster, services map[*ir.ServiceRef]*structpb.Value) (*
 		// The shared configuration knows no client: every connection gets
 		// the fallback socket until the node's step (WithIstioMTLS) adds
 		// its clients' identities.
-		if err := applyIstioMTLS(out, c.IstioMTLS, nil); err != nil {
+		ids, err := sharedIdentities()
+		if err != nil {
+			return nil, err
+		}
+		if err := applyIstioMTLS(out, c.IstioMTLS, ids); err != nil {
 			return nil, err
 		}
 	}

@@ -71,14 +71,14 @@ func buildListener(l ir.Listener) (*listenerv3.Listener, error) {
 		out.ContinueOnListenerFiltersTimeout = true
 	}
 	for _, fc := range l.FilterChains {
-		c, err := buildFilterChain(fc, l.ShareClientAddress)
+		c, err := buildFilterChain(fc)
 		if err != nil {
 			return nil, fmt.Errorf("filter chain %s: %w", fc.Name, err)
 		}
 		out.FilterChains = append(out.FilterChains, c)
 	}
 	if l.DefaultChain != nil {
-		c, err := buildFilterChain(*l.DefaultChain, l.ShareClientAddress)
+		c, err := buildFilterChain(*l.DefaultChain)
 		if err != nil {
 			return nil, fmt.Errorf("default filter chain: %w", err)
 		}
@@ -118,7 +118,7 @@ func notHTTPPorts(chains []ir.FilterChain) *listenerv3.ListenerFilterChainMatchP
 	return &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{NotMatch: httpPort}}
 }
 
-func buildFilterChain(fc ir.FilterChain, shareClientAddress bool) (*listenerv3.FilterChain, error) {
+func buildFilterChain(fc ir.FilterChain) (*listenerv3.FilterChain, error) {
 	out := &listenerv3.FilterChain{Name: fc.Name}
 	m := fc.Match
 	if m.DestinationPort != 0 || len(m.DestinationPrefixes) > 0 || len(m.ApplicationProtocols) > 0 || len(m.SourcePrefixes) > 0 {
@@ -149,8 +149,8 @@ func buildFilterChain(fc ir.FilterChain, shareClientAddress bool) (*listenerv3.F
 		}
 		out.Filters = []*listenerv3.Filter{f}
 	}
-	if shareClientAddress && len(out.Filters) > 0 {
-		f, err := shareClientAddressFilter()
+	if fc.ClientIdentity != "" && len(out.Filters) > 0 {
+		f, err := clientIdentityFilter(fc.ClientIdentity)
 		if err != nil {
 			return nil, err
 		}

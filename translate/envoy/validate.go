@@ -330,6 +330,7 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 	}
 
 	matches := map[string]string{}
+	overlaps := sourceOverlaps(chains)
 	names := map[string]bool{}
 	for j, fc := range chains {
 		cp := p
@@ -345,6 +346,10 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 			continue
 		}
 		matches[string(key)] = fc.GetName()
+		if msg, ok := overlaps[j]; ok {
+			v.add(cp, "%s", msg)
+			continue
+		}
 		v.filterChain(cp, fc)
 	}
 	if def != nil {
@@ -352,6 +357,56 @@ func (v *checker) listener(i int, l *listenerv3.Listener, dup bool) {
 		cp.Chain, cp.FilterChain = DefaultChain, def.GetName()
 		v.filterChain(cp, def)
 	}
+}
+
+// sourceOverlaps finds chains that Envoy rejects because they share a
+// source prefix with an earlier chain whose other criteria are the same
+// (the source step could not choose), by chain index. Chains are grouped by
+// those other criteria first: a listener split by client identity holds
+// thousands of source prefixes, but few per group.
+func sourceOverlaps(chains []*listenerv3.FilterChain) map[int]string {
+	groups := map[string][]int{}
+	var order []string
+	for j, fc := range chains {
+		m := fc.GetFilterChainMatch()
+		ranges := m.GetSourcePrefixRanges()
+		if len(ranges) == 0 {
+			continue
+		}
+		// (the listener is this task's own while it is checked)
+		m.SourcePrefixRanges = nil
+		rk, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		m.SourcePrefixRanges = ranges
+		if _, ok := groups[string(rk)]; !ok {
+			order = append(order, string(rk))
+		}
+		groups[string(rk)] = append(groups[string(rk)], j)
+	}
+	type sourceKey struct {
+		prefix string
+		bits   uint32
+	}
+	out := map[int]string{}
+	for _, k := range order {
+		members := groups[k]
+		if len(members) < 2 {
+			continue
+		}
+		seen := map[sourceKey]int{}
+		for _, j := range members {
+			for _, r := range chains[j].GetFilterChainMatch().GetSourcePrefixRanges() {
+				sk := sourceKey{r.GetAddressPrefix(), r.GetPrefixLen().GetValue()}
+				if prev, dup := seen[sk]; dup && prev != j {
+					if _, have := out[j]; !have {
+						out[j] = fmt.Sprintf("source prefix %s/%d is also chain %q's, with the same other criteria (Envoy rejects the listener)", sk.prefix, sk.bits, chains[prev].GetName())
+					}
+					continue
+				}
+				seen[sk] = j
+			}
+		}
+	}
+	return out
 }
 
 func (v *checker) filterChain(p Problem, fc *listenerv3.FilterChain) {
@@ -535,17 +590,12 @@ func (v *checker) cluster(i int, c *clusterv3.Cluster, dup bool) {
 		}
 	}
 	if m := c.GetTransportSocketMatcher(); m != nil {
-		names := map[string]bool{}
+		names := make([]string, 0, len(c.GetTransportSocketMatches()))
 		for _, tsm := range c.GetTransportSocketMatches() {
-			if names[tsm.GetName()] {
-				v.add(p, "duplicate transport socket match name %q (the matcher selects by name)", tsm.GetName())
-			}
-			names[tsm.GetName()] = true
+			names = append(names, tsm.GetName())
 		}
-		for _, n := range matcherSocketNames(m) {
-			if !names[n] {
-				v.add(p, "transport socket matcher selects %q, which is not among the transport socket matches", n)
-			}
+		for _, msg := range socketMatcherProblems(names, matcherSocketNames(m)) {
+			v.add(p, "%s", msg)
 		}
 	}
 	switch c.GetLbPolicy() {

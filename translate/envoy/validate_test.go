@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -158,6 +159,16 @@ func TestValidateCatchesEachMistake(t *testing.T) {
 			dup.Name = "copy"
 			l.FilterChains = append(l.FilterChains, dup)
 		}, "filter chain match is the same", `filter chain "copy"`, false},
+		{"two filter chains sharing a source prefix", func(t *testing.T, r *Resources) {
+			l := r.Listeners[0]
+			a := proto.Clone(l.FilterChains[1]).(*listenerv3.FilterChain)
+			a.Name = "a"
+			a.FilterChainMatch.SourcePrefixRanges = []*corev3.CidrRange{{AddressPrefix: "10.1.0.5", PrefixLen: wrapperspb.UInt32(32)}, {AddressPrefix: "10.1.0.6", PrefixLen: wrapperspb.UInt32(32)}}
+			b := proto.Clone(a).(*listenerv3.FilterChain)
+			b.Name = "b"
+			b.FilterChainMatch.SourcePrefixRanges = b.FilterChainMatch.SourcePrefixRanges[1:]
+			l.FilterChains = append(l.FilterChains, a, b)
+		}, `source prefix 10.1.0.6/32 is also chain "a"'s`, `filter chain "b"`, false},
 		{"duplicate domains", func(t *testing.T, r *Resources) {
 			vh := proto.Clone(r.Routes[0].VirtualHosts[0]).(*routev3.VirtualHost)
 			vh.Name, vh.Domains = "other:8080", []string{"other", "API"}

@@ -38,11 +38,6 @@ type Listener struct {
 	// client's identity rather than the node's; the agent hands the replies
 	// back to the proxy (docs/design/datapath.md, "The node proxy hop").
 	PreserveClientAddress bool `json:"preserveClientAddress,omitempty"`
-	// ShareClientAddress stores the client's address in filter state shared
-	// with the upstream (ClientAddressKey), where the clusters' transport
-	// socket matchers read it to pick the client's own certificate (Istio
-	// mTLS; see IstioMTLS).
-	ShareClientAddress bool `json:"shareClientAddress,omitempty"`
 	// SniffHTTP enables HTTP detection for chains that match on it.
 	SniffHTTP    bool          `json:"sniffHTTP,omitempty"`
 	FilterChains []FilterChain `json:"filterChains"`
@@ -57,6 +52,12 @@ type FilterChain struct {
 	// Exactly one of HTTP or TCP is set.
 	HTTP *HTTPConnectionManager `json:"http,omitempty"`
 	TCP  *TCPProxy              `json:"tcp,omitempty"`
+	// ClientIdentity is the SPIFFE ID of the clients this chain serves
+	// (Istio mTLS): the chain stores it in filter state shared with the
+	// upstream, where the clusters' transport socket matchers read it to
+	// pick that identity's certificate. The chain's source match holds only
+	// pods of that identity. Empty: no identity, no certificate.
+	ClientIdentity string `json:"clientIdentity,omitempty"`
 }
 
 // FilterChainMatch selects connections by their (original) destination and

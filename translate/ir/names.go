@@ -179,3 +179,7 @@ func SPIFFEID(trustDomain, namespace, serviceAccount string) string {
 
 // DefaultTrustDomain is Istio's default trust domain.
 const DefaultTrustDomain = "cluster.local"
+
+// IdentityFilterChainName names a chain's copy for the clients of one
+// workload identity (Istio mTLS).
+func IdentityFilterChainName(chain, spiffe string) string { return chain + "@" + spiffe }

@@ -31,7 +31,6 @@ func (t *translator) listener(cl *Class) ir.Listener {
 		// The node proxy is a hop on the client's path, not a client: the
 		// destination's policy must see the client pod's address.
 		PreserveClientAddress: true,
-		ShareClientAddress:    t.opts.IstioMTLS,
 		FilterChains: []ir.FilterChain{{
 			Name:  ir.BlackHoleFilterChain,
 			Match: ir.FilterChainMatch{DestinationPort: ir.OutboundCapturePort},

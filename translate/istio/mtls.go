@@ -115,8 +115,9 @@ func (p *Prepared) NodeIdentities(node string) []ir.ClientIdentity {
 		}
 		for _, ip := range pod.IPs {
 			if a, err := netip.ParseAddr(ip); err == nil {
-				// Envoy prints a client address in its canonical text form.
-				ci.Addresses = append(ci.Addresses, a.Unmap().String())
+				// As the classes' source prefixes take it (hostPrefix), so
+				// that the listener's identity chains match what they do.
+				ci.Addresses = append(ci.Addresses, a.String())
 			}
 		}
 	}
