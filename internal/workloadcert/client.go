@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	pb "istio.io/api/security/v1alpha1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
+	pb "istio.io/api/security/v1alpha1"
 )
 
 // Names of Istio's CA protocol (istio.io/istio pkg/security).
@@ -113,7 +113,7 @@ type Issued struct {
 	// KeyPEM is the private key (PKCS#8); ChainPEM the leaf and any
 	// intermediates; RootPEM the trust bundle the CA returned (last).
 	KeyPEM, ChainPEM, RootPEM []byte
-	NotBefore, NotAfter      time.Time
+	NotBefore, NotAfter       time.Time
 }
 
 // Issue makes a key and CSR for id and has the CA sign it, impersonating

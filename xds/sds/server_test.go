@@ -390,4 +390,3 @@ func handshake(t *testing.T, serverCert, clientCert tls.Certificate, roots *x509
 	c.Close()
 	return errors.Join(cerr, <-serverErr)
 }
-
