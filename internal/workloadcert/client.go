@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
 	pb "istio.io/api/security/v1alpha1"
+
+	"github.com/nodemesh/nodemesh/api"
 )
 
 // Names of Istio's CA protocol (istio.io/istio pkg/security).
@@ -29,7 +31,7 @@ const (
 	DefaultClusterID = "Kubernetes"
 	// CAAudience is the audience of the token istiod's CA accepts
 	// (istio-agent's default).
-	CAAudience = "istio-ca"
+	CAAudience = api.IstioCAAudience
 	// DefaultCAAddress is istiod's CA in a default install.
 	DefaultCAAddress = "istiod.istio-system.svc:15012"
 	// maxTokenBytes bounds what is read from the token file.

@@ -336,4 +336,3 @@ func TestRotateAt(t *testing.T) {
 		t.Fatalf("ratio 1: %v", at)
 	}
 }
-
