@@ -57,7 +57,8 @@ func subscribe(t *testing.T, socket string, names ...string) *sdsStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
+	// Bounded: a push that never comes fails the test with a message.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	st, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 	if err != nil {
@@ -169,7 +170,8 @@ func TestRemovedSecretDisappears(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
+	// Bounded: a push that never comes fails the test with a message.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := secretv3.NewSecretDiscoveryServiceClient(conn).DeltaSecrets(ctx)
 	if err != nil {

@@ -116,8 +116,13 @@ func TestOtherUserCannotConnect(t *testing.T) {
 		t.Skip("needs root: the client runs as another user")
 	}
 	ca := newTestCA(t, "root")
-	dir := t.TempDir()
-	mustT(t, os.Chmod(dir, 0o755)) // the parent is traversable: only the socket's directory guards
+	// Every directory above the socket's is traversable by others (not
+	// t.TempDir, whose parent is 0700): only the socket's own directory
+	// and mode guard it.
+	dir, err := os.MkdirTemp("", "sds-socket-")
+	mustT(t, err)
+	defer os.RemoveAll(dir)
+	mustT(t, os.Chmod(dir, 0o755))
 	srv, socket := startServer(t, Options{Socket: filepath.Join(dir, "sds", "socket"), AllowedUIDs: []uint32{0, 65534}})
 	srv.Update(ca.issue(t, idA, time.Now(), time.Now().Add(time.Hour)))
 	// The test binary, where the other user may execute it.
