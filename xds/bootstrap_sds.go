@@ -54,6 +54,23 @@ func sdsCluster(socket string) (*clusterv3.Cluster, error) {
 	}, nil
 }
 
+// validateSDSCluster: the sds-grpc cluster reaches the node's SDS server
+// only on its unix socket (never a network address, where another host
+// could answer with certificates), over HTTP/2.
+func validateSDSCluster(c *clusterv3.Cluster) error {
+	eps := c.GetLoadAssignment().GetEndpoints()
+	if c.GetType() != clusterv3.Cluster_STATIC || len(eps) != 1 || len(eps[0].GetLbEndpoints()) != 1 ||
+		!filepath.IsAbs(eps[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath()) {
+		return errors.New("bootstrap: the " + SDSClusterName + " cluster must be one static unix socket (pipe) endpoint")
+	}
+	opts := &httpv3.HttpProtocolOptions{}
+	if a := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; a == nil || a.UnmarshalTo(opts) != nil ||
+		opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		return errors.New("bootstrap: the " + SDSClusterName + " cluster must speak HTTP/2 (gRPC)")
+	}
+	return nil
+}
+
 // SDSConfigSource is how a transport socket names the node's SDS server:
 // delta gRPC to the sds-grpc cluster. Delta, because only delta SDS can
 // tell Envoy that a secret is gone (state-of-the-world SDS responses carry

@@ -124,6 +124,31 @@ func TestBootstrapSDS(t *testing.T) {
 		opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
 		t.Errorf("sds-grpc cluster: %v", sds)
 	}
+	// ValidateBootstrap refuses an sds-grpc cluster that could reach
+	// anything but the local socket, or that does not speak gRPC.
+	for name, mutate := range map[string]func(*clusterv3.Cluster){
+		"a network address": func(c *clusterv3.Cluster) {
+			c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().Address = &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15012}}}}
+		},
+		"not HTTP/2": func(c *clusterv3.Cluster) { c.TypedExtensionProtocolOptions = nil },
+		"DNS":        func(c *clusterv3.Cluster) { c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: "nodemesh-controller.nodemesh-system.svc:15010", TokenFile: "/t", CAFile: "/ca", SDSSocket: xds.DefaultSDSSocket})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range b.GetStaticResources().GetClusters() {
+				if c.GetName() == xds.SDSClusterName {
+					mutate(c)
+				}
+			}
+			if err := xds.ValidateBootstrap(b); err == nil {
+				t.Error("validated")
+			}
+		})
+	}
 	_, out, _ = execController(t, "bootstrap", "--node", "node-1")
 	if strings.Contains(out, xds.SDSClusterName) {
 		t.Error("a bootstrap without --sds-socket has the sds-grpc cluster")
