@@ -132,7 +132,9 @@ func TestBootstrapSDS(t *testing.T) {
 				SocketAddress: &corev3.SocketAddress{Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15012}}}}
 		},
 		"not HTTP/2": func(c *clusterv3.Cluster) { c.TypedExtensionProtocolOptions = nil },
-		"DNS":        func(c *clusterv3.Cluster) { c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS} },
+		"DNS": func(c *clusterv3.Cluster) {
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: "nodemesh-controller.nodemesh-system.svc:15010", TokenFile: "/t", CAFile: "/ca", SDSSocket: xds.DefaultSDSSocket})
