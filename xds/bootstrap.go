@@ -308,6 +308,13 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 	if problems := translate.Validate(r); len(problems) > 0 {
 		return fmt.Errorf("bootstrap: %s", problems[0])
 	}
+	for _, c := range r.Clusters {
+		if c.GetName() == SDSClusterName {
+			if err := validateSDSCluster(c); err != nil {
+				return err
+			}
+		}
+	}
 	svcs := b.GetDynamicResources().GetAdsConfig().GetGrpcServices()
 	if len(svcs) != 1 {
 		return errors.New("bootstrap: ADS needs exactly one gRPC service")
