@@ -10,12 +10,12 @@ FUZZTIME  ?= 30s
 BENCHCOUNT ?= 6
 
 # The suites that need a Kubernetes API server (see internal/kubetest).
-KUBE_PKGS := ./internal/kubetest/... ./xds/watch/... ./xds/kubeauth/... ./internal/cli/... ./migration/... ./install/... ./agent/identity/... ./agent/e2e/...
+KUBE_PKGS := ./internal/kubetest/... ./internal/workloadcert/... ./xds/watch/... ./xds/kubeauth/... ./internal/cli/... ./migration/... ./install/... ./agent/identity/... ./agent/e2e/...
 
 # The suites that need root and the real kernel (eBPF, netns, cgroups); the agent's also needs the API server.
 DATAPATH_PKGS := ./bpf/... ./agent/e2e/...
 
-.PHONY: all build images test test-datapath test-kube kube-binaries kube-up kube-down cluster-up cluster-down test-cluster bench-cluster testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
+.PHONY: all build images test test-datapath test-kube kube-binaries istiod kube-up kube-down cluster-up cluster-down test-cluster bench-cluster testdata bench bench-controller bench-bpf bench-datapath bpf-generate bpf-check-generated generate check-generated lint fuzz ci clean
 
 all: build
 
@@ -39,6 +39,10 @@ test-datapath: kube-binaries
 ## kube-binaries: build kube-apiserver, etcd and kube-controller-manager from the Go module proxy, cached in ~/.cache/nodemesh
 kube-binaries:
 	hack/kube-build.sh >/dev/null
+
+## istiod: build istiod (pilot-discovery) from the Go module proxy, cached in ~/.cache/nodemesh/istio: the real Istio CA of internal/workloadcert's tests (NODEMESH_ISTIOD=required: they fail instead of skipping without it)
+istiod:
+	hack/istiod-build.sh >/dev/null
 
 ## kube-up: start kube-apiserver + etcd (WITH_KCM=1: + kube-controller-manager) on 127.0.0.1; admin kubeconfig in _output/kube/kubeconfig
 kube-up: kube-binaries
@@ -68,8 +72,8 @@ kube-down:
 	$(GO) run ./hack/kubeenv down
 
 ## test-kube: the suites that need the API server; they fail instead of skipping when it cannot be started
-test-kube: kube-binaries
-	NODEMESH_KUBE=required $(GOTOOL) gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- -count=1 $(KUBE_PKGS)
+test-kube: kube-binaries istiod
+	NODEMESH_KUBE=required NODEMESH_ISTIOD=required $(GOTOOL) gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- -count=1 $(KUBE_PKGS)
 
 ## testdata: rewrite the golden files from the current code (review the diff!)
 testdata:

@@ -82,6 +82,9 @@ type BootstrapOptions struct {
 	// rewritten when it expires.
 	Insecure    bool
 	StaticToken string
+	// SDSSocket, when set, adds the sds-grpc static cluster pointing at
+	// the node's SDS server (workload certificates; mtls.enabled).
+	SDSSocket string
 }
 
 // Bootstrap is a node Envoy's bootstrap: ADS to the controller (node ID =
@@ -123,6 +126,13 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		apiType = corev3.ApiConfigSource_DELTA_GRPC
 	}
 	clusters := []*clusterv3.Cluster{staticCluster(StatsClusterName, "127.0.0.1", o.AdminPort)}
+	if o.SDSSocket != "" {
+		sds, err := sdsCluster(o.SDSSocket)
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, sds)
+	}
 	var adsService *corev3.GrpcService
 	if o.Insecure {
 		if o.TokenFile != "" || o.CAFile != "" || o.ServerName != "" {
@@ -297,6 +307,13 @@ func ValidateBootstrap(b *bootstrapv3.Bootstrap) error {
 	}
 	if problems := translate.Validate(r); len(problems) > 0 {
 		return fmt.Errorf("bootstrap: %s", problems[0])
+	}
+	for _, c := range r.Clusters {
+		if c.GetName() == SDSClusterName {
+			if err := validateSDSCluster(c); err != nil {
+				return err
+			}
+		}
 	}
 	svcs := b.GetDynamicResources().GetAdsConfig().GetGrpcServices()
 	if len(svcs) != 1 {

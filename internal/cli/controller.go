@@ -35,7 +35,7 @@ func NewControllerCommand(streams IO) *cobra.Command {
 (networking.istio.io/v1), Services, EndpointSlices, Pods, Namespaces and Nodes,
 translates them with the same code as 'nodemesh translate', and serves each node
 Envoy (and proxyless gRPC client) its own snapshot over ADS.`)
-	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams))
+	root.AddCommand(newControllerRunCommand(streams), newBootstrapCommand(streams), newSDSCommand(streams))
 	return root
 }
 
@@ -253,6 +253,7 @@ type bootstrapOptions struct {
 	caFile     string
 	serverName string
 	insecure   bool
+	sdsSocket  string
 }
 
 func newBootstrapCommand(streams IO) *cobra.Command {
@@ -291,7 +292,7 @@ downward API:
 				return UsageError("-o %q: want yaml or json", o.output)
 			}
 			bo := xds.BootstrapOptions{Node: o.node, Controller: o.controller, AdminPort: o.adminPort, StatsPort: o.statsPort, Delta: o.delta,
-				TokenFile: o.tokenFile, CAFile: o.caFile, ServerName: o.serverName, Insecure: o.insecure}
+				TokenFile: o.tokenFile, CAFile: o.caFile, ServerName: o.serverName, Insecure: o.insecure, SDSSocket: o.sdsSocket}
 			if o.insecure {
 				// Envoy's own gRPC client sends fixed metadata: the token is
 				// read now and frozen into the bootstrap.
@@ -332,6 +333,7 @@ downward API:
 	f.StringVar(&o.tokenFile, "token-file", xds.DefaultTokenFile, "the projected ServiceAccount token Envoy sends to the controller (audience "+api.XDSAudience+")")
 	f.StringVar(&o.caFile, "ca-file", xds.DefaultCAFile, "the CA bundle Envoy verifies the controller with (ConfigMap "+api.CABundleConfigMap+")")
 	f.StringVar(&o.serverName, "server-name", "", "the name the controller's certificate is verified for (default: the host of --controller)")
+	f.StringVar(&o.sdsSocket, "sds-socket", "", "add the "+xds.SDSClusterName+" cluster for the node's SDS server (workload certificates) on this unix socket (the chart's mtls.enabled: "+xds.DefaultSDSSocket+")")
 	f.BoolVar(&o.insecure, "insecure-plaintext", false, "INSECURE: no TLS, the token frozen into the bootstrap, for a controller run with --xds-insecure-plaintext (local development only)")
 	return cmd
 }

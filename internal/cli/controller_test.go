@@ -10,7 +10,9 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"k8s.io/client-go/kubernetes/fake"
 	sigsyaml "sigs.k8s.io/yaml"
@@ -87,6 +89,74 @@ func TestBootstrapGolden(t *testing.T) {
 	}
 	if !found {
 		t.Error("the insecure bootstrap has no xds-grpc cluster")
+	}
+}
+
+// TestBootstrapSDS: with --sds-socket (the chart's mtls.enabled) the
+// bootstrap has Istio's sds-grpc cluster on that unix socket, speaking
+// HTTP/2, and validates; without it there is no such cluster.
+func TestBootstrapSDS(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	code, out, errOut := execController(t, "bootstrap", "--node", "node-1", "--sds-socket", xds.DefaultSDSSocket)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden.Check(t, "testdata/bootstrap.node-1.sds.yaml", []byte(out))
+	b := &bootstrapv3.Bootstrap{}
+	if err := protojson.Unmarshal(yamlToJSON(t, out), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := xds.ValidateBootstrap(b); err != nil {
+		t.Fatal(err)
+	}
+	var sds *clusterv3.Cluster
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == xds.SDSClusterName {
+			sds = c
+		}
+	}
+	if sds == nil {
+		t.Fatal("no sds-grpc cluster")
+	}
+	ep := sds.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe()
+	opts := &httpv3.HttpProtocolOptions{}
+	if ep.GetPath() != xds.DefaultSDSSocket || sds.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].UnmarshalTo(opts) != nil ||
+		opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		t.Errorf("sds-grpc cluster: %v", sds)
+	}
+	// ValidateBootstrap refuses an sds-grpc cluster that could reach
+	// anything but the local socket, or that does not speak gRPC.
+	for name, mutate := range map[string]func(*clusterv3.Cluster){
+		"a network address": func(c *clusterv3.Cluster) {
+			c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().Address = &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15012}}}}
+		},
+		"not HTTP/2": func(c *clusterv3.Cluster) { c.TypedExtensionProtocolOptions = nil },
+		"DNS": func(c *clusterv3.Cluster) {
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := xds.Bootstrap(xds.BootstrapOptions{Node: "n", Controller: "nodemesh-controller.nodemesh-system.svc:15010", TokenFile: "/t", CAFile: "/ca", SDSSocket: xds.DefaultSDSSocket})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range b.GetStaticResources().GetClusters() {
+				if c.GetName() == xds.SDSClusterName {
+					mutate(c)
+				}
+			}
+			if err := xds.ValidateBootstrap(b); err == nil {
+				t.Error("validated")
+			}
+		})
+	}
+	_, out, _ = execController(t, "bootstrap", "--node", "node-1")
+	if strings.Contains(out, xds.SDSClusterName) {
+		t.Error("a bootstrap without --sds-socket has the sds-grpc cluster")
+	}
+	if code, _, errOut := execController(t, "bootstrap", "--node", "node-1", "--sds-socket", "sds/socket"); code != ExitUsage || !strings.Contains(errOut, "absolute") {
+		t.Errorf("relative --sds-socket: exit %d, %s", code, errOut)
 	}
 }
 
