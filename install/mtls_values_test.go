@@ -147,3 +147,35 @@ func TestMTLSValues(t *testing.T) {
 		t.Error("the CNI socket's directory is accepted as the SDS directory")
 	}
 }
+
+// TestMTLSControllerFlag: one switch, mtls.enabled, turns on both halves —
+// the agents' SDS container and the controller's Istio mTLS translation
+// (--istio-mtls), whose transport sockets reference the secrets that
+// container serves; neither without the other.
+func TestMTLSControllerFlag(t *testing.T) {
+	c, err := Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{false, true} {
+		out, err := Render(c, RenderOptions{Values: map[string]any{"mtls": map[string]any{"enabled": on}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, obj := range decodeAll(t, out) {
+			d, ok := obj.(*appsv1.Deployment)
+			if !ok || d.Name != api.ControllerName {
+				continue
+			}
+			found = true
+			args := d.Spec.Template.Spec.Containers[0].Args
+			if got := slices.Contains(args, "--istio-mtls"); got != on {
+				t.Errorf("mtls.enabled=%v: the controller's --istio-mtls is %v (args %v)", on, got, args)
+			}
+		}
+		if !found {
+			t.Fatal("no controller Deployment rendered")
+		}
+	}
+}

@@ -251,7 +251,7 @@ func (t *translator) validTrafficPolicy(ref ir.ResourceRef, path ir.Path, tp *ne
 		switch tls.Mode {
 		case networking.ClientTLSSettings_ISTIO_MUTUAL:
 			if !t.opts.IstioMTLS {
-				unsupported(f.Field("mode"), "ISTIO_MUTUAL needs Istio's workload certificates, which nodemesh serves only with Istio mTLS enabled (chart value istioMTLS.enabled); connections stay plaintext")
+				unsupported(f.Field("mode"), "ISTIO_MUTUAL needs Istio's workload certificates, which nodemesh serves only with Istio mTLS enabled (chart value mtls.enabled); connections stay plaintext")
 			}
 		case networking.ClientTLSSettings_MUTUAL:
 			if tls.CredentialName == "" && (tls.ClientCertificate == "" || tls.PrivateKey == "") {
@@ -261,7 +261,7 @@ func (t *translator) validTrafficPolicy(ref ir.ResourceRef, path ir.Path, tp *ne
 		if tls.CredentialName != "" && tls.Mode != networking.ClientTLSSettings_DISABLE {
 			switch {
 			case !t.opts.IstioMTLS:
-				unsupported(f.Field("credentialName"), "credentialName needs the node agent's Secret discovery service, which nodemesh uses only with Istio mTLS enabled (chart value istioMTLS.enabled); the certificates are not loaded")
+				unsupported(f.Field("credentialName"), "credentialName needs the node agent's Secret discovery service, which nodemesh uses only with Istio mTLS enabled (chart value mtls.enabled); the certificates are not loaded")
 			case strings.Contains(tls.CredentialName, "/") || strings.Contains(tls.CredentialName, ":"):
 				// A namespace or another secret type in the name could make
 				// the node's SDS server load a Secret of another namespace.
