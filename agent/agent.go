@@ -106,6 +106,12 @@ type Config struct {
 	// DisableProxyReturn turns that off (docs/design/datapath.md).
 	DisableProxyReturn bool
 	Uplinks            []string
+	// DisableInboundCapture leaves every connection to a pod on its L4
+	// path: no port of a pod under an AuthorizationPolicy with HTTP facts
+	// is captured into the node Envoy's inbound listener (its L7 rules are
+	// then enforced by their L4 projection, which denies more). Capture
+	// needs the proxy return path: DisableProxyReturn implies it.
+	DisableInboundCapture bool
 	// DisableSocketLB leaves connections to Services alone (kube-proxy
 	// serves them): the socket load balancing maps are emptied and kept
 	// empty. Enabled, every connect() and UDP sendmsg() to a ClusterIP or a

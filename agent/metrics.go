@@ -22,6 +22,7 @@ type metrics struct {
 	cniAddSeconds       prometheus.Histogram
 	endpoints           prometheus.Gauge
 	policyEntries       prometheus.Gauge
+	inboundCaptures     prometheus.Gauge
 	services            prometheus.Gauge
 	optedIn             prometheus.Gauge
 	lbFrontends         prometheus.Gauge
@@ -55,6 +56,7 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5}})
 	m.endpoints = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_endpoints", Help: "Pod interfaces the agent manages."})
 	m.policyEntries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_policy_entries", Help: "Policy map entries written from NetworkPolicies."})
+	m.inboundCaptures = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_inbound_captures", Help: "Pod ports captured into the node Envoy's inbound listener (AuthorizationPolicies with HTTP facts)."})
 	m.services = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_redirect_services", Help: "Service addresses redirected for opted-in pods."})
 	m.optedIn = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_redirect_pods", Help: "Pods whose connections to Services go to the node proxy."})
 	m.lbFrontends = prometheus.NewGauge(prometheus.GaugeOpts{Name: "nodemesh_agent_lb_frontends", Help: "Service frontends (ClusterIP and NodePort addresses, per port and protocol) load balanced at the socket."})
@@ -80,7 +82,7 @@ func newMetrics(a *Agent, reg prometheus.Registerer) *metrics {
 	m.routeErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "nodemesh_agent_route_errors_total",
 		Help: "Syncs of the routes to other nodes' pods that failed in part (logged; retried at the next sync)."})
 	f(m.routeErrors)
-	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.services, m.optedIn, m.lbFrontends, m.lbDiagnostics, m.diagnostics} {
+	for _, c := range []prometheus.Collector{m.syncs, m.syncErrors, m.cniRequests, m.cniAddSeconds, m.endpoints, m.policyEntries, m.inboundCaptures, m.services, m.optedIn, m.lbFrontends, m.lbDiagnostics, m.diagnostics} {
 		f(c)
 	}
 	m.packetsDesc = prometheus.NewDesc("nodemesh_datapath_packets_total", "Packets seen by the policy programs, by direction (relative to the pod), reason and action.", []string{"direction", "reason", "action"}, nil)

@@ -55,6 +55,30 @@ func proxyReturnRoute(lo int) *netlink.Route {
 // from_uplink on the uplinks (pinned, replacing the program of a pin an
 // earlier agent left). With DisableProxyReturn it takes all of it away.
 func (a *Agent) setupProxyReturn() error {
+	// Inbound capture (docs/design/datapath.md, "Inbound capture") hands
+	// packets to the node Envoy's inbound listener; its upstream
+	// connections need the return path. Unset, captured packets are dropped
+	// (the agent then writes no capture entries).
+	inbound := bpf.InboundProxy{}
+	if !a.cfg.DisableProxyReturn && !a.cfg.DisableInboundCapture {
+		inbound = bpf.InboundProxy{Port: bpf.ProxyInboundPort, Mark: ProxyReturnMark, SocketMark: bpf.ProxyInboundSocketMark}
+	}
+	if err := a.pol.SetInboundProxy(inbound); err != nil {
+		return fmt.Errorf("inbound capture: %w", err)
+	}
+	if inbound.Port == 0 {
+		// Off: an earlier agent's captures would now be dropped — take
+		// them away once; from then on the map is left alone.
+		have, err := a.pol.InboundCaptures()
+		if err != nil {
+			return fmt.Errorf("inbound capture: %w", err)
+		}
+		for _, ap := range have {
+			if err := a.pol.DeleteInboundCapture(ap.Addr(), ap.Port()); err != nil {
+				return fmt.Errorf("inbound capture: %w", err)
+			}
+		}
+	}
 	if a.cfg.DisableProxyReturn {
 		if err := a.pol.SetProxyReturn(netip.Prefix{}, 0); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/api/v1alpha1"
 	"github.com/nodemesh/nodemesh/bpf"
+	"github.com/nodemesh/nodemesh/translate/authz"
 )
 
 // Sync reconciles every map with the cluster: identities of local pods,
@@ -200,10 +202,20 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 		seen[id.ID] = true
 		in.Identities = append(in.Identities, policy.Identity{ID: id.ID, Namespace: id.Key.Namespace, ServiceAccount: id.Key.ServiceAccount, Labels: id.Key.Labels})
 	}
+	// The ports the node Envoy's inbound listener captures: the
+	// controller serves their chains by the same decision.
+	var capture *authz.Capture
+	if !a.cfg.DisableInboundCapture {
+		capture = authz.NewCapture(authzModels, svcs)
+	}
 	for _, r := range a.liveRecords() {
 		redirected := a.redirected(r)
-		in.Endpoints = append(in.Endpoints, policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
-			Identity: r.Identity, Key: bpf.EndpointKey(r.HostIfindex), Ports: r.Ports, Redirected: redirected, Meshed: redirected})
+		ep := policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
+			Identity: r.Identity, Key: bpf.EndpointKey(r.HostIfindex), Ports: r.Ports, Redirected: redirected, Meshed: redirected}
+		if capture != nil && redirected {
+			ep.Captured = capturedPorts(capture, r, in.Namespaces[r.Namespace])
+		}
+		in.Endpoints = append(in.Endpoints, ep)
 		if !seen[r.Identity] {
 			// Just allocated; the informer has not seen it yet.
 			seen[r.Identity] = true
@@ -273,6 +285,30 @@ func (a *Agent) syncPolicy() error {
 		want.Pods = append(want.Pods, pod)
 	}
 
+	// Captured ports: new captures are written before the policy that
+	// leaves those ports to the node Envoy (no moment where an uncaptured
+	// connection meets the relaxed gate), stale ones removed after the
+	// policy that decides them again at L4.
+	wantCaptures := map[netip.AddrPort]bool{}
+	for i, r := range recs {
+		for _, p := range in.Endpoints[i].Captured {
+			wantCaptures[netip.AddrPortFrom(r.IP, p)] = true
+		}
+	}
+	var haveCaptures []netip.AddrPort
+	if !a.cfg.DisableInboundCapture { // off: cleared once at start (setupProxyReturn)
+		if haveCaptures, err = a.pol.InboundCaptures(); err != nil {
+			return fmt.Errorf("read the inbound captures: %w", err)
+		}
+	}
+	for ap := range wantCaptures {
+		if !slices.Contains(haveCaptures, ap) {
+			if err := a.pol.PutInboundCapture(ap.Addr(), ap.Port()); err != nil {
+				return fmt.Errorf("capture %s: %w", ap, err)
+			}
+		}
+	}
+
 	have, err := mapsync.Read(a.pol)
 	if err != nil {
 		return err
@@ -280,6 +316,14 @@ func (a *Agent) syncPolicy() error {
 	if err := mapsync.Apply(a.pol, mapsync.NewPlan(have, want)); err != nil {
 		return fmt.Errorf("write the policy maps: %w", err)
 	}
+	for _, ap := range haveCaptures {
+		if !wantCaptures[ap] {
+			if err := a.pol.DeleteInboundCapture(ap.Addr(), ap.Port()); err != nil {
+				return fmt.Errorf("stop capturing %s: %w", ap, err)
+			}
+		}
+	}
+	a.metrics.inboundCaptures.Set(float64(len(wantCaptures)))
 	a.metrics.policyEntries.Set(float64(len(want.Policies) + len(want.Ranges)))
 	a.metrics.remoteEndpoints.WithLabelValues("resolved").Set(float64(len(remote)))
 	a.metrics.remoteEndpoints.WithLabelValues("unresolved").Set(float64(unresolved))
@@ -413,4 +457,21 @@ func (a *Agent) syncRedirect() error {
 	a.metrics.services.Set(float64(len(want)))
 	a.metrics.optedIn.Set(float64(len(wantNS)))
 	return nil
+}
+
+// capturedPorts are a pod's TCP ports the node Envoy's inbound listener
+// captures (translate/authz.Capture, the controller's decision), sorted.
+func capturedPorts(c *authz.Capture, r *endpointRecord, nsLabels map[string]string) []uint16 {
+	w := authz.Workload{Namespace: r.Namespace, Labels: r.Labels, Sidecar: r.Sidecar}
+	for _, p := range r.Ports {
+		w.NamedPorts = append(w.NamedPorts, authz.NamedPort{Name: p.Name, Port: int32(p.Port)})
+	}
+	var out []uint16
+	for _, p := range c.Ports(w, nsLabels) {
+		if p.Port > 0 && p.Port <= 65535 {
+			out = append(out, uint16(p.Port))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

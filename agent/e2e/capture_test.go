@@ -146,7 +146,9 @@ func TestInboundCapture(t *testing.T) {
 	run(t, "ip", "-n", rns, "route", "add", "default", "via", remoteGW)
 	remote := &pod{namespace: ns, name: "remote", netns: rns, cgroup: filepath.Join(n.cgroupRoot, "remote")}
 
-	n.agentArgs = []string{"--uplink", link}
+	// The datapath alone: the test writes the capture entries itself
+	// (TestInboundCaptureByPolicy has the agent decide them).
+	n.agentArgs = []string{"--uplink", link, "--no-inbound-capture"}
 	n.startAgent()
 	server, client, other, locked := n.addPod(ns, "server"), n.addPod(ns, "client"), n.addPod(ns, "other"), n.addPod(ns, "locked")
 	n.daemon(server.netns, server.cgroup, "serve", "server")
