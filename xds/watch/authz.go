@@ -251,8 +251,10 @@ func authzEvents(sts []translate.AuthzStatus, diags ir.Diagnostics) []authzEvent
 			for _, d := range r.DeniesMore {
 				msg := d.Field + ": " + d.Message
 				if r.Projected {
-					// The projection is what the agents enforce, and only
-					// where the policy has meshed pods.
+					// The projection is what the agents enforce on ports
+					// not captured into the node Envoy (HTTP ports are:
+					// its RBAC enforces the rule exactly), and only where
+					// the policy has meshed pods.
 					if st.Nodemesh == 0 {
 						continue
 					}
