@@ -159,6 +159,7 @@ type Agent struct {
 	records   recordStore
 	authz     authzWatch
 	peerAuthn authzWatch
+	reqAuthn  authzWatch
 	pinLinks  string
 	sysctls   netSysctls
 	allocator *identity.Allocator
@@ -290,6 +291,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 		lastDiags: map[string]bool{}, ready: make(chan struct{}), trigger: make(chan struct{}, 1), upgrades: newTCXUpgrades()}
 	a.authz.resource, a.authz.kind = "authorizationpolicies", "AuthorizationPolicy"
 	a.peerAuthn.resource, a.peerAuthn.kind = "peerauthentications", "PeerAuthentication"
+	a.reqAuthn.resource, a.reqAuthn.kind = "requestauthentications", "RequestAuthentication"
 	ok := false
 	defer func() {
 		if !ok {

@@ -51,7 +51,9 @@ func (w *authzWatch) informer() cache.SharedIndexInformer {
 }
 
 // istioWatches are the security.istio.io kinds the agent enforces.
-func (a *Agent) istioWatches() []*authzWatch { return []*authzWatch{&a.authz, &a.peerAuthn} }
+func (a *Agent) istioWatches() []*authzWatch {
+	return []*authzWatch{&a.authz, &a.peerAuthn, &a.reqAuthn}
+}
 
 // authzResource is the watch's resource as the API server serves it; ok
 // is false when it serves none (Istio is not installed).

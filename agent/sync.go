@@ -206,7 +206,7 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 	// controller serves their chains by the same decision.
 	var capture *authz.Capture
 	if !a.cfg.DisableInboundCapture {
-		capture = authz.NewCapture(authzModels, svcs)
+		capture = authz.NewCapture(authzModels, svcs).WithAuthn(a.requestAuthnScopes(), svcs)
 	}
 	for _, r := range a.liveRecords() {
 		redirected := a.redirected(r)

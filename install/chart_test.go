@@ -346,7 +346,8 @@ func TestLeastPrivilege(t *testing.T) {
 		}
 	}
 	// The agent enforces AuthorizationPolicies' L4 part and
-	// PeerAuthentication: it reads them, never writes them. The controller
+	// PeerAuthentication, and captures for the HTTP part and
+	// RequestAuthentication: it reads them, never writes them. The controller
 	// reports their status as Events and builds the inbound listeners'
 	// RBAC and jwt_authn (RequestAuthentication): it reads them, never
 	// writes them (no status subresource either). Nothing else of
@@ -354,6 +355,7 @@ func TestLeastPrivilege(t *testing.T) {
 	want := map[string][]string{
 		api.AgentName + " authorizationpolicies":       {"get", "list", "watch"},
 		api.AgentName + " peerauthentications":         {"get", "list", "watch"},
+		api.AgentName + " requestauthentications":      {"get", "list", "watch"},
 		api.ControllerName + " authorizationpolicies":  {"get", "list", "watch"},
 		api.ControllerName + " peerauthentications":    {"get", "list", "watch"},
 		api.ControllerName + " requestauthentications": {"get", "list", "watch"},

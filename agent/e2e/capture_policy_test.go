@@ -139,10 +139,32 @@ func TestInboundCaptureByPolicy(t *testing.T) {
 		}
 	})
 
-	t.Run("deleting the policy takes the capture away", func(t *testing.T) {
+	ras := dynamic.NewForConfigOrDie(env.Config).Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "requestauthentications"}).Namespace(ns)
+	t.Run("a RequestAuthentication alone captures the HTTP port too", func(t *testing.T) {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+			"metadata": map[string]any{"name": "jwt", "namespace": ns},
+			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "server"}}, "jwtRules": []any{
+				map[string]any{"issuer": "https://idp.example", "jwks": `{"keys":[]}`},
+			}},
+		}}
+		if _, err := ras.Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		outer.Cleanup(func() { ras.Delete(context.Background(), "jwt", metav1.DeleteOptions{}) })
+		// (the AuthorizationPolicy above still captures it: delete that
+		// first and the RequestAuthentication keeps the capture)
 		if err := aps.Delete(ctx, "get-only", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(2 * time.Second) // a sync without the policy
+		captures([]netip.AddrPort{netip.AddrPortFrom(serverIP, 8080)})
+		if err := ras.Delete(ctx, "jwt", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("with neither, the capture goes away", func(t *testing.T) {
 		captures(nil)
 		accepted := len(proxy.events("accepted"))
 		get(t, "client→server:8080 POST direct", "post", "200 ")
