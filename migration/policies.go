@@ -123,9 +123,8 @@ func gatewayOnlyEnvoyFilter(patches []*networkingapi.EnvoyFilter_EnvoyConfigObje
 // L4 facts — principals (the identity's namespace and service account),
 // namespaces, ipBlocks, ports — in eBPF at the destination pods, the same
 // decisions as the sidecar; rules with request facts (methods, paths,
-// hosts, headers, JWT) as their L4 projection, which denies more (an
-// ALLOW rule never matches, a DENY rule ignores them) until the node
-// Envoy's inbound RBAC is in place; CUSTOM as a deny. Only what is not
+// hosts, headers, JWT) by the node Envoy's inbound RBAC on HTTP ports and
+// Istio's TCP semantics elsewhere, as a sidecar; CUSTOM as a deny. Only what is not
 // enforced identically is unsupported, by the field that makes it so.
 func (a *analysis) authorizationPolicies() {
 	pols, diags := istio.AuthorizationPolicies(a.inv.AuthorizationPolicies, istio.AuthzOptions{RootNamespace: a.opts.rootNamespace()})
@@ -201,13 +200,19 @@ func (a *analysis) authorizationPolicy(ns string, ap *securityv1.AuthorizationPo
 			a.addAt(ns, ref, r.Field, Supported, "AuthorizationPolicy", strings.ToUpper(string(pol.Action))+" rule "+where, "")
 			continue
 		}
+		// Request facts: the node Envoy's inbound RBAC on the ports the
+		// Services declare HTTP (the agent captures them, policy.md
+		// §7.2–7.3), Istio's TCP semantics in eBPF elsewhere — what a
+		// sidecar does on a TCP port. Only a port Istio would sniff as
+		// HTTP (no protocol declared) differs: nodemesh does not capture
+		// it, and the rule's TCP reading denies more there.
 		var why []string
 		for _, d := range ir.ProjectL4(pol.Action, pol.Source, r).Degradations {
 			why = append(why, d.Diagnostic.Message)
 		}
-		a.addAt(ns, ref, r.Field, Unsupported, "L7AuthorizationPolicy",
-			fmt.Sprintf("request facts need the node Envoy's inbound RBAC, which nodemesh does not place yet; in eBPF the rule runs as its L4 projection: %s", strings.Join(why, "; ")),
-			"keep the namespace on sidecars until L7 authorization lands; do not replace the rule with an L4-only one without reviewing what it protected")
+		a.addAt(ns, ref, r.Field, Supported, "L7AuthorizationPolicy",
+			fmt.Sprintf("%s rule with request facts: enforced for %s by the node Envoy's inbound RBAC on the ports their Services declare HTTP (the agent captures those into it), as the sidecar enforced it; on ports declared TCP, Istio's TCP semantics in eBPF, as on a sidecar (%s); on ports that declare no protocol (Istio sniffs them) the TCP reading applies too, which denies more",
+				strings.ToUpper(string(pol.Action)), scope(ap, ns), strings.Join(why, "; ")), "")
 	}
 }
 
