@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -39,6 +40,11 @@ type AuthzCheck struct {
 	// PeerAuthentication is the pod's effective mutual TLS mode per port
 	// (Istio checks it before authorization).
 	PeerAuthentication PeerAuthnCheck `json:"peerAuthentication"`
+	// CapturedPorts are the pod's ports the agent captures into its node
+	// Envoy's inbound listener (HTTP ports under a policy with request
+	// facts or a RequestAuthentication), where the Envoy's RBAC enforces
+	// every rule; elsewhere rules run in eBPF.
+	CapturedPorts []uint32 `json:"capturedPorts,omitempty"`
 }
 
 // PeerAuthnCheck is a pod's effective PeerAuthentication with istiod's
@@ -185,6 +191,21 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, pas *aut
 	case "none":
 		where = "nowhere: the pod is not in the mesh (its namespace is not labelled " + api.DataplaneModeLabel + "=" + api.DataplaneModeNodemesh + ")"
 	}
+	// The pod's captured ports: the controller's and the agent's decision.
+	var captured []string
+	if out.EnforcedBy == "nodemesh" {
+		// (Capture.Ports, not CapturedPorts: a pod read from manifests has
+		// no address yet, and the question is which ports would be.)
+		for _, cp := range translate.NewCapture(pols, bag.Services).Ports(translate.Workload(pod), nsLabels) {
+			out.CapturedPorts = append(out.CapturedPorts, cp.Port)
+			captured = append(captured, strconv.FormatUint(uint64(cp.Port), 10))
+		}
+	}
+	envoyAt := "the node Envoy's inbound RBAC"
+	if pod.NodeName != "" {
+		envoyAt += " on node " + pod.NodeName
+	}
+	envoyAt += " for port(s) " + strings.Join(captured, ", ") + " (captured into it)"
 	for _, p := range mine {
 		action := string(p.Action)
 		if p.Custom != "" {
@@ -204,10 +225,15 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, pas *aut
 				ar.EnforcedAt = "nowhere: AUDIT decides nothing, and nodemesh logs no audit records yet"
 			case p.DryRun:
 				ar.EnforcedAt = "nowhere: dry run (istio.io/dry-run)"
+			case r.Projected && len(captured) > 0:
+				// Request facts: the node Envoy on the captured (HTTP)
+				// ports, the L4 projection — Istio's TCP behaviour — on
+				// the others.
+				ar.EnforcedAt = envoyAt + "; on other ports " + where + ", as its L4 projection (Istio's TCP semantics)"
 			case r.Projected:
-				// The node Envoy's inbound RBAC is not placed yet: the
+				// No port of the pod is declared HTTP by a Service: the
 				// rule runs as its L4 projection, Istio's TCP behaviour.
-				ar.EnforcedAt = where + ", as its L4 projection (the node Envoy's inbound RBAC for request facts is not in place yet)"
+				ar.EnforcedAt = where + ", as its L4 projection (Istio's TCP semantics: no Service declares a port of the pod HTTP, so none is captured into the node Envoy)"
 			default:
 				ar.EnforcedAt = where
 			}
@@ -249,6 +275,13 @@ func writeAuthzCheck(w io.Writer, c *AuthzCheck, format string) error {
 	}
 	fmt.Fprintf(w, "Pod %s/%s on %s, authorized by %s\n", c.Namespace, c.Pod, node, c.EnforcedBy)
 	writePeerAuthn(w, c.PeerAuthentication)
+	if len(c.CapturedPorts) > 0 {
+		ports := make([]string, len(c.CapturedPorts))
+		for i, p := range c.CapturedPorts {
+			ports[i] = strconv.FormatUint(uint64(p), 10)
+		}
+		fmt.Fprintf(w, "Captured into the node Envoy's inbound listener (HTTP rules by its RBAC): port(s) %s\n", strings.Join(ports, ", "))
+	}
 	switch {
 	case len(c.Policies) == 0:
 		fmt.Fprintln(w, "No AuthorizationPolicy applies: every request is allowed (as far as Istio authorization goes; NetworkPolicy and TrafficPolicy decide separately).")
@@ -346,8 +379,9 @@ func newAuthzCheckCommand(streams IO) *cobra.Command {
 Istio's evaluation order (CUSTOM, DENY, ALLOW; AUDIT decides nothing), and for every
 rule where nodemesh enforces it: peer identity, namespace, address and port facts (L4)
 in eBPF at the pod's veth on its node; request facts (L7: methods, paths, hosts,
-headers, JWT) would need the node Envoy's inbound RBAC, which is not in place yet, so
-such a rule runs as its L4 projection — an ALLOW rule with a request fact matches
+headers, JWT) by the node Envoy's inbound RBAC on the pod's HTTP ports, which the agent
+captures into it (listed as captured ports); on its other ports such a rule runs as its
+L4 projection, Istio's TCP semantics — an ALLOW rule with a request fact matches
 nothing, a DENY rule ignores its request facts — and check says what that denies more.
 Before them, the pod's effective PeerAuthentication (Istio checks it first): the mTLS
 mode of every port with istiod's precedence (workload > namespace > mesh, the oldest

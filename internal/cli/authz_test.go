@@ -173,3 +173,43 @@ func TestAuthzCheck(t *testing.T) {
 		t.Errorf("missing pod: exit %d %s", code, errOut)
 	}
 }
+
+// TestAuthzCheckCaptured: with a Service declaring the pod's port HTTP, the
+// pod's rules with request facts are the node Envoy's on that port (the
+// agent captures it), and check says so.
+func TestAuthzCheckCaptured(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "m.yaml")
+	svc := `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+`
+	if err := os.WriteFile(file, []byte(authzManifests+svc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file, "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var c AuthzCheck
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(c.CapturedPorts) != 1 || c.CapturedPorts[0] != 9080 {
+		t.Errorf("captured ports %v, want [9080]", c.CapturedPorts)
+	}
+	for _, p := range c.Policies {
+		if p.Name != "ratings-viewer" {
+			continue
+		}
+		if len(p.Rules) != 1 || !strings.Contains(p.Rules[0].EnforcedAt, "the node Envoy's inbound RBAC on node node-1 for port(s) 9080") {
+			t.Errorf("ratings-viewer's rule: %+v", p.Rules)
+		}
+	}
+	_, table, _ := run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file)
+	if !strings.Contains(table, "Captured into the node Envoy's inbound listener (HTTP rules by its RBAC): port(s) 9080") {
+		t.Errorf("table output lacks the captured ports:\n%s", table)
+	}
+}
