@@ -52,8 +52,13 @@ type Options struct {
 	// AuthzDiscoveryPeriod is how often the API server is asked whether it
 	// serves AuthorizationPolicies, while it does not.
 	AuthzDiscoveryPeriod time.Duration
-	Logger               *slog.Logger
-	Metrics              *xds.Metrics
+	// JWKS configures the resolver of RequestAuthentication key sets
+	// (zero: production — loopback, link-local and metadata addresses
+	// refused; tests on loopback replace AllowAddress). OnChange is the
+	// controller's own.
+	JWKS    jwks.Options
+	Logger  *slog.Logger
+	Metrics *xds.Metrics
 }
 
 func (o Options) withDefaults() Options {
@@ -118,9 +123,9 @@ func New(kube kubernetes.Interface, ic istioclient.Interface, c *xds.Cache, opts
 		kick: make(chan struct{}, 1),
 	}
 	ctl.rep = newReporter(kube, ctl.src, opts.Logger)
-	ctl.jwks = jwks.New(jwks.Options{OnChange: func() {
-		ctl.enqueue(change{full: true, first: time.Now(), events: 1})
-	}})
+	jo := opts.JWKS
+	jo.OnChange = func() { ctl.enqueue(change{full: true, first: time.Now(), events: 1}) }
+	ctl.jwks = jwks.New(jo)
 	c.Provider = ctl.Config
 	c.OnNACK = ctl.rep.nack
 	return ctl
