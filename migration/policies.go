@@ -485,9 +485,9 @@ func (a *analysis) sidecars() {
 // built as istiod builds a sidecar's (translate.WorkloadJWT), so a valid
 // RequestAuthentication with inline keys is enforced identically. What
 // cannot be: an invalid rule (nodemesh rejects its tokens; istiod rejects
-// the resource), and a key set nodemesh would have to fetch (jwksUri, or
-// the issuer's discovery document) — the controller does not fetch yet, so
-// those tokens are rejected where the sidecar accepted them.
+// the resource). A key set to fetch (jwksUri, or the issuer's discovery
+// document) is fetched by the controller (xds/jwks), a change: where it
+// cannot reach the key server, tokens are rejected.
 func (a *analysis) requestAuthentications() {
 	ras, diags := istio.RequestAuthentications(a.inv.RequestAuthentications, istio.AuthzOptions{RootNamespace: a.opts.rootNamespace()})
 	byRef := map[ir.ResourceRef]*ir.RequestAuthn{}
@@ -516,10 +516,9 @@ func (a *analysis) requestAuthentications() {
 			}
 			for _, r := range m.Rules {
 				if r.JWKS == "" && !r.RejectTokens {
-					blocked = true
-					a.addAt(ns, ref, r.Field+".jwksUri", Unsupported, "JWKSFetch",
-						fmt.Sprintf("nodemesh does not fetch key sets yet (jwksUri, or the issuer's OpenID discovery): tokens of issuer %q are rejected (401) for %s, where the sidecar accepted valid ones", r.Issuer, scope(ra, ns)),
-						"put the issuer's key set inline in jwks")
+					a.addAt(ns, ref, r.Field+".jwksUri", Changed, "JWKSFetch",
+						fmt.Sprintf("the controller fetches the key set of issuer %q (jwksUri, or the issuer's OpenID discovery), as istiod does by default, and gives it to the node Envoys inline; until its first fetch succeeds, tokens of that issuer are rejected (401) for %s, as istiod does when it cannot fetch. It refuses key servers on loopback, link-local (cloud metadata) and multicast addresses and does not follow redirects", r.Issuer, scope(ra, ns)),
+						"make sure the controller's pod can reach the key server (egress, DNS)")
 				}
 			}
 			if blocked {
