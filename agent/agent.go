@@ -268,6 +268,11 @@ func (c *Config) defaults() error {
 	if c.RootNamespace == "" {
 		c.RootNamespace = "istio-system"
 	}
+	if c.DisableProxyReturn {
+		// Capture hands connections to the proxy, whose upstream needs the
+		// return path.
+		c.DisableInboundCapture = true
+	}
 	if c.TrustDomain == "" {
 		c.TrustDomain = "cluster.local"
 	}
