@@ -60,7 +60,7 @@ func (a *Agent) setupProxyReturn() error {
 	// connections need the return path. Unset, captured packets are dropped
 	// (the agent then writes no capture entries).
 	inbound := bpf.InboundProxy{}
-	if !a.cfg.DisableProxyReturn && !a.cfg.DisableInboundCapture {
+	if !a.cfg.DisableInboundCapture { // (set whenever DisableProxyReturn is: Config.defaults)
 		inbound = bpf.InboundProxy{Port: bpf.ProxyInboundPort, Mark: ProxyReturnMark, SocketMark: bpf.ProxyInboundSocketMark}
 	}
 	if err := a.pol.SetInboundProxy(inbound); err != nil {

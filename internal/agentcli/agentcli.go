@@ -218,7 +218,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
-		DisableProxyReturn: o.noProxyReturn, DisableInboundCapture: o.noInboundCapture || o.noProxyReturn, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
+		DisableProxyReturn: o.noProxyReturn, DisableInboundCapture: o.noInboundCapture, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
 		RoutingMode: o.routingMode, VXLANPort: o.vxlanPort, VXLANVNI: o.vxlanVNI, CNIMode: o.cniMode,
 	}
 	for _, c := range o.nonMasqCIDRs {

@@ -23,14 +23,15 @@ import (
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
 
-// inboundDecision is what node's served inbound listener decides for a GET
-// and a POST to addr:port from src: "none" when the node has no inbound
-// listener, "no chain" when it has one without a chain for addr:port.
-func inboundDecision(t *testing.T, s xdstest.States, addr string, port uint32, src string) string {
+// servedInboundHCM is the HTTP connection manager of the chain for
+// addr:port on the node's served inbound listener; listener is false when
+// the node has no inbound listener, and the manager nil when it has no
+// chain for addr:port.
+func servedInboundHCM(t *testing.T, s xdstest.States, addr string, port uint32) (h *hcmv3.HttpConnectionManager, listener bool) {
 	t.Helper()
 	a, ok := s[resourcev3.ListenerType].Resources[ir.InboundListenerName]
 	if !ok {
-		return "none"
+		return nil, false
 	}
 	l := &listenerv3.Listener{}
 	if err := a.UnmarshalTo(l); err != nil {
@@ -45,35 +46,50 @@ func inboundDecision(t *testing.T, s xdstest.States, addr string, port uint32, s
 		if err := fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(h); err != nil {
 			t.Fatal(err)
 		}
-		var filters []*rbachttpv3.RBAC
-		for _, f := range h.GetHttpFilters() {
-			if f.GetName() == "envoy.filters.http.rbac" {
-				r := &rbachttpv3.RBAC{}
-				if err := f.GetTypedConfig().UnmarshalTo(r); err != nil {
-					t.Fatal(err)
-				}
-				filters = append(filters, r)
-			}
-		}
-		out := ""
-		for _, method := range []string{"GET", "POST"} {
-			ok, err := rbaceval.Allowed(filters, &rbaceval.Request{Method: method, Path: "/", Host: "web",
-				Source: netip.MustParseAddr(src), DestinationPort: port})
-			if err != nil {
+		return h, true
+	}
+	return nil, true
+}
+
+// inboundDecision is what node's served inbound listener decides for a GET
+// and a POST to addr:port from src: "none" when the node has no inbound
+// listener, "no chain" when it has one without a chain for addr:port.
+func inboundDecision(t *testing.T, s xdstest.States, addr string, port uint32, src string) string {
+	t.Helper()
+	h, listener := servedInboundHCM(t, s, addr, port)
+	switch {
+	case !listener:
+		return "none"
+	case h == nil:
+		return "no chain"
+	}
+	var filters []*rbachttpv3.RBAC
+	for _, f := range h.GetHttpFilters() {
+		if f.GetName() == "envoy.filters.http.rbac" {
+			r := &rbachttpv3.RBAC{}
+			if err := f.GetTypedConfig().UnmarshalTo(r); err != nil {
 				t.Fatal(err)
 			}
-			verdict := "deny"
-			if ok {
-				verdict = "allow"
-			}
-			out += fmt.Sprintf("%s=%s ", method, verdict)
+			filters = append(filters, r)
 		}
-		if _, ok := s[resourcev3.ClusterType].Resources[fmt.Sprintf("inbound|%d||", port)]; !ok {
-			out += "(no inbound cluster)"
-		}
-		return out
 	}
-	return "no chain"
+	out := ""
+	for _, method := range []string{"GET", "POST"} {
+		ok, err := rbaceval.Allowed(filters, &rbaceval.Request{Method: method, Path: "/", Host: "web",
+			Source: netip.MustParseAddr(src), DestinationPort: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		verdict := "deny"
+		if ok {
+			verdict = "allow"
+		}
+		out += fmt.Sprintf("%s=%s ", method, verdict)
+	}
+	if _, ok := s[resourcev3.ClusterType].Resources[fmt.Sprintf("inbound|%d||", port)]; !ok {
+		out += "(no inbound cluster)"
+	}
+	return out
 }
 
 // TestInboundListenerServedPerNode: with a real API server, a pod with an

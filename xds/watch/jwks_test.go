@@ -12,10 +12,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	securityapi "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,7 +22,6 @@ import (
 	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 	"github.com/nodemesh/nodemesh/translate"
-	"github.com/nodemesh/nodemesh/translate/ir"
 	"github.com/nodemesh/nodemesh/xds/jwks"
 	"github.com/nodemesh/nodemesh/xds/watch"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
@@ -111,38 +107,20 @@ func TestRequestAuthenticationKeysFetched(t *testing.T) {
 // of addr:port on the node's inbound listener ("" when there is none).
 func servedKeys(t *testing.T, s xdstest.States, addr string, port uint32) string {
 	t.Helper()
-	a, ok := s[resourcev3.ListenerType].Resources[ir.InboundListenerName]
-	if !ok {
-		return ""
-	}
-	l := &listenerv3.Listener{}
-	if err := a.UnmarshalTo(l); err != nil {
-		t.Fatal(err)
-	}
-	for _, fc := range l.GetFilterChains() {
-		m := fc.GetFilterChainMatch()
-		if m.GetDestinationPort().GetValue() != port || len(m.GetPrefixRanges()) == 0 || m.GetPrefixRanges()[0].GetAddressPrefix() != addr {
+	h, _ := servedInboundHCM(t, s, addr, port)
+	for _, f := range h.GetHttpFilters() {
+		if f.GetName() != "envoy.filters.http.jwt_authn" {
 			continue
 		}
-		h := &hcmv3.HttpConnectionManager{}
-		if err := fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(h); err != nil {
+		j := &jwtv3.JwtAuthentication{}
+		if err := f.GetTypedConfig().UnmarshalTo(j); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range h.GetHttpFilters() {
-			if f.GetName() != "envoy.filters.http.jwt_authn" {
-				continue
+		for _, p := range j.GetProviders() {
+			if k := p.GetLocalJwks().GetInlineString(); k != translate.RejectingJWKS {
+				return k
 			}
-			j := &jwtv3.JwtAuthentication{}
-			if err := f.GetTypedConfig().UnmarshalTo(j); err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range j.GetProviders() {
-				if k := p.GetLocalJwks().GetInlineString(); k == translate.RejectingJWKS {
-					return "rejecting"
-				} else {
-					return k
-				}
-			}
+			return "rejecting"
 		}
 	}
 	return ""
