@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -154,10 +155,27 @@ func TestInboundCaptureByPolicy(t *testing.T) {
 		outer.Cleanup(func() { ras.Delete(context.Background(), "jwt", metav1.DeleteOptions{}) })
 		// (the AuthorizationPolicy above still captures it: delete that
 		// first and the RequestAuthentication keeps the capture)
+		withPolicy, err := pol.Policies()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := aps.Delete(ctx, "get-only", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second) // a sync without the policy
+		// Wait for the sync that no longer has the policy: its port-9000
+		// allow (the server isolated by it) leaves the policy map. Only
+		// then does the capture below say what the RequestAuthentication
+		// alone decides, not what was left from before.
+		eventually(t, 15*time.Second, "the agent synced without the AuthorizationPolicy", func() error {
+			got, err := pol.Policies()
+			if err != nil {
+				return err
+			}
+			if maps.Equal(got, withPolicy) {
+				return fmt.Errorf("policy map unchanged (%d entries)", len(got))
+			}
+			return nil
+		})
 		captures([]netip.AddrPort{netip.AddrPortFrom(serverIP, 8080)})
 		if err := ras.Delete(ctx, "jwt", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
