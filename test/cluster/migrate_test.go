@@ -117,8 +117,30 @@ func testMigration(t *testing.T) {
 		t.Fatalf("before the migration: %d of %d pods with sidecars, want 4 of 4", with, total)
 	}
 
+	// While the namespace moves, a client the AuthorizationPolicy refuses
+	// (a pod of namespace outside) calls details, and one it allows (the
+	// shop's productpage, called from outside) does too. The (stand-in)
+	// sidecars enforce nothing, so before the move the refused client gets
+	// through where Istio's sidecar would refuse it; what is checked is
+	// that no details pod the migration started — enforced by nodemesh —
+	// ever answers it, from the first moment it serves.
+	withSidecar := map[string]bool{}
+	if pods, err := kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{}); err == nil {
+		for _, p := range pods.Items {
+			withSidecar[p.Name] = true
+		}
+	} else {
+		t.Fatal(err)
+	}
+	refused := startProber(t, "outside", "on-node-a", "http://details.shop:9080/")
+	allowed := startProber(t, "outside", "on-node-b", "http://productpage.shop:9080/")
+	refused.waitFor(t, 3)
+
 	out := must(t, 10*time.Minute, "bin/nodemesh", "migrate", "apply", "-n", ns, "--yes")
 	t.Logf("migrate apply:\n%s", out)
+	refused.waitFor(t, 10)
+	allowed.waitFor(t, 5)
+	checkProbesDuringMigration(t, withSidecar, refused.stop(), allowed.stop())
 	// The probe's requests are in the node proxy's own record.
 	if !strings.Contains(out, "through the node proxy (stand-in:") {
 		t.Errorf("migrate apply did not prove the requests went through the node proxy:\n%s", out)
@@ -179,4 +201,48 @@ func kubeBin(t *testing.T) string {
 	out := must(t, 10*time.Minute, "hack/kube-build.sh")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	return lines[len(lines)-1]
+}
+
+// checkProbesDuringMigration: no pod without a sidecar (a pod the
+// migration made, enforced by nodemesh) answered the refused client, the
+// refused client's last requests all failed, and the allowed client kept
+// reaching details through productpage.
+func checkProbesDuringMigration(t *testing.T, withSidecar map[string]bool, refused, allowed []probeAnswer) {
+	t.Helper()
+	bySidecar, failed := 0, 0
+	for _, a := range refused {
+		switch {
+		case a.response == nil:
+			failed++
+		case withSidecar[a.response.Pod]:
+			bySidecar++ // the stand-in sidecar enforces nothing (see above)
+		default:
+			t.Errorf("%s: migrated pod %s answered a client the AuthorizationPolicy refuses", a.at.Format(time.TimeOnly), a.response.Pod)
+		}
+	}
+	for _, a := range refused[max(0, len(refused)-10):] {
+		if a.response != nil {
+			t.Errorf("%s: after the migration, %s answered a client the AuthorizationPolicy refuses", a.at.Format(time.TimeOnly), a.response.Pod)
+		}
+	}
+	if failed == 0 {
+		t.Errorf("the refused client was never refused in %d requests", len(refused))
+	}
+	reached := 0
+	for _, a := range allowed {
+		if a.response != nil && slices.ContainsFunc(a.response.Upstreams, func(u testapp.UpstreamResult) bool {
+			return u.Status == 200 && u.Response != nil && u.Response.Service == "details"
+		}) {
+			reached++
+		}
+	}
+	t.Logf("during the migration: refused client %d requests (%d answered by sidecar pods, %d refused); allowed client reached details %d of %d times",
+		len(refused), bySidecar, failed, reached, len(allowed))
+	for _, a := range allowed[max(0, len(allowed)-5):] {
+		if a.response == nil || !slices.ContainsFunc(a.response.Upstreams, func(u testapp.UpstreamResult) bool {
+			return u.Status == 200 && u.Response != nil && u.Response.Service == "details"
+		}) {
+			t.Errorf("%s: after the migration the allowed client did not reach details: %+v %s", a.at.Format(time.TimeOnly), a.response, a.failure)
+		}
+	}
 }
