@@ -37,8 +37,7 @@ type probeAnswer struct {
 }
 
 // probeMark separates curl's answers in the loop's output: the body of a
-// chain service is one JSON line, and curl's own failure one line on
-// stderr (merged).
+// chain service (indented JSON), or curl's failure on stderr (merged).
 const probeMark = "--probe--"
 
 // startProber runs the loop in pod ns/pod against url until stop.
@@ -74,7 +73,7 @@ func startProber(t *testing.T, ns, pod, url string) *prober {
 			}
 			a := probeAnswer{at: time.Now(), failure: strings.Join(lines, " ")}
 			var r testapp.ChainResponse
-			if len(lines) == 1 && json.Unmarshal([]byte(lines[0]), &r) == nil && r.Service != "" {
+			if json.Unmarshal([]byte(strings.Join(lines, "\n")), &r) == nil && r.Service != "" {
 				a.response, a.failure = &r, ""
 			}
 			lines = lines[:0]
