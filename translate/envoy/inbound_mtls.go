@@ -128,8 +128,10 @@ func mtlsChains(c *InboundChain, plain *listenerv3.FilterChain, tlsFilters []*li
 		return &listenerv3.FilterChainMatch{DestinationPort: plain.FilterChainMatch.DestinationPort, PrefixRanges: plain.FilterChainMatch.PrefixRanges,
 			TransportProtocol: transport, ApplicationProtocols: alpn}
 	}
+	// Chain names are unique within a listener (istiod repeats 0.0.0.0_9080;
+	// the plaintext chain keeps the name it has without mTLS).
 	out := []*listenerv3.FilterChain{{
-		Name:             plain.Name,
+		Name:             plain.Name + "-mtls",
 		FilterChainMatch: match(transportTLS, istioInboundALPN),
 		Filters:          tlsFilters,
 		TransportSocket:  &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ts}},
@@ -139,7 +141,7 @@ func mtlsChains(c *InboundChain, plain *listenerv3.FilterChain, tlsFilters []*li
 	}
 	out = append(out, &listenerv3.FilterChain{Name: plain.Name, FilterChainMatch: match(transportRaw, nil), Filters: plain.Filters})
 	if !c.Protocol.IsHTTP() {
-		out = append(out, &listenerv3.FilterChain{Name: plain.Name, FilterChainMatch: match(transportTLS, nil), Filters: plain.Filters})
+		out = append(out, &listenerv3.FilterChain{Name: plain.Name + "-tls-passthrough", FilterChainMatch: match(transportTLS, nil), Filters: plain.Filters})
 	}
 	return out, nil
 }
