@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/nodemesh/nodemesh/agent/policy"
 	"github.com/nodemesh/nodemesh/translate/authz"
@@ -26,9 +27,13 @@ import (
 // out, as the controller's typed informer leaves it out (both must decide
 // alike: a port captured without a chain is closed), and reported.
 func (a *Agent) destinationRules() ([]*networkingv1.DestinationRule, []policy.Diagnostic) {
+	return decodeDestinationRules(a.destRules.listed())
+}
+
+func decodeDestinationRules(us []*unstructured.Unstructured) ([]*networkingv1.DestinationRule, []policy.Diagnostic) {
 	var out []*networkingv1.DestinationRule
 	var diags []policy.Diagnostic
-	for _, u := range a.destRules.listed() {
+	for _, u := range us {
 		dr := &networkingv1.DestinationRule{}
 		b, err := json.Marshal(u.Object)
 		if err == nil {
