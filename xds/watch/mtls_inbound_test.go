@@ -70,7 +70,7 @@ func servedMTLSChains(t *testing.T, s xdstest.States, addr string, port uint32) 
 // Service: the chain presents the pod's own identity; the PeerAuthentication
 // (there before the controller starts: part of its initial sync) makes it
 // STRICT — the mTLS chain only —, changed to PERMISSIVE it adds the
-// plaintext chain; the other node never has a listener; the rule removed
+// plaintext chains, back to STRICT it removes them; the other node never has a listener; the rule removed
 // removes it.
 func TestInboundMTLSServedPerNode(t *testing.T) {
 	env := kubetest.Get(t)
@@ -150,15 +150,24 @@ func TestInboundMTLSServedPerNode(t *testing.T) {
 	id := "spiffe://cluster.local/ns/" + ns + "/sa/default"
 	wait("DestinationRule ISTIO_MUTUAL, STRICT", "mtls="+id)
 
-	cur, err := pas.Get(ctx, "default", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	setMode := func(m securityapi.PeerAuthentication_MutualTLS_Mode) {
+		t.Helper()
+		cur, err := pas.Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Mtls.Mode = m
+		if _, err := pas.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cur.Spec.Mtls.Mode = securityapi.PeerAuthentication_MutualTLS_PERMISSIVE
-	if _, err := pas.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// Twice: a full translation of the controller's start-up (another
+	// kind's watch starting) could follow the first update by chance; the
+	// second can only be seen through the update's own translation.
+	setMode(securityapi.PeerAuthentication_MutualTLS_PERMISSIVE)
 	wait("PERMISSIVE", "mtls="+id+" plain tls-passthrough")
+	setMode(securityapi.PeerAuthentication_MutualTLS_STRICT)
+	wait("STRICT again", "mtls="+id)
 
 	if err := drs.Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
