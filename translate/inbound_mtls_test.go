@@ -344,12 +344,16 @@ func TestInboundMTLSVsIstioOracle(t *testing.T) {
 	ctx, ictx := ts["typedConfig"].(map[string]any), its["typedConfig"].(map[string]any)
 	compareFields(t, "DownstreamTlsContext", ctx, ictx, map[string]string{"commonTlsContext": "compared below"})
 	common, icommon := ctx["commonTlsContext"].(map[string]any), ictx["commonTlsContext"].(map[string]any)
-	compareFields(t, "commonTlsContext", common, icommon, map[string]string{"tlsCertificateSdsSecretConfigs": "compared below"})
+	compareFields(t, "commonTlsContext", common, icommon, map[string]string{"tlsCertificateSdsSecretConfigs": "compared below",
+		"combinedValidationContext": "compared below"})
+	cvc, icvc := common["combinedValidationContext"].(map[string]any), icommon["combinedValidationContext"].(map[string]any)
+	compareFields(t, "combinedValidationContext", cvc, icvc, map[string]string{"validationContextSdsSecretConfig": "compared below"})
+	compareSDS(t, "ROOTCA", cvc["validationContextSdsSecretConfig"].(map[string]any), icvc["validationContextSdsSecretConfig"].(map[string]any), nil)
 	certs, icerts := common["tlsCertificateSdsSecretConfigs"].([]any), icommon["tlsCertificateSdsSecretConfigs"].([]any)
 	if len(certs) != 1 || len(icerts) != 1 {
 		t.Fatalf("certificates %v, Istio's %v", certs, icerts)
 	}
-	compareFields(t, "tlsCertificateSdsSecretConfig", certs[0].(map[string]any), icerts[0].(map[string]any), map[string]string{
+	compareSDS(t, "certificate", certs[0].(map[string]any), icerts[0].(map[string]any), map[string]string{
 		"name": "the pod's SPIFFE ID (one Envoy, many identities); Istio's sidecar has one, \"default\"",
 	})
 	if name := certs[0].(map[string]any)["name"]; name != productpagePod {
@@ -403,7 +407,24 @@ func TestInboundMTLSVsIstioOracle(t *testing.T) {
 	itcommon := istio.tcpTLSChain["transportSocket"].(map[string]any)["typedConfig"].(map[string]any)["commonTlsContext"].(map[string]any)
 	compareFields(t, "TCP commonTlsContext", tcommon, itcommon, map[string]string{
 		"tlsCertificateSdsSecretConfigs": "the pod's SPIFFE ID, not \"default\"",
+		"combinedValidationContext":      "the initial fetch timeout, as above",
 		"alpnProtocols":                  "no istio-peer-exchange: nodemesh runs no metadata exchange, negotiating it would hand its bytes to the pod",
+	})
+}
+
+// compareSDS compares an SDS secret config with istiod's: the same but for
+// diffs and the initial fetch timeout (15s, not istiod's 0: a node's
+// inbound listener must not keep warming, with its previous RBAC, for
+// every pod because one pod's certificate is late).
+func compareSDS(t *testing.T, what string, ours, istio map[string]any, diffs map[string]string) {
+	t.Helper()
+	if diffs == nil {
+		diffs = map[string]string{}
+	}
+	diffs["sdsConfig"] = "compared below"
+	compareFields(t, what, ours, istio, diffs)
+	compareFields(t, what+".sdsConfig", ours["sdsConfig"].(map[string]any), istio["sdsConfig"].(map[string]any), map[string]string{
+		"initialFetchTimeout": "15s: the listener is not held warming for ever by one pod's secret",
 	})
 }
 

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -72,10 +72,10 @@ func TestMTLSCapturePorts(t *testing.T) {
 		domain   string
 		want     string
 	}{
-		"short host of the pod's namespace": {drs: []string{"shop|" + mutual}, want: "5432/TCP/PERMISSIVE/mtls-only 8080/TCP/PERMISSIVE/mtls-only"},
-		"mTLS off: nothing":                  {drs: []string{"shop|" + mutual}, off: true, want: "none"},
-		"no DestinationRule":                 {want: "none"},
-		"the FQDN from another namespace":    {drs: []string{"other|{host: web.shop.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"}, want: "5432/TCP/PERMISSIVE/mtls-only 8080/TCP/PERMISSIVE/mtls-only"},
+		"short host of the pod's namespace":                       {drs: []string{"shop|" + mutual}, want: "5432/TCP/PERMISSIVE/mtls-only 8080/TCP/PERMISSIVE/mtls-only"},
+		"mTLS off: nothing":                                       {drs: []string{"shop|" + mutual}, off: true, want: "none"},
+		"no DestinationRule":                                      {want: "none"},
+		"the FQDN from another namespace":                         {drs: []string{"other|{host: web.shop.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"}, want: "5432/TCP/PERMISSIVE/mtls-only 8080/TCP/PERMISSIVE/mtls-only"},
 		"a short host of another namespace names its own Service": {drs: []string{"other|" + mutual}, want: "none"},
 		"mesh-wide *.local in the root namespace": {drs: []string{"istio-system|{host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"},
 			want: "5432/TCP/PERMISSIVE/mtls-only 8080/TCP/PERMISSIVE/mtls-only"},

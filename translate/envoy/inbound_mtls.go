@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -76,17 +77,34 @@ func InboundTLSContext(m *InboundMTLS) (*tlsv3.DownstreamTlsContext, error) {
 				TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
 				CipherSuites: istioCipherSuites,
 			},
-			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(m.Certificate)},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{inboundSDSSecret(m.Certificate)},
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext: &tlsv3.CertificateValidationContext{
 					MatchSubjectAltNames: []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + m.TrustDomain + "/"}}},
 				},
-				ValidationContextSdsSecretConfig: sdsSecret(SDSRootCA),
+				ValidationContextSdsSecretConfig: inboundSDSSecret(SDSRootCA),
 			}},
 			AlpnProtocols: istioInboundTLSALPN,
 		},
 		RequireClientCertificate: wrapperspb.Bool(true),
 	}, nil
+}
+
+// inboundSDSFetchTimeout bounds how long a listener update waits for an
+// inbound chain's secrets. istiod's 0 (wait for ever) suits a sidecar,
+// whose agent always has its one certificate; the node Envoy's inbound
+// listener serves every captured pod of the node, and a listener that
+// keeps warming keeps its previous version — and so its previous RBAC
+// (a new DENY would not apply) — for every pod because one pod's
+// certificate is late. After the timeout the listener is updated and a
+// chain whose secret is still missing fails its handshakes (Envoy's
+// not-ready TLS socket): closed, never plaintext.
+var inboundSDSFetchTimeout = durationpb.New(15 * time.Second)
+
+func inboundSDSSecret(name string) *tlsv3.SdsSecretConfig {
+	s := sdsSecret(name)
+	s.SdsConfig.InitialFetchTimeout = inboundSDSFetchTimeout
+	return s
 }
 
 // tlsInspector is istiod's tls_inspector listener filter: it reads the
