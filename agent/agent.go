@@ -184,6 +184,9 @@ type Agent struct {
 	endpoints map[string]*endpointRecord
 	cidrs     *policy.CIDRAllocator
 	lastDiags map[string]bool
+	// badDestRules are the DestinationRules reported as unreadable (each
+	// logged once while it stays so; under mu).
+	badDestRules map[string]bool
 	// lastLBDiags are the socket load balancing's diagnostics logged.
 	lastLBDiags map[string]bool
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -25,9 +24,21 @@ import (
 // destinationRules are the DestinationRules for the mTLS decision (none
 // until the informer has listed them). One that does not decode is left
 // out, as the controller's typed informer leaves it out (both must decide
-// alike: a port captured without a chain is closed), and reported.
-func (a *Agent) destinationRules() ([]*networkingv1.DestinationRule, []policy.Diagnostic) {
-	return decodeDestinationRules(a.destRules.listed())
+// alike: a port captured without a chain is closed), and logged once (not
+// a policy diagnostic: nothing is enforced as deny because of it).
+// Called under a.mu (as report).
+func (a *Agent) destinationRules() []*networkingv1.DestinationRule {
+	drs, bad := decodeDestinationRules(a.destRules.listed())
+	now := map[string]bool{}
+	for _, d := range bad {
+		key := d.Namespace + "/" + d.Name + ": " + d.Message
+		now[key] = true
+		if !a.badDestRules[key] {
+			a.log.Warn("DestinationRule cannot be read; no port is captured for Istio mTLS because of it", "namespace", d.Namespace, "name", d.Name, "error", d.Message)
+		}
+	}
+	a.badDestRules = now
+	return drs
 }
 
 func decodeDestinationRules(us []*unstructured.Unstructured) ([]*networkingv1.DestinationRule, []policy.Diagnostic) {
@@ -41,7 +52,7 @@ func decodeDestinationRules(us []*unstructured.Unstructured) ([]*networkingv1.De
 		}
 		if err != nil {
 			diags = append(diags, policy.Diagnostic{Severity: policy.Warning, Kind: "DestinationRule", Namespace: u.GetNamespace(), Name: u.GetName(),
-				Field: "spec", Message: fmt.Sprintf("cannot be read (%v): no port is captured for Istio mTLS because of it", err)})
+				Field: "spec", Message: err.Error()})
 			continue
 		}
 		out = append(out, dr)

@@ -208,9 +208,7 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 	if !a.cfg.DisableInboundCapture {
 		capture = authz.NewCapture(authzModels, svcs).WithAuthn(a.requestAuthnScopes(), svcs)
 		if a.cfg.IstioMTLS {
-			drs, drDiags := a.destinationRules()
-			diags = append(diags, drDiags...)
-			capture.WithMTLS(authz.MTLSTermination{DestinationRules: drs, PeerAuthn: peerAuthn, ClusterDomain: a.cfg.ClusterDomain})
+			capture.WithMTLS(authz.MTLSTermination{DestinationRules: a.destinationRules(), PeerAuthn: peerAuthn, ClusterDomain: a.cfg.ClusterDomain})
 		}
 	}
 	for _, r := range a.liveRecords() {
