@@ -112,6 +112,14 @@ type Config struct {
 	// then enforced by their L4 projection, which denies more). Capture
 	// needs the proxy return path: DisableProxyReturn implies it.
 	DisableInboundCapture bool
+	// IstioMTLS: the node Envoy terminates Istio mTLS for sidecar clients
+	// (the controller's --istio-mtls, the chart's mtls.enabled): the ports
+	// a DestinationRule ISTIO_MUTUAL may make them send mTLS to are
+	// captured too (translate/authz.Capture.WithMTLS), and
+	// DestinationRules are watched. ClusterDomain is the Services' DNS
+	// domain their hosts name (default cluster.local).
+	IstioMTLS     bool
+	ClusterDomain string
 	// DisableSocketLB leaves connections to Services alone (kube-proxy
 	// serves them): the socket load balancing maps are emptied and kept
 	// empty. Enabled, every connect() and UDP sendmsg() to a ClusterIP or a
@@ -160,6 +168,8 @@ type Agent struct {
 	authz     authzWatch
 	peerAuthn authzWatch
 	reqAuthn  authzWatch
+	// destRules are Istio's DestinationRules, watched with IstioMTLS only.
+	destRules authzWatch
 	pinLinks  string
 	sysctls   netSysctls
 	allocator *identity.Allocator
@@ -174,6 +184,9 @@ type Agent struct {
 	endpoints map[string]*endpointRecord
 	cidrs     *policy.CIDRAllocator
 	lastDiags map[string]bool
+	// badDestRules are the DestinationRules reported as unreadable (each
+	// logged once while it stays so; under mu).
+	badDestRules map[string]bool
 	// lastLBDiags are the socket load balancing's diagnostics logged.
 	lastLBDiags map[string]bool
 
@@ -297,6 +310,8 @@ func New(cfg Config, reg prometheus.Registerer) (*Agent, error) {
 	a.authz.resource, a.authz.kind = "authorizationpolicies", "AuthorizationPolicy"
 	a.peerAuthn.resource, a.peerAuthn.kind = "peerauthentications", "PeerAuthentication"
 	a.reqAuthn.resource, a.reqAuthn.kind = "requestauthentications", "RequestAuthentication"
+	a.destRules.resource, a.destRules.kind = "destinationrules", "DestinationRule"
+	a.destRules.group, a.destRules.versions = "networking.istio.io", []string{"v1", "v1beta1", "v1alpha3"}
 	ok := false
 	defer func() {
 		if !ok {

@@ -37,8 +37,12 @@ var authzVersions = []string{"v1", "v1beta1"}
 // authzWatch is the informer of one of Istio's security kinds
 // (AuthorizationPolicy, PeerAuthentication), once there is one.
 type authzWatch struct {
-	// resource and kind name what it watches (set by New).
+	// resource and kind name what it watches (set by New); group is its
+	// API group and versions the versions read, in order of preference
+	// (default: security.istio.io, authzVersions).
 	resource, kind string
+	group          string
+	versions       []string
 	mu             sync.Mutex
 	inf            cache.SharedIndexInformer
 	gvr            schema.GroupVersionResource
@@ -52,14 +56,24 @@ func (w *authzWatch) informer() cache.SharedIndexInformer {
 
 // istioWatches are the security.istio.io kinds the agent enforces.
 func (a *Agent) istioWatches() []*authzWatch {
-	return []*authzWatch{&a.authz, &a.peerAuthn, &a.reqAuthn}
+	ws := []*authzWatch{&a.authz, &a.peerAuthn, &a.reqAuthn}
+	if a.cfg.IstioMTLS {
+		// DestinationRules decide which ports the node Envoy terminates
+		// Istio mTLS on (mtls.go).
+		ws = append(ws, &a.destRules)
+	}
+	return ws
 }
 
 // authzResource is the watch's resource as the API server serves it; ok
 // is false when it serves none (Istio is not installed).
 func (a *Agent) authzResource(w *authzWatch) (gvr schema.GroupVersionResource, ok bool, err error) {
-	for _, v := range authzVersions {
-		gv := schema.GroupVersion{Group: "security.istio.io", Version: v}
+	group, versions := "security.istio.io", authzVersions
+	if w.group != "" {
+		group, versions = w.group, w.versions
+	}
+	for _, v := range versions {
+		gv := schema.GroupVersion{Group: group, Version: v}
 		list, err := a.cfg.Kube.Discovery().ServerResourcesForGroupVersion(gv.String())
 		if apierrors.IsNotFound(err) {
 			continue

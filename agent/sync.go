@@ -207,13 +207,16 @@ func (a *Agent) policyInput() (in policy.Input, diags []policy.Diagnostic, err e
 	var capture *authz.Capture
 	if !a.cfg.DisableInboundCapture {
 		capture = authz.NewCapture(authzModels, svcs).WithAuthn(a.requestAuthnScopes(), svcs)
+		if a.cfg.IstioMTLS {
+			capture.WithMTLS(authz.MTLSTermination{DestinationRules: a.destinationRules(), PeerAuthn: peerAuthn, ClusterDomain: a.cfg.ClusterDomain})
+		}
 	}
 	for _, r := range a.liveRecords() {
 		redirected := a.redirected(r)
 		ep := policy.Endpoint{Namespace: r.Namespace, Name: r.Name, Labels: r.Labels,
 			Identity: r.Identity, Key: bpf.EndpointKey(r.HostIfindex), Ports: r.Ports, Redirected: redirected, Meshed: redirected}
 		if capture != nil && redirected {
-			ep.Captured = capturedPorts(capture, r, in.Namespaces[r.Namespace])
+			ep.Captured, ep.CapturedForMTLS = capturedPorts(capture, r, in.Namespaces[r.Namespace])
 		}
 		in.Endpoints = append(in.Endpoints, ep)
 		if !seen[r.Identity] {
@@ -291,7 +294,7 @@ func (a *Agent) syncPolicy() error {
 	// policy that decides them again at L4.
 	wantCaptures := map[netip.AddrPort]bool{}
 	for i, r := range recs {
-		for _, p := range in.Endpoints[i].Captured {
+		for _, p := range slices.Concat(in.Endpoints[i].Captured, in.Endpoints[i].CapturedForMTLS) {
 			wantCaptures[netip.AddrPortFrom(r.IP, p)] = true
 		}
 	}
@@ -457,21 +460,4 @@ func (a *Agent) syncRedirect() error {
 	a.metrics.services.Set(float64(len(want)))
 	a.metrics.optedIn.Set(float64(len(wantNS)))
 	return nil
-}
-
-// capturedPorts are a pod's TCP ports the node Envoy's inbound listener
-// captures (translate/authz.Capture, the controller's decision), sorted.
-func capturedPorts(c *authz.Capture, r *endpointRecord, nsLabels map[string]string) []uint16 {
-	w := authz.Workload{Namespace: r.Namespace, Labels: r.Labels, Sidecar: r.Sidecar}
-	for _, p := range r.Ports {
-		w.NamedPorts = append(w.NamedPorts, authz.NamedPort{Name: p.Name, Port: int32(p.Port)})
-	}
-	var out []uint16
-	for _, p := range c.Ports(w, nsLabels) {
-		if p.Port > 0 && p.Port <= 65535 {
-			out = append(out, uint16(p.Port))
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }

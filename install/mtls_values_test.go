@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/nodemesh/nodemesh/api"
 )
@@ -151,7 +152,11 @@ func TestMTLSValues(t *testing.T) {
 // TestMTLSControllerFlag: one switch, mtls.enabled, turns on both halves —
 // the agents' SDS container and the controller's Istio mTLS translation
 // (--istio-mtls), whose transport sockets reference the secrets that
-// container serves; neither without the other.
+// container serves; neither without the other. The agent's --istio-mtls
+// (it captures the ports the node Envoy terminates mTLS on, by the
+// controller's rule) and its right to read DestinationRules follow the
+// same switch: a controller serving mTLS chains the agents never capture
+// for would leave sidecar clients' mTLS reaching the pods.
 func TestMTLSControllerFlag(t *testing.T) {
 	c, err := Chart()
 	if err != nil {
@@ -162,8 +167,22 @@ func TestMTLSControllerFlag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		found := false
+		found, agentFound, readsDRs := false, false, false
 		for _, obj := range decodeAll(t, out) {
+			if ds, ok := obj.(*appsv1.DaemonSet); ok && ds.Name == api.AgentName {
+				agentFound = true
+				args := ds.Spec.Template.Spec.Containers[0].Args
+				if got := slices.Contains(args, "--istio-mtls"); got != on {
+					t.Errorf("mtls.enabled=%v: the agent's --istio-mtls is %v (args %v)", on, got, args)
+				}
+			}
+			if cr, ok := obj.(*rbacv1.ClusterRole); ok && cr.Name == api.AgentName {
+				for _, r := range cr.Rules {
+					if slices.Contains(r.APIGroups, "networking.istio.io") && slices.Contains(r.Resources, "destinationrules") {
+						readsDRs = true
+					}
+				}
+			}
 			d, ok := obj.(*appsv1.Deployment)
 			if !ok || d.Name != api.ControllerName {
 				continue
@@ -174,8 +193,11 @@ func TestMTLSControllerFlag(t *testing.T) {
 				t.Errorf("mtls.enabled=%v: the controller's --istio-mtls is %v (args %v)", on, got, args)
 			}
 		}
-		if !found {
-			t.Fatal("no controller Deployment rendered")
+		if !found || !agentFound {
+			t.Fatal("no controller Deployment or agent DaemonSet rendered")
+		}
+		if readsDRs != on {
+			t.Errorf("mtls.enabled=%v: the agent may read DestinationRules: %v", on, readsDRs)
 		}
 	}
 }

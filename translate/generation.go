@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 
@@ -48,8 +49,12 @@ func New(bag *input.Bag, decodeDiags ir.Diagnostics, opts Options) (*Generation,
 	if ao.RootNamespace == "" {
 		ao.RootNamespace = opts.Istio.RootNamespace
 	}
+	var mtls *inboundMTLS
+	if opts.Istio.IstioMTLS {
+		mtls = &inboundMTLS{trustDomain: cmp.Or(opts.Istio.TrustDomain, ir.DefaultTrustDomain), clusterDomain: cmp.Or(opts.Istio.ClusterDomain, ir.DefaultClusterDomain)}
+	}
 	return &Generation{bag: bag, prepared: p, refs: envoy.RefsOf(shared), decodeDiags: decodeDiags, buildDiags: diags,
-		authz: newAuthzState(bag, ao, opts.JWKS)}, shared
+		authz: newAuthzState(bag, ao, opts.JWKS, mtls)}, shared
 }
 
 // Compact drops the default class's model — its clusters, assignments and

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/nodemesh/nodemesh/translate/authz"
@@ -101,6 +102,26 @@ type authzState struct {
 	ras  []ir.RequestAuthn
 	jwks JWKSFunc
 	bag  *Bag
+	// mtls is set with Istio mTLS (Options.Istio.IstioMTLS): the node
+	// Envoys terminate it for sidecar clients (authz.Capture.WithMTLS).
+	mtls *inboundMTLS
+}
+
+// inboundMTLS is what inbound mTLS termination needs of the options.
+type inboundMTLS struct {
+	trustDomain, clusterDomain string
+}
+
+// peerAuthentications are the bag's PeerAuthentications (kept typed in
+// Other, as AuthorizationPolicies).
+func peerAuthentications(bag *Bag) []*securityv1.PeerAuthentication {
+	var out []*securityv1.PeerAuthentication
+	for _, o := range bag.Other {
+		if pa, ok := o.Typed.(*securityv1.PeerAuthentication); ok && pa != nil {
+			out = append(out, pa)
+		}
+	}
+	return out
 }
 
 type peer struct {
@@ -109,11 +130,15 @@ type peer struct {
 }
 
 // newAuthzState translates the bag's authorization policies and
-// RequestAuthentications (none: nil).
-func newAuthzState(bag *Bag, opts AuthzOptions, jwks JWKSFunc) *authzState {
+// RequestAuthentications, and with mtls its DestinationRules and
+// PeerAuthentications for inbound mTLS termination (none: nil).
+func newAuthzState(bag *Bag, opts AuthzOptions, jwks JWKSFunc, mtls *inboundMTLS) *authzState {
 	pols, _ := AuthorizationPolicies(bag, opts) // their diagnostics are the policies' status (xds/watch)
 	ras, _ := RequestAuthentications(bag, opts)
-	if len(pols) == 0 && len(ras) == 0 {
+	if mtls != nil && len(bag.DestinationRules) == 0 {
+		mtls = nil // no rule can make a client send mTLS
+	}
+	if len(pols) == 0 && len(ras) == 0 && mtls == nil {
 		return nil
 	}
 	if opts.TrustDomain == "" {
@@ -124,7 +149,13 @@ func newAuthzState(bag *Bag, opts AuthzOptions, jwks JWKSFunc) *authzState {
 		scopes[i] = ras[i].Scope
 	}
 	s := &authzState{opts: opts, pols: pols, capture: authz.NewCapture(pols, bag.Services).WithAuthn(scopes, bag.Services),
-		ras: ras, jwks: jwks, bag: bag}
+		ras: ras, jwks: jwks, bag: bag, mtls: mtls}
+	if mtls != nil {
+		// (what istiod ignores of the PeerAuthentications is their status,
+		// xds/watch)
+		pa := authz.NewPeerAuthentications(peerAuthentications(bag), opts.RootNamespace, nil)
+		s.capture.WithMTLS(authz.MTLSTermination{DestinationRules: bag.DestinationRules, PeerAuthn: pa, ClusterDomain: mtls.clusterDomain})
+	}
 	for i := range pols {
 		s.applies = append(s.applies, authz.Applies(&pols[i], bag.Services))
 	}
@@ -169,6 +200,10 @@ func (s *authzState) inbound(bag *Bag, node string) (string, []inboundPod) {
 		key.WriteString(pod.Namespace + "/" + pod.Name + "=" + strings.Join(pod.IPs, ",") + ":")
 		for _, p := range ports {
 			key.WriteString(strconv.FormatUint(uint64(p.Port), 10) + string(p.Protocol) + ",")
+			if p.MTLS != "" {
+				// The chain's certificate is the pod's identity.
+				key.WriteString(string(p.MTLS) + "=" + pod.IdentityAccount() + ",")
+			}
 		}
 		key.WriteByte('@')
 		for i := range s.pols {
@@ -232,10 +267,21 @@ func (s *authzState) chains(pods []inboundPod) ([]envoy.InboundChain, ir.Diagnos
 			authn = []*hcmv3.HttpFilter{jwt}
 		}
 		for _, p := range ip.ports {
-			out = append(out, envoy.InboundChain{
+			c := envoy.InboundChain{
 				Pod: ref, Addresses: ip.pod.IPs, Port: p.Port, Protocol: p.Protocol,
 				Authn: authn, RBAC: filters, DenyAll: err != nil || jerr != nil,
-			})
+			}
+			if p.MTLSOnly {
+				// No policy with HTTP facts: the agent's gate decides the
+				// port at L4, on the Envoy's upstream connection (which
+				// carries the client's address); the chain only proxies.
+				c.Authn, c.RBAC, c.DenyAll = nil, nil, false
+			}
+			if p.MTLS != "" && s.mtls != nil {
+				c.MTLS = &envoy.InboundMTLS{Strict: p.MTLS == authz.ModeStrict, TrustDomain: s.mtls.trustDomain,
+					Certificate: ir.SPIFFEID(s.mtls.trustDomain, ip.pod.Namespace, ip.pod.IdentityAccount())}
+			}
+			out = append(out, c)
 		}
 	}
 	return out, diags

@@ -28,6 +28,9 @@ func TestCapturedPortsLeftToEnvoy(t *testing.T) {
 		aps, pas    []string
 		nps         []*networkingv1.NetworkPolicy
 		notCaptured bool
+		// mtlsOnly: the port is captured only to terminate Istio mTLS
+		// (CapturedForMTLS): the Envoy enforces no policy there.
+		mtlsOnly    bool
 		hostDenied  bool
 		allow, deny []flow
 	}{
@@ -39,6 +42,10 @@ func TestCapturedPortsLeftToEnvoy(t *testing.T) {
 		"not captured: the projection everywhere (GET-only admits nothing)": {
 			aps: []string{getOnly}, notCaptured: true,
 			deny: []flow{{idWeb, envoyPort, tcp}, {idOther, envoyPort, tcp}, {idWeb, other, tcp}},
+		},
+		"captured for mTLS only: the projection still applies there (GET-only admits nothing)": {
+			aps: []string{getOnly}, mtlsOnly: true,
+			deny: []flow{{idWeb, envoyPort, tcp}, {idOther, envoyPort, tcp}, {bpf.IdentityWorld, envoyPort, tcp}, {idWeb, other, tcp}},
 		},
 		"DENY with HTTP facts denies more off the captured port only": {
 			aps:   []string{denyPostFromB},
@@ -66,7 +73,11 @@ func TestCapturedPortsLeftToEnvoy(t *testing.T) {
 			in := authzInput(tc.nps...)
 			in.AllowHostIngress = !tc.hostDenied
 			for i := range in.Endpoints {
-				if in.Endpoints[i].Identity == idDB && !tc.notCaptured {
+				switch {
+				case in.Endpoints[i].Identity != idDB || tc.notCaptured:
+				case tc.mtlsOnly:
+					in.Endpoints[i].CapturedForMTLS = []uint16{envoyPort}
+				default:
 					in.Endpoints[i].Captured = []uint16{envoyPort}
 				}
 			}

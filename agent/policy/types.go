@@ -53,6 +53,12 @@ type Endpoint struct {
 	// AllowHostIngress, HOST is denied on these ports (they would pass
 	// around the Envoy's policy).
 	Captured []uint16
+	// CapturedForMTLS are the pod's TCP ports captured only so that the
+	// node Envoy terminates Istio mTLS on them (sidecar clients under a
+	// DestinationRule ISTIO_MUTUAL, docs/design/policy.md §10): the Envoy
+	// enforces no policy there, so nothing changes for the gate — Translate
+	// does not read them; the agent writes them to nm_inbound with Captured.
+	CapturedForMTLS []uint16
 }
 
 // Identity is a security identity of the cluster: the namespace, service

@@ -88,6 +88,8 @@ type agentOptions struct {
 	noIdentityGC     bool
 	noProxyReturn    bool
 	noInboundCapture bool
+	istioMTLS        bool
+	clusterDomain    string
 	socketLB         bool
 	masquerade       bool
 	nonMasqCIDRs     []string
@@ -169,6 +171,8 @@ Examples:
 	f.DurationVar(&o.identityGCPeriod, "identity-gc-period", 5*time.Minute, "how often the agent holding the Lease "+agent.IdentityGCLease+" (in --namespace) looks for identities no pod uses")
 	f.DurationVar(&o.identityGCGrace, "identity-gc-grace", 15*time.Minute, "how long an identity must have been unused before it is deleted (keep it above the resync period)")
 	f.BoolVar(&o.noProxyReturn, "no-proxy-return", false, "do not hand replies to the node proxy's transparent (original_src) connections back to it: for a node proxy that connects from the node's own address")
+	f.BoolVar(&o.istioMTLS, "istio-mtls", false, "the node Envoy terminates Istio mTLS for sidecar clients (the controller's --istio-mtls, the chart's mtls.enabled): also capture the pod ports a DestinationRule ISTIO_MUTUAL may make them send mTLS to; watches DestinationRules")
+	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the Kubernetes DNS domain of Services' hosts, which DestinationRules name (with --istio-mtls)")
 	f.BoolVar(&o.noInboundCapture, "no-inbound-capture", false, "do not capture connections to pod ports under an AuthorizationPolicy or RequestAuthentication with HTTP facts into the node Envoy's inbound listener (:15006); their HTTP rules are then enforced by their L4 projection, which denies more")
 	f.StringSliceVar(&o.uplinks, "uplink", nil, "the node's interfaces to other nodes (repeatable; default: the interfaces of the IPv4 default routes)")
 	f.BoolVar(&o.masquerade, "masquerade", false, "SNAT this node's pods' IPv4 traffic leaving through an uplink to a destination outside the cluster (not a pod CIDR, a Node's address, link-local or --non-masquerade-cidr) to the uplink's address, in eBPF")
@@ -218,7 +222,7 @@ func runAgent(ctx context.Context, o *agentOptions, streams IO) error {
 		RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases,
 		AttachQuietPeriod: o.attachQuiet, AttachMaxDelay: o.attachMaxDelay,
 		IdentityGCPeriod: o.identityGCPeriod, IdentityGCGrace: o.identityGCGrace, DisableIdentityGC: o.noIdentityGC,
-		DisableProxyReturn: o.noProxyReturn, DisableInboundCapture: o.noInboundCapture, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
+		DisableProxyReturn: o.noProxyReturn, DisableInboundCapture: o.noInboundCapture, IstioMTLS: o.istioMTLS, ClusterDomain: o.clusterDomain, Uplinks: o.uplinks, DisableSocketLB: !o.socketLB,
 		RoutingMode: o.routingMode, VXLANPort: o.vxlanPort, VXLANVNI: o.vxlanVNI, CNIMode: o.cniMode,
 	}
 	for _, c := range o.nonMasqCIDRs {

@@ -62,8 +62,18 @@ func Meshed(w Workload, nsLabels map[string]string) bool {
 type CapturedPort struct {
 	Port uint32
 	// Protocol is Istio's protocol selection for it (HTTP, HTTP2, GRPC or
-	// GRPC-Web).
+	// GRPC-Web); TCP for a port captured only for mTLS termination (the
+	// node Envoy proxies its bytes).
 	Protocol ir.Protocol
+	// MTLS is the mode the node Envoy terminates Istio mTLS on the port
+	// with (STRICT: only mTLS; PERMISSIVE: mTLS or plaintext); "" none
+	// (Capture.WithMTLS).
+	MTLS MTLSMode
+	// MTLSOnly: the port is captured only to terminate mTLS — no policy
+	// with HTTP facts needs it. The node Envoy enforces no authorization
+	// on it, so the agent's authorization gate keeps deciding it at L4
+	// (the Envoy's upstream connection carries the client's address).
+	MTLSOnly bool
 }
 
 // Capture decides, for pods, which of their ports the node Envoy's inbound
@@ -74,6 +84,8 @@ type Capture struct {
 	// l7 are the authorization policies with a rule that has an HTTP fact.
 	l7       []selector
 	services map[string][]*corev1.Service
+	// mtls is the inbound mTLS termination decision (WithMTLS; nil: off).
+	mtls *mtlsState
 }
 
 // selector says whether a policy applies to a pod.
@@ -130,9 +142,18 @@ func hasL7Rule(p *ir.Policy) bool {
 // declares HTTP and another declares otherwise (TCP, unnamed, …) is not
 // captured: a non-HTTP client must not be cut off by an HTTP connection
 // manager, and the L4 projection on it denies more, never less.
+//
+// With WithMTLS, the ports sidecar clients may send Istio mTLS to are
+// captured too (mtls.go), with the pod's effective PeerAuthentication
+// mode: an HTTP port captured above keeps its protocol (the TLS chain runs
+// the same connection manager), any other is MTLSOnly (TCP).
 func (c *Capture) Ports(w Workload, nsLabels map[string]string) []CapturedPort {
-	if !Meshed(w, nsLabels) || !c.l7Applies(w) {
+	if !Meshed(w, nsLabels) {
 		return nil
+	}
+	mtls := c.mtlsPorts(w)
+	if !c.l7Applies(w) {
+		return mtlsOnly(mtls, nil)
 	}
 	type use struct {
 		http, other bool
@@ -170,7 +191,18 @@ func (c *Capture) Ports(w Workload, nsLabels map[string]string) []CapturedPort {
 	var out []CapturedPort
 	for port, u := range byPort {
 		if u.http && !u.other {
-			out = append(out, CapturedPort{Port: port, Protocol: u.proto})
+			out = append(out, CapturedPort{Port: port, Protocol: u.proto, MTLS: mtls[port]})
+		}
+	}
+	return mtlsOnly(mtls, out)
+}
+
+// mtlsOnly adds the mTLS ports that out (the HTTP captures) lacks, as
+// MTLSOnly TCP ports, and sorts.
+func mtlsOnly(mtls map[uint32]MTLSMode, out []CapturedPort) []CapturedPort {
+	for port, mode := range mtls {
+		if !slices.ContainsFunc(out, func(p CapturedPort) bool { return p.Port == port }) {
+			out = append(out, CapturedPort{Port: port, Protocol: ir.ProtocolTCP, MTLS: mode, MTLSOnly: true})
 		}
 	}
 	slices.SortFunc(out, func(a, b CapturedPort) int { return cmp.Compare(a.Port, b.Port) })

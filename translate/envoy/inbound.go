@@ -54,6 +54,11 @@ type InboundChain struct {
 	// DenyAll makes the chain deny every request: its RBAC could not be
 	// built, and an unenforceable policy must deny, never allow.
 	DenyAll bool
+	// MTLS terminates Istio mTLS on the port (inbound_mtls.go); nil: the
+	// plaintext chain only. A chain whose Protocol is not HTTP proxies TCP
+	// (tcp_proxy, no RBAC: a port captured only for mTLS, whose
+	// authorization the agent's eBPF gate keeps).
+	MTLS *InboundMTLS
 }
 
 // Name is the chain's name: Istio's inbound chain name (0.0.0.0_9080) with
@@ -129,15 +134,29 @@ func BuildInbound(chains []InboundChain) (*Resources, ir.Diagnostics) {
 		{Name: filterOriginalSrc, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: osrc}},
 	}
 	ports := map[uint32]bool{}
+	mtls := false
 	for i := range chains {
 		c := &chains[i]
-		fc, err := inboundChain(c)
+		fcs, err := inboundChains(c)
 		if err != nil {
 			diags.Errorf(ir.CodeInvalidXDS, c.Pod, "", "inbound filter chain %s withheld (its connections are closed): %v", c.Name(), err)
 			continue
 		}
-		l.FilterChains = append(l.FilterChains, fc)
+		l.FilterChains = append(l.FilterChains, fcs...)
 		ports[c.Port] = true
+		mtls = mtls || c.MTLS != nil
+	}
+	if mtls {
+		// Chains match the transport protocol and ALPN: istiod's
+		// tls_inspector, after original_dst as in its listener (only then:
+		// without mTLS chains the listener stays as it was).
+		ti, err := tlsInspector()
+		if err != nil {
+			return nil, append(diags, inboundError(err))
+		}
+		l.ListenerFilters = append(l.ListenerFilters[:1], append([]*listenerv3.ListenerFilter{ti}, l.ListenerFilters[1:]...)...)
+		l.ListenerFiltersTimeout = listenerFiltersTimeout
+		l.ContinueOnListenerFiltersTimeout = true
 	}
 	// No default chain: a captured connection that matches no chain is
 	// closed (a pod or port the controller does not know of yet).
@@ -158,10 +177,33 @@ func inboundError(err error) ir.Diagnostic {
 		Resource: ir.ResourceRef{Kind: TypeListener, Name: ir.InboundListenerName}, Message: "withheld: " + err.Error()}
 }
 
+// inboundChains are one {pod, port}'s chains: the plaintext chain
+// (inboundChain), or with MTLS the chains that terminate Istio mTLS.
+func inboundChains(c *InboundChain) ([]*listenerv3.FilterChain, error) {
+	if c.MTLS == nil {
+		fc, err := inboundChain(c, false)
+		if err != nil {
+			return nil, err
+		}
+		return []*listenerv3.FilterChain{fc}, nil
+	}
+	plain, err := inboundChain(c, false)
+	if err != nil {
+		return nil, err
+	}
+	tls, err := inboundChain(c, true)
+	if err != nil {
+		return nil, err
+	}
+	return mtlsChains(c, plain, tls.Filters)
+}
+
 // inboundChain is one {pod, port}'s chain: Istio's inbound HTTP connection
 // manager for the port (inline route configuration inbound|PORT||, one
-// virtual host, one route to the inbound cluster), with the pod's RBAC.
-func inboundChain(c *InboundChain) (*listenerv3.FilterChain, error) {
+// virtual host, one route to the inbound cluster), with the pod's RBAC; for
+// a port that is not HTTP, tcp_proxy to the inbound cluster. mtls: the
+// chain's connections carry a verified client certificate.
+func inboundChain(c *InboundChain, mtls bool) (*listenerv3.FilterChain, error) {
 	var prefixes []*corev3.CidrRange
 	for _, a := range c.Addresses {
 		addr, err := netip.ParseAddr(a)
@@ -173,6 +215,18 @@ func inboundChain(c *InboundChain) (*listenerv3.FilterChain, error) {
 	if len(prefixes) == 0 {
 		// A chain without addresses would match the port of every pod.
 		return nil, fmt.Errorf("pod has no address")
+	}
+	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(c.Port), PrefixRanges: prefixes}
+	if !c.Protocol.IsHTTP() {
+		if c.MTLS == nil {
+			// Only mTLS termination captures a TCP port.
+			return nil, fmt.Errorf("port %d is not HTTP and terminates no mTLS", c.Port)
+		}
+		fs, err := inboundTCPFilters(c.Port)
+		if err != nil {
+			return nil, err
+		}
+		return &listenerv3.FilterChain{Name: c.Name(), FilterChainMatch: match, Filters: fs}, nil
 	}
 	var filters []*hcmv3.HttpFilter
 	filters = append(filters, c.Authn...)
@@ -239,13 +293,19 @@ func inboundChain(c *InboundChain) (*listenerv3.FilterChain, error) {
 		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_KEEP_UNCHANGED,
 		StreamIdleTimeout:            durationpb.New(0),
 	}
+	if mtls {
+		// A verified client certificate: Istio's details of it for the
+		// pod, after what the client's own proxy forwarded.
+		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
+		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Subject: wrapperspb.Bool(true), Dns: true, Uri: true}
+	}
 	a, err := toAny(hcm)
 	if err != nil {
 		return nil, err
 	}
 	return &listenerv3.FilterChain{
 		Name:             c.Name(),
-		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(c.Port), PrefixRanges: prefixes},
+		FilterChainMatch: match,
 		Filters:          []*listenerv3.Filter{{Name: filterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}},
 	}, nil
 }

@@ -133,6 +133,10 @@ func (b *Bag) Add(obj any) bool {
 	case *securityv1.RequestAuthentication:
 		// Likewise: the inbound listeners' jwt_authn.
 		b.Other = append(b.Other, &Object{Ref: Ref("RequestAuthentication", o), APIVersion: securityv1.SchemeGroupVersion.String(), Typed: o})
+	case *securityv1.PeerAuthentication:
+		// Likewise: the mode of the inbound listeners' mTLS termination
+		// (with Istio mTLS).
+		b.Other = append(b.Other, &Object{Ref: Ref("PeerAuthentication", o), APIVersion: securityv1.SchemeGroupVersion.String(), Typed: o})
 	default:
 		return false
 	}
@@ -158,6 +162,8 @@ func (b *Bag) Objects() []any {
 		case *securityv1.AuthorizationPolicy:
 			out = append(out, t)
 		case *securityv1.RequestAuthentication:
+			out = append(out, t)
+		case *securityv1.PeerAuthentication:
 			out = append(out, t)
 		}
 	}

@@ -82,9 +82,15 @@ func (c *Controller) authzServed(resource string) (bool, error) {
 
 // watchAuthz watches AuthorizationPolicies and PeerAuthentications, each
 // once its kind is served; authzStarted: Run already started the
-// AuthorizationPolicy informer (the kind was served at start).
-func (c *Controller) watchAuthz(ctx context.Context, authzStarted bool) {
-	go c.watchSecurity(ctx, "peerauthentications", peerAuthnKind, c.peerAuthnInformer, &c.src.peerAuthn, false)
+// AuthorizationPolicy informer (the kind was served at start);
+// peerAuthnStarted likewise for PeerAuthentications (with Istio mTLS).
+func (c *Controller) watchAuthz(ctx context.Context, authzStarted, peerAuthnStarted bool) {
+	// With Istio mTLS, PeerAuthentications decide the mode of the inbound
+	// listeners' mTLS termination: a full translation; otherwise only
+	// their status.
+	if !peerAuthnStarted {
+		go c.watchSecurity(ctx, "peerauthentications", peerAuthnKind, c.peerAuthnInformer, &c.src.peerAuthn, c.opts.Istio.IstioMTLS)
+	}
 	// RequestAuthentications decide the jwt_authn filter of the inbound
 	// listeners: a full translation.
 	go c.watchSecurity(ctx, "requestauthentications", "RequestAuthentication", c.reqAuthnInformer, &c.src.reqAuthn, true)

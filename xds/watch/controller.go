@@ -193,6 +193,20 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		authzStarted = true
 	}
+	// With Istio mTLS, PeerAuthentications decide the mode of the inbound
+	// mTLS termination: part of the initial sync too (a restarted
+	// controller never serves a STRICT port's plaintext chain).
+	peerAuthnStarted := false
+	if c.opts.Istio.IstioMTLS {
+		if ok, err := c.authzServed("peerauthentications"); err != nil {
+			c.log.Warn("PeerAuthentication discovery failed; watching for the kind", "error", err)
+		} else if ok {
+			if !c.startSecurity(ctx, peerAuthnKind, c.peerAuthnInformer, &c.src.peerAuthn, true) {
+				return fmt.Errorf("cache of PeerAuthentications did not sync: %w", context.Cause(ctx))
+			}
+			peerAuthnStarted = true
+		}
+	}
 	first := c.take()
 	first.full = true
 	if first.first.IsZero() {
@@ -204,7 +218,7 @@ func (c *Controller) Run(ctx context.Context) error {
 
 	go c.probe(ctx)
 	go c.jwks.Run(ctx)
-	go c.watchAuthz(ctx, authzStarted)
+	go c.watchAuthz(ctx, authzStarted, peerAuthnStarted)
 	return c.loop(ctx)
 }
 

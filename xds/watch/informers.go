@@ -86,11 +86,12 @@ func (s *sources) bag() *translate.Bag {
 			b.Add(o)
 		}
 	}
-	for _, inf := range []cache.SharedIndexInformer{s.authzInformer(), s.reqAuthnInformer()} {
+	for _, inf := range []cache.SharedIndexInformer{s.authzInformer(), s.reqAuthnInformer(), s.peerAuthnInformer()} {
 		if inf == nil {
 			continue
 		}
-		// They decide the nodes' inbound listeners.
+		// They decide the nodes' inbound listeners (PeerAuthentications
+		// only with Istio mTLS: the translation reads them only then).
 		for _, o := range inf.GetStore().List() {
 			b.Add(o)
 		}
