@@ -55,6 +55,7 @@ type controllerOptions struct {
 	rootNamespace     string
 	istioMTLS         bool
 	trustDomain       string
+	tdAliases         []string
 	log               clibase.LogFlags
 	profiling         bool
 	shutdownGrace     time.Duration
@@ -124,7 +125,8 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its DestinationRules apply to every namespace")
 	f.BoolVar(&o.istioMTLS, "istio-mtls", false, "speak Istio mTLS to pods with a sidecar, with each client pod's own certificate (auto-mTLS, DestinationRule ISTIO_MUTUAL and credentialName); the node Envoys must get their certificates from the agent's SDS server (cluster sds-grpc)")
-	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "Istio's trust domain: the SPIFFE IDs of clients and destinations (with --istio-mtls)")
+	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "Istio's trust domain (meshConfig.trustDomain): the principals of AuthorizationPolicies, and the SPIFFE IDs of clients and destinations (with --istio-mtls)")
+	f.StringSliceVar(&o.tdAliases, "trust-domain-alias", nil, "trust domains the mesh also answers to (meshConfig.trustDomainAliases): AuthorizationPolicy principals in them match too; repeatable")
 	o.log.Add(cmd, "info", "json")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/, authenticated like /debug/)")
@@ -174,6 +176,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	ctl := watch.New(kube, ic, cache, watch.Options{
 		Debounce: o.debounce, MaxDebounce: o.maxDebounce, Logger: log, Metrics: metrics,
 		Istio: istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain},
+		Authz: translate.AuthzOptions{RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases},
 	})
 
 	xdsListener, err := net.Listen("tcp", o.xdsAddress)

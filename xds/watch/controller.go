@@ -74,6 +74,13 @@ func (o Options) withDefaults() Options {
 	if o.Authz.RootNamespace == "" {
 		o.Authz.RootNamespace = o.Istio.RootNamespace
 	}
+	// One trust domain for both: the principals of AuthorizationPolicies
+	// are matched against the pods' SPIFFE IDs in that domain; a policy
+	// written for the mesh's domain would otherwise name nobody (an ALLOW
+	// admits nobody, a DENY never fires).
+	if o.Authz.TrustDomain == "" {
+		o.Authz.TrustDomain = o.Istio.TrustDomain
+	}
 	if o.AuthzDiscoveryPeriod <= 0 {
 		o.AuthzDiscoveryPeriod = authzDiscoveryPeriod
 	}

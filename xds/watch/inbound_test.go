@@ -20,6 +20,7 @@ import (
 	"github.com/nodemesh/nodemesh/internal/kubetest"
 	"github.com/nodemesh/nodemesh/internal/rbaceval"
 	"github.com/nodemesh/nodemesh/translate/ir"
+	"github.com/nodemesh/nodemesh/xds/watch"
 	"github.com/nodemesh/nodemesh/xds/xdstest"
 )
 
@@ -190,4 +191,69 @@ spec:
 		t.Fatal(err)
 	}
 	wait("the policy removed", "none", "none")
+}
+
+// TestInboundTrustDomain: the controller's trust domain (--trust-domain,
+// watch.Options.Istio.TrustDomain) is the one AuthorizationPolicy
+// principals are matched in. A policy naming the client's principal in the
+// mesh's domain admits it; were the principals put in Istio's default
+// domain instead, the ALLOW would name nobody (and a DENY never fire).
+func TestInboundTrustDomain(t *testing.T) {
+	env := kubetest.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	ns := env.Namespace(t, "trustdomain", map[string]string{api.DataplaneModeLabel: api.DataplaneModeNodemesh})
+	node := "node-td-" + ns
+	const webIP, clientIP = "10.99.1.10", "10.99.1.11"
+	objs := []any{
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: ns, Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "web",
+				Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: webIP, PodIPs: []corev1.PodIP{{IP: webIP}}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "client-1", Namespace: ns, Labels: map[string]string{"app": "client"}},
+			Spec:   corev1.PodSpec{NodeName: node, ServiceAccountName: "client", Containers: []corev1.Container{{Name: "app", Image: "client"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: clientIP, PodIPs: []corev1.PodIP{{IP: clientIP}}}},
+	}
+	for _, o := range objs {
+		if _, err := env.Create(ctx, o); err != nil {
+			t.Fatalf("create %T: %v", o, err)
+		}
+	}
+	t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	ap := authzPolicy(t, ns, `
+metadata: {name: client-gets}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: ["example.org/ns/`+ns+`/sa/client"]}
+    to:
+    - operation: {methods: [GET]}
+`)
+	if _, err := env.Istio.SecurityV1().AuthorizationPolicies(ns).Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opts := watch.Options{Debounce: 20 * time.Millisecond}
+	opts.Istio.TrustDomain = "example.org"
+	c := startControllerWith(t, env.Config, opts)
+	ads, err := xdstest.NewADSClient(ctx, c.addr, &corev3.Node{Id: node}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ads.Close() })
+	var got string
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := ads.Wait(wctx, func(s xdstest.States) bool {
+		got = inboundDecision(t, s, webIP, 8080, clientIP)
+		return got == "GET=allow POST=deny "
+	}); err != nil {
+		t.Fatalf("the client named in the mesh's trust domain: %q, want GET allowed, POST denied: %v", got, err)
+	}
 }
