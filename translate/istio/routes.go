@@ -70,6 +70,15 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 				r, done := memo[key]
 				if !done {
 					r.routes, r.applies = t.vsRoutes(vs, port, cl)
+					if r.applies && len(r.routes) == 0 {
+						// Every rule meant for this port was left out (by a
+						// warning: an undefined subset, an unsupported field):
+						// the virtual host answers 404 rather than route where
+						// the VirtualService does not say. That is an error,
+						// not a warning.
+						t.diags.Errorf(ir.CodeInvalidValue, vs.ref, "",
+							"none of its rules for port %d can be served (see the warnings): its hosts have no route on that port and refuse every request (404)", port)
+					}
 					memo[key] = r
 				}
 				if r.applies {
