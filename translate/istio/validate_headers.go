@@ -2,7 +2,6 @@ package istio
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 
@@ -46,96 +45,5 @@ func headerValueError(value string) error {
 	if invalidHeaderValue.MatchString(value) {
 		return errors.New("control characters (NUL, CR, LF…) are not allowed")
 	}
-	return headerFormatError(value)
-}
-
-// headerFormatError is Istio's validateHeaderValue, a port of Envoy's
-// HeaderParser (source/common/router/header_parser.cc): a small state
-// machine over %VAR%, %VAR(arg)% and %VAR(["a","b"])%.
-func headerFormatError(value string) error {
-	const (
-		literal = iota
-		varName
-		expectArray
-		expectString
-		inString
-		expectDelimOrEnd
-		expectArgsEnd
-		expectVarEnd
-	)
-	state := literal
-	for pos := 0; pos < len(value); pos++ {
-		ch := value[pos]
-		hasNext := pos+1 < len(value)
-		switch state {
-		case literal:
-			if ch != '%' {
-				break
-			}
-			if !hasNext {
-				return errors.New("un-escaped % (write %% for a literal %)")
-			}
-			if value[pos+1] == '%' {
-				pos++
-				break
-			}
-			state = varName
-		case varName:
-			switch ch {
-			case '%':
-				state = literal
-			case '(':
-				state = expectArray
-			}
-		case expectArray:
-			if ch == '[' {
-				state = expectString
-			} else if ch != ' ' {
-				state = inString
-			}
-		case expectDelimOrEnd:
-			switch {
-			case ch == ',':
-				state = expectString
-			case ch == ']':
-				state = expectArgsEnd
-			case ch != ' ':
-				return errors.New("expecting ',', ']', or whitespace")
-			}
-		case expectString:
-			if ch == '"' {
-				state = inString
-			} else if ch != ' ' {
-				return errors.New(`expecting '"'`)
-			}
-		case inString:
-			switch ch {
-			case '\\':
-				if !hasNext {
-					return errors.New("un-terminated backslash in JSON string")
-				}
-				pos++
-			case ')':
-				state = expectVarEnd
-			case '"':
-				state = expectDelimOrEnd
-			}
-		case expectArgsEnd:
-			if ch == ')' {
-				state = expectVarEnd
-			} else if ch != ' ' {
-				return errors.New("expecting ')' or whitespace")
-			}
-		case expectVarEnd:
-			if ch == '%' {
-				state = literal
-			} else if ch != ' ' {
-				return errors.New("expecting '%' or whitespace")
-			}
-		}
-	}
-	if state != literal {
-		return fmt.Errorf("un-terminated variable expression %q", value)
-	}
-	return nil
+	return ir.HeaderFormatError(value)
 }
