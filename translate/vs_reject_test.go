@@ -128,3 +128,38 @@ spec:
 		})
 	}
 }
+
+// TestNoServableRuleIsAnError: a VirtualService Istio accepts whose rules
+// for a port are all left out by warnings (here: a subset no
+// DestinationRule defines) leaves the host without a route on that port —
+// every request refused, which Istio would not do either (it routes to a
+// cluster that does not exist: 503). nodemesh keeps refusing (it never
+// routes where the VirtualService does not say) but that is an error now,
+// not a warning that is easy to miss.
+func TestNoServableRuleIsAnError(t *testing.T) {
+	bag, diags := LoadBytes("vs.yaml", []byte(vsRejectBase+`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api]
+  http:
+  - route: [{destination: {host: api, subset: v9}}]
+`), "default")
+	if diags.HasErrors() {
+		t.Fatalf("load: %v", diags)
+	}
+	r := Translate(bag, diags, Options{})
+	found := false
+	for _, d := range r.Diagnostics {
+		if d.Severity == ir.SeverityError && d.Resource.Name == "api" && strings.Contains(d.Message, "none of its rules for port 8080 can be served") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no error says api is left without routes on 8080; diagnostics:\n%v", r.Diagnostics)
+	}
+	if routes := apiRoutes(t, r); len(routes) != 0 {
+		t.Errorf("api's routes: want none (refused, never routed elsewhere), got %v", routes)
+	}
+}

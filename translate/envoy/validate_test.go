@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -177,6 +178,21 @@ func TestValidateCatchesEachMistake(t *testing.T) {
 			r.Clusters = r.Clusters[:3]
 			r.Endpoints = r.Endpoints[:3]
 		}, `cluster "outbound|5432||db.default.svc.cluster.local" does not exist`, `filter chain "10.96.0.20_5432"`, false},
+		{"tcp proxy weights over 2^32-1", func(t *testing.T, r *Resources) {
+			fc := r.Listeners[0].FilterChains[1]
+			tp := &tcpproxyv3.TcpProxy{}
+			if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(tp); err != nil {
+				t.Fatal(err)
+			}
+			db := tp.GetCluster()
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{
+				Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: db, Weight: 1 << 31}, {Name: db, Weight: 1 << 31}}}}
+			a, err := anypb.New(tp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fc.Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		}, "over 4294967295", `filter chain "10.96.0.20_5432"`, false},
 		{"two filter chains with the same match", func(t *testing.T, r *Resources) {
 			l := r.Listeners[0]
 			dup := proto.Clone(l.FilterChains[1]).(*listenerv3.FilterChain)

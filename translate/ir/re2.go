@@ -37,10 +37,20 @@ func RE2ProgramSize(expr string) (int, error) {
 		return 0, fmt.Errorf("invalid RE2 regular expression: %w", err)
 	}
 	size := 0
+	// A repeated class (x{1000}) is costed once: folding a large class
+	// walks its runes.
+	costs := map[string]int{}
 	for _, in := range prog.Inst {
 		switch in.Op {
 		case syntax.InstRune, syntax.InstRune1:
-			size += classCost(in.Rune, syntax.Flags(in.Arg)&syntax.FoldCase != 0)
+			fold := syntax.Flags(in.Arg)&syntax.FoldCase != 0
+			key := fmt.Sprint(fold, in.Rune)
+			c, ok := costs[key]
+			if !ok {
+				c = classCost(in.Rune, fold)
+				costs[key] = c
+			}
+			size += c
 		case syntax.InstRuneAny:
 			size += classCost([]rune{0, unicode.MaxRune}, false)
 		case syntax.InstRuneAnyNotNL:
