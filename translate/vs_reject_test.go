@@ -130,21 +130,28 @@ spec:
 }
 
 // TestNoServableRuleIsAnError: a VirtualService Istio accepts whose rules
-// for a port are all left out by warnings (here: a subset no
-// DestinationRule defines) leaves the host without a route on that port —
-// every request refused, which Istio would not do either (it routes to a
-// cluster that does not exist: 503). nodemesh keeps refusing (it never
+// for a port are all left out by warnings only (here: its destination is a
+// ServiceEntry host, not translated yet) leaves the host without a route on
+// that port — every request refused. nodemesh keeps refusing (it never
 // routes where the VirtualService does not say) but that is an error now,
 // not a warning that is easy to miss.
 func TestNoServableRuleIsAnError(t *testing.T) {
 	bag, diags := LoadBytes("vs.yaml", []byte(vsRejectBase+`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [ext.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: api, namespace: default}
 spec:
   hosts: [api]
   http:
-  - route: [{destination: {host: api, subset: v9}}]
+  - route: [{destination: {host: ext.example.com}}]
 `), "default")
 	if diags.HasErrors() {
 		t.Fatalf("load: %v", diags)
