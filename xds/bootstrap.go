@@ -24,6 +24,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/api"
 	"github.com/nodemesh/nodemesh/translate"
+	"github.com/nodemesh/nodemesh/translate/ir"
 )
 
 // Names in the node Envoy's bootstrap.
@@ -192,6 +193,11 @@ func Bootstrap(o BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 			Name: "global config",
 			LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{Fields: map[string]*structpb.Value{
 				"overload.global_downstream_max_connections": structpb.NewNumberValue(2147483647),
+				// Istio's value (tools/packaging/common/envoy_bootstrap.json):
+				// Envoy's default, 100, rejects a path regex with a single
+				// Unicode class. The translator validates every regex
+				// against this same limit (ir.RE2MaxProgramSize).
+				"re2.max_program_size.error_level": structpb.NewNumberValue(ir.RE2MaxProgramSize),
 			}}},
 		}}},
 	}

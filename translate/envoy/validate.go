@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -288,6 +289,19 @@ func (v *checker) message(p Problem, m protoreflect.Message, depth int) {
 	case *matcherv3.RegexMatcher:
 		if _, err := regexp.Compile(x.GetRegex()); err != nil {
 			v.add(p, "regular expression %q does not compile: %v", x.GetRegex(), err)
+		} else if n, _ := ir.RE2ProgramSize(x.GetRegex()); n > ir.RE2MaxProgramSize {
+			v.add(p, "regular expression %q may compile to an RE2 program of %d instructions, over the node's re2.max_program_size.error_level %d", x.GetRegex(), n, ir.RE2MaxProgramSize)
+		}
+		return
+	case *corev3.HeaderValueOption:
+		// Envoy's HeaderParser: neither a pseudo-header nor Host may be
+		// added or set, and the value's %VARIABLE% syntax must parse.
+		k := x.GetHeader().GetKey()
+		if !modifiableHeader(k) {
+			v.add(p, "header %q: :-prefixed or host headers may not be modified", k)
+		}
+		if err := ir.HeaderFormatError(x.GetHeader().GetValue()); err != nil {
+			v.add(p, "header %q value %q: %v", k, x.GetHeader().GetValue(), err)
 		}
 		return
 	case *endpointv3.LbEndpoint:
@@ -298,6 +312,24 @@ func (v *checker) message(p Problem, m protoreflect.Message, depth int) {
 	}
 	v.walk(p, m, depth)
 }
+
+// modifiableHeader is Envoy's HeaderUtility::isModifiableHeader.
+func modifiableHeader(name string) bool {
+	return !strings.HasPrefix(name, ":") && !strings.EqualFold(name, "host")
+}
+
+// removals checks a *_headers_to_remove list (Envoy's HeaderParser).
+func (v *checker) removals(p Problem, names []string) {
+	for _, n := range names {
+		if !modifiableHeader(n) {
+			v.add(p, "header %q: :-prefixed or host headers may not be removed", n)
+		}
+	}
+}
+
+// weightLimit is Envoy's limit on the sum of weighted clusters' weights
+// (RouteEntryImplBase and TcpProxy: the sum is kept in a uint32).
+const weightLimit = math.MaxUint32
 
 func denominator(d typev3.FractionalPercent_DenominatorType) uint32 {
 	switch d {
@@ -478,6 +510,9 @@ func (v *checker) tcpProxy(p Problem, t *tcpproxyv3.TcpProxy) {
 		if total == 0 {
 			v.add(p, "weighted clusters have a total weight of 0")
 		}
+		if total > weightLimit {
+			v.add(p, "weighted clusters' weights add up to %d, over %d", total, uint64(weightLimit))
+		}
 	}
 }
 
@@ -497,6 +532,8 @@ func (v *checker) routeConfig(i int, rc *routev3.RouteConfiguration, dup bool) {
 	rc.VirtualHosts = nil
 	v.deep(p, rc)
 	rc.VirtualHosts = vhosts
+	v.removals(p, rc.GetRequestHeadersToRemove())
+	v.removals(p, rc.GetResponseHeadersToRemove())
 
 	// Envoy rejects a route configuration in which two virtual hosts share a
 	// domain. (Only names and domains are read here; virtualHost tasks may be
@@ -524,6 +561,8 @@ func (v *checker) virtualHost(i int, rcName string, j int, vh *routev3.VirtualHo
 	vh.Routes = nil
 	v.deep(p, vh)
 	vh.Routes = routes
+	v.removals(p, vh.GetRequestHeadersToRemove())
+	v.removals(p, vh.GetResponseHeadersToRemove())
 	for k, r := range routes {
 		rp := p
 		rp.Route = k
@@ -534,6 +573,8 @@ func (v *checker) virtualHost(i int, rcName string, j int, vh *routev3.VirtualHo
 
 func (v *checker) route(p Problem, r *routev3.Route) {
 	v.deep(p, r)
+	v.removals(p, r.GetRequestHeadersToRemove())
+	v.removals(p, r.GetResponseHeadersToRemove())
 	a := r.GetRoute()
 	if a == nil {
 		if r.GetRedirect() == nil && r.GetDirectResponse() == nil {
@@ -549,9 +590,14 @@ func (v *checker) route(p Problem, r *routev3.Route) {
 		for _, c := range a.GetWeightedClusters().GetClusters() {
 			v.clusterRef(p, c.GetName())
 			total += uint64(c.GetWeight().GetValue())
+			v.removals(p, c.GetRequestHeadersToRemove())
+			v.removals(p, c.GetResponseHeadersToRemove())
 		}
 		if total == 0 {
 			v.add(p, "weighted clusters have a total weight of 0")
+		}
+		if total > weightLimit {
+			v.add(p, "weighted clusters' weights add up to %d, over %d", total, uint64(weightLimit))
 		}
 	default:
 		v.add(p, "route action names no cluster")
@@ -663,10 +709,11 @@ func origin(md *corev3.Metadata) *ir.ResourceRef {
 
 // checkedTypes are the messages the walk looks at itself.
 var checkedTypes = map[protoreflect.FullName]bool{
-	"google.protobuf.Any":                true,
-	"google.protobuf.Duration":           true,
-	"envoy.type.v3.FractionalPercent":    true,
-	"envoy.type.matcher.v3.RegexMatcher": true,
+	"google.protobuf.Any":                    true,
+	"google.protobuf.Duration":               true,
+	"envoy.type.v3.FractionalPercent":        true,
+	"envoy.type.matcher.v3.RegexMatcher":     true,
+	"envoy.config.core.v3.HeaderValueOption": true,
 }
 
 // reach caches, per message type, whether a checked type can occur inside it;

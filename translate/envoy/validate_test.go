@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -116,6 +117,30 @@ func TestValidateCatchesEachMistake(t *testing.T) {
 			routeAt(r, 1).Match.Headers = []*routev3.HeaderMatcher{{Name: "x-a", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "a{2,1}"}}}}}}
 		}, "does not compile", `route 1`, false},
+		{"regex over the node's RE2 program size", func(t *testing.T, r *Resources) {
+			routeAt(r, 1).Match.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: `/[\p{L}\p{N}]{40}`}}
+		}, "re2.max_program_size.error_level", `route 1`, false},
+		{"regex over the RE2 limit in a rewrite", func(t *testing.T, r *Resources) {
+			routeAt(r, 1).GetRoute().RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+				Pattern: &matcherv3.RegexMatcher{Regex: `\p{L}{40}`}, Substitution: "/"}
+		}, "re2.max_program_size.error_level", `route 1`, false},
+		{"weights over 2^32-1", func(t *testing.T, r *Resources) {
+			for _, c := range routeAt(r, 0).GetRoute().GetWeightedClusters().Clusters {
+				c.Weight = wrapperspb.UInt32(1 << 31)
+			}
+		}, "over 4294967295", `route 0`, false},
+		{"un-escaped % in a header value", func(t *testing.T, r *Resources) {
+			routeAt(r, 1).ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-ratio", Value: "50%"}}}
+		}, "un-escaped %", `route 1`, false},
+		{"unterminated header variable", func(t *testing.T, r *Resources) {
+			routeAt(r, 1).RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-host", Value: "%HOSTNAME"}}}
+		}, "un-terminated", `route 1`, false},
+		{"pseudo-header set", func(t *testing.T, r *Resources) {
+			routeAt(r, 1).RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: ":path", Value: "/x"}}}
+		}, "may not be modified", `route 1`, false},
+		{"Host removed", func(t *testing.T, r *Resources) {
+			r.Routes[0].VirtualHosts[0].RequestHeadersToRemove = []string{"Host"}
+		}, "may not be removed", `RouteConfiguration "8080" virtual host "api.default.svc.cluster.local:8080": `, false},
 		{"negative timeout", func(t *testing.T, r *Resources) {
 			routeAt(r, 1).GetRoute().Timeout = durationpb.New(-time.Second)
 		}, "negative", `route 1`, false},
@@ -153,6 +178,21 @@ func TestValidateCatchesEachMistake(t *testing.T) {
 			r.Clusters = r.Clusters[:3]
 			r.Endpoints = r.Endpoints[:3]
 		}, `cluster "outbound|5432||db.default.svc.cluster.local" does not exist`, `filter chain "10.96.0.20_5432"`, false},
+		{"tcp proxy weights over 2^32-1", func(t *testing.T, r *Resources) {
+			fc := r.Listeners[0].FilterChains[1]
+			tp := &tcpproxyv3.TcpProxy{}
+			if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(tp); err != nil {
+				t.Fatal(err)
+			}
+			db := tp.GetCluster()
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{
+				Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: db, Weight: 1 << 31}, {Name: db, Weight: 1 << 31}}}}
+			a, err := anypb.New(tp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fc.Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		}, "over 4294967295", `filter chain "10.96.0.20_5432"`, false},
 		{"two filter chains with the same match", func(t *testing.T, r *Resources) {
 			l := r.Listeners[0]
 			dup := proto.Clone(l.FilterChains[1]).(*listenerv3.FilterChain)

@@ -70,6 +70,16 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 				r, done := memo[key]
 				if !done {
 					r.routes, r.applies = t.vsRoutes(vs, port, cl)
+					if r.applies && len(r.routes) == 0 && !t.hasError(vs.ref) {
+						// Every rule meant for this port was left out, by
+						// warnings only (a destination declared by a
+						// ServiceEntry, an unsupported field): the virtual
+						// host answers 404 rather than route where the
+						// VirtualService does not say. That is an error, not
+						// a warning that is easy to miss.
+						t.diags.Errorf(ir.CodeInvalidValue, vs.ref, "",
+							"none of its rules for port %d can be served (see the warnings on its rules): its hosts have no route on that port and refuse every request (404)", port)
+					}
 					memo[key] = r
 				}
 				if r.applies {
@@ -94,6 +104,16 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 		out = append(out, rc)
 	}
 	return out
+}
+
+// hasError reports whether an error was reported on a resource.
+func (t *translator) hasError(ref ir.ResourceRef) bool {
+	for _, d := range t.diags {
+		if d.Severity == ir.SeverityError && d.Resource == ref {
+			return true
+		}
+	}
+	return false
 }
 
 // domains lists the Host values a Service answers to on a port: the FQDN

@@ -28,6 +28,10 @@ var retryOnPolicies = []string{
 type vsValidator struct {
 	t   *translator
 	ref ir.ResourceRef
+	// rejected is set when Istio's validation (the admission webhook,
+	// pkg/config/validation) refuses the resource: for Istio it does not
+	// exist, so none of it applies.
+	rejected *bool
 }
 
 func (v vsValidator) errorf(field ir.Path, format string, args ...any) {
@@ -39,11 +43,15 @@ func (v vsValidator) unsupported(field ir.Path, format string, args ...any) {
 }
 
 // validateVirtualService applies Istio's validation to a VirtualService bound
-// to the mesh. Rules with errors are marked and left out of translation; the
-// rest of the resource still applies. It returns nil when nothing applies.
+// to the mesh. It returns nil when nothing applies. A VirtualService Istio's
+// validation refuses is rejected whole (its admission webhook would not have
+// stored it): it claims no host, which keeps the routes it would have without
+// it. Rules only nodemesh (or Envoy) cannot serve are marked and left out of
+// translation; the rest of the resource still applies — unless no rule is
+// left, which rejects it too rather than emptying its hosts.
 func (t *translator) validateVirtualService(obj *networkingv1.VirtualService) *vsInfo {
 	ref := ir.ResourceRef{Kind: "VirtualService", Namespace: obj.Namespace, Name: obj.Name}
-	v := vsValidator{t, ref}
+	v := vsValidator{t, ref, new(bool)}
 	spec := &obj.Spec
 	if len(spec.Hosts) == 0 {
 		t.diags.Warnf(ir.CodeUnsupportedField, ref, "spec.hosts",
@@ -87,12 +95,28 @@ func (t *translator) validateVirtualService(obj *networkingv1.VirtualService) *v
 			vs.badTCP[i] = true
 		}
 	}
+	switch {
+	case *v.rejected:
+		t.diags.Errorf(ir.CodeInvalidValue, ref, "",
+			"VirtualService is rejected: Istio's validation refuses it (see the errors on its fields), so none of it applies; its hosts keep the routes they have without it")
+		return nil
+	case len(vs.badHTTP) == len(spec.Http) && len(vs.badTCP) == len(spec.Tcp) && len(vs.badHTTP)+len(vs.badTCP) > 0:
+		t.diags.Errorf(ir.CodeInvalidValue, ref, "",
+			"VirtualService is rejected: none of its rules can be served (see the errors on its fields), and it must not leave its hosts without routes; they keep the routes they have without it")
+		return nil
+	}
 	return vs
 }
 
 func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 	ok := true
+	// fail is what Istio's validation refuses; drop what only nodemesh or
+	// Envoy cannot serve (the rule is left out, the rest stays).
 	fail := func(field ir.Path, format string, args ...any) {
+		v.errorf(field, format+"; Istio rejects the VirtualService", args...)
+		ok, *v.rejected = false, true
+	}
+	drop := func(field ir.Path, format string, args ...any) {
 		v.errorf(field, format+"; the rule is left out", args...)
 		ok = false
 	}
@@ -121,7 +145,7 @@ func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 		}
 	}
 	for j, m := range h.Match {
-		v.match(path.Field("match").Index(j), m, fail)
+		v.match(path.Field("match").Index(j), m, fail, drop)
 	}
 	total := int64(0)
 	for j, d := range h.Route {
@@ -136,6 +160,7 @@ func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 	if len(h.Route) > 1 && total == 0 {
 		fail(path.Field("route"), "the weights of several destinations must not all be 0")
 	}
+	v.weightSum(path.Field("route"), len(h.Route), total, drop)
 	if d := h.Timeout; d != nil && d.AsDuration() < 0 {
 		fail(path.Field("timeout"), "timeout must not be negative")
 	}
@@ -172,6 +197,8 @@ func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 		if rr := rw.UriRegexRewrite; rr != nil {
 			if _, err := regexp.Compile(rr.Match); err != nil || rr.Match == "" {
 				fail(rf.Field("uriRegexRewrite").Field("match"), "invalid RE2 regular expression %q", rr.Match)
+			} else {
+				v.regexSize(rf.Field("uriRegexRewrite").Field("match"), rr.Match, fail, drop)
 			}
 		}
 	}
@@ -224,7 +251,7 @@ func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 	if c := h.CorsPolicy; c != nil {
 		cf := path.Field("corsPolicy")
 		for j, o := range c.AllowOrigins {
-			v.stringMatch(cf.Field("allowOrigins").Index(j), o, false, fail)
+			v.stringMatch(cf.Field("allowOrigins").Index(j), o, false, fail, drop)
 		}
 		if d := c.MaxAge; d != nil && d.AsDuration() < 0 {
 			fail(cf.Field("maxAge"), "maxAge must not be negative")
@@ -267,14 +294,14 @@ type failFunc func(field ir.Path, format string, args ...any)
 // validated JWT (Istio: "@request.auth.claims.groups").
 const jwtClaimPrefix = "@request.auth.claims"
 
-func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail failFunc) {
+func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail, drop failFunc) {
 	if m == nil {
 		return
 	}
-	v.stringMatch(path.Field("uri"), m.Uri, true, fail)
-	v.stringMatch(path.Field("scheme"), m.Scheme, true, fail)
-	v.stringMatch(path.Field("method"), m.Method, true, fail)
-	v.stringMatch(path.Field("authority"), m.Authority, true, fail)
+	v.stringMatch(path.Field("uri"), m.Uri, true, fail, drop)
+	v.stringMatch(path.Field("scheme"), m.Scheme, true, fail, drop)
+	v.stringMatch(path.Field("method"), m.Method, true, fail, drop)
+	v.stringMatch(path.Field("authority"), m.Authority, true, fail, drop)
 	for _, set := range []struct {
 		name string
 		m    map[string]*networking.StringMatch
@@ -284,8 +311,14 @@ func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail fa
 			switch {
 			case k == "":
 				fail(f, "header name must not be empty")
+			case !strings.HasPrefix(k, jwtClaimPrefix) && !pseudoHeaders[k] && !validHeaderName.MatchString(k):
+				// Istio's ValidateHTTPHeaderNameOrJwtClaimRoute; Envoy's
+				// HeaderMatcher.name rejects NUL, CR and LF too.
+				fail(f, "%q is not a valid header name", k)
 			case strings.ToLower(k) != k:
-				fail(f, "header name %q must be lower case", k)
+				// Istio accepts (Envoy compares names case-insensitively);
+				// nodemesh has always refused it.
+				drop(f, "header name %q must be lower case", k)
 			case strings.HasPrefix(k, jwtClaimPrefix):
 				// Istio matches these against the claims of a JWT that
 				// RequestAuthentication validated, not against a header;
@@ -293,13 +326,13 @@ func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail fa
 				// node Envoy validates tokens on the destination's inbound
 				// listener (RequestAuthentication); routing happens on the
 				// source's outbound one, where no token was validated.
-				fail(f, "%s matches a JWT claim: the node Envoy validates tokens at the destination (inbound), after the route is chosen at the source (outbound), so nodemesh cannot route on claims", k)
+				drop(f, "%s matches a JWT claim: the node Envoy validates tokens at the destination (inbound), after the route is chosen at the source (outbound), so nodemesh cannot route on claims", k)
 			}
-			v.stringMatch(f, sm, true, fail)
+			v.stringMatch(f, sm, true, fail, drop)
 		}
 	}
 	for k, sm := range m.QueryParams {
-		v.stringMatch(path.Field("queryParams").Field(k), sm, true, fail)
+		v.stringMatch(path.Field("queryParams").Field(k), sm, true, fail, drop)
 	}
 	if m.Port > 65535 {
 		fail(path.Field("port"), "port must be at most 65535")
@@ -308,7 +341,7 @@ func (v vsValidator) match(path ir.Path, m *networking.HTTPMatchRequest, fail fa
 
 // stringMatch checks a StringMatch; an empty one is allowed where Istio reads
 // it as "present".
-func (v vsValidator) stringMatch(path ir.Path, m *networking.StringMatch, emptyOK bool, fail failFunc) {
+func (v vsValidator) stringMatch(path ir.Path, m *networking.StringMatch, emptyOK bool, fail, drop failFunc) {
 	if m == nil {
 		return
 	}
@@ -323,7 +356,9 @@ func (v vsValidator) stringMatch(path ir.Path, m *networking.StringMatch, emptyO
 		}
 		if _, err := regexp.Compile(mt.Regex); err != nil {
 			fail(path.Field("regex"), "invalid RE2 regular expression %q: %v", mt.Regex, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+			return
 		}
+		v.regexSize(path.Field("regex"), mt.Regex, fail, drop)
 	}
 }
 
@@ -352,11 +387,19 @@ func (v vsValidator) headerOps(path ir.Path, h *networking.Headers, fail failFun
 			name string
 			m    map[string]string
 		}{{"set", part.ops.GetSet()}, {"add", part.ops.GetAdd()}} {
-			for k := range kind.m {
+			for k, val := range kind.m {
+				f := path.Field(part.name).Field(kind.name)
 				if k == "" {
-					fail(path.Field(part.name).Field(kind.name), "header name must not be empty")
+					fail(f, "header name must not be empty")
+				}
+				v.headerOp(f, k, part.name == "request", fail)
+				if err := headerValueError(val); err != nil {
+					fail(f.Field(k), "header value %q: %v", val, err)
 				}
 			}
+		}
+		for _, k := range part.ops.GetRemove() {
+			v.headerOp(path.Field(part.name).Field("remove"), k, false, fail)
 		}
 	}
 }
@@ -417,6 +460,10 @@ func (v vsValidator) fault(path ir.Path, f *networking.HTTPFaultInjection, fail 
 func (v vsValidator) tcpRoute(path ir.Path, r *networking.TCPRoute) bool {
 	ok := true
 	fail := func(field ir.Path, format string, args ...any) {
+		v.errorf(field, format+"; Istio rejects the VirtualService", args...)
+		ok, *v.rejected = false, true
+	}
+	drop := func(field ir.Path, format string, args ...any) {
 		v.errorf(field, format+"; the rule is left out", args...)
 		ok = false
 	}
@@ -435,6 +482,7 @@ func (v vsValidator) tcpRoute(path ir.Path, r *networking.TCPRoute) bool {
 	if len(r.Route) > 1 && total == 0 {
 		fail(path.Field("route"), "the weights of several destinations must not all be 0")
 	}
+	v.weightSum(path.Field("route"), len(r.Route), total, drop)
 	for j, m := range r.Match {
 		mf := path.Field("match").Index(j)
 		if len(m.DestinationSubnets) > 0 {
