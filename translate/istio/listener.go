@@ -88,6 +88,11 @@ func (t *translator) listener(cl *Class) ir.Listener {
 			}
 			tcp := t.tcpProxy(s, p, cl)
 			tcp.StatPrefix = tcp.Destinations[0].Cluster
+			if len(tcp.Destinations) > 1 && tcp.Origin != nil {
+				// Istio's buildOutboundNetworkFiltersWithWeightedClusters:
+				// weighted routes count under <VirtualService>.<namespace>.
+				tcp.StatPrefix = tcp.Origin.Name + "." + tcp.Origin.Namespace
+			}
 			if p.protocol == ir.ProtocolUnknown {
 				l.FilterChains = append(l.FilterChains, ir.FilterChain{
 					Name:  name + "-http",
@@ -162,9 +167,12 @@ func (t *translator) destinationPrefixes(s *service) []string {
 // VirtualService that matches the port and the class, or the Service itself.
 func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy {
 	out := &ir.TCPProxy{}
-	if dr := t.destinationRule(s, cl.Namespace); dr != nil {
-		if tp := dr.trafficPolicy(p.port, nil); tp.GetConnectionPool().GetTcp().GetIdleTimeout() != nil {
-			out.IdleTimeout = ir.D(tp.ConnectionPool.Tcp.IdleTimeout.AsDuration())
+	if dr := t.destinationRule(s, cl.Namespace); dr != nil && dr.owner != nil {
+		// Istio's buildOutboundNetworkFilters* (networkfilter.go) read the
+		// DestinationRule's top-level connection pool only: portLevelSettings
+		// and subsets shape the clusters, not the listener's idle timeout.
+		if d := dr.owner.policy.GetConnectionPool().GetTcp().GetIdleTimeout(); d != nil {
+			out.IdleTimeout = ir.D(d.AsDuration())
 		}
 	}
 	if vs := t.vsByService[s]; vs != nil {
