@@ -81,6 +81,11 @@ type TCPProxy struct {
 	StatPrefix   string                `json:"statPrefix"`
 	Destinations []WeightedDestination `json:"destinations"`
 	IdleTimeout  *Duration             `json:"idleTimeout,omitempty"`
+	// MaxDownstreamConnectionDuration closes client connections after it.
+	MaxDownstreamConnectionDuration *Duration `json:"maxDownstreamConnectionDuration,omitempty"`
+	// HashSourceIP picks the upstream host by the client's address
+	// (consistentHash useSourceIp).
+	HashSourceIP bool `json:"hashSourceIP,omitempty"`
 	// Origin is the VirtualService tcp route this came from, if any.
 	Origin *ResourceRef `json:"origin,omitempty"`
 }
