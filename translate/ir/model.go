@@ -90,6 +90,13 @@ type TCPProxy struct {
 	Origin *ResourceRef `json:"origin,omitempty"`
 }
 
+// Weighted reports whether the proxy splits by weight: a VirtualService tcp
+// route with several destinations (those of weight 0 left out), as opposed to
+// one destination, whose weight is 0.
+func (t *TCPProxy) Weighted() bool {
+	return len(t.Destinations) > 1 || (len(t.Destinations) == 1 && t.Destinations[0].Weight > 0)
+}
+
 // RouteConfig is one RDS resource: the HTTP routing for one destination port.
 type RouteConfig struct {
 	Name         string        `json:"name"`

@@ -88,7 +88,7 @@ func (t *translator) listener(cl *Class) ir.Listener {
 			}
 			tcp := t.tcpProxy(s, p, cl)
 			tcp.StatPrefix = tcp.Destinations[0].Cluster
-			if len(tcp.Destinations) > 1 && tcp.Origin != nil {
+			if tcp.Weighted() && tcp.Origin != nil {
 				// Istio's buildOutboundNetworkFiltersWithWeightedClusters:
 				// weighted routes count under <VirtualService>.<namespace>.
 				tcp.StatPrefix = tcp.Origin.Name + "." + tcp.Origin.Namespace
@@ -187,7 +187,7 @@ func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy
 		}
 	}
 	subset := ""
-	if len(out.Destinations) == 1 {
+	if len(out.Destinations) == 1 && !out.Weighted() {
 		_, subset, _, _ = ir.ParseOutboundClusterName(out.Destinations[0].Cluster)
 	}
 	out.HashSourceIP = dr.tcpHashSourceIP(subset)
