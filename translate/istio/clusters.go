@@ -207,16 +207,18 @@ func applyLoadBalancer(c *ir.Cluster, lb *networking.LoadBalancerSettings) {
 	}
 	switch {
 	case lb.Warmup != nil:
-		ss := &ir.SlowStart{Window: ir.Duration(lb.Warmup.Duration.AsDuration()), Aggression: 1, MinWeightPercent: 10}
+		// Istio's setWarmup: aggression 1 and 10 % unless set.
+		aggression, minWeight := 1.0, 10.0
 		if lb.Warmup.Aggression != nil {
-			ss.Aggression = lb.Warmup.Aggression.Value
+			aggression = lb.Warmup.Aggression.Value
 		}
 		if lb.Warmup.MinimumPercent != nil {
-			ss.MinWeightPercent = lb.Warmup.MinimumPercent.Value
+			minWeight = lb.Warmup.MinimumPercent.Value
 		}
-		c.LoadBalancer.SlowStart = ss
+		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.Warmup.Duration.AsDuration()), Aggression: &aggression, MinWeightPercent: &minWeight}
 	case lb.WarmupDurationSecs != nil:
-		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration()), Aggression: 1, MinWeightPercent: 10}
+		// Istio's setSlowStartConfig (deprecated field): the window only.
+		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration())}
 	}
 }
 
