@@ -164,11 +164,16 @@ func slowStart(s *ir.SlowStart) *clusterv3.Cluster_SlowStartConfig {
 	if s == nil {
 		return nil
 	}
-	return &clusterv3.Cluster_SlowStartConfig{
-		SlowStartWindow:  dur(s.Window),
-		Aggression:       &corev3.RuntimeDouble{DefaultValue: s.Aggression, RuntimeKey: "upstream.slow_start.aggression"},
-		MinWeightPercent: &typev3.Percent{Value: s.MinWeightPercent},
+	out := &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: dur(s.Window)}
+	if s.Aggression != nil {
+		// Istio's setWarmup uses the runtime key "(", which no runtime
+		// layer can name: the aggression the DestinationRule sets is final.
+		out.Aggression = &corev3.RuntimeDouble{DefaultValue: *s.Aggression, RuntimeKey: "("}
 	}
+	if s.MinWeightPercent != nil {
+		out.MinWeightPercent = &typev3.Percent{Value: *s.MinWeightPercent}
+	}
+	return out
 }
 
 // httpOptions are the upstream HTTP protocol options. Envoy requires a

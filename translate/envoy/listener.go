@@ -210,7 +210,10 @@ func hcmFilter(h *ir.HTTPConnectionManager) (*listenerv3.Filter, error) {
 }
 
 func tcpProxyFilter(t *ir.TCPProxy) (*listenerv3.Filter, error) {
-	cfg := &tcpproxyv3.TcpProxy{StatPrefix: t.StatPrefix, IdleTimeout: durp(t.IdleTimeout)}
+	cfg := &tcpproxyv3.TcpProxy{StatPrefix: t.StatPrefix, IdleTimeout: durp(t.IdleTimeout), MaxDownstreamConnectionDuration: durp(t.MaxDownstreamConnectionDuration)}
+	if t.HashSourceIP {
+		cfg.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+	}
 	if len(t.Destinations) == 1 && t.Destinations[0].Weight == 0 {
 		cfg.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: t.Destinations[0].Cluster}
 	} else {

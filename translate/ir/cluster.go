@@ -132,9 +132,11 @@ type LoadBalancer struct {
 
 // SlowStart is DestinationRule warmup.
 type SlowStart struct {
-	Window           Duration `json:"window"`
-	Aggression       float64  `json:"aggression"`
-	MinWeightPercent float64  `json:"minWeightPercent"`
+	Window Duration `json:"window"`
+	// Aggression and MinWeightPercent are nil when Envoy's defaults apply
+	// (the deprecated warmupDurationSecs sets the window only).
+	Aggression       *float64 `json:"aggression,omitempty"`
+	MinWeightPercent *float64 `json:"minWeightPercent,omitempty"`
 }
 
 // CircuitBreaker thresholds; Istio's defaults are all MaxUint32.

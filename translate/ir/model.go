@@ -81,8 +81,20 @@ type TCPProxy struct {
 	StatPrefix   string                `json:"statPrefix"`
 	Destinations []WeightedDestination `json:"destinations"`
 	IdleTimeout  *Duration             `json:"idleTimeout,omitempty"`
+	// MaxDownstreamConnectionDuration closes client connections after it.
+	MaxDownstreamConnectionDuration *Duration `json:"maxDownstreamConnectionDuration,omitempty"`
+	// HashSourceIP picks the upstream host by the client's address
+	// (consistentHash useSourceIp).
+	HashSourceIP bool `json:"hashSourceIP,omitempty"`
 	// Origin is the VirtualService tcp route this came from, if any.
 	Origin *ResourceRef `json:"origin,omitempty"`
+}
+
+// Weighted reports whether the proxy splits by weight: a VirtualService tcp
+// route with several destinations (those of weight 0 left out), as opposed to
+// one destination, whose weight is 0.
+func (t *TCPProxy) Weighted() bool {
+	return len(t.Destinations) > 1 || (len(t.Destinations) == 1 && t.Destinations[0].Weight > 0)
 }
 
 // RouteConfig is one RDS resource: the HTTP routing for one destination port.

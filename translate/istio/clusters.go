@@ -207,16 +207,18 @@ func applyLoadBalancer(c *ir.Cluster, lb *networking.LoadBalancerSettings) {
 	}
 	switch {
 	case lb.Warmup != nil:
-		ss := &ir.SlowStart{Window: ir.Duration(lb.Warmup.Duration.AsDuration()), Aggression: 1, MinWeightPercent: 10}
+		// Istio's setWarmup: aggression 1 and 10 % unless set.
+		aggression, minWeight := 1.0, 10.0
 		if lb.Warmup.Aggression != nil {
-			ss.Aggression = lb.Warmup.Aggression.Value
+			aggression = lb.Warmup.Aggression.Value
 		}
 		if lb.Warmup.MinimumPercent != nil {
-			ss.MinWeightPercent = lb.Warmup.MinimumPercent.Value
+			minWeight = lb.Warmup.MinimumPercent.Value
 		}
-		c.LoadBalancer.SlowStart = ss
+		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.Warmup.Duration.AsDuration()), Aggression: &aggression, MinWeightPercent: &minWeight}
 	case lb.WarmupDurationSecs != nil:
-		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration()), Aggression: 1, MinWeightPercent: 10}
+		// Istio's setSlowStartConfig (deprecated field): the window only.
+		c.LoadBalancer.SlowStart = &ir.SlowStart{Window: ir.Duration(lb.WarmupDurationSecs.AsDuration())}
 	}
 }
 
@@ -294,6 +296,14 @@ func applyConnectionPool(c *ir.Cluster, cp *networking.ConnectionPoolSettings, p
 	if idle != nil {
 		httpOpts().IdleTimeout = idle
 	}
+	// Istio's applyConnectionPool writes maxConcurrentStreams and the HTTP/2
+	// keepalive into the cluster's explicit HTTP/2 options only; a cluster
+	// that forwards the client's protocol (useClientProtocol, sniffed ports:
+	// setUseDownstreamProtocol starts from fresh HTTP/2 options) or speaks
+	// HTTP/1.1 never gets them.
+	if o := c.HTTP; o != nil && (!o.HTTP2 || o.UseClientProtocol || proto == ir.ProtocolUnknown) {
+		o.MaxConcurrentStreams, o.HTTP2KeepaliveInterval, o.HTTP2KeepaliveTimeout = 0, nil, nil
+	}
 }
 
 func u32(v uint32) *uint32 { return &v }
@@ -302,12 +312,14 @@ func applyOutlierDetection(c *ir.Cluster, od *networking.OutlierDetection) {
 	if od == nil {
 		return
 	}
+	// Istio's applyOutlierDetection (pilot/pkg/networking/core/
+	// cluster_traffic_policy.go). The deprecated consecutiveErrors is ignored
+	// there — neither mapped to 5xx nor to gateway errors — and only warned
+	// about by validation (validate_dr.go); so it is here. consecutive5xxErrors
+	// and consecutiveGatewayErrors are independent: each, when set, sets its
+	// own threshold and enforcement (100%, 0% when the threshold is 0), and
+	// Envoy's defaults (5 consecutive 5xx, enforced) stay for an unset one.
 	out := &ir.OutlierDetection{}
-	if od.ConsecutiveErrors > 0 { // deprecated; Istio counts it as gateway errors
-		out.ConsecutiveGatewayFailure = u32(uint32(od.ConsecutiveErrors))
-		out.EnforcingConsecutiveGateway = u32(100)
-		out.EnforcingConsecutive5xx = u32(0)
-	}
 	if e := od.Consecutive_5XxErrors; e != nil {
 		out.Consecutive5xx = u32(e.Value)
 		out.EnforcingConsecutive5xx = u32(enforcing(e.Value))

@@ -164,9 +164,18 @@ func (t *translator) drInNamespace(fqdn, ns string) *mergedDR {
 	return m
 }
 
-// trafficPolicy is Istio's MergeSubsetTrafficPolicy for one port: a
-// port-level policy replaces (does not merge with) the level it is in, then
-// the subset's policy overrides the DestinationRule's field by field.
+// trafficPolicy is Istio's util.MergeSubsetTrafficPolicy for one port
+// (pilot/pkg/networking/util/util.go, model.MergeTrafficPolicy in
+// pilot/pkg/model/destination_rule.go). Precedence, lowest first: the
+// DestinationRule's top-level policy, its portLevelSettings entry for the
+// port, the subset's top-level policy, the subset's portLevelSettings entry.
+// Every step replaces whole components (loadBalancer, connectionPool,
+// outlierDetection, tls), never single fields, and a port-level entry
+// replaces all four of them: a component it omits falls back to Istio's
+// default rather than being inherited (the API's documented "port-level
+// settings do not inherit"). A port-level entry carries no retryBudget, so
+// at the DestinationRule level it drops the top-level one, while a subset's
+// retryBudget — or the DestinationRule's, when the subset sets none — stays.
 func (m *mergedDR) trafficPolicy(port uint32, subset *subsetInfo) *networking.TrafficPolicy {
 	if m == nil {
 		return nil
@@ -175,15 +184,15 @@ func (m *mergedDR) trafficPolicy(port uint32, subset *subsetInfo) *networking.Tr
 	if m.owner != nil {
 		base = m.owner.policy
 		if pp, ok := m.owner.portPolicies[port]; ok {
-			base = pp.policy
+			base = pp.policy // GetPortLevelTrafficPolicy: the entry alone
 		}
 	}
 	if subset == nil {
 		return base
 	}
-	sp := subset.policy
+	sp, portLevel := subset.policy, false
 	if pp, ok := subset.portPolicies[port]; ok {
-		sp = pp.policy
+		sp, portLevel = pp.policy, true
 	}
 	switch {
 	case sp == nil:
@@ -191,24 +200,34 @@ func (m *mergedDR) trafficPolicy(port uint32, subset *subsetInfo) *networking.Tr
 	case base == nil:
 		return sp
 	}
+	// model.ShallowCopyTrafficPolicy, then model.MergeTrafficPolicy with
+	// hasPortLevel = portLevel.
 	merged := &networking.TrafficPolicy{
 		LoadBalancer:     base.LoadBalancer,
 		ConnectionPool:   base.ConnectionPool,
 		OutlierDetection: base.OutlierDetection,
 		Tls:              base.Tls,
+		Tunnel:           base.Tunnel,
+		ProxyProtocol:    base.ProxyProtocol,
 		RetryBudget:      base.RetryBudget,
 	}
-	if sp.LoadBalancer != nil {
-		merged.LoadBalancer = sp.LoadBalancer
-	}
-	if sp.ConnectionPool != nil {
+	if sp.ConnectionPool != nil || portLevel {
 		merged.ConnectionPool = sp.ConnectionPool
 	}
-	if sp.OutlierDetection != nil {
+	if sp.OutlierDetection != nil || portLevel {
 		merged.OutlierDetection = sp.OutlierDetection
 	}
-	if sp.Tls != nil {
+	if sp.LoadBalancer != nil || portLevel {
+		merged.LoadBalancer = sp.LoadBalancer
+	}
+	if sp.Tls != nil || portLevel {
 		merged.Tls = sp.Tls
+	}
+	if sp.Tunnel != nil {
+		merged.Tunnel = sp.Tunnel
+	}
+	if sp.ProxyProtocol != nil {
+		merged.ProxyProtocol = sp.ProxyProtocol
 	}
 	if sp.RetryBudget != nil {
 		merged.RetryBudget = sp.RetryBudget

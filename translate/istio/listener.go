@@ -88,6 +88,11 @@ func (t *translator) listener(cl *Class) ir.Listener {
 			}
 			tcp := t.tcpProxy(s, p, cl)
 			tcp.StatPrefix = tcp.Destinations[0].Cluster
+			if tcp.Weighted() && tcp.Origin != nil {
+				// Istio's buildOutboundNetworkFiltersWithWeightedClusters:
+				// weighted routes count under <VirtualService>.<namespace>.
+				tcp.StatPrefix = tcp.Origin.Name + "." + tcp.Origin.Namespace
+			}
 			if p.protocol == ir.ProtocolUnknown {
 				l.FilterChains = append(l.FilterChains, ir.FilterChain{
 					Name:  name + "-http",
@@ -162,19 +167,47 @@ func (t *translator) destinationPrefixes(s *service) []string {
 // VirtualService that matches the port and the class, or the Service itself.
 func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy {
 	out := &ir.TCPProxy{}
-	if dr := t.destinationRule(s, cl.Namespace); dr != nil {
-		if tp := dr.trafficPolicy(p.port, nil); tp.GetConnectionPool().GetTcp().GetIdleTimeout() != nil {
-			out.IdleTimeout = ir.D(tp.ConnectionPool.Tcp.IdleTimeout.AsDuration())
+	dr := t.destinationRule(s, cl.Namespace)
+	if dr != nil && dr.owner != nil {
+		// Istio's buildOutboundNetworkFilters* (networkfilter.go) read the
+		// DestinationRule's top-level connection pool only: portLevelSettings
+		// and subsets shape the clusters, not the listener's timeouts.
+		tcp := dr.owner.policy.GetConnectionPool().GetTcp()
+		if d := tcp.GetIdleTimeout(); d != nil {
+			out.IdleTimeout = ir.D(d.AsDuration())
 		}
-	}
-	if vs := t.vsByService[s]; vs != nil {
-		if dests, ok := t.tcpRoute(vs, p.port, cl); ok {
-			out.Destinations, out.Origin = dests, &vs.ref
-			return out
+		if d := tcp.GetMaxConnectionDuration(); d != nil {
+			out.MaxDownstreamConnectionDuration = ir.D(d.AsDuration())
 		}
 	}
 	out.Destinations = []ir.WeightedDestination{{Cluster: ir.OutboundClusterName(p.port, "", s.fqdn)}}
+	if vs := t.vsByService[s]; vs != nil {
+		if dests, ok := t.tcpRoute(vs, p.port, cl); ok {
+			out.Destinations, out.Origin = dests, &vs.ref
+		}
+	}
+	subset := ""
+	if len(out.Destinations) == 1 && !out.Weighted() {
+		_, subset, _, _ = ir.ParseOutboundClusterName(out.Destinations[0].Cluster)
+	}
+	out.HashSourceIP = dr.tcpHashSourceIP(subset)
 	return out
+}
+
+// tcpHashSourceIP is Istio's maybeSetHashPolicy (networkfilter.go): a
+// consistentHash by source IP on the DestinationRule's top-level load
+// balancer, unless the subset of a single destination sets a load balancer
+// of its own (weighted routes consult the top level only). Port-level
+// settings are not consulted.
+func (m *mergedDR) tcpHashSourceIP(subset string) bool {
+	if m == nil || m.owner == nil {
+		return false
+	}
+	use := m.owner.policy.GetLoadBalancer().GetConsistentHash().GetUseSourceIp()
+	if ss := m.subset(subset); ss != nil && subset != "" && ss.policy.GetLoadBalancer() != nil {
+		use = ss.policy.GetLoadBalancer().GetConsistentHash().GetUseSourceIp()
+	}
+	return use
 }
 
 func (t *translator) tcpRoute(vs *vsInfo, port uint32, cl *Class) ([]ir.WeightedDestination, bool) {

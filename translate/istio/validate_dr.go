@@ -79,6 +79,7 @@ func (t *translator) portLevelPolicies(ref ir.ResourceRef, path ir.Path, tp *net
 		return nil
 	}
 	out := map[uint32]portPolicy{}
+	seen := map[uint32]bool{}
 	for i, pls := range tp.PortLevelSettings {
 		field := path.Field("portLevelSettings").Index(i)
 		n := pls.GetPort().GetNumber()
@@ -86,10 +87,14 @@ func (t *translator) portLevelPolicies(ref ir.ResourceRef, path ir.Path, tp *net
 			t.diags.Errorf(ir.CodeInvalidValue, ref, string(field.Field("port")), "port.number must be 1–65535; the setting is ignored")
 			continue
 		}
-		if _, dup := out[n]; dup {
+		// Istio's GetPortLevelTrafficPolicy takes the first entry for a port;
+		// a later one never applies, even when the first is invalid and
+		// left out (istiod rejects such a rule as a whole).
+		if seen[n] {
 			t.diags.Errorf(ir.CodeInvalidValue, ref, string(field.Field("port")), "port %d has several portLevelSettings; the later one is ignored", n)
 			continue
 		}
+		seen[n] = true
 		p := &networking.TrafficPolicy{
 			LoadBalancer:     pls.LoadBalancer,
 			ConnectionPool:   pls.ConnectionPool,
@@ -235,6 +240,11 @@ func (t *translator) validTrafficPolicy(ref ir.ResourceRef, path ir.Path, tp *ne
 		}
 		if od.ConsecutiveErrors < 0 {
 			bad(f.Field("consecutiveErrors"), "must not be negative")
+		} else if od.ConsecutiveErrors != 0 {
+			// Istio's validateOutlierDetection (pkg/config/validation) warns
+			// with this message and its cluster builder ignores the field.
+			t.diags.Warnf(ir.CodeUnsupportedField, ref, string(f.Field("consecutiveErrors")),
+				"outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead; it is ignored, as Istio ignores it")
 		}
 		if d := od.Interval; d != nil && d.AsDuration() <= 0 {
 			bad(f.Field("interval"), "interval must be positive")
