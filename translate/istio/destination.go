@@ -108,7 +108,7 @@ func (t *translator) resolveDestination(vs *vsInfo, field ir.Path, dst *networki
 			return "", nil, false
 		}
 	}
-	return ir.OutboundClusterName(port, dst.Subset, s.fqdn), s, true
+	return t.clusterName(s, port, dst.Subset, cl), s, true
 }
 
 func knownSubsets(dr *mergedDR) string {

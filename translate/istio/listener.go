@@ -167,13 +167,13 @@ func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy
 			out.IdleTimeout = ir.D(tp.ConnectionPool.Tcp.IdleTimeout.AsDuration())
 		}
 	}
-	if vs := t.vsByService[s]; vs != nil {
+	if vs := t.vsFor(cl.Namespace)[s]; vs != nil {
 		if dests, ok := t.tcpRoute(vs, p.port, cl); ok {
 			out.Destinations, out.Origin = dests, &vs.ref
 			return out
 		}
 	}
-	out.Destinations = []ir.WeightedDestination{{Cluster: ir.OutboundClusterName(p.port, "", s.fqdn)}}
+	out.Destinations = []ir.WeightedDestination{{Cluster: t.clusterName(s, p.port, "", cl)}}
 	return out
 }
 
