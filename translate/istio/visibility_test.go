@@ -340,12 +340,12 @@ func TestServiceExportTo(t *testing.T) {
 		opts       Options
 		want       map[string]bool
 	}{
-		"none":          {want: map[string]bool{"": true, "a": true, "b": true}},
-		"dot":           {annotation: ".", want: map[string]bool{"": false, "a": true, "b": false}},
-		"named":         {annotation: "b, c", want: map[string]bool{"": false, "a": false, "b": true, "c": true}},
-		"star":          {annotation: "*", want: map[string]bool{"": true, "a": true, "b": true}},
-		"tilde":         {annotation: "~", want: map[string]bool{"": false, "a": false, "b": false}},
-		"mesh default":  {opts: Options{DefaultServiceExportTo: []string{"."}}, want: map[string]bool{"": false, "a": true, "b": false}},
+		"none":         {want: map[string]bool{"": true, "a": true, "b": true}},
+		"dot":          {annotation: ".", want: map[string]bool{"": false, "a": true, "b": false}},
+		"named":        {annotation: "b, c", want: map[string]bool{"": false, "a": false, "b": true, "c": true}},
+		"star":         {annotation: "*", want: map[string]bool{"": true, "a": true, "b": true}},
+		"tilde":        {annotation: "~", want: map[string]bool{"": false, "a": false, "b": false}},
+		"mesh default": {opts: Options{DefaultServiceExportTo: []string{"."}}, want: map[string]bool{"": false, "a": true, "b": false}},
 		"annotation wins over the mesh default": {annotation: "*", opts: Options{DefaultServiceExportTo: []string{"."}},
 			want: map[string]bool{"": true, "b": true}},
 	}
