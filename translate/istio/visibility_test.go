@@ -1,6 +1,8 @@
 package istio
 
 import (
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -407,5 +409,54 @@ func TestExportToValidation(t *testing.T) {
 				t.Errorf("an invalid resource was kept")
 			}
 		})
+	}
+}
+
+// The routingNamespaces shortcut stays exact with exportTo: namespaces
+// that a VirtualService, DestinationRule or Service names (or whose "."
+// they use) compute their routing; any other namespace's class gets the
+// default class's, and that is what the full computation gives it.
+func TestRoutingClassShortcutExportTo(t *testing.T) {
+	extra := `
+apiVersion: v1
+kind: Namespace
+metadata: {name: d, labels: {istio.io/dataplane-mode: nodemesh}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-c, namespace: c}
+spec: {nodeName: node-0, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.244.0.4}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-d, namespace: d}
+spec: {nodeName: node-0, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.244.0.5}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: c, annotations: {networking.istio.io/exportTo: "."}}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 8080}]
+---
+` + vs("a", "tob", `["b"]`) + dr("a", "toc", apiHost, `["c"]`) + dr("a", "all", apiHost, "")
+	fast, exact := Prepare(visibilityBag(t, extra), Options{}), Prepare(visibilityBag(t, extra), Options{})
+	exact.exactClasses = true
+	shortcuts := 0
+	for _, cl := range fast.NodeClasses("node-0") {
+		if fast.routingClass(cl) != cl {
+			shortcuts++
+		}
+		if f, e := fast.Routing(cl), exact.Routing(cl); !reflect.DeepEqual(f, e) {
+			t.Errorf("class %s: the shortcut gives\n%+v\nthe full computation\n%+v", cl.Name, f, e)
+		}
+	}
+	if shortcuts == 0 {
+		t.Error("no class took the shortcut: the test proves nothing")
+	}
+	if got, want := slices.Sorted(maps.Keys(fast.routingNamespaces)), []string{"b", "c"}; !slices.Equal(got, want) {
+		t.Errorf("routing namespaces %v, want %v", got, want)
 	}
 }
