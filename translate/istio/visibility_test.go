@@ -460,3 +460,51 @@ spec:
 		t.Errorf("routing namespaces %v, want %v", got, want)
 	}
 }
+
+// A VirtualService that a class sees but whose destination Service is not
+// exported to it: Istio's proxy has no cluster for it (503 NC); nodemesh
+// leaves the rule out for that class, as for a missing host, and never
+// sends the class to the hidden Service.
+func TestDestinationNotExportedToClass(t *testing.T) {
+	bag := visibilityBag(t, `
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: c}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: c}
+spec:
+  hosts: [web]
+  http: [{route: [{destination: {host: api.a.svc.cluster.local}}]}]
+`)
+	for _, s := range bag.Services {
+		if s.Name == "api" {
+			s.Annotations = map[string]string{serviceExportToAnnotation: "."}
+		}
+	}
+	p := Prepare(bag, Options{})
+	webVH := ir.VirtualHostName("web.c.svc.cluster.local", 8080)
+	for ns, want := range map[string]bool{"a": true, "b": false, "": false} {
+		cl := &Class{Name: ns, Namespace: ns}
+		if ns == "" {
+			cl = DefaultClass()
+		}
+		toAPI := false
+		for _, rc := range p.t.routeConfigs(cl) {
+			for _, vh := range rc.VirtualHosts {
+				for _, r := range vh.Routes {
+					if vh.Name == webVH && r.Forward != nil && strings.HasSuffix(r.Forward.Destinations[0].Cluster, "|"+apiHost) {
+						toAPI = true
+					}
+				}
+			}
+		}
+		if toAPI != want {
+			t.Errorf("clients of namespace %q routed from web to api: %v, want %v", ns, toAPI, want)
+		}
+	}
+}
