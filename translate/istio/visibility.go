@@ -134,3 +134,19 @@ func (t *translator) serviceExportTo(s *service) exportSet {
 func (t *translator) serviceVisible(s *service, clientNamespace string) bool {
 	return s.exportTo.visibleTo(clientNamespace)
 }
+
+// ValidateMeshExportTo checks a mesh config default exportTo
+// (defaultVirtualServiceExportTo, defaultDestinationRuleExportTo,
+// defaultServiceExportTo): Istio's mesh config documents "." and "*" as the
+// values.
+func ValidateMeshExportTo(values []string) error {
+	for _, v := range values {
+		if v != exportPrivate && v != exportPublic {
+			return fmt.Errorf("mesh default exportTo %q: only . and * are allowed", v)
+		}
+	}
+	if len(values) > 1 {
+		return fmt.Errorf("mesh default exportTo %v: one of . or *", values)
+	}
+	return nil
+}
