@@ -29,7 +29,8 @@ const (
 // in its own namespace, or one exported to it by name) needs clusters shaped
 // by that rule — its subsets and traffic policy — as its sidecar would have:
 // a variant per distinct rule seen, named clusterName, built for the
-// namespaces whose pods can be classes (classNamespaces). Their number is
+// namespaces whose pods can be classes and whose namespace can change
+// routing (classNamespaces). Their number is
 // bounded by the configuration (distinct rules seen per host), not by pods.
 func (t *translator) buildClusters(m *ir.Model) {
 	t.variants = map[*service][]drVariant{}

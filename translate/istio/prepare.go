@@ -108,7 +108,15 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	t.indexEndpoints()
 	t.indexDestinationRules()
 	t.indexVirtualServices()
-	t.classNamespaces = t.optedInNamespaces()
+	routing := t.routingNamespaces()
+	// Only a routing namespace can see another DestinationRule than the
+	// default class (routingNamespaces), so only those get cluster
+	// variants: the cost follows the configuration, not the namespaces.
+	for _, ns := range t.optedInNamespaces() {
+		if routing[ns] {
+			t.classNamespaces = append(t.classNamespaces, ns)
+		}
+	}
 
 	def := DefaultClass()
 	m := &ir.Model{SourceClasses: []ir.SourceClass{def.ir()}}
@@ -126,7 +134,7 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 		}
 	}
 	return &Prepared{t: t, Base: m, sourceLabels: t.sourceLabels(), classes: map[string]*ClassRouting{},
-		routingNamespaces: t.routingNamespaces(), exactClasses: t.opts.PerProxy, mtls: mtls}
+		routingNamespaces: routing, exactClasses: t.opts.PerProxy, mtls: mtls}
 }
 
 // routingNamespaces lists the namespaces whose clients can be routed

@@ -79,7 +79,8 @@ type translator struct {
 	// see; see buildClusters).
 	variants map[*service][]drVariant
 	// classNamespaces are the namespaces whose pods can be classes (opted
-	// in): the only ones cluster variants are built for.
+	// in) and that can see another DestinationRule than the default class
+	// (routingNamespaces): the only ones cluster variants are built for.
 	classNamespaces []string
 
 	// endpoints are each Service's ready backends, and epDiags the
