@@ -87,6 +87,11 @@ func (t *translator) listener(cl *Class) ir.Listener {
 				used[ir.TCPFilterChainName(pr, p.port)] = s
 			}
 			tcp := t.tcpProxy(s, p, cl)
+			if !t.serviceVisible(s, cl.Namespace) {
+				// Not exported to the class: its sidecar would have no
+				// listener for it and pass the connection through.
+				tcp = &ir.TCPProxy{Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}}
+			}
 			tcp.StatPrefix = tcp.Destinations[0].Cluster
 			if p.protocol == ir.ProtocolUnknown {
 				l.FilterChains = append(l.FilterChains, ir.FilterChain{

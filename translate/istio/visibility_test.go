@@ -508,3 +508,33 @@ spec:
 		}
 	}
 }
+
+// A TCP Service not exported to a class: its connections pass through, as
+// on a sidecar that has no listener for it; the classes that see it are
+// proxied to its cluster.
+func TestTCPServiceExportTo(t *testing.T) {
+	bag := visibilityBag(t, `
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: a, annotations: {networking.istio.io/exportTo: "."}}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{name: tcp, port: 5432}]
+`)
+	p := Prepare(bag, Options{})
+	for ns, want := range map[string]string{"a": ir.OutboundClusterName(5432, "", "db.a.svc.cluster.local"), "b": ir.PassthroughCluster, "": ir.PassthroughCluster} {
+		cl := &Class{Name: ns, Namespace: ns}
+		if ns == "" {
+			cl = DefaultClass()
+		}
+		got := "-"
+		for _, fc := range p.t.listener(cl).FilterChains {
+			if fc.Name == ir.TCPFilterChainName("10.96.0.12", 5432) {
+				got = fc.TCP.Destinations[0].Cluster
+			}
+		}
+		if got != want {
+			t.Errorf("clients of namespace %q: db's chain goes to %s, want %s", ns, got, want)
+		}
+	}
+}
