@@ -53,6 +53,7 @@ type controllerOptions struct {
 	maxDebounce       time.Duration
 	clusterDomain     string
 	rootNamespace     string
+	exportTo          meshExportTo
 	istioMTLS         bool
 	trustDomain       string
 	tdAliases         []string
@@ -124,6 +125,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.DurationVar(&o.maxDebounce, "max-debounce", watch.DefaultMaxDebounce, "longest wait for quiet after the first change")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its DestinationRules apply to every namespace")
+	o.exportTo.add(f)
 	f.BoolVar(&o.istioMTLS, "istio-mtls", false, "speak Istio mTLS to pods with a sidecar, with each client pod's own certificate (auto-mTLS, DestinationRule ISTIO_MUTUAL and credentialName); the node Envoys must get their certificates from the agent's SDS server (cluster sds-grpc)")
 	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "Istio's trust domain (meshConfig.trustDomain): the principals of AuthorizationPolicies, and the SPIFFE IDs of clients and destinations (with --istio-mtls)")
 	f.StringSliceVar(&o.tdAliases, "trust-domain-alias", nil, "trust domains the mesh also answers to (meshConfig.trustDomainAliases): AuthorizationPolicy principals in them match too; repeatable")
@@ -153,6 +155,10 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	if err != nil {
 		return err
 	}
+	istioOpts := istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain}
+	if err := o.exportTo.apply(&istioOpts); err != nil {
+		return err
+	}
 	if limit := setMemoryLimit("/"); limit > 0 {
 		log.Info("Go soft memory limit set from the container's", "limit-bytes", limit)
 	}
@@ -175,7 +181,7 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	cache := xds.NewCache(log, metrics)
 	ctl := watch.New(kube, ic, cache, watch.Options{
 		Debounce: o.debounce, MaxDebounce: o.maxDebounce, Logger: log, Metrics: metrics,
-		Istio: istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain},
+		Istio: istioOpts,
 		Authz: translate.AuthzOptions{RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases},
 	})
 

@@ -17,6 +17,7 @@ type translateOptions struct {
 	namespace     string
 	clusterDomain string
 	rootNamespace string
+	exportTo      meshExportTo
 	node          string
 }
 
@@ -71,6 +72,7 @@ still printed), 2 for wrong flags or unreadable paths.`,
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for resources that do not set one")
 	f.StringVar(&o.clusterDomain, "cluster-domain", ir.DefaultClusterDomain, "Kubernetes cluster domain used in service FQDNs")
 	f.StringVar(&o.rootNamespace, "istio-root-namespace", "istio-system", "Istio's config root namespace (its DestinationRules apply mesh-wide)")
+	o.exportTo.add(f)
 	f.StringVar(&o.node, "node", "", "translate for this node: add a source class per group of its client pods (Pods with spec.nodeName in opted-in namespaces)")
 	return cmd
 }
@@ -91,9 +93,11 @@ func (o *translateOptions) run(streams IO) error {
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	res := translate.Translate(bag, decodeDiags, translate.Options{Node: o.node, Istio: istio.Options{
-		ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace,
-	}})
+	istioOpts := istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace}
+	if err := o.exportTo.apply(&istioOpts); err != nil {
+		return err
+	}
+	res := translate.Translate(bag, decodeDiags, translate.Options{Node: o.node, Istio: istioOpts})
 	switch o.output {
 	case "summary":
 		err = translate.WriteSummary(streams.Out, res)

@@ -1,7 +1,10 @@
 package istio
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
+	"slices"
 	"time"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -18,19 +21,31 @@ const (
 
 // buildClusters emits, for every Service port, outbound|<port>||<fqdn> and one
 // outbound|<port>|<subset>|<fqdn> per DestinationRule subset, with their EDS
-// assignments, plus PassthroughCluster and BlackHoleCluster.
+// assignments, plus PassthroughCluster and BlackHoleCluster. Those are
+// shaped by the DestinationRule the default class sees (the one in the
+// Service's or the root namespace exported to "*"), and keep Istio's names.
+//
+// A class whose namespace sees another DestinationRule for the Service (one
+// in its own namespace, or one exported to it by name) needs clusters shaped
+// by that rule — its subsets and traffic policy — as its sidecar would have:
+// a variant per distinct rule seen, named clusterName, built for the
+// namespaces whose pods can be classes and whose namespace can change
+// routing (classNamespaces). Their number is
+// bounded by the configuration (distinct rules seen per host), not by pods.
 func (t *translator) buildClusters(m *ir.Model) {
+	t.variants = map[*service][]drVariant{}
 	for _, s := range t.serviceList {
 		dr := t.destinationRule(s, "")
 		t.noEndpoints(s)
-		for _, p := range s.ports {
-			t.addCluster(m, s, p, nil, dr)
-			if dr == nil {
+		t.addClusters(m, s, "", dr)
+		for _, ns := range t.classNamespaces {
+			v := t.destinationRule(s, ns)
+			tag := t.variantTag(s, ns)
+			if tag == "" || slices.ContainsFunc(t.variants[s], func(have drVariant) bool { return have.tag == tag }) {
 				continue
 			}
-			for _, ss := range dr.subsets {
-				t.addCluster(m, s, p, ss, dr)
-			}
+			t.variants[s] = append(t.variants[s], drVariant{tag: tag, dr: v})
+			t.addClusters(m, s, tag, v)
 		}
 	}
 	m.Clusters = append(m.Clusters,
@@ -49,6 +64,51 @@ func (t *translator) buildClusters(m *ir.Model) {
 			LoadBalancer:   ir.LoadBalancer{Policy: ir.LBRoundRobin},
 		},
 	)
+}
+
+// drVariant is a set of clusters of a Service shaped by a DestinationRule
+// the default class does not see.
+type drVariant struct {
+	tag string
+	dr  *mergedDR
+}
+
+// addClusters adds a Service's clusters (one per port, and per port and
+// subset) shaped by a DestinationRule, with a variant tag ("" for Istio's).
+func (t *translator) addClusters(m *ir.Model, s *service, tag string, dr *mergedDR) {
+	for _, p := range s.ports {
+		t.addCluster(m, s, p, nil, dr, tag)
+		if dr == nil {
+			continue
+		}
+		for _, ss := range dr.subsets {
+			t.addCluster(m, s, p, ss, dr, tag)
+		}
+	}
+}
+
+// variantTag tells apart the clusters a client namespace needs from
+// Istio's: "" when it sees the DestinationRule the default class sees,
+// else "~" and a digest of the rules it sees. "~" is in no subset name
+// (DNS-1123 labels), so a variant never collides with an Istio name.
+func (t *translator) variantTag(s *service, clientNamespace string) string {
+	if clientNamespace == "" {
+		return ""
+	}
+	id := t.destinationRule(s, clientNamespace).ID()
+	if id == t.destinationRule(s, "").ID() {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "~" + hex.EncodeToString(sum[:])[:8]
+}
+
+// clusterName is the cluster a class's route sends a Service's port and
+// subset to: Istio's outbound|PORT|SUBSET|HOST when the class sees the
+// default class's DestinationRule, else outbound|PORT|SUBSET~TAG|HOST, the
+// variant shaped by the rule it sees (docs/parity.md).
+func (t *translator) clusterName(s *service, port uint32, subset string, cl *Class) string {
+	return ir.OutboundClusterName(port, subset+t.variantTag(s, cl.Namespace), s.fqdn)
 }
 
 // noEndpoints explains a Service without endpoints (an endpoint diagnostic).
@@ -88,14 +148,14 @@ func defaultCircuitBreaker() *ir.CircuitBreaker {
 	return &ir.CircuitBreaker{MaxConnections: math.MaxUint32, MaxPendingRequests: math.MaxUint32, MaxRequests: math.MaxUint32, MaxRetries: math.MaxUint32}
 }
 
-func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subsetInfo, dr *mergedDR) {
+func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subsetInfo, dr *mergedDR, tag string) {
 	subset := ""
 	if ss != nil {
 		subset = ss.name
 	}
 	zero := 0.0
 	c := ir.Cluster{
-		Name:                  ir.OutboundClusterName(p.port, subset, s.fqdn),
+		Name:                  ir.OutboundClusterName(p.port, subset+tag, s.fqdn),
 		Service:               s.serviceRef(),
 		Port:                  p.port,
 		Subset:                subset,

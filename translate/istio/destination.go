@@ -85,6 +85,18 @@ func (t *translator) resolveDestination(vs *vsInfo, field ir.Path, dst *networki
 		}
 		return "", nil, false
 	}
+	if !t.serviceVisible(s, cl.Namespace) {
+		// Istio's proxy has no cluster for a Service not exported to it:
+		// the route would fail (503 NC). As for a missing host, the rule
+		// is left out for this class.
+		who := "the default class (no namespace: it sees Services exported to \"*\" only)"
+		if cl.Namespace != "" {
+			who = "clients of namespace " + cl.Namespace
+		}
+		t.diags.Warnf(ir.CodeHostNotFound, vs.ref, string(field.Field("host")),
+			"%s is not exported to %s (its %s annotation); the rule is left out for them", s.fqdn, who, serviceExportToAnnotation)
+		return "", nil, false
+	}
 	switch {
 	case dst.Port != nil:
 		port = dst.Port.Number
@@ -108,7 +120,7 @@ func (t *translator) resolveDestination(vs *vsInfo, field ir.Path, dst *networki
 			return "", nil, false
 		}
 	}
-	return ir.OutboundClusterName(port, dst.Subset, s.fqdn), s, true
+	return t.clusterName(s, port, dst.Subset, cl), s, true
 }
 
 func knownSubsets(dr *mergedDR) string {

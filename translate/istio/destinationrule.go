@@ -3,6 +3,7 @@ package istio
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -20,6 +21,14 @@ type drInfo struct {
 	// portPolicies are the valid portLevelSettings, by port.
 	portPolicies map[uint32]portPolicy
 	subsets      []*subsetInfo
+	// exportTo is the resolved exportTo (or the mesh default).
+	exportTo exportSet
+	// local: a client of the rule's namespace looks at it first (Istio's
+	// namespaceLocal index: exported to ".", "*" or its own namespace).
+	// privateOnly: it is exported to its own namespace only, so other
+	// namespaces' clients never see it (not in Istio's
+	// exportedByNamespace index).
+	local, privateOnly bool
 }
 
 type portPolicy struct {
@@ -45,6 +54,17 @@ type mergedDR struct {
 	// owner is the DestinationRule whose top-level policy applies.
 	owner   *drInfo
 	subsets []*subsetInfo
+	// id names the DestinationRules merged, in order: two clients with the
+	// same id see the same rule.
+	id string
+}
+
+// ID is the identity of what a client sees ("" for no DestinationRule).
+func (m *mergedDR) ID() string {
+	if m == nil {
+		return ""
+	}
+	return m.id
 }
 
 func (m *mergedDR) subset(name string) *subsetInfo {
@@ -98,37 +118,62 @@ type namespaceDRs struct {
 }
 
 // destinationRule returns the DestinationRule that applies to a Service for
-// a client namespace. Istio looks in the client's namespace first, then in
-// the Service's namespace, then in the config root namespace; within one
-// namespace the most specific host wins and rules for that same host merge.
+// a client namespace: Istio's PushContext.destinationRule
+// (pilot/pkg/model/push_context.go), with exportTo:
+//  1. the client's namespace's rules exported to it (namespaceLocal) — for a
+//     client of the root namespace, only the root namespace's private ones;
+//  2. else the Service's namespace's rules exported beyond it
+//     (exportedByNamespace), if the most specific of them is exported to the
+//     client;
+//  3. else the same in the config root namespace.
+//
+// Within one namespace the most specific host wins and rules for that same
+// host merge. A client without a namespace (the default class) skips step 1
+// and, in steps 2 and 3, sees only rules exported to "*" — exactly Istio's
+// code with an empty proxy namespace.
 func (t *translator) destinationRule(s *service, clientNamespace string) *mergedDR {
 	key := drKey{clientNamespace, s.fqdn}
 	if m, ok := t.drMemo[key]; ok {
 		return m
 	}
+	all := func(*drInfo) bool { return true }
+	exported := func(dr *drInfo) bool { return !dr.privateOnly }
+	visible := func(dr *drInfo) bool { return dr.exportTo.visibleTo(clientNamespace) }
 	var m *mergedDR
-	for _, ns := range []string{clientNamespace, s.namespace, t.opts.RootNamespace} {
-		if ns == "" {
-			continue
-		}
-		if m = t.drInNamespace(s.fqdn, ns); m != nil {
+	switch root := t.opts.RootNamespace; {
+	case clientNamespace == "":
+	case clientNamespace == root:
+		// Istio's rootNamespaceLocal: the root namespace's private rules;
+		// its exported ones come in step 3, after the Service's namespace.
+		m = t.drInNamespace(s.fqdn, root, func(dr *drInfo) bool { return dr.privateOnly }, all)
+	default:
+		m = t.drInNamespace(s.fqdn, clientNamespace, func(dr *drInfo) bool { return dr.local }, all)
+	}
+	for _, ns := range []string{s.namespace, t.opts.RootNamespace} {
+		if m != nil {
 			break
 		}
+		m = t.drInNamespace(s.fqdn, ns, exported, visible)
 	}
 	t.drMemo[key] = m
 	return m
 }
 
-func (t *translator) drInNamespace(fqdn, ns string) *mergedDR {
+// drInNamespace is Istio's MostSpecificHostMatch over the rules of a
+// namespace that are in an index (in), then keeps those the client sees
+// (visible): when the most specific rules are not exported to the client,
+// a less specific one does not take their place (Istio's
+// getExportedDestinationRuleFromNamespace).
+func (t *translator) drInNamespace(fqdn, ns string, in, visible func(*drInfo) bool) *mergedDR {
 	nd := t.drsByNS[ns]
 	if nd == nil {
 		return nil
 	}
-	matched := nd.exact[fqdn]
+	matched := slices.DeleteFunc(slices.Clone(nd.exact[fqdn]), func(dr *drInfo) bool { return !in(dr) })
 	if len(matched) == 0 {
 		best := -1
 		for _, dr := range nd.wildcard {
-			if !hostMatches(fqdn, dr.host) {
+			if !in(dr) || !hostMatches(fqdn, dr.host) {
 				continue
 			}
 			switch sp := hostSpecificity(dr.host); {
@@ -139,12 +184,15 @@ func (t *translator) drInNamespace(fqdn, ns string) *mergedDR {
 			}
 		}
 	}
+	matched = slices.DeleteFunc(matched, func(dr *drInfo) bool { return !visible(dr) })
 	if len(matched) == 0 {
 		return nil
 	}
 	m := &mergedDR{}
 	seen := map[string]bool{}
+	var ids []string
 	for _, dr := range matched {
+		ids = append(ids, dr.ref.Namespace+"/"+dr.ref.Name)
 		if m.owner == nil && dr.policy != nil {
 			m.owner = dr
 		}
@@ -161,6 +209,7 @@ func (t *translator) drInNamespace(fqdn, ns string) *mergedDR {
 	if m.owner == nil {
 		m.owner = matched[0]
 	}
+	m.id = strings.Join(ids, ",")
 	return m
 }
 

@@ -48,6 +48,7 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 	t2.bag = bag
 	t2.diags = slices.Clone(t.diags)
 	t2.drMemo = maps.Clone(t.drMemo)
+	t2.vsByNamespace = maps.Clone(t.vsByNamespace)
 	t2.endpoints = maps.Clone(t.endpoints)
 	t2.epDiags = maps.Clone(t.epDiags)
 
@@ -91,18 +92,27 @@ func (p *Prepared) WithEndpoints(bag *input.Bag, services []string) (next *Prepa
 		t2.endpoints[s] = eps
 		t2.epDiags[s] = diags
 		t2.noEndpoints(s)
-		dr := t2.destinationRule(s, "")
+		variants := append([]drVariant{{dr: t2.destinationRule(s, "")}}, t.variants[s]...)
 		for _, port := range s.ports {
-			subsets := []*subsetInfo{nil}
-			if dr != nil {
-				subsets = append(subsets, dr.subsets...)
+			type named struct {
+				ss  *subsetInfo
+				tag string
 			}
-			for _, ss := range subsets {
-				subset := ""
+			var subsets []named
+			for _, v := range variants {
+				subsets = append(subsets, named{nil, v.tag})
+				if v.dr != nil {
+					for _, ss := range v.dr.subsets {
+						subsets = append(subsets, named{ss, v.tag})
+					}
+				}
+			}
+			for _, n := range subsets {
+				ss, subset := n.ss, ""
 				if ss != nil {
 					subset = ss.name
 				}
-				name := ir.OutboundClusterName(port.port, subset, s.fqdn)
+				name := ir.OutboundClusterName(port.port, subset+n.tag, s.fqdn)
 				i, ok := at[name]
 				if !ok {
 					continue // not an EDS cluster

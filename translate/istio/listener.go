@@ -1,6 +1,8 @@
 package istio
 
 import (
+	"strings"
+
 	"cmp"
 	"maps"
 	"net/netip"
@@ -87,6 +89,11 @@ func (t *translator) listener(cl *Class) ir.Listener {
 				used[ir.TCPFilterChainName(pr, p.port)] = s
 			}
 			tcp := t.tcpProxy(s, p, cl)
+			if !t.serviceVisible(s, cl.Namespace) {
+				// Not exported to the class: its sidecar would have no
+				// listener for it and pass the connection through.
+				tcp = &ir.TCPProxy{Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}}
+			}
 			tcp.StatPrefix = tcp.Destinations[0].Cluster
 			if tcp.Weighted() && tcp.Origin != nil {
 				// Istio's buildOutboundNetworkFiltersWithWeightedClusters:
@@ -180,8 +187,8 @@ func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy
 			out.MaxDownstreamConnectionDuration = ir.D(d.AsDuration())
 		}
 	}
-	out.Destinations = []ir.WeightedDestination{{Cluster: ir.OutboundClusterName(p.port, "", s.fqdn)}}
-	if vs := t.vsByService[s]; vs != nil {
+	out.Destinations = []ir.WeightedDestination{{Cluster: t.clusterName(s, p.port, "", cl)}}
+	if vs := t.vsFor(cl.Namespace)[s]; vs != nil {
 		if dests, ok := t.tcpRoute(vs, p.port, cl); ok {
 			out.Destinations, out.Origin = dests, &vs.ref
 		}
@@ -189,6 +196,9 @@ func (t *translator) tcpProxy(s *service, p servicePort, cl *Class) *ir.TCPProxy
 	subset := ""
 	if len(out.Destinations) == 1 && !out.Weighted() {
 		_, subset, _, _ = ir.ParseOutboundClusterName(out.Destinations[0].Cluster)
+		// A class's variant cluster (clusterName) names its subset
+		// SUBSET~TAG: the subset is the part before the tag.
+		subset, _, _ = strings.Cut(subset, "~")
 	}
 	out.HashSourceIP = dr.tcpHashSourceIP(subset)
 	return out

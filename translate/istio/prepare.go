@@ -108,6 +108,15 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	t.indexEndpoints()
 	t.indexDestinationRules()
 	t.indexVirtualServices()
+	routing := t.routingNamespaces()
+	// Only a routing namespace can see another DestinationRule than the
+	// default class (routingNamespaces), so only those get cluster
+	// variants: the cost follows the configuration, not the namespaces.
+	for _, ns := range t.optedInNamespaces() {
+		if routing[ns] {
+			t.classNamespaces = append(t.classNamespaces, ns)
+		}
+	}
 
 	def := DefaultClass()
 	m := &ir.Model{SourceClasses: []ir.SourceClass{def.ir()}}
@@ -125,18 +134,20 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 		}
 	}
 	return &Prepared{t: t, Base: m, sourceLabels: t.sourceLabels(), classes: map[string]*ClassRouting{},
-		routingNamespaces: t.routingNamespaces(), exactClasses: t.opts.PerProxy, mtls: mtls}
+		routingNamespaces: routing, exactClasses: t.opts.PerProxy, mtls: mtls}
 }
 
 // routingNamespaces lists the namespaces whose clients can be routed
 // differently from a client without a namespace. A class's namespace enters
-// translation in exactly three places, and each is checked here:
+// translation in exactly four places, and each is checked here:
 //   - short host names: a client's own namespace's Service wins a name
 //     several namespaces use (routeConfigs);
 //   - sourceNamespace matches of VirtualService rules (Class.sourceMatch);
 //   - DestinationRule precedence: a rule in the client's namespace comes
 //     before the Service's (destinationRule), which changes something only
-//     when it applies to a host of another namespace.
+//     when it applies to a host of another namespace;
+//   - exportTo of VirtualServices, DestinationRules and Services: the
+//     namespaces named (or ".") see what the default class does not.
 //
 // Any other namespace's class gets the default class's routing (plus what
 // its labels select) without computing it again: on a node with pods of
@@ -167,7 +178,33 @@ func (t *translator) routingNamespaces() map[string]bool {
 			}
 		}
 	}
+	// exportTo: a namespace a resource is exported to by name (or ".")
+	// sees it, the default class does not.
+	named := func(e exportSet) {
+		if !e.public() {
+			for _, ns := range e {
+				out[ns] = true
+			}
+		}
+	}
+	for _, vs := range t.vss {
+		named(vs.exportTo)
+	}
+	for _, s := range t.serviceList {
+		named(s.exportTo)
+	}
 	for ns, nd := range t.drsByNS {
+		for _, drs := range nd.exact {
+			for _, dr := range drs {
+				named(dr.exportTo)
+			}
+		}
+		for _, dr := range nd.wildcard {
+			named(dr.exportTo)
+		}
+		if ns == t.opts.RootNamespace {
+			out[ns] = true // its clients look at its private rules first
+		}
 		for host := range nd.exact {
 			if s := t.services[host]; s != nil && s.namespace != ns {
 				out[ns] = true
@@ -183,6 +220,19 @@ func (t *translator) routingNamespaces() map[string]bool {
 		}
 	}
 	return out
+}
+
+// optedInNamespaces are the namespaces whose pods can be node clients
+// (NodeClasses), sorted.
+func (t *translator) optedInNamespaces() []string {
+	var out []string
+	for _, ns := range t.bag.Namespaces {
+		if ns.Labels[DataplaneModeLabel] == DataplaneModeValue {
+			out = append(out, ns.Name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // routingClass is the class whose routing cl sees: cl itself, or, when its

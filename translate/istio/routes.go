@@ -42,8 +42,12 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 		routes  []ir.Route
 		applies bool
 	}{}
+	vsOf := t.vsFor(cl.Namespace)
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		svcs := byPort[port]
+		// A Service not exported to the class's namespace has no virtual
+		// host: its requests take the allow_any virtual host, as on a
+		// sidecar that does not know it (Istio's IsServiceVisible).
+		svcs := slices.DeleteFunc(slices.Clone(byPort[port]), func(s *service) bool { return !t.serviceVisible(s, cl.Namespace) })
 		shortNames := map[string]int{}
 		for _, s := range svcs {
 			shortNames[s.name]++
@@ -65,7 +69,7 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 				seen[d] = vh.Name
 				vh.Domains = append(vh.Domains, d)
 			}
-			if vs := t.vsByService[s]; vs != nil {
+			if vs := vsOf[s]; vs != nil {
 				key := vsPort{vs, port}
 				r, done := memo[key]
 				if !done {
@@ -142,7 +146,7 @@ func (t *translator) domains(s *service, port uint32, shortOK bool) []string {
 // timeout, the default retry policy, and the DestinationRule's hash policy.
 func (t *translator) defaultRoute(s *service, port uint32, cl *Class) ir.Route {
 	fwd := &ir.ForwardAction{
-		Destinations: []ir.WeightedDestination{{Cluster: ir.OutboundClusterName(port, "", s.fqdn)}},
+		Destinations: []ir.WeightedDestination{{Cluster: t.clusterName(s, port, "", cl)}},
 		Retry:        retryPolicy(nil, false),
 	}
 	if h := t.destinationRule(s, cl.Namespace).consistentHash(port, ""); h != nil {

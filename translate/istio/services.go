@@ -23,6 +23,9 @@ type service struct {
 	ports    []servicePort
 	obj      *corev1.Service
 	ref_     *ir.ServiceRef
+	// exportTo is the Service's visibility (its exportTo annotation or
+	// the mesh default).
+	exportTo exportSet
 }
 
 type servicePort struct {
@@ -89,6 +92,7 @@ func (t *translator) indexServices() {
 			}
 			s.ports = append(s.ports, servicePort{name: p.Name, port: uint32(p.Port), targetPort: p.TargetPort, protocol: proto, field: field})
 		}
+		s.exportTo = t.serviceExportTo(s)
 		t.services[s.fqdn] = s
 		t.serviceList = append(t.serviceList, s)
 	}

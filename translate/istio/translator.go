@@ -31,6 +31,13 @@ type Options struct {
 	// TrustDomain is Istio's trust domain (default cluster.local): it
 	// prefixes the SPIFFE IDs of clients and of destinations.
 	TrustDomain string
+	// DefaultVirtualServiceExportTo, DefaultDestinationRuleExportTo and
+	// DefaultServiceExportTo are the mesh config's defaults of the same
+	// names: the exportTo of a resource that sets none ("." or "*"; unset
+	// means "*", as in Istio).
+	DefaultVirtualServiceExportTo  []string
+	DefaultDestinationRuleExportTo []string
+	DefaultServiceExportTo         []string
 }
 
 func (o Options) withDefaults() Options {
@@ -64,9 +71,17 @@ type translator struct {
 	drsByNS map[string]*namespaceDRs
 	drMemo  map[drKey]*mergedDR
 	vss     []*vsInfo // sorted by Istio precedence (oldest first)
-	// vsByService is the VirtualService that routes each Service, after
-	// conflicts between VirtualServices are resolved.
-	vsByService map[*service]*vsInfo
+	// vsByNamespace memoizes, by client namespace, the VirtualService
+	// that routes each Service for that client (vsFor).
+	vsByNamespace map[string]map[*service]*vsInfo
+	// variants are the clusters of each Service that some class namespace
+	// needs besides Istio's (a DestinationRule the default class does not
+	// see; see buildClusters).
+	variants map[*service][]drVariant
+	// classNamespaces are the namespaces whose pods can be classes (opted
+	// in) and that can see another DestinationRule than the default class
+	// (routingNamespaces): the only ones cluster variants are built for.
+	classNamespaces []string
 
 	// endpoints are each Service's ready backends, and epDiags the
 	// diagnostics about them. They are kept apart from the rest so that an

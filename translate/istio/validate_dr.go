@@ -29,8 +29,16 @@ func (t *translator) validateDestinationRule(obj *networkingv1.DestinationRule) 
 			"DestinationRules with a workloadSelector apply to the selected clients' sidecars only; not supported yet, the rule is ignored")
 		return nil
 	}
-	t.checkExportTo(ref, spec.ExportTo)
+	if !t.checkExportTo(ref, spec.ExportTo) {
+		return nil
+	}
 	dr := &drInfo{obj: obj, ref: ref, host: resolveHost(spec.Host, obj.Namespace, t.opts.ClusterDomain)}
+	// Istio's setDestinationRules: the rule's own exportTo decides the
+	// namespace-local index (empty counts as local); the mesh default
+	// decides whether a rule without exportTo is private only.
+	dr.exportTo = exportToOf(obj.Namespace, spec.ExportTo, t.opts.DefaultDestinationRuleExportTo)
+	dr.local = len(spec.ExportTo) == 0 || dr.exportTo.public() || slices.Contains(dr.exportTo, obj.Namespace)
+	dr.privateOnly = len(dr.exportTo) == 1 && dr.exportTo[0] == obj.Namespace
 	if tp := spec.TrafficPolicy; tp != nil {
 		if t.validTrafficPolicy(ref, "spec.trafficPolicy", tp, true) {
 			dr.policy = tp
@@ -64,14 +72,6 @@ func (t *translator) validateDestinationRule(obj *networkingv1.DestinationRule) 
 		dr.subsets = append(dr.subsets, si)
 	}
 	return dr
-}
-
-func (t *translator) checkExportTo(ref ir.ResourceRef, exportTo []string) {
-	if len(exportTo) == 0 || slices.Contains(exportTo, "*") {
-		return
-	}
-	t.diags.Infof(ir.CodeSourceSelector, ref, "spec.exportTo",
-		"exportTo %v limits which client namespaces see this resource; nodemesh evaluates it per source class, and the default class (translation without pods) sees every resource", exportTo)
 }
 
 func (t *translator) portLevelPolicies(ref ir.ResourceRef, path ir.Path, tp *networking.TrafficPolicy) map[uint32]portPolicy {

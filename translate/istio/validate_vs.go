@@ -63,8 +63,11 @@ func (t *translator) validateVirtualService(obj *networkingv1.VirtualService) *v
 			"applies to gateways %v only, not to the mesh; nodemesh does not configure gateways", spec.Gateways)
 		return nil
 	}
-	t.checkExportTo(ref, spec.ExportTo)
-	vs := &vsInfo{obj: obj, ref: ref, namespace: obj.Namespace, badHTTP: map[int]bool{}, badTCP: map[int]bool{}}
+	if !t.checkExportTo(ref, spec.ExportTo) {
+		return nil
+	}
+	vs := &vsInfo{obj: obj, ref: ref, namespace: obj.Namespace, badHTTP: map[int]bool{}, badTCP: map[int]bool{},
+		exportTo: exportToOf(obj.Namespace, spec.ExportTo, t.opts.DefaultVirtualServiceExportTo)}
 	for i, h := range spec.Hosts {
 		field := ir.Path("spec.hosts").Index(i)
 		switch {

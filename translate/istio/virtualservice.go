@@ -19,23 +19,19 @@ type vsInfo struct {
 	// badHTTP and badTCP mark rules that failed validation; they are left out.
 	badHTTP map[int]bool
 	badTCP  map[int]bool
+	// exportTo is the resolved exportTo (or the mesh default).
+	exportTo exportSet
 }
 
 // indexVirtualServices validates the VirtualServices that apply to the mesh
-// and assigns each Service at most one of them: the one whose host matches
-// most specifically, and among equals the oldest (Istio keeps the first
-// virtual host of a name and drops later duplicates).
+// and reports hosts that match no Service. Which VirtualService routes a
+// Service depends on the client's namespace (exportTo): vsFor.
 func (t *translator) indexVirtualServices() {
 	objs := slices.Clone(t.bag.VirtualServices)
 	slices.SortStableFunc(objs, func(a, b *networkingv1.VirtualService) int {
 		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Namespace, b.Namespace))
 	})
-	type claim struct {
-		vs          *vsInfo
-		specificity int
-		field       ir.Path
-	}
-	claims := map[*service]claim{}
+	t.vsByNamespace = map[string]map[*service]*vsInfo{}
 	for _, obj := range objs {
 		vs := t.validateVirtualService(obj)
 		if vs == nil {
@@ -43,10 +39,53 @@ func (t *translator) indexVirtualServices() {
 		}
 		t.vss = append(t.vss, vs)
 		for i, h := range vs.hosts {
+			if len(t.servicesMatching(h)) > 0 {
+				continue
+			}
 			field := ir.Path("spec.hosts").Index(i)
-			matched := false
+			if se, ok := t.externalHost(h); ok {
+				t.diags.Warnf(ir.CodeUnsupportedField, vs.ref, string(field),
+					"host %q is declared by %s, which is not translated yet; its routes are not served", h, se)
+			} else {
+				t.diags.Warnf(ir.CodeHostNotFound, vs.ref, string(field), "host %q matches no Service; it is ignored", h)
+			}
+		}
+	}
+}
+
+// vsFor assigns each Service at most one VirtualService for the clients of
+// a namespace: among those the namespace sees, the one whose host matches
+// most specifically, and among equals the first in Istio's order
+// (PushContext.VirtualServicesForGateway: the namespace's own private ones,
+// then those exported to it by name, then public ones, each oldest first —
+// Istio keeps the first virtual host of a name and drops later duplicates).
+// The default class (no namespace) sees public VirtualServices only.
+func (t *translator) vsFor(clientNamespace string) map[*service]*vsInfo {
+	if m, ok := t.vsByNamespace[clientNamespace]; ok {
+		return m
+	}
+	var private, exported, public []*vsInfo
+	for _, vs := range t.vss {
+		switch {
+		case vs.exportTo.public():
+			public = append(public, vs)
+		case clientNamespace == "" || !vs.exportTo.visibleTo(clientNamespace):
+		case vs.namespace == clientNamespace:
+			private = append(private, vs)
+		default:
+			exported = append(exported, vs)
+		}
+	}
+	type claim struct {
+		vs          *vsInfo
+		specificity int
+		field       ir.Path
+	}
+	claims := map[*service]claim{}
+	for _, vs := range slices.Concat(private, exported, public) {
+		for i, h := range vs.hosts {
+			field := ir.Path("spec.hosts").Index(i)
 			for _, s := range t.servicesMatching(h) {
-				matched = true
 				sp := hostSpecificity(h)
 				prev, claimed := claims[s]
 				switch {
@@ -59,20 +98,14 @@ func (t *translator) indexVirtualServices() {
 					t.conflict(vs, field, s, prev.vs)
 				}
 			}
-			if !matched {
-				if se, ok := t.externalHost(h); ok {
-					t.diags.Warnf(ir.CodeUnsupportedField, vs.ref, string(field),
-						"host %q is declared by %s, which is not translated yet; its routes are not served", h, se)
-				} else {
-					t.diags.Warnf(ir.CodeHostNotFound, vs.ref, string(field), "host %q matches no Service; it is ignored", h)
-				}
-			}
 		}
 	}
-	t.vsByService = make(map[*service]*vsInfo, len(claims))
+	m := make(map[*service]*vsInfo, len(claims))
 	for s, c := range claims {
-		t.vsByService[s] = c.vs
+		m[s] = c.vs
 	}
+	t.vsByNamespace[clientNamespace] = m
+	return m
 }
 
 // servicesMatching lists the Services a (possibly wildcard) host names.
