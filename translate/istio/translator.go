@@ -67,6 +67,8 @@ type translator struct {
 	// vsByService is the VirtualService that routes each Service, after
 	// conflicts between VirtualServices are resolved.
 	vsByService map[*service]*vsInfo
+	// delegates are the VirtualServices without hosts, by "namespace/name".
+	delegates map[string]*delegateInfo
 
 	// endpoints are each Service's ready backends, and epDiags the
 	// diagnostics about them. They are kept apart from the rest so that an

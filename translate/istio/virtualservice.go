@@ -19,6 +19,9 @@ type vsInfo struct {
 	// badHTTP and badTCP mark rules that failed validation; they are left out.
 	badHTTP map[int]bool
 	badTCP  map[int]bool
+	// rules, when delegation replaced rules of a root, say where each rule
+	// of obj.Spec.Http came from (delegate.go); nil otherwise.
+	rules []httpRule
 }
 
 // indexVirtualServices validates the VirtualServices that apply to the mesh
@@ -69,6 +72,7 @@ func (t *translator) indexVirtualServices() {
 			}
 		}
 	}
+	t.mergeDelegates()
 	t.vsByService = make(map[*service]*vsInfo, len(claims))
 	for s, c := range claims {
 		t.vsByService[s] = c.vs
