@@ -320,6 +320,9 @@ func TestDelegateMatchMerge(t *testing.T) {
 			root: `[{sourceNamespace: test1}]`, leaf: `[{uri: {prefix: /p}}]`},
 		"HasConflict/root has less gateways than delegate": {
 			root: `[{gateways: [ingress-gateway]}]`, leaf: `[{gateways: [ingress-gateway, mesh]}]`},
+		"HasConflict/root has less gateways than delegate, counting repeats": {
+			// Istio compares the counts before the sets.
+			root: `[{gateways: [mesh]}]`, leaf: `[{gateways: [mesh, mesh]}]`},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
