@@ -811,3 +811,47 @@ spec:
 		t.Errorf("no HostNotFound on the delegate's rule; diagnostics:\n%v", p.Diagnostics())
 	}
 }
+
+// TestDelegateSourceSelectors: the sourceNamespace and sourceLabels of a
+// delegate's matches decide source classes like a root's own do, so that
+// clients of that namespace or with those labels get the delegated routing.
+func TestDelegateSourceSelectors(t *testing.T) {
+	p := delegation(t, `
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage]
+  http:
+  - delegate: {name: pp}
+  - route: [{destination: {host: pp-v3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pp, namespace: default}
+spec:
+  http:
+  - match: [{sourceNamespace: ops}]
+    route: [{destination: {host: pp-v1}}]
+  - match: [{sourceLabels: {app: canary}}]
+    route: [{destination: {host: pp-v2}}]
+`)
+	if !p.routingNamespaces["ops"] {
+		t.Errorf("routing namespaces %v lack ops, the delegate's sourceNamespace", p.routingNamespaces)
+	}
+	if !slices.ContainsFunc(p.sourceLabels, func(l map[string]string) bool { return len(l) == 1 && l["app"] == "canary" }) {
+		t.Errorf("source label selectors %v lack the delegate's app=canary", p.sourceLabels)
+	}
+	for name, c := range map[string]struct {
+		cl   *Class
+		want string
+	}{
+		"ops":    {&Class{Name: "ops", Namespace: "ops"}, "prefix:/ -> pp-v1"},
+		"canary": {&Class{Name: "canary", Namespace: "default", Labels: map[string]string{"app": "canary"}}, "prefix:/ -> pp-v2"},
+		"other":  {&Class{Name: "other", Namespace: "default"}, "prefix:/ -> pp-v3"},
+	} {
+		if got := productpageRoutes(t, p, 80, c.cl); len(got) == 0 || got[0] != c.want {
+			t.Errorf("%s: routes %q, want %q first", name, got, c.want)
+		}
+	}
+}
