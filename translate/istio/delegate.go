@@ -251,13 +251,13 @@ func (t *translator) mergeDelegates() {
 // applies to that rule. nodemesh does what Istio does; the warning says so.
 func (t *translator) gatewayOverride(root *vsInfo, rootPath ir.Path, rh *networking.HTTPRoute, ref ir.ResourceRef, path ir.Path, dh *networking.HTTPRoute) {
 	restricted := slices.ContainsFunc(rh.Match, func(m *networking.HTTPMatchRequest) bool {
-		return len(m.Gateways) == 0 && (len(m.SourceLabels) > 0 || m.SourceNamespace != "")
+		return len(m.GetGateways()) == 0 && (len(m.GetSourceLabels()) > 0 || m.GetSourceNamespace() != "")
 	})
 	if !restricted {
 		return
 	}
 	for k, m := range dh.Match {
-		if len(m.Gateways) > 0 {
+		if len(m.GetGateways()) > 0 {
 			t.diags.Warnf(ir.CodeDelegate, ref, string(path.Field("match").Index(k).Field("gateways")),
 				"gateways here override the sourceLabels/sourceNamespace of %s %s (Istio decides on gateways alone): the root's client restriction does not apply to this match",
 				root.ref, rootPath)
@@ -324,9 +324,8 @@ func mergeHTTPRoute(root, leaf *networking.HTTPRoute) (*networking.HTTPRoute, bo
 	if leaf.Mirror == nil {
 		leaf.Mirror = root.Mirror
 	}
-	//nolint:staticcheck // mirrorPercent is deprecated, and Istio still merges it.
-	if leaf.MirrorPercent == nil {
-		leaf.MirrorPercent = root.MirrorPercent //nolint:staticcheck // as above
+	if leaf.MirrorPercent == nil { // deprecated, and Istio still merges it
+		leaf.MirrorPercent = root.MirrorPercent
 	}
 	if leaf.MirrorPercentage == nil {
 		leaf.MirrorPercentage = root.MirrorPercentage
@@ -355,8 +354,10 @@ func mergeHTTPMatchRequests(root, leaf []*networking.HTTPMatchRequest) ([]*netwo
 	}
 	var out []*networking.HTTPMatchRequest
 	for _, l := range leaf {
+		l = orEmpty(l)
 		found := false
 		for _, r := range root {
+			r = orEmpty(r)
 			if matchConflict(r, l) {
 				continue
 			}
@@ -368,6 +369,15 @@ func mergeHTTPMatchRequests(root, leaf []*networking.HTTPMatchRequest) ([]*netwo
 		}
 	}
 	return out, len(out) == 0
+}
+
+// orEmpty reads a null list entry (which schema checks normally stop) as
+// the empty match it stands for, rather than panic on it.
+func orEmpty(m *networking.HTTPMatchRequest) *networking.HTTPMatchRequest {
+	if m == nil {
+		return &networking.HTTPMatchRequest{}
+	}
+	return m
 }
 
 // mergeHTTPMatchRequest is Istio's: leaf's conditions, with root's filling

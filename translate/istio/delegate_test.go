@@ -855,3 +855,39 @@ spec:
 		}
 	}
 }
+
+// TestDelegateNullMatches: null match entries (which the loader's schema
+// check reports, but a program building a Bag may pass) are read as empty
+// matches, never a panic.
+func TestDelegateNullMatches(t *testing.T) {
+	l := input.NewLoader("default")
+	l.LoadBytes("delegate.yaml", []byte(delegateMesh+`
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage]
+  http:
+  - match: [{uri: {prefix: /a}, sourceLabels: {app: x}}]
+    delegate: {name: pp}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pp, namespace: default}
+spec:
+  http:
+  - match: [{uri: {prefix: /a/b}}]
+    route: [{destination: {host: pp-v1}}]
+`))
+	bag := l.Bag()
+	for _, vs := range bag.VirtualServices {
+		vs.Spec.Http[0].Match = append(vs.Spec.Http[0].Match, nil)
+	}
+	p := Prepare(bag, Options{})
+	// Each leaf match ANDed with each root match, a null one matching all.
+	want := []string{"prefix:/a/b -> pp-v1", "prefix:/a/b -> pp-v1", "prefix:/a -> pp-v1", "prefix:/ -> pp-v1"}
+	if got := productpageRoutes(t, p, 80, &Class{Name: "x", Labels: map[string]string{"app": "x"}}); !slices.Equal(got, want) {
+		t.Errorf("routes %q, want %q", got, want)
+	}
+}
