@@ -273,6 +273,9 @@ func (t *translator) hasVirtualService(namespace, name string) bool {
 
 // resolveRuleHosts is ResolveVirtualServiceShortnames for one http rule: a
 // copy whose destination and mirror hosts are fully qualified in namespace.
+// proto.Clone also turns null list entries (a null match, which the loader's
+// schema check reports but a Bag built in code may hold) into empty
+// messages, so the merge below never meets a nil match.
 func resolveRuleHosts(h *networking.HTTPRoute, namespace, clusterDomain string) *networking.HTTPRoute {
 	c := proto.Clone(h).(*networking.HTTPRoute)
 	for _, d := range c.Route {
@@ -354,10 +357,8 @@ func mergeHTTPMatchRequests(root, leaf []*networking.HTTPMatchRequest) ([]*netwo
 	}
 	var out []*networking.HTTPMatchRequest
 	for _, l := range leaf {
-		l = orEmpty(l)
 		found := false
 		for _, r := range root {
-			r = orEmpty(r)
 			if matchConflict(r, l) {
 				continue
 			}
@@ -369,15 +370,6 @@ func mergeHTTPMatchRequests(root, leaf []*networking.HTTPMatchRequest) ([]*netwo
 		}
 	}
 	return out, len(out) == 0
-}
-
-// orEmpty reads a null list entry (which schema checks normally stop) as
-// the empty match it stands for, rather than panic on it.
-func orEmpty(m *networking.HTTPMatchRequest) *networking.HTTPMatchRequest {
-	if m == nil {
-		return &networking.HTTPMatchRequest{}
-	}
-	return m
 }
 
 // mergeHTTPMatchRequest is Istio's: leaf's conditions, with root's filling
