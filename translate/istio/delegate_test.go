@@ -891,3 +891,28 @@ spec:
 		t.Errorf("routes %q, want %q", got, want)
 	}
 }
+
+// TestExportedTo is Istio's visibility of a resource of namespace "team" to
+// namespace "shop" (convertExportToSet; an empty exportTo is the mesh
+// default "*").
+func TestExportedTo(t *testing.T) {
+	for name, c := range map[string]struct {
+		exportTo []string
+		want     bool
+	}{
+		"empty (mesh default *)": {nil, true},
+		"*":                      {[]string{"*"}, true},
+		". (own namespace)":      {[]string{"."}, false},
+		"the namespace":          {[]string{"shop"}, true},
+		"another namespace":      {[]string{"ops"}, false},
+		"~ (none)":               {[]string{"~"}, false},
+		"several":                {[]string{".", "shop"}, true},
+	} {
+		if got := exportedTo(c.exportTo, "team", "shop"); got != c.want {
+			t.Errorf("%s: exportedTo(%q) = %v, want %v", name, c.exportTo, got, c.want)
+		}
+	}
+	if !exportedTo([]string{"."}, "team", "team") {
+		t.Error(`"." does not export to the owner's own namespace`)
+	}
+}
