@@ -1,6 +1,7 @@
 package istio
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -235,9 +236,21 @@ func (t *translator) mergeDelegates() {
 		obj.Spec.Http = merged
 		vs.obj, vs.rules = obj, rules
 	}
+	// A delegate named only by roots that do not apply to the mesh (bound to
+	// gateways) is used, by gateways nodemesh does not configure: the roots'
+	// own GatewayOnly note says so, not an "unused" one here.
+	named := map[string]bool{}
+	for _, o := range t.bag.VirtualServices {
+		for _, h := range o.Spec.Http {
+			if len(o.Spec.Hosts) > 0 && h.GetDelegate() != nil {
+				ns := cmp.Or(h.Delegate.Namespace, o.Namespace)
+				named[delegateKey(ns, h.Delegate.Name)] = true
+			}
+		}
+	}
 	// Delegates are listed in a map; report the unused ones in a stable order.
 	for _, key := range slices.Sorted(maps.Keys(t.delegates)) {
-		if d := t.delegates[key]; !d.used {
+		if d := t.delegates[key]; !d.used && !named[key] {
 			t.diags.Infof(ir.CodeDelegate, d.vs.ref, "spec.hosts",
 				"a VirtualService without hosts is a delegate, and no root VirtualService delegates to it; it applies to nothing")
 		}

@@ -594,6 +594,23 @@ spec:
   http:
   - route: [{destination: {host: pp-v1}}]
 `, want: []string{"prefix:/ -> pp-v1.team"}},
+		"a delegate of a gateway-only root is not reported unused": {docs: `
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [ingress]
+  http:
+  - delegate: {name: pp}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pp, namespace: default}
+spec:
+  http:
+  - route: [{destination: {host: pp-v1}}]
+`, want: []string{defaultRoute}},
 		"missing delegate drops only its rule": {docs: root + `
   http:
   - match: [{uri: {prefix: /a}}]
@@ -663,8 +680,7 @@ metadata: {name: pp, namespace: default}
 spec:
   http:
   - route: [{destination: {host: pp-v1}}]
-`, want: []string{"prefix:/ -> pp-v3"}, diags: []string{"info VirtualService default/pp spec.hosts"},
-			errors: []string{"must not set route"}},
+`, want: []string{"prefix:/ -> pp-v3"}, errors: []string{"must not set route"}},
 		"the delegate's own fields win over the root's": {docs: root + `
   http:
   - timeout: 10s
