@@ -78,6 +78,7 @@ const (
 	CodeChangedBehavior   Code = "ChangedBehavior"   // works, but differently from an Istio sidecar
 	CodeInvalidXDS        Code = "InvalidXDS"        // an emitted xDS resource failed validation and was withheld
 	CodeAmbiguousHostname Code = "AmbiguousHostname" // a short host name maps to several Services
+	CodeDelegate          Code = "Delegate"          // a delegate VirtualService is missing, hidden from its root, unused, or a rule of it conflicts with the root's match
 )
 
 // Diagnostic is a finding about the input. Diagnostics are data: the

@@ -171,17 +171,18 @@ func (t *translator) vsRoutes(vs *vsInfo, port uint32, cl *Class) (routes []ir.R
 	// holds for every client, which makes later rules truly unreachable.
 	catchAll, universal := false, false
 	for i, h := range spec.Http {
-		path := ir.Path("spec.http").Index(i)
+		// src is where the rule is written: vs, or a delegate (delegate.go).
+		src, path, bad := vs.rule(i)
 		if catchAll {
 			if universal {
-				t.diags.Warnf(ir.CodeUnreachable, vs.ref, string(path), "this rule can never match: an earlier rule matches every request")
+				t.diags.Warnf(ir.CodeUnreachable, src.ref, string(path), "this rule can never match: an earlier rule matches every request")
 			}
 			continue
 		}
 		if len(h.Match) == 0 {
 			applies, catchAll, universal = true, true, true
-			if !vs.badHTTP[i] {
-				if r, ok := t.httpRoute(vs, path, h, nil, port, cl); ok {
+			if !bad {
+				if r, ok := t.httpRoute(src, path, h, nil, port, cl); ok {
 					routes = append(routes, r)
 				}
 			}
@@ -192,13 +193,13 @@ func (t *translator) vsRoutes(vs *vsInfo, port uint32, cl *Class) (routes []ir.R
 				continue
 			}
 			if !cl.httpMatch(mt) {
-				t.sourceSelectorNote(vs, path.Field("match").Index(j), mt.Gateways, mt.SourceLabels, mt.SourceNamespace)
+				t.sourceSelectorNote(src, path.Field("match").Index(j), mt.Gateways, mt.SourceLabels, mt.SourceNamespace)
 				continue
 			}
 			applies = true
 			m := translateMatch(mt)
-			if !vs.badHTTP[i] {
-				if r, ok := t.httpRoute(vs, path, h, mt, port, cl); ok {
+			if !bad {
+				if r, ok := t.httpRoute(src, path, h, mt, port, cl); ok {
 					routes = append(routes, r)
 				}
 			}

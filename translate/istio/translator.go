@@ -82,6 +82,8 @@ type translator struct {
 	// in) and that can see another DestinationRule than the default class
 	// (routingNamespaces): the only ones cluster variants are built for.
 	classNamespaces []string
+	// delegates are the VirtualServices without hosts, by "namespace/name".
+	delegates map[string]*delegateInfo
 
 	// endpoints are each Service's ready backends, and epDiags the
 	// diagnostics about them. They are kept apart from the rest so that an

@@ -54,8 +54,7 @@ func (t *translator) validateVirtualService(obj *networkingv1.VirtualService) *v
 	v := vsValidator{t, ref, new(bool)}
 	spec := &obj.Spec
 	if len(spec.Hosts) == 0 {
-		t.diags.Warnf(ir.CodeUnsupportedField, ref, "spec.hosts",
-			"a VirtualService without hosts is a delegate; delegation is not supported yet, so it is ignored")
+		t.indexDelegate(obj) // delegate.go
 		return nil
 	}
 	if len(spec.Gateways) > 0 && !slices.Contains(spec.Gateways, meshGateway) {
@@ -124,8 +123,7 @@ func (v vsValidator) httpRoute(path ir.Path, h *networking.HTTPRoute) bool {
 		ok = false
 	}
 	if h.Delegate != nil {
-		v.unsupported(path.Field("delegate"), "delegate is not supported yet; the rule is left out")
-		return false
+		return v.rootRoute(path, h) // delegate.go
 	}
 	actions := 0
 	for _, set := range []bool{len(h.Route) > 0, h.Redirect != nil, h.DirectResponse != nil} {

@@ -21,6 +21,9 @@ type vsInfo struct {
 	badTCP  map[int]bool
 	// exportTo is the resolved exportTo (or the mesh default).
 	exportTo exportSet
+	// rules, when delegation replaced rules of a root, say where each rule
+	// of obj.Spec.Http came from (delegate.go); nil otherwise.
+	rules []httpRule
 }
 
 // indexVirtualServices validates the VirtualServices that apply to the mesh
@@ -51,6 +54,9 @@ func (t *translator) indexVirtualServices() {
 			}
 		}
 	}
+	// Roots' delegating rules are replaced by their delegates' before any
+	// client's view (vsFor) reads them.
+	t.mergeDelegates()
 }
 
 // vsFor assigns each Service at most one VirtualService for the clients of
