@@ -55,6 +55,7 @@ type controllerOptions struct {
 	rootNamespace     string
 	istioMTLS         bool
 	trustDomain       string
+	outboundPolicy    string
 	log               clibase.LogFlags
 	profiling         bool
 	shutdownGrace     time.Duration
@@ -125,6 +126,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.StringVar(&o.rootNamespace, "root-namespace", "istio-system", "Istio's root namespace: its DestinationRules apply to every namespace")
 	f.BoolVar(&o.istioMTLS, "istio-mtls", false, "speak Istio mTLS to pods with a sidecar, with each client pod's own certificate (auto-mTLS, DestinationRule ISTIO_MUTUAL and credentialName); the node Envoys must get their certificates from the agent's SDS server (cluster sds-grpc)")
 	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "Istio's trust domain: the SPIFFE IDs of clients and destinations (with --istio-mtls)")
+	f.StringVar(&o.outboundPolicy, "outbound-traffic-policy", string(istio.AllowAny), "mesh config outboundTrafficPolicy.mode: ALLOW_ANY passes traffic to unknown destinations through, REGISTRY_ONLY blocks it (only Services and ServiceEntries are reachable)")
 	o.log.Add(cmd, "info", "json")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/, authenticated like /debug/)")
@@ -151,6 +153,10 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	if err != nil {
 		return err
 	}
+	policy, err := istio.ParseOutboundTrafficPolicy(o.outboundPolicy)
+	if err != nil {
+		return UsageError("--outbound-traffic-policy: %v", err)
+	}
 	if limit := setMemoryLimit("/"); limit > 0 {
 		log.Info("Go soft memory limit set from the container's", "limit-bytes", limit)
 	}
@@ -173,7 +179,8 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	cache := xds.NewCache(log, metrics)
 	ctl := watch.New(kube, ic, cache, watch.Options{
 		Debounce: o.debounce, MaxDebounce: o.maxDebounce, Logger: log, Metrics: metrics,
-		Istio: istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain},
+		Istio: istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain,
+			OutboundTrafficPolicy: policy},
 	})
 
 	xdsListener, err := net.Listen("tcp", o.xdsAddress)

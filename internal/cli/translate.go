@@ -17,6 +17,7 @@ type translateOptions struct {
 	namespace     string
 	clusterDomain string
 	rootNamespace string
+	outbound      string
 	node          string
 }
 
@@ -71,6 +72,7 @@ still printed), 2 for wrong flags or unreadable paths.`,
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for resources that do not set one")
 	f.StringVar(&o.clusterDomain, "cluster-domain", ir.DefaultClusterDomain, "Kubernetes cluster domain used in service FQDNs")
 	f.StringVar(&o.rootNamespace, "istio-root-namespace", "istio-system", "Istio's config root namespace (its DestinationRules apply mesh-wide)")
+	f.StringVar(&o.outbound, "outbound-traffic-policy", string(istio.AllowAny), "mesh config outboundTrafficPolicy.mode: ALLOW_ANY or REGISTRY_ONLY (unknown destinations blocked)")
 	f.StringVar(&o.node, "node", "", "translate for this node: add a source class per group of its client pods (Pods with spec.nodeName in opted-in namespaces)")
 	return cmd
 }
@@ -87,12 +89,16 @@ func (o *translateOptions) run(streams IO) error {
 	if o.ir && o.output == "summary" {
 		o.output = "yaml"
 	}
+	policy, err := istio.ParseOutboundTrafficPolicy(o.outbound)
+	if err != nil {
+		return UsageError("--outbound-traffic-policy: %v", err)
+	}
 	bag, decodeDiags, err := translate.Load(o.files, streams.In, o.namespace)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	res := translate.Translate(bag, decodeDiags, translate.Options{Node: o.node, Istio: istio.Options{
-		ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace,
+		ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, OutboundTrafficPolicy: policy,
 	}})
 	switch o.output {
 	case "summary":

@@ -104,7 +104,8 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	}
 	t := &translator{opts: opts.withDefaults(), bag: bag, drMemo: map[drKey]*mergedDR{}}
 	t.indexServices()
-	t.indexExternalHosts()
+	t.indexServiceEntries()
+	t.reportIgnoredKinds()
 	t.indexEndpoints()
 	t.indexDestinationRules()
 	t.indexVirtualServices()

@@ -23,6 +23,9 @@ type service struct {
 	ports    []servicePort
 	obj      *corev1.Service
 	ref_     *ir.ServiceRef
+	// entry is the ServiceEntry that declares this host; nil for a
+	// Kubernetes Service.
+	entry *entryInfo
 }
 
 type servicePort struct {
