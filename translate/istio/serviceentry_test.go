@@ -84,6 +84,14 @@ func TestWildcardEntryMostSpecific(t *testing.T) {
 			host: "v1.api.example.com",
 			want: "ServiceEntry default/narrow",
 		},
+		"longer suffix wins, whatever the names sort as": {
+			entries: []*networkingv1.ServiceEntry{
+				serviceEntry("a", time.Hour, httpEntry("*.example.com")),
+				serviceEntry("z", time.Minute, httpEntry("*.zz.example.com")),
+			},
+			host: "v1.zz.example.com",
+			want: "ServiceEntry default/z",
+		},
 		"same pattern: the older entry": {
 			entries: []*networkingv1.ServiceEntry{
 				serviceEntry("young", time.Minute, httpEntry("*.example.com")),
