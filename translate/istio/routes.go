@@ -262,13 +262,14 @@ func decorator(r *ir.Route, vsName string, port uint32) string {
 
 // entryDomains are the Host values of a ServiceEntry host (Istio's
 // generateVirtualHostDomains for an External-registry service): the host
-// and its addresses that are IPs, with and without the port. A host of
+// (also with a trailing dot, as the pinned istiod emits it) and its
+// addresses that are IPs, with and without the port. A host of
 // the cluster domain (name.namespace.svc.<domain>) also answers to
 // name.namespace.svc and name.namespace, as GenerateAltVirtualHosts makes
 // them for a client of the same domain; the bare name is left out, since
 // which namespace it means depends on the client.
 func (t *translator) entryDomains(s *service, p string) []string {
-	names := []string{s.fqdn}
+	names := []string{s.fqdn, s.fqdn + "."} // istiod also emits the absolute name
 	if rest, ok := strings.CutSuffix(s.fqdn, ".svc."+t.opts.ClusterDomain); ok && !isWildcard(s.fqdn) && strings.Count(rest, ".") == 1 {
 		names = append(names, rest+".svc", rest)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +22,7 @@ var seEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func serviceEntry(name string, age time.Duration, spec *networking.ServiceEntry) *networkingv1.ServiceEntry {
 	se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", CreationTimestamp: metav1.NewTime(seEpoch.Add(-age))}}
-	se.Spec = *spec //nolint:govet // copying the generated message is what the decoder does too
+	proto.Merge(&se.Spec, spec)
 	return se
 }
 
