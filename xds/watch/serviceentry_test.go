@@ -262,3 +262,83 @@ func vhosts(m proto.Message, suffix string) map[string][]string {
 	}
 	return out
 }
+
+// TestServiceEntryWorkloadSelectorReadiness: a Pod a ServiceEntry selects
+// becomes its endpoint when it turns ready, and stops being one when it
+// turns unready. Only readiness changes, which the controller otherwise
+// handles as an endpoint-only update of the Services selecting the Pod;
+// the entry is no Service, so without a full translation its endpoints
+// would stay stale.
+func TestServiceEntryWorkloadSelectorReadiness(t *testing.T) {
+	env := kubetest.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := env.InstallIstioCRDs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t, "sesel", nil)
+	host := "legacy." + ns + ".internal"
+	se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Namespace: ns}}
+	proto.Merge(&se.Spec, &networking.ServiceEntry{Hosts: []string{host}, Resolution: networking.ServiceEntry_STATIC,
+		Location: networking.ServiceEntry_MESH_INTERNAL, Addresses: []string{"240.0.0.10"},
+		Ports:            []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP", TargetPort: 8080}},
+		WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": "legacy"}}})
+	if _, err := env.Create(ctx, se); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "legacy-1", Namespace: ns, Labels: map[string]string{"app": "legacy"}},
+		Spec: corev1.PodSpec{NodeName: "nowhere", Containers: []corev1.Container{{Name: "app", Image: "example/legacy"}}}}
+	created, err := env.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setReady := func(status corev1.ConditionStatus) {
+		t.Helper()
+		p, err := env.Client.CoreV1().Pods(ns).Get(ctx, created.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.7.7", PodIPs: []corev1.PodIP{{IP: "10.244.7.7"}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}}
+		if _, err := env.Client.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setReady(corev1.ConditionFalse)
+	node := "node-" + ns
+	if _, err := env.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}) })
+	c := startController(t, env.Config, 20*time.Millisecond)
+	ads, err := xdstest.NewADSClient(ctx, c.addr, &corev3.Node{Id: node}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ads.Close()
+	cluster := "outbound|80||" + host
+	endpoints := func(want ...string) func(xdstest.States) bool {
+		return func(s xdstest.States) bool {
+			a := s[resourcev3.EndpointType].Resources[cluster]
+			if a == nil {
+				return false
+			}
+			la := &endpointv3.ClusterLoadAssignment{}
+			if err := a.UnmarshalTo(la); err != nil {
+				return false
+			}
+			return slices.Equal(endpointsOf(la), want)
+		}
+	}
+	if err := ads.Wait(ctx, endpoints()); err != nil {
+		t.Fatalf("no empty assignment of %s while the Pod is unready: %v", cluster, err)
+	}
+	setReady(corev1.ConditionTrue)
+	if err := ads.Wait(ctx, endpoints("10.244.7.7:8080*1")); err != nil {
+		t.Fatalf("the ready Pod is not an endpoint of %s: %v", cluster, err)
+	}
+	setReady(corev1.ConditionFalse)
+	if err := ads.Wait(ctx, endpoints()); err != nil {
+		t.Fatalf("the unready Pod is still an endpoint of %s: %v", cluster, err)
+	}
+}
