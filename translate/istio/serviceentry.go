@@ -98,7 +98,13 @@ func (t *translator) indexServiceEntries() {
 			}
 		}
 	}
-	slices.SortFunc(t.serviceList, func(a, b *service) int { return cmp.Compare(a.fqdn, b.fqdn) })
+	// Kubernetes Services first: where an entry's address or domain is also
+	// a Service's (its ClusterIP), the Service keeps it and the entry is the
+	// conflict reported — an entry must not take another namespace's
+	// Service traffic by naming its address.
+	slices.SortFunc(t.serviceList, func(a, b *service) int {
+		return cmp.Or(cmp.Compare(boolInt(a.entry != nil), boolInt(b.entry != nil)), cmp.Compare(a.fqdn, b.fqdn))
+	})
 	// Most specific first (Istio's host.MoreSpecific: the longer pattern);
 	// patterns are unique, so the order is total.
 	slices.SortStableFunc(t.wildcardEntries, func(a, b *service) int {
@@ -336,4 +342,11 @@ func (t *translator) externalHost(host string) (*service, bool) {
 		}
 	}
 	return nil, false
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

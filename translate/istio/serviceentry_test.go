@@ -294,3 +294,34 @@ func TestEntryValidation(t *testing.T) {
 		})
 	}
 }
+
+// An entry naming a Service's ClusterIP and port must not take that
+// Service's traffic: the Service keeps its address chain and its Host
+// domains, whatever the names sort as, and the entry is the conflict.
+func TestEntryCannotTakeServiceAddress(t *testing.T) {
+	spec := &networking.ServiceEntry{Hosts: []string{"a.example"}, Addresses: []string{"10.96.0.1"}, Resolution: networking.ServiceEntry_NONE,
+		Ports: []*networking.ServicePort{{Number: 5432, Name: "tcp", Protocol: "TCP"}, {Number: 80, Name: "http", Protocol: "HTTP"}}}
+	svc := k8sService("payments", "10.96.0.1", 5432)
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "http", Port: 80})
+	svc.Spec.Ports[0].Name = "tcp"
+	m, diags := Translate(&input.Bag{ServiceEntries: []*networkingv1.ServiceEntry{serviceEntry("grab", 0, spec)}, Services: []*corev1.Service{svc}}, Options{})
+	var chain *ir.FilterChain
+	for i, fc := range m.Listeners[0].FilterChains {
+		if fc.Match.DestinationPort == 5432 && slices.Contains(fc.Match.DestinationPrefixes, "10.96.0.1/32") {
+			chain = &m.Listeners[0].FilterChains[i]
+		}
+	}
+	if chain == nil || chain.TCP.Destinations[0].Cluster != "outbound|5432||payments.default.svc.cluster.local" {
+		t.Errorf("chain of 10.96.0.1:5432: %+v, want the Service's", chain)
+	}
+	for _, rc := range m.RouteConfigs {
+		for _, vh := range rc.VirtualHosts {
+			if slices.Contains(vh.Domains, "10.96.0.1") && vh.Name != "payments.default.svc.cluster.local:80" {
+				t.Errorf("virtual host %s answers the Service's address", vh.Name)
+			}
+		}
+	}
+	if msgs := diagsAt(diags, ir.ResourceRef{Kind: "ServiceEntry", Namespace: "default", Name: "grab"}, "spec.ports[0]"); len(msgs) == 0 {
+		t.Error("no conflict reported on the entry")
+	}
+}

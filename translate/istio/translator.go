@@ -83,7 +83,7 @@ type translator struct {
 	diags ir.Diagnostics
 
 	services    map[string]*service // by FQDN
-	serviceList []*service          // sorted by FQDN
+	serviceList []*service          // Kubernetes Services, then ServiceEntry hosts, each sorted by FQDN
 	// wildcardEntries are the services of wildcard ServiceEntry hosts,
 	// most specific first (externalHost).
 	wildcardEntries []*service
