@@ -169,6 +169,13 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 				"resolution DNS_ROUND_ROBIN uses one endpoint; %s of cluster %s is used, %d others are not", c.LoadAssignment[0].Address, c.Name, len(c.LoadAssignment)-1)
 			c.LoadAssignment = c.LoadAssignment[:1]
 		}
+		if c.Discovery == ir.DiscoveryLogicalDNS && len(c.LoadAssignment) == 0 {
+			// Envoy rejects a LOGICAL_DNS cluster without its one endpoint
+			// (the whole CDS update with it); istiod leaves such a cluster
+			// out. An empty STRICT_DNS cluster fails its requests the same
+			// way (503) without taking the other clusters down.
+			c.Discovery = ir.DiscoveryStrictDNS
+		}
 	}
 	m.Clusters = append(m.Clusters, c)
 	if c.Discovery != ir.DiscoveryEDS {

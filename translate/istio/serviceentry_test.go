@@ -325,3 +325,17 @@ func TestEntryCannotTakeServiceAddress(t *testing.T) {
 		t.Error("no conflict reported on the entry")
 	}
 }
+
+// DNS_ROUND_ROBIN whose workloadSelector selects no ready Pod: Envoy
+// rejects a LOGICAL_DNS cluster without an endpoint (and the CDS update
+// with it), so the cluster is an empty STRICT_DNS one.
+func TestLogicalDNSWithoutEndpoints(t *testing.T) {
+	spec := &networking.ServiceEntry{Hosts: []string{"a.example"}, Resolution: networking.ServiceEntry_DNS_ROUND_ROBIN,
+		Ports:            []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+		WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": "none"}}}
+	m, _ := Translate(&input.Bag{ServiceEntries: []*networkingv1.ServiceEntry{serviceEntry("e", 0, spec)}}, Options{})
+	c := clusterNamed(m, "outbound|80||a.example")
+	if c == nil || c.Discovery != ir.DiscoveryStrictDNS || len(c.LoadAssignment) != 0 {
+		t.Errorf("cluster %+v, want an empty STRICT_DNS cluster", c)
+	}
+}
