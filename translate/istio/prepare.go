@@ -146,6 +146,9 @@ func (t *translator) routingNamespaces() map[string]bool {
 	out := map[string]bool{}
 	byName := map[string]string{} // short name → first namespace seen
 	for _, s := range t.serviceList {
+		if s.entry != nil {
+			continue // an entry's host has no short name
+		}
 		if first, ok := byName[s.name]; !ok {
 			byName[s.name] = s.namespace
 		} else if first != s.namespace {

@@ -46,7 +46,9 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 		svcs := byPort[port]
 		shortNames := map[string]int{}
 		for _, s := range svcs {
-			shortNames[s.name]++
+			if s.entry == nil { // an entry's name is its host: no short name
+				shortNames[s.name]++
+			}
 		}
 		rc := ir.RouteConfig{Name: ir.RouteConfigName(port)}
 		seen := map[string]string{} // domain → virtual host

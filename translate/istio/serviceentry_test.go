@@ -339,3 +339,13 @@ func TestLogicalDNSWithoutEndpoints(t *testing.T) {
 		t.Errorf("cluster %+v, want an empty STRICT_DNS cluster", c)
 	}
 }
+
+// An entry's name is its host: a dotless host does not count as a second
+// Service of that short name, so the Service keeps its short domain.
+func TestEntryHostIsNoShortName(t *testing.T) {
+	m, _ := Translate(&input.Bag{ServiceEntries: []*networkingv1.ServiceEntry{serviceEntry("e", 0, httpEntry("web"))},
+		Services: []*corev1.Service{k8sService("web", "10.96.0.1", 80)}}, Options{})
+	if d := domainsOf(m.RouteConfigs, "80", "web.default.svc.cluster.local:80"); !slices.Contains(d, "web") {
+		t.Errorf("Service web's domains %v lack its short name", d)
+	}
+}
