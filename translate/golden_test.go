@@ -11,6 +11,7 @@ import (
 
 	"github.com/nodemesh/nodemesh/internal/golden"
 	"github.com/nodemesh/nodemesh/translate/envoy"
+	"github.com/nodemesh/nodemesh/translate/istio"
 )
 
 // goldenCase is testdata/<area>/<case>: its input is <case>.in.yaml, or the
@@ -128,8 +129,27 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// goldenOptions are a case's options: the "registry-only" area is
+// translated with outboundTrafficPolicy REGISTRY_ONLY.
+func goldenOptions(area, node string) Options {
+	opts := Options{Node: node}
+	if area == "registry-only" {
+		opts.Istio.OutboundTrafficPolicy = istio.RegistryOnly
+	}
+	return opts
+}
+
+func translateCase(t testing.TB, c goldenCase, node string) *Result {
+	t.Helper()
+	bag, diags, err := Load(c.inputs, nil, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Translate(bag, diags, goldenOptions(c.area, node))
+}
+
 func checkGolden(t *testing.T, c goldenCase, node, name string) {
-	res := translateNode(t, c.inputs, node)
+	res := translateCase(t, c, node)
 	irOut, xdsOut := render(t, res, true), render(t, res, false)
 	dir := filepath.Join("testdata", c.area)
 	golden.Check(t, filepath.Join(dir, name+".ir.yaml"), irOut)
@@ -148,7 +168,7 @@ func checkGolden(t *testing.T, c goldenCase, node, name string) {
 		t.Errorf("emitted xDS does not validate: %v", problems)
 	}
 	// Identical runs give identical bytes.
-	again := translateNode(t, c.inputs, node)
+	again := translateCase(t, c, node)
 	if !bytes.Equal(render(t, again, false), xdsOut) || !bytes.Equal(render(t, again, true), irOut) {
 		t.Errorf("translation is not deterministic")
 	}

@@ -131,19 +131,19 @@ spec:
 
 // TestNoServableRuleIsAnError: a VirtualService Istio accepts whose rules
 // for a port are all left out by warnings only (here: its destination is a
-// ServiceEntry host, not translated yet) leaves the host without a route on
+// Service not exported to the client — the default class) leaves the host without a route on
 // that port — every request refused. nodemesh keeps refusing (it never
 // routes where the VirtualService does not say) but that is an error now,
 // not a warning that is easy to miss.
 func TestNoServableRuleIsAnError(t *testing.T) {
 	bag, diags := LoadBytes("vs.yaml", []byte(vsRejectBase+`
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ext, namespace: default}
+apiVersion: v1
+kind: Service
+metadata: {name: private, namespace: default, annotations: {networking.istio.io/exportTo: "."}}
 spec:
-  hosts: [ext.example.com]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: DNS
+  clusterIP: 10.96.0.12
+  selector: {app: private}
+  ports: [{name: http, port: 8080}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -151,7 +151,7 @@ metadata: {name: api, namespace: default}
 spec:
   hosts: [api]
   http:
-  - route: [{destination: {host: ext.example.com}}]
+  - route: [{destination: {host: private}}]
 `), "default")
 	if diags.HasErrors() {
 		t.Fatalf("load: %v", diags)

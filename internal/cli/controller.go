@@ -57,6 +57,7 @@ type controllerOptions struct {
 	istioMTLS         bool
 	trustDomain       string
 	tdAliases         []string
+	outboundPolicy    string
 	log               clibase.LogFlags
 	profiling         bool
 	shutdownGrace     time.Duration
@@ -129,6 +130,7 @@ limit of 90% of it, unless GOMEMLIMIT is set.`,
 	f.BoolVar(&o.istioMTLS, "istio-mtls", false, "speak Istio mTLS to pods with a sidecar, with each client pod's own certificate (auto-mTLS, DestinationRule ISTIO_MUTUAL and credentialName); the node Envoys must get their certificates from the agent's SDS server (cluster sds-grpc)")
 	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "Istio's trust domain (meshConfig.trustDomain): the principals of AuthorizationPolicies, and the SPIFFE IDs of clients and destinations (with --istio-mtls)")
 	f.StringSliceVar(&o.tdAliases, "trust-domain-alias", nil, "trust domains the mesh also answers to (meshConfig.trustDomainAliases): AuthorizationPolicy principals in them match too; repeatable")
+	f.StringVar(&o.outboundPolicy, "outbound-traffic-policy", string(istio.AllowAny), "mesh config outboundTrafficPolicy.mode: ALLOW_ANY passes traffic to unknown destinations through, REGISTRY_ONLY blocks it (only Services and ServiceEntries are reachable)")
 	o.log.Add(cmd, "info", "json")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open xDS streams get to close")
 	f.BoolVar(&o.profiling, "profiling", false, "serve Go's runtime profiles on the monitoring port (/debug/pprof/, authenticated like /debug/)")
@@ -155,7 +157,12 @@ func runController(ctx context.Context, o *controllerOptions, streams IO) error 
 	if err != nil {
 		return err
 	}
-	istioOpts := istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain}
+	policy, err := istio.ParseOutboundTrafficPolicy(o.outboundPolicy)
+	if err != nil {
+		return UsageError("--outbound-traffic-policy: %v", err)
+	}
+	istioOpts := istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, IstioMTLS: o.istioMTLS, TrustDomain: o.trustDomain,
+		OutboundTrafficPolicy: policy}
 	if err := o.exportTo.apply(&istioOpts); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ type translateOptions struct {
 	clusterDomain string
 	rootNamespace string
 	exportTo      meshExportTo
+	outbound      string
 	node          string
 }
 
@@ -73,6 +74,7 @@ still printed), 2 for wrong flags or unreadable paths.`,
 	f.StringVar(&o.clusterDomain, "cluster-domain", ir.DefaultClusterDomain, "Kubernetes cluster domain used in service FQDNs")
 	f.StringVar(&o.rootNamespace, "istio-root-namespace", "istio-system", "Istio's config root namespace (its DestinationRules apply mesh-wide)")
 	o.exportTo.add(f)
+	f.StringVar(&o.outbound, "outbound-traffic-policy", string(istio.AllowAny), "mesh config outboundTrafficPolicy.mode: ALLOW_ANY or REGISTRY_ONLY (unknown destinations blocked)")
 	f.StringVar(&o.node, "node", "", "translate for this node: add a source class per group of its client pods (Pods with spec.nodeName in opted-in namespaces)")
 	return cmd
 }
@@ -89,11 +91,15 @@ func (o *translateOptions) run(streams IO) error {
 	if o.ir && o.output == "summary" {
 		o.output = "yaml"
 	}
+	policy, err := istio.ParseOutboundTrafficPolicy(o.outbound)
+	if err != nil {
+		return UsageError("--outbound-traffic-policy: %v", err)
+	}
 	bag, decodeDiags, err := translate.Load(o.files, streams.In, o.namespace)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	istioOpts := istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace}
+	istioOpts := istio.Options{ClusterDomain: o.clusterDomain, RootNamespace: o.rootNamespace, OutboundTrafficPolicy: policy}
 	if err := o.exportTo.apply(&istioOpts); err != nil {
 		return err
 	}

@@ -66,6 +66,10 @@ type Istiod struct {
 	// CAAddress is the CA's gRPC address (istiod's 15012), ServerName the
 	// name its certificate carries (istiod.istio-system.svc).
 	CAAddress, ServerName string
+	// XDSAddress is istiod's plaintext xDS address (its 15010), which
+	// serves proxies without authentication: parity tests ask it what it
+	// emits for a sidecar.
+	XDSAddress string
 	// Roots is the mesh's root, read from the istio-ca-root-cert ConfigMap
 	// istiod publishes; RootPEM the same, PEM.
 	Roots   *x509.CertPool
@@ -166,5 +170,5 @@ func (e *Env) StartIstiod(t testing.TB, o IstiodOptions) *Istiod {
 	if !pool.AppendCertsFromPEM(root) {
 		t.Fatal("istio-ca-root-cert holds no certificate")
 	}
-	return &Istiod{CAAddress: addr(1), ServerName: "istiod." + IstiodNamespace + ".svc", Roots: pool, RootPEM: root}
+	return &Istiod{CAAddress: addr(1), XDSAddress: addr(0), ServerName: "istiod." + IstiodNamespace + ".svc", Roots: pool, RootPEM: root}
 }

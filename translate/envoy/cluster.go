@@ -31,6 +31,8 @@ var discoveryTypes = map[ir.Discovery]clusterv3.Cluster_DiscoveryType{
 	ir.DiscoveryEDS:         clusterv3.Cluster_EDS,
 	ir.DiscoveryOriginalDst: clusterv3.Cluster_ORIGINAL_DST,
 	ir.DiscoveryStatic:      clusterv3.Cluster_STATIC,
+	ir.DiscoveryStrictDNS:   clusterv3.Cluster_STRICT_DNS,
+	ir.DiscoveryLogicalDNS:  clusterv3.Cluster_LOGICAL_DNS,
 }
 
 // buildCluster converts an IR cluster; services holds the shared metadata
@@ -44,8 +46,22 @@ func buildCluster(c *ir.Cluster, services map[*ir.ServiceRef]*structpb.Value) (*
 		LbPolicy:             lbPolicies[c.LoadBalancer.Policy],
 		CircuitBreakers:      circuitBreakers(c.CircuitBreaker),
 	}
-	if c.Discovery == ir.DiscoveryEDS {
+	switch {
+	case c.Discovery == ir.DiscoveryEDS:
 		out.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource(), ServiceName: c.Name}
+	case c.Discovery.IsDNS():
+		// Istio's buildCluster (cluster_builder.go) for STRICT_DNS and
+		// LOGICAL_DNS: IPv4 lookups (SelectDNSLookupFamily for an IPv4
+		// proxy), the records' TTL, and the endpoints in the cluster.
+		out.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+		out.RespectDnsTtl = true //nolint:staticcheck // what Istio sets; the replacement is not in every Envoy yet
+		out.LoadAssignment = buildEndpoints(&ir.ClusterEndpoints{Cluster: c.Name, Endpoints: c.LoadAssignment}, sharedEndpoints(&ir.Model{
+			Endpoints: []ir.ClusterEndpoints{{Cluster: c.Name, Endpoints: c.LoadAssignment}},
+		}))
+	case c.Discovery == ir.DiscoveryOriginalDst && c.OriginalDstPort != 0:
+		out.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{
+			UpstreamPortOverride: wrapperspb.UInt32(c.OriginalDstPort),
+		}}
 	}
 	if c.HealthyPanicThreshold != nil {
 		out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: *c.HealthyPanicThreshold}}
@@ -276,6 +292,7 @@ func fileSource(path string) *corev3.DataSource {
 type endpointKey struct {
 	address string
 	port    uint32
+	weight  uint32
 }
 
 // sharedEndpoints builds one LbEndpoint per distinct address: the clusters
@@ -288,7 +305,7 @@ func sharedEndpoints(m *ir.Model) map[endpointKey]*endpointv3.LbEndpoint {
 	for i := range m.Endpoints {
 		for j := range m.Endpoints[i].Endpoints {
 			e := &m.Endpoints[i].Endpoints[j]
-			k := endpointKey{e.Address, e.Port}
+			k := endpointKey{e.Address, e.Port, e.Weight}
 			if _, ok := out[k]; !ok {
 				out[k] = nil
 				todo = append(todo, e)
@@ -314,7 +331,10 @@ func sharedEndpoints(m *ir.Model) map[endpointKey]*endpointv3.LbEndpoint {
 		eps[i].Address = &addrs[i]
 		hosts[i].Endpoint = &eps[i]
 		lbs[i].HostIdentifier = &hosts[i]
-		out[endpointKey{e.Address, e.Port}] = &lbs[i]
+		if e.Weight > 0 {
+			lbs[i].LoadBalancingWeight = wrapperspb.UInt32(e.Weight)
+		}
+		out[endpointKey{e.Address, e.Port, e.Weight}] = &lbs[i]
 	}
 	return out
 }
@@ -341,10 +361,16 @@ func buildEndpoints(ce *ir.ClusterEndpoints, shared map[endpointKey]*endpointv3.
 			}
 			out.Endpoints = append(out.Endpoints, loc)
 		}
-		loc.LbEndpoints = append(loc.LbEndpoints, shared[endpointKey{e.Address, e.Port}])
+		loc.LbEndpoints = append(loc.LbEndpoints, shared[endpointKey{e.Address, e.Port, e.Weight}])
 	}
 	for _, loc := range out.Endpoints {
-		loc.LoadBalancingWeight = wrapperspb.UInt32(uint32(len(loc.LbEndpoints)))
+		// The sum of the endpoints' weights (1 when unset), as Istio's
+		// endpoint builder weighs a locality.
+		var w uint32
+		for _, lb := range loc.LbEndpoints {
+			w += max(1, lb.GetLoadBalancingWeight().GetValue())
+		}
+		loc.LoadBalancingWeight = wrapperspb.UInt32(w)
 	}
 	slices.SortFunc(out.Endpoints, func(a, b *endpointv3.LocalityLbEndpoints) int {
 		return cmp.Compare(a.GetLocality().GetZone(), b.GetLocality().GetZone())

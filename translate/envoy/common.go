@@ -23,6 +23,7 @@ const (
 	filterOriginalDst   = "envoy.filters.listener.original_dst"
 	filterOriginalSrc   = "envoy.filters.listener.original_src"
 	filterHTTPInspector = "envoy.filters.listener.http_inspector"
+	filterTLSInspector  = "envoy.filters.listener.tls_inspector"
 	filterFault         = "envoy.filters.http.fault"
 	filterCORS          = "envoy.filters.http.cors"
 	filterRouter        = "envoy.filters.http.router"

@@ -59,7 +59,7 @@ func grpcRouteConfig(in *routev3.RouteConfiguration) *routev3.RouteConfiguration
 	rc := proto.Clone(in).(*routev3.RouteConfiguration)
 	var vhosts []*routev3.VirtualHost
 	for _, vh := range rc.VirtualHosts {
-		if vh.GetName() == ir.AllowAnyVirtualHost {
+		if vh.GetName() == ir.AllowAnyVirtualHost || vh.GetName() == ir.BlockAllVirtualHost {
 			continue
 		}
 		for _, r := range vh.Routes {

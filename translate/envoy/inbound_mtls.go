@@ -39,9 +39,8 @@ type InboundMTLS struct {
 }
 
 const (
-	filterTLSInspector = "envoy.filters.listener.tls_inspector"
-	transportTLS       = "tls"
-	transportRaw       = "raw_buffer"
+	transportTLS = "tls"
+	transportRaw = "raw_buffer"
 )
 
 // istioInboundALPN are the ALPN values of an Istio client's mTLS that the

@@ -12,6 +12,7 @@ import (
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	originalsrcv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_src/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -63,10 +64,26 @@ func buildListener(l ir.Listener) (*listenerv3.Listener, error) {
 			Name: filterHTTPInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: a},
 			// Only inspect ports that have HTTP chains, so that server-first
 			// TCP protocols elsewhere are never held up waiting for bytes.
-			FilterDisabled: notHTTPPorts(l.FilterChains),
+			FilterDisabled: notPortsOf(l.FilterChains, func(fc ir.FilterChain) bool { return fc.HTTP != nil }),
 		})
 		// Wait for the client's first bytes as Istio does (no timeout), and
 		// fall back to the remaining chains if inspection gives up.
+		out.ListenerFiltersTimeout = durationpb.New(0)
+		out.ContinueOnListenerFiltersTimeout = true
+	}
+	if tlsPorts := notPortsOf(l.FilterChains, func(fc ir.FilterChain) bool { return len(fc.Match.ServerNames) > 0 }); tlsPorts != nil {
+		// Chains that match a ServiceEntry host by SNI need the TLS
+		// inspector (Istio adds it for the same chains). Like the HTTP
+		// inspector it is only enabled on those ports: it waits for the
+		// client's first bytes, which a server-first protocol never sends.
+		a, err := toAny(&tlsinspectorv3.TlsInspector{})
+		if err != nil {
+			return nil, err
+		}
+		out.ListenerFilters = append(out.ListenerFilters, &listenerv3.ListenerFilter{
+			Name: filterTLSInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: a},
+			FilterDisabled: tlsPorts,
+		})
 		out.ListenerFiltersTimeout = durationpb.New(0)
 		out.ContinueOnListenerFiltersTimeout = true
 	}
@@ -87,14 +104,14 @@ func buildListener(l ir.Listener) (*listenerv3.Listener, error) {
 	return out, nil
 }
 
-// notHTTPPorts is a predicate that is true for connections to ports without
-// an HTTP filter chain.
-func notHTTPPorts(chains []ir.FilterChain) *listenerv3.ListenerFilterChainMatchPredicate {
+// notPortsOf is a predicate that is true for connections to ports without a
+// filter chain of the kind want selects (nil when no chain is of that kind).
+func notPortsOf(chains []ir.FilterChain, want func(ir.FilterChain) bool) *listenerv3.ListenerFilterChainMatchPredicate {
 	var rules []*listenerv3.ListenerFilterChainMatchPredicate
 	seen := map[uint32]bool{}
 	for _, fc := range chains {
 		p := fc.Match.DestinationPort
-		if fc.HTTP == nil || p == 0 || seen[p] {
+		if !want(fc) || p == 0 || seen[p] {
 			continue
 		}
 		seen[p] = true
@@ -121,8 +138,11 @@ func notHTTPPorts(chains []ir.FilterChain) *listenerv3.ListenerFilterChainMatchP
 func buildFilterChain(fc ir.FilterChain) (*listenerv3.FilterChain, error) {
 	out := &listenerv3.FilterChain{Name: fc.Name}
 	m := fc.Match
-	if m.DestinationPort != 0 || len(m.DestinationPrefixes) > 0 || len(m.ApplicationProtocols) > 0 || len(m.SourcePrefixes) > 0 {
-		fcm := &listenerv3.FilterChainMatch{ApplicationProtocols: m.ApplicationProtocols}
+	if m.DestinationPort != 0 || len(m.DestinationPrefixes) > 0 || len(m.ApplicationProtocols) > 0 || len(m.SourcePrefixes) > 0 || len(m.ServerNames) > 0 {
+		fcm := &listenerv3.FilterChainMatch{ApplicationProtocols: m.ApplicationProtocols, ServerNames: m.ServerNames}
+		if len(m.ServerNames) > 0 {
+			fcm.TransportProtocol = "tls"
+		}
 		if m.DestinationPort != 0 {
 			fcm.DestinationPort = wrapperspb.UInt32(m.DestinationPort)
 		}

@@ -11,7 +11,17 @@ const (
 	DiscoveryOriginalDst Discovery = "ORIGINAL_DST"
 	// DiscoveryStatic: a fixed (possibly empty) endpoint list; BlackHoleCluster.
 	DiscoveryStatic Discovery = "STATIC"
+	// DiscoveryStrictDNS resolves every host of the cluster's own endpoint
+	// list and balances over all the addresses (ServiceEntry resolution
+	// DNS, Istio's STRICT_DNS).
+	DiscoveryStrictDNS Discovery = "STRICT_DNS"
+	// DiscoveryLogicalDNS connects to the first address the name resolves
+	// to (ServiceEntry resolution DNS_ROUND_ROBIN, Istio's LOGICAL_DNS).
+	DiscoveryLogicalDNS Discovery = "LOGICAL_DNS"
 )
+
+// IsDNS says whether the cluster resolves its endpoints' host names itself.
+func (d Discovery) IsDNS() bool { return d == DiscoveryStrictDNS || d == DiscoveryLogicalDNS }
 
 // LBPolicy is Envoy's load-balancing policy.
 type LBPolicy string
@@ -76,6 +86,14 @@ type Cluster struct {
 	Discovery Discovery   `json:"discovery"`
 	// Origin is the DestinationRule whose policy applies, if any.
 	Origin *ResourceRef `json:"origin,omitempty"`
+	// LoadAssignment are the endpoints of a DNS cluster, which Envoy
+	// resolves itself: host names or addresses, carried in the cluster as
+	// Istio does (DNS clusters have no EDS assignment).
+	LoadAssignment []Endpoint `json:"loadAssignment,omitempty"`
+	// OriginalDstPort is the port an ORIGINAL_DST cluster connects to
+	// instead of the dialled one (ServiceEntry resolution NONE with
+	// targetPort: Istio's upstream_port_override).
+	OriginalDstPort uint32 `json:"originalDstPort,omitempty"`
 
 	ConnectTimeout Duration     `json:"connectTimeout"`
 	LoadBalancer   LoadBalancer `json:"loadBalancer"`
@@ -234,6 +252,8 @@ type Endpoint struct {
 	Node string `json:"node,omitempty"`
 	// Pod is namespace/name when known.
 	Pod string `json:"pod,omitempty"`
+	// Weight is a ServiceEntry endpoint's load-balancing weight (0: unset).
+	Weight uint32 `json:"weight,omitempty"`
 	// IstioMTLS marks a pod with an Istio sidecar (label
 	// security.istio.io/tlsMode=istio and an istio-proxy container): its
 	// endpoint metadata says tlsMode istio, which auto-mTLS keys on. Only

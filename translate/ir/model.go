@@ -68,6 +68,9 @@ type FilterChainMatch struct {
 	// ApplicationProtocols set by HTTP detection, e.g. http/1.1, h2c.
 	ApplicationProtocols []string `json:"applicationProtocols,omitempty"`
 	SourcePrefixes       []string `json:"sourcePrefixes,omitempty"`
+	// ServerNames match the TLS SNI (a TLS inspector reads it): ServiceEntry
+	// hosts on TLS ports, as Istio's outbound listener matches them.
+	ServerNames []string `json:"serverNames,omitempty"`
 }
 
 // HTTPConnectionManager terminates HTTP and routes with a route configuration.

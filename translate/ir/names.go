@@ -29,6 +29,9 @@ const (
 	// AllowAnyVirtualHost catches hosts that no Service claims and sends them
 	// to PassthroughCluster (Istio's outboundTrafficPolicy ALLOW_ANY).
 	AllowAnyVirtualHost = "allow_any"
+	// BlockAllVirtualHost replaces it under outboundTrafficPolicy
+	// REGISTRY_ONLY: unknown hosts get a 502 (Istio's util.BlackHole).
+	BlockAllVirtualHost = "block_all"
 
 	// DefaultRouteName names the route generated for a Service without a
 	// VirtualService.

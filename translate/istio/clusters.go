@@ -117,7 +117,12 @@ func (t *translator) noEndpoints(s *service) {
 		return
 	}
 	d := t.epDiags[s]
-	if len(s.selector) > 0 {
+	if e := s.entry; e != nil {
+		if e.resolution == networking.ServiceEntry_NONE {
+			return // its clusters connect to the original destination
+		}
+		d.Infof(ir.CodeNoEndpoints, s.ref, "", "no endpoint for host %s (no spec.endpoints and no ready Pod matches spec.workloadSelector); its clusters are empty", s.fqdn)
+	} else if len(s.selector) > 0 {
 		d.Infof(ir.CodeNoEndpoints, s.ref, "", "no ready endpoint for %s in the input (no EndpointSlice and no running Pod with an IP matches the selector); its clusters are empty", s.name)
 	} else {
 		d.Infof(ir.CodeNoEndpoints, s.ref, "", "Service has no selector and the input has no EndpointSlice for it; its clusters are empty")
@@ -178,6 +183,18 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 		c.Discovery = ir.DiscoveryOriginalDst
 		c.LoadBalancer.Policy = ir.LBClusterProvided
 	}
+	if e := s.entry; e != nil {
+		c.Discovery = entryDiscovery(e.resolution)
+		if c.Discovery == ir.DiscoveryOriginalDst {
+			// resolution NONE: the client's own destination, on targetPort
+			// when set (Istio's PassthroughTargetPorts →
+			// upstream_port_override).
+			c.LoadBalancer.Policy = ir.LBClusterProvided
+			if tp := p.targetPort.IntVal; tp > 0 {
+				c.OriginalDstPort = uint32(tp)
+			}
+		}
+	}
 	var tp *networking.TrafficPolicy
 	if dr != nil {
 		// Istio points every cluster of a host at the merged rule's first
@@ -185,7 +202,9 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 		c.Origin = &dr.owner.ref
 		tp = dr.trafficPolicy(p.port, ss)
 		applyTrafficPolicy(&c, tp, p.protocol)
-		if s.headless && c.LoadBalancer.Policy != ir.LBClusterProvided {
+		// Istio's applyLoadBalancer: an ORIGINAL_DST cluster keeps
+		// CLUSTER_PROVIDED whatever the rule says.
+		if (s.headless || c.Discovery == ir.DiscoveryOriginalDst) && c.LoadBalancer.Policy != ir.LBClusterProvided {
 			c.LoadBalancer = ir.LoadBalancer{Policy: ir.LBClusterProvided}
 		}
 	}
@@ -199,6 +218,24 @@ func (t *translator) addCluster(m *ir.Model, s *service, p servicePort, ss *subs
 		}
 	} else if c.TLS != nil {
 		c.TLS.CredentialName = "" // not loaded without the SDS server (reported)
+	}
+	if c.Discovery.IsDNS() {
+		// DNS clusters carry their endpoints (host names Envoy resolves).
+		c.LoadAssignment = t.clusterEndpoints(s, c.Name, p.port, ss).Endpoints
+		if c.Discovery == ir.DiscoveryLogicalDNS && len(c.LoadAssignment) > 1 {
+			// LOGICAL_DNS takes exactly one endpoint (a workloadSelector
+			// can pick more): the first, by address.
+			t.diags.Warnf(ir.CodeChangedBehavior, s.ref, "spec.resolution",
+				"resolution DNS_ROUND_ROBIN uses one endpoint; %s of cluster %s is used, %d others are not", c.LoadAssignment[0].Address, c.Name, len(c.LoadAssignment)-1)
+			c.LoadAssignment = c.LoadAssignment[:1]
+		}
+		if c.Discovery == ir.DiscoveryLogicalDNS && len(c.LoadAssignment) == 0 {
+			// Envoy rejects a LOGICAL_DNS cluster without its one endpoint
+			// (the whole CDS update with it); istiod leaves such a cluster
+			// out. An empty STRICT_DNS cluster fails its requests the same
+			// way (503) without taking the other clusters down.
+			c.Discovery = ir.DiscoveryStrictDNS
+		}
 	}
 	m.Clusters = append(m.Clusters, c)
 	if c.Discovery != ir.DiscoveryEDS {

@@ -78,8 +78,10 @@ func (t *translator) resolveDestination(vs *vsInfo, field ir.Path, dst *networki
 	s := t.services[host]
 	if s == nil {
 		if se, ok := t.externalHost(host); ok {
+			// Istio names a cluster after the destination host, which no
+			// cluster of the wildcard entry has: its requests fail too.
 			t.diags.Warnf(ir.CodeUnsupportedField, vs.ref, string(field.Field("host")),
-				"%s is declared by %s, which is not translated yet; the rule is left out", host, se)
+				"%s is only covered by the wildcard host %q of %s; a destination must name the entry's host; the rule is left out", host, se.fqdn, se.ref)
 		} else {
 			t.diags.Errorf(ir.CodeHostNotFound, vs.ref, string(field.Field("host")), "no Service %s; the rule is left out", host)
 		}

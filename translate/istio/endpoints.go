@@ -25,6 +25,8 @@ type endpoint struct {
 	sidecar bool
 	// ports maps Service port numbers to the backend's ports.
 	ports portMap
+	// weight is a ServiceEntry endpoint's weight (0: unset).
+	weight uint32
 }
 
 // portMap maps Service ports to backend ports; Services have few ports, so a
@@ -99,7 +101,9 @@ func (t *translator) indexEndpoints() {
 func (t *translator) serviceEndpoints(s *service, ess []*discoveryv1.EndpointSlice, pods map[string]*input.Pod, index podIndex) ([]*endpoint, ir.Diagnostics) {
 	var eps []*endpoint
 	var diags ir.Diagnostics
-	if len(ess) > 0 {
+	if s.entry != nil {
+		eps = t.entryEndpoints(s, index)
+	} else if len(ess) > 0 {
 		eps = endpointsFromSlices(s, ess, pods, &diags)
 	} else if len(s.selector) > 0 {
 		eps = endpointsFromPods(s, index.candidates(s.namespace, s.selector))
@@ -284,7 +288,7 @@ func subsetEndpoints(endpoints []*endpoint, port uint32, subsetLabels selector, 
 	out := make([]ir.Endpoint, 0, n)
 	for _, e := range endpoints {
 		if tp, ok := e.ports.get(port); ok && subsetLabels.matches(e.labels) {
-			out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod, IstioMTLS: mtls && e.sidecar})
+			out = append(out, ir.Endpoint{Address: e.address, Port: tp, Zone: e.zone, Node: e.node, Pod: e.pod, IstioMTLS: mtls && e.sidecar, Weight: e.weight})
 		}
 	}
 	return out

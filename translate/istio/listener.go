@@ -43,6 +43,11 @@ func (t *translator) listener(cl *Class) ir.Listener {
 			TCP:  &ir.TCPProxy{StatPrefix: ir.PassthroughCluster, Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}},
 		},
 	}
+	if t.opts.registryOnly() {
+		// Istio's buildOutboundCatchAllNetworkFiltersOnly: the chain keeps
+		// its name; under REGISTRY_ONLY it goes to BlackHoleCluster.
+		l.DefaultChain.TCP = &ir.TCPProxy{StatPrefix: ir.BlackHoleCluster, Destinations: []ir.WeightedDestination{{Cluster: ir.BlackHoleCluster}}}
+	}
 	httpPorts := t.httpPorts()
 	for _, port := range slices.Sorted(maps.Keys(httpPorts)) {
 		if port == ir.OutboundCapturePort {
@@ -61,6 +66,17 @@ func (t *translator) listener(cl *Class) ir.Listener {
 			if p.protocol.IsHTTP() || p.port == ir.OutboundCapturePort {
 				continue
 			}
+			if s.entry != nil && len(s.entry.prefixes) == 0 {
+				if !t.serviceVisible(s, cl.Namespace) {
+					// Not exported to the class: its sidecar has no such
+					// chain; the connection takes the port's default.
+					continue
+				}
+				if fc, ok := t.entryChain(s, p, cl, used); ok {
+					l.FilterChains = append(l.FilterChains, fc)
+				}
+				continue
+			}
 			prefixes := t.destinationPrefixes(s)
 			if len(prefixes) == 0 {
 				if !s.headless {
@@ -70,7 +86,7 @@ func (t *translator) listener(cl *Class) ir.Listener {
 				continue
 			}
 			name := ir.TCPFilterChainName(s.vip, p.port)
-			if s.headless {
+			if s.headless || s.entry != nil {
 				name = ir.TCPFilterChainName(s.fqdn, p.port)
 			}
 			conflict := false
@@ -149,6 +165,9 @@ func hostPrefix(addr string) string {
 // destinationPrefixes are the addresses clients dial for a Service: its
 // ClusterIP, or for a headless Service the addresses of its endpoints.
 func (t *translator) destinationPrefixes(s *service) []string {
+	if s.entry != nil {
+		return s.entry.prefixes
+	}
 	var addrs []string
 	if s.vip != "" {
 		addrs = []string{s.vip}
@@ -263,4 +282,35 @@ func (t *translator) tcpRoute(vs *vsInfo, port uint32, cl *Class) ([]ir.Weighted
 		}
 	}
 	return nil, false
+}
+
+// entryChain is the filter chain of a ServiceEntry port without addresses,
+// as Istio's sidecar outbound listener builds it for a service whose
+// address is 0.0.0.0 (buildSidecarOutboundTLSFilterChainOpts and
+// buildSidecarOutboundTCPFilterChainOpts):
+//
+//   - TLS and HTTPS ports match the host by SNI (server_names), so that
+//     several entries share port 443;
+//   - any other TCP port takes every connection to the port that no more
+//     specific chain (a Service's address) claims: the host cannot be
+//     told from the destination address. The first entry of a port has
+//     it; a later one is a conflict, as in Istio.
+func (t *translator) entryChain(s *service, p servicePort, cl *Class, used map[string]*service) (ir.FilterChain, bool) {
+	tcp := t.tcpProxy(s, p, cl)
+	tcp.StatPrefix = tcp.Destinations[0].Cluster
+	fc := ir.FilterChain{Name: ir.TCPFilterChainName(s.fqdn, p.port), Match: ir.FilterChainMatch{DestinationPort: p.port}, TCP: tcp}
+	if p.protocol == ir.ProtocolTLS || p.protocol == ir.ProtocolHTTPS {
+		fc.Match.ServerNames = []string{s.fqdn}
+		return fc, true
+	}
+	key := ir.TCPFilterChainName("*", p.port)
+	if owner, dup := used[key]; dup {
+		t.diags.Warnf(ir.CodeConflict, s.ref, string(p.field),
+			"%s port %d has no addresses and %s already takes every other connection to that port; this port of %s is not routed (set spec.addresses to tell them apart)", p.protocol, p.port, owner.ref, s.fqdn)
+		return ir.FilterChain{}, false
+	}
+	used[key] = s
+	t.diags.Infof(ir.CodeChangedBehavior, s.ref, string(p.field),
+		"%s port %d has no addresses: every connection to port %d that no Service address claims goes to %s, as in Istio", p.protocol, p.port, p.port, s.fqdn)
+	return fc, true
 }

@@ -48,6 +48,9 @@ func (t *translator) applyIstioMTLS(c *ir.Cluster, s *service, tls *networking.C
 		if c.Discovery == ir.DiscoveryOriginalDst {
 			return
 		}
+		if s.entry != nil && s.entry.external {
+			return // buildUpstreamTLSSettings: no auto-mTLS to mesh-external services
+		}
 		m.Auto = true
 	case tls.Mode == networking.ClientTLSSettings_ISTIO_MUTUAL:
 		if tls.Sni != "" {
@@ -72,6 +75,13 @@ func (t *translator) serviceAccounts(s *service) []string {
 		return v
 	}
 	out := accountsOf(t.opts.TrustDomain, t.endpoints[s])
+	if s.entry != nil {
+		// An entry's subjectAltNames are its service accounts
+		// (convertServices), next to those of the workloads it selects.
+		out = append(out, s.entry.obj.Spec.SubjectAltNames...)
+		slices.Sort(out)
+		out = slices.Compact(out)
+	}
 	if t.sans == nil {
 		t.sans = map[*service][]string{}
 	}

@@ -104,7 +104,8 @@ func Prepare(bag *input.Bag, opts Options) *Prepared {
 	}
 	t := &translator{opts: opts.withDefaults(), bag: bag, drMemo: map[drKey]*mergedDR{}}
 	t.indexServices()
-	t.indexExternalHosts()
+	t.indexServiceEntries()
+	t.reportIgnoredKinds()
 	t.indexEndpoints()
 	t.indexDestinationRules()
 	t.indexVirtualServices()
@@ -156,6 +157,9 @@ func (t *translator) routingNamespaces() map[string]bool {
 	out := map[string]bool{}
 	byName := map[string]string{} // short name → first namespace seen
 	for _, s := range t.serviceList {
+		if s.entry != nil {
+			continue // an entry's host has no short name
+		}
 		if first, ok := byName[s.name]; !ok {
 			byName[s.name] = s.namespace
 		} else if first != s.namespace {

@@ -50,7 +50,9 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 		svcs := slices.DeleteFunc(slices.Clone(byPort[port]), func(s *service) bool { return !t.serviceVisible(s, cl.Namespace) })
 		shortNames := map[string]int{}
 		for _, s := range svcs {
-			shortNames[s.name]++
+			if s.entry == nil { // an entry's name is its host: no short name
+				shortNames[s.name]++
+			}
 		}
 		rc := ir.RouteConfig{Name: ir.RouteConfigName(port)}
 		seen := map[string]string{} // domain → virtual host
@@ -96,15 +98,7 @@ func (t *translator) routeConfigs(cl *Class) []ir.RouteConfig {
 			rc.VirtualHosts = append(rc.VirtualHosts, vh)
 		}
 		slices.SortFunc(rc.VirtualHosts, func(a, b ir.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
-		rc.VirtualHosts = append(rc.VirtualHosts, ir.VirtualHost{
-			Name:    ir.AllowAnyVirtualHost,
-			Domains: []string{"*"},
-			Routes: []ir.Route{{
-				Name:    ir.AllowAnyVirtualHost,
-				Match:   ir.RouteMatch{Path: ir.PathMatch{Prefix: "/"}},
-				Forward: &ir.ForwardAction{Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}},
-			}},
-		})
+		rc.VirtualHosts = append(rc.VirtualHosts, t.catchAllVirtualHost())
 		out = append(out, rc)
 	}
 	return out
@@ -126,6 +120,9 @@ func (t *translator) hasError(ref ir.ResourceRef) bool {
 // without ":<port>".
 func (t *translator) domains(s *service, port uint32, shortOK bool) []string {
 	p := ":" + strconv.FormatUint(uint64(port), 10)
+	if s.entry != nil {
+		return t.entryDomains(s, p)
+	}
 	names := []string{s.fqdn, s.fqdn + "."}
 	if shortOK {
 		names = append(names, s.name)
@@ -288,4 +285,54 @@ func decorator(r *ir.Route, vsName string, port uint32) string {
 		}
 	}
 	return ir.TraceOperation(vsName, port, path)
+}
+
+// entryDomains are the Host values of a ServiceEntry host (Istio's
+// generateVirtualHostDomains for an External-registry service): the host
+// (also with a trailing dot, as the pinned istiod emits it) and its
+// addresses that are IPs, with and without the port. A host of
+// the cluster domain (name.namespace.svc.<domain>) also answers to
+// name.namespace.svc and name.namespace, as GenerateAltVirtualHosts makes
+// them for a client of the same domain; the bare name is left out, since
+// which namespace it means depends on the client.
+func (t *translator) entryDomains(s *service, p string) []string {
+	names := []string{s.fqdn, s.fqdn + "."} // istiod also emits the absolute name
+	if rest, ok := strings.CutSuffix(s.fqdn, ".svc."+t.opts.ClusterDomain); ok && !isWildcard(s.fqdn) && strings.Count(rest, ".") == 1 {
+		names = append(names, rest+".svc", rest)
+	}
+	names = append(names, s.entry.ips...)
+	out := make([]string, 0, 2*len(names))
+	for _, n := range names {
+		if strings.Contains(n, ":") {
+			n = "[" + n + "]" // an IPv6 address, as Istio's IPv6Compliant writes it
+		}
+		out = append(out, n, n+p)
+	}
+	return out
+}
+
+// catchAllVirtualHost is Istio's BuildCatchAllVirtualHost
+// (pilot/pkg/networking/core/httproute.go): allow_any to
+// PassthroughCluster, or under REGISTRY_ONLY block_all, a direct 502.
+func (t *translator) catchAllVirtualHost() ir.VirtualHost {
+	if t.opts.registryOnly() {
+		return ir.VirtualHost{
+			Name:    ir.BlockAllVirtualHost,
+			Domains: []string{"*"},
+			Routes: []ir.Route{{
+				Name:           ir.BlockAllVirtualHost,
+				Match:          ir.RouteMatch{Path: ir.PathMatch{Prefix: "/"}},
+				DirectResponse: &ir.DirectResponse{Status: 502},
+			}},
+		}
+	}
+	return ir.VirtualHost{
+		Name:    ir.AllowAnyVirtualHost,
+		Domains: []string{"*"},
+		Routes: []ir.Route{{
+			Name:    ir.AllowAnyVirtualHost,
+			Match:   ir.RouteMatch{Path: ir.PathMatch{Prefix: "/"}},
+			Forward: &ir.ForwardAction{Destinations: []ir.WeightedDestination{{Cluster: ir.PassthroughCluster}}},
+		}},
+	}
 }

@@ -26,6 +26,9 @@ type service struct {
 	// exportTo is the Service's visibility (its exportTo annotation or
 	// the mesh default).
 	exportTo exportSet
+	// entry is the ServiceEntry that declares this host; nil for a
+	// Kubernetes Service.
+	entry *entryInfo
 }
 
 type servicePort struct {

@@ -2,7 +2,9 @@ package istio
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/nodemesh/nodemesh/translate/input"
 	"github.com/nodemesh/nodemesh/translate/ir"
@@ -38,7 +40,35 @@ type Options struct {
 	DefaultVirtualServiceExportTo  []string
 	DefaultDestinationRuleExportTo []string
 	DefaultServiceExportTo         []string
+	// OutboundTrafficPolicy is mesh config outboundTrafficPolicy.mode:
+	// ALLOW_ANY (the default) passes traffic to unknown destinations
+	// through; REGISTRY_ONLY blocks it (BlackHoleCluster, and a 502 from
+	// the block_all virtual host), so that only Services and
+	// ServiceEntries are reachable.
+	OutboundTrafficPolicy OutboundTrafficPolicy
 }
+
+// OutboundTrafficPolicy is Istio's MeshConfig.OutboundTrafficPolicy.Mode.
+type OutboundTrafficPolicy string
+
+const (
+	AllowAny     OutboundTrafficPolicy = "ALLOW_ANY"
+	RegistryOnly OutboundTrafficPolicy = "REGISTRY_ONLY"
+)
+
+// ParseOutboundTrafficPolicy reads a mode as mesh config writes it.
+func ParseOutboundTrafficPolicy(s string) (OutboundTrafficPolicy, error) {
+	switch m := OutboundTrafficPolicy(strings.ToUpper(s)); m {
+	case "", AllowAny:
+		return AllowAny, nil
+	case RegistryOnly:
+		return m, nil
+	}
+	return "", fmt.Errorf("outbound traffic policy %q: want %s or %s", s, AllowAny, RegistryOnly)
+}
+
+// registryOnly says whether unknown destinations are blocked.
+func (o Options) registryOnly() bool { return o.OutboundTrafficPolicy == RegistryOnly }
 
 func (o Options) withDefaults() Options {
 	if o.ClusterDomain == "" {
@@ -60,10 +90,10 @@ type translator struct {
 	diags ir.Diagnostics
 
 	services    map[string]*service // by FQDN
-	serviceList []*service          // sorted by FQDN
-	// externalHosts are hosts declared by ServiceEntries, which are not
-	// translated yet; references to them are warnings, not errors.
-	externalHosts map[string]ir.ResourceRef
+	serviceList []*service          // Kubernetes Services, then ServiceEntry hosts, each sorted by FQDN
+	// wildcardEntries are the services of wildcard ServiceEntry hosts,
+	// most specific first (externalHost).
+	wildcardEntries []*service
 
 	// sans are the SPIFFE IDs of each Service's pods (serviceAccounts).
 	sans map[*service][]string
@@ -125,30 +155,10 @@ func compareClusterNames(a, b string) int {
 	return cmp.Compare(a, b)
 }
 
-func (t *translator) indexExternalHosts() {
-	t.externalHosts = map[string]ir.ResourceRef{}
-	for _, se := range t.bag.ServiceEntries {
-		ref := ir.ResourceRef{Kind: "ServiceEntry", Namespace: se.Namespace, Name: se.Name}
-		t.diags.Infof(ir.CodeIgnoredKind, ref, "", "ServiceEntry is not translated yet; its hosts are not routed by nodemesh")
-		for _, h := range se.Spec.Hosts {
-			t.externalHosts[resolveHost(h, se.Namespace, t.opts.ClusterDomain)] = ref
-		}
-	}
+// reportIgnoredKinds notes the kinds that are read but not translated.
+func (t *translator) reportIgnoredKinds() {
 	for _, gw := range t.bag.Gateways {
 		t.diags.Infof(ir.CodeIgnoredKind, ir.ResourceRef{Kind: "Gateway", Namespace: gw.Namespace, Name: gw.Name}, "",
 			"Gateway is not translated: nodemesh configures the mesh data plane, not ingress or egress gateways")
 	}
-}
-
-// externalHost finds the ServiceEntry that declares a host, if any.
-func (t *translator) externalHost(host string) (ir.ResourceRef, bool) {
-	if ref, ok := t.externalHosts[host]; ok {
-		return ref, true
-	}
-	for h, ref := range t.externalHosts {
-		if hostMatches(host, h) {
-			return ref, true
-		}
-	}
-	return ir.ResourceRef{}, false
 }

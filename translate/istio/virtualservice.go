@@ -47,8 +47,10 @@ func (t *translator) indexVirtualServices() {
 			}
 			field := ir.Path("spec.hosts").Index(i)
 			if se, ok := t.externalHost(h); ok {
+				// Istio would add a virtual host of its own for it;
+				// nodemesh routes the entry's host as declared.
 				t.diags.Warnf(ir.CodeUnsupportedField, vs.ref, string(field),
-					"host %q is declared by %s, which is not translated yet; its routes are not served", h, se)
+					"host %q is only covered by the wildcard host %q of %s; routes for a narrower host than an entry declares are not served yet (the wildcard host keeps its default route)", h, se.fqdn, se.ref)
 			} else {
 				t.diags.Warnf(ir.CodeHostNotFound, vs.ref, string(field), "host %q matches no Service; it is ignored", h)
 			}

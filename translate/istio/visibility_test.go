@@ -538,3 +538,65 @@ spec:
 		}
 	}
 }
+
+// TestServiceEntryExportTo: a ServiceEntry's hosts are visible per source
+// class as its exportTo (or the mesh's defaultServiceExportTo) says, as a
+// Service's are: the HTTP virtual host and the SNI chain of a TLS port.
+// "~" alone is valid on an entry (Istio's ValidateExportTo); a value Istio
+// rejects makes the entry an error, left out.
+func TestServiceEntryExportTo(t *testing.T) {
+	const host = "pay.example.com"
+	entry := func(exportTo string) string {
+		s := "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: pay, namespace: a}\n" +
+			"spec:\n  hosts: [" + host + "]\n  location: MESH_EXTERNAL\n  resolution: DNS\n" +
+			"  ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: tls, protocol: TLS}]\n"
+		if exportTo != "" {
+			s += "  exportTo: " + exportTo + "\n"
+		}
+		return s
+	}
+	cases := map[string]struct {
+		exportTo string
+		opts     Options
+		want     map[string]bool
+		invalid  bool
+	}{
+		"none":                  {want: map[string]bool{"": true, "a": true, "b": true}},
+		"dot":                   {exportTo: `["."]`, want: map[string]bool{"": false, "a": true, "b": false}},
+		"named":                 {exportTo: `["b"]`, want: map[string]bool{"": false, "a": false, "b": true}},
+		"tilde":                 {exportTo: `["~"]`, want: map[string]bool{"": false, "a": false, "b": false}},
+		"mesh default":          {opts: Options{DefaultServiceExportTo: []string{"."}}, want: map[string]bool{"": false, "a": true, "b": false}},
+		"star with others":      {exportTo: `["*", "b"]`, invalid: true, want: map[string]bool{"": false, "a": false, "b": false}},
+		"tilde with a name too": {exportTo: `["~", "b"]`, invalid: true, want: map[string]bool{"": false, "a": false, "b": false}},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			l := input.NewLoader("default")
+			l.LoadBytes("se.yaml", []byte(entry(c.exportTo)))
+			bag := l.Bag()
+			p := Prepare(bag, c.opts)
+			if got := p.t.diags.HasErrors(); got != c.invalid {
+				t.Errorf("errors %v, want %v: %v", got, c.invalid, p.t.diags)
+			}
+			for ns, want := range c.want {
+				cl := &Class{Name: ns, Namespace: ns}
+				if ns == "" {
+					cl = DefaultClass()
+				}
+				vhost := false
+				for _, rc := range p.t.routeConfigs(cl) {
+					for _, vh := range rc.VirtualHosts {
+						vhost = vhost || vh.Name == ir.VirtualHostName(host, 80)
+					}
+				}
+				sni := false
+				for _, fc := range p.t.listener(cl).FilterChains {
+					sni = sni || slices.Contains(fc.Match.ServerNames, host)
+				}
+				if vhost != want || sni != want {
+					t.Errorf("client namespace %q: virtual host %v, SNI chain %v, want %v", ns, vhost, sni, want)
+				}
+			}
+		})
+	}
+}

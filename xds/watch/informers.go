@@ -7,6 +7,7 @@ import (
 	"time"
 	"unique"
 
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
@@ -287,6 +288,16 @@ func (s *sources) classify(oldObj, newObj any) (change, bool) {
 		}
 		if o.Ready == n.Ready {
 			return change{}, false
+		}
+		// A ServiceEntry's workloadSelector makes the Pod an endpoint of
+		// the entry's hosts, which have no Service key for the endpoint
+		// shortcut: translate again.
+		for _, so := range s.serviceEntries.GetStore().List() {
+			se := so.(*networkingv1.ServiceEntry)
+			if ws := se.Spec.WorkloadSelector; ws != nil && se.Namespace == n.Namespace && len(ws.Labels) > 0 &&
+				labels.SelectorFromSet(ws.Labels).Matches(labels.Set(n.Labels)) {
+				return full, true
+			}
 		}
 		// Only readiness changed: the endpoints of the Services selecting
 		// the Pod.
