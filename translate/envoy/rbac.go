@@ -89,6 +89,13 @@ type group struct {
 // expressions, the packed configurations) before it is returned; an error
 // means the policies cannot be enforced and the port must not be served.
 func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, error) {
+	return buildRBAC(pols, forTCP, true)
+}
+
+// buildRBAC is BuildRBAC; share false renders and validates every rule on
+// its own, as before sharing existed (the reference of
+// TestRBACSharingIdentical).
+func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnostics, error) {
 	var diags ir.Diagnostics
 	groups := []*group{
 		{action: ir.PolicyDeny, custom: true},
@@ -146,7 +153,10 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 			jobs = append(jobs, job{set: *set, name: RBACName(p, j), src: p.Source, rule: r})
 		}
 	}
-	parallelWith(len(jobs), func() struct{} { return struct{}{} }, func(_ struct{}, i int) {
+	// Rules with the same body share one policy, rendered and validated
+	// once (rbac_share.go).
+	shared := &policyShare{m: map[string]*sharedPolicy{}}
+	parallelWith(len(jobs), func() *[]byte { return new([]byte) }, func(key *[]byte, i int) {
 		jb := &jobs[i]
 		if jb.rule == nil {
 			jb.out = &rbacv3.Policy{
@@ -154,6 +164,21 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 				Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_NotId{NotId: princAny()}}},
 			}
 			return
+		}
+		if share {
+			*key = ruleKey((*key)[:0], jb.rule)
+			e := shared.get(*key)
+			e.once.Do(func() {
+				if e.out, e.err = rbacPolicy(*jb.rule); e.err == nil {
+					e.err = validatePolicy(e.out)
+				}
+			})
+			if e.err == nil {
+				jb.out = e.out
+				return
+			}
+			// Failed: rebuilt alone below, for an error that names this
+			// rule's own fields.
 		}
 		jb.out, jb.err = rbacPolicy(*jb.rule)
 		if jb.err != nil {
