@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -67,7 +68,7 @@ func (f RBACFilter) NetworkFilter() (*listenerv3.Filter, error) {
 // stats and logs read the same (ns[NS]-policy[NAME]-rule[N]); a CUSTOM
 // policy's say that it denies because no external authorizer serves it.
 func RBACName(p *ir.Policy, rule int) string {
-	n := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", p.Source.Namespace, p.Source.Name, rule)
+	n := "ns[" + p.Source.Namespace + "]-policy[" + p.Source.Name + "]-rule[" + strconv.Itoa(rule) + "]"
 	if p.Custom != "" {
 		return "istio-ext-authz-" + p.Custom + "-" + n + "-deny-due-to-bad-CUSTOM-action"
 	}
@@ -113,7 +114,11 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 		out  *rbacv3.Policy
 		err  error
 	}
-	var jobs []job
+	n := 0
+	for i := range pols {
+		n += max(len(pols[i].Rules), 1)
+	}
+	jobs := make([]job, 0, n)
 	for i := range pols {
 		p := &pols[i]
 		if p.Gate != ir.GateAuthorization {
@@ -133,7 +138,7 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 			set = &g.shadows
 		}
 		if *set == nil {
-			*set = &rbacv3.RBAC{Action: rbacAction(p.Action), Policies: map[string]*rbacv3.Policy{}}
+			*set = &rbacv3.RBAC{Action: rbacAction(p.Action)}
 		}
 		if len(p.Rules) == 0 {
 			// No rules: matches nothing (an ALLOW policy without rules still
@@ -155,7 +160,7 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 	}
 	// Rules with the same body share one policy, rendered and validated
 	// once (rbac_share.go).
-	shared := &policyShare{m: map[string]*sharedPolicy{}}
+	shared := newPolicyShare()
 	parallelWith(len(jobs), func() *[]byte { return new([]byte) }, func(key *[]byte, i int) {
 		jb := &jobs[i]
 		if jb.rule == nil {
@@ -169,7 +174,7 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 			*key = ruleKey((*key)[:0], jb.rule)
 			e := shared.get(*key)
 			e.once.Do(func() {
-				if e.out, e.err = rbacPolicy(*jb.rule); e.err == nil {
+				if e.out, e.err = rbacPolicy(*jb.rule, &shared.matches); e.err == nil {
 					e.err = validatePolicy(e.out)
 				}
 			})
@@ -180,7 +185,7 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 			// Failed: rebuilt alone below, for an error that names this
 			// rule's own fields.
 		}
-		jb.out, jb.err = rbacPolicy(*jb.rule)
+		jb.out, jb.err = rbacPolicy(*jb.rule, nil)
 		if jb.err != nil {
 			jb.err = fmt.Errorf("%s %s: %w", jb.src, jb.rule.Field, jb.err)
 			return
@@ -193,7 +198,20 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 		if jobs[i].err != nil {
 			return nil, diags, jobs[i].err
 		}
-		jobs[i].set.Policies[jobs[i].name] = jobs[i].out
+		set := jobs[i].set
+		if set.Policies == nil {
+			// Sized for every job left: a map grown policy by policy
+			// rehashes ten thousand names a dozen times.
+			set.Policies = make(map[string]*rbacv3.Policy, len(jobs)-i)
+		}
+		set.Policies[jobs[i].name] = jobs[i].out
+	}
+	for _, g := range groups {
+		for _, set := range []*rbacv3.RBAC{g.rules, g.shadows} {
+			if set != nil && set.Policies == nil {
+				set.Policies = map[string]*rbacv3.Policy{} // every rule left out (TCP)
+			}
+		}
 	}
 	var out []RBACFilter
 	for _, g := range groups {
@@ -474,8 +492,9 @@ func matchSide(m *ir.PolicyMatch) (side, error) {
 // (principals) and the request side (permissions), each the OR istiod
 // emits — one entry per alternative of the clause with several (a rule's
 // `from` sources, its `to` operations), the single-alternative clauses
-// (`when` conditions) repeated in each.
-func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
+// (`when` conditions) repeated in each. Matches are rendered through ms
+// (nil: each on its own).
+func rbacPolicy(r ir.PolicyRule, ms *matchShare) (*rbacv3.Policy, error) {
 	var prs, pes []ir.PolicyClause
 	for _, c := range r.Clauses {
 		if len(c.Matches) == 0 {
@@ -517,12 +536,12 @@ func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
 		var ids []*rbacv3.Principal
 		for _, pt := range alt {
 			if pt.m != nil {
-				ids = append(ids, principalsOf(pt.m)...)
+				ids = append(ids, ms.principalsOf(pt.m)...)
 				continue
 			}
 			var or []*rbacv3.Principal
 			for i := range pt.or {
-				or = append(or, &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: principalsOf(&pt.or[i])}}})
+				or = append(or, &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ms.principalsOf(&pt.or[i])}}})
 			}
 			ids = append(ids, orIds(or))
 		}
@@ -535,7 +554,7 @@ func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
 		var rules []*rbacv3.Permission
 		for _, pt := range alt {
 			if pt.m != nil {
-				ps, err := permissionsOf(pt.m)
+				ps, err := ms.permissionsOf(pt.m)
 				if err != nil {
 					return nil, err
 				}
@@ -544,7 +563,7 @@ func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
 			}
 			var or []*rbacv3.Permission
 			for i := range pt.or {
-				ps, err := permissionsOf(&pt.or[i])
+				ps, err := ms.permissionsOf(&pt.or[i])
 				if err != nil {
 					return nil, err
 				}

@@ -3,6 +3,7 @@ package envoy
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -29,10 +30,75 @@ import (
 // one; translate's TestRBACIdentical* pin the bytes to what the build
 // emitted before sharing existed.
 
-// policyShare is the distinct rule bodies of one BuildRBAC call.
+// policyShare is the distinct rule bodies of one BuildRBAC call, and the
+// distinct matches of those bodies.
 type policyShare struct {
-	mu sync.Mutex
-	m  map[string]*sharedPolicy
+	mu      sync.Mutex
+	m       map[string]*sharedPolicy
+	matches matchShare
+}
+
+func newPolicyShare() *policyShare {
+	return &policyShare{m: map[string]*sharedPolicy{}, matches: matchShare{
+		principals:  map[string][]*rbacv3.Principal{},
+		permissions: map[string][]*rbacv3.Permission{},
+	}}
+}
+
+// matchShare is the rendered principals and permissions of the distinct
+// matches of one build: different rules often have a source or an
+// operation in common (the same namespaces, the same health-check paths).
+// The slices are clipped, so that a rule appending to one copies it.
+type matchShare struct {
+	mu          sync.Mutex
+	principals  map[string][]*rbacv3.Principal
+	permissions map[string][]*rbacv3.Permission
+}
+
+// principalsOf is principalsOf(m), shared with the identical matches of
+// the build (s nil: not shared).
+func (s *matchShare) principalsOf(m *ir.PolicyMatch) []*rbacv3.Principal {
+	if s == nil {
+		return principalsOf(m)
+	}
+	var buf [256]byte
+	key := matchKey(buf[:0], m)
+	s.mu.Lock()
+	ps, ok := s.principals[string(key)]
+	s.mu.Unlock()
+	if !ok {
+		// Two rules may render the same match at once: both results
+		// are the same, either is kept.
+		ps = slices.Clip(principalsOf(m))
+		s.mu.Lock()
+		s.principals[string(key)] = ps
+		s.mu.Unlock()
+	}
+	return ps
+}
+
+// permissionsOf is permissionsOf(m), shared like principalsOf; a match
+// that fails is not kept (its rule is rebuilt alone for the error).
+func (s *matchShare) permissionsOf(m *ir.PolicyMatch) ([]*rbacv3.Permission, error) {
+	if s == nil {
+		return permissionsOf(m)
+	}
+	var buf [256]byte
+	key := matchKey(buf[:0], m)
+	s.mu.Lock()
+	ps, ok := s.permissions[string(key)]
+	s.mu.Unlock()
+	if !ok {
+		var err error
+		if ps, err = permissionsOf(m); err != nil {
+			return nil, err
+		}
+		ps = slices.Clip(ps)
+		s.mu.Lock()
+		s.permissions[string(key)] = ps
+		s.mu.Unlock()
+	}
+	return ps, nil
 }
 
 // sharedPolicy is one distinct rule body's policy, rendered and validated
