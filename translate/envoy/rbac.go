@@ -14,6 +14,7 @@ import (
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -42,13 +43,34 @@ type RBACFilter struct {
 	Action ir.PolicyAction
 	Custom bool
 	// Config is the filter's configuration: *rbachttpv3.RBAC or
-	// *rbacnetv3.RBAC.
+	// *rbacnetv3.RBAC. It must not change once the filter is packed.
 	Config proto.Message
+
+	// packed is Config packed, once for every chain the filter goes into
+	// (a workload's filters go into the chain of each of its pods'
+	// ports); nil packs on every call.
+	packed *packedRBAC
+}
+
+type packedRBAC struct {
+	once sync.Once
+	any  *anypb.Any
+	err  error
+}
+
+// pack is Config packed; the filters BuildRBAC returns share one Any
+// between calls (nothing changes a packed configuration).
+func (f RBACFilter) pack() (*anypb.Any, error) {
+	if f.packed == nil {
+		return packDeterministic(f.Config)
+	}
+	f.packed.once.Do(func() { f.packed.any, f.packed.err = packDeterministic(f.Config) })
+	return f.packed.any, f.packed.err
 }
 
 // HTTPFilter packs an HTTP RBAC filter for an HTTP connection manager.
 func (f RBACFilter) HTTPFilter() (*hcmv3.HttpFilter, error) {
-	a, err := packDeterministic(f.Config)
+	a, err := f.pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", FilterHTTPRBAC, err)
 	}
@@ -57,7 +79,7 @@ func (f RBACFilter) HTTPFilter() (*hcmv3.HttpFilter, error) {
 
 // NetworkFilter packs a network RBAC filter for a filter chain.
 func (f RBACFilter) NetworkFilter() (*listenerv3.Filter, error) {
-	a, err := packDeterministic(f.Config)
+	a, err := f.pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", FilterNetworkRBAC, err)
 	}
@@ -244,7 +266,7 @@ func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnosti
 		if shadows != nil {
 			shadows.Policies = g.shadows.Policies
 		}
-		out = append(out, RBACFilter{Action: g.action, Custom: g.custom, Config: cfg})
+		out = append(out, RBACFilter{Action: g.action, Custom: g.custom, Config: cfg, packed: &packedRBAC{}})
 	}
 	return out, diags, nil
 }

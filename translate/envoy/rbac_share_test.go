@@ -11,6 +11,7 @@ import (
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -291,6 +292,45 @@ func TestRuleKeyCoversPolicyModel(t *testing.T) {
 			if !seen[name] {
 				t.Errorf("%s.%s is listed but no longer exists", typ, name)
 			}
+		}
+	}
+}
+
+// TestRBACFilterPackedOnce: a filter BuildRBAC returns is packed once for
+// all the chains it goes into, and the shared Any is what packing its
+// configuration gives.
+func TestRBACFilterPackedOnce(t *testing.T) {
+	pols := []ir.Policy{authzPolicy("a", ir.PolicyAllow, sharingRules()...)}
+	for _, tcp := range []bool{false, true} {
+		filters, _, err := BuildRBAC(pols, tcp)
+		if err != nil || len(filters) != 1 {
+			t.Fatalf("filters %v, error %v", filters, err)
+		}
+		f := filters[0]
+		packed := func() *anypb.Any {
+			if tcp {
+				nf, err := f.NetworkFilter()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return nf.GetTypedConfig()
+			}
+			hf, err := f.HTTPFilter()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return hf.GetTypedConfig()
+		}
+		first, second := packed(), packed()
+		if first != second {
+			t.Errorf("tcp=%v: packed twice", tcp)
+		}
+		want, err := packDeterministic(f.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(first, want) {
+			t.Errorf("tcp=%v: the shared Any is not the configuration's", tcp)
 		}
 	}
 }
