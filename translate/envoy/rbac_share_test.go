@@ -334,3 +334,39 @@ func TestRBACFilterPackedOnce(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRBACDistinct: BenchmarkAuthorizationPolicies' shape as model
+// rules (translate's benchmark cannot reach the unshared build), but every
+// rule distinct — a principal and a path of its own — so that only the
+// match sharing can help: the cost of sharing where rules do not repeat,
+// shared and unshared (docs/benchmarks.md).
+func BenchmarkRBACDistinct(b *testing.B) {
+	var pols []ir.Policy
+	for i := range 1000 {
+		var rules []ir.PolicyRule
+		for r := range 10 {
+			src1 := ir.PolicyMatch{Principals: []ir.Glob{ir.Glob(fmt.Sprintf("cluster.local/ns/ns-%d/sa/client-%d-%d", i%50, i, r)), "*/sa/admin"}}
+			src2 := ir.PolicyMatch{Namespaces: []ir.Glob{"ns-1", "team-*"}, IPBlocks: []ir.IPBlock{{CIDR: netip.MustParsePrefix("10.0.0.0/8")}}}
+			op1 := ir.PolicyMatch{Ports: []ir.PortMatch{{Protocol: ir.IPProtocolTCP, Port: 8080}}, L7: []ir.L7Condition{{Attribute: ir.L7Method, Values: []ir.Glob{"GET", "HEAD"}}, {Attribute: ir.L7Path, Values: []ir.Glob{ir.Glob(fmt.Sprintf("/api/%d/v%d/*", i, r)), "/healthz"}}}}
+			op2 := ir.PolicyMatch{L7: []ir.L7Condition{{Attribute: ir.L7Host, Values: []ir.Glob{"*.example.com"}}, {Attribute: ir.L7Path, NotValues: []ir.Glob{"/admin/*"}}}}
+			when := ir.PolicyMatch{L7: []ir.L7Condition{{Attribute: ir.L7Header, Name: "x-tenant", Values: []ir.Glob{ir.Glob(fmt.Sprintf("t-%d", r))}}}}
+			rules = append(rules, ir.PolicyRule{Clauses: []ir.PolicyClause{{Matches: []ir.PolicyMatch{src1, src2}}, {Matches: []ir.PolicyMatch{op1, op2}}, {Matches: []ir.PolicyMatch{when}}}})
+		}
+		a := ir.PolicyAllow
+		if i%4 == 0 {
+			a = ir.PolicyDeny
+		}
+		p := authzPolicy(fmt.Sprintf("p-%d", i), a, rules...)
+		pols = append(pols, p)
+	}
+	for _, share := range []bool{false, true} {
+		b.Run(fmt.Sprintf("share=%v", share), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := buildRBAC(pols, false, share); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
