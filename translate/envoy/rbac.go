@@ -3,6 +3,7 @@ package envoy
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -13,6 +14,7 @@ import (
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
@@ -41,13 +43,34 @@ type RBACFilter struct {
 	Action ir.PolicyAction
 	Custom bool
 	// Config is the filter's configuration: *rbachttpv3.RBAC or
-	// *rbacnetv3.RBAC.
+	// *rbacnetv3.RBAC. It must not change once the filter is packed.
 	Config proto.Message
+
+	// packed is Config packed, once for every chain the filter goes into
+	// (a workload's filters go into the chain of each of its pods'
+	// ports); nil packs on every call.
+	packed *packedRBAC
+}
+
+type packedRBAC struct {
+	once sync.Once
+	any  *anypb.Any
+	err  error
+}
+
+// pack is Config packed; the filters BuildRBAC returns share one Any
+// between calls (nothing changes a packed configuration).
+func (f RBACFilter) pack() (*anypb.Any, error) {
+	if f.packed == nil {
+		return packDeterministic(f.Config)
+	}
+	f.packed.once.Do(func() { f.packed.any, f.packed.err = packDeterministic(f.Config) })
+	return f.packed.any, f.packed.err
 }
 
 // HTTPFilter packs an HTTP RBAC filter for an HTTP connection manager.
 func (f RBACFilter) HTTPFilter() (*hcmv3.HttpFilter, error) {
-	a, err := packDeterministic(f.Config)
+	a, err := f.pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", FilterHTTPRBAC, err)
 	}
@@ -56,7 +79,7 @@ func (f RBACFilter) HTTPFilter() (*hcmv3.HttpFilter, error) {
 
 // NetworkFilter packs a network RBAC filter for a filter chain.
 func (f RBACFilter) NetworkFilter() (*listenerv3.Filter, error) {
-	a, err := packDeterministic(f.Config)
+	a, err := f.pack()
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", FilterNetworkRBAC, err)
 	}
@@ -67,7 +90,7 @@ func (f RBACFilter) NetworkFilter() (*listenerv3.Filter, error) {
 // stats and logs read the same (ns[NS]-policy[NAME]-rule[N]); a CUSTOM
 // policy's say that it denies because no external authorizer serves it.
 func RBACName(p *ir.Policy, rule int) string {
-	n := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", p.Source.Namespace, p.Source.Name, rule)
+	n := "ns[" + p.Source.Namespace + "]-policy[" + p.Source.Name + "]-rule[" + strconv.Itoa(rule) + "]"
 	if p.Custom != "" {
 		return "istio-ext-authz-" + p.Custom + "-" + n + "-deny-due-to-bad-CUSTOM-action"
 	}
@@ -89,6 +112,13 @@ type group struct {
 // expressions, the packed configurations) before it is returned; an error
 // means the policies cannot be enforced and the port must not be served.
 func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, error) {
+	return buildRBAC(pols, forTCP, true)
+}
+
+// buildRBAC is BuildRBAC; share false renders and validates every rule on
+// its own, as before sharing existed (the reference of
+// TestRBACSharingIdentical).
+func buildRBAC(pols []ir.Policy, forTCP, share bool) ([]RBACFilter, ir.Diagnostics, error) {
 	var diags ir.Diagnostics
 	groups := []*group{
 		{action: ir.PolicyDeny, custom: true},
@@ -106,7 +136,11 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 		out  *rbacv3.Policy
 		err  error
 	}
-	var jobs []job
+	n := 0
+	for i := range pols {
+		n += max(len(pols[i].Rules), 1)
+	}
+	jobs := make([]job, 0, n)
 	for i := range pols {
 		p := &pols[i]
 		if p.Gate != ir.GateAuthorization {
@@ -126,7 +160,7 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 			set = &g.shadows
 		}
 		if *set == nil {
-			*set = &rbacv3.RBAC{Action: rbacAction(p.Action), Policies: map[string]*rbacv3.Policy{}}
+			*set = &rbacv3.RBAC{Action: rbacAction(p.Action)}
 		}
 		if len(p.Rules) == 0 {
 			// No rules: matches nothing (an ALLOW policy without rules still
@@ -146,7 +180,10 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 			jobs = append(jobs, job{set: *set, name: RBACName(p, j), src: p.Source, rule: r})
 		}
 	}
-	parallelWith(len(jobs), func() struct{} { return struct{}{} }, func(_ struct{}, i int) {
+	// Rules with the same body share one policy, rendered and validated
+	// once (rbac_share.go).
+	shared := newPolicyShare()
+	parallelWith(len(jobs), func() *[]byte { return new([]byte) }, func(key *[]byte, i int) {
 		jb := &jobs[i]
 		if jb.rule == nil {
 			jb.out = &rbacv3.Policy{
@@ -155,7 +192,22 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 			}
 			return
 		}
-		jb.out, jb.err = rbacPolicy(*jb.rule)
+		if share {
+			*key = ruleKey((*key)[:0], jb.rule)
+			e := shared.get(*key)
+			e.once.Do(func() {
+				if e.out, e.err = rbacPolicy(*jb.rule, &shared.matches); e.err == nil {
+					e.err = validatePolicy(e.out)
+				}
+			})
+			if e.err == nil {
+				jb.out = e.out
+				return
+			}
+			// Failed: rebuilt alone below, for an error that names this
+			// rule's own fields.
+		}
+		jb.out, jb.err = rbacPolicy(*jb.rule, nil)
 		if jb.err != nil {
 			jb.err = fmt.Errorf("%s %s: %w", jb.src, jb.rule.Field, jb.err)
 			return
@@ -168,7 +220,20 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 		if jobs[i].err != nil {
 			return nil, diags, jobs[i].err
 		}
-		jobs[i].set.Policies[jobs[i].name] = jobs[i].out
+		set := jobs[i].set
+		if set.Policies == nil {
+			// Sized for every job left: a map grown policy by policy
+			// rehashes ten thousand names a dozen times.
+			set.Policies = make(map[string]*rbacv3.Policy, len(jobs)-i)
+		}
+		set.Policies[jobs[i].name] = jobs[i].out
+	}
+	for _, g := range groups {
+		for _, set := range []*rbacv3.RBAC{g.rules, g.shadows} {
+			if set != nil && set.Policies == nil {
+				set.Policies = map[string]*rbacv3.Policy{} // every rule left out (TCP)
+			}
+		}
 	}
 	var out []RBACFilter
 	for _, g := range groups {
@@ -201,7 +266,7 @@ func BuildRBAC(pols []ir.Policy, forTCP bool) ([]RBACFilter, ir.Diagnostics, err
 		if shadows != nil {
 			shadows.Policies = g.shadows.Policies
 		}
-		out = append(out, RBACFilter{Action: g.action, Custom: g.custom, Config: cfg})
+		out = append(out, RBACFilter{Action: g.action, Custom: g.custom, Config: cfg, packed: &packedRBAC{}})
 	}
 	return out, diags, nil
 }
@@ -449,8 +514,9 @@ func matchSide(m *ir.PolicyMatch) (side, error) {
 // (principals) and the request side (permissions), each the OR istiod
 // emits — one entry per alternative of the clause with several (a rule's
 // `from` sources, its `to` operations), the single-alternative clauses
-// (`when` conditions) repeated in each.
-func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
+// (`when` conditions) repeated in each. Matches are rendered through ms
+// (nil: each on its own).
+func rbacPolicy(r ir.PolicyRule, ms *matchShare) (*rbacv3.Policy, error) {
 	var prs, pes []ir.PolicyClause
 	for _, c := range r.Clauses {
 		if len(c.Matches) == 0 {
@@ -492,12 +558,12 @@ func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
 		var ids []*rbacv3.Principal
 		for _, pt := range alt {
 			if pt.m != nil {
-				ids = append(ids, principalsOf(pt.m)...)
+				ids = append(ids, ms.principalsOf(pt.m)...)
 				continue
 			}
 			var or []*rbacv3.Principal
 			for i := range pt.or {
-				or = append(or, &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: principalsOf(&pt.or[i])}}})
+				or = append(or, &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ms.principalsOf(&pt.or[i])}}})
 			}
 			ids = append(ids, orIds(or))
 		}
@@ -510,7 +576,7 @@ func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
 		var rules []*rbacv3.Permission
 		for _, pt := range alt {
 			if pt.m != nil {
-				ps, err := permissionsOf(pt.m)
+				ps, err := ms.permissionsOf(pt.m)
 				if err != nil {
 					return nil, err
 				}
@@ -519,7 +585,7 @@ func rbacPolicy(r ir.PolicyRule) (*rbacv3.Policy, error) {
 			}
 			var or []*rbacv3.Permission
 			for i := range pt.or {
-				ps, err := permissionsOf(&pt.or[i])
+				ps, err := ms.permissionsOf(&pt.or[i])
 				if err != nil {
 					return nil, err
 				}
