@@ -145,7 +145,7 @@ func actionOrder(p *ir.Policy) int {
 }
 
 // authzCheck works out a pod's AuthzCheck from an inventory's objects.
-func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, pas *authz.PeerAuthentications, ns, name string) (*AuthzCheck, error) {
+func authzCheck(bag *input.Bag, pols []ir.Policy, authn []ir.PolicyScope, diags ir.Diagnostics, pas *authz.PeerAuthentications, ns, name string) (*AuthzCheck, error) {
 	var pod *input.Pod
 	for _, p := range bag.Pods {
 		if p.Namespace == ns && p.Name == name {
@@ -196,7 +196,7 @@ func authzCheck(bag *input.Bag, pols []ir.Policy, diags ir.Diagnostics, pas *aut
 	if out.EnforcedBy == "nodemesh" {
 		// (Capture.Ports, not CapturedPorts: a pod read from manifests has
 		// no address yet, and the question is which ports would be.)
-		for _, cp := range translate.NewCapture(pols, bag.Services).Ports(translate.Workload(pod), nsLabels) {
+		for _, cp := range translate.NewCapture(pols, bag.Services).WithAuthn(authn, bag.Services).Ports(translate.Workload(pod), nsLabels) {
 			out.CapturedPorts = append(out.CapturedPorts, cp.Port)
 			captured = append(captured, strconv.FormatUint(uint64(cp.Port), 10))
 		}
@@ -280,7 +280,7 @@ func writeAuthzCheck(w io.Writer, c *AuthzCheck, format string) error {
 		for i, p := range c.CapturedPorts {
 			ports[i] = strconv.FormatUint(uint64(p), 10)
 		}
-		fmt.Fprintf(w, "Captured into the node Envoy's inbound listener (HTTP rules by its RBAC): port(s) %s\n", strings.Join(ports, ", "))
+		fmt.Fprintf(w, "Captured into the node Envoy's inbound listener (HTTP rules by its RBAC, JWTs by its jwt_authn): port(s) %s\n", strings.Join(ports, ", "))
 	}
 	switch {
 	case len(c.Policies) == 0:
@@ -414,7 +414,16 @@ flags.`,
 			pols, diags := istio.AuthorizationPolicies(inv.AuthorizationPolicies, istio.AuthzOptions{
 				RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases})
 			pas := authz.NewPeerAuthentications(inv.PeerAuthentications, o.rootNamespace, nil)
-			c, err := authzCheck(inv.Bag, pols, diags, pas, ns, args[0])
+			// RequestAuthentications capture a pod's HTTP ports too (their
+			// JWT validation runs in the node Envoy): only their scopes
+			// matter here.
+			ras, _ := istio.RequestAuthentications(inv.RequestAuthentications, istio.AuthzOptions{
+				RootNamespace: o.rootNamespace, TrustDomain: o.trustDomain, TrustDomainAliases: o.tdAliases})
+			scopes := make([]ir.PolicyScope, len(ras))
+			for i := range ras {
+				scopes[i] = ras[i].Scope
+			}
+			c, err := authzCheck(inv.Bag, pols, scopes, diags, pas, ns, args[0])
 			if err != nil {
 				return &ExitError{Code: ExitFindings, Err: err}
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -209,7 +210,54 @@ spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
 		}
 	}
 	_, table, _ := run(t, "", "authz", "check", "ratings-1", "-n", "default", "-f", file)
-	if !strings.Contains(table, "Captured into the node Envoy's inbound listener (HTTP rules by its RBAC): port(s) 9080") {
+	if !strings.Contains(table, "Captured into the node Envoy's inbound listener (HTTP rules by its RBAC, JWTs by its jwt_authn): port(s) 9080") {
 		t.Errorf("table output lacks the captured ports:\n%s", table)
+	}
+}
+
+// TestAuthzCheckCapturedByRequestAuthentication: a RequestAuthentication
+// alone captures a pod's HTTP port (its JWT validation runs in the node
+// Envoy), as the controller and the agent decide; check counts it.
+func TestAuthzCheckCapturedByRequestAuthentication(t *testing.T) {
+	svc := `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details, namespace: default}
+spec: {selector: {app: details}, ports: [{name: http, port: 9080}]}
+`
+	ra := `
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  jwtRules: [{issuer: "https://idp.example", jwks: '{"keys":[]}'}]
+`
+	for name, c := range map[string]struct {
+		extra string
+		want  []uint32
+	}{
+		"L4 policy only: not captured":           {svc, nil},
+		"with a RequestAuthentication: captured": {svc + ra, []uint32{9080}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "m.yaml")
+			if err := os.WriteFile(file, []byte(authzManifests+c.extra), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := run(t, "", "authz", "check", "details-1", "-n", "default", "-f", file, "-o", "json")
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var got AuthzCheck
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if !slices.Equal(got.CapturedPorts, c.want) {
+				t.Errorf("captured ports %v, want %v", got.CapturedPorts, c.want)
+			}
+		})
 	}
 }
