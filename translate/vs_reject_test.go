@@ -83,6 +83,14 @@ func TestInvalidVirtualServiceRejectedWhole(t *testing.T) {
 			http:  `[{match: [{uri: {regex: "/` + strings.Repeat("a", 1100) + `"}}], route: [{destination: {host: api}}]}]`,
 			field: "spec.http[0].match[0].uri.regex", msg: "1024",
 		},
+		"exponentialDelay (Istio: not supported yet)": {
+			http:  `[{fault: {delay: {exponentialDelay: 1s, percentage: {value: 100}}}, route: [{destination: {host: api, subset: v1}}]}]`,
+			field: "spec.http[0].fault.delay.exponentialDelay", msg: "exponentialDelay",
+		},
+		"http2Error (Istio: not supported yet)": {
+			http:  `[{fault: {abort: {http2Error: REFUSED_STREAM, percentage: {value: 100}}}, route: [{destination: {host: api, subset: v1}}]}]`,
+			field: "spec.http[0].fault.abort.http2Error", msg: "HTTP/2 abort",
+		},
 		"invalid rule among valid ones": {
 			http:  `[{match: [{uri: {prefix: /a}}], route: [{destination: {host: api, subset: v1}}]}, {route: [{destination: {host: api, subset: v2}, weight: -5}]}]`,
 			field: "spec.http[1].route[0].weight", msg: "negative",
@@ -168,5 +176,42 @@ spec:
 	}
 	if routes := apiRoutes(t, r); len(routes) != 0 {
 		t.Errorf("api's routes: want none (refused, never routed elsewhere), got %v", routes)
+	}
+}
+
+// TestFaultWithoutTypeAccepted: Istio accepts a delay or an abort without
+// its type (a warning for the abort) and injects nothing: the rule routes,
+// no error.
+func TestFaultWithoutTypeAccepted(t *testing.T) {
+	for name, fault := range map[string]string{
+		"delay without fixedDelay": `{delay: {percentage: {value: 100}}}`,
+		"abort without error type": `{abort: {percentage: {value: 100}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			bag, diags := LoadBytes("vs.yaml", []byte(vsRejectBase+`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api]
+  http: [{fault: `+fault+`, route: [{destination: {host: api, subset: v1}}]}]
+`), "default")
+			if diags.HasErrors() {
+				t.Fatalf("load: %v", diags)
+			}
+			r := Translate(bag, diags, Options{})
+			for _, d := range r.Diagnostics {
+				if d.Severity == ir.SeverityError {
+					t.Errorf("error for what Istio accepts: %v", d)
+				}
+			}
+			routes := apiRoutes(t, r)
+			if len(routes) != 1 || routes[0].GetRoute().GetCluster() != "outbound|8080|v1|api.default.svc.cluster.local" {
+				t.Fatalf("api's routes: want the rule to v1, got %v", routes)
+			}
+			if fs := routes[0].GetTypedPerFilterConfig(); len(fs) != 0 {
+				t.Errorf("a fault is injected: %v", fs)
+			}
+		})
 	}
 }

@@ -8,7 +8,8 @@ import (
 
 // translateFault is Istio's TranslateFault. An unset percentage means 0 %:
 // Istio documents "if left unspecified, no request will be delayed/aborted".
-// exponentialDelay and http2Error are not supported (reported at validation).
+// exponentialDelay and http2Error are refused by Istio's validation, and so
+// the VirtualService with them (validate_vs.go).
 func translateFault(in *networking.HTTPFaultInjection) *ir.Fault {
 	if in == nil {
 		return nil

@@ -417,9 +417,11 @@ func (v vsValidator) fault(path ir.Path, f *networking.HTTPFaultInjection, fail 
 				fail(df.Field("fixedDelay"), "fixedDelay must be positive")
 			}
 		case *networking.HTTPFaultInjection_Delay_ExponentialDelay:
-			v.unsupported(df.Field("exponentialDelay"), "exponentialDelay is not supported (nor by Istio); no delay is injected")
+			// Istio's validateHTTPFaultInjectionDelay: an error.
+			fail(df.Field("exponentialDelay"), "exponentialDelay is not supported (Istio's validation: not supported yet)")
 		case nil:
-			fail(df, "fixedDelay is required")
+			// Istio accepts a delay without a type; nothing is delayed.
+			v.t.diags.Warnf(ir.CodeChangedBehavior, v.ref, string(df), "no fixedDelay is set, so no request is delayed (Istio accepts it and delays nothing)")
 		}
 		if p := d.Percentage; p != nil && (p.Value < 0 || p.Value > 100) {
 			fail(df.Field("percentage"), "percentage must be 0–100")
@@ -444,9 +446,12 @@ func (v vsValidator) fault(path ir.Path, f *networking.HTTPFaultInjection, fail 
 				fail(af.Field("grpcStatus"), "%q is not a gRPC status name (e.g. UNAVAILABLE)", at.GrpcStatus)
 			}
 		case *networking.HTTPFaultInjection_Abort_Http2Error:
-			v.unsupported(af.Field("http2Error"), "http2Error is not supported (nor by Istio); no abort is injected")
+			// Istio's validateHTTPFaultInjectionAbort: an error.
+			fail(af.Field("http2Error"), "HTTP/2 abort fault injection is not supported (Istio's validation: not supported yet)")
 		case nil:
-			fail(af, "one of httpStatus or grpcStatus is required")
+			// Istio's validation warns ("abort configured, but error type
+			// not set"); nothing is aborted.
+			v.t.diags.Warnf(ir.CodeChangedBehavior, v.ref, string(af), "abort configured, but error type not set: no request is aborted (Istio's warning)")
 		}
 		if p := a.Percentage; p != nil && (p.Value < 0 || p.Value > 100) {
 			fail(af.Field("percentage"), "percentage must be 0–100")
