@@ -1,12 +1,11 @@
 package istio
 
 import (
-	"strings"
-
 	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/nodemesh/nodemesh/translate/ir"
 )
