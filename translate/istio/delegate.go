@@ -154,34 +154,6 @@ func (v vsValidator) rootRoute(path ir.Path, h *networking.HTTPRoute) bool {
 	return v.httpRoute(path, c) && ok
 }
 
-// exportedTo reports whether a resource of namespace owner whose exportTo is
-// exportTo is visible to namespace ns (Istio's convertExportToSet and the
-// visibility check of mergeVirtualServices): "*" is every namespace, "." the
-// owner's, "~" none, anything else a namespace name. An empty exportTo is
-// the mesh default, which nodemesh takes as Istio's own default, "*"
-// (nodemesh reads no MeshConfig defaultVirtualServiceExportTo). Shared by
-// the delegate check and whoever applies exportTo in general.
-func exportedTo(exportTo []string, owner, ns string) bool {
-	if len(exportTo) == 0 {
-		return true
-	}
-	for _, e := range exportTo {
-		switch e {
-		case "*":
-			return true
-		case ".":
-			if owner == ns {
-				return true
-			}
-		default:
-			if e == ns {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // mergeDelegates replaces, in every root VirtualService, each rule that
 // delegates by the delegate's rules merged with it (mergeVirtualServices).
 // The root's vsInfo gets a copy of its object with the merged rules, and
@@ -217,7 +189,9 @@ func (t *translator) mergeDelegates() {
 				continue
 			}
 			d.used = true
-			if !exportedTo(d.vs.obj.Spec.ExportTo, d.vs.namespace, vs.namespace) {
+			// The delegate's exportTo (or the mesh default) must reach the
+			// root's namespace: the same visibility as every resource's.
+			if !exportToOf(d.vs.namespace, d.vs.obj.Spec.ExportTo, t.opts.DefaultVirtualServiceExportTo).visibleTo(vs.namespace) {
 				t.diags.Warnf(ir.CodeDelegate, vs.ref, field,
 					"delegate %s is not exported to namespace %s (exportTo %v); the rule is dropped, as Istio drops it",
 					d.vs.ref, vs.namespace, d.vs.obj.Spec.ExportTo)

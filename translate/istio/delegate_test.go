@@ -925,11 +925,11 @@ func TestExportedTo(t *testing.T) {
 		"~ (none)":               {[]string{"~"}, false},
 		"several":                {[]string{".", "shop"}, true},
 	} {
-		if got := exportedTo(c.exportTo, "team", "shop"); got != c.want {
-			t.Errorf("%s: exportedTo(%q) = %v, want %v", name, c.exportTo, got, c.want)
+		if got := exportToOf("team", c.exportTo, nil).visibleTo("shop"); got != c.want {
+			t.Errorf("%s: exportTo %q visible to shop: %v, want %v", name, c.exportTo, got, c.want)
 		}
 	}
-	if !exportedTo([]string{"."}, "team", "team") {
+	if !exportToOf("team", []string{"."}, nil).visibleTo("team") {
 		t.Error(`"." does not export to the owner's own namespace`)
 	}
 }
