@@ -559,19 +559,8 @@ func serverConfig(t *testing.T, ctx *tlsv3.DownstreamTlsContext, sds map[string]
 		if len(raw) == 0 {
 			return nil // (ClientAuth decided)
 		}
-		leaf, err := x509.ParseCertificate(raw[0])
+		leaf, err := verifyChain(raw, pool, x509.ExtKeyUsageClientAuth)
 		if err != nil {
-			return err
-		}
-		inter := x509.NewCertPool()
-		for _, r := range raw[1:] {
-			c, err := x509.ParseCertificate(r)
-			if err != nil {
-				return err
-			}
-			inter.AddCert(c)
-		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			return err
 		}
 		if len(prefixes) == 0 {

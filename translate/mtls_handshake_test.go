@@ -108,19 +108,8 @@ func clientConfig(t *testing.T, ctx *tlsv3.UpstreamTlsContext, sds map[string]tl
 	}
 	cfg.InsecureSkipVerify = true // verified below, as Envoy does
 	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-		leaf, err := x509.ParseCertificate(raw[0])
+		leaf, err := verifyChain(raw, pool, x509.ExtKeyUsageServerAuth)
 		if err != nil {
-			return err
-		}
-		inter := x509.NewCertPool()
-		for _, r := range raw[1:] {
-			c, err := x509.ParseCertificate(r)
-			if err != nil {
-				return err
-			}
-			inter.AddCert(c)
-		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			return err
 		}
 		if len(sans) == 0 {
@@ -293,4 +282,26 @@ status: {phase: Running, podIP: 10.1.0.5}
 			}
 		})
 	}
+}
+
+// verifyChain is what Envoy does with a peer's certificates under a
+// validation context: the leaf, with the chain's intermediates, must chain
+// to pool for usage. The callers then match its SANs (exact or prefix).
+func verifyChain(raw [][]byte, pool *x509.CertPool, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	leaf, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return nil, err
+	}
+	inter := x509.NewCertPool()
+	for _, r := range raw[1:] {
+		c, err := x509.ParseCertificate(r)
+		if err != nil {
+			return nil, err
+		}
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return nil, err
+	}
+	return leaf, nil
 }
